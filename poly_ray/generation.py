@@ -1,0 +1,72 @@
+"""Plain data that crosses deployment handles: what to generate, and what comes back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    repeat_penalty: float = 1.1
+    repeat_last_n: int = 64
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A piece of prompt. Only the operator's text (prelude, prefix, postfix) may
+    spell special tokens such as ``<start_of_turn>``; a user's text never can."""
+
+    text: str
+    special: bool = False
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt: tuple[Segment, ...]
+    max_tokens: int = 256
+    stop: tuple[str, ...] = ()
+    sampling: Sampling = field(default_factory=Sampling)
+
+    @property
+    def text(self) -> str:
+        return "".join(s.text for s in self.prompt)
+
+
+@dataclass(frozen=True)
+class Started:
+    """First event of every stream: the prompt was accepted (so errors before it are 4xx/5xx)."""
+
+    prompt_tokens: int
+
+
+@dataclass(frozen=True)
+class Chunk:
+    text: str
+    tokens: int  # generated tokens this chunk covers
+
+
+@dataclass(frozen=True)
+class Done:
+    finish_reason: str  # "stop" (end of text or a stop sequence) or "length"
+    prompt_tokens: int
+    completion_tokens: int
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def usage(self) -> dict:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }
+
+    def to_dict(self) -> dict:
+        return {"finish_reason": self.finish_reason, "usage": self.usage, "timings": self.timings}
+
+
+Event = Started | Chunk | Done

@@ -1,0 +1,48 @@
+"""From a task and a user's request to what the model generates."""
+
+from __future__ import annotations
+
+from .config import TaskConfig
+from .errors import BadRequest
+from .generation import GenerationRequest, Sampling, Segment
+
+
+def assemble(task: TaskConfig, prompt: str, *, first_turn: bool = True) -> tuple[Segment, ...]:
+    """What the model sees for one turn: the prelude once per session, then prefix + prompt + postfix.
+
+    The task's own text may hold special tokens; the user's prompt is kept apart
+    so that it is tokenized as plain text.
+    """
+    template = (task.prelude if first_turn else "") + task.prefix
+    parts = (Segment(template, special=True), Segment(prompt), Segment(task.postfix, special=True))
+    return tuple(p for p in parts if p.text)
+
+
+def build_request(task_name: str, task: TaskConfig, prompt: str, overrides: dict | None = None) -> GenerationRequest:
+    """The task's settings, with the request's overrides where it may make them.
+
+    ``overrides`` holds only keys the client set (max_tokens, temperature, top_k,
+    top_p, seed, stop); the task's max_tokens is a ceiling, not a default to beat.
+    """
+    o = {k: v for k, v in (overrides or {}).items() if v is not None}
+    max_tokens = o.get("max_tokens", task.max_tokens)
+    if max_tokens > task.max_tokens:
+        raise BadRequest(f"max_tokens {max_tokens} is above the limit of task '{task_name}' ({task.max_tokens})")
+    stop = o.get("stop", [])
+    if isinstance(stop, str):
+        stop = [stop]
+    sampling = Sampling(
+        temperature=o.get("temperature", task.temperature),
+        top_k=o.get("top_k", task.top_k),
+        top_p=o.get("top_p", task.top_p),
+        min_p=task.min_p,
+        repeat_penalty=task.repeat_penalty,
+        repeat_last_n=task.repetition_penalty_last_n,
+        seed=o.get("seed", task.seed),
+    )
+    return GenerationRequest(
+        prompt=assemble(task, prompt),
+        max_tokens=max_tokens,
+        stop=tuple(dict.fromkeys([*task.stop_sequences, *stop])),
+        sampling=sampling,
+    )
