@@ -107,6 +107,10 @@ class Engine:
             tokens += self.tokenize(seg.text, special=seg.special)
         return tokens
 
+    @property
+    def alive(self) -> bool:
+        return self._worker.is_alive()
+
     def stats(self) -> dict:
         with self._lock:
             return {"waiting": self._waiting, "running": int(self._running), "max_queued": self.max_queued}

@@ -1,0 +1,270 @@
+"""The HTTP API: Poly's native routes over a ``Backend``.
+
+No Ray import: the ingress deployment hands in a backend that talks to the
+orchestrator through handles; unit tests hand in an in-process one. Every
+error, on every route, leaves as ``{"error": {"code", "message"}}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any, Protocol
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from . import sse
+from .auth import Authenticator, Principal, token_from
+from .config import Config
+from .errors import BadRequest, Busy, NotFound, PolyError
+from .generation import Chunk, Done, Event
+from .protocol import CompletionParams, EmbeddingBody, PromptBody
+
+log = logging.getLogger(__name__)
+
+KEEP_ALIVE_S = 10.0
+
+
+class Backend(Protocol):
+    """What the HTTP layer needs from the graph behind it."""
+
+    def stream(self, task: str, prompt: str, overrides: dict) -> AsyncGenerator[Event, None]: ...
+    async def complete(self, task: str, prompt: str, overrides: dict) -> dict: ...
+    async def embed(self, model: str, texts: list[str]) -> list[list[float]]: ...
+    async def tokenize(self, model: str, text: str) -> list[dict]: ...
+    async def tasks(self) -> dict[str, dict]: ...
+    async def models(self) -> dict[str, dict]: ...
+
+
+def error_response(err: PolyError) -> JSONResponse:
+    return JSONResponse(err.to_body(), status_code=err.status, headers=err.headers)
+
+
+def create_app(backend: Backend, config: Config) -> FastAPI:
+    app = FastAPI(title="poly-ray", version="0.1.0")
+    auth = Authenticator(
+        public=config.public,
+        keys=config.allowed_keys,
+        jwt_secret=config.jwt_private_key.symmetric if config.jwt_private_key else None,
+    )
+    if config.allowed_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=config.allowed_origins,
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    slots = _Slots(config.max_concurrent)
+
+    @app.exception_handler(PolyError)
+    async def _poly_error(request: Request, err: PolyError):
+        if err.status in (401, 403):
+            log.info("%s %s: %s", err.status, request.url.path, err.message)
+        return error_response(err)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, err: StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code, "http_error")
+        return JSONResponse({"error": {"code": code, "message": str(err.detail)}}, status_code=err.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, err: RequestValidationError):
+        return error_response(BadRequest(_describe(err.errors())))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, err: Exception):
+        log.exception("unhandled error on %s", request.url.path)
+        return JSONResponse({"error": {"code": "internal_error", "message": "internal server error"}}, status_code=500)
+
+    def principal(request: Request) -> Principal:
+        return auth.authenticate(token_from(request.headers.get("authorization"), request.query_params.get("api_key")))
+
+    async def known_task(request: Request, task: str) -> Principal:
+        who = principal(request)
+        if task not in await backend.tasks():
+            raise _not_found("task", task)
+        who.check_task(task)
+        return who
+
+    async def known_model(request: Request, model: str) -> Principal:
+        who = principal(request)
+        if model not in await backend.models():
+            raise _not_found("model", model)
+        who.check_model(model)
+        return who
+
+    @app.get("/status")
+    async def status():
+        return {"status": "ok"}
+
+    @app.get("/v1/task")
+    async def list_tasks(request: Request):
+        who = principal(request)
+        return {"tasks": [t for t in await backend.tasks() if who.tasks is None or t in who.tasks]}
+
+    @app.get("/v1/model")
+    async def list_models(request: Request):
+        who = principal(request)
+        return {"models": [m for m in await backend.models() if who.models is None or m in who.models]}
+
+    @app.api_route("/v1/task/{task}/completion", methods=["GET", "POST"])
+    async def completion(task: str, request: Request):
+        await known_task(request, task)
+        params = await _params(request, CompletionParams)
+        async with slots:
+            return await backend.complete(task, params.prompt, params.overrides())
+
+    @app.api_route("/v1/task/{task}/live", methods=["GET", "POST"])
+    async def live(task: str, request: Request):
+        await known_task(request, task)
+        params = await _params(request, CompletionParams)
+        slots.acquire()
+        try:
+            events = backend.stream(task, params.prompt, params.overrides())
+            # Wait for the model to accept the prompt, so that a refusal (too long,
+            # busy) is an HTTP status and not an event in a 200 stream.
+            first = await anext(events)
+        except BaseException:
+            slots.release()
+            raise
+        return StreamingResponse(
+            _sse(first, events, slots.release),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    @app.post("/v1/model/{model}/embedding")
+    async def embedding(model: str, request: Request):
+        await known_model(request, model)
+        body = await _params(request, EmbeddingBody)
+        texts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+        vectors = await backend.embed(model, texts)
+        if isinstance(body.prompt, str):
+            return {"embedding": vectors[0]}
+        return {"embeddings": vectors}
+
+    @app.post("/v1/model/{model}/tokenization")
+    async def tokenization(model: str, request: Request):
+        await known_model(request, model)
+        body = await _params(request, PromptBody)
+        return {"tokens": await backend.tokenize(model, body.prompt)}
+
+    return app
+
+
+class _Slots:
+    """The server-wide bound on concurrent generations (``max_concurrent``)."""
+
+    def __init__(self, limit: int):
+        self.limit, self.used = limit, 0
+
+    def acquire(self) -> None:
+        if self.used >= self.limit:
+            raise Busy(f"the server is at its limit of {self.limit} concurrent generations", retry_after=1)
+        self.used += 1
+
+    def release(self) -> None:
+        self.used -= 1
+
+    async def __aenter__(self):
+        self.acquire()
+
+    async def __aexit__(self, *exc):
+        self.release()
+
+
+async def _sse(first: Event, events: AsyncGenerator[Event, None], on_close) -> AsyncIterator[bytes]:
+    """Frame events as SSE, with keep-alive comments while the model is quiet.
+
+    A separate task pulls from ``events``; when the client goes away this body is
+    cancelled, and cancelling that task closes the stream down to the model.
+    """
+    queue: asyncio.Queue = asyncio.Queue()
+    pump = asyncio.create_task(_pump(events, queue))
+    ev: Any = first
+    try:
+        while True:
+            try:
+                ev = await asyncio.wait_for(queue.get(), KEEP_ALIVE_S)
+            except TimeoutError:
+                yield sse.KEEP_ALIVE
+                continue
+            if isinstance(ev, Chunk) and ev.text:
+                yield sse.event(ev.text)
+            elif isinstance(ev, Done):
+                yield sse.json_event("done", ev.to_dict())
+                return
+            elif isinstance(ev, PolyError):
+                yield sse.json_event("error", ev.to_body()["error"])
+                return
+            elif isinstance(ev, BaseException):
+                log.error("stream failed: %r", ev)
+                yield sse.json_event("error", {"code": "internal_error", "message": "internal server error"})
+                return
+            elif ev is _END:
+                yield sse.json_event("error", {"code": "model_error", "message": "the stream ended before it was done"})
+                return
+    finally:
+        pump.cancel()
+        on_close()
+
+
+_END = object()
+
+
+async def _pump(events: AsyncGenerator[Event, None], queue: asyncio.Queue) -> None:
+    try:
+        async for ev in events:
+            queue.put_nowait(ev)
+        queue.put_nowait(_END)
+    except asyncio.CancelledError:
+        raise
+    except Exception as e:
+        queue.put_nowait(e)
+    finally:
+        await events.aclose()
+
+
+async def _params(request: Request, model: type[BaseModel]) -> Any:
+    """A request's parameters: the JSON body of a POST, or the query string of a GET."""
+    if request.method == "GET":
+        data: dict[str, Any] = {}
+        for key, value in request.query_params.multi_items():
+            if key == "api_key":
+                continue
+            if key == "stop":
+                data.setdefault("stop", []).append(value)
+            else:
+                data[key] = value
+    else:
+        raw = await request.body()
+        try:
+            data = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise BadRequest(f"the request body is not valid JSON: {e}") from None
+        if not isinstance(data, dict):
+            raise BadRequest("the request body must be a JSON object")
+    try:
+        return model.model_validate(data, strict=False)
+    except ValidationError as e:
+        raise BadRequest(_describe(e.errors())) from None
+
+
+def _describe(errors: list[dict]) -> str:
+    parts = []
+    for err in errors:
+        loc = ".".join(str(p) for p in err["loc"] if p not in ("body", "query", "path"))
+        msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)
+
+
+def _not_found(kind: str, name: str) -> PolyError:
+    return NotFound(f"{kind} '{name}' does not exist")

@@ -1,0 +1,48 @@
+"""The graph builder: ``serve run poly_ray.app:build config=config.toml``.
+
+Ingress → TaskOrchestrator → one LlamaModel deployment per configured model.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib.resources import files
+from pathlib import Path
+
+from ray import serve
+from ray.serve import Application
+
+from . import config as config_mod
+from .config import Config
+from .placement import LIGHT_OPTIONS, model_options
+from .serve.ingress import Ingress
+from .serve.model import LlamaModel
+from .serve.orchestrator import TaskOrchestrator
+
+
+def default_config_path() -> Path:
+    """The embedded default: config.example.toml with the Gemma 3 270M package model."""
+    return Path(str(files("poly_ray").joinpath("config.example.toml")))
+
+
+def build(args: dict | None = None) -> Application:
+    """Application builder for ``serve run`` / ``serve build``; ``config`` names the TOML file."""
+    args = args or {}
+    path = args.get("config") or os.environ.get("POLY_CONFIG") or default_config_path()
+    return build_app(config_mod.load(path))
+
+
+def build_app(cfg: Config) -> Application:
+    models = {
+        name: serve.deployment(LlamaModel, name=f"model-{name}", **model_options(m)).bind(
+            name, m.model_dump(mode="json"), str(cfg.cache_path)
+        )
+        for name, m in cfg.models.items()
+    }
+    orchestrator = serve.deployment(TaskOrchestrator, name="orchestrator", **LIGHT_OPTIONS).bind(
+        {name: t.model_dump(mode="json") for name, t in cfg.tasks.items()},
+        {name: m.model_dump(mode="json") for name, m in cfg.models.items()},
+        models,
+    )
+    ingress = serve.deployment(serve.ingress()(Ingress), name="ingress", **LIGHT_OPTIONS)
+    return ingress.bind(orchestrator, cfg.model_dump(mode="json"))

@@ -1,0 +1,72 @@
+"""The ``poly-ray`` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from .errors import ConfigError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="poly-ray", description="Serve GGUF models as a Ray Serve graph.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_ in (
+        ("serve", "start the server (Ray starts locally unless RAY_ADDRESS names a cluster)"),
+        ("check", "validate a config file and say what it configures"),
+        ("prepare", "fetch or assemble every configured model file into the cache"),
+    ):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--config", "-c", help="TOML config (default: the embedded config.example.toml)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    from . import config as config_mod
+    from .app import default_config_path
+
+    path = args.config or os.environ.get("POLY_CONFIG") or default_config_path()
+    try:
+        cfg = config_mod.load(path)
+    except ConfigError as e:
+        print(f"poly-ray: invalid config {path}:\n{e}", file=sys.stderr)
+        return 2
+
+    if args.command == "check":
+        print(f"{path}: ok")
+        print(f"  listens on {cfg.bind_address} ({'public' if cfg.public else 'credentials required'})")
+        for name, m in cfg.models.items():
+            print(f"  model {name}: {m.source} = {getattr(m, m.source)}, context {m.context_size}")
+        for name, t in cfg.tasks.items():
+            print(f"  task {name}: model {t.model}, max_tokens {t.max_tokens}")
+        return 0
+    if args.command == "prepare":
+        from .sources import ModelSourceError, resolve
+
+        try:
+            for name, m in cfg.models.items():
+                print(f"model {name}: {resolve(name, m, cfg.cache_path)}")
+        except ModelSourceError as e:
+            print(f"poly-ray: {e}", file=sys.stderr)
+            return 1
+        return 0
+    return _serve(cfg)
+
+
+def _serve(cfg) -> int:
+    import ray
+    from ray import serve
+
+    from .app import build_app
+
+    ray.init(address=os.environ.get("RAY_ADDRESS"))
+    serve.start(http_options={"host": cfg.host, "port": cfg.port})
+    app = build_app(cfg)
+    logging.getLogger("poly_ray").info("serving on http://%s:%d", cfg.host, cfg.port)
+    serve.run(app, name="poly-ray", route_prefix="/", blocking=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

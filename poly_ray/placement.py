@@ -1,0 +1,41 @@
+"""Ray Serve deployment options computed from the config (no Ray import)."""
+
+from __future__ import annotations
+
+from .config import ModelConfig
+
+# Room above the generation queue for quick calls (tokenize, embed, stats), so
+# they are not refused while generations wait.
+_QUICK_CALLS = 8
+
+
+def model_options(model: ModelConfig) -> dict:
+    """Options for ``serve.deployment`` of one model: GPU share, replicas, queue bounds."""
+    options: dict = {
+        "ray_actor_options": {"num_cpus": model.cpus, "num_gpus": model.gpus},
+        # The engine runs one generation and holds max_queued_requests waiting;
+        # past that it answers Busy (503) itself, which is clearer than Ray's queue.
+        "max_ongoing_requests": 1 + model.max_queued_requests + _QUICK_CALLS,
+        # Requests queued in callers when every replica is full: bounded too.
+        "max_queued_requests": model.max_queued_requests,
+        "health_check_period_s": 10,
+        "health_check_timeout_s": 30,
+    }
+    if model.autoscaling is not None:
+        a = model.autoscaling
+        options["autoscaling_config"] = {
+            "min_replicas": a.min_replicas,
+            "max_replicas": a.max_replicas,
+            "initial_replicas": a.initial_replicas,
+            "target_ongoing_requests": a.target_ongoing_requests,
+            "upscale_delay_s": a.upscale_delay_s,
+            "downscale_delay_s": a.downscale_delay_s,
+        }
+    else:
+        options["num_replicas"] = model.replicas or 1
+    return options
+
+
+# The ingress and orchestrator only pass messages: they take no whole CPU, so
+# that a 2-core laptop can place the graph next to a model.
+LIGHT_OPTIONS = {"ray_actor_options": {"num_cpus": 0}, "max_ongoing_requests": 1000}

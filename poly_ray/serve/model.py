@@ -1,0 +1,49 @@
+"""LlamaModel: one deployment per configured model, adapting Ray to the Engine."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from ..config import ModelConfig
+from ..engine import Engine
+from ..errors import ModelError
+from ..generation import GenerationRequest
+from ..sources import resolve
+
+log = logging.getLogger(__name__)
+
+
+class LlamaModel:
+    def __init__(self, name: str, model: dict, cache_path: str):
+        cfg = ModelConfig.model_validate(model)
+        path = resolve(name, cfg, Path(cache_path))
+        log.info("model %s: loading %s", name, path)
+        self.engine = Engine(
+            path,
+            context_size=cfg.context_size,
+            threads=cfg.threads_per_session,
+            batch_size=cfg.batch_size,
+            gpu_layers=cfg.n_gpu_layers,
+            max_queued=cfg.max_queued_requests,
+            name=name,
+        )
+
+    async def generate(self, request: GenerationRequest):
+        async for event in self.engine.generate(request):
+            yield event
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        return await asyncio.to_thread(self.engine.embed, texts)
+
+    async def tokenize(self, text: str) -> list[dict]:
+        ids = self.engine.tokenize(text, add_bos=False)
+        return [{"id": t, "text": self.engine.detokenize([t])} for t in ids]
+
+    def stats(self) -> dict:
+        return self.engine.stats()
+
+    def check_health(self) -> None:
+        if not self.engine.alive:
+            raise ModelError(f"model '{self.engine.name}': the engine thread has stopped")

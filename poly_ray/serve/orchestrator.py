@@ -1,0 +1,35 @@
+"""TaskOrchestrator: runs tasks against the model deployments."""
+
+from __future__ import annotations
+
+from ..config import ModelConfig, TaskConfig
+from ..tasks import TaskRunner
+from .handles import ModelHandle
+
+
+class TaskOrchestrator:
+    def __init__(self, tasks: dict, models: dict, handles: dict):
+        self._runner = TaskRunner(
+            {name: TaskConfig.model_validate(t) for name, t in tasks.items()},
+            {name: ModelConfig.model_validate(m) for name, m in models.items()},
+            {name: ModelHandle(h) for name, h in handles.items()},
+        )
+
+    async def stream(self, task: str, prompt: str, overrides: dict):
+        async for event in self._runner.stream(task, prompt, overrides):
+            yield event
+
+    async def complete(self, task: str, prompt: str, overrides: dict) -> dict:
+        return await self._runner.complete(task, prompt, overrides)
+
+    async def embed(self, model: str, texts: list[str]) -> list[list[float]]:
+        return await self._runner.embed(model, texts)
+
+    async def tokenize(self, model: str, text: str) -> list[dict]:
+        return await self._runner.tokenize(model, text)
+
+    async def tasks(self) -> dict:
+        return await self._runner.tasks()
+
+    async def models(self) -> dict:
+        return await self._runner.models()

@@ -1,0 +1,73 @@
+"""Running tasks: from a task name and a prompt to a stream of model events.
+
+Plain Python over injected model clients: the orchestrator deployment gives it
+clients that call model deployments through handles; tests give it anything
+with the same methods (a LlamaModel instance works directly).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from .config import ModelConfig, TaskConfig
+from .errors import ModelError, NotFound
+from .generation import Chunk, Done, Event, GenerationRequest
+from .prompts import build_request
+
+
+class ModelClient(Protocol):
+    def generate(self, request: GenerationRequest) -> AsyncIterator[Event]: ...
+    async def embed(self, texts: list[str]) -> list[list[float]]: ...
+    async def tokenize(self, text: str) -> list[dict]: ...
+
+
+class TaskRunner:
+    def __init__(self, tasks: dict[str, TaskConfig], models: dict[str, ModelConfig], clients: dict[str, ModelClient]):
+        self._tasks = tasks
+        self._models = models
+        self._clients = clients
+
+    def task(self, name: str) -> TaskConfig:
+        try:
+            return self._tasks[name]
+        except KeyError:
+            raise NotFound(f"task '{name}' does not exist") from None
+
+    def client(self, model: str) -> ModelClient:
+        try:
+            return self._clients[model]
+        except KeyError:
+            raise NotFound(f"model '{model}' does not exist") from None
+
+    async def stream(self, task: str, prompt: str, overrides: dict) -> AsyncIterator[Event]:
+        cfg = self.task(task)
+        request = build_request(task, cfg, prompt, overrides)
+        async for event in self.client(cfg.model).generate(request):
+            yield event
+
+    async def complete(self, task: str, prompt: str, overrides: dict) -> dict:
+        return await collect(self.stream(task, prompt, overrides))
+
+    async def embed(self, model: str, texts: list[str]) -> list[list[float]]:
+        return await self.client(model).embed(texts)
+
+    async def tokenize(self, model: str, text: str) -> list[dict]:
+        return await self.client(model).tokenize(text)
+
+    async def tasks(self) -> dict[str, dict]:
+        return {name: {"model": t.model, "max_tokens": t.max_tokens} for name, t in self._tasks.items()}
+
+    async def models(self) -> dict[str, dict]:
+        return {name: {"context_size": m.context_size, "source": m.source} for name, m in self._models.items()}
+
+
+async def collect(events: AsyncIterator[Event]) -> dict:
+    """A whole completion from its stream: ``{"text", "finish_reason", "usage", "timings"}``."""
+    parts: list[str] = []
+    async for event in events:
+        if isinstance(event, Chunk):
+            parts.append(event.text)
+        elif isinstance(event, Done):
+            return {"text": "".join(parts), **event.to_dict()}
+    raise ModelError("the model's stream ended before it was done")
