@@ -74,7 +74,7 @@ class ModelConfig(_Strict):
     max_queued_requests: int = Field(16, ge=0, le=100_000)
     # Streamed text is sent at most this often (the first chunk at once): fewer,
     # larger messages leave more CPU to the model. 0 sends every token alone.
-    stream_interval_ms: float = Field(50.0, ge=0, le=10_000)
+    stream_interval_ms: float = Field(100.0, ge=0, le=10_000)
 
     @field_validator("url")
     @classmethod

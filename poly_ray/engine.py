@@ -67,7 +67,7 @@ class Engine:
         batch_size: int = 512,
         gpu_layers: int = 0,
         max_queued: int = 16,
-        flush_interval: float = 0.05,
+        flush_interval: float = 0.1,
         name: str = "model",
     ):
         self.name = name
