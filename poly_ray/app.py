@@ -32,6 +32,39 @@ def build(args: dict | None = None) -> Application:
     return build_app(config_mod.load(path))
 
 
+def __getattr__(name: str):
+    # ``serve build poly_ray.app:app`` wants an Application at an import path:
+    # build it on first access from POLY_CONFIG (or the embedded default).
+    if name == "app":
+        return build()
+    raise AttributeError(name)
+
+
+def serve_config(cfg: Config, config_path: str | None = None) -> dict:
+    """A ``serve deploy`` config for this graph: what ``serve build`` writes, but
+    importing the builder with ``args.config`` so the cluster reads the same TOML."""
+    from ray.serve._private.build_app import build_app as ray_build_app
+    from ray.serve.deployment import deployment_to_schema
+    from ray.serve.schema import ServeApplicationSchema, ServeDeploySchema
+
+    built = ray_build_app(build_app(cfg), name="poly-ray")
+    application = ServeApplicationSchema(
+        name="poly-ray",
+        route_prefix="/",
+        import_path="poly_ray.app:build",
+        # No path: the builder uses POLY_CONFIG or the embedded default.
+        args={"config": config_path} if config_path else {},
+        deployments=[deployment_to_schema(d) for d in built.deployments],
+    ).model_dump(exclude_unset=True)
+    deploy = {
+        "proxy_location": "EveryNode",
+        "http_options": {"host": cfg.host, "port": cfg.port},
+        "applications": [application],
+    }
+    ServeDeploySchema.model_validate(deploy)
+    return deploy
+
+
 def build_app(cfg: Config) -> Application:
     models = {
         name: serve.deployment(LlamaModel, name=f"model-{name}", **model_options(m)).bind(

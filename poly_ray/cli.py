@@ -17,9 +17,12 @@ def main(argv: list[str] | None = None) -> int:
         ("serve", "start the server (Ray starts locally unless RAY_ADDRESS names a cluster)"),
         ("check", "validate a config file and say what it configures"),
         ("prepare", "fetch or assemble every configured model file into the cache"),
+        ("build", "write a Serve config (serve deploy) for this config's graph"),
     ):
         p = sub.add_parser(name, help=help_)
         p.add_argument("--config", "-c", help="TOML config (default: the embedded config.example.toml)")
+        if name == "build":
+            p.add_argument("--output", "-o", help="YAML file to write (default: stdout)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -50,6 +53,19 @@ def main(argv: list[str] | None = None) -> int:
         except ModelSourceError as e:
             print(f"poly-ray: {e}", file=sys.stderr)
             return 1
+        return 0
+    if args.command == "build":
+        import yaml
+
+        from .app import serve_config
+
+        text = "# Written by `poly-ray build`; deploy with `serve deploy <this file>`.\n"
+        text += yaml.safe_dump(serve_config(cfg, args.config), sort_keys=False)
+        if args.output:
+            with open(args.output, "w") as f:
+                f.write(text)
+        else:
+            sys.stdout.write(text)
         return 0
     return _serve(cfg)
 

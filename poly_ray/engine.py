@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import functools
 import logging
 import queue
 import random
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import llama_cpp
+import numpy as np
 
 from .errors import Busy, ModelError, PromptTooLong
 from .generation import Chunk, Done, Event, GenerationRequest, Segment, Started
@@ -197,6 +199,15 @@ class Engine:
             verbose=False,
         )
 
+    @functools.cached_property
+    def _eog_tokens(self) -> list[int]:
+        vocab = self._llm._model.vocab
+        return [t for t in range(llama_cpp.llama_vocab_n_tokens(vocab)) if llama_cpp.llama_vocab_is_eog(vocab, t)]
+
+    def _no_eog(self, _ids, logits):
+        logits[self._eog_tokens] = -np.inf
+        return logits
+
     def _run(self) -> None:
         while (job := self._jobs.get()) is not _STOP:
             with self._lock:
@@ -232,13 +243,14 @@ class Engine:
             temp=s.temperature,
             repeat_penalty=s.repeat_penalty,
             reset=True,
+            logits_processor=[self._no_eog] if req.ignore_eos else None,
         ):
             if first_at is None:
                 first_at = time.perf_counter()
             if job.cancelled.is_set():
                 finish = "cancelled"
                 break
-            if llama_cpp.llama_vocab_is_eog(vocab, token):  # EOS, EOT, ...
+            if llama_cpp.llama_vocab_is_eog(vocab, token):  # EOS, EOT, ... (never with ignore_eos)
                 finish = "stop"
                 break
             n += 1

