@@ -16,8 +16,10 @@ def model_options(model: ModelConfig) -> dict:
         # The engine runs one generation and holds max_queued_requests waiting;
         # past that it answers Busy (503) itself, which is clearer than Ray's queue.
         "max_ongoing_requests": 1 + model.max_queued_requests + _QUICK_CALLS,
-        # Requests queued in callers when every replica is full: bounded too.
-        "max_queued_requests": model.max_queued_requests,
+        # Requests waiting in callers for a replica. Ray counts a request here
+        # for the moment it takes to pick a replica too, so a bound as tight as
+        # the engine's refuses simultaneous requests that would have fit.
+        "max_queued_requests": max(64, 4 * model.max_queued_requests),
         "health_check_period_s": 10,
         "health_check_timeout_s": 30,
     }

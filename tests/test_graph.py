@@ -104,7 +104,7 @@ async def test_live_streams_token_by_token_and_ends_with_done(client):
         assert resp.status_code == 200
         assert resp.headers["content-type"].startswith("text/event-stream")
         chunks, name, done = await read_sse(resp)
-    assert name == "done"
+    assert name == "done", chunks
     assert done["usage"]["completion_tokens"] == 24
     assert done["finish_reason"] == "length"
     assert len(chunks) >= 12  # many events, not one blob at the end
@@ -133,7 +133,8 @@ async def test_two_concurrent_streams_both_complete(client):
 
     results = await asyncio.gather(one("The first story"), one("The second story"))
     for chunks, name, done in results:
-        assert name == "done" and done["usage"]["completion_tokens"] == 20
+        assert name == "done", chunks
+        assert done["usage"]["completion_tokens"] == 20
 
 
 async def test_disconnect_frees_the_model(client, server):
@@ -150,23 +151,26 @@ async def test_disconnect_frees_the_model(client, server):
     assert time.perf_counter() - started < 10
 
 
-async def first_token(resp) -> None:
-    """Wait for the first token without closing the stream (closing an aiter_lines would)."""
+async def first_token(resp):
+    """Wait for the first token; keep what this returns referenced, since closing
+    (or garbage-collecting) an aiter_lines closes the stream."""
     lines = resp.aiter_lines()
     while not (await anext(lines)).startswith("data: "):
         pass
+    return lines
 
 
 async def test_full_model_answers_503_with_retry_after(client):
     long = {"prompt": "A long story:", "max_tokens": 600, "ignore_eos": "true"}
     async with client.stream("GET", "/v1/task/complete/live", params=long) as running:
-        await first_token(running)
+        running_lines = await first_token(running)
         async with client.stream("GET", "/v1/task/complete/live", params=long) as waiting:
             assert waiting.status_code == 200  # the one queue place
             r = await client.get("/v1/task/complete/live", params=long)
             assert r.status_code == 503
             assert r.headers["retry-after"] == "1"
             assert r.json()["error"]["code"] == "busy"
+        await running_lines.aclose()
 
 
 async def test_errors_are_json(client, server):

