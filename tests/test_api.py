@@ -119,6 +119,19 @@ async def test_live_streams_sse_and_ends_with_done():
     assert json.loads(data)["usage"]["completion_tokens"] == 3
 
 
+async def test_quiet_stream_sends_keep_alive_comments(monkeypatch):
+    from poly_ray import api
+
+    monkeypatch.setattr(api, "KEEP_ALIVE_S", 0.02)
+    client, model = make_client()
+    pending = asyncio.create_task(client.get("/v1/task/echo/live", params={"prompt": "WAIT here"}))
+    await asyncio.sleep(0.2)
+    model.gate.set()
+    body = (await pending).text
+    assert body.count(": keep-alive\n\n") >= 3
+    assert sse_events(body)[-1][0] == "done"
+
+
 async def test_failure_mid_stream_is_an_error_event():
     client, _ = make_client()
     r = await client.post("/v1/task/echo/live", json={"prompt": "one FAIL two"})
