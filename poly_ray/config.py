@@ -62,7 +62,9 @@ class ModelConfig(_Strict):
     # Accepted for Poly compatibility; a GGUF file names its own architecture.
     architecture: str | None = None
 
+    # Tokens of context per slot; a replica decodes `slots` sequences together.
     context_size: int = Field(2048, ge=16, le=1 << 20)
+    slots: int = Field(4, ge=1, le=256)
     threads_per_session: int = Field(default_factory=lambda: min(os.cpu_count() or 1, 8), ge=1, le=256)
     batch_size: int = Field(512, ge=1, le=1 << 16)
     use_gpu: bool = False

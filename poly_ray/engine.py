@@ -1,27 +1,34 @@
-"""The model engine: one llama.cpp model, generating on a worker thread.
+"""The model engine: continuous batching over the sequences of one llama.cpp context.
 
-A llama.cpp context is not thread-safe, so one worker thread owns it and runs
-requests one at a time, in arrival order. Callers wait in a bounded queue; past
-its bound they get ``Busy`` at once instead of an unbounded wait. Tokens travel
-from the worker to the caller's event loop through an asyncio queue, and a
-caller that goes away sets a flag the worker checks after every token, so a
-cancelled stream stops decoding at once.
+One worker thread owns the context (a llama.cpp context is not thread-safe)
+and runs a decode loop. The context has ``slots`` sequences. Each step, every
+generating sequence adds its last token to one ``llama_decode`` batch, and
+sequences still reading their prompt add a chunk of it; then each generating
+sequence samples its next token with its own sampler chain (seed, penalties,
+grammar). Requests join between steps and leave as soon as they finish or
+their caller goes away.
 
-Embeddings use a second context of their own (mean pooling), so they never
-wait behind generation. Tokenization only reads the vocabulary and runs on the
-caller's thread.
+A slot keeps its KV cells when its request ends, and a new request reuses the
+longest prefix any slot holds (see ``slots.place``): a task's prelude or a
+chat's earlier turns are evaluated once, not on every request.
 
-No Ray import here: the engine is tested directly with the real model.
+Requests wait for a free slot in a bounded queue; past its bound they get
+``Busy`` at once. Tokens travel from the worker to the caller's event loop
+through an asyncio queue.
+
+Embeddings use a context of their own (mean pooling), so they never wait behind
+generation; tokenization only reads the vocabulary and runs on the caller's
+thread. No Ray import here: the engine is tested directly with the real model.
 """
 
 from __future__ import annotations
 
 import asyncio
 import codecs
+import ctypes
 import functools
 import logging
 import queue
-import random
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -29,13 +36,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import llama_cpp
-import numpy as np
+from llama_cpp import _internals
+from llama_cpp import _logger as llama_log
 
-from .errors import Busy, ModelError, PromptTooLong
+from .errors import BadRequest, Busy, ModelError, PromptTooLong
 from .generation import Chunk, Done, Event, GenerationRequest, Segment, Started
+from .sampling import SamplerChain
+from .slots import Slot, place
 from .stops import StopMatcher
 
 log = logging.getLogger(__name__)
+
+_STOP = object()
 
 
 @dataclass
@@ -47,16 +59,33 @@ class _Job:
     submitted: float = field(default_factory=time.perf_counter)
     cancelled: threading.Event = field(default_factory=threading.Event)
 
-    def send(self, item) -> bool:
+    def send(self, item) -> None:
         try:
             self.loop.call_soon_threadsafe(self.out.put_nowait, item)
-            return True
         except RuntimeError:  # the caller's loop is gone
             self.cancelled.set()
-            return False
 
 
-_STOP = object()
+@dataclass
+class _Run:
+    """A request placed in a slot: its progress through prompt and generation."""
+
+    job: _Job
+    slot: Slot
+    sampler: SamplerChain
+    budget: int  # tokens it may still generate
+    pending: list[int]  # prompt tokens not yet evaluated
+    reused: int
+    admitted: float = field(default_factory=time.perf_counter)
+    next_token: int | None = None  # sampled, to be evaluated next step
+    generated: int = 0
+    held: int = 0  # generated tokens whose text is held back (partial stop or UTF-8)
+    first_at: float | None = None
+    stops: StopMatcher = None
+    utf8: codecs.IncrementalDecoder = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
+
+    def __post_init__(self):
+        self.stops = StopMatcher(self.job.request.stop)
 
 
 class Engine:
@@ -65,6 +94,7 @@ class Engine:
         model_path: str | Path,
         *,
         context_size: int = 2048,
+        slots: int = 4,
         threads: int = 2,
         batch_size: int = 512,
         gpu_layers: int = 0,
@@ -74,36 +104,56 @@ class Engine:
     ):
         self.name = name
         self.model_path = str(model_path)
+        self.context_size = context_size  # per slot
         self.max_queued = max_queued
         self.flush_interval = flush_interval
         self._threads = threads
         self._gpu_layers = gpu_layers
-        self._llm = llama_cpp.Llama(
-            model_path=self.model_path,
-            n_ctx=context_size,
-            n_threads=threads,
-            n_threads_batch=threads,
-            n_batch=batch_size,
-            n_gpu_layers=gpu_layers,
-            verbose=False,
-        )
-        self.context_size = self._llm.n_ctx()
+        self._batch_size = batch_size
+
+        llama_log.set_verbose(False)  # llama.cpp's own logging: errors only
+        model_params = llama_cpp.llama_model_default_params()
+        model_params.n_gpu_layers = gpu_layers
+        self._model = _internals.LlamaModel(path_model=self.model_path, params=model_params, verbose=False)
+        self._vocab = self._model.vocab
+        self._n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
+
+        ctx_params = llama_cpp.llama_context_default_params()
+        ctx_params.n_ctx = context_size * slots
+        ctx_params.n_batch = batch_size
+        ctx_params.n_ubatch = batch_size
+        ctx_params.n_seq_max = slots
+        ctx_params.n_threads = threads
+        ctx_params.n_threads_batch = threads
+        # One cell pool for all slots, so a shared prefix is shared cells
+        # (llama_memory_seq_cp), and sliding-window layers keep every cell so
+        # that a slot's cells can be cut back to any prefix.
+        ctx_params.kv_unified = True
+        ctx_params.swa_full = True
+        self._ctx = _internals.LlamaContext(model=self._model, params=ctx_params, verbose=False)
+        self._mem = llama_cpp.llama_get_memory(self._ctx.ctx)
+        self._batch = llama_cpp.llama_batch_init(batch_size, 0, 1)
+        self._piece_buf = ctypes.create_string_buffer(64)
+
+        self._slots = [Slot(seq) for seq in range(slots)]
         self._jobs: queue.Queue = queue.Queue()
+        self._waiting: list[_Job] = []  # worker-only: admitted to the engine, not yet to a slot
         self._lock = threading.Lock()
-        self._waiting = 0
-        self._running = False
+        self._queued = 0  # jobs submitted but not yet in a slot
+        self._active = 0
+        self.reused_tokens = 0  # prompt tokens served from cached cells, since start
         self._embedder = None
         self._embed_lock = threading.Lock()
-        self._worker = threading.Thread(target=self._run, name=f"engine-{name}", daemon=True)
+        self._worker = threading.Thread(target=self._loop, name=f"engine-{name}", daemon=True)
         self._worker.start()
 
     # -- public API -------------------------------------------------------
 
     def tokenize(self, text: str, *, add_bos: bool = False, special: bool = False) -> list[int]:
-        return self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special)
+        return self._model.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special)
 
     def detokenize(self, tokens: list[int]) -> str:
-        return self._llm.detokenize(tokens).decode("utf-8", errors="replace")
+        return self._model.detokenize(tokens).decode("utf-8", errors="replace")
 
     def tokenize_prompt(self, prompt: tuple[Segment, ...]) -> list[int]:
         tokens = self.tokenize("", add_bos=True)
@@ -112,31 +162,46 @@ class Engine:
         return tokens
 
     @property
+    def slots(self) -> int:
+        return len(self._slots)
+
+    @property
     def alive(self) -> bool:
         return self._worker.is_alive()
 
     def stats(self) -> dict:
         with self._lock:
-            return {"waiting": self._waiting, "running": int(self._running), "max_queued": self.max_queued}
+            return {
+                "slots": len(self._slots),
+                "active": self._active,
+                "waiting": self._queued,
+                "max_queued": self.max_queued,
+                "reused_tokens": self.reused_tokens,
+            }
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Event]:
         """Stream a generation: ``Started``, then ``Chunk``s, then ``Done``.
 
-        Raises PromptTooLong or Busy before the first event. Closing the
-        iterator (a client that went away) stops decoding.
+        Raises PromptTooLong, BadRequest (a grammar that does not parse) or Busy
+        before the first event. Closing the iterator stops decoding.
         """
         tokens = self.tokenize_prompt(request.prompt)
         if len(tokens) >= self.context_size:
             raise PromptTooLong(
                 f"the prompt is {len(tokens)} tokens; the context of model '{self.name}' holds {self.context_size}"
             )
+        if request.grammar is not None:
+            SamplerChain(self._vocab, self._n_vocab, request.sampling, grammar=request.grammar).close()
         job = _Job(tokens, request, asyncio.get_running_loop(), asyncio.Queue())
         with self._lock:
-            if self._running and self._waiting >= self.max_queued:
+            # Past the free slots, at most max_queued requests wait.
+            if self._active + self._queued >= len(self._slots) + self.max_queued:
                 raise Busy(
-                    f"model '{self.name}' is busy: {self._waiting} requests are already waiting", retry_after=1
+                    f"model '{self.name}' is busy: all {len(self._slots)} slots are generating and "
+                    f"{self._queued} requests are waiting",
+                    retry_after=1,
                 )
-            self._waiting += 1
+            self._queued += 1
         self._jobs.put(job)
         try:
             yield Started(prompt_tokens=len(tokens))
@@ -182,7 +247,8 @@ class Engine:
 
     def close(self) -> None:
         self._jobs.put(_STOP)
-        self._worker.join(timeout=10)
+        self._worker.join(timeout=30)
+        llama_cpp.llama_batch_free(self._batch)
 
     # -- worker -----------------------------------------------------------
 
@@ -199,81 +265,186 @@ class Engine:
             verbose=False,
         )
 
+    def _piece(self, token: int) -> bytes:
+        """The bytes of one token (possibly part of a UTF-8 character)."""
+        n = llama_cpp.llama_token_to_piece(self._vocab, token, self._piece_buf, len(self._piece_buf), 0, False)
+        if n < 0:  # longer than the buffer: grow it to the size asked for
+            self._piece_buf = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, self._piece_buf, -n, 0, False)
+        return self._piece_buf.raw[:n]
+
     @functools.cached_property
     def _eog_tokens(self) -> list[int]:
-        vocab = self._llm._model.vocab
-        return [t for t in range(llama_cpp.llama_vocab_n_tokens(vocab)) if llama_cpp.llama_vocab_is_eog(vocab, t)]
+        return [t for t in range(self._n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, t)]
 
-    def _no_eog(self, _ids, logits):
-        logits[self._eog_tokens] = -np.inf
-        return logits
-
-    def _run(self) -> None:
-        while (job := self._jobs.get()) is not _STOP:
-            with self._lock:
-                self._waiting -= 1
-                self._running = True
+    def _loop(self) -> None:
+        runs: list[_Run] = []
+        while True:
+            # Block for work only when there is nothing to decode.
             try:
-                if not job.cancelled.is_set():
-                    job.send(self._generate(job))
-            except Exception as e:  # the model failed; the caller hears a clear error
-                log.exception("model %s: generation failed", self.name)
-                job.send(ModelError(f"model '{self.name}' failed while generating: {type(e).__name__}"))
-            finally:
-                with self._lock:
-                    self._running = False
+                item = self._jobs.get(block=not runs and not self._waiting)
+                while True:
+                    if item is _STOP:
+                        return
+                    self._waiting.append(item)
+                    item = self._jobs.get_nowait()
+            except queue.Empty:
+                pass
+            try:
+                self._admit(runs)
+                runs = [r for r in runs if not self._finish_if_cancelled(r)]
+                if runs:
+                    self._step(runs)
+                    runs = [r for r in runs if r.slot.busy]
+            except Exception as e:  # the model failed: every caller hears a clear error
+                log.exception("model %s: decoding failed", self.name)
+                for run in runs:
+                    run.job.send(ModelError(f"model '{self.name}' failed while generating: {type(e).__name__}"))
+                    self._release(run, keep_cells=False)
+                runs = []
 
-    def _generate(self, job: _Job) -> Done:
-        llm, req, s = self._llm, job.request, job.request.sampling
-        started = time.perf_counter()
-        llm.set_seed(s.seed if s.seed is not None else random.getrandbits(32))
-        llm.last_n_tokens_size = s.repeat_last_n
-        budget = min(req.max_tokens, self.context_size - len(job.tokens))
-        stops = StopMatcher(req.stop)
-        utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        vocab = llm._model.vocab
-        n, finish, first_at = 0, "length", None
-        pending = 0  # tokens generated but held back (partial stop or UTF-8 sequence)
-
-        for token in llm.generate(
-            job.tokens,
-            top_k=s.top_k,
-            top_p=s.top_p,
-            min_p=s.min_p,
-            temp=s.temperature,
-            repeat_penalty=s.repeat_penalty,
-            reset=True,
-            logits_processor=[self._no_eog] if req.ignore_eos else None,
-        ):
-            if first_at is None:
-                first_at = time.perf_counter()
+    def _admit(self, runs: list[_Run]) -> None:
+        while self._waiting:
+            job = self._waiting[0]
             if job.cancelled.is_set():
-                finish = "cancelled"
-                break
-            if llama_cpp.llama_vocab_is_eog(vocab, token):  # EOS, EOT, ... (never with ignore_eos)
-                finish = "stop"
-                break
-            n += 1
-            pending += 1
-            text = stops.feed(utf8.decode(llm.detokenize([token])))
-            if text:
-                job.send(Chunk(text, pending))
-                pending = 0
-            if stops.stopped:
-                finish = "stop"
-                break
-            if n >= budget:
-                break
+                self._waiting.pop(0)
+                with self._lock:
+                    self._queued -= 1
+                continue
+            placement = place(self._slots, job.tokens)
+            if placement is None:
+                return
+            self._waiting.pop(0)
+            slot = self._slots[placement.slot]
+            seq = slot.seq
+            if placement.copy_from is not None:
+                llama_cpp.llama_memory_seq_rm(self._mem, seq, -1, -1)
+                llama_cpp.llama_memory_seq_cp(self._mem, placement.copy_from, seq, 0, placement.reuse)
+                slot.tokens = self._slots[placement.copy_from].tokens[: placement.reuse]
+            else:
+                llama_cpp.llama_memory_seq_rm(self._mem, seq, placement.reuse, -1)
+                slot.tokens = slot.tokens[: placement.reuse]
+            req = job.request
+            try:
+                sampler = SamplerChain(
+                    self._vocab,
+                    self._n_vocab,
+                    req.sampling,
+                    grammar=req.grammar,
+                    banned=self._eog_tokens if req.ignore_eos else None,
+                    history=job.tokens,
+                )
+            except Exception as e:
+                job.send(e if isinstance(e, BadRequest) else ModelError(f"model '{self.name}': {e}"))
+                with self._lock:
+                    self._queued -= 1
+                continue
+            slot.busy = True
+            budget = min(req.max_tokens, self.context_size - len(job.tokens))
+            run = _Run(job, slot, sampler, budget, job.tokens[placement.reuse :], placement.reuse)
+            runs.append(run)
+            with self._lock:
+                self._queued -= 1
+                self._active += 1
+                self.reused_tokens += placement.reuse
 
-        tail = stops.feed(utf8.decode(b"", final=True)) + stops.flush()
-        if tail or pending:
-            job.send(Chunk(tail, pending))
+    def _step(self, runs: list[_Run]) -> None:
+        """One llama_decode over every active sequence, then one sample each."""
+        batch = self._batch
+        n = 0
+        sample_at: list[tuple[_Run, int]] = []
+
+        def add(run: _Run, token: int, logits: bool) -> None:
+            nonlocal n
+            batch.token[n] = token
+            batch.pos[n] = len(run.slot.tokens)
+            batch.n_seq_id[n] = 1
+            batch.seq_id[n][0] = run.slot.seq
+            batch.logits[n] = logits
+            run.slot.tokens.append(token)
+            if logits:
+                sample_at.append((run, n))
+            n += 1
+
+        generating = [r for r in runs if r.next_token is not None]
+        for run in generating:
+            add(run, run.next_token, True)
+            run.next_token = None
+        # Prompts are read in chunks: alone, a prompt takes the whole batch; beside
+        # streams that are generating it takes a slice, so they keep flowing.
+        room = self._batch_size - n
+        if generating:
+            room = min(room, max(32, self._batch_size // 4))
+        for run in (r for r in runs if r.pending):
+            take = min(len(run.pending), room)
+            for i, token in enumerate(run.pending[:take]):
+                add(run, token, i == len(run.pending) - 1)
+            run.pending = run.pending[take:]
+            room -= take
+            if room <= 0:
+                break
+        if n == 0:
+            return
+        batch.n_tokens = n
+        rc = llama_cpp.llama_decode(self._ctx.ctx, batch)
+        if rc != 0:
+            raise RuntimeError(f"llama_decode returned {rc}")
+        now = time.perf_counter()
+        for run, index in sample_at:
+            self._accept(run, run.sampler.sample(self._ctx.ctx, index), now)
+
+    def _accept(self, run: _Run, token: int, now: float) -> None:
+        if run.first_at is None:
+            run.first_at = now
+        if llama_cpp.llama_vocab_is_eog(self._vocab, token):  # EOS, EOT (never with ignore_eos)
+            self._finish(run, "stop")
+            return
+        run.generated += 1
+        run.held += 1
+        text = run.stops.feed(run.utf8.decode(self._piece(token)))
+        if text:
+            run.job.send(Chunk(text, run.held))
+            run.held = 0
+        if run.stops.stopped:
+            self._finish(run, "stop")
+        elif run.generated >= run.budget:
+            self._finish(run, "length")
+        else:
+            run.next_token = token
+
+    def _finish(self, run: _Run, reason: str) -> None:
+        tail = run.stops.feed(run.utf8.decode(b"", final=True)) + run.stops.flush()
+        if tail or run.held:
+            run.job.send(Chunk(tail, run.held))
         ended = time.perf_counter()
-        first_at = first_at or ended
+        first_at = run.first_at or ended
+        n = run.generated
         timings = {
-            "queued_ms": round((started - job.submitted) * 1000, 2),
-            "prompt_ms": round((first_at - started) * 1000, 2),
+            "queued_ms": round((run.admitted - run.job.submitted) * 1000, 2),
+            "prompt_ms": round((first_at - run.admitted) * 1000, 2),
             "decode_ms": round((ended - first_at) * 1000, 2),
             "tokens_per_s": round((n - 1) / (ended - first_at), 2) if n > 1 and ended > first_at else None,
+            "cached_tokens": run.reused,
         }
-        return Done(finish, len(job.tokens), n, timings)
+        # Free the slot before the caller hears Done, so that it is free for
+        # whatever the caller sends next.
+        self._release(run, keep_cells=True)
+        run.job.send(Done(reason, len(run.job.tokens), n, timings))
+
+    def _finish_if_cancelled(self, run: _Run) -> bool:
+        if not run.job.cancelled.is_set():
+            return False
+        self._release(run, keep_cells=True)
+        return True
+
+    def _release(self, run: _Run, *, keep_cells: bool) -> None:
+        run.sampler.close()
+        slot = run.slot
+        if not keep_cells:
+            # After a failed decode the cells cannot be trusted as a prefix.
+            llama_cpp.llama_memory_seq_rm(self._mem, slot.seq, -1, -1)
+            slot.tokens = []
+        slot.busy = False
+        slot.last_used = time.perf_counter()
+        with self._lock:
+            self._active -= 1

@@ -13,6 +13,11 @@ class Sampling:
     min_p: float = 0.05
     repeat_penalty: float = 1.1
     repeat_last_n: int = 64
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    mirostat: int = 0  # 0 off, 1 or 2: Mirostat v1/v2 (replaces top-k/top-p/min-p)
+    mirostat_tau: float = 5.0
+    mirostat_eta: float = 0.1
     seed: int | None = None
 
 
@@ -33,6 +38,8 @@ class GenerationRequest:
     sampling: Sampling = field(default_factory=Sampling)
     # Generate max_tokens whatever the model's end-of-text says (benchmarks, tests).
     ignore_eos: bool = False
+    # A GBNF grammar (root rule "root") that every generated token must follow.
+    grammar: str | None = None
 
     @property
     def text(self) -> str:

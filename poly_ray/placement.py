@@ -13,9 +13,9 @@ def model_options(model: ModelConfig) -> dict:
     """Options for ``serve.deployment`` of one model: GPU share, replicas, queue bounds."""
     options: dict = {
         "ray_actor_options": {"num_cpus": model.cpus, "num_gpus": model.gpus},
-        # The engine runs one generation and holds max_queued_requests waiting;
-        # past that it answers Busy (503) itself, which is clearer than Ray's queue.
-        "max_ongoing_requests": 1 + model.max_queued_requests + _QUICK_CALLS,
+        # The engine generates in `slots` sequences and holds max_queued_requests
+        # waiting; past that it answers Busy (503) itself, clearer than Ray's queue.
+        "max_ongoing_requests": model.slots + model.max_queued_requests + _QUICK_CALLS,
         # Requests waiting in callers for a replica. Ray counts a request here
         # for the moment it takes to pick a replica too, so a bound as tight as
         # the engine's refuses simultaneous requests that would have fit.

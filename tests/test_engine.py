@@ -1,27 +1,30 @@
-"""The engine with the real Gemma 3 270M model, no Ray."""
+"""The batched engine with the real Gemma 3 270M model, no Ray."""
 
 import asyncio
 import math
 
+import llama_cpp
 import pytest
 
 from poly_ray.engine import Engine
-from poly_ray.errors import Busy, PromptTooLong
+from poly_ray.errors import BadRequest, Busy, PromptTooLong
 from poly_ray.generation import Chunk, Done, GenerationRequest, Sampling, Segment, Started
 
 pytestmark = pytest.mark.model
 
+SLOTS = 4
+
 
 @pytest.fixture(scope="module")
 def engine(gemma_path):
-    e = Engine(gemma_path, context_size=512, threads=2, max_queued=1, flush_interval=0, name="gemma")
+    e = Engine(gemma_path, context_size=512, slots=SLOTS, threads=2, max_queued=1, flush_interval=0, name="gemma")
     yield e
     e.close()
 
 
-def request(prompt="Once upon a time", max_tokens=16, seed=1, stop=(), special=False):
+def request(prompt="Once upon a time", max_tokens=16, seed=1, stop=(), special=False, **kw):
     return GenerationRequest(
-        prompt=(Segment(prompt, special=special),), max_tokens=max_tokens, stop=stop, sampling=Sampling(seed=seed)
+        prompt=(Segment(prompt, special=special),), max_tokens=max_tokens, stop=stop, sampling=Sampling(seed=seed), **kw
     )
 
 
@@ -32,7 +35,7 @@ async def run(engine, req):
 
 
 async def test_stream_shape_and_usage(engine):
-    text, events = await run(engine, request(max_tokens=12))
+    text, events = await run(engine, request(max_tokens=12, ignore_eos=True))
     assert isinstance(events[0], Started) and events[0].prompt_tokens == 5  # BOS + 4
     done = events[-1]
     assert isinstance(done, Done)
@@ -50,8 +53,27 @@ async def test_same_seed_same_text_and_other_seed_differs(engine):
     assert a != c
 
 
+async def test_concurrent_generations_keep_their_own_seeds_and_replay_exactly(gemma_path):
+    prompts = ["Once upon a time", "The recipe calls for", "In the year 2050,", "Dear diary, today"]
+    # One more than the slots: the last waits in the queue, then joins the batch.
+    reqs = [request(p, seed=100 + i, max_tokens=32, ignore_eos=True) for i, p in enumerate(prompts + prompts[:1])]
+
+    async def workload():
+        e = Engine(gemma_path, context_size=512, slots=SLOTS, threads=2, max_queued=1, flush_interval=0)
+        try:
+            return [t for t, _ in await asyncio.gather(*(run(e, r) for r in reqs))]
+        finally:
+            e.close()
+
+    first, again = await workload(), await workload()
+    assert first == again  # the same requests on the same engine state: the same text
+    assert all(first)
+    # Same prompt, other seed: its own sampler, not its neighbour's.
+    assert first[0] != first[4]
+
+
 async def test_stop_sequence_ends_generation(engine):
-    full, _ = await run(engine, request(seed=3, max_tokens=24))
+    full, _ = await run(engine, request(seed=3, max_tokens=24, ignore_eos=True))
     word = full.split()[2]
     text, events = await run(engine, request(seed=3, max_tokens=24, stop=(word,)))
     assert word not in text
@@ -59,22 +81,19 @@ async def test_stop_sequence_ends_generation(engine):
     assert events[-1].finish_reason == "stop"
 
 
-def test_ignore_eos_masks_every_end_of_generation_token(engine):
-    import llama_cpp
-    import numpy as np
-
-    vocab = engine._llm._model.vocab
-    eog = engine._eog_tokens
-    assert llama_cpp.llama_vocab_eos(vocab) in eog
-    logits = np.zeros(llama_cpp.llama_vocab_n_tokens(vocab), dtype=np.single)
-    masked = engine._no_eog([], logits)
-    assert np.isneginf(masked[eog]).all()
-    assert np.isfinite(np.delete(masked, eog)).all()
+async def test_grammar_constrains_the_output(engine):
+    grammar = 'root ::= ("yes" | "no") "."'
+    for seed in range(3):
+        text, events = await run(engine, request("Is the sky blue? Answer:", seed=seed, max_tokens=10, grammar=grammar))
+        assert text in ("yes.", "no."), text
+        assert events[-1].finish_reason == "stop"
+    with pytest.raises(BadRequest, match="grammar"):
+        await run(engine, request(grammar="root ::= ("))
 
 
 async def test_ignore_eos_generates_max_tokens(engine):
-    req = request(prompt="The end.", max_tokens=40, seed=9)
-    _, events = await run(engine, GenerationRequest(**{**req.__dict__, "ignore_eos": True}))
+    assert llama_cpp.llama_vocab_eos(engine._vocab) in engine._eog_tokens
+    _, events = await run(engine, request(prompt="The end.", max_tokens=40, seed=9, ignore_eos=True))
     assert events[-1].completion_tokens == 40
     assert events[-1].finish_reason == "length"
 
@@ -91,28 +110,46 @@ async def test_user_text_cannot_spell_special_tokens(engine):
     assert engine.tokenize_prompt((Segment("<start_of_turn>", special=True),))[1:] == special
 
 
-async def test_cancelled_stream_frees_the_engine_at_once(engine):
-    gen = engine.generate(request(max_tokens=400))
-    async for ev in gen:
-        if isinstance(ev, Chunk):
-            break
-    await gen.aclose()
-    # The next request is not stuck behind the 400 tokens of the first.
+async def test_shared_prefix_is_reused(engine):
+    prelude = "The following is a long and careful description of a quiet harbour town. " * 6
+    first = await run(engine, request(prelude + "It begins", max_tokens=4))
+    second = await run(engine, request(prelude + "Its fishermen", max_tokens=4))
+    prelude_tokens = len(engine.tokenize_prompt((Segment(prelude),)))
+    assert first[1][-1].timings["cached_tokens"] < prelude_tokens
+    assert second[1][-1].timings["cached_tokens"] >= prelude_tokens - 2
+
+
+async def test_cancelled_stream_frees_its_slot_at_once(engine):
+    gens = [engine.generate(request(seed=i, max_tokens=400, ignore_eos=True)) for i in range(SLOTS)]
+    for gen in gens:
+        async for ev in gen:
+            if isinstance(ev, Chunk):
+                break
+    assert engine.stats()["active"] == SLOTS
+    await gens[0].aclose()
+    # The next request takes the freed slot without waiting for the 400-token runs.
     _, events = await run(engine, request(max_tokens=4))
     assert events[-1].timings["queued_ms"] < 1000
-    assert engine.stats()["waiting"] == 0
+    for gen in gens[1:]:
+        await gen.aclose()
+    for _ in range(100):
+        if engine.stats()["active"] == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert engine.stats()["active"] == 0
 
 
 async def test_bounded_queue_answers_busy(engine):
-    long_one = engine.generate(request(max_tokens=200))
-    await anext(long_one)  # accepted
-    await asyncio.sleep(0.2)  # and running
+    running = [engine.generate(request(seed=i, max_tokens=200, ignore_eos=True)) for i in range(SLOTS)]
+    for gen in running:
+        await anext(gen)
     waiting = engine.generate(request(max_tokens=2))
     await anext(waiting)  # the one queue place
     with pytest.raises(Busy) as e:
         await anext(engine.generate(request(max_tokens=2)))
     assert e.value.headers == {"Retry-After": "1"}
-    await long_one.aclose()
+    for gen in running:
+        await gen.aclose()
     rest = [ev async for ev in waiting]
     assert isinstance(rest[-1], Done)
 

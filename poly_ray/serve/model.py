@@ -23,6 +23,7 @@ class LlamaModel:
         self.engine = Engine(
             path,
             context_size=cfg.context_size,
+            slots=cfg.slots,
             threads=cfg.threads_per_session,
             batch_size=cfg.batch_size,
             gpu_layers=cfg.n_gpu_layers,
