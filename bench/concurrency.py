@@ -42,6 +42,10 @@ PROMPTS = [
 ]
 
 
+class _Skip(Exception):
+    pass
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -53,7 +57,9 @@ def raw_batched(path: str, threads: int, steps: int) -> dict[int, float]:
     import llama_cpp
     from llama_cpp import _internals
 
-    llama_cpp.llama_log_set(llama_cpp.llama_log_callback(lambda *a: None), None)
+    from llama_cpp import _logger
+
+    _logger.set_verbose(False)
     model = _internals.LlamaModel(path_model=path, params=llama_cpp.llama_model_default_params(), verbose=False)
     p = llama_cpp.llama_context_default_params()
     p.n_ctx, p.n_batch, p.n_seq_max, p.kv_unified = 8 * 512, 512, 8, True
@@ -124,6 +130,8 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tokens", type=int, default=96, help="tokens per stream")
+    ap.add_argument("--interval-ms", type=float, default=None, help="the model's stream_interval_ms")
+    ap.add_argument("--skip-references", action="store_true", help="only the served graph (quick checks)")
     args = ap.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
@@ -137,6 +145,8 @@ def main() -> int:
 
     cfg = config_mod.load(default_config_path(), env={})
     model = cfg.models["gemma"].model_copy(update={"threads_per_session": args.threads, "slots": 8, "context_size": 2048})
+    if args.interval_ms is not None:
+        model = model.model_copy(update={"stream_interval_ms": args.interval_ms})
     cfg = cfg.model_copy(update={"models": {"gemma": model}, "public": True})
     path = str(resolve("gemma", model, cfg.cache_path))
     eog = [1, 106]
@@ -144,16 +154,22 @@ def main() -> int:
 
     print("raw batched decode ...", flush=True)
     results["raw"] = raw_batched(path, args.threads, steps=48)
+    if args.skip_references:
+        results["llama_server"] = {4: (float("nan"), float("nan")), 8: (float("nan"), float("nan"))}
 
     # llama_cpp.server, started here, alone on the machine.
     port = free_port()
-    server = subprocess.Popen(
+    if args.skip_references:
+        port = None
+    server = port and subprocess.Popen(
         [sys.executable, "-m", "llama_cpp.server", "--model", path, "--n_threads", str(args.threads),
          "--n_threads_batch", str(args.threads), "--n_ctx", "2048", "--port", str(port),
          "--interrupt_requests", "False", "--verbose", "False"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
+        if server is None:
+            raise _Skip
         url = f"http://127.0.0.1:{port}/v1/completions"
         for _ in range(600):
             try:
@@ -165,9 +181,12 @@ def main() -> int:
         fn = lambda c, p: stream_llama_server(c, url, p, args.tokens, eog)  # noqa: E731
         asyncio.run(concurrent(fn, 1))  # warm-up
         results["llama_server"] = {n: asyncio.run(concurrent(fn, n)) for n in (4, 8)}
+    except _Skip:
+        pass
     finally:
-        server.terminate()
-        server.wait()
+        if server:
+            server.terminate()
+            server.wait()
 
     print("served graph ...", flush=True)
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
@@ -198,7 +217,8 @@ def main() -> int:
     ray.shutdown()
 
     raw, lls, srv = results["raw"], results["llama_server"], results["served"]
-    print(f"\nGemma 3 270M Q4_K_M, {args.threads} threads, {args.tokens} tokens per stream\n")
+    print(f"\nGemma 3 270M Q4_K_M, {args.threads} threads, {args.tokens} tokens per stream, "
+          f"stream_interval_ms {model.stream_interval_ms}\n")
     print("raw batched decode (aggregate tokens/s): " + ", ".join(f"{n} seq {v:.0f}" for n, v in raw.items()))
     print(f"\n{'streams':>8}{'llama_cpp.server':>18}{'served':>10}{'served/server':>15}{'served/raw':>12}"
           f"{'server TTFT':>13}{'served TTFT':>13}")

@@ -119,7 +119,8 @@ def main() -> int:
           f"{args.tokens} tokens, {args.runs} runs each (p50)")
     print(f"{'':24}{'raw llama-cpp-python':>22}{'served /live':>16}{'served/raw':>12}")
     print(f"{'decode tokens/s':24}{r_tps:>22.1f}{s_tps:>16.1f}{s_tps / r_tps:>12.3f}")
-    print(f"{'time to first token ms':24}{r_ttft:>22.1f}{s_ttft:>16.1f}{f"{s_ttft - r_ttft:+.1f} ms":>12}")
+    diff = f"{s_ttft - r_ttft:+.1f} ms"
+    print(f"{'time to first token ms':24}{r_ttft:>22.1f}{s_ttft:>16.1f}{diff:>12}")
     print(f"tokens per run: raw {[r[2] for r in raw]}, served {[s[2] for s in served]}")
     return 0
 

@@ -48,6 +48,7 @@ from .stops import StopMatcher
 log = logging.getLogger(__name__)
 
 _STOP = object()
+MESSAGES_PER_S = 12.0
 
 
 @dataclass
@@ -79,7 +80,9 @@ class _Run:
     admitted: float = field(default_factory=time.perf_counter)
     next_token: int | None = None  # sampled, to be evaluated next step
     generated: int = 0
-    held: int = 0  # generated tokens whose text is held back (partial stop or UTF-8)
+    held: int = 0  # generated tokens not yet sent to the caller
+    unsent: str = ""  # their text, released by the stop matcher
+    last_sent: float = 0.0
     first_at: float | None = None
     stops: StopMatcher = None
     utf8: codecs.IncrementalDecoder = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
@@ -205,26 +208,8 @@ class Engine:
         self._jobs.put(job)
         try:
             yield Started(prompt_tokens=len(tokens))
-            carry, last_chunk = None, 0.0
             while True:
-                item = carry if carry is not None else await job.out.get()
-                carry = None
-                if isinstance(item, Chunk):
-                    # Every message costs CPU in each hop of the graph, CPU the
-                    # model's own threads need: after a chunk, let tokens gather
-                    # for flush_interval before sending the next one.
-                    wait = last_chunk + self.flush_interval - time.perf_counter()
-                    if wait > 0:
-                        await asyncio.sleep(wait)
-                    while not job.out.empty():
-                        nxt = job.out.get_nowait()
-                        if not isinstance(nxt, Chunk):
-                            carry = nxt
-                            break
-                        item = Chunk(item.text + nxt.text, item.tokens + nxt.tokens)
-                    yield item
-                    last_chunk = time.perf_counter()
-                    continue
+                item = await job.out.get()
                 if isinstance(item, BaseException):
                     raise item
                 yield item
@@ -401,10 +386,14 @@ class Engine:
             return
         run.generated += 1
         run.held += 1
-        text = run.stops.feed(run.utf8.decode(self._piece(token)))
-        if text:
-            run.job.send(Chunk(text, run.held))
-            run.held = 0
+        run.unsent += run.stops.feed(run.utf8.decode(self._piece(token)))
+        # Every message costs CPU in each hop of the graph, CPU the model's own
+        # threads need: the first text goes at once, then at most one message
+        # per flush interval per stream, and about MESSAGES_PER_S in all when
+        # many streams share the replica. An interval of 0 sends every token.
+        interval = max(self.flush_interval, self._active / MESSAGES_PER_S) if self.flush_interval else 0.0
+        if run.unsent and (not run.last_sent or now - run.last_sent >= interval):
+            self._send_text(run, now)
         if run.stops.stopped:
             self._finish(run, "stop")
         elif run.generated >= run.budget:
@@ -413,10 +402,10 @@ class Engine:
             run.next_token = token
 
     def _finish(self, run: _Run, reason: str) -> None:
-        tail = run.stops.feed(run.utf8.decode(b"", final=True)) + run.stops.flush()
-        if tail or run.held:
-            run.job.send(Chunk(tail, run.held))
+        run.unsent += run.stops.feed(run.utf8.decode(b"", final=True)) + run.stops.flush()
         ended = time.perf_counter()
+        if run.unsent or run.held:
+            self._send_text(run, ended)
         first_at = run.first_at or ended
         n = run.generated
         timings = {
@@ -430,6 +419,10 @@ class Engine:
         # whatever the caller sends next.
         self._release(run, keep_cells=True)
         run.job.send(Done(reason, len(run.job.tokens), n, timings))
+
+    def _send_text(self, run: _Run, now: float) -> None:
+        run.job.send(Chunk(run.unsent, run.held))
+        run.unsent, run.held, run.last_sent = "", 0, now
 
     def _finish_if_cancelled(self, run: _Run) -> bool:
         if not run.job.cancelled.is_set():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import random
+from collections import Counter, deque
 
 import llama_cpp
 
@@ -30,22 +31,19 @@ class SamplerChain:
     ):
         self._chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
         self.seed = s.seed if s.seed is not None else random.getrandbits(32)
+        self._s = s
+        # Penalties are applied here, to the few tokens of the recent history,
+        # rather than by llama.cpp's penalties sampler, which visits every
+        # candidate: 0.75 ms of a 0.95 ms sample with a 262k vocabulary.
+        # The prompt counts as history, as in llama.cpp.
+        penalised = s.repeat_last_n > 0 and (s.repeat_penalty != 1.0 or s.frequency_penalty or s.presence_penalty)
+        self._history = deque((history or [])[-s.repeat_last_n :], maxlen=s.repeat_last_n) if penalised else None
         try:
             if banned:  # ignore_eos: end-of-generation tokens can never be drawn
                 bias = (llama_cpp.llama_logit_bias * len(banned))()
                 for i, token in enumerate(banned):
                     bias[i].token, bias[i].bias = token, float("-inf")
                 self._add(llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(banned), bias))
-            if s.repeat_penalty != 1.0 or s.frequency_penalty or s.presence_penalty:
-                penalties = llama_cpp.llama_sampler_init_penalties(
-                    n_vocab,
-                    s.repeat_last_n, s.repeat_penalty, s.frequency_penalty, s.presence_penalty
-                )
-                # The prompt counts as history for the repeat penalty, as in llama.cpp.
-                recent = (history or [])[-s.repeat_last_n :] if s.repeat_last_n > 0 else []
-                for token in recent:
-                    llama_cpp.llama_sampler_accept(penalties, token)
-                self._add(penalties)
             if grammar is not None:
                 g = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
                 if not g:
@@ -77,7 +75,20 @@ class SamplerChain:
 
     def sample(self, ctx, index: int) -> int:
         """Draw a token from the logits of batch entry ``index`` (and accept it)."""
-        return llama_cpp.llama_sampler_sample(self._chain, ctx, ctypes.c_int32(index))
+        if self._history:
+            self._penalise(llama_cpp.llama_get_logits_ith(ctx, index))
+        token = llama_cpp.llama_sampler_sample(self._chain, ctx, ctypes.c_int32(index))
+        if self._history is not None:
+            self._history.append(token)
+        return token
+
+    def _penalise(self, logits) -> None:
+        """llama.cpp's repeat, frequency and presence penalties, in place on the logits."""
+        s = self._s
+        for token, count in Counter(self._history).items():
+            v = logits[token]
+            v = v / s.repeat_penalty if v > 0 else v * s.repeat_penalty
+            logits[token] = v - count * s.frequency_penalty - s.presence_penalty
 
     def close(self) -> None:
         if self._chain is not None:
