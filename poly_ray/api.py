@@ -86,18 +86,15 @@ def create_app(backend: Backend, config: Config) -> FastAPI:
     def principal(request: Request) -> Principal:
         return auth.authenticate(token_from(request.headers.get("authorization"), request.query_params.get("api_key")))
 
-    async def known_task(request: Request, task: str) -> Principal:
-        who = principal(request)
-        if task not in await backend.tasks():
-            raise _not_found("task", task)
-        who.check_task(task)
-        return who
+    async def names(kind: str) -> dict:
+        return await (backend.tasks() if kind == "task" else backend.models())
 
-    async def known_model(request: Request, model: str) -> Principal:
+    async def authorize(request: Request, kind: str, name: str) -> Principal:
+        """The caller, who may use the existing task or model ``name`` (else 401/404/403)."""
         who = principal(request)
-        if model not in await backend.models():
-            raise _not_found("model", model)
-        who.check_model(model)
+        if name not in await names(kind):
+            raise NotFound(f"{kind} '{name}' does not exist")
+        who.check(kind, name)
         return who
 
     @app.get("/status")
@@ -107,23 +104,23 @@ def create_app(backend: Backend, config: Config) -> FastAPI:
     @app.get("/v1/task")
     async def list_tasks(request: Request):
         who = principal(request)
-        return {"tasks": [t for t in await backend.tasks() if who.tasks is None or t in who.tasks]}
+        return {"tasks": [t for t in await names("task") if who.allows("task", t)]}
 
     @app.get("/v1/model")
     async def list_models(request: Request):
         who = principal(request)
-        return {"models": [m for m in await backend.models() if who.models is None or m in who.models]}
+        return {"models": [m for m in await names("model") if who.allows("model", m)]}
 
     @app.api_route("/v1/task/{task}/completion", methods=["GET", "POST"])
     async def completion(task: str, request: Request):
-        await known_task(request, task)
+        await authorize(request, "task", task)
         params = await _params(request, CompletionParams)
         async with slots:
             return await backend.complete(task, params.prompt, params.overrides())
 
     @app.api_route("/v1/task/{task}/live", methods=["GET", "POST"])
     async def live(task: str, request: Request):
-        await known_task(request, task)
+        await authorize(request, "task", task)
         params = await _params(request, CompletionParams)
         slots.acquire()
         try:
@@ -142,7 +139,7 @@ def create_app(backend: Backend, config: Config) -> FastAPI:
 
     @app.post("/v1/model/{model}/embedding")
     async def embedding(model: str, request: Request):
-        await known_model(request, model)
+        await authorize(request, "model", model)
         body = await _params(request, EmbeddingBody)
         texts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
         vectors = await backend.embed(model, texts)
@@ -152,7 +149,7 @@ def create_app(backend: Backend, config: Config) -> FastAPI:
 
     @app.post("/v1/model/{model}/tokenization")
     async def tokenization(model: str, request: Request):
-        await known_model(request, model)
+        await authorize(request, "model", model)
         body = await _params(request, PromptBody)
         return {"tokens": await backend.tokenize(model, body.prompt)}
 
@@ -264,7 +261,3 @@ def _describe(errors: list[dict]) -> str:
         msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
         parts.append(f"{loc}: {msg}" if loc else msg)
     return "; ".join(parts)
-
-
-def _not_found(kind: str, name: str) -> PolyError:
-    return NotFound(f"{kind} '{name}' does not exist")

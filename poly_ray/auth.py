@@ -30,13 +30,14 @@ class Principal:
     tasks: frozenset[str] | None = None  # None: every task
     models: frozenset[str] | None = None
 
-    def check_task(self, name: str) -> None:
-        if self.tasks is not None and name not in self.tasks:
-            raise Forbidden(f"these credentials may not use task '{name}'")
+    def allows(self, kind: str, name: str) -> bool:
+        """Whether these credentials may use the ``kind`` ("task" or "model") called ``name``."""
+        scope = {"task": self.tasks, "model": self.models}[kind]
+        return scope is None or name in scope
 
-    def check_model(self, name: str) -> None:
-        if self.models is not None and name not in self.models:
-            raise Forbidden(f"these credentials may not use model '{name}'")
+    def check(self, kind: str, name: str) -> None:
+        if not self.allows(kind, name):
+            raise Forbidden(f"these credentials may not use {kind} '{name}'")
 
 
 ANONYMOUS = Principal()

@@ -84,7 +84,7 @@ class _Run:
     unsent: str = ""  # their text, released by the stop matcher
     last_sent: float = 0.0
     first_at: float | None = None
-    stops: StopMatcher = None
+    stops: StopMatcher = field(init=False)
     utf8: codecs.IncrementalDecoder = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
 
     def __post_init__(self):
@@ -163,10 +163,6 @@ class Engine:
         for seg in prompt:
             tokens += self.tokenize(seg.text, special=seg.special)
         return tokens
-
-    @property
-    def slots(self) -> int:
-        return len(self._slots)
 
     @property
     def alive(self) -> bool:

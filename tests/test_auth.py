@@ -43,10 +43,11 @@ def test_public_lets_anonymous_in_but_not_wrong_credentials():
 def test_jwt_claims_scope_access():
     who = make().authenticate(token({"sub": "ann", "exp": time.time() + 60, "tasks": ["qa"]}))
     assert who.subject == "ann"
-    who.check_task("qa")
-    with pytest.raises(Forbidden):
-        who.check_task("story")
-    who.check_model("anything")
+    who.check("task", "qa")
+    with pytest.raises(Forbidden, match="may not use task 'story'"):
+        who.check("task", "story")
+    who.check("model", "anything")
+    assert not who.allows("task", "story")
 
 
 @pytest.mark.parametrize(
