@@ -145,6 +145,7 @@ class Engine:
         self._queued = 0  # jobs submitted but not yet in a slot
         self._active = 0
         self.reused_tokens = 0  # prompt tokens served from cached cells, since start
+        self.steps = 0  # llama_decode calls, since start
         self._embedder = None
         self._embed_lock = threading.Lock()
         self._worker = threading.Thread(target=self._loop, name=f"engine-{name}", daemon=True)
@@ -176,6 +177,7 @@ class Engine:
                 "waiting": self._queued,
                 "max_queued": self.max_queued,
                 "reused_tokens": self.reused_tokens,
+                "steps": self.steps,
             }
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Event]:
@@ -370,6 +372,8 @@ class Engine:
         rc = llama_cpp.llama_decode(self._ctx.ctx, batch)
         if rc != 0:
             raise RuntimeError(f"llama_decode returned {rc}")
+        with self._lock:
+            self.steps += 1
         now = time.perf_counter()
         for run, index in sample_at:
             self._accept(run, run.sampler.sample(self._ctx.ctx, index), now)

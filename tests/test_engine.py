@@ -119,6 +119,21 @@ async def test_shared_prefix_is_reused(engine):
     assert second[1][-1].timings["cached_tokens"] >= prelude_tokens - 2
 
 
+async def test_a_long_prompt_is_read_in_chunks_beside_running_streams(engine):
+    running = engine.generate(request(seed=1, max_tokens=300, ignore_eos=True))
+    assert isinstance(await anext(running), Started)
+    await anext(running)  # generating
+    long_gen = engine.generate(request("a long prompt about the sea " * 70, max_tokens=2))  # ~420 tokens
+    assert isinstance(await anext(long_gen), Started)
+    steps_before = engine.stats()["steps"]
+    await anext(long_gen)  # its first text: the whole prompt has been read
+    # Alone, the prompt would be one step (it fits the batch); beside a running
+    # stream it is read a slice per step, and that stream advances each step.
+    assert engine.stats()["steps"] - steps_before >= 3
+    await long_gen.aclose()
+    await running.aclose()
+
+
 async def test_cancelled_stream_frees_its_slot_at_once(engine):
     gens = [engine.generate(request(seed=i, max_tokens=400, ignore_eos=True)) for i in range(SLOTS)]
     for gen in gens:
