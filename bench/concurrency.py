@@ -135,7 +135,6 @@ def main() -> int:
     args = ap.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-    import llama_cpp
     import ray
     from ray import serve
 

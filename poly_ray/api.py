@@ -8,7 +8,6 @@ error, on every route, leaves as ``{"error": {"code", "message"}}``.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Protocol
@@ -17,13 +16,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import sse
-from .auth import Authenticator, Principal, token_from
+from . import openai_api, sse
+from .auth import Authenticator
+from .httputil import Access, Slots, describe, parse_params
 from .config import Config
-from .errors import BadRequest, Busy, NotFound, PolyError
+from .errors import BadRequest, PolyError
 from .generation import Chunk, Done, Event
 from .protocol import CompletionParams, EmbeddingBody, PromptBody
 
@@ -36,6 +35,9 @@ class Backend(Protocol):
     """What the HTTP layer needs from the graph behind it."""
 
     def stream(self, task: str, prompt: str, overrides: dict) -> AsyncGenerator[Event, None]: ...
+    def stream_target(
+        self, target: str, prompt: str | None, messages: list[tuple[str, str]] | None, overrides: dict
+    ) -> AsyncGenerator[Event, None]: ...
     async def complete(self, task: str, prompt: str, overrides: dict) -> dict: ...
     async def embed(self, model: str, texts: list[str]) -> list[list[float]]: ...
     async def tokenize(self, model: str, text: str) -> list[dict]: ...
@@ -43,8 +45,13 @@ class Backend(Protocol):
     async def models(self) -> dict[str, dict]: ...
 
 
-def error_response(err: PolyError) -> JSONResponse:
-    return JSONResponse(err.to_body(), status_code=err.status, headers=err.headers)
+def error_response(request: Request, status: int, code: str, message: str, headers=None) -> JSONResponse:
+    """One place that shapes errors: OpenAI's on its routes, Poly's everywhere else."""
+    if openai_api.is_openai_path(request.url.path):
+        body = openai_api.error_body(status, code, message)
+    else:
+        body = {"error": {"code": code, "message": message}}
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def create_app(backend: Backend, config: Config) -> FastAPI:
@@ -61,41 +68,30 @@ def create_app(backend: Backend, config: Config) -> FastAPI:
             allow_methods=["GET", "POST", "PUT", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
-    slots = _Slots(config.max_concurrent)
+    slots = Slots(config.max_concurrent)
+    access = Access(auth, backend)
 
     @app.exception_handler(PolyError)
     async def _poly_error(request: Request, err: PolyError):
         if err.status in (401, 403):
             log.info("%s %s: %s", err.status, request.url.path, err.message)
-        return error_response(err)
+        return error_response(request, err.status, err.code, err.message, err.headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, err: StarletteHTTPException):
         code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code, "http_error")
-        return JSONResponse({"error": {"code": code, "message": str(err.detail)}}, status_code=err.status_code)
+        return error_response(request, err.status_code, code, str(err.detail))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, err: RequestValidationError):
-        return error_response(BadRequest(_describe(err.errors())))
+        return error_response(request, 400, BadRequest.code, describe(err.errors()))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, err: Exception):
         log.exception("unhandled error on %s", request.url.path)
-        return JSONResponse({"error": {"code": "internal_error", "message": "internal server error"}}, status_code=500)
+        return error_response(request, 500, "internal_error", "internal server error")
 
-    def principal(request: Request) -> Principal:
-        return auth.authenticate(token_from(request.headers.get("authorization"), request.query_params.get("api_key")))
-
-    async def names(kind: str) -> dict:
-        return await (backend.tasks() if kind == "task" else backend.models())
-
-    async def authorize(request: Request, kind: str, name: str) -> Principal:
-        """The caller, who may use the existing task or model ``name`` (else 401/404/403)."""
-        who = principal(request)
-        if name not in await names(kind):
-            raise NotFound(f"{kind} '{name}' does not exist")
-        who.check(kind, name)
-        return who
+    openai_api.register(app, backend, access, slots)
 
     @app.get("/status")
     async def status():
@@ -103,25 +99,25 @@ def create_app(backend: Backend, config: Config) -> FastAPI:
 
     @app.get("/v1/task")
     async def list_tasks(request: Request):
-        who = principal(request)
-        return {"tasks": [t for t in await names("task") if who.allows("task", t)]}
+        who = access.principal(request)
+        return {"tasks": [t for t in await access.names("task") if who.allows("task", t)]}
 
     @app.get("/v1/model")
     async def list_models(request: Request):
-        who = principal(request)
-        return {"models": [m for m in await names("model") if who.allows("model", m)]}
+        who = access.principal(request)
+        return {"models": [m for m in await access.names("model") if who.allows("model", m)]}
 
     @app.api_route("/v1/task/{task}/completion", methods=["GET", "POST"])
     async def completion(task: str, request: Request):
-        await authorize(request, "task", task)
-        params = await _params(request, CompletionParams)
+        await access.authorize(request, "task", task)
+        params = await parse_params(request, CompletionParams)
         async with slots:
             return await backend.complete(task, params.prompt, params.overrides())
 
     @app.api_route("/v1/task/{task}/live", methods=["GET", "POST"])
     async def live(task: str, request: Request):
-        await authorize(request, "task", task)
-        params = await _params(request, CompletionParams)
+        await access.authorize(request, "task", task)
+        params = await parse_params(request, CompletionParams)
         slots.acquire()
         try:
             events = backend.stream(task, params.prompt, params.overrides())
@@ -139,8 +135,8 @@ def create_app(backend: Backend, config: Config) -> FastAPI:
 
     @app.post("/v1/model/{model}/embedding")
     async def embedding(model: str, request: Request):
-        await authorize(request, "model", model)
-        body = await _params(request, EmbeddingBody)
+        await access.authorize(request, "model", model)
+        body = await parse_params(request, EmbeddingBody)
         texts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
         vectors = await backend.embed(model, texts)
         if isinstance(body.prompt, str):
@@ -149,32 +145,11 @@ def create_app(backend: Backend, config: Config) -> FastAPI:
 
     @app.post("/v1/model/{model}/tokenization")
     async def tokenization(model: str, request: Request):
-        await authorize(request, "model", model)
-        body = await _params(request, PromptBody)
+        await access.authorize(request, "model", model)
+        body = await parse_params(request, PromptBody)
         return {"tokens": await backend.tokenize(model, body.prompt)}
 
     return app
-
-
-class _Slots:
-    """The server-wide bound on concurrent generations (``max_concurrent``)."""
-
-    def __init__(self, limit: int):
-        self.limit, self.used = limit, 0
-
-    def acquire(self) -> None:
-        if self.used >= self.limit:
-            raise Busy(f"the server is at its limit of {self.limit} concurrent generations", retry_after=1)
-        self.used += 1
-
-    def release(self) -> None:
-        self.used -= 1
-
-    async def __aenter__(self):
-        self.acquire()
-
-    async def __aexit__(self, *exc):
-        self.release()
 
 
 async def _sse(first: Event, events: AsyncGenerator[Event, None], on_close) -> AsyncIterator[bytes]:
@@ -227,37 +202,3 @@ async def _pump(events: AsyncGenerator[Event, None], queue: asyncio.Queue) -> No
         queue.put_nowait(e)
     finally:
         await events.aclose()
-
-
-async def _params(request: Request, model: type[BaseModel]) -> Any:
-    """A request's parameters: the JSON body of a POST, or the query string of a GET."""
-    if request.method == "GET":
-        data: dict[str, Any] = {}
-        for key, value in request.query_params.multi_items():
-            if key == "api_key":
-                continue
-            if key == "stop":
-                data.setdefault("stop", []).append(value)
-            else:
-                data[key] = value
-    else:
-        raw = await request.body()
-        try:
-            data = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise BadRequest(f"the request body is not valid JSON: {e}") from None
-        if not isinstance(data, dict):
-            raise BadRequest("the request body must be a JSON object")
-    try:
-        return model.model_validate(data, strict=False)
-    except ValidationError as e:
-        raise BadRequest(_describe(e.errors())) from None
-
-
-def _describe(errors: list[dict]) -> str:
-    parts = []
-    for err in errors:
-        loc = ".".join(str(p) for p in err["loc"] if p not in ("body", "query", "path"))
-        msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
-        parts.append(f"{loc}: {msg}" if loc else msg)
-    return "; ".join(parts)

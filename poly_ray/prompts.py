@@ -18,11 +18,41 @@ def assemble(task: TaskConfig, prompt: str, *, first_turn: bool = True) -> tuple
     return tuple(p for p in parts if p.text)
 
 
-def build_request(task_name: str, task: TaskConfig, prompt: str, overrides: dict | None = None) -> GenerationRequest:
+def render_chat(task: TaskConfig, messages: list[tuple[str, str]]) -> tuple[Segment, ...]:
+    """A conversation as the task's model sees it: the prelude, system text, then each
+    user turn wrapped in prefix/postfix and each assistant turn as it was said."""
+    parts = [Segment(task.prelude, special=True)]
+    for role, content in messages:
+        if role in ("system", "developer"):
+            parts.append(Segment(content + "\n"))
+        elif role == "user":
+            parts += [Segment(task.prefix, special=True), Segment(content), Segment(task.postfix, special=True)]
+        else:  # assistant
+            parts.append(Segment(content + "\n"))
+    if messages and messages[-1][0] == "assistant":  # continue the assistant's unfinished turn
+        parts[-1] = Segment(messages[-1][1])
+    return tuple(p for p in parts if p.text)
+
+
+def bare_model_task(model: str, context_size: int, *, chat: bool) -> TaskConfig:
+    """A model used without a task: its prompt as given (completions), or a plain
+    "User:/Assistant:" conversation (chat), up to its whole context."""
+    if chat:
+        return TaskConfig(
+            model=model, prefix="User: ", postfix="\nAssistant:", stop_sequences=["\nUser:"], max_tokens=context_size
+        )
+    return TaskConfig(model=model, max_tokens=context_size)
+
+
+def build_request(
+    task_name: str, task: TaskConfig, prompt: str | tuple[Segment, ...], overrides: dict | None = None
+) -> GenerationRequest:
     """The task's settings, with the request's overrides where it may make them.
 
-    ``overrides`` holds only keys the client set (max_tokens, temperature, top_k,
-    top_p, seed, stop, ignore_eos); the task's max_tokens is a ceiling, not a default to beat.
+    ``prompt`` is the user's text (wrapped by the task) or an already rendered
+    conversation. ``overrides`` holds only keys the client set (max_tokens,
+    temperature, top_k, top_p, seed, stop, ignore_eos, grammar); the task's
+    max_tokens is a ceiling, not a default to beat.
     """
     o = {k: v for k, v in (overrides or {}).items() if v is not None}
     max_tokens = o.get("max_tokens", task.max_tokens)
@@ -41,9 +71,10 @@ def build_request(task_name: str, task: TaskConfig, prompt: str, overrides: dict
         seed=o.get("seed", task.seed),
     )
     return GenerationRequest(
-        prompt=assemble(task, prompt),
+        prompt=assemble(task, prompt) if isinstance(prompt, str) else prompt,
         max_tokens=max_tokens,
         stop=tuple(dict.fromkeys([*task.stop_sequences, *stop])),
         sampling=sampling,
         ignore_eos=bool(o.get("ignore_eos", False)),
+        grammar=o.get("grammar"),
     )

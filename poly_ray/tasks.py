@@ -13,7 +13,7 @@ from typing import Protocol
 from .config import ModelConfig, TaskConfig
 from .errors import ModelError, NotFound
 from .generation import Chunk, Done, Event, GenerationRequest
-from .prompts import build_request
+from .prompts import bare_model_task, build_request, render_chat
 
 
 class ModelClient(Protocol):
@@ -48,6 +48,22 @@ class TaskRunner:
 
     async def complete(self, task: str, prompt: str, overrides: dict) -> dict:
         return await collect(self.stream(task, prompt, overrides))
+
+    async def stream_target(
+        self, target: str, prompt: str | None, messages: list[tuple[str, str]] | None, overrides: dict
+    ) -> AsyncIterator[Event]:
+        """Generate for a task or, by its name, a bare model: from a prompt, or
+        from chat messages (``(role, content)`` pairs)."""
+        if target in self._tasks:
+            task = self._tasks[target]
+        elif target in self._models:
+            task = bare_model_task(target, self._models[target].context_size, chat=messages is not None)
+        else:
+            raise NotFound(f"model '{target}' does not exist (neither a task nor a model)")
+        text = render_chat(task, messages) if messages is not None else prompt
+        request = build_request(target, task, text, overrides)
+        async for event in self.client(task.model).generate(request):
+            yield event
 
     async def embed(self, model: str, texts: list[str]) -> list[list[float]]:
         return await self.client(model).embed(texts)

@@ -10,7 +10,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -243,3 +242,59 @@ def test_bad_config_refuses_to_start_naming_the_key(tmp_path):
     r = subprocess.run([sys.executable, "-m", "poly_ray.cli", "serve", "-c", str(toml)], capture_output=True, text=True)
     assert r.returncode == 2
     assert "tasks.t.model: unknown model 'gemm'" in r.stderr
+
+
+# -- the OpenAI-compatible API, with the official client, over real HTTP ---------------
+
+
+def test_openai_sync_completion_through_a_task(server):
+    import openai
+
+    client = openai.OpenAI(api_key=KEY, base_url=f"{server}/v1", max_retries=0)
+    r = client.completions.create(model="qa", prompt="What is the capital of France?", max_tokens=10)
+    assert "Paris" in r.choices[0].text
+    assert r.usage.prompt_tokens > 8 and r.usage.completion_tokens >= 1
+    assert "qa" in [m.id for m in client.models.list()]
+
+
+async def test_openai_async_chat_stream_on_a_bare_model(server):
+    import openai
+
+    client = openai.AsyncOpenAI(api_key=KEY, base_url=f"{server}/v1", max_retries=0)
+    stream = await client.chat.completions.create(
+        model="gemma",
+        messages=[{"role": "user", "content": "Tell me about the sea."}],
+        max_tokens=12,
+        seed=4,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = [c async for c in stream]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] in (["length"], ["stop"])
+    assert chunks[-1].usage.completion_tokens <= 12
+    r = await client.embeddings.create(model="gemma", input="the sea")
+    assert len(r.data[0].embedding) == 640
+
+
+def test_openai_structured_output_is_parsed_by_the_client(server):
+    from typing import Literal
+
+    import openai
+    from pydantic import BaseModel
+
+    class Verdict(BaseModel):
+        answer: Literal["yes", "no"]
+        confidence: int
+
+    client = openai.OpenAI(api_key=KEY, base_url=f"{server}/v1", max_retries=0)
+    for seed in range(3):
+        r = client.chat.completions.parse(
+            model="gemma",
+            messages=[{"role": "user", "content": "Is the sky blue? Answer in JSON."}],
+            response_format=Verdict,
+            max_completion_tokens=40,
+            seed=seed,
+        )
+        assert isinstance(r.choices[0].message.parsed, Verdict)

@@ -19,6 +19,9 @@ class OrchestratorBackend:
     def stream(self, task, prompt, overrides):
         return stream(self._streaming.stream.remote(task, prompt, overrides))
 
+    def stream_target(self, target, prompt, messages, overrides):
+        return stream(self._streaming.stream_target.remote(target, prompt, messages, overrides))
+
     async def complete(self, task, prompt, overrides):
         return await call(self._handle.complete.remote(task, prompt, overrides))
 

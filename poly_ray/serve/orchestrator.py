@@ -19,6 +19,10 @@ class TaskOrchestrator:
         async for event in self._runner.stream(task, prompt, overrides):
             yield event
 
+    async def stream_target(self, target: str, prompt, messages, overrides: dict):
+        async for event in self._runner.stream_target(target, prompt, messages, overrides):
+            yield event
+
     async def complete(self, task: str, prompt: str, overrides: dict) -> dict:
         return await self._runner.complete(task, prompt, overrides)
 

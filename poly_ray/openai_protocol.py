@@ -1,0 +1,140 @@
+"""Wire models of the OpenAI-compatible API (``/v1/completions``, ``/v1/chat/completions``, ...).
+
+Fields OpenAI clients commonly send are accepted; values poly-ray cannot honour
+(``n`` other than 1, say) are refused with a 400 rather than ignored.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .errors import BadRequest
+
+_UINT32 = 1 << 32
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StreamOptions(_Body):
+    include_usage: bool = False
+
+
+class JsonSchemaFormat(_Body):
+    name: str = "response"
+    description: str | None = None
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(_Body):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    def grammar(self) -> str | None:
+        """The GBNF grammar that enforces this format, or None for free text."""
+        if self.type == "json_object":
+            return JSON_GBNF
+        if self.type == "json_schema":
+            if self.json_schema is None:
+                raise BadRequest("response_format.json_schema is required when type is 'json_schema'")
+            try:
+                return json_schema_to_gbnf(json.dumps(self.json_schema.schema_))
+            except Exception as e:
+                raise BadRequest(f"response_format.json_schema.schema is not supported: {e}") from None
+        return None
+
+
+class _Sampling(_Body):
+    model: str
+    max_tokens: int | None = Field(None, ge=1, le=1 << 20)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    seed: int | None = Field(None, ge=0, lt=_UINT32)
+    stop: str | list[str] | None = None
+    n: int = Field(1, ge=1, le=128)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    logprobs: Any = None
+    user: str | None = None
+
+    @model_validator(mode="after")
+    def _supported(self):
+        if self.n != 1:
+            raise ValueError("n: only n = 1 is supported")
+        if self.logprobs not in (None, False, 0):
+            raise ValueError("logprobs: not supported")
+        if isinstance(self.stop, list) and len(self.stop) > 16:
+            raise ValueError("stop: at most 16 sequences")
+        return self
+
+    def overrides(self) -> dict:
+        o = {"max_tokens": self.max_tokens, "temperature": self.temperature, "top_p": self.top_p, "seed": self.seed}
+        if self.stop:
+            o["stop"] = [self.stop] if isinstance(self.stop, str) else self.stop
+        return {k: v for k, v in o.items() if v is not None}
+
+
+class CompletionRequest(_Sampling):
+    prompt: str | list[str] = Field(max_length=1_000_000)
+    echo: bool = False
+    suffix: str | None = None
+    best_of: int | None = None
+
+    @model_validator(mode="after")
+    def _completion_supported(self):
+        if isinstance(self.prompt, list) and len(self.prompt) != 1:
+            raise ValueError("prompt: exactly one prompt per request is supported")
+        if self.echo or self.suffix or (self.best_of not in (None, 1)):
+            raise ValueError("echo, suffix and best_of are not supported")
+        return self
+
+    def text(self) -> str:
+        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+
+
+class ChatMessage(_Body):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        parts = []
+        for part in self.content:
+            if part.get("type") != "text" or not isinstance(part.get("text"), str):
+                raise BadRequest("messages: only text content parts are supported")
+            parts.append(part["text"])
+        return "".join(parts)
+
+
+class ChatCompletionRequest(_Sampling):
+    messages: list[ChatMessage] = Field(min_length=1, max_length=10_000)
+    max_completion_tokens: int | None = Field(None, ge=1, le=1 << 20)
+    response_format: ResponseFormat | None = None
+
+    def overrides(self) -> dict:
+        o = super().overrides()
+        if self.max_completion_tokens is not None:
+            o["max_tokens"] = self.max_completion_tokens
+        if self.response_format is not None and (grammar := self.response_format.grammar()):
+            o["grammar"] = grammar
+        return o
+
+
+class EmbeddingRequest(_Body):
+    model: str
+    input: str | list[str] = Field(min_length=1)
+    encoding_format: Literal["float", "base64"] = "float"
+    user: str | None = None
+    dimensions: int | None = None
