@@ -18,7 +18,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import openai_api, sse
+from . import ollama_api, openai_api, simple_api, sse
 from .auth import Authenticator
 from .httputil import Access, Slots, describe, parse_params
 from .config import Config
@@ -49,6 +49,8 @@ def error_response(request: Request, status: int, code: str, message: str, heade
     """One place that shapes errors: OpenAI's on its routes, Poly's everywhere else."""
     if openai_api.is_openai_path(request.url.path):
         body = openai_api.error_body(status, code, message)
+    elif ollama_api.is_ollama_path(request.url.path):
+        body = {"error": message}
     else:
         body = {"error": {"code": code, "message": message}}
     return JSONResponse(body, status_code=status, headers=headers)
@@ -92,6 +94,8 @@ def create_app(backend: Backend, config: Config) -> FastAPI:
         return error_response(request, 500, "internal_error", "internal server error")
 
     openai_api.register(app, backend, access, slots)
+    ollama_api.register(app, backend, access, slots)
+    simple_api.register(app, backend, access, slots, config.default_target)
 
     @app.get("/status")
     async def status():

@@ -160,6 +160,9 @@ class Config(_Strict):
     jwt_private_key: SymmetricKey | None = None
     allowed_origins: list[str] = []
     max_concurrent: int = Field(64, ge=1, le=100_000)
+    # What the simple /generate, /agenerate, /stream and /embeddings routes run:
+    # a task or a model name (default: the first task, else the first model).
+    default_task: str | None = None
     cache_path: Path = DEFAULT_CACHE
     models: dict[str, ModelConfig] = {}
     tasks: dict[str, TaskConfig] = {}
@@ -194,6 +197,16 @@ class Config(_Strict):
         if v:
             raise ValueError("memories are not supported yet by this version of poly-ray")
         return v
+
+    @property
+    def default_target(self) -> tuple[str, str] | None:
+        """("task" | "model", name) that the simple APIs run."""
+        name = self.default_task
+        if name is None:
+            name = next(iter(self.tasks), None) or next(iter(self.models), None)
+        if name is None:
+            return None
+        return ("task", name) if name in self.tasks else ("model", name)
 
     @property
     def host(self) -> str:
@@ -291,6 +304,8 @@ def _resolve_paths(config: Config, base_dir: Path) -> Config:
 
 
 def _check_references(config: Config) -> Config:
+    if config.default_task is not None and config.default_task not in {**config.tasks, **config.models}:
+        raise ConfigError(f"default_task: {config.default_task!r} is neither a task nor a model")
     for name, task in config.tasks.items():
         if task.model not in config.models:
             known = ", ".join(sorted(config.models)) or "none configured"

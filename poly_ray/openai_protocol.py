@@ -6,12 +6,11 @@ Fields OpenAI clients commonly send are accepted; values poly-ray cannot honour
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal
 
-from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from . import grammars
 from .errors import BadRequest
 
 _UINT32 = 1 << 32
@@ -39,14 +38,11 @@ class ResponseFormat(_Body):
     def grammar(self) -> str | None:
         """The GBNF grammar that enforces this format, or None for free text."""
         if self.type == "json_object":
-            return JSON_GBNF
+            return grammars.ANY_JSON
         if self.type == "json_schema":
             if self.json_schema is None:
                 raise BadRequest("response_format.json_schema is required when type is 'json_schema'")
-            try:
-                return json_schema_to_gbnf(json.dumps(self.json_schema.schema_))
-            except Exception as e:
-                raise BadRequest(f"response_format.json_schema.schema is not supported: {e}") from None
+            return grammars.from_schema(self.json_schema.schema_, "response_format.json_schema.schema")
         return None
 
 
@@ -76,7 +72,14 @@ class _Sampling(_Body):
         return self
 
     def overrides(self) -> dict:
-        o = {"max_tokens": self.max_tokens, "temperature": self.temperature, "top_p": self.top_p, "seed": self.seed}
+        o = {
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "seed": self.seed,
+            "frequency_penalty": self.frequency_penalty,
+            "presence_penalty": self.presence_penalty,
+        }
         if self.stop:
             o["stop"] = [self.stop] if isinstance(self.stop, str) else self.stop
         return {k: v for k, v in o.items() if v is not None}

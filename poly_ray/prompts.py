@@ -51,8 +51,9 @@ def build_request(
 
     ``prompt`` is the user's text (wrapped by the task) or an already rendered
     conversation. ``overrides`` holds only keys the client set (max_tokens,
-    temperature, top_k, top_p, seed, stop, ignore_eos, grammar); the task's
-    max_tokens is a ceiling, not a default to beat.
+    temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n,
+    frequency_penalty, presence_penalty, seed, stop, ignore_eos, grammar); the
+    task's max_tokens is a ceiling, not a default to beat.
     """
     o = {k: v for k, v in (overrides or {}).items() if v is not None}
     max_tokens = o.get("max_tokens", task.max_tokens)
@@ -65,9 +66,11 @@ def build_request(
         temperature=o.get("temperature", task.temperature),
         top_k=o.get("top_k", task.top_k),
         top_p=o.get("top_p", task.top_p),
-        min_p=task.min_p,
-        repeat_penalty=task.repeat_penalty,
-        repeat_last_n=task.repetition_penalty_last_n,
+        min_p=o.get("min_p", task.min_p),
+        repeat_penalty=o.get("repeat_penalty", task.repeat_penalty),
+        repeat_last_n=o.get("repeat_last_n", task.repetition_penalty_last_n),
+        frequency_penalty=o.get("frequency_penalty", 0.0),
+        presence_penalty=o.get("presence_penalty", 0.0),
         seed=o.get("seed", task.seed),
     )
     return GenerationRequest(

@@ -298,3 +298,32 @@ def test_openai_structured_output_is_parsed_by_the_client(server):
             seed=seed,
         )
         assert isinstance(r.choices[0].message.parsed, Verdict)
+
+
+# -- Ollama's API with the official client, and the simple APIs, over real HTTP ----------
+
+
+def test_ollama_client_generate_and_chat(server):
+    import ollama
+
+    client = ollama.Client(host=server, headers={"Authorization": f"Bearer {KEY}"})
+    r = client.generate(model="qa", prompt="What is the capital of France?", stream=False)
+    assert "Paris" in r.response and r.done and r.eval_count >= 1
+    parts = list(client.chat(
+        model="gemma", messages=[{"role": "user", "content": "Say something."}], stream=True,
+        options={"num_predict": 8, "seed": 1},
+    ))
+    assert parts[-1].done and parts[-1].eval_count <= 8
+    assert "".join(p.message.content for p in parts)
+    assert len(client.embed(model="gemma", input="hello").embeddings[0]) == 640
+
+
+async def test_simple_stream_is_plain_text_as_generated(client):
+    chunks = []
+    async with client.stream("POST", "/stream", json={"prompt": "Once upon a time", "num_predict": 16}) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+        async for piece in r.aiter_text():
+            chunks.append(piece)
+    assert len(chunks) > 1 and "".join(chunks)
+    r = await client.post("/generate", json={"prompt": "The sky is", "params": {"max_tokens": 6}})
+    assert r.status_code == 200 and isinstance(r.json(), str)

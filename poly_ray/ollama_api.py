@@ -1,0 +1,247 @@
+"""Ollama-compatible routes: /api/generate, /api/chat, /api/embed, /api/tags, /api/show, /api/version.
+
+``model`` names a task or a bare model, as on the OpenAI routes. Streams are
+newline-delimited JSON ending with an object that has ``done: true``, the
+``done_reason`` and durations in nanoseconds. Errors are ``{"error": "..."}``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from . import grammars
+from .errors import NotFound, PolyError
+from .generation import Chunk, Done
+from .httputil import Access, Slots, parse_params
+
+PREFIX = "/api/"
+VERSION = "0.6.0"  # the Ollama API version whose shapes these routes follow
+
+
+class Options(BaseModel):
+    # Ollama's runtime options; the ones that tune its own server are accepted and ignored.
+    model_config = ConfigDict(extra="allow")
+
+    num_predict: int | None = Field(None, le=1 << 20)
+    temperature: float | None = Field(None, ge=0, le=100)
+    top_k: int | None = Field(None, ge=0, le=1 << 20)
+    top_p: float | None = Field(None, gt=0, le=1)
+    min_p: float | None = Field(None, ge=0, le=1)
+    seed: int | None = Field(None, ge=0, lt=1 << 32)
+    stop: list[str] | None = None
+    repeat_penalty: float | None = Field(None, gt=0, le=100)
+    repeat_last_n: int | None = Field(None, ge=0, le=1 << 20)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+
+    def overrides(self) -> dict:
+        o = self.model_dump(include=set(type(self).model_fields), exclude_none=True)
+        n = o.pop("num_predict", None)
+        if n is not None and n > 0:  # -1 / -2: as much as the task allows
+            o["max_tokens"] = n
+        return o
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    stream: bool = True
+    format: Literal["", "json"] | dict[str, Any] | None = None
+    options: Options = Field(default_factory=Options)
+    keep_alive: str | float | None = None
+    think: bool | str | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+
+    @model_validator(mode="after")
+    def _supported(self):
+        # Sent by clients with empty values; refused only when asked for.
+        for name in ("think", "logprobs", "top_logprobs", "images", "tools", "suffix", "template", "context"):
+            if getattr(self, name, None):
+                raise ValueError(f"{name}: not supported")
+        return self
+
+    def overrides(self) -> dict:
+        o = self.options.overrides()
+        if self.format == "json":
+            o["grammar"] = grammars.ANY_JSON
+        elif isinstance(self.format, dict):
+            o["grammar"] = grammars.from_schema(self.format, "format")
+        return o
+
+
+class GenerateBody(_Body):
+    prompt: str = Field("", max_length=1_000_000)
+    system: str | None = None
+    raw: bool = False
+    suffix: str | None = None
+    template: str | None = None
+    context: list[int] | None = None
+    images: list[Any] | None = None
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # images, tool_calls: not used
+
+    role: Literal["system", "user", "assistant"]
+    content: str = ""
+
+
+class ChatBody(_Body):
+    messages: list[Message] = Field(min_length=1, max_length=10_000)
+    tools: list[Any] | None = None
+
+
+class EmbedBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    input: str | list[str] = Field(min_length=1)
+    truncate: bool = True
+    keep_alive: str | int | None = None
+    options: dict | None = None
+
+
+class ShowBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str
+
+
+def is_ollama_path(path: str) -> bool:
+    return path.startswith(PREFIX)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def register(app: FastAPI, backend, access: Access, slots: Slots) -> None:
+    async def target(request: Request, name: str) -> dict:
+        """The task or model ``name`` may be used by the caller; what it is."""
+        who = access.principal(request)
+        tasks, models = await backend.tasks(), await backend.models()
+        if name in tasks:
+            who.check("task", name)
+            return {"kind": "task", **tasks[name]}
+        if name in models:
+            who.check("model", name)
+            return {"kind": "model", **models[name]}
+        raise NotFound(f"model '{name}' not found")
+
+    @app.get("/api/version")
+    async def version():
+        return {"version": VERSION}
+
+    @app.get("/api/tags")
+    async def tags(request: Request):
+        who = access.principal(request)
+        tasks, models = await backend.tasks(), await backend.models()
+        names = [n for n in tasks if who.allows("task", n)] + [n for n in models if who.allows("model", n)]
+        return {"models": [_model_entry(n) for n in names]}
+
+    @app.post("/api/show")
+    async def show(request: Request):
+        body = await parse_params(request, ShowBody)
+        info = await target(request, body.model)
+        details = {"format": "gguf", "family": "", "parameter_size": "", "quantization_level": ""}
+        params = "\n".join(f"{k} {v}" for k, v in info.items() if k != "kind")
+        return {"modelfile": "", "parameters": params, "template": "", "details": details,
+                "model_info": info, "capabilities": ["completion", "embedding"]}
+
+    @app.post("/api/generate")
+    async def generate(request: Request):
+        body = await parse_params(request, GenerateBody)
+        await target(request, body.model)
+        if body.system:
+            events = backend.stream_target(body.model, None, [("system", body.system), ("user", body.prompt)],
+                                           body.overrides())
+        else:
+            events = backend.stream_target(body.model, body.prompt, None, body.overrides())
+        return await _respond(body, events, slots, lambda text: {"response": text})
+
+    @app.post("/api/chat")
+    async def chat(request: Request):
+        body = await parse_params(request, ChatBody)
+        await target(request, body.model)
+        messages = [(m.role, m.content) for m in body.messages]
+        events = backend.stream_target(body.model, None, messages, body.overrides())
+        return await _respond(body, events, slots, lambda text: {"message": {"role": "assistant", "content": text}})
+
+    @app.post("/api/embed")
+    async def embed(request: Request):
+        body = await parse_params(request, EmbedBody)
+        await access.authorize(request, "model", body.model)
+        start = time.perf_counter_ns()
+        texts = [body.input] if isinstance(body.input, str) else body.input
+        vectors = await backend.embed(body.model, texts)
+        return {"model": body.model, "embeddings": vectors, "total_duration": time.perf_counter_ns() - start,
+                "load_duration": 0}
+
+
+def _model_entry(name: str) -> dict:
+    return {"name": name, "model": name, "modified_at": _now(), "size": 0, "digest": "",
+            "details": {"format": "gguf", "family": "", "parameter_size": "", "quantization_level": ""}}
+
+
+async def _respond(body: _Body, events, slots: Slots, payload):
+    """Wait for the prompt to be accepted, then answer whole or as NDJSON lines."""
+    started = time.perf_counter_ns()
+    slots.acquire()
+    try:
+        await anext(events)
+    except BaseException:
+        slots.release()
+        raise
+
+    def final(done: Done, text: str = "") -> dict:
+        t = done.timings
+        return {"model": body.model, "created_at": _now(), **payload(text), "done": True,
+                "done_reason": "length" if done.finish_reason == "length" else "stop",
+                "total_duration": time.perf_counter_ns() - started, "load_duration": 0,
+                "prompt_eval_count": done.prompt_tokens,
+                "prompt_eval_duration": int(t.get("prompt_ms", 0) * 1e6),
+                "eval_count": done.completion_tokens, "eval_duration": int(t.get("decode_ms", 0) * 1e6)}
+
+    if not body.stream:
+        try:
+            parts, done = [], None
+            async for ev in events:
+                if isinstance(ev, Chunk):
+                    parts.append(ev.text)
+                elif isinstance(ev, Done):
+                    done = ev
+        finally:
+            slots.release()
+        if done is None:
+            raise PolyError("the model's stream ended before it was done")
+        return JSONResponse(final(done, "".join(parts)))
+
+    async def lines():
+        def line(obj) -> bytes:
+            return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+
+        try:
+            async for ev in events:
+                if isinstance(ev, Chunk) and ev.text:
+                    yield line({"model": body.model, "created_at": _now(), **payload(ev.text), "done": False})
+                elif isinstance(ev, Done):
+                    yield line(final(ev))
+                    return
+        except PolyError as e:
+            yield line({"error": e.message})
+        except Exception:
+            yield line({"error": "internal server error"})
+        finally:
+            slots.release()
+            await events.aclose()
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")

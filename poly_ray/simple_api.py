@@ -1,0 +1,146 @@
+"""The small generate/stream APIs that scripts already call.
+
+- llm-api style: ``POST /generate`` and ``POST /agenerate`` (SSE) with
+  ``{"prompt", "params"}``, and ``POST /embeddings`` with ``{"text"}``.
+- The Rust llm HTTP server's ``POST /stream``: ``{"prompt", "num_predict",
+  "top_k", "top_p", "repeat_penalty", "temp", "n_batch", "cache"}``, answered
+  with plain UTF-8 text as it is generated.
+
+They run the config's ``default_task`` (else its first task, else its first model).
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from . import sse
+from .errors import PolyError
+from .generation import Chunk, Done
+from .httputil import Access, Slots, parse_params
+
+
+class Params(BaseModel):
+    """llama-cpp-python's completion parameters, as llm-api passes them on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_tokens: int | None = Field(None, ge=1, le=1 << 20)
+    temperature: float | None = Field(None, ge=0, le=100)
+    top_k: int | None = Field(None, ge=0, le=1 << 20)
+    top_p: float | None = Field(None, gt=0, le=1)
+    min_p: float | None = Field(None, ge=0, le=1)
+    repeat_penalty: float | None = Field(None, gt=0, le=100)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    seed: int | None = Field(None, ge=0, lt=1 << 32)
+    stop: list[str] | str | None = None
+
+
+class GenerateBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(max_length=1_000_000)
+    params: Params | None = None
+
+    def overrides(self) -> dict:
+        return self.params.model_dump(exclude_none=True) if self.params else {}
+
+
+class TextBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(max_length=1_000_000)
+
+
+class StreamBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(max_length=1_000_000)
+    num_predict: int | None = Field(None, ge=1, le=1 << 20)
+    top_k: int | None = Field(None, ge=0, le=1 << 20)
+    top_p: float | None = Field(None, gt=0, le=1)
+    repeat_penalty: float | None = Field(None, gt=0, le=100)
+    temp: float | None = Field(None, ge=0, le=100)
+    n_batch: int | None = Field(None, ge=1, le=1 << 16)  # the model's batch size is set in its config
+    # Prompt state is reused by prefix on the replica whatever the id (see README).
+    cache: str | None = Field(None, max_length=256)
+
+    def overrides(self) -> dict:
+        o = {"max_tokens": self.num_predict, "top_k": self.top_k, "top_p": self.top_p,
+             "repeat_penalty": self.repeat_penalty, "temperature": self.temp}
+        return {k: v for k, v in o.items() if v is not None}
+
+
+def register(app: FastAPI, backend, access: Access, slots: Slots, default: tuple[str, str] | None) -> None:
+    """``default`` is the (kind, name) these routes run: a task, or a model used bare."""
+
+    async def start(request: Request, prompt: str, overrides: dict):
+        if default is None:
+            raise PolyError("no task or model is configured")
+        await access.authorize(request, *default)
+        slots.acquire()
+        try:
+            events = backend.stream_target(default[1], prompt, None, overrides)
+            await anext(events)  # accepted: refusals are HTTP errors
+        except BaseException:
+            slots.release()
+            raise
+        return events
+
+    async def texts(events):
+        """The generated text, piece by piece; a failure mid-stream raises."""
+        try:
+            async for ev in events:
+                if isinstance(ev, Chunk) and ev.text:
+                    yield ev.text
+                elif isinstance(ev, Done):
+                    return
+        finally:
+            slots.release()
+            await events.aclose()
+
+    @app.post("/generate")
+    async def generate(request: Request):
+        body = await parse_params(request, GenerateBody)
+        events = await start(request, body.prompt, body.overrides())
+        return "".join([t async for t in texts(events)])
+
+    @app.post("/agenerate")
+    async def agenerate(request: Request):
+        body = await parse_params(request, GenerateBody)
+        events = await start(request, body.prompt, body.overrides())
+
+        async def body_():
+            try:
+                async for t in texts(events):
+                    yield sse.event(t)
+            except PolyError as e:
+                yield sse.json_event("error", e.to_body()["error"])
+
+        return StreamingResponse(body_(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+    @app.post("/stream")
+    async def stream(request: Request):
+        body = await parse_params(request, StreamBody)
+        events = await start(request, body.prompt, body.overrides())
+
+        async def body_():
+            try:
+                async for t in texts(events):
+                    yield t.encode()
+            except PolyError as e:  # plain text has no event types: say it in the text, then stop
+                yield f"\n[error: {e.message}]".encode()
+
+        return StreamingResponse(body_(), media_type="text/plain; charset=utf-8")
+
+    @app.post("/embeddings")
+    async def embeddings(request: Request):
+        body = await parse_params(request, TextBody)
+        if default is None:
+            raise PolyError("no task or model is configured")
+        tasks = await backend.tasks()
+        model = tasks[default[1]]["model"] if default[0] == "task" else default[1]
+        await access.authorize(request, "model", model)
+        return (await backend.embed(model, [body.text]))[0]
