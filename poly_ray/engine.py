@@ -36,11 +36,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import llama_cpp
+import numpy as np
 from llama_cpp import _internals
 from llama_cpp import _logger as llama_log
 
 from .errors import BadRequest, Busy, ModelError, PromptTooLong
-from .generation import Chunk, Done, Event, GenerationRequest, Segment, Started
+from .generation import Chunk, Done, Event, GenerationRequest, Segment, Started, TokenLogprob
 from .sampling import SamplerChain
 from .slots import Slot, place
 from .stops import StopMatcher
@@ -82,6 +83,7 @@ class _Run:
     generated: int = 0
     held: int = 0  # generated tokens not yet sent to the caller
     unsent: str = ""  # their text, released by the stop matcher
+    unsent_logprobs: list = field(default_factory=list)
     last_sent: float = 0.0
     first_at: float | None = None
     stops: StopMatcher = field(init=False)
@@ -376,14 +378,18 @@ class Engine:
             self.steps += 1
         now = time.perf_counter()
         for run, index in sample_at:
-            self._accept(run, run.sampler.sample(self._ctx.ctx, index), now)
+            token = run.sampler.sample(self._ctx.ctx, index)
+            top_n = run.job.request.logprobs
+            self._accept(run, token, now, None if top_n is None else self._logprob(index, token, top_n))
 
-    def _accept(self, run: _Run, token: int, now: float) -> None:
+    def _accept(self, run: _Run, token: int, now: float, logprob: TokenLogprob | None = None) -> None:
         if run.first_at is None:
             run.first_at = now
         if llama_cpp.llama_vocab_is_eog(self._vocab, token):  # EOS, EOT (never with ignore_eos)
             self._finish(run, "stop")
             return
+        if logprob is not None:
+            run.unsent_logprobs.append(logprob)
         run.generated += 1
         run.held += 1
         run.unsent += run.stops.feed(run.utf8.decode(self._piece(token)))
@@ -421,8 +427,24 @@ class Engine:
         run.job.send(Done(reason, len(run.job.tokens), n, timings))
 
     def _send_text(self, run: _Run, now: float) -> None:
-        run.job.send(Chunk(run.unsent, run.held))
+        run.job.send(Chunk(run.unsent, run.held, tuple(run.unsent_logprobs)))
         run.unsent, run.held, run.last_sent = "", 0, now
+        run.unsent_logprobs = []
+
+    def _logprob(self, index: int, token: int, top_n: int) -> TokenLogprob:
+        """The chosen token's log-probability under the logits it was drawn from, and the top_n best."""
+        row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx.ctx, index), shape=(self._n_vocab,))
+        peak = float(row.max())
+        lse = peak + float(np.log(np.exp(row - peak).sum()))
+        top = ()
+        if top_n > 0:
+            best = np.argpartition(row, -top_n)[-top_n:]
+            best = best[np.argsort(-row[best])]
+            top = tuple((self._text(int(t)), float(row[t]) - lse) for t in best)
+        return TokenLogprob(self._text(token), float(row[token]) - lse, top)
+
+    def _text(self, token: int) -> str:
+        return self._piece(token).decode("utf-8", errors="replace")
 
     def _finish_if_cancelled(self, run: _Run) -> bool:
         if not run.job.cancelled.is_set():

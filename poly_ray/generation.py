@@ -40,6 +40,8 @@ class GenerationRequest:
     ignore_eos: bool = False
     # A GBNF grammar (root rule "root") that every generated token must follow.
     grammar: str | None = None
+    # Log-probabilities of the chosen tokens (None: off), with this many alternatives each.
+    logprobs: int | None = None
 
     @property
     def text(self) -> str:
@@ -54,9 +56,17 @@ class Started:
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()  # the most likely tokens at this step
+
+
+@dataclass(frozen=True)
 class Chunk:
     text: str
     tokens: int  # generated tokens this chunk covers
+    logprobs: tuple[TokenLogprob, ...] = ()  # per token, when the request asked for them
 
 
 @dataclass(frozen=True)

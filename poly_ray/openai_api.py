@@ -18,7 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from .errors import NotFound, PolyError
-from .generation import Chunk, Done, Event
+from .generation import Chunk, Done, Event, TokenLogprob
 from .httputil import Access, Slots, parse_params
 from .openai_protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
@@ -63,7 +63,7 @@ def register(app: FastAPI, backend, access: Access, slots: Slots) -> None:
         body = await parse_params(request, CompletionRequest)
         await target(request, body.model)
         events = backend.stream_target(body.model, body.text(), None, body.overrides())
-        return await _respond(body, events, slots, _CompletionShape(body.model))
+        return await _respond(body, events, slots, _CompletionShape(body.model, body.logprobs is not None))
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
@@ -71,7 +71,7 @@ def register(app: FastAPI, backend, access: Access, slots: Slots) -> None:
         await target(request, body.model)
         messages = [(m.role, m.text()) for m in body.messages]
         events = backend.stream_target(body.model, None, messages, body.overrides())
-        return await _respond(body, events, slots, _ChatShape(body.model))
+        return await _respond(body, events, slots, _ChatShape(body.model, body.logprobs))
 
     @app.post("/v1/embeddings")
     async def embeddings(request: Request):
@@ -92,34 +92,61 @@ def register(app: FastAPI, backend, access: Access, slots: Slots) -> None:
 class _CompletionShape:
     object, chunk_object = "text_completion", "text_completion"
 
-    def __init__(self, model: str):
+    def __init__(self, model: str, logprobs: bool):
         self.model, self.id, self.created = model, f"cmpl-{uuid.uuid4().hex}", int(time.time())
+        self.logprobs = logprobs
+        self._offset = 0
 
     def head(self, choices: list, **extra) -> dict:
         return {"id": self.id, "object": self.object, "created": self.created, "model": self.model,
                 "choices": choices, **extra}
 
-    def choice(self, text: str, finish: str | None) -> dict:
-        return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
+    def choice(self, text: str, finish: str | None, logprobs: list[TokenLogprob]) -> dict:
+        return {"index": 0, "text": text, "logprobs": self.format_logprobs(logprobs), "finish_reason": finish}
 
-    def delta(self, text: str | None, finish: str | None, first: bool) -> dict:
-        return self.choice(text or "", finish)
+    def delta(self, text: str | None, finish: str | None, first: bool, logprobs: list[TokenLogprob]) -> dict:
+        return self.choice(text or "", finish, logprobs)
+
+    def format_logprobs(self, entries: list[TokenLogprob]) -> dict | None:
+        if not self.logprobs:
+            return None
+        offsets = []
+        for e in entries:
+            offsets.append(self._offset)
+            self._offset += len(e.token)
+        return {
+            "tokens": [e.token for e in entries],
+            "token_logprobs": [e.logprob for e in entries],
+            "top_logprobs": [dict(e.top) for e in entries],
+            "text_offset": offsets,
+        }
 
 
 class _ChatShape(_CompletionShape):
     object, chunk_object = "chat.completion", "chat.completion.chunk"
 
-    def __init__(self, model: str):
-        super().__init__(model)
+    def __init__(self, model: str, logprobs: bool):
+        super().__init__(model, logprobs)
         self.id = f"chatcmpl-{uuid.uuid4().hex}"
 
-    def choice(self, text: str, finish: str | None) -> dict:
-        return {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
+    def choice(self, text: str, finish: str | None, logprobs: list[TokenLogprob]) -> dict:
+        return {"index": 0, "message": {"role": "assistant", "content": text},
+                "logprobs": self.format_logprobs(logprobs), "finish_reason": finish}
+
+    def delta(self, text: str | None, finish: str | None, first: bool, logprobs: list[TokenLogprob]) -> dict:
+        delta = {"role": "assistant", "content": ""} if first else ({"content": text} if text is not None else {})
+        return {"index": 0, "delta": delta, "logprobs": None if first else self.format_logprobs(logprobs),
                 "finish_reason": finish}
 
-    def delta(self, text: str | None, finish: str | None, first: bool) -> dict:
-        delta = {"role": "assistant", "content": ""} if first else ({"content": text} if text is not None else {})
-        return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+    def format_logprobs(self, entries: list[TokenLogprob]) -> dict | None:
+        if not self.logprobs:
+            return None
+
+        def entry(token: str, logprob: float) -> dict:
+            return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
+
+        return {"content": [{**entry(e.token, e.logprob), "top_logprobs": [entry(t, lp) for t, lp in e.top]}
+                            for e in entries]}
 
 
 async def _respond(body, events: AsyncGenerator[Event, None], slots: Slots, shape: _CompletionShape):
@@ -131,17 +158,18 @@ async def _respond(body, events: AsyncGenerator[Event, None], slots: Slots, shap
         raise
     if not body.stream:
         try:
-            text, done = [], None
+            text, logprobs, done = [], [], None
             async for ev in events:
                 if isinstance(ev, Chunk):
                     text.append(ev.text)
+                    logprobs += ev.logprobs
                 elif isinstance(ev, Done):
                     done = ev
         finally:
             slots.release()
         if done is None:
             raise PolyError("the model's stream ended before it was done")
-        return JSONResponse(shape.head([shape.choice("".join(text), _finish(done))], usage=done.usage))
+        return JSONResponse(shape.head([shape.choice("".join(text), _finish(done), logprobs)], usage=done.usage))
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return StreamingResponse(
         _stream(events, shape, include_usage, slots.release),
@@ -155,14 +183,14 @@ async def _stream(events, shape: _CompletionShape, include_usage: bool, on_close
         return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
 
     try:
-        chunk = dict(shape.head([shape.delta(None, None, True)]), object=shape.chunk_object)
+        chunk = dict(shape.head([shape.delta(None, None, True, [])]), object=shape.chunk_object)
         if shape.chunk_object == "chat.completion.chunk":
             yield data(chunk)
         async for ev in events:
-            if isinstance(ev, Chunk) and ev.text:
-                yield data(dict(chunk, choices=[shape.delta(ev.text, None, False)]))
+            if isinstance(ev, Chunk) and (ev.text or ev.logprobs):
+                yield data(dict(chunk, choices=[shape.delta(ev.text, None, False, list(ev.logprobs))]))
             elif isinstance(ev, Done):
-                yield data(dict(chunk, choices=[shape.delta(None, _finish(ev), False)]))
+                yield data(dict(chunk, choices=[shape.delta(None, _finish(ev), False, [])]))
                 if include_usage:
                     yield data(dict(chunk, choices=[], usage=ev.usage))
                 break

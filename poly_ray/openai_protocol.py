@@ -58,15 +58,12 @@ class _Sampling(_Body):
     stream_options: StreamOptions | None = None
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     presence_penalty: float | None = Field(None, ge=-2, le=2)
-    logprobs: Any = None
     user: str | None = None
 
     @model_validator(mode="after")
     def _supported(self):
         if self.n != 1:
             raise ValueError("n: only n = 1 is supported")
-        if self.logprobs not in (None, False, 0):
-            raise ValueError("logprobs: not supported")
         if isinstance(self.stop, list) and len(self.stop) > 16:
             raise ValueError("stop: at most 16 sequences")
         return self
@@ -87,6 +84,7 @@ class _Sampling(_Body):
 
 class CompletionRequest(_Sampling):
     prompt: str | list[str] = Field(max_length=1_000_000)
+    logprobs: int | None = Field(None, ge=0, le=20)  # alternatives per token
     echo: bool = False
     suffix: str | None = None
     best_of: int | None = None
@@ -101,6 +99,12 @@ class CompletionRequest(_Sampling):
 
     def text(self) -> str:
         return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+
+    def overrides(self) -> dict:
+        o = super().overrides()
+        if self.logprobs is not None:
+            o["logprobs"] = self.logprobs
+        return o
 
 
 class ChatMessage(_Body):
@@ -125,9 +129,15 @@ class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1, max_length=10_000)
     max_completion_tokens: int | None = Field(None, ge=1, le=1 << 20)
     response_format: ResponseFormat | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
 
     def overrides(self) -> dict:
         o = super().overrides()
+        if self.logprobs:
+            o["logprobs"] = self.top_logprobs or 0
+        elif self.top_logprobs:
+            raise BadRequest("top_logprobs: needs logprobs = true")
         if self.max_completion_tokens is not None:
             o["max_tokens"] = self.max_completion_tokens
         if self.response_format is not None and (grammar := self.response_format.grammar()):

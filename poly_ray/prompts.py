@@ -52,7 +52,7 @@ def build_request(
     ``prompt`` is the user's text (wrapped by the task) or an already rendered
     conversation. ``overrides`` holds only keys the client set (max_tokens,
     temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n,
-    frequency_penalty, presence_penalty, seed, stop, ignore_eos, grammar); the
+    frequency_penalty, presence_penalty, seed, stop, ignore_eos, grammar, logprobs); the
     task's max_tokens is a ceiling, not a default to beat.
     """
     o = {k: v for k, v in (overrides or {}).items() if v is not None}
@@ -80,4 +80,5 @@ def build_request(
         sampling=sampling,
         ignore_eos=bool(o.get("ignore_eos", False)),
         grammar=o.get("grammar"),
+        logprobs=o.get("logprobs"),
     )

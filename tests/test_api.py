@@ -11,7 +11,7 @@ import pytest
 from poly_ray import config
 from poly_ray.api import create_app
 from poly_ray.errors import Busy, ModelError, PromptTooLong
-from poly_ray.generation import Chunk, Done, Started
+from poly_ray.generation import Chunk, Done, Started, TokenLogprob
 from poly_ray.tasks import TaskRunner
 
 SECRET = "j" * 32
@@ -37,7 +37,8 @@ class ScriptedModel:
         for word in prompt.split()[: request.max_tokens]:
             if word == "FAIL":
                 raise ModelError("model 'm' failed while generating")
-            yield Chunk(word + "\n", 1)
+            lp = () if request.logprobs is None else (TokenLogprob(word, -0.25, (("alt", -1.5),)),)
+            yield Chunk(word + "\n", 1, lp)
         yield Done("stop", 3, len(prompt.split()), {"prompt_ms": 1.0})
 
     async def embed(self, texts):

@@ -278,6 +278,25 @@ async def test_openai_async_chat_stream_on_a_bare_model(server):
     assert len(r.data[0].embedding) == 640
 
 
+def test_openai_logprobs_from_the_model(server):
+    import openai
+
+    client = openai.OpenAI(api_key=KEY, base_url=f"{server}/v1", max_retries=0)
+    r = client.chat.completions.create(
+        model="gemma", messages=[{"role": "user", "content": "Name a colour."}], max_tokens=8, seed=3,
+        logprobs=True, top_logprobs=2,
+    )
+    content = r.choices[0].logprobs.content
+    assert "".join(e.token for e in content) == r.choices[0].message.content
+    assert all(e.logprob <= 0 and len(e.top_logprobs) == 2 for e in content)
+    # Alternatives come best first, and nothing beats the best one.
+    assert all(e.top_logprobs[0].logprob >= e.top_logprobs[1].logprob for e in content)
+    assert all(e.logprob <= e.top_logprobs[0].logprob + 1e-6 for e in content)
+    c = client.completions.create(model="gemma", prompt="The sky is", max_tokens=5, logprobs=1, seed=3)
+    assert len(c.choices[0].logprobs.tokens) == c.usage.completion_tokens
+    assert c.choices[0].logprobs.text_offset[0] == 0
+
+
 def test_openai_structured_output_is_parsed_by_the_client(server):
     from typing import Literal
 

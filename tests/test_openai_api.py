@@ -98,6 +98,26 @@ async def test_errors_are_openai_exceptions():
         await bad.models.list()
 
 
+async def test_logprobs_in_both_shapes():
+    client, _ = make_client()
+    r = await client.chat.completions.create(
+        model="echo", messages=[{"role": "user", "content": "a b"}], logprobs=True, top_logprobs=1
+    )
+    content = r.choices[0].logprobs.content
+    assert [e.token for e in content] == [">", "a", "b"]
+    assert content[0].logprob == -0.25 and content[0].top_logprobs[0].token == "alt"
+    c = await client.completions.create(model="echo", prompt="a b", logprobs=1)
+    assert c.choices[0].logprobs.token_logprobs == [-0.25] * 3
+    assert c.choices[0].logprobs.text_offset == [0, 1, 2]
+    stream = await client.chat.completions.create(
+        model="echo", messages=[{"role": "user", "content": "a"}], logprobs=True, stream=True
+    )
+    tokens = [e.token async for c in stream if c.choices and c.choices[0].logprobs for e in c.choices[0].logprobs.content]
+    assert tokens == [">", "a"]
+    with pytest.raises(openai.BadRequestError, match="needs logprobs"):
+        await client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "a"}], top_logprobs=2)
+
+
 async def test_embeddings():
     client, _ = make_client()
     r = await client.embeddings.create(model="m", input=["ab", "abc"])
