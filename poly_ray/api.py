@@ -122,15 +122,8 @@ def create_app(backend: Backend, config: Config) -> FastAPI:
     async def live(task: str, request: Request):
         await access.authorize(request, "task", task)
         params = await parse_params(request, CompletionParams)
-        slots.acquire()
-        try:
-            events = backend.stream(task, params.prompt, params.overrides())
-            # Wait for the model to accept the prompt, so that a refusal (too long,
-            # busy) is an HTTP status and not an event in a 200 stream.
-            first = await anext(events)
-        except BaseException:
-            slots.release()
-            raise
+        events = backend.stream(task, params.prompt, params.overrides())
+        first = await slots.accepted(events)
         return StreamingResponse(
             _sse(first, events, slots.release),
             media_type="text/event-stream",

@@ -50,6 +50,17 @@ class Slots:
     def release(self) -> None:
         self.used -= 1
 
+    async def accepted(self, events):
+        """Take a place and wait until the model accepts the prompt (its first event),
+        so that a refusal (too long, busy) is an HTTP status and not an event in a
+        200 stream. The caller releases the place when the stream ends."""
+        self.acquire()
+        try:
+            return await anext(events)
+        except BaseException:
+            self.release()
+            raise
+
     async def __aenter__(self):
         self.acquire()
 

@@ -195,12 +195,7 @@ def _model_entry(name: str) -> dict:
 async def _respond(body: _Body, events, slots: Slots, payload):
     """Wait for the prompt to be accepted, then answer whole or as NDJSON lines."""
     started = time.perf_counter_ns()
-    slots.acquire()
-    try:
-        await anext(events)
-    except BaseException:
-        slots.release()
-        raise
+    await slots.accepted(events)
 
     def final(done: Done, text: str = "") -> dict:
         t = done.timings

@@ -150,12 +150,7 @@ class _ChatShape(_CompletionShape):
 
 
 async def _respond(body, events: AsyncGenerator[Event, None], slots: Slots, shape: _CompletionShape):
-    slots.acquire()
-    try:
-        await anext(events)  # the prompt was accepted: refusals are HTTP errors, not events
-    except BaseException:
-        slots.release()
-        raise
+    await slots.accepted(events)
     if not body.stream:
         try:
             text, logprobs, done = [], [], None

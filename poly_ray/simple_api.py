@@ -80,13 +80,8 @@ def register(app: FastAPI, backend, access: Access, slots: Slots, default: tuple
         if default is None:
             raise PolyError("no task or model is configured")
         await access.authorize(request, *default)
-        slots.acquire()
-        try:
-            events = backend.stream_target(default[1], prompt, None, overrides)
-            await anext(events)  # accepted: refusals are HTTP errors
-        except BaseException:
-            slots.release()
-            raise
+        events = backend.stream_target(default[1], prompt, None, overrides)
+        await slots.accepted(events)
         return events
 
     async def texts(events):
@@ -101,6 +96,13 @@ def register(app: FastAPI, backend, access: Access, slots: Slots, default: tuple
             slots.release()
             await events.aclose()
 
+    async def framed(events, frame, error_frame):
+        try:
+            async for t in texts(events):
+                yield frame(t)
+        except PolyError as e:
+            yield error_frame(e)
+
     @app.post("/generate")
     async def generate(request: Request):
         body = await parse_params(request, GenerateBody)
@@ -111,29 +113,16 @@ def register(app: FastAPI, backend, access: Access, slots: Slots, default: tuple
     async def agenerate(request: Request):
         body = await parse_params(request, GenerateBody)
         events = await start(request, body.prompt, body.overrides())
-
-        async def body_():
-            try:
-                async for t in texts(events):
-                    yield sse.event(t)
-            except PolyError as e:
-                yield sse.json_event("error", e.to_body()["error"])
-
-        return StreamingResponse(body_(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        frames = framed(events, sse.event, lambda e: sse.json_event("error", e.to_body()["error"]))
+        return StreamingResponse(frames, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
     @app.post("/stream")
     async def stream(request: Request):
         body = await parse_params(request, StreamBody)
         events = await start(request, body.prompt, body.overrides())
-
-        async def body_():
-            try:
-                async for t in texts(events):
-                    yield t.encode()
-            except PolyError as e:  # plain text has no event types: say it in the text, then stop
-                yield f"\n[error: {e.message}]".encode()
-
-        return StreamingResponse(body_(), media_type="text/plain; charset=utf-8")
+        # Plain text has no event types: a failure is said in the text, then the stream stops.
+        frames = framed(events, str.encode, lambda e: f"\n[error: {e.message}]".encode())
+        return StreamingResponse(frames, media_type="text/plain; charset=utf-8")
 
     @app.post("/embeddings")
     async def embeddings(request: Request):
