@@ -113,3 +113,22 @@ async def test_simple_routes_follow_default_task():
         assert (await http.post("/generate", json={"prompt": "plain"})).json() == "plain\n"
     with pytest.raises(ConfigError, match="default_task: 'zzz' is neither a task nor a model"):
         make_app(default_task="zzz")
+
+
+async def test_same_credentials_and_scopes_on_every_route():
+    import time
+
+    import jwt
+
+    secret = "s" * 32
+    app, _ = make_app(public=False, allowed_keys=["k"], jwt_private_key={"symmetric": secret})
+    scoped = jwt.encode({"exp": time.time() + 60, "tasks": ["echo"], "models": []}, secret)
+    async with http_client(app) as http:
+        for path, body in [("/api/generate", {"model": "echo", "prompt": "x"}), ("/generate", {"prompt": "x"}),
+                           ("/stream", {"prompt": "x"}), ("/v1/completions", {"model": "echo", "prompt": "x"})]:
+            assert (await http.post(path, json=body)).status_code == 401, path
+            assert (await http.post(path, json=body, headers={"Authorization": "Bearer k"})).status_code == 200, path
+        r = await http.post("/api/generate", json={"model": "m", "prompt": "x"}, headers={"Authorization": f"Bearer {scoped}"})
+        assert r.status_code == 403 and "may not use model 'm'" in r.json()["error"]
+        r = await http.get("/api/tags", headers={"Authorization": f"Bearer {scoped}"})
+        assert [m["name"] for m in r.json()["models"]] == ["echo"]
