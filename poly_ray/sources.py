@@ -19,7 +19,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from .config import ModelConfig, package_module
+from .config import ModelConfig, is_gguf, package_module
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,14 @@ class ModelSourceError(Exception):
 
 
 def resolve(name: str, model: ModelConfig, cache_path: Path) -> Path:
+    """The local GGUF file of a model; ModelSourceError (naming the key) if it cannot be had."""
+    path = _resolve(name, model, cache_path)
+    if not is_gguf(path):
+        raise ModelSourceError(f"models.{name}.{model.source}: {path} is not a GGUF file")
+    return path
+
+
+def _resolve(name: str, model: ModelConfig, cache_path: Path) -> Path:
     if model.model_path is not None:
         if not model.model_path.is_file():
             raise ModelSourceError(f"models.{name}.model_path: no such file: {model.model_path}")

@@ -55,6 +55,18 @@ def test_missing_model_file_is_named(tmp_path):
     assert msg.startswith("models.m.model_path: no such file")
 
 
+def test_a_file_that_is_not_gguf_is_named(tmp_path):
+    (tmp_path / "x.gguf").write_bytes(b"<html>not a model</html>")
+    msg = error_of_at({"models": {"m": {"model_path": "x.gguf"}}}, tmp_path)
+    assert msg.startswith("models.m.model_path: not a GGUF file")
+
+
+def error_of_at(data, base_dir) -> str:
+    with pytest.raises(ConfigError) as e:
+        check(data, base_dir=base_dir)
+    return str(e.value)
+
+
 def test_relative_model_path_is_relative_to_the_config(tmp_path):
     (tmp_path / "x.gguf").write_bytes(b"GGUF")
     cfg = check({"models": {"m": {"model_path": "x.gguf"}}}, base_dir=tmp_path)

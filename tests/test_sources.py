@@ -19,13 +19,14 @@ def http_server():
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
             hits.append(self.path)
-            if self.path != "/model.gguf":
+            body = {"/model.gguf": PAYLOAD, "/login.gguf": b"<html>please log in</html>"}.get(self.path)
+            if body is None:
                 self.send_error(404)
                 return
             self.send_response(200)
-            self.send_header("Content-Length", str(len(PAYLOAD)))
+            self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(PAYLOAD)
+            self.wfile.write(body)
 
         def log_message(self, *args):
             pass
@@ -59,6 +60,12 @@ def test_http_error_is_clear(tmp_path, http_server):
     base, _ = http_server
     with pytest.raises(ModelSourceError, match="cannot download .*404"):
         download(f"{base}/missing.gguf", tmp_path)
+
+
+def test_a_downloaded_file_that_is_not_gguf_is_refused(tmp_path, http_server):
+    base, _ = http_server
+    with pytest.raises(ModelSourceError, match="models.m.url: .* is not a GGUF file"):
+        resolve("m", ModelConfig(url=f"{base}/login.gguf"), tmp_path)  # a login page, say
 
 
 def test_resolve_url_source_uses_the_cache(tmp_path, http_server):
