@@ -58,6 +58,7 @@ def error_response(request: Request, status: int, code: str, message: str, heade
 
 def create_app(backend: Backend, config: Config) -> FastAPI:
     app = FastAPI(title="poly-ray", version="0.1.0")
+    app.state.max_request_bytes = config.max_request_bytes
     auth = Authenticator(
         public=config.public,
         keys=config.allowed_keys,

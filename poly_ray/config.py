@@ -160,6 +160,8 @@ class Config(_Strict):
     jwt_private_key: SymmetricKey | None = None
     allowed_origins: list[str] = []
     max_concurrent: int = Field(64, ge=1, le=100_000)
+    # Largest request body accepted; larger ones get 413.
+    max_request_bytes: int = Field(8 << 20, ge=1024, le=1 << 32)
     # What the simple /generate, /agenerate, /stream and /embeddings routes run:
     # a task or a model name (default: the first task, else the first model).
     default_task: str | None = None
@@ -225,6 +227,7 @@ ENV_KEYS: dict[str, Literal["str", "bool", "int", "list", "json"]] = {
     "jwt_private_key": "json",
     "allowed_origins": "list",
     "max_concurrent": "int",
+    "max_request_bytes": "int",
     "cache_path": "str",
 }
 

@@ -9,6 +9,7 @@ place. Errors cross Ray handles, so they must pickle with their fields.
     ├── BadRequest          400  invalid_request
     │   └── PromptTooLong   400  prompt_too_long
     ├── NotFound            404  not_found
+    ├── PayloadTooLarge     413  payload_too_large
     ├── Busy                503  busy (with Retry-After)
     └── ModelError          500  model_error (the engine failed, not the client)
 """
@@ -51,6 +52,11 @@ class PromptTooLong(BadRequest):
 class NotFound(PolyError):
     status = 404
     code = "not_found"
+
+
+class PayloadTooLarge(PolyError):
+    status = 413
+    code = "payload_too_large"
 
 
 class Busy(PolyError):

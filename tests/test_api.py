@@ -174,6 +174,25 @@ async def test_bad_requests_are_400_with_a_message():
     assert r.status_code == 400 and "top_k" in r.json()["error"]["message"]
 
 
+async def test_bodies_over_the_limit_are_413():
+    client, _ = make_client(max_request_bytes=2048)
+    r = await client.post("/v1/task/echo/completion", json={"prompt": "x" * 5000})
+    assert r.status_code == 413
+    assert r.json()["error"] == {
+        "code": "payload_too_large",
+        "message": "the request body is 5013 bytes; the limit (max_request_bytes) is 2048",
+    }
+
+    async def chunks():  # no Content-Length: counted while read
+        for _ in range(10):
+            yield b"x" * 1000
+
+    r = await client.post("/v1/task/echo/completion", content=chunks())
+    assert r.status_code == 413 and "max_request_bytes" in r.json()["error"]["message"]
+    r = await client.post("/v1/completions", json={"model": "echo", "prompt": "x" * 5000})
+    assert r.status_code == 413 and r.json()["error"]["type"] == "invalid_request_error"
+
+
 async def test_unknown_names_are_404_json():
     client, _ = make_client()
     for method, path in [("GET", "/v1/task/nope/live?prompt=x"), ("POST", "/v1/model/nope/embedding"), ("GET", "/nowhere")]:
