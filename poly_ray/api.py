@@ -18,7 +18,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import ollama_api, openai_api, simple_api, sse
+from . import chat_ws, ollama_api, openai_api, simple_api, sse
 from .auth import Authenticator
 from .httputil import Access, Slots, describe, parse_params
 from .config import Config
@@ -37,6 +37,9 @@ class Backend(Protocol):
     def stream(self, task: str, prompt: str, overrides: dict) -> AsyncGenerator[Event, None]: ...
     def stream_target(
         self, target: str, prompt: str | None, messages: list[tuple[str, str]] | None, overrides: dict
+    ) -> AsyncGenerator[Event, None]: ...
+    def stream_turn(
+        self, task: str, context: tuple[int, ...] | None, prompt: str, overrides: dict
     ) -> AsyncGenerator[Event, None]: ...
     async def complete(self, task: str, prompt: str, overrides: dict) -> dict: ...
     async def embed(self, model: str, texts: list[str]) -> list[list[float]]: ...
@@ -97,6 +100,7 @@ def create_app(backend: Backend, config: Config) -> FastAPI:
     openai_api.register(app, backend, access, slots)
     ollama_api.register(app, backend, access, slots)
     simple_api.register(app, backend, access, slots, config.default_target)
+    chat_ws.register(app, backend, access, slots)
 
     @app.get("/status")
     async def status():

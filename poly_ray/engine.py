@@ -40,7 +40,7 @@ import numpy as np
 from llama_cpp import _internals
 from llama_cpp import _logger as llama_log
 
-from .errors import BadRequest, Busy, ModelError, PromptTooLong
+from .errors import BadRequest, Busy, ContextFull, ModelError, PromptTooLong
 from .generation import Chunk, Done, Event, GenerationRequest, Segment, Started, TokenLogprob
 from .sampling import SamplerChain
 from .slots import Slot, place
@@ -84,6 +84,7 @@ class _Run:
     held: int = 0  # generated tokens not yet sent to the caller
     unsent: str = ""  # their text, released by the stop matcher
     unsent_logprobs: list = field(default_factory=list)
+    output: list[int] = field(default_factory=list)  # generated token ids
     last_sent: float = 0.0
     first_at: float | None = None
     stops: StopMatcher = field(init=False)
@@ -161,8 +162,8 @@ class Engine:
     def detokenize(self, tokens: list[int]) -> str:
         return self._model.detokenize(tokens).decode("utf-8", errors="replace")
 
-    def tokenize_prompt(self, prompt: tuple[Segment, ...]) -> list[int]:
-        tokens = self.tokenize("", add_bos=True)
+    def tokenize_prompt(self, prompt: tuple[Segment, ...], context: tuple[int, ...] | None = None) -> list[int]:
+        tokens = list(context) if context else self.tokenize("", add_bos=True)
         for seg in prompt:
             tokens += self.tokenize(seg.text, special=seg.special)
         return tokens
@@ -188,9 +189,10 @@ class Engine:
         Raises PromptTooLong, BadRequest (a grammar that does not parse) or Busy
         before the first event. Closing the iterator stops decoding.
         """
-        tokens = self.tokenize_prompt(request.prompt)
+        tokens = self.tokenize_prompt(request.prompt, request.context)
         if len(tokens) >= self.context_size:
-            raise PromptTooLong(
+            error = ContextFull if request.context else PromptTooLong
+            raise error(
                 f"the prompt is {len(tokens)} tokens; the context of model '{self.name}' holds {self.context_size}"
             )
         if request.grammar is not None:
@@ -390,6 +392,7 @@ class Engine:
             return
         if logprob is not None:
             run.unsent_logprobs.append(logprob)
+        run.output.append(token)
         run.generated += 1
         run.held += 1
         run.unsent += run.stops.feed(run.utf8.decode(self._piece(token)))
@@ -424,7 +427,8 @@ class Engine:
         # Free the slot before the caller hears Done, so that it is free for
         # whatever the caller sends next.
         self._release(run, keep_cells=True)
-        run.job.send(Done(reason, len(run.job.tokens), n, timings))
+        context = tuple(run.job.tokens + run.output) if run.job.request.context is not None else None
+        run.job.send(Done(reason, len(run.job.tokens), n, timings, context))
 
     def _send_text(self, run: _Run, now: float) -> None:
         run.job.send(Chunk(run.unsent, run.held, tuple(run.unsent_logprobs)))

@@ -8,6 +8,7 @@ place. Errors cross Ray handles, so they must pickle with their fields.
     PolyError
     ├── BadRequest          400  invalid_request
     │   └── PromptTooLong   400  prompt_too_long
+    │       └── ContextFull 400  context_full (a conversation outgrew the context)
     ├── NotFound            404  not_found
     ├── PayloadTooLarge     413  payload_too_large
     ├── Busy                503  busy (with Retry-After)
@@ -47,6 +48,10 @@ class BadRequest(PolyError):
 
 class PromptTooLong(BadRequest):
     code = "prompt_too_long"
+
+
+class ContextFull(PromptTooLong):
+    code = "context_full"
 
 
 class NotFound(PolyError):

@@ -42,6 +42,9 @@ class GenerationRequest:
     grammar: str | None = None
     # Log-probabilities of the chosen tokens (None: off), with this many alternatives each.
     logprobs: int | None = None
+    # A conversation so far, as the model saw it (BOS included): the prompt
+    # continues it instead of starting afresh, and Done returns the new context.
+    context: tuple[int, ...] | None = None
 
     @property
     def text(self) -> str:
@@ -75,6 +78,7 @@ class Done:
     prompt_tokens: int
     completion_tokens: int
     timings: dict = field(default_factory=dict)
+    context: tuple[int, ...] | None = None  # prompt + generated tokens, when the request had a context
 
     @property
     def usage(self) -> dict:
@@ -85,6 +89,7 @@ class Done:
         }
 
     def to_dict(self) -> dict:
+        """What clients see (the context stays on the server)."""
         return {"finish_reason": self.finish_reason, "usage": self.usage, "timings": self.timings}
 
 

@@ -8,12 +8,13 @@ with the same methods (a LlamaModel instance works directly).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Protocol
 
 from .config import ModelConfig, TaskConfig
 from .errors import ModelError, NotFound
 from .generation import Chunk, Done, Event, GenerationRequest
-from .prompts import bare_model_task, build_request, render_chat
+from .prompts import assemble, bare_model_task, build_request, render_chat
 
 
 class ModelClient(Protocol):
@@ -48,6 +49,16 @@ class TaskRunner:
 
     async def complete(self, task: str, prompt: str, overrides: dict) -> dict:
         return await collect(self.stream(task, prompt, overrides))
+
+    async def stream_turn(
+        self, task: str, context: tuple[int, ...] | None, prompt: str, overrides: dict
+    ) -> AsyncIterator[Event]:
+        """One turn of a chat session. ``context`` is what the model saw so far (None:
+        a new session, which starts with the prelude); ``Done.context`` is the next one."""
+        cfg = self.task(task)
+        request = build_request(task, cfg, assemble(cfg, prompt, first_turn=context is None), overrides)
+        async for event in self.client(cfg.model).generate(replace(request, context=context or ())):
+            yield event
 
     async def stream_target(
         self, target: str, prompt: str | None, messages: list[tuple[str, str]] | None, overrides: dict

@@ -39,7 +39,8 @@ class ScriptedModel:
                 raise ModelError("model 'm' failed while generating")
             lp = () if request.logprobs is None else (TokenLogprob(word, -0.25, (("alt", -1.5),)),)
             yield Chunk(word + "\n", 1, lp)
-        yield Done("stop", 3, len(prompt.split()), {"prompt_ms": 1.0})
+        context = None if request.context is None else (*request.context, len(request.context) + 1)
+        yield Done("stop", 3, len(prompt.split()), {"prompt_ms": 1.0}, context)
 
     async def embed(self, texts):
         return [[float(len(t)), 0.0] for t in texts]

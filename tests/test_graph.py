@@ -346,3 +346,43 @@ async def test_simple_stream_is_plain_text_as_generated(client):
     assert len(chunks) > 1 and "".join(chunks)
     r = await client.post("/generate", json={"prompt": "The sky is", "params": {"max_tokens": 6}})
     assert r.status_code == 200 and isinstance(r.json(), str)
+
+
+# -- WebSocket chat with the websockets client, over real HTTP ---------------------------
+
+
+async def test_websocket_chat_reuses_the_session(server):
+    from websockets.asyncio.client import connect
+
+    url = server.replace("http://", "ws://") + f"/v1/task/qa/chat?api_key={KEY}"
+    async with connect(url, subprotocols=["poly.json"]) as ws:
+        dones = []
+        for question in ("What is the capital of France?", "And of Italy?"):
+            await ws.send(question)
+            while (m := json.loads(await ws.recv()))["type"] == "token":
+                pass
+            assert m["type"] == "done", m
+            dones.append(m)
+    first, second = dones
+    # The second turn reads only its own words: the first turn's prompt and answer are reused.
+    assert second["timings"]["cached_tokens"] >= first["usage"]["prompt_tokens"]
+    assert second["usage"]["prompt_tokens"] > first["usage"]["prompt_tokens"]
+
+    from websockets.exceptions import ConnectionClosedError
+
+    async with connect(url.replace("/qa/", "/nope/")) as ws:  # Poly's protocol: told by the close
+        with pytest.raises(ConnectionClosedError):
+            await ws.recv()
+    assert ws.close_code == 4404 and "does not exist" in ws.close_reason
+
+
+async def test_websocket_poly_protocol_with_the_real_model(server):
+    from websockets.asyncio.client import connect
+
+    url = server.replace("http://", "ws://") + f"/v1/task/qa/chat?api_key={KEY}"
+    async with connect(url) as ws:
+        await ws.send("What is the capital of France?")
+        frames = []
+        while (frame := await ws.recv()) != "":
+            frames.append(frame)
+    assert "Paris" in "".join(frames)

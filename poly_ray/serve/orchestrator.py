@@ -23,6 +23,10 @@ class TaskOrchestrator:
         async for event in self._runner.stream_target(target, prompt, messages, overrides):
             yield event
 
+    async def stream_turn(self, task: str, context, prompt: str, overrides: dict):
+        async for event in self._runner.stream_turn(task, context, prompt, overrides):
+            yield event
+
     async def complete(self, task: str, prompt: str, overrides: dict) -> dict:
         return await self._runner.complete(task, prompt, overrides)
 

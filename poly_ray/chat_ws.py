@@ -1,0 +1,145 @@
+"""WebSocket chat: ``GET /v1/task/{task}/chat``.
+
+Two protocols on one route:
+
+- Poly's (the default): the client sends a text frame per user turn; the server
+  answers a text frame per chunk of generated text, then an empty text frame
+  at the end of the turn.
+- JSON (subprotocol ``poly.json``, or ``?protocol=json``): the client sends a
+  turn as text or as ``{"prompt": ..., "max_tokens": ...}``; the server sends
+  ``{"type": "token", "text"}``, then ``{"type": "done", "finish_reason",
+  "usage", "timings"}``, or ``{"type": "error", "code", "message"}``.
+
+The session keeps the tokens the model has seen, so each turn continues the
+conversation (the prelude once, then prefix + prompt + postfix per turn) and
+the model replica reuses the cells it already holds for it. A turn that no
+longer fits the context ends with ``context_full``. Errors are told, never a
+silent close: as an error message (JSON), or as a close code 4000 + HTTP status
+with the message as the reason (Poly's protocol has no error frame).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+from pydantic import ValidationError
+
+from .errors import BadRequest, PolyError
+from .generation import Chunk, Done
+from .httputil import Access, Slots, describe
+from .protocol import CompletionParams
+
+log = logging.getLogger(__name__)
+
+JSON_SUBPROTOCOL = "poly.json"
+
+
+def register(app: FastAPI, backend, access: Access, slots: Slots) -> None:
+    @app.websocket("/v1/task/{task}/chat")
+    async def chat(websocket: WebSocket, task: str):
+        offered = websocket.scope.get("subprotocols") or []
+        json_mode = JSON_SUBPROTOCOL in offered or websocket.query_params.get("protocol") == "json"
+        await websocket.accept(subprotocol=JSON_SUBPROTOCOL if JSON_SUBPROTOCOL in offered else None)
+        session = _Session(websocket, backend, task, json_mode)
+        try:
+            await access.authorize(websocket, "task", task)
+        except PolyError as e:
+            await session.refuse(e)
+            return
+        await session.run(slots)
+
+
+class _Session:
+    def __init__(self, websocket: WebSocket, backend, task: str, json_mode: bool):
+        self.ws, self.backend, self.task, self.json_mode = websocket, backend, task, json_mode
+        self.context: tuple[int, ...] | None = None  # what the model saw so far
+
+    async def refuse(self, err: PolyError) -> None:
+        """Say why, then close: used before the session starts."""
+        if self.json_mode:
+            await self.ws.send_json({"type": "error", "code": err.code, "message": err.message})
+        await self.ws.close(code=4000 + err.status, reason=err.message[:120])
+
+    async def run(self, slots: Slots) -> None:
+        turns: asyncio.Queue = asyncio.Queue()
+        reader = asyncio.create_task(self._read(turns))
+        try:
+            while (frame := await turns.get()) is not None:
+                try:
+                    prompt, overrides = self._parse(frame)
+                    async with slots:
+                        await self._turn(prompt, overrides, reader)
+                except PolyError as e:
+                    if not await self._error(e):
+                        return
+                if reader.done():
+                    return
+        except WebSocketDisconnect:
+            pass
+        except Exception:
+            log.exception("chat session on task %s failed", self.task)
+            await self._error(PolyError("internal server error"), close=True)
+        finally:
+            reader.cancel()
+
+    async def _read(self, turns: asyncio.Queue) -> None:
+        try:
+            while True:
+                message = await self.ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                if message.get("text") is not None:
+                    turns.put_nowait(message["text"])
+                elif message.get("bytes") is not None:
+                    turns.put_nowait(BadRequest("binary frames are not accepted; send text"))
+        finally:
+            turns.put_nowait(None)
+
+    def _parse(self, frame) -> tuple[str, dict]:
+        if isinstance(frame, PolyError):
+            raise frame
+        if self.json_mode and frame.lstrip().startswith("{"):
+            try:
+                params = CompletionParams.model_validate(json.loads(frame))
+            except json.JSONDecodeError as e:
+                raise BadRequest(f"the message is not valid JSON: {e}") from None
+            except ValidationError as e:
+                raise BadRequest(describe(e.errors())) from None
+            return params.prompt, params.overrides()
+        return frame, {}
+
+    async def _turn(self, prompt: str, overrides: dict, reader: asyncio.Task) -> None:
+        events = self.backend.stream_turn(self.task, self.context, prompt, overrides)
+        try:
+            async for ev in events:
+                if reader.done():  # the client went away: stop generating
+                    return
+                if isinstance(ev, Chunk) and ev.text:
+                    await self._send_text(ev.text)
+                elif isinstance(ev, Done):
+                    self.context = ev.context
+                    if self.json_mode:
+                        await self.ws.send_json({"type": "done", **ev.to_dict()})
+                    else:
+                        await self.ws.send_text("")
+                    return
+        finally:
+            await events.aclose()
+
+    async def _send_text(self, text: str) -> None:
+        if self.json_mode:
+            await self.ws.send_json({"type": "token", "text": text})
+        else:
+            await self.ws.send_text(text)
+
+    async def _error(self, err: PolyError, close: bool = False) -> bool:
+        """Tell the client; True if the session goes on."""
+        if self.json_mode:
+            await self.ws.send_json({"type": "error", "code": err.code, "message": err.message})
+            if not close:
+                return True
+        await self.ws.close(code=4000 + err.status, reason=err.message[:120])
+        return False
