@@ -26,7 +26,7 @@ DEFAULT_CACHE = Path("~/.cache/poly-ray")
 # Keys of Poly's schema that later parts of poly-ray implement. They are refused
 # by name rather than accepted and silently ignored.
 _NOT_YET = {
-    "tasks": ("biaser", "bias_prompt", "memorization", "samplers"),
+    "tasks": ("memorization", "samplers"),
 }
 
 
@@ -125,6 +125,19 @@ class ModelConfig(_Strict):
         return -1 if self.gpu_layers is None else self.gpu_layers
 
 
+class Biaser(_Strict):
+    """Output that follows a JSON schema: inline, or from a file (relative to the config)."""
+
+    json_schema: dict[str, Any] | None = None
+    json_schema_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one(self):
+        if (self.json_schema is None) == (self.json_schema_file is None):
+            raise ValueError("set exactly one of json_schema, json_schema_file")
+        return self
+
+
 class TaskConfig(_Strict):
     model: str
     prelude: str = ""
@@ -139,7 +152,33 @@ class TaskConfig(_Strict):
     min_p: float = Field(0.05, ge=0, le=1)
     repeat_penalty: float = Field(1.1, gt=0, le=100)
     repetition_penalty_last_n: int = Field(64, ge=0, le=1 << 20)
+    frequency_penalty: float = Field(0.0, ge=-2, le=2)
+    presence_penalty: float = Field(0.0, ge=-2, le=2)
+    mirostat: Literal[0, 1, 2] = 0
+    mirostat_tau: float = Field(5.0, gt=0, le=100)
+    mirostat_eta: float = Field(0.1, gt=0, le=1)
     seed: int | None = Field(None, ge=0, lt=1 << 32)
+    biaser: Biaser | None = None
+    # With a biaser: the free answer is generated (not returned), this is fed,
+    # then the biased answer is generated and returned.
+    bias_prompt: str | None = None
+
+    @model_validator(mode="after")
+    def _combinations(self):
+        if self.mirostat and {"top_k", "top_p", "min_p"} & self.model_fields_set:
+            raise ValueError("mirostat replaces top_k, top_p and min_p: set one or the other")
+        if self.bias_prompt is not None and self.biaser is None:
+            raise ValueError("bias_prompt needs a biaser")
+        if any(not t for t in self.private_tokens):
+            raise ValueError("private_tokens must not be empty strings")
+        return self
+
+    @property
+    def grammar(self) -> str | None:
+        """The task's biaser as a grammar (its schema file is read at start-up)."""
+        from .grammars import from_schema
+
+        return from_schema(self.biaser.json_schema, "biaser.json_schema") if self.biaser else None
 
     @field_validator("stop_sequences")
     @classmethod
@@ -303,13 +342,35 @@ def _resolve_paths(config: Config, base_dir: Path) -> Config:
         name: m.model_copy(update={"model_path": absolute(m.model_path)}) if m.model_path else m
         for name, m in config.models.items()
     }
-    return config.model_copy(update={"models": models, "cache_path": absolute(config.cache_path)})
+    tasks = {name: _load_schema(name, t, absolute) for name, t in config.tasks.items()}
+    return config.model_copy(update={"models": models, "tasks": tasks, "cache_path": absolute(config.cache_path)})
+
+
+def _load_schema(name: str, task: TaskConfig, absolute) -> TaskConfig:
+    """Read a biaser's json_schema_file once, so the task carries the schema itself."""
+    if task.biaser is None or task.biaser.json_schema_file is None:
+        return task
+    path = absolute(task.biaser.json_schema_file)
+    try:
+        schema = json.loads(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"tasks.{name}.biaser.json_schema_file: cannot read {path}: {e.strerror}") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"tasks.{name}.biaser.json_schema_file: {path} is not JSON: {e}") from None
+    return task.model_copy(update={"biaser": Biaser(json_schema=schema)})
 
 
 def _check_references(config: Config) -> Config:
     if config.default_task is not None and config.default_task not in {**config.tasks, **config.models}:
         raise ConfigError(f"default_task: {config.default_task!r} is neither a task nor a model")
     for name, task in config.tasks.items():
+        if task.biaser is not None:
+            from .grammars import SchemaError
+
+            try:
+                task.grammar
+            except SchemaError as e:
+                raise ConfigError(f"tasks.{name}.{e.message}") from None
         if task.model not in config.models:
             known = ", ".join(sorted(config.models)) or "none configured"
             raise ConfigError(f"tasks.{name}.model: unknown model {task.model!r} (models: {known})")

@@ -34,6 +34,13 @@ def render_chat(task: TaskConfig, messages: list[tuple[str, str]]) -> tuple[Segm
     return tuple(p for p in parts if p.text)
 
 
+def check_private(task: TaskConfig, user_text: str) -> None:
+    """A user's text may not contain the task's private tokens (its signalling)."""
+    for token in task.private_tokens:
+        if token in user_text:
+            raise BadRequest(f"the input contains a private token of this task ({token!r})")
+
+
 def bare_model_task(model: str, context_size: int, *, chat: bool) -> TaskConfig:
     """A model used without a task: its prompt as given (completions), or a plain
     "User:/Assistant:" conversation (chat), up to its whole context."""
@@ -56,6 +63,7 @@ def build_request(
     task's max_tokens is a ceiling, not a default to beat.
     """
     o = {k: v for k, v in (overrides or {}).items() if v is not None}
+    check_private(task, prompt if isinstance(prompt, str) else "".join(s.text for s in prompt if not s.special))
     max_tokens = o.get("max_tokens", task.max_tokens)
     if max_tokens > task.max_tokens:
         raise BadRequest(f"max_tokens {max_tokens} is above the limit of task '{task_name}' ({task.max_tokens})")
@@ -69,16 +77,20 @@ def build_request(
         min_p=o.get("min_p", task.min_p),
         repeat_penalty=o.get("repeat_penalty", task.repeat_penalty),
         repeat_last_n=o.get("repeat_last_n", task.repetition_penalty_last_n),
-        frequency_penalty=o.get("frequency_penalty", 0.0),
-        presence_penalty=o.get("presence_penalty", 0.0),
+        frequency_penalty=o.get("frequency_penalty", task.frequency_penalty),
+        presence_penalty=o.get("presence_penalty", task.presence_penalty),
+        mirostat=task.mirostat,
+        mirostat_tau=task.mirostat_tau,
+        mirostat_eta=task.mirostat_eta,
         seed=o.get("seed", task.seed),
     )
     return GenerationRequest(
         prompt=assemble(task, prompt) if isinstance(prompt, str) else prompt,
         max_tokens=max_tokens,
-        stop=tuple(dict.fromkeys([*task.stop_sequences, *stop])),
+        # Private tokens are for the operator's templates: the model never shows one.
+        stop=tuple(dict.fromkeys([*task.stop_sequences, *task.private_tokens, *stop])),
         sampling=sampling,
         ignore_eos=bool(o.get("ignore_eos", False)),
-        grammar=o.get("grammar"),
+        grammar=o.get("grammar", task.grammar),
         logprobs=o.get("logprobs"),
     )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from . import grammars
+
 _UINT32 = 1 << 32
 
 
@@ -22,9 +24,14 @@ class CompletionParams(_Body):
     seed: int | None = Field(None, ge=0, lt=_UINT32)
     stop: list[str] | str | None = None
     ignore_eos: bool | None = None
+    # A JSON schema the answer must follow (this request only; beats the task's biaser).
+    schema_: dict | None = Field(None, alias="schema")
 
     def overrides(self) -> dict:
-        return self.model_dump(exclude={"prompt"}, exclude_none=True)
+        o = self.model_dump(exclude={"prompt", "schema_"}, exclude_none=True)
+        if self.schema_ is not None:
+            o["grammar"] = grammars.from_schema(self.schema_, "schema")
+        return o
 
 
 class PromptBody(_Body):

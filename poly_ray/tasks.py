@@ -13,7 +13,7 @@ from typing import Protocol
 
 from .config import ModelConfig, TaskConfig
 from .errors import ModelError, NotFound
-from .generation import Chunk, Done, Event, GenerationRequest
+from .generation import Chunk, Done, Event, GenerationRequest, Segment, Started
 from .prompts import assemble, bare_model_task, build_request, render_chat
 
 
@@ -43,8 +43,7 @@ class TaskRunner:
 
     async def stream(self, task: str, prompt: str, overrides: dict) -> AsyncIterator[Event]:
         cfg = self.task(task)
-        request = build_request(task, cfg, prompt, overrides)
-        async for event in self.client(cfg.model).generate(request):
+        async for event in self._run(cfg, build_request(task, cfg, prompt, overrides)):
             yield event
 
     async def complete(self, task: str, prompt: str, overrides: dict) -> dict:
@@ -57,8 +56,31 @@ class TaskRunner:
         a new session, which starts with the prelude); ``Done.context`` is the next one."""
         cfg = self.task(task)
         request = build_request(task, cfg, assemble(cfg, prompt, first_turn=context is None), overrides)
-        async for event in self.client(cfg.model).generate(replace(request, context=context or ())):
+        async for event in self._run(cfg, replace(request, context=context or ())):
             yield event
+
+    async def _run(self, task: TaskConfig, request: GenerationRequest) -> AsyncIterator[Event]:
+        """Generate, with Poly's bias-prompt flow when the task has one: the free
+        answer first (not returned), then the bias prompt, then the biased answer."""
+        client = self.client(task.model)
+        if task.bias_prompt is None or request.grammar is None:
+            async for event in client.generate(request):
+                yield event
+            return
+        free: list[str] = []
+        async for event in client.generate(replace(request, grammar=None)):
+            if isinstance(event, Chunk):
+                free.append(event.text)
+            elif not isinstance(event, Done):
+                yield event  # Started: the prompt was accepted
+        biased = replace(
+            request,
+            prompt=(*request.prompt, Segment("".join(free)), Segment(task.bias_prompt, special=True)),
+            max_tokens=task.max_tokens,
+        )
+        async for event in client.generate(biased):
+            if not isinstance(event, Started):
+                yield event
 
     async def stream_target(
         self, target: str, prompt: str | None, messages: list[tuple[str, str]] | None, overrides: dict
@@ -72,8 +94,7 @@ class TaskRunner:
         else:
             raise NotFound(f"model '{target}' does not exist (neither a task nor a model)")
         text = render_chat(task, messages) if messages is not None else prompt
-        request = build_request(target, task, text, overrides)
-        async for event in self.client(task.model).generate(request):
+        async for event in self._run(task, build_request(target, task, text, overrides)):
             yield event
 
     async def embed(self, model: str, texts: list[str]) -> list[list[float]]:

@@ -103,8 +103,8 @@ def test_bad_values():
 
 
 def test_keys_of_later_features_are_refused_by_name():
-    msg = error_of({"models": {"m": GEMMA}, "tasks": {"t": {"model": "m", "biaser": {}}}})
-    assert msg == "tasks.t.biaser: not supported yet by this version of poly-ray"
+    msg = error_of({"models": {"m": GEMMA}, "tasks": {"t": {"model": "m", "samplers": ["topk:k=4"]}}})
+    assert msg == "tasks.t.samplers: not supported yet by this version of poly-ray"
 
 
 def test_environment_overrides_top_level_settings():

