@@ -10,7 +10,7 @@ PY         := $(VENV)/bin/python
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON
 LLAMA_VERSION    := 0.3.36
 
-.PHONY: setup serve test test-fast bench bench-concurrency deployments clean
+.PHONY: setup serve test test-fast bench bench-chat bench-concurrency deployments clean
 
 setup: $(VENV)/.installed
 
@@ -34,6 +34,9 @@ test-fast: setup
 
 bench: setup
 	$(PY) bench/single_stream.py
+
+bench-chat: setup
+	$(PY) bench/chat_turns.py
 
 bench-concurrency: setup
 	$(PY) -m pip install --quiet "llama-cpp-python[server]==$(LLAMA_VERSION)"
