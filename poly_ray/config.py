@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from . import samplers
 from .errors import ConfigError
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -26,7 +27,7 @@ DEFAULT_CACHE = Path("~/.cache/poly-ray")
 # Keys of Poly's schema that later parts of poly-ray implement. They are refused
 # by name rather than accepted and silently ignored.
 _NOT_YET = {
-    "tasks": ("memorization", "samplers"),
+    "tasks": ("memorization",),
 }
 
 
@@ -163,9 +164,27 @@ class TaskConfig(_Strict):
     # then the biased answer is generated and returned.
     bias_prompt: str | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _samplers(cls, data):
+        """Poly's sampler chain becomes the standard keys (which it then owns)."""
+        if not isinstance(data, dict) or "samplers" not in data:
+            return data
+        chains = data["samplers"]
+        if isinstance(chains, str):
+            chains = [chains]
+        if not isinstance(chains, list) or not all(isinstance(c, str) for c in chains):
+            raise ValueError("samplers must be a list of strings")
+        values = samplers.parse(chains)
+        both = sorted(set(values) & set(data) - {"samplers"})
+        if both:
+            raise ValueError(f"samplers sets {', '.join(both)}: remove the separate key(s) or the chain")
+        return {**{k: v for k, v in data.items() if k != "samplers"}, **values}
+
     @model_validator(mode="after")
     def _combinations(self):
-        if self.mirostat and {"top_k", "top_p", "min_p"} & self.model_fields_set:
+        truncating = self.top_k > 0 or self.top_p < 1 or self.min_p > 0
+        if self.mirostat and {"top_k", "top_p", "min_p"} & self.model_fields_set and truncating:
             raise ValueError("mirostat replaces top_k, top_p and min_p: set one or the other")
         if self.bias_prompt is not None and self.biaser is None:
             raise ValueError("bias_prompt needs a biaser")

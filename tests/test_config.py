@@ -103,8 +103,8 @@ def test_bad_values():
 
 
 def test_keys_of_later_features_are_refused_by_name():
-    msg = error_of({"models": {"m": GEMMA}, "tasks": {"t": {"model": "m", "samplers": ["topk:k=4"]}}})
-    assert msg == "tasks.t.samplers: not supported yet by this version of poly-ray"
+    msg = error_of({"models": {"m": GEMMA}, "tasks": {"t": {"model": "m", "memorization": {"memory": "x"}}}})
+    assert msg == "tasks.t.memorization: not supported yet by this version of poly-ray"
 
 
 def test_environment_overrides_top_level_settings():
@@ -136,3 +136,34 @@ def test_load_reports_toml_syntax_and_missing_file(tmp_path):
         config.load(bad, env={})
     with pytest.raises(ConfigError, match="config file not found"):
         config.load(tmp_path / "missing.toml", env={})
+
+
+def test_polys_sampler_chains():
+    def task(**kw):
+        return check({"models": {"m": GEMMA}, "tasks": {"t": {"model": "m", **kw}}}).tasks["t"]
+
+    t = task(samplers=["topk:k=40/topp:p=0.9/temperature:0.7"])
+    assert (t.top_k, t.top_p, t.min_p, t.temperature, t.repeat_penalty, t.mirostat) == (40, 0.9, 0.0, 0.7, 1.0, 0)
+    t = task(samplers=["repetition:penalty=1.3:last_n=32", "mirostat2:tau=5"])
+    assert (t.repeat_penalty, t.repetition_penalty_last_n, t.mirostat, t.mirostat_tau) == (1.3, 32, 2, 5.0)
+    assert task(samplers="greedy").temperature == 0.0
+
+
+@pytest.mark.parametrize("chain, message", [
+    (["topq:k=1"], "unknown sampler 'topq'"),
+    (["mirostat2:tau=5/topk:k=3"], "mirostat replaces topk, topp and minp"),
+    (["topk:x=1"], "'topk' has no parameter 'x'"),
+    (["temperature:hot"], "'hot' is not a number"),
+    (["topk:k=1/topk:k=2"], "'topk' appears twice"),
+    ([""], "the chain is empty"),
+])
+def test_invalid_sampler_chains_name_the_task(chain, message):
+    msg = error_of({"models": {"m": GEMMA}, "tasks": {"t": {"model": "m", "samplers": chain}}})
+    assert msg.startswith("tasks.t: samplers") and message in msg
+
+
+def test_a_chain_and_a_separate_key_for_the_same_thing_are_refused():
+    msg = error_of({"models": {"m": GEMMA}, "tasks": {"t": {"model": "m", "samplers": ["topk:k=4"], "top_k": 9}}})
+    assert "samplers sets" in msg and "top_k" in msg
+    msg = error_of({"models": {"m": GEMMA}, "tasks": {"t": {"model": "m", "mirostat": 2, "top_k": 10}}})
+    assert "mirostat replaces top_k" in msg

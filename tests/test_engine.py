@@ -72,6 +72,19 @@ async def test_concurrent_generations_keep_their_own_seeds_and_replay_exactly(ge
     assert first[0] != first[4]
 
 
+@pytest.mark.parametrize("sampling", [
+    Sampling(seed=5, mirostat=1, mirostat_tau=5.0),
+    Sampling(seed=5, mirostat=2, mirostat_tau=3.0),
+    Sampling(seed=5, temperature=0.0),
+    Sampling(seed=5, frequency_penalty=0.5, presence_penalty=0.5, top_k=0, top_p=1.0, min_p=0.0),
+])
+async def test_every_sampler_chain_generates_reproducibly(engine, sampling):
+    req = GenerationRequest(prompt=(Segment("The weather today is"),), max_tokens=16, sampling=sampling, ignore_eos=True)
+    first, events = await run(engine, req)
+    assert events[-1].completion_tokens == 16 and first.strip()
+    assert (await run(engine, req))[0] == first
+
+
 async def test_stop_sequence_ends_generation(engine):
     full, _ = await run(engine, request(seed=3, max_tokens=24, ignore_eos=True))
     word = full.split()[2]
