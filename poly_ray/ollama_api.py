@@ -20,6 +20,7 @@ from . import grammars
 from .errors import NotFound, PolyError
 from .generation import Chunk, Done
 from .httputil import Access, Slots, parse_params
+from .tasks import gather
 
 PREFIX = "/api/"
 VERSION = "0.6.0"  # the Ollama API version whose shapes these routes follow
@@ -208,17 +209,10 @@ async def _respond(body: _Body, events, slots: Slots, payload):
 
     if not body.stream:
         try:
-            parts, done = [], None
-            async for ev in events:
-                if isinstance(ev, Chunk):
-                    parts.append(ev.text)
-                elif isinstance(ev, Done):
-                    done = ev
+            text, _, done = await gather(events)
         finally:
             slots.release()
-        if done is None:
-            raise PolyError("the model's stream ended before it was done")
-        return JSONResponse(final(done, "".join(parts)))
+        return JSONResponse(final(done, text))
 
     async def lines():
         def line(obj) -> bytes:

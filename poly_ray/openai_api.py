@@ -21,6 +21,7 @@ from .errors import NotFound, PolyError
 from .generation import Chunk, Done, Event, TokenLogprob
 from .httputil import Access, Slots, parse_params
 from .openai_protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from .tasks import gather
 
 PATHS = ("/v1/models", "/v1/completions", "/v1/chat/completions", "/v1/embeddings")
 
@@ -153,18 +154,10 @@ async def _respond(body, events: AsyncGenerator[Event, None], slots: Slots, shap
     await slots.accepted(events)
     if not body.stream:
         try:
-            text, logprobs, done = [], [], None
-            async for ev in events:
-                if isinstance(ev, Chunk):
-                    text.append(ev.text)
-                    logprobs += ev.logprobs
-                elif isinstance(ev, Done):
-                    done = ev
+            text, logprobs, done = await gather(events)
         finally:
             slots.release()
-        if done is None:
-            raise PolyError("the model's stream ended before it was done")
-        return JSONResponse(shape.head([shape.choice("".join(text), _finish(done), logprobs)], usage=done.usage))
+        return JSONResponse(shape.head([shape.choice(text, _finish(done), logprobs)], usage=done.usage))
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return StreamingResponse(
         _stream(events, shape, include_usage, slots.release),

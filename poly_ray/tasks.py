@@ -13,7 +13,7 @@ from typing import Protocol
 
 from .config import ModelConfig, TaskConfig
 from .errors import ModelError, NotFound
-from .generation import Chunk, Done, Event, GenerationRequest, Segment, Started
+from .generation import Chunk, Done, Event, GenerationRequest, Segment, Started, TokenLogprob
 from .prompts import assemble, bare_model_task, build_request, render_chat
 
 
@@ -110,12 +110,20 @@ class TaskRunner:
         return {name: {"context_size": m.context_size, "source": m.source} for name, m in self._models.items()}
 
 
-async def collect(events: AsyncIterator[Event]) -> dict:
-    """A whole completion from its stream: ``{"text", "finish_reason", "usage", "timings"}``."""
+async def gather(events: AsyncIterator[Event]) -> tuple[str, list[TokenLogprob], Done]:
+    """A whole generation from its stream: its text, log-probabilities and Done."""
     parts: list[str] = []
+    logprobs: list[TokenLogprob] = []
     async for event in events:
         if isinstance(event, Chunk):
             parts.append(event.text)
+            logprobs += event.logprobs
         elif isinstance(event, Done):
-            return {"text": "".join(parts), **event.to_dict()}
+            return "".join(parts), logprobs, event
     raise ModelError("the model's stream ended before it was done")
+
+
+async def collect(events: AsyncIterator[Event]) -> dict:
+    """A whole completion: ``{"text", "finish_reason", "usage", "timings"}``."""
+    text, _, done = await gather(events)
+    return {"text": text, **done.to_dict()}
