@@ -94,6 +94,19 @@ async def test_stop_sequence_ends_generation(engine):
     assert events[-1].finish_reason == "stop"
 
 
+async def test_stop_sequences_work_with_a_grammar(engine):
+    from poly_ray.grammars import from_schema
+
+    schema = {"type": "object", "properties": {"answer": {"enum": ["yes", "no"]}, "sure": {"type": "boolean"}},
+              "required": ["answer", "sure"]}
+    req = request("Is the sky blue? JSON:", max_tokens=40, grammar=from_schema(schema))
+    full, _ = await run(engine, req)
+    text, events = await run(engine, GenerationRequest(**{**req.__dict__, "stop": ('"sure"',)}))
+    assert '"sure"' in full and full.startswith(text)
+    assert not any(text.endswith('"sure"'[:k]) for k in range(1, 7))  # not even partly
+    assert events[-1].finish_reason == "stop"
+
+
 async def test_grammar_constrains_the_output(engine):
     grammar = 'root ::= ("yes" | "no") "."'
     for seed in range(3):
