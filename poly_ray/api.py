@@ -1,8 +1,10 @@
-"""The HTTP API: Poly's native routes over a ``Backend``.
+"""The HTTP API: Poly's native routes over a ``Backend``, plus the OpenAI,
+Ollama, simple and WebSocket routers registered on the same app.
 
 No Ray import: the ingress deployment hands in a backend that talks to the
-orchestrator through handles; unit tests hand in an in-process one. Every
-error, on every route, leaves as ``{"error": {"code", "message"}}``.
+orchestrator through handles; unit tests hand in an in-process one. Errors are
+shaped in one place (``error_response``): ``{"error": {"code", "message"}}`` on
+Poly's routes, each client family's own shape on its routes.
 """
 
 from __future__ import annotations

@@ -11,17 +11,7 @@ from dataclasses import dataclass
 
 import jwt
 
-from .errors import PolyError
-
-
-class Unauthorized(PolyError):
-    status = 401
-    code = "unauthorized"
-
-
-class Forbidden(PolyError):
-    status = 403
-    code = "forbidden"
+from .errors import Forbidden, Unauthorized
 
 
 @dataclass(frozen=True)

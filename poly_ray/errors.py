@@ -9,6 +9,8 @@ place. Errors cross Ray handles, so they must pickle with their fields.
     ├── BadRequest          400  invalid_request
     │   └── PromptTooLong   400  prompt_too_long
     │       └── ContextFull 400  context_full (a conversation outgrew the context)
+    ├── Unauthorized        401  unauthorized
+    ├── Forbidden           403  forbidden
     ├── NotFound            404  not_found
     ├── PayloadTooLarge     413  payload_too_large
     ├── Busy                503  busy (with Retry-After)
@@ -52,6 +54,16 @@ class PromptTooLong(BadRequest):
 
 class ContextFull(PromptTooLong):
     code = "context_full"
+
+
+class Unauthorized(PolyError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(PolyError):
+    status = 403
+    code = "forbidden"
 
 
 class NotFound(PolyError):

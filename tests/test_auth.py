@@ -3,7 +3,8 @@ import time
 import jwt
 import pytest
 
-from poly_ray.auth import Authenticator, Forbidden, Unauthorized, token_from
+from poly_ray.auth import Authenticator, token_from
+from poly_ray.errors import Forbidden, Unauthorized
 
 SECRET = "s" * 32
 
