@@ -13,6 +13,8 @@ place. Errors cross Ray handles, so they must pickle with their fields.
     ├── Forbidden           403  forbidden
     ├── NotFound            404  not_found
     ├── PayloadTooLarge     413  payload_too_large
+    ├── UnsupportedMedia    415  unsupported_media_type
+    ├── Unprocessable       422  unprocessable_document (a document that cannot be read)
     ├── Busy                503  busy (with Retry-After)
     └── ModelError          500  model_error (the engine failed, not the client)
 """
@@ -74,6 +76,16 @@ class NotFound(PolyError):
 class PayloadTooLarge(PolyError):
     status = 413
     code = "payload_too_large"
+
+
+class UnsupportedMedia(PolyError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class Unprocessable(PolyError):
+    status = 422
+    code = "unprocessable_document"
 
 
 class Busy(PolyError):
