@@ -36,14 +36,17 @@ class Chunker:
     pre_filter: tuple[str, ...] = ()
     post_filter: tuple[str, ...] = ()
 
-    def __call__(self, text: str) -> list[Chunk]:
-        pieces = self._pieces(text, 0, len(text), self.separators)
+    def __call__(self, text: str, sections: tuple[tuple[int, int], ...] = ()) -> list[Chunk]:
+        """Chunks of ``text``; with ``sections`` (e.g. PDF pages), no chunk crosses
+        from one section into the next, so each has one page."""
         chunks = []
-        for start, end in self._merge(text, pieces):
-            start, end = _strip(text, start, end)
-            cleaned = self.clean(text[start:end])
-            if cleaned:
-                chunks.append(Chunk(len(chunks), cleaned, start, end))
+        for first, last in sections or ((0, len(text)),):
+            pieces = self._pieces(text, first, last, self.separators)
+            for start, end in self._merge(text, pieces):
+                start, end = _strip(text, start, end)
+                cleaned = self.clean(text[start:end])
+                if cleaned:
+                    chunks.append(Chunk(len(chunks), cleaned, start, end))
         return chunks
 
     def clean(self, text: str) -> str:

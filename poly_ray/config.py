@@ -24,13 +24,6 @@ from .errors import ConfigError
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 DEFAULT_CACHE = Path("~/.cache/poly-ray")
 
-# Keys of Poly's schema that later parts of poly-ray implement. They are refused
-# by name rather than accepted and silently ignored.
-_NOT_YET = {
-    "tasks": ("memorization",),
-}
-
-
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -139,6 +132,15 @@ class Biaser(_Strict):
         return self
 
 
+class Memorization(_Strict):
+    """A task that recalls from a memory: the ``retrieve`` best chunks go before
+    the prefix of every turn; with ``store_prompts`` the user's prompts are stored."""
+
+    memory: str
+    retrieve: int = Field(3, ge=0, le=100)
+    store_prompts: bool = False
+
+
 class TaskConfig(_Strict):
     model: str
     prelude: str = ""
@@ -163,6 +165,7 @@ class TaskConfig(_Strict):
     # With a biaser: the free answer is generated (not returned), this is fed,
     # then the biased answer is generated and returned.
     bias_prompt: str | None = None
+    memorization: Memorization | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -207,6 +210,85 @@ class TaskConfig(_Strict):
         return v
 
 
+class FileStore(_Strict):
+    path: Path
+
+
+class QdrantStore(_Strict):
+    url: str = Field(pattern=r"^https?://")
+    collection: str = Field(min_length=1)
+    api_key: str | None = None
+
+
+class StoreConfig(_Strict):
+    """Exactly one of: the embedded store on disk (``file``, or Poly's ``hora``
+    spelling), or a collection on a Qdrant server (``qdrant``)."""
+
+    file: FileStore | None = None
+    hora: FileStore | None = None
+    qdrant: QdrantStore | None = None
+
+    @model_validator(mode="after")
+    def _one(self):
+        if sum(x is not None for x in (self.file, self.hora, self.qdrant)) != 1:
+            raise ValueError("set exactly one of file = { path = ... }, qdrant = { url = ..., collection = ... }")
+        return self
+
+    @property
+    def path(self) -> Path | None:
+        local = self.file or self.hora
+        return local.path if local else None
+
+
+# Replaced by a space before embedding: tabs and returns, and runs of 3+ of the
+# same separator character (rules, dot leaders). Poly's defaults also removed
+# ". " and " | ", which took the full stops and table cells out of recalled text.
+_PRE_FILTER = [r"[\r\t]", r"([._|=-])\1{2,}"]
+
+
+class MemoryConfig(_Strict):
+    store: StoreConfig
+    dimensions: int = Field(ge=1, le=65536)
+    embedding_model: str
+    chunk_max_tokens: int = Field(255, ge=8, le=1 << 16)
+    # Tried in order: a piece too long for one is cut at the next (Poly's default is [" "]).
+    chunk_separators: list[str] = ["\n\n", "\n", ". ", " "]
+    chunk_overlap: int = Field(0, ge=0)
+    pre_filter: list[str] = _PRE_FILTER
+    post_filter: list[str] = []
+    # Retrieval: hybrid (dense + BM25, fused), dense only, or keyword (BM25) only.
+    search: Literal["hybrid", "dense", "keyword"] = "hybrid"
+    fusion: Literal["rrf", "dbsf"] = "rrf"
+    dense_weight: float = Field(1.0, ge=0, le=100)
+    keyword_weight: float = Field(1.0, ge=0, le=100)
+    # Some embedding models want their inputs marked (e5: "query: ", "passage: ").
+    query_prefix: str = ""
+    document_prefix: str = ""
+
+    @field_validator("pre_filter")
+    @classmethod
+    def _regexes(cls, v):
+        for pattern in v:
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise ValueError(f"{pattern!r} is not a regular expression: {e}") from None
+        return v
+
+    @field_validator("chunk_separators", "post_filter")
+    @classmethod
+    def _non_empty(cls, v):
+        if any(s == "" for s in v):
+            raise ValueError("entries must not be empty strings")
+        return v
+
+    @model_validator(mode="after")
+    def _overlap(self):
+        if self.chunk_overlap >= self.chunk_max_tokens:
+            raise ValueError(f"chunk_overlap ({self.chunk_overlap}) must be below chunk_max_tokens ({self.chunk_max_tokens})")
+        return self
+
+
 class SymmetricKey(_Strict):
     symmetric: str = Field(min_length=16)
 
@@ -220,13 +302,15 @@ class Config(_Strict):
     max_concurrent: int = Field(64, ge=1, le=100_000)
     # Largest request body accepted; larger ones get 413.
     max_request_bytes: int = Field(8 << 20, ge=1024, le=1 << 32)
+    # Largest document upload (PUT /v1/memory/NAME); larger ones get 413.
+    max_upload_bytes: int = Field(64 << 20, ge=1024, le=1 << 34)
     # What the simple /generate, /agenerate, /stream and /embeddings routes run:
     # a task or a model name (default: the first task, else the first model).
     default_task: str | None = None
     cache_path: Path = DEFAULT_CACHE
     models: dict[str, ModelConfig] = {}
     tasks: dict[str, TaskConfig] = {}
-    memories: dict[str, Any] = {}
+    memories: dict[str, MemoryConfig] = {}
 
     @field_validator("bind_address")
     @classmethod
@@ -243,19 +327,12 @@ class Config(_Strict):
             raise ValueError("keys must not be empty")
         return v
 
-    @field_validator("models", "tasks")
+    @field_validator("models", "tasks", "memories")
     @classmethod
     def _names(cls, v):
         for name in v:
             if not re.match(NAME_PATTERN, name):
                 raise ValueError(f"name {name!r} must match {NAME_PATTERN} (it appears in URLs)")
-        return v
-
-    @field_validator("memories")
-    @classmethod
-    def _memories(cls, v):
-        if v:
-            raise ValueError("memories are not supported yet by this version of poly-ray")
         return v
 
     @property
@@ -286,6 +363,7 @@ ENV_KEYS: dict[str, Literal["str", "bool", "int", "list", "json"]] = {
     "allowed_origins": "list",
     "max_concurrent": "int",
     "max_request_bytes": "int",
+    "max_upload_bytes": "int",
     "cache_path": "str",
 }
 
@@ -328,12 +406,6 @@ def validate(data: dict, *, base_dir: Path | None = None, env: dict[str, str] | 
             data[key] = _env_value(env_name, kind, env[env_name])
             env_origin[key] = env_name
 
-    for section, keys in _NOT_YET.items():
-        for name, item in (data.get(section) or {}).items():
-            for key in keys:
-                if isinstance(item, dict) and key in item:
-                    raise ConfigError(f"{section}.{name}.{key}: not supported yet by this version of poly-ray")
-
     try:
         config = Config.model_validate(data)
     except ValidationError as e:
@@ -362,7 +434,16 @@ def _resolve_paths(config: Config, base_dir: Path) -> Config:
         for name, m in config.models.items()
     }
     tasks = {name: _load_schema(name, t, absolute) for name, t in config.tasks.items()}
-    return config.model_copy(update={"models": models, "tasks": tasks, "cache_path": absolute(config.cache_path)})
+    memories = {name: _absolute_store(m, absolute) for name, m in config.memories.items()}
+    return config.model_copy(
+        update={"models": models, "tasks": tasks, "memories": memories, "cache_path": absolute(config.cache_path)}
+    )
+
+
+def _absolute_store(memory: MemoryConfig, absolute) -> MemoryConfig:
+    if memory.store.path is None:
+        return memory
+    return memory.model_copy(update={"store": StoreConfig(file=FileStore(path=absolute(memory.store.path)))})
 
 
 def _load_schema(name: str, task: TaskConfig, absolute) -> TaskConfig:
@@ -393,6 +474,26 @@ def _check_references(config: Config) -> Config:
         if task.model not in config.models:
             known = ", ".join(sorted(config.models)) or "none configured"
             raise ConfigError(f"tasks.{name}.model: unknown model {task.model!r} (models: {known})")
+        if task.memorization is not None and task.memorization.memory not in config.memories:
+            known = ", ".join(sorted(config.memories)) or "none configured"
+            raise ConfigError(
+                f"tasks.{name}.memorization.memory: unknown memory {task.memorization.memory!r} (memories: {known})"
+            )
+    paths: dict[Path, str] = {}
+    for name, memory in config.memories.items():
+        model = config.models.get(memory.embedding_model)
+        if model is None:
+            known = ", ".join(sorted(config.models)) or "none configured"
+            raise ConfigError(f"memories.{name}.embedding_model: unknown model {memory.embedding_model!r} (models: {known})")
+        if memory.chunk_max_tokens > model.context_size:
+            raise ConfigError(
+                f"memories.{name}.chunk_max_tokens: {memory.chunk_max_tokens} is above the context of "
+                f"embedding model '{memory.embedding_model}' ({model.context_size} tokens)"
+            )
+        if memory.store.path is not None:
+            if memory.store.path in paths:
+                raise ConfigError(f"memories.{name}.store: memory '{paths[memory.store.path]}' uses the same path")
+            paths[memory.store.path] = name
     for name, model in config.models.items():
         if model.model_path is not None:
             if not model.model_path.is_file():

@@ -40,6 +40,7 @@ import numpy as np
 from llama_cpp import _internals
 from llama_cpp import _logger as llama_log
 
+from .embedder import Embedder
 from .errors import BadRequest, Busy, ContextFull, ModelError, PromptTooLong
 from .generation import Chunk, Done, Event, GenerationRequest, Segment, Started, TokenLogprob
 from .sampling import SamplerChain
@@ -222,15 +223,17 @@ class Engine:
 
     def embed(self, texts: list[str]) -> list[list[float]]:
         """Mean-pooled, L2-normalised embeddings. Blocking: call it off the event loop."""
-        with self._embed_lock:
+        with self._embed_lock:  # loaded on first use: most models never embed
             if self._embedder is None:
-                self._embedder = self._load_embedder()
-            too_long = [i for i, t in enumerate(texts) if len(self.tokenize(t, add_bos=True)) > self.context_size]
-            if too_long:
-                raise PromptTooLong(
-                    f"input {too_long[0]} is longer than the context of model '{self.name}' ({self.context_size} tokens)"
+                self._embedder = Embedder(
+                    self.model_path,
+                    context_size=self.context_size,
+                    threads=self._threads,
+                    gpu_layers=self._gpu_layers,
+                    own_pooling=False,
+                    name=self.name,
                 )
-            return self._embedder.embed(texts, normalize=True)
+        return self._embedder.embed(texts)
 
     def close(self) -> None:
         self._jobs.put(_STOP)
@@ -238,19 +241,6 @@ class Engine:
         llama_cpp.llama_batch_free(self._batch)
 
     # -- worker -----------------------------------------------------------
-
-    def _load_embedder(self):
-        return llama_cpp.Llama(
-            model_path=self.model_path,
-            embedding=True,
-            pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
-            n_ctx=self.context_size,
-            n_batch=self.context_size,
-            n_ubatch=self.context_size,
-            n_threads=self._threads,
-            n_gpu_layers=self._gpu_layers,
-            verbose=False,
-        )
 
     def _piece(self, token: int) -> bytes:
         """The bytes of one token (possibly part of a UTF-8 character)."""

@@ -102,9 +102,35 @@ def test_bad_values():
     assert "must match" in error_of({"models": {"a b": GEMMA}})
 
 
-def test_keys_of_later_features_are_refused_by_name():
-    msg = error_of({"models": {"m": GEMMA}, "tasks": {"t": {"model": "m", "memorization": {"memory": "x"}}}})
-    assert msg == "tasks.t.memorization: not supported yet by this version of poly-ray"
+def test_memory_errors_name_the_key():
+    store = {"file": {"path": "m.qdrant"}}
+    mem = {"store": store, "dimensions": 640, "embedding_model": "m"}
+    cases = [
+        ({"tasks": {"t": {"model": "m", "memorization": {"memory": "x"}}}}, "tasks.t.memorization.memory: unknown memory 'x'"),
+        ({"memories": {"d": {**mem, "embedding_model": "e"}}}, "memories.d.embedding_model: unknown model 'e'"),
+        ({"memories": {"d": {**mem, "store": {}}}}, "memories.d.store: set exactly one of"),
+        ({"memories": {"d": {**mem, "store": {"qdrant": {"url": "localhost", "collection": "c"}}}}}, "memories.d.store.qdrant.url:"),
+        ({"memories": {"d": {**mem, "chunk_max_tokens": 4096}}}, "memories.d.chunk_max_tokens: 4096 is above the context"),
+        ({"memories": {"d": {**mem, "chunk_overlap": 300}}}, "memories.d: chunk_overlap (300) must be below"),
+        ({"memories": {"d": {**mem, "pre_filter": ["("]}}}, "memories.d.pre_filter: '(' is not a regular expression"),
+        ({"memories": {"d": {**mem, "search": "fuzzy"}}}, "memories.d.search:"),
+        ({"memories": {"d": mem, "e": mem}}, "memories.e.store: memory 'd' uses the same path"),
+    ]
+    for extra, expected in cases:
+        assert error_of({"models": {"m": GEMMA}, **extra}).startswith(expected), (extra, error_of({"models": {"m": GEMMA}, **extra}))
+
+
+def test_memories_accept_poly_spellings(tmp_path):
+    cfg = config.validate(
+        {
+            "models": {"m": GEMMA},
+            "memories": {"d": {"store": {"hora": {"path": "d.index"}}, "dimensions": 640, "embedding_model": "m"}},
+            "tasks": {"t": {"model": "m", "memorization": {"memory": "d", "retrieve": 2, "store_prompts": True}}},
+        },
+        base_dir=tmp_path,
+    )
+    assert cfg.memories["d"].store.path == tmp_path / "d.index"
+    assert cfg.tasks["t"].memorization.retrieve == 2
 
 
 def test_environment_overrides_top_level_settings():

@@ -92,3 +92,9 @@ def test_filters_clean_the_stored_text_only():
     [chunk] = chunker(text)
     assert chunk.text == "Title Body text with lines."
     assert (chunk.start, chunk.end) == (0, len(text))
+
+
+def test_chunks_stay_within_their_section():
+    text = "a b c\n\nd e f"
+    chunks = Chunker(words, max_tokens=100)(text, sections=((0, 5), (7, 12)))
+    assert [(c.text, c.start, c.end) for c in chunks] == [("a b c", 0, 5), ("d e f", 7, 12)]

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from ..config import ModelConfig
+from ..embedder import EmbeddingEngine, is_embedding_model, model_metadata
 from ..engine import Engine
 from ..errors import ModelError
 from ..generation import GenerationRequest
@@ -20,6 +21,11 @@ class LlamaModel:
         cfg = ModelConfig.model_validate(model)
         path = resolve(name, cfg, Path(cache_path))
         log.info("model %s: loading %s", name, path)
+        if is_embedding_model(model_metadata(path)):
+            self.engine = EmbeddingEngine(
+                path, context_size=cfg.context_size, threads=cfg.threads_per_session, gpu_layers=cfg.n_gpu_layers, name=name
+            )
+            return
         self.engine = Engine(
             path,
             context_size=cfg.context_size,

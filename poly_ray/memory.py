@@ -1,0 +1,169 @@
+"""A memory: documents in, chunks with vectors stored, the best chunks recalled.
+
+Plain Python over three injected parts: an async ``embed`` (the embedding
+model's deployment, called with batches of chunks), a ``count`` of tokens
+(the embedding model's own vocabulary, loaded in-process) and a
+``VectorStore``. The Ray deployment in ``serve/memory.py`` only wires them.
+
+A document's id is the hash of its bytes, so storing it again changes
+nothing. It is stored whole or not at all: every chunk is embedded first,
+then all points go in one upsert; if that fails, its points are removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from .chunking import Chunker, Count
+from .config import MemoryConfig
+from .errors import NotFound, Unprocessable
+from .extract import Document, extract, media_type
+from .vectorstore import Mode, Search, Sparse, StoredPoint, VectorStore
+
+Embed = Callable[[list[str]], Awaitable[list[list[float]]]]
+Progress = Callable[[int, int], None]  # chunks embedded, chunks in all
+EMBED_BATCH = 32  # chunks per call to the embedding model
+_IDS = uuid.UUID("8d6f1f7e-4a8b-4a51-9a3c-2f6c1c0b7d10")  # namespace of chunk point ids
+
+
+@dataclass(frozen=True)
+class Upload:
+    data: bytes
+    content_type: str | None = None
+    filename: str | None = None
+
+
+class Memory:
+    def __init__(self, name: str, cfg: MemoryConfig, *, store: VectorStore, embed: Embed, count: Count):
+        import qdrant_edge
+
+        self.name = name
+        self.cfg = cfg
+        self._store = store
+        self._embed = embed
+        self._bm25 = qdrant_edge.Bm25()  # sparse vectors for the keyword side, in-process
+        self._chunker = Chunker(
+            count,
+            max_tokens=cfg.chunk_max_tokens,
+            separators=tuple(cfg.chunk_separators),
+            overlap=cfg.chunk_overlap,
+            pre_filter=tuple(cfg.pre_filter),
+            post_filter=tuple(cfg.post_filter),
+        )
+
+    async def ingest(self, upload: Upload, progress: Progress | None = None) -> dict:
+        """Extract, chunk, embed and store one document; its id and chunk count."""
+        kind = media_type(upload.content_type, upload.data, upload.filename)
+        doc = extract(upload.data, kind)
+        document = hashlib.sha256(upload.data).hexdigest()[:32]
+        return await self._store_document(document, doc, upload.filename, progress)
+
+    async def remember(self, text: str) -> dict:
+        """Store a piece of text (a task's prompt, with store_prompts)."""
+        document = hashlib.sha256(text.encode()).hexdigest()[:32]
+        return await self._store_document(document, Document(text, "text/plain"), "prompt", None)
+
+    async def _store_document(self, document: str, doc: Document, source: str | None, progress) -> dict:
+        chunks = self._chunker(doc.text, doc.pages)
+        if not chunks:
+            raise Unprocessable("the document is empty after filtering: no chunk to store")
+        if self._store.count(document) == len(chunks):
+            return {"document": document, "chunks": len(chunks), "source": source, "stored": False}
+        vectors: list[list[float]] = []
+        for i in range(0, len(chunks), EMBED_BATCH):
+            batch = chunks[i : i + EMBED_BATCH]
+            vectors += await self._embed([self.cfg.document_prefix + c.text for c in batch])
+            if progress:
+                progress(len(vectors), len(chunks))
+        if vectors and len(vectors[0]) != self.cfg.dimensions:
+            raise Unprocessable(
+                f"memory '{self.name}': the embedding model gives {len(vectors[0])} dimensions, "
+                f"the memory is configured for {self.cfg.dimensions}"
+            )
+        stored_at = time.time()
+        points = [
+            StoredPoint(
+                id=str(uuid.uuid5(_IDS, f"{document}:{c.index}")),
+                dense=vector,
+                sparse=self._sparse(c.text, document=True),
+                payload={
+                    "document": document,
+                    "source": source,
+                    "content_type": doc.content_type,
+                    "chunk": c.index,
+                    "chunks": len(chunks),
+                    "page": doc.page_at(c.start),
+                    "start": c.start,
+                    "end": c.end,
+                    "text": c.text,
+                    "stored_at": stored_at,
+                },
+            )
+            for c, vector in zip(chunks, vectors)
+        ]
+        try:
+            self._store.delete_document(document)  # a half-stored earlier attempt
+            self._store.upsert(points)
+        except BaseException:
+            self._store.delete_document(document)
+            raise
+        return {"document": document, "chunks": len(chunks), "source": source, "stored": True}
+
+    async def recall(self, prompt: str, n: int, mode: Mode | None = None) -> list[dict]:
+        """The ``n`` chunks that best answer ``prompt``: text, score and metadata."""
+        mode = mode or self.cfg.search
+        dense = None
+        if mode != "keyword":
+            [dense] = await self._embed([self.cfg.query_prefix + prompt])
+        search = Search(
+            dense=dense,
+            sparse=self._sparse(prompt, document=False) if mode != "dense" else None,
+            limit=n,
+            mode=mode,
+            fusion=self.cfg.fusion,
+            weights=(self.cfg.dense_weight, self.cfg.keyword_weight),
+            candidates=max(20, 4 * n),
+        )
+        return [_chunk_view(score, payload) for score, payload in self._store.search(search)] if n else []
+
+    def documents(self) -> list[dict]:
+        keys = ("document", "source", "content_type", "chunks", "stored_at")
+        return sorted(
+            ({k: p.get(k) for k in keys} for p in self._store.first_chunks()), key=lambda d: d["stored_at"] or 0
+        )
+
+    def delete(self, document: str) -> dict:
+        chunks = self._store.count(document)
+        if not chunks:
+            raise NotFound(f"memory '{self.name}' has no document '{document}'")
+        self._store.delete_document(document)
+        return {"document": document, "deleted_chunks": chunks}
+
+    def clear(self) -> dict:
+        chunks = self._store.count()
+        self._store.clear()
+        return {"deleted_chunks": chunks}
+
+    def info(self) -> dict:
+        return {
+            "embedding_model": self.cfg.embedding_model,
+            "dimensions": self.cfg.dimensions,
+            "search": self.cfg.search,
+            "chunks": self._store.count(),
+        }
+
+    def close(self) -> None:
+        self._store.close()
+
+    def _sparse(self, text: str, *, document: bool) -> Sparse:
+        vector = self._bm25.embed_document(text) if document else self._bm25.embed_query(text)
+        return Sparse(list(vector.indices), list(vector.values))
+
+
+def _chunk_view(score: float, payload: dict) -> dict:
+    metadata = {k: payload.get(k) for k in ("document", "source", "page", "chunk", "start", "end")}
+    return {"text": payload.get("text", ""), "score": score, "metadata": metadata}

@@ -1,0 +1,133 @@
+"""Memories without Ray: real Qdrant Edge shards on disk, real Gemma embeddings,
+real PDF and DOCX files."""
+
+import asyncio
+
+import pytest
+from documents import docx, pdf
+
+from poly_ray.config import MemoryConfig
+from poly_ray.errors import ConfigError, NotFound, Unprocessable
+from poly_ray.memory import Memory, Upload
+from poly_ray.vectorstore import EdgeStore, Search, Sparse, StoredPoint
+
+PAGES = [
+    "Bees make honey from the nectar of flowers. A hive holds one queen and thousands of workers.",
+    "The Rhine flows from the Swiss Alps through Germany to the North Sea at Rotterdam.",
+    "Sourdough bread rises with wild yeast and lactic acid bacteria instead of baker's yeast.",
+]
+
+
+def memory_config(**extra) -> MemoryConfig:
+    return MemoryConfig.model_validate(
+        {"store": {"file": {"path": "unused"}}, "dimensions": 640, "embedding_model": "gemma", "chunk_max_tokens": 64, **extra}
+    )
+
+
+def point(i: int, document: str = "d", dims: int = 4) -> StoredPoint:
+    dense = [0.0] * dims
+    dense[i % dims] = 1.0
+    return StoredPoint(f"00000000-0000-0000-0000-{i:012d}", dense, Sparse([i], [1.0]), {"document": document, "chunk": i})
+
+
+def test_edge_store_persists_and_has_one_owner(tmp_path):
+    store = EdgeStore("m", tmp_path / "s", 4)
+    store.upsert([point(0), point(1), point(0, "other")])
+    with pytest.raises(ConfigError, match="memories.m.store: .* already open in another process"):
+        EdgeStore("m", tmp_path / "s", 4)
+    store.close()
+    store = EdgeStore("m", tmp_path / "s", 4)
+    assert store.count() == 2  # point(0) of "other" replaced point(0) of "d"
+    [(score, payload)] = store.search(Search([1.0, 0, 0, 0], None, 1, mode="dense"))
+    assert payload == {"document": "other", "chunk": 0} and score == pytest.approx(1.0)
+    store.close()
+    with pytest.raises(ConfigError, match="memories.m.store: .* dimensions = 8"):
+        EdgeStore("m", tmp_path / "s", 8)
+
+
+@pytest.fixture(scope="module")
+def embedder(gemma_path):
+    from poly_ray.embedder import Embedder
+
+    e = Embedder(gemma_path, context_size=512, threads=2, own_pooling=False, name="gemma")
+    yield e
+    e.close()
+
+
+@pytest.fixture
+def memory(embedder, tmp_path):
+    calls = []
+
+    async def embed(texts):
+        calls.append(len(texts))
+        return await asyncio.to_thread(embedder.embed, texts)
+
+    m = Memory("docs", memory_config(), store=EdgeStore("docs", tmp_path / "docs", 640), embed=embed, count=lambda t: len(embedder.tokenize(t)))
+    m.embed_calls = calls
+    yield m
+    m.close()
+
+
+pytestmark = pytest.mark.model
+
+
+async def test_a_pdf_goes_in_and_the_page_that_answers_comes_out(memory):
+    stored = await memory.ingest(Upload(pdf(PAGES), "application/pdf", "facts.pdf"))
+    assert stored["stored"] and stored["chunks"] >= 3
+    assert len(memory.embed_calls) == 1  # one batched call for all chunks
+    for query, page in [("Which river reaches the sea at Rotterdam?", 2), ("how do bees make honey", 1), ("wild yeast bread", 3)]:
+        best = (await memory.recall(query, 1))[0]
+        assert best["metadata"]["page"] == page, (query, best)
+        assert best["metadata"]["source"] == "facts.pdf"
+        assert best["text"] in PAGES[page - 1].replace("\n", " ") or best["text"][:20] in PAGES[page - 1]
+
+
+async def test_docx_tables_are_recalled(memory):
+    data = docx(["Prices of the market stall."], [["fruit", "price"], ["mango", "three euros"]], after=["Open on Sundays."])
+    await memory.ingest(Upload(data, "application/vnd.openxmlformats-officedocument.wordprocessingml.document"))
+    [best] = await memory.recall("mango price", 1, mode="keyword")
+    assert "mango | three euros" in best["text"]
+
+
+async def test_storing_twice_changes_nothing_and_delete_removes(memory):
+    first = await memory.ingest(Upload(pdf(PAGES), "application/pdf", "a.pdf"))
+    again = await memory.ingest(Upload(pdf(PAGES), "application/pdf", "a.pdf"))
+    assert again == {**first, "stored": False}
+    assert memory.info()["chunks"] == first["chunks"]
+    [doc] = memory.documents()
+    assert doc["document"] == first["document"] and doc["chunks"] == first["chunks"]
+    assert memory.delete(first["document"])["deleted_chunks"] == first["chunks"]
+    assert memory.info()["chunks"] == 0
+    with pytest.raises(NotFound):
+        memory.delete(first["document"])
+
+
+async def test_a_failure_half_way_leaves_nothing_behind(embedder, tmp_path):
+    calls = 0
+
+    async def flaky(texts):
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("the embedding model went away")
+        return await asyncio.to_thread(embedder.embed, texts)
+
+    store = EdgeStore("docs", tmp_path / "flaky", 640)
+    memory = Memory("docs", memory_config(chunk_max_tokens=8), store=store, embed=flaky, count=lambda t: len(embedder.tokenize(t)))
+    text = " ".join(f"Sentence number {i} is here." for i in range(80))
+    with pytest.raises(RuntimeError):
+        await memory.ingest(Upload(text.encode(), "text/plain"))
+    assert calls == 2 and store.count() == 0
+    memory.close()
+
+
+async def test_wrong_dimensions_are_refused_before_storing(embedder, tmp_path):
+    async def embed(texts):
+        return await asyncio.to_thread(embedder.embed, texts)
+
+    store = EdgeStore("docs", tmp_path / "dims", 384)
+    memory = Memory("docs", memory_config(dimensions=384), store=store, embed=embed, count=lambda t: len(embedder.tokenize(t)))
+    with pytest.raises(Unprocessable, match="640 dimensions"):
+        await memory.ingest(Upload(b"Some text to store.", "text/plain"))
+    assert store.count() == 0
+    memory.close()
