@@ -20,7 +20,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import chat_ws, ollama_api, openai_api, simple_api, sse
+from . import chat_ws, memory_api, ollama_api, openai_api, simple_api, sse
 from .auth import Authenticator
 from .httputil import Access, Slots, describe, parse_params
 from .config import Config
@@ -49,6 +49,9 @@ class Backend(Protocol):
     async def tasks(self) -> dict[str, dict]: ...
     async def models(self) -> dict[str, dict]: ...
 
+    # With memories configured: an object with the async methods of memories.Memories.
+    memories: Any
+
 
 def error_response(request: Request, status: int, code: str, message: str, headers=None) -> JSONResponse:
     """One place that shapes errors: OpenAI's on its routes, Poly's everywhere else."""
@@ -64,6 +67,7 @@ def error_response(request: Request, status: int, code: str, message: str, heade
 def create_app(backend: Backend, config: Config) -> FastAPI:
     app = FastAPI(title="poly-ray", version="0.1.0")
     app.state.max_request_bytes = config.max_request_bytes
+    app.state.max_upload_bytes = config.max_upload_bytes
     auth = Authenticator(
         public=config.public,
         keys=config.allowed_keys,
@@ -103,6 +107,7 @@ def create_app(backend: Backend, config: Config) -> FastAPI:
     ollama_api.register(app, backend, access, slots)
     simple_api.register(app, backend, access, slots, config.default_target)
     chat_ws.register(app, backend, access, slots)
+    memory_api.register(app, getattr(backend, "memories", None), access)
 
     @app.get("/status")
     async def status():

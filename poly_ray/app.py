@@ -1,6 +1,8 @@
 """The graph builder: ``serve run poly_ray.app:build config=config.toml``.
 
-Ingress → TaskOrchestrator → one LlamaModel deployment per configured model.
+Ingress → TaskOrchestrator → one LlamaModel deployment per configured model,
+and, with memories configured, a MemoryActor that the ingress and the
+orchestrator both call (it embeds through the embedding models' deployments).
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from ray.serve import Application
 
 from . import config as config_mod
 from .config import Config
-from .placement import LIGHT_OPTIONS, model_options
+from .placement import LIGHT_OPTIONS, MEMORY_OPTIONS, model_options
 from .serve.ingress import Ingress
+from .serve.memory import MemoryActor
 from .serve.model import LlamaModel
 from .serve.orchestrator import TaskOrchestrator
 
@@ -72,10 +75,17 @@ def build_app(cfg: Config) -> Application:
         )
         for name, m in cfg.models.items()
     }
+    model_configs = {name: m.model_dump(mode="json") for name, m in cfg.models.items()}
+    memory = None
+    if cfg.memories:
+        memory = serve.deployment(MemoryActor, name="memory", **MEMORY_OPTIONS).bind(
+            {name: m.model_dump(mode="json") for name, m in cfg.memories.items()},
+            model_configs,
+            {m.embedding_model: models[m.embedding_model] for m in cfg.memories.values()},
+            str(cfg.cache_path),
+        )
     orchestrator = serve.deployment(TaskOrchestrator, name="orchestrator", **LIGHT_OPTIONS).bind(
-        {name: t.model_dump(mode="json") for name, t in cfg.tasks.items()},
-        {name: m.model_dump(mode="json") for name, m in cfg.models.items()},
-        models,
+        {name: t.model_dump(mode="json") for name, t in cfg.tasks.items()}, model_configs, models, memory
     )
     ingress = serve.deployment(serve.ingress()(Ingress), name="ingress", **LIGHT_OPTIONS)
-    return ingress.bind(orchestrator, cfg.model_dump(mode="json"))
+    return ingress.bind(orchestrator, cfg.model_dump(mode="json"), memory)

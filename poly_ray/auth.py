@@ -19,10 +19,11 @@ class Principal:
     subject: str | None = None
     tasks: frozenset[str] | None = None  # None: every task
     models: frozenset[str] | None = None
+    memories: frozenset[str] | None = None
 
     def allows(self, kind: str, name: str) -> bool:
-        """Whether these credentials may use the ``kind`` ("task" or "model") called ``name``."""
-        scope = {"task": self.tasks, "model": self.models}[kind]
+        """Whether these credentials may use the ``kind`` ("task", "model" or "memory") called ``name``."""
+        scope = {"task": self.tasks, "model": self.models, "memory": self.memories}[kind]
         return scope is None or name in scope
 
     def check(self, kind: str, name: str) -> None:
@@ -79,4 +80,6 @@ class Authenticator:
                 raise Unauthorized(f"invalid token: claim '{key}' must be a list")
             return frozenset(map(str, value))
 
-        return Principal(subject=claims.get("sub"), tasks=scope("tasks"), models=scope("models"))
+        return Principal(
+            subject=claims.get("sub"), tasks=scope("tasks"), models=scope("models"), memories=scope("memories")
+        )

@@ -25,6 +25,9 @@ class Access:
         )
 
     async def names(self, kind: str) -> dict:
+        if kind == "memory":
+            memories = getattr(self._backend, "memories", None)
+            return await memories.names() if memories is not None else {}
         return await (self._backend.tasks() if kind == "task" else self._backend.models())
 
     async def authorize(self, request: Request, kind: str, name: str) -> Principal:
@@ -93,17 +96,17 @@ async def parse_params(request: Request, model: type[BaseModel]) -> Any:
         raise BadRequest(describe(e.errors())) from None
 
 
-async def read_body(request: Request) -> bytes:
+async def read_body(request: Request, limit_key: str = "max_request_bytes") -> bytes:
     """The body, refused with 413 as soon as it passes the server's limit (never read whole first)."""
-    limit = request.app.state.max_request_bytes
+    limit = getattr(request.app.state, limit_key)
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"the request body is {declared} bytes; the limit (max_request_bytes) is {limit}")
+        raise PayloadTooLarge(f"the request body is {declared} bytes; the limit ({limit_key}) is {limit}")
     parts, size = [], 0
     async for part in request.stream():
         size += len(part)
         if size > limit:
-            raise PayloadTooLarge(f"the request body is over the limit (max_request_bytes) of {limit} bytes")
+            raise PayloadTooLarge(f"the request body is over the limit ({limit_key}) of {limit} bytes")
         parts.append(part)
     return b"".join(parts)
 

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from .chunking import Chunker, Count
+from .chunking import Chunk, Chunker, Count
 from .config import MemoryConfig
 from .errors import NotFound, Unprocessable
 from .extract import Document, extract, media_type
@@ -35,6 +35,16 @@ class Upload:
     data: bytes
     content_type: str | None = None
     filename: str | None = None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A document read and chunked, not yet embedded or stored."""
+
+    document: str  # id: the hash of its bytes
+    doc: Document
+    source: str | None
+    chunks: list[Chunk]
 
 
 class Memory:
@@ -57,20 +67,25 @@ class Memory:
 
     async def ingest(self, upload: Upload, progress: Progress | None = None) -> dict:
         """Extract, chunk, embed and store one document; its id and chunk count."""
-        kind = media_type(upload.content_type, upload.data, upload.filename)
-        doc = extract(upload.data, kind)
-        document = hashlib.sha256(upload.data).hexdigest()[:32]
-        return await self._store_document(document, doc, upload.filename, progress)
+        return await self.store(self.prepare(upload), progress)
 
     async def remember(self, text: str) -> dict:
         """Store a piece of text (a task's prompt, with store_prompts)."""
-        document = hashlib.sha256(text.encode()).hexdigest()[:32]
-        return await self._store_document(document, Document(text, "text/plain"), "prompt", None)
+        return await self.store(self._prepared(text.encode(), Document(text, "text/plain"), "prompt"))
 
-    async def _store_document(self, document: str, doc: Document, source: str | None, progress) -> dict:
+    def prepare(self, upload: Upload) -> Prepared:
+        """Read and chunk a document (CPU-bound; bad documents fail here, before any storing)."""
+        kind = media_type(upload.content_type, upload.data, upload.filename)
+        return self._prepared(upload.data, extract(upload.data, kind), upload.filename)
+
+    def _prepared(self, data: bytes, doc: Document, source: str | None) -> Prepared:
         chunks = self._chunker(doc.text, doc.pages)
         if not chunks:
             raise Unprocessable("the document is empty after filtering: no chunk to store")
+        return Prepared(hashlib.sha256(data).hexdigest()[:32], doc, source, chunks)
+
+    async def store(self, prepared: Prepared, progress: Progress | None = None) -> dict:
+        document, doc, source, chunks = prepared.document, prepared.doc, prepared.source, prepared.chunks
         if self._store.count(document) == len(chunks):
             return {"document": document, "chunks": len(chunks), "source": source, "stored": False}
         vectors: list[list[float]] = []

@@ -41,3 +41,8 @@ def model_options(model: ModelConfig) -> dict:
 # The ingress and orchestrator only pass messages: they take no whole CPU, so
 # that a 2-core laptop can place the graph next to a model.
 LIGHT_OPTIONS = {"ray_actor_options": {"num_cpus": 0}, "max_ongoing_requests": 1000}
+
+# The memory actor: one replica, because an embedded store's files have one
+# owner. It reads documents and runs BM25; the embedding itself happens in the
+# model deployments.
+MEMORY_OPTIONS = {"ray_actor_options": {"num_cpus": 0}, "num_replicas": 1, "max_ongoing_requests": 100}

@@ -7,25 +7,39 @@ from .errors import BadRequest
 from .generation import GenerationRequest, Sampling, Segment
 
 
-def assemble(task: TaskConfig, prompt: str, *, first_turn: bool = True) -> tuple[Segment, ...]:
-    """What the model sees for one turn: the prelude once per session, then prefix + prompt + postfix.
+def assemble(task: TaskConfig, prompt: str, *, first_turn: bool = True, recalled: str = "") -> tuple[Segment, ...]:
+    """What the model sees for one turn: the prelude once per session, then the
+    chunks recalled from the task's memory, then prefix + prompt + postfix.
 
-    The task's own text may hold special tokens; the user's prompt is kept apart
-    so that it is tokenized as plain text.
+    The task's own text may hold special tokens; the user's prompt and recalled
+    documents are kept apart so that they are tokenized as plain text.
     """
-    template = (task.prelude if first_turn else "") + task.prefix
-    parts = (Segment(template, special=True), Segment(prompt), Segment(task.postfix, special=True))
+    prelude = task.prelude if first_turn else ""
+    if recalled:
+        head = (Segment(prelude, special=True), Segment(recalled), Segment(task.prefix, special=True))
+    else:  # one piece, tokenized as before memories existed
+        head = (Segment(prelude + task.prefix, special=True),)
+    parts = (*head, Segment(prompt), Segment(task.postfix, special=True))
     return tuple(p for p in parts if p.text)
 
 
-def render_chat(task: TaskConfig, messages: list[tuple[str, str]]) -> tuple[Segment, ...]:
+def recalled_text(chunks: list[dict]) -> str:
+    """Recalled chunks as the model reads them: one paragraph each, best first."""
+    return "".join(c["text"].strip() + "\n\n" for c in chunks if c["text"].strip())
+
+
+def render_chat(task: TaskConfig, messages: list[tuple[str, str]], *, recalled: str = "") -> tuple[Segment, ...]:
     """A conversation as the task's model sees it: the prelude, system text, then each
-    user turn wrapped in prefix/postfix and each assistant turn as it was said."""
+    user turn wrapped in prefix/postfix and each assistant turn as it was said.
+    ``recalled`` memory text goes before the last user turn."""
     parts = [Segment(task.prelude, special=True)]
-    for role, content in messages:
+    last_user = max((i for i, (role, _) in enumerate(messages) if role == "user"), default=-1)
+    for i, (role, content) in enumerate(messages):
         if role in ("system", "developer"):
             parts.append(Segment(content + "\n"))
         elif role == "user":
+            if i == last_user:
+                parts.append(Segment(recalled))
             parts += [Segment(task.prefix, special=True), Segment(content), Segment(task.postfix, special=True)]
         else:  # assistant
             parts.append(Segment(content + "\n"))

@@ -7,6 +7,8 @@ with the same methods (a LlamaModel instance works directly).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Protocol
@@ -14,7 +16,9 @@ from typing import Protocol
 from .config import ModelConfig, TaskConfig
 from .errors import ModelError, NotFound
 from .generation import Chunk, Done, Event, GenerationRequest, Segment, Started, TokenLogprob
-from .prompts import assemble, bare_model_task, build_request, render_chat
+from .prompts import assemble, bare_model_task, build_request, recalled_text, render_chat
+
+log = logging.getLogger(__name__)
 
 
 class ModelClient(Protocol):
@@ -23,11 +27,24 @@ class ModelClient(Protocol):
     async def tokenize(self, text: str) -> list[dict]: ...
 
 
+class MemoryClient(Protocol):
+    async def recall(self, memory: str, prompt: str, n: int) -> list[dict]: ...
+    async def remember(self, memory: str, text: str) -> dict: ...
+
+
 class TaskRunner:
-    def __init__(self, tasks: dict[str, TaskConfig], models: dict[str, ModelConfig], clients: dict[str, ModelClient]):
+    def __init__(
+        self,
+        tasks: dict[str, TaskConfig],
+        models: dict[str, ModelConfig],
+        clients: dict[str, ModelClient],
+        memory: MemoryClient | None = None,
+    ):
         self._tasks = tasks
         self._models = models
         self._clients = clients
+        self._memory = memory
+        self._storing: set[asyncio.Task] = set()  # prompts being stored, kept from the GC
 
     def task(self, name: str) -> TaskConfig:
         try:
@@ -43,7 +60,10 @@ class TaskRunner:
 
     async def stream(self, task: str, prompt: str, overrides: dict) -> AsyncIterator[Event]:
         cfg = self.task(task)
-        async for event in self._run(cfg, build_request(task, cfg, prompt, overrides)):
+        request = build_request(task, cfg, prompt, overrides)
+        if recalled := await self._recall(cfg, prompt):
+            request = replace(request, prompt=assemble(cfg, prompt, recalled=recalled))
+        async for event in self._run(cfg, request):
             yield event
 
     async def complete(self, task: str, prompt: str, overrides: dict) -> dict:
@@ -55,7 +75,8 @@ class TaskRunner:
         """One turn of a chat session. ``context`` is what the model saw so far (None:
         a new session, which starts with the prelude); ``Done.context`` is the next one."""
         cfg = self.task(task)
-        request = build_request(task, cfg, assemble(cfg, prompt, first_turn=context is None), overrides)
+        recalled = await self._recall(cfg, prompt)
+        request = build_request(task, cfg, assemble(cfg, prompt, first_turn=context is None, recalled=recalled), overrides)
         async for event in self._run(cfg, replace(request, context=context or ())):
             yield event
 
@@ -93,9 +114,33 @@ class TaskRunner:
             task = bare_model_task(target, self._models[target].context_size, chat=messages is not None)
         else:
             raise NotFound(f"model '{target}' does not exist (neither a task nor a model)")
-        text = render_chat(task, messages) if messages is not None else prompt
-        async for event in self._run(task, build_request(target, task, text, overrides)):
+        if messages is None:
+            request = build_request(target, task, prompt, overrides)
+            if recalled := await self._recall(task, prompt):
+                request = replace(request, prompt=assemble(task, prompt, recalled=recalled))
+        else:
+            question = next((content for role, content in reversed(messages) if role == "user"), "")
+            recalled = await self._recall(task, question) if question else ""
+            request = build_request(target, task, render_chat(task, messages, recalled=recalled), overrides)
+        async for event in self._run(task, request):
             yield event
+
+    async def _recall(self, task: TaskConfig, prompt: str) -> str:
+        """The text recalled from the task's memory for this prompt ("" without one);
+        with store_prompts, the prompt is stored too, beside the generation."""
+        m = task.memorization
+        if m is None or self._memory is None:
+            return ""
+        if m.store_prompts and prompt.strip():
+            stored = asyncio.create_task(self._memory.remember(m.memory, prompt))
+            self._storing.add(stored)
+            stored.add_done_callback(self._stored)
+        return recalled_text(await self._memory.recall(m.memory, prompt, m.retrieve)) if m.retrieve else ""
+
+    def _stored(self, task: asyncio.Task) -> None:
+        self._storing.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("storing a prompt failed: %s", task.exception())
 
     async def embed(self, model: str, texts: list[str]) -> list[list[float]]:
         return await self.client(model).embed(texts)

@@ -254,3 +254,18 @@ class QdrantServerStore:
     def _document(self, document: str):
         m = self._m
         return m.Filter(must=[m.FieldCondition(key="document", match=m.MatchValue(value=document))])
+
+
+def open_store(memory: str, cfg) -> VectorStore:
+    """The store a ``MemoryConfig`` names, opened (collections created as needed)."""
+    if cfg.store.path is not None:
+        return EdgeStore(memory, cfg.store.path, cfg.dimensions)
+    from qdrant_client import QdrantClient
+
+    q = cfg.store.qdrant
+    try:
+        return QdrantServerStore(memory, QdrantClient(url=q.url, api_key=q.api_key), q.collection, cfg.dimensions)
+    except StoreError:
+        raise
+    except Exception as e:  # unreachable server, refused key, ...
+        raise StoreError(f"memories.{memory}.store.qdrant: cannot use {q.url} collection '{q.collection}': {e}") from None

@@ -90,8 +90,9 @@ async def test_docx_tables_are_recalled(memory):
 
 
 async def test_storing_twice_changes_nothing_and_delete_removes(memory):
-    first = await memory.ingest(Upload(pdf(PAGES), "application/pdf", "a.pdf"))
-    again = await memory.ingest(Upload(pdf(PAGES), "application/pdf", "a.pdf"))
+    data = pdf(PAGES)  # made once: fpdf2 stamps the time into each file
+    first = await memory.ingest(Upload(data, "application/pdf", "a.pdf"))
+    again = await memory.ingest(Upload(data, "application/pdf", "a.pdf"))
     assert again == {**first, "stored": False}
     assert memory.info()["chunks"] == first["chunks"]
     [doc] = memory.documents()

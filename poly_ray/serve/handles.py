@@ -61,3 +61,16 @@ class ModelHandle:
 
     async def tokenize(self, text):
         return await call(self._handle.tokenize.remote(text))
+
+
+class MemoryHandle:
+    """The memory deployment seen as a ``memories.Memories`` (every method async)."""
+
+    def __init__(self, handle):
+        self._handle = handle
+
+    def __getattr__(self, method: str):
+        async def remote(*args, **kwargs):
+            return await call(self._handle.call.remote(method, *args, **kwargs))
+
+        return remote

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from ..api import create_app
 from ..config import Config
-from .handles import call, stream
+from .handles import MemoryHandle, call, stream
 
 
 class OrchestratorBackend:
     """``api.Backend`` through a DeploymentHandle to the TaskOrchestrator."""
 
-    def __init__(self, handle):
+    def __init__(self, handle, memory=None):
         self._handle = handle
         self._streaming = handle.options(stream=True)
+        self.memories = MemoryHandle(memory) if memory is not None else None
         self._tasks: dict | None = None
         self._models: dict | None = None
 
@@ -47,8 +48,8 @@ class OrchestratorBackend:
 
 
 class Ingress:
-    def __init__(self, orchestrator, config: dict):
-        self._backend = OrchestratorBackend(orchestrator)
+    def __init__(self, orchestrator, config: dict, memory=None):
+        self._backend = OrchestratorBackend(orchestrator, memory)
         self._config = Config.model_validate(config)
 
     def __serve_build_asgi_app__(self):

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from ..config import ModelConfig, TaskConfig
 from ..tasks import TaskRunner
-from .handles import ModelHandle
+from .handles import MemoryHandle, ModelHandle
 
 
 class TaskOrchestrator:
-    def __init__(self, tasks: dict, models: dict, handles: dict):
+    def __init__(self, tasks: dict, models: dict, handles: dict, memory=None):
         self._runner = TaskRunner(
             {name: TaskConfig.model_validate(t) for name, t in tasks.items()},
             {name: ModelConfig.model_validate(m) for name, m in models.items()},
             {name: ModelHandle(h) for name, h in handles.items()},
+            MemoryHandle(memory) if memory is not None else None,
         )
 
     async def stream(self, task: str, prompt: str, overrides: dict):

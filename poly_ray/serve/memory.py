@@ -1,0 +1,59 @@
+"""MemoryActor: every configured memory, in one deployment beside the orchestrator.
+
+One replica: an embedded store's files have one owner. Embeddings come from
+the memory's embedding model deployment, in batches; tokens are counted with
+that model's vocabulary, loaded here (only the vocabulary, not the weights).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import llama_cpp
+
+from ..config import MemoryConfig, ModelConfig
+from ..memories import Memories
+from ..memory import Memory
+from ..sources import resolve
+from ..vectorstore import StoreError, open_store
+from .handles import ModelHandle
+
+log = logging.getLogger(__name__)
+
+
+class MemoryActor:
+    def __init__(self, memories: dict, models: dict, handles: dict, cache_path: str):
+        vocabularies: dict[str, llama_cpp.Llama] = {}
+        built = {}
+        for name, raw in memories.items():
+            cfg = MemoryConfig.model_validate(raw)
+            model = cfg.embedding_model
+            if model not in vocabularies:
+                path = resolve(model, ModelConfig.model_validate(models[model]), Path(cache_path))
+                vocabularies[model] = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+            vocab = vocabularies[model]
+            width = int(vocab.metadata.get(f"{vocab.metadata.get('general.architecture')}.embedding_length", 0))
+            if width and width != cfg.dimensions:
+                raise StoreError(
+                    f"memories.{name}.dimensions: {cfg.dimensions}, but embedding model '{model}' gives {width}"
+                )
+            built[name] = Memory(
+                name,
+                cfg,
+                store=open_store(name, cfg),
+                embed=ModelHandle(handles[model]).embed,
+                count=lambda text, v=vocab: len(v.tokenize(text.encode(), add_bos=False, special=False)),
+            )
+            log.info("memory %s: ready (%s)", name, cfg.store.path or cfg.store.qdrant.url)
+        self._vocabularies = vocabularies
+        self.memories = Memories(built)
+
+    async def call(self, method: str, *args, **kwargs):
+        return await getattr(self.memories, method)(*args, **kwargs)
+
+    def __del__(self):
+        # Serve is shutting the replica down: flush and release the stores' files.
+        memories = getattr(self, "memories", None)
+        if memories is not None:
+            memories.close()
