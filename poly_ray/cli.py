@@ -42,7 +42,11 @@ def main(argv: list[str] | None = None) -> int:
         for name, m in cfg.models.items():
             print(f"  model {name}: {m.source} = {getattr(m, m.source)}, context {m.context_size}")
         for name, t in cfg.tasks.items():
-            print(f"  task {name}: model {t.model}, max_tokens {t.max_tokens}")
+            recall = f", recalls {t.memorization.retrieve} from memory {t.memorization.memory}" if t.memorization else ""
+            print(f"  task {name}: model {t.model}, max_tokens {t.max_tokens}{recall}")
+        for name, m in cfg.memories.items():
+            where = m.store.path or f"{m.store.qdrant.url} collection {m.store.qdrant.collection}"
+            print(f"  memory {name}: {m.search} search, embedding model {m.embedding_model}, store {where}")
         return 0
     if args.command == "prepare":
         from .sources import ModelSourceError, resolve
