@@ -21,7 +21,6 @@ with the message as the reason (Poly's protocol has no error frame).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
@@ -29,7 +28,8 @@ from pydantic import ValidationError
 
 from .errors import BadRequest, PolyError
 from .generation import Chunk, Done
-from .httputil import Access, Slots, describe
+from .auth import log_refusal
+from .httputil import Access, Slots, describe, loads_json
 from .protocol import CompletionParams
 
 log = logging.getLogger(__name__)
@@ -45,11 +45,17 @@ def register(app: FastAPI, backend, access: Access, slots: Slots) -> None:
         await websocket.accept(subprotocol=JSON_SUBPROTOCOL if JSON_SUBPROTOCOL in offered else None)
         session = _Session(websocket, backend, task, json_mode)
         try:
-            await access.authorize(websocket, "task", task)
+            who = await access.authorize(websocket, "task", task)
+            # The open session counts against its credential's streams until it closes.
+            release = slots.take(who.credential, generation=False)
         except PolyError as e:
+            log_refusal(e, "WEBSOCKET", websocket.url.path)
             await session.refuse(e)
             return
-        await session.run(slots)
+        try:
+            await session.run(slots)
+        finally:
+            release()
 
 
 class _Session:
@@ -70,7 +76,7 @@ class _Session:
             while (frame := await turns.get()) is not None:
                 try:
                     prompt, overrides = self._parse(frame)
-                    async with slots:
+                    async with slots.held(None):  # counted per credential by the session
                         await self._turn(prompt, overrides, reader)
                 except PolyError as e:
                     if not await self._error(e):
@@ -103,9 +109,7 @@ class _Session:
             raise frame
         if self.json_mode and frame.lstrip().startswith("{"):
             try:
-                params = CompletionParams.model_validate(json.loads(frame))
-            except json.JSONDecodeError as e:
-                raise BadRequest(f"the message is not valid JSON: {e}") from None
+                params = CompletionParams.model_validate(loads_json(frame, "the message"))
             except ValidationError as e:
                 raise BadRequest(describe(e.errors())) from None
             return params.prompt, params.overrides()

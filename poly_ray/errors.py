@@ -13,6 +13,7 @@ place. Errors cross Ray handles, so they must pickle with their fields.
     ├── Forbidden           403  forbidden
     ├── NotFound            404  not_found
     ├── PayloadTooLarge     413  payload_too_large
+    ├── TooManyStreams      429  too_many_streams (with Retry-After)
     ├── Busy                503  busy (with Retry-After)
     └── ModelError          500  model_error (the engine failed, not the client)
 """
@@ -65,6 +66,10 @@ class Forbidden(PolyError):
     status = 403
     code = "forbidden"
 
+    def __init__(self, message: str, *, subject: str | None = None):
+        super().__init__(message)
+        self.subject = subject  # who was refused, for the log
+
 
 class NotFound(PolyError):
     status = 404
@@ -74,6 +79,14 @@ class NotFound(PolyError):
 class PayloadTooLarge(PolyError):
     status = 413
     code = "payload_too_large"
+
+
+class TooManyStreams(PolyError):
+    status = 429
+    code = "too_many_streams"
+
+    def __init__(self, message: str, *, retry_after: int = 1):
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
 
 
 class Busy(PolyError):

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from . import grammars
 from .errors import NotFound, PolyError
 from .generation import Chunk, Done
+from .auth import Principal
 from .httputil import Access, Slots, parse_params
 from .tasks import gather
 
@@ -126,9 +127,8 @@ def _now() -> str:
 
 
 def register(app: FastAPI, backend, access: Access, slots: Slots) -> None:
-    async def target(request: Request, name: str) -> dict:
+    async def target(who: Principal, name: str) -> dict:
         """The task or model ``name`` may be used by the caller; what it is."""
-        who = access.principal(request)
         tasks, models = await backend.tasks(), await backend.models()
         if name in tasks:
             who.check("task", name)
@@ -151,8 +151,9 @@ def register(app: FastAPI, backend, access: Access, slots: Slots) -> None:
 
     @app.post("/api/show")
     async def show(request: Request):
+        who = access.principal(request)
         body = await parse_params(request, ShowBody)
-        info = await target(request, body.model)
+        info = await target(who, body.model)
         details = {"format": "gguf", "family": "", "parameter_size": "", "quantization_level": ""}
         params = "\n".join(f"{k} {v}" for k, v in info.items() if k != "kind")
         return {"modelfile": "", "parameters": params, "template": "", "details": details,
@@ -160,25 +161,29 @@ def register(app: FastAPI, backend, access: Access, slots: Slots) -> None:
 
     @app.post("/api/generate")
     async def generate(request: Request):
+        who = access.principal(request)
         body = await parse_params(request, GenerateBody)
-        await target(request, body.model)
+        await target(who, body.model)
         if body.system:
             events = backend.stream_target(body.model, None, [("system", body.system), ("user", body.prompt)],
                                            body.overrides())
         else:
             events = backend.stream_target(body.model, body.prompt, None, body.overrides())
-        return await _respond(body, events, slots, lambda text: {"response": text})
+        return await _respond(body, events, slots, who.credential, lambda text: {"response": text})
 
     @app.post("/api/chat")
     async def chat(request: Request):
+        who = access.principal(request)
         body = await parse_params(request, ChatBody)
-        await target(request, body.model)
+        await target(who, body.model)
         messages = [(m.role, m.content) for m in body.messages]
         events = backend.stream_target(body.model, None, messages, body.overrides())
-        return await _respond(body, events, slots, lambda text: {"message": {"role": "assistant", "content": text}})
+        return await _respond(body, events, slots, who.credential,
+                              lambda text: {"message": {"role": "assistant", "content": text}})
 
     @app.post("/api/embed")
     async def embed(request: Request):
+        access.principal(request)  # 401 before looking at the body
         body = await parse_params(request, EmbedBody)
         await access.authorize(request, "model", body.model)
         start = time.perf_counter_ns()
@@ -193,10 +198,10 @@ def _model_entry(name: str) -> dict:
             "details": {"format": "gguf", "family": "", "parameter_size": "", "quantization_level": ""}}
 
 
-async def _respond(body: _Body, events, slots: Slots, payload):
+async def _respond(body: _Body, events, slots: Slots, credential: str, payload):
     """Wait for the prompt to be accepted, then answer whole or as NDJSON lines."""
     started = time.perf_counter_ns()
-    await slots.accepted(events)
+    _, release = await slots.accepted(events, credential)
 
     def final(done: Done, text: str = "") -> dict:
         t = done.timings
@@ -211,7 +216,7 @@ async def _respond(body: _Body, events, slots: Slots, payload):
         try:
             text, _, done = await gather(events)
         finally:
-            slots.release()
+            release()
         return JSONResponse(final(done, text))
 
     async def lines():
@@ -230,7 +235,7 @@ async def _respond(body: _Body, events, slots: Slots, payload):
         except Exception:
             yield line({"error": "internal server error"})
         finally:
-            slots.release()
+            release()
             await events.aclose()
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")

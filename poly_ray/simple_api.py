@@ -16,7 +16,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import sse
-from .errors import PolyError
+from .errors import NotFound, PolyError
 from .generation import Chunk, Done
 from .httputil import Access, Slots, parse_params
 
@@ -76,15 +76,20 @@ class StreamBody(BaseModel):
 def register(app: FastAPI, backend, access: Access, slots: Slots, default: tuple[str, str] | None) -> None:
     """``default`` is the (kind, name) these routes run: a task, or a model used bare."""
 
-    async def start(request: Request, prompt: str, overrides: dict):
+    def target() -> tuple[str, str]:
         if default is None:
-            raise PolyError("no task or model is configured")
-        await access.authorize(request, *default)
-        events = backend.stream_target(default[1], prompt, None, overrides)
-        await slots.accepted(events)
-        return events
+            raise NotFound("no task or model is configured")
+        return default
 
-    async def texts(events):
+    async def start(request: Request, model: type[BaseModel]):
+        """Who calls, what they asked for, and its accepted stream with the place's release."""
+        who = await access.authorize(request, *target())
+        body = await parse_params(request, model)
+        events = backend.stream_target(target()[1], body.prompt, None, body.overrides())
+        _, release = await slots.accepted(events, who.credential)
+        return events, release
+
+    async def texts(events, release):
         """The generated text, piece by piece; a failure mid-stream raises."""
         try:
             async for ev in events:
@@ -93,43 +98,38 @@ def register(app: FastAPI, backend, access: Access, slots: Slots, default: tuple
                 elif isinstance(ev, Done):
                     return
         finally:
-            slots.release()
+            release()
             await events.aclose()
 
-    async def framed(events, frame, error_frame):
+    async def framed(started, frame, error_frame):
         try:
-            async for t in texts(events):
+            async for t in texts(*started):
                 yield frame(t)
         except PolyError as e:
             yield error_frame(e)
 
     @app.post("/generate")
     async def generate(request: Request):
-        body = await parse_params(request, GenerateBody)
-        events = await start(request, body.prompt, body.overrides())
-        return "".join([t async for t in texts(events)])
+        started = await start(request, GenerateBody)
+        return "".join([t async for t in texts(*started)])
 
     @app.post("/agenerate")
     async def agenerate(request: Request):
-        body = await parse_params(request, GenerateBody)
-        events = await start(request, body.prompt, body.overrides())
-        frames = framed(events, sse.event, lambda e: sse.json_event("error", e.to_body()["error"]))
+        started = await start(request, GenerateBody)
+        frames = framed(started, sse.event, lambda e: sse.json_event("error", e.to_body()["error"]))
         return StreamingResponse(frames, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
     @app.post("/stream")
     async def stream(request: Request):
-        body = await parse_params(request, StreamBody)
-        events = await start(request, body.prompt, body.overrides())
+        started = await start(request, StreamBody)
         # Plain text has no event types: a failure is said in the text, then the stream stops.
-        frames = framed(events, str.encode, lambda e: f"\n[error: {e.message}]".encode())
+        frames = framed(started, str.encode, lambda e: f"\n[error: {e.message}]".encode())
         return StreamingResponse(frames, media_type="text/plain; charset=utf-8")
 
     @app.post("/embeddings")
     async def embeddings(request: Request):
-        body = await parse_params(request, TextBody)
-        if default is None:
-            raise PolyError("no task or model is configured")
-        tasks = await backend.tasks()
-        model = tasks[default[1]]["model"] if default[0] == "task" else default[1]
+        kind, name = target()
+        model = (await backend.tasks())[name]["model"] if kind == "task" else name
         await access.authorize(request, "model", model)
+        body = await parse_params(request, TextBody)
         return (await backend.embed(model, [body.text]))[0]
