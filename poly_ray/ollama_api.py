@@ -27,11 +27,18 @@ PREFIX = "/api/"
 VERSION = "0.6.0"  # the Ollama API version whose shapes these routes follow
 
 
-class Options(BaseModel):
-    # Ollama's runtime options; the ones that tune its own server are accepted and ignored.
-    model_config = ConfigDict(extra="allow")
+# Ollama's options that tune its own server (memory, threads, GPUs): accepted, and
+# ignored, since a model's config decides them here. Any other unknown option is refused.
+_SERVER_OPTIONS = ("numa", "num_ctx", "num_batch", "num_gpu", "main_gpu", "low_vram", "f16_kv", "logits_all",
+                   "vocab_only", "use_mmap", "use_mlock", "embedding_only", "num_thread", "num_keep")
 
-    num_predict: int | None = Field(None, le=1 << 20)
+
+class Options(BaseModel):
+    """Ollama's runtime options."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    num_predict: int | None = Field(None, ge=-2, le=1 << 20)
     temperature: float | None = Field(None, ge=0, le=100)
     top_k: int | None = Field(None, ge=0, le=1 << 20)
     top_p: float | None = Field(None, gt=0, le=1)
@@ -43,8 +50,29 @@ class Options(BaseModel):
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     presence_penalty: float | None = Field(None, ge=-2, le=2)
 
+    # Sampling options of Ollama's that poly-ray does not implement: refused when set.
+    tfs_z: float | None = None
+    typical_p: float | None = None
+    mirostat: int | None = None
+    mirostat_tau: float | None = None
+    mirostat_eta: float | None = None
+    penalize_newline: bool | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_server_options(cls, data):
+        return {k: v for k, v in data.items() if k not in _SERVER_OPTIONS} if isinstance(data, dict) else data
+
+    @model_validator(mode="after")
+    def _supported(self):
+        for name in ("tfs_z", "typical_p", "mirostat", "mirostat_tau", "mirostat_eta", "penalize_newline"):
+            if getattr(self, name):
+                raise ValueError(f"options.{name}: not supported")
+        return self
+
     def overrides(self) -> dict:
-        o = self.model_dump(include=set(type(self).model_fields), exclude_none=True)
+        o = self.model_dump(exclude_none=True, exclude={"tfs_z", "typical_p", "mirostat", "mirostat_tau",
+                                                        "mirostat_eta", "penalize_newline"})
         n = o.pop("num_predict", None)
         if n is not None and n > 0:  # -1 / -2: as much as the task allows
             o["max_tokens"] = n
@@ -52,7 +80,7 @@ class Options(BaseModel):
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     model: str
     stream: bool = True
@@ -91,10 +119,22 @@ class GenerateBody(_Body):
 
 
 class Message(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # images, tool_calls: not used
+    model_config = ConfigDict(extra="forbid")
 
     role: Literal["system", "user", "assistant"]
     content: str = ""
+    # Sent by clients with empty values; refused only when set.
+    thinking: str | None = None
+    images: list[Any] | None = None
+    tool_name: str | None = None
+    tool_calls: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _supported(self):
+        for name in ("thinking", "images", "tool_name", "tool_calls"):
+            if getattr(self, name):
+                raise ValueError(f"{name}: not supported")
+        return self
 
 
 class ChatBody(_Body):
@@ -103,7 +143,7 @@ class ChatBody(_Body):
 
 
 class EmbedBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     model: str
     input: str | list[str] = Field(min_length=1)
@@ -113,9 +153,10 @@ class EmbedBody(BaseModel):
 
 
 class ShowBody(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
 
     model: str
+    verbose: bool | None = None
 
 
 def is_ollama_path(path: str) -> bool:

@@ -17,7 +17,8 @@ _UINT32 = 1 << 32
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN and Infinity would pass range checks (every comparison with NaN is false).
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class StreamOptions(_Body):
@@ -150,4 +151,4 @@ class EmbeddingRequest(_Body):
     input: str | list[str] = Field(min_length=1)
     encoding_format: Literal["float", "base64"] = "float"
     user: str | None = None
-    dimensions: int | None = None
+    dimensions: int | None = Field(None, ge=1, le=1 << 16)

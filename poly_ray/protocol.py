@@ -10,7 +10,8 @@ _UINT32 = 1 << 32
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN and Infinity would pass range checks (every comparison with NaN is false).
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class CompletionParams(_Body):

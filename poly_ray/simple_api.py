@@ -24,7 +24,7 @@ from .httputil import Access, Slots, parse_params
 class Params(BaseModel):
     """llama-cpp-python's completion parameters, as llm-api passes them on."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     max_tokens: int | None = Field(None, ge=1, le=1 << 20)
     temperature: float | None = Field(None, ge=0, le=100)
@@ -39,7 +39,7 @@ class Params(BaseModel):
 
 
 class GenerateBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     prompt: str = Field(max_length=1_000_000)
     params: Params | None = None
@@ -49,13 +49,13 @@ class GenerateBody(BaseModel):
 
 
 class TextBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     text: str = Field(max_length=1_000_000)
 
 
 class StreamBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     prompt: str = Field(max_length=1_000_000)
     num_predict: int | None = Field(None, ge=1, le=1 << 20)
