@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -211,6 +212,22 @@ class Authenticator:
         if len(keys) == 1 and (kid is None or None in keys):
             return alg, next(iter(keys.values()))
         raise jwt.InvalidKeyError(f"no key with kid {kid!r}")
+
+
+def mint(config: Config, subject: str, ttl_s: int, scopes: dict[str, list[str] | None]) -> str:
+    """An HS256 token signed with the config's secret; ``scopes`` maps claims
+    (tasks, models, memories) to names, None leaving a claim out (no limit)."""
+    if config.jwt_private_key is None:
+        raise ValueError(
+            "the config has no jwt_private_key.symmetric to sign with"
+            + (" (jwt_public_key only verifies: tokens for it are signed by the holder of the private key)"
+               if config.jwt_public_key else "")
+        )
+    now = int(time.time())
+    claims: dict[str, Any] = {"sub": subject, "iat": now, "exp": now + ttl_s}
+    claims |= {k: v for k, v in {"aud": config.jwt_audience, "iss": config.jwt_issuer}.items() if v}
+    claims |= {k: v for k, v in scopes.items() if v is not None}
+    return jwt.encode(claims, config.jwt_private_key.symmetric, algorithm="HS256")
 
 
 def _static_key(index: int, key: str | ScopedKey) -> _StaticKey:
