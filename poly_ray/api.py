@@ -27,7 +27,9 @@ from .httputil import Access, Slots, describe, parse_params
 from .config import Config
 from .errors import BadRequest, PolyError
 from .generation import Chunk, Done, Event
-from .protocol import CompletionParams, EmbeddingBody, PromptBody
+from .openapi import GENERATES, PLAIN, SSE, WITH_BODY, doc, document, ref
+from .protocol import (CompletionParams, Completion, Embedding, EmbeddingBody, Embeddings, ModelList, PromptBody,
+                       Status, TaskList, Tokenization)
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +86,7 @@ def create_app(backend: Backend, config: Config) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, err: StarletteHTTPException):
         code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code, "http_error")
-        return error_response(request, err.status_code, code, str(err.detail))
+        return error_response(request, err.status_code, code, str(err.detail), err.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, err: RequestValidationError):
@@ -100,28 +102,38 @@ def create_app(backend: Backend, config: Config) -> FastAPI:
     simple_api.register(app, backend, access, slots, config.default_target)
     chat_ws.register(app, backend, access, slots)
 
-    @app.get("/status")
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            app.openapi_schema = document(app, list(config.tasks), list(config.models))
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+    @app.get("/status", openapi_extra=doc(ok=Status, errors=PLAIN))
     async def status():
         return {"status": "ok"}
 
-    @app.get("/v1/task")
+    @app.get("/v1/task", openapi_extra=doc(ok=TaskList))
     async def list_tasks(request: Request):
         who = access.principal(request)
         return {"tasks": [t for t in await access.names("task") if who.allows("task", t)]}
 
-    @app.get("/v1/model")
+    @app.get("/v1/model", openapi_extra=doc(ok=ModelList))
     async def list_models(request: Request):
         who = access.principal(request)
         return {"models": [m for m in await access.names("model") if who.allows("model", m)]}
 
-    @app.api_route("/v1/task/{task}/completion", methods=["GET", "POST"])
+    @app.get("/v1/task/{task}/completion", name="completion_get",
+             openapi_extra=doc(query=CompletionParams, ok=Completion, errors=GENERATES))
+    @app.post("/v1/task/{task}/completion", openapi_extra=doc(body=CompletionParams, ok=Completion, errors=GENERATES))
     async def completion(task: str, request: Request):
         who = await access.authorize(request, "task", task)
         params = await parse_params(request, CompletionParams)
         async with slots.held(who.credential):
             return await backend.complete(task, params.prompt, params.overrides())
 
-    @app.api_route("/v1/task/{task}/live", methods=["GET", "POST"])
+    @app.get("/v1/task/{task}/live", name="live_get", openapi_extra=doc(query=CompletionParams, streams=SSE, errors=GENERATES))
+    @app.post("/v1/task/{task}/live", openapi_extra=doc(body=CompletionParams, streams=SSE, errors=GENERATES))
     async def live(task: str, request: Request):
         who = await access.authorize(request, "task", task)
         params = await parse_params(request, CompletionParams)
@@ -133,7 +145,8 @@ def create_app(backend: Backend, config: Config) -> FastAPI:
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
-    @app.post("/v1/model/{model}/embedding")
+    @app.post("/v1/model/{model}/embedding", openapi_extra=doc(
+        body=EmbeddingBody, ok={"anyOf": [ref(Embedding), ref(Embeddings)]}, errors=WITH_BODY))
     async def embedding(model: str, request: Request):
         await access.authorize(request, "model", model)
         body = await parse_params(request, EmbeddingBody)
@@ -143,7 +156,7 @@ def create_app(backend: Backend, config: Config) -> FastAPI:
             return {"embedding": vectors[0]}
         return {"embeddings": vectors}
 
-    @app.post("/v1/model/{model}/tokenization")
+    @app.post("/v1/model/{model}/tokenization", openapi_extra=doc(body=PromptBody, ok=Tokenization, errors=WITH_BODY))
     async def tokenization(model: str, request: Request):
         await access.authorize(request, "model", model)
         body = await parse_params(request, PromptBody)

@@ -20,6 +20,7 @@ from . import grammars
 from .errors import NotFound, PolyError
 from .generation import Chunk, Done
 from .auth import Principal
+from .openapi import GENERATES, NDJSON, PLAIN, WITH_BODY, doc
 from .httputil import Access, Slots, parse_params
 from .tasks import gather
 
@@ -159,6 +160,75 @@ class ShowBody(BaseModel):
     verbose: bool | None = None
 
 
+# What the routes answer. Documentation only (the routes build plain dicts); the
+# fuzz test checks every answer against these.
+
+class OllamaVersion(BaseModel):
+    version: str
+
+
+class OllamaModelDetails(BaseModel):
+    format: str
+    family: str
+    parameter_size: str
+    quantization_level: str
+
+
+class OllamaModelEntry(BaseModel):
+    name: str
+    model: str
+    modified_at: str
+    size: int
+    digest: str
+    details: OllamaModelDetails
+
+
+class OllamaTags(BaseModel):
+    models: list[OllamaModelEntry]
+
+
+class OllamaShow(BaseModel):
+    modelfile: str
+    parameters: str
+    template: str
+    details: OllamaModelDetails
+    model_info: dict[str, Any]
+    capabilities: list[str]
+
+
+class _OllamaDone(BaseModel):
+    model: str
+    created_at: str
+    done: Literal[True]
+    done_reason: Literal["stop", "length"]
+    total_duration: int
+    load_duration: int
+    prompt_eval_count: int
+    prompt_eval_duration: int
+    eval_count: int
+    eval_duration: int
+
+
+class OllamaGenerateResponse(_OllamaDone):
+    response: str
+
+
+class OllamaChatMessage(BaseModel):
+    role: Literal["assistant"]
+    content: str
+
+
+class OllamaChatResponse(_OllamaDone):
+    message: OllamaChatMessage
+
+
+class OllamaEmbedResponse(BaseModel):
+    model: str
+    embeddings: list[list[float]]
+    total_duration: int
+    load_duration: int
+
+
 def is_ollama_path(path: str) -> bool:
     return path.startswith(PREFIX)
 
@@ -179,18 +249,18 @@ def register(app: FastAPI, backend, access: Access, slots: Slots) -> None:
             return {"kind": "model", **models[name]}
         raise NotFound(f"model '{name}' not found")
 
-    @app.get("/api/version")
+    @app.get("/api/version", openapi_extra=doc(family="ollama", ok=OllamaVersion, errors=PLAIN))
     async def version():
         return {"version": VERSION}
 
-    @app.get("/api/tags")
+    @app.get("/api/tags", openapi_extra=doc(family="ollama", ok=OllamaTags))
     async def tags(request: Request):
         who = access.principal(request)
         tasks, models = await backend.tasks(), await backend.models()
         names = [n for n in tasks if who.allows("task", n)] + [n for n in models if who.allows("model", n)]
         return {"models": [_model_entry(n) for n in names]}
 
-    @app.post("/api/show")
+    @app.post("/api/show", openapi_extra=doc(family="ollama", body=ShowBody, ok=OllamaShow, errors=WITH_BODY))
     async def show(request: Request):
         who = access.principal(request)
         body = await parse_params(request, ShowBody)
@@ -200,7 +270,8 @@ def register(app: FastAPI, backend, access: Access, slots: Slots) -> None:
         return {"modelfile": "", "parameters": params, "template": "", "details": details,
                 "model_info": info, "capabilities": ["completion", "embedding"]}
 
-    @app.post("/api/generate")
+    @app.post("/api/generate", openapi_extra=doc(
+        family="ollama", body=GenerateBody, ok=OllamaGenerateResponse, streams=NDJSON, errors=GENERATES))
     async def generate(request: Request):
         who = access.principal(request)
         body = await parse_params(request, GenerateBody)
@@ -212,7 +283,8 @@ def register(app: FastAPI, backend, access: Access, slots: Slots) -> None:
             events = backend.stream_target(body.model, body.prompt, None, body.overrides())
         return await _respond(body, events, slots, who.credential, lambda text: {"response": text})
 
-    @app.post("/api/chat")
+    @app.post("/api/chat", openapi_extra=doc(
+        family="ollama", body=ChatBody, ok=OllamaChatResponse, streams=NDJSON, errors=GENERATES))
     async def chat(request: Request):
         who = access.principal(request)
         body = await parse_params(request, ChatBody)
@@ -222,7 +294,7 @@ def register(app: FastAPI, backend, access: Access, slots: Slots) -> None:
         return await _respond(body, events, slots, who.credential,
                               lambda text: {"message": {"role": "assistant", "content": text}})
 
-    @app.post("/api/embed")
+    @app.post("/api/embed", openapi_extra=doc(family="ollama", body=EmbedBody, ok=OllamaEmbedResponse, errors=WITH_BODY))
     async def embed(request: Request):
         access.principal(request)  # 401 before looking at the body
         body = await parse_params(request, EmbedBody)

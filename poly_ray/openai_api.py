@@ -21,7 +21,9 @@ from .errors import NotFound, PolyError
 from .generation import Chunk, Done, Event, TokenLogprob
 from .auth import Principal
 from .httputil import Access, Slots, parse_params
-from .openai_protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from .openai_protocol import (ChatCompletionRequest, ChatCompletionResponse, CompletionRequest, CompletionResponse,
+                              EmbeddingRequest, EmbeddingResponse, ModelPage)
+from .openapi import GENERATES, SSE, WITH_BODY, doc
 from .tasks import gather
 
 PATHS = ("/v1/models", "/v1/completions", "/v1/chat/completions", "/v1/embeddings")
@@ -49,7 +51,7 @@ def register(app: FastAPI, backend, access: Access, slots: Slots) -> None:
         else:
             raise NotFound(f"model '{name}' does not exist (neither a task nor a model)")
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", openapi_extra=doc(family="openai", ok=ModelPage))
     async def list_models(request: Request):
         who = access.principal(request)
         created = int(time.time())
@@ -60,7 +62,8 @@ def register(app: FastAPI, backend, access: Access, slots: Slots) -> None:
             "data": [{"id": n, "object": "model", "created": created, "owned_by": "poly-ray"} for n in names],
         }
 
-    @app.post("/v1/completions")
+    @app.post("/v1/completions", openapi_extra=doc(
+        family="openai", body=CompletionRequest, ok=CompletionResponse, streams=SSE, errors=GENERATES))
     async def completions(request: Request):
         who = access.principal(request)
         body = await parse_params(request, CompletionRequest)
@@ -69,7 +72,8 @@ def register(app: FastAPI, backend, access: Access, slots: Slots) -> None:
         shape = _CompletionShape(body.model, body.logprobs is not None)
         return await _respond(body, events, slots, who.credential, shape)
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", openapi_extra=doc(
+        family="openai", body=ChatCompletionRequest, ok=ChatCompletionResponse, streams=SSE, errors=GENERATES))
     async def chat_completions(request: Request):
         who = access.principal(request)
         body = await parse_params(request, ChatCompletionRequest)
@@ -78,7 +82,8 @@ def register(app: FastAPI, backend, access: Access, slots: Slots) -> None:
         events = backend.stream_target(body.model, None, messages, body.overrides())
         return await _respond(body, events, slots, who.credential, _ChatShape(body.model, body.logprobs))
 
-    @app.post("/v1/embeddings")
+    @app.post("/v1/embeddings", openapi_extra=doc(
+        family="openai", body=EmbeddingRequest, ok=EmbeddingResponse, errors=WITH_BODY))
     async def embeddings(request: Request):
         access.principal(request)  # 401 before looking at the body
         body = await parse_params(request, EmbeddingRequest)

@@ -152,3 +152,68 @@ class EmbeddingRequest(_Body):
     encoding_format: Literal["float", "base64"] = "float"
     user: str | None = None
     dimensions: int | None = Field(None, ge=1, le=1 << 16)
+
+
+# What the routes answer. Documentation only (the routes build plain dicts); the
+# fuzz test checks every answer against these.
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+
+
+class ModelPage(BaseModel):
+    object: Literal["list"]
+    data: list[ModelCard]
+
+
+class CompletionChoice(BaseModel):
+    index: int
+    text: str
+    logprobs: dict[str, Any] | None
+    finish_reason: Literal["stop", "length"] | None
+
+
+class CompletionResponse(BaseModel):
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: dict[str, int]
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"]
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: AssistantMessage
+    logprobs: dict[str, Any] | None
+    finish_reason: Literal["stop", "length"] | None
+
+
+class ChatCompletionResponse(BaseModel):
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: dict[str, int]
+
+
+class EmbeddingData(BaseModel):
+    object: Literal["embedding"]
+    index: int
+    embedding: list[float] | str  # str: base64
+
+
+class EmbeddingResponse(BaseModel):
+    object: Literal["list"]
+    model: str
+    data: list[EmbeddingData]
+    usage: dict[str, int]

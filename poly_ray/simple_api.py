@@ -19,6 +19,7 @@ from . import sse
 from .errors import NotFound, PolyError
 from .generation import Chunk, Done
 from .httputil import Access, Slots, parse_params
+from .openapi import GENERATES, SSE, TEXT, WITH_BODY, doc
 
 
 class Params(BaseModel):
@@ -38,7 +39,7 @@ class Params(BaseModel):
     stop: list[str] | str | None = None
 
 
-class GenerateBody(BaseModel):
+class LlmApiBody(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     prompt: str = Field(max_length=1_000_000)
@@ -108,25 +109,26 @@ def register(app: FastAPI, backend, access: Access, slots: Slots, default: tuple
         except PolyError as e:
             yield error_frame(e)
 
-    @app.post("/generate")
+    @app.post("/generate", openapi_extra=doc(body=LlmApiBody, ok={"type": "string"}, errors=GENERATES))
     async def generate(request: Request):
-        started = await start(request, GenerateBody)
+        started = await start(request, LlmApiBody)
         return "".join([t async for t in texts(*started)])
 
-    @app.post("/agenerate")
+    @app.post("/agenerate", openapi_extra=doc(body=LlmApiBody, streams=SSE, errors=GENERATES))
     async def agenerate(request: Request):
-        started = await start(request, GenerateBody)
+        started = await start(request, LlmApiBody)
         frames = framed(started, sse.event, lambda e: sse.json_event("error", e.to_body()["error"]))
         return StreamingResponse(frames, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
-    @app.post("/stream")
+    @app.post("/stream", openapi_extra=doc(body=StreamBody, streams=TEXT, errors=GENERATES))
     async def stream(request: Request):
         started = await start(request, StreamBody)
         # Plain text has no event types: a failure is said in the text, then the stream stops.
         frames = framed(started, str.encode, lambda e: f"\n[error: {e.message}]".encode())
         return StreamingResponse(frames, media_type="text/plain; charset=utf-8")
 
-    @app.post("/embeddings")
+    @app.post("/embeddings", openapi_extra=doc(
+        body=TextBody, ok={"type": "array", "items": {"type": "number"}}, errors=WITH_BODY))
     async def embeddings(request: Request):
         kind, name = target()
         model = (await backend.tasks())[name]["model"] if kind == "task" else name

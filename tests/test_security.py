@@ -303,6 +303,7 @@ async def test_unknown_routes_and_methods_are_json_errors():
         assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
         r = await http.delete("/v1/task")
         assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+        assert r.headers["allow"] == "GET"
         r = await http.get("/v1/chat/completions")
         assert r.status_code == 405 and r.json()["error"]["type"] == "invalid_request_error"
         r = await http.get("/api/generate")
