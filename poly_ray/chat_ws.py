@@ -21,12 +21,13 @@ with the message as the reason (Poly's protocol has no error frame).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
-from .errors import BadRequest, PolyError
+from .errors import BadRequest, PayloadTooLarge, PolyError
 from .generation import Chunk, Done
 from .auth import log_refusal
 from .httputil import Access, Slots, describe, loads_json
@@ -35,6 +36,7 @@ from .protocol import CompletionParams
 log = logging.getLogger(__name__)
 
 JSON_SUBPROTOCOL = "poly.json"
+MAX_WAITING_TURNS = 4
 
 
 def register(app: FastAPI, backend, access: Access, slots: Slots) -> None:
@@ -70,7 +72,9 @@ class _Session:
         await self.ws.close(code=4000 + err.status, reason=err.message[:120])
 
     async def run(self, slots: Slots) -> None:
-        turns: asyncio.Queue = asyncio.Queue()
+        # A client that sends faster than turns are answered waits (TCP backpressure)
+        # instead of filling the server's memory.
+        turns: asyncio.Queue = asyncio.Queue(maxsize=MAX_WAITING_TURNS)
         reader = asyncio.create_task(self._read(turns))
         try:
             while (frame := await turns.get()) is not None:
@@ -92,17 +96,23 @@ class _Session:
             reader.cancel()
 
     async def _read(self, turns: asyncio.Queue) -> None:
+        limit = self.ws.app.state.max_request_bytes
         try:
             while True:
                 message = await self.ws.receive()
                 if message["type"] == "websocket.disconnect":
                     break
-                if message.get("text") is not None:
-                    turns.put_nowait(message["text"])
-                elif message.get("bytes") is not None:
-                    turns.put_nowait(BadRequest("binary frames are not accepted; send text"))
+                text = message.get("text")
+                if text is not None and len(text.encode()) > limit:
+                    text = PayloadTooLarge(f"the message is over the limit (max_request_bytes) of {limit} bytes")
+                elif text is None and message.get("bytes") is not None:
+                    text = BadRequest("binary frames are not accepted; send text")
+                if text is not None:
+                    await turns.put(text)
         finally:
-            turns.put_nowait(None)
+            # The end of input; when the queue is full, the session sees reader.done() instead.
+            with contextlib.suppress(asyncio.QueueFull):
+                turns.put_nowait(None)
 
     def _parse(self, frame) -> tuple[str, dict]:
         if isinstance(frame, PolyError):
