@@ -210,7 +210,7 @@ class TaskConfig(_Strict):
 class SymmetricKey(_Strict):
     """Poly's ``jwt_private_key``: the shared secret of HS256 tokens."""
 
-    symmetric: str = Field(min_length=16)
+    symmetric: str = Field(min_length=16, repr=False)  # kept out of logs and tracebacks
 
 
 JWT_PUBLIC_ALGORITHMS = ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512")
@@ -237,20 +237,30 @@ class PublicKey(_Strict):
 
 
 class ScopedKey(_Strict):
-    """An ``allowed_keys`` entry limited to some tasks / models / memories (absent: all)."""
+    """An ``allowed_keys`` entry: a string, or a table that limits the key to some
+    tasks / models / memories (a list left out: no limit)."""
 
-    key: str = Field(min_length=1)
+    key: str = Field(min_length=1, repr=False)  # kept out of logs and tracebacks
     # Names the key in logs and per-credential limits (the key itself is never logged).
     name: str | None = None
     tasks: list[str] | None = None
     models: list[str] | None = None
     memories: list[str] | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _plain(cls, data):
+        if isinstance(data, str):
+            return {"key": data}
+        if not isinstance(data, dict | cls):
+            raise ValueError('must be a key (a string) or a table { key = "...", tasks = [...], ... }')
+        return data
+
 
 class Config(_Strict):
     bind_address: str = "127.0.0.1:8000"
     public: bool = False
-    allowed_keys: list[str | ScopedKey] = []
+    allowed_keys: list[ScopedKey] = []
     jwt_private_key: SymmetricKey | None = None
     jwt_public_key: PublicKey | None = None
     # When set, a token's `aud` / `iss` claim must match (and be present).
@@ -282,10 +292,7 @@ class Config(_Strict):
     @field_validator("allowed_keys")
     @classmethod
     def _keys(cls, v):
-        if any(not k for k in v):
-            raise ValueError("keys must not be empty")
-        secrets = [k if isinstance(k, str) else k.key for k in v]
-        if len(set(secrets)) != len(secrets):
+        if len({k.key for k in v}) != len(v):
             raise ValueError("a key is listed twice")
         return v
 
@@ -470,7 +477,7 @@ def _load_schema(name: str, task: TaskConfig, absolute) -> TaskConfig:
 def _check_references(config: Config) -> Config:
     for i, key in enumerate(config.allowed_keys):
         for kind, names in (("tasks", config.tasks), ("models", config.models)):
-            unknown = sorted(set(getattr(key, kind, None) or ()) - set(names))
+            unknown = sorted(set(getattr(key, kind) or ()) - set(names))
             if unknown:
                 raise ConfigError(f"allowed_keys[{i}].{kind}: unknown {kind[:-1]} {unknown[0]!r}")
     if config.default_task is not None and config.default_task not in {**config.tasks, **config.models}:

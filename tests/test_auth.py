@@ -203,7 +203,8 @@ def test_key_files_are_read_into_the_config(tmp_path):
     cfg = public_key_config(tmp_path, {"algorithm": "RS256", "pem_file": "id.pem"})
     assert cfg.jwt_public_key.pem.startswith("-----BEGIN PUBLIC KEY-----") and cfg.jwt_public_key.pem_file is None
     cfg = public_key_config(tmp_path, {"algorithm": "ES256", "jwks_file": "keys.json"})
-    auth = Authenticator.from_config(cfg)
+    # The ingress replicas get the config as JSON, key and all (no file to find on their node).
+    auth = Authenticator.from_config(config.Config.model_validate(cfg.model_dump(mode="json")))
     assert auth.authenticate(token(key=EC_KEY, alg="ES256", headers={"kid": "k1"})).subject == "ann"
 
 
@@ -239,6 +240,7 @@ def test_scoped_keys_in_the_config():
         },
         env={},
     )
+    cfg = config.Config.model_validate(cfg.model_dump(mode="json"))  # as the ingress replicas get it
     assert Authenticator.from_config(cfg).authenticate("k2").tasks == {"t"}
     with pytest.raises(ConfigError, match=r"allowed_keys\[0\].tasks: unknown task 'nope'"):
         config.validate({"allowed_keys": [{"key": "k", "tasks": ["nope"]}]}, env={})
