@@ -107,7 +107,7 @@ def _query_parameters(model: type[BaseModel]) -> list[dict]:
     required = set(schema.get("required", ()))
     params = []
     for name, prop in schema["properties"].items():
-        if prop.get("type") == "object" or "object" in str(prop.get("anyOf", "")):
+        if any(branch.get("type") == "object" for branch in [prop, *prop.get("anyOf", ())]):
             continue  # objects travel in a POST body only
         params.append({"name": name, "in": "query", "required": name in required, "schema": prop})
     return params
