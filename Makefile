@@ -30,7 +30,7 @@ test: setup
 
 # Pure logic only: no model, no Ray (seconds).
 test-fast: setup
-	$(PY) -m pytest -m "not model and not ray"
+	$(PY) -m pytest -m "not model and not ray and not fuzz"
 
 bench: setup
 	$(PY) bench/single_stream.py

@@ -13,6 +13,7 @@ import asyncio
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Protocol
+from urllib.parse import unquote_to_bytes
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -21,12 +22,14 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import chat_ws, memory_api, ollama_api, openai_api, simple_api, sse
-from .auth import Authenticator
+from .auth import Authenticator, log_refusal
 from .httputil import Access, Slots, describe, parse_params
 from .config import Config
 from .errors import BadRequest, PolyError
 from .generation import Chunk, Done, Event
-from .protocol import CompletionParams, EmbeddingBody, PromptBody
+from .openapi import GENERATES, PLAIN, SSE, WITH_BODY, doc, document, ref
+from .protocol import (CompletionParams, Completion, Embedding, EmbeddingBody, Embeddings, ModelList, PromptBody,
+                       Status, TaskList, Tokenization)
 
 log = logging.getLogger(__name__)
 
@@ -68,31 +71,26 @@ def create_app(backend: Backend, config: Config) -> FastAPI:
     app = FastAPI(title="poly-ray", version="0.1.0")
     app.state.max_request_bytes = config.max_request_bytes
     app.state.max_upload_bytes = config.max_upload_bytes
-    auth = Authenticator(
-        public=config.public,
-        keys=config.allowed_keys,
-        jwt_secret=config.jwt_private_key.symmetric if config.jwt_private_key else None,
-    )
     if config.allowed_origins:
         app.add_middleware(
-            CORSMiddleware,
+            _CORS,
             allow_origins=config.allowed_origins,
             allow_methods=["GET", "POST", "PUT", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
-    slots = Slots(config.max_concurrent)
-    access = Access(auth, backend)
+    app.add_middleware(_RefuseInvalidUTF8)
+    slots = Slots(config.max_concurrent, config.max_streams_per_credential)
+    access = Access(Authenticator.from_config(config), backend)
 
     @app.exception_handler(PolyError)
     async def _poly_error(request: Request, err: PolyError):
-        if err.status in (401, 403):
-            log.info("%s %s: %s", err.status, request.url.path, err.message)
+        log_refusal(err, request.method, request.url.path)
         return error_response(request, err.status, err.code, err.message, err.headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, err: StarletteHTTPException):
         code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code, "http_error")
-        return error_response(request, err.status_code, code, str(err.detail))
+        return error_response(request, err.status_code, code, str(err.detail), err.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, err: RequestValidationError):
@@ -109,40 +107,51 @@ def create_app(backend: Backend, config: Config) -> FastAPI:
     chat_ws.register(app, backend, access, slots)
     memory_api.register(app, getattr(backend, "memories", None), access)
 
-    @app.get("/status")
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            app.openapi_schema = document(app, list(config.tasks), list(config.models), list(config.memories))
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+    @app.get("/status", openapi_extra=doc(ok=Status, errors=PLAIN))
     async def status():
         return {"status": "ok"}
 
-    @app.get("/v1/task")
+    @app.get("/v1/task", openapi_extra=doc(ok=TaskList))
     async def list_tasks(request: Request):
         who = access.principal(request)
         return {"tasks": [t for t in await access.names("task") if who.allows("task", t)]}
 
-    @app.get("/v1/model")
+    @app.get("/v1/model", openapi_extra=doc(ok=ModelList))
     async def list_models(request: Request):
         who = access.principal(request)
         return {"models": [m for m in await access.names("model") if who.allows("model", m)]}
 
-    @app.api_route("/v1/task/{task}/completion", methods=["GET", "POST"])
+    @app.get("/v1/task/{task}/completion", name="completion_get",
+             openapi_extra=doc(query=CompletionParams, ok=Completion, errors=GENERATES))
+    @app.post("/v1/task/{task}/completion", openapi_extra=doc(body=CompletionParams, ok=Completion, errors=GENERATES))
     async def completion(task: str, request: Request):
-        await access.authorize(request, "task", task)
+        who = await access.authorize(request, "task", task)
         params = await parse_params(request, CompletionParams)
-        async with slots:
+        async with slots.held(who.credential):
             return await backend.complete(task, params.prompt, params.overrides())
 
-    @app.api_route("/v1/task/{task}/live", methods=["GET", "POST"])
+    @app.get("/v1/task/{task}/live", name="live_get", openapi_extra=doc(query=CompletionParams, streams=SSE, errors=GENERATES))
+    @app.post("/v1/task/{task}/live", openapi_extra=doc(body=CompletionParams, streams=SSE, errors=GENERATES))
     async def live(task: str, request: Request):
-        await access.authorize(request, "task", task)
+        who = await access.authorize(request, "task", task)
         params = await parse_params(request, CompletionParams)
         events = backend.stream(task, params.prompt, params.overrides())
-        first = await slots.accepted(events)
+        first, release = await slots.accepted(events, who.credential)
         return StreamingResponse(
-            _sse(first, events, slots.release),
+            _sse(first, events, release),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
-    @app.post("/v1/model/{model}/embedding")
+    @app.post("/v1/model/{model}/embedding", openapi_extra=doc(
+        body=EmbeddingBody, ok={"anyOf": [ref(Embedding), ref(Embeddings)]}, errors=WITH_BODY))
     async def embedding(model: str, request: Request):
         await access.authorize(request, "model", model)
         body = await parse_params(request, EmbeddingBody)
@@ -152,7 +161,7 @@ def create_app(backend: Backend, config: Config) -> FastAPI:
             return {"embedding": vectors[0]}
         return {"embeddings": vectors}
 
-    @app.post("/v1/model/{model}/tokenization")
+    @app.post("/v1/model/{model}/tokenization", openapi_extra=doc(body=PromptBody, ok=Tokenization, errors=WITH_BODY))
     async def tokenization(model: str, request: Request):
         await access.authorize(request, "model", model)
         body = await parse_params(request, PromptBody)
@@ -211,3 +220,44 @@ async def _pump(events: AsyncGenerator[Event, None], queue: asyncio.Queue) -> No
         queue.put_nowait(e)
     finally:
         await events.aclose()
+
+
+class _CORS(CORSMiddleware):
+    """Starlette's CORS, with a refused preflight answered in the route's JSON error shape."""
+
+    def preflight_response(self, request_headers):
+        response = super().preflight_response(request_headers)
+        if response.status_code == 200:
+            return response
+        # The path is not passed here; the shape is Poly's (browsers do not show it anyway).
+        message = f"{response.body.decode()} (allowed_origins: {', '.join(self.allow_origins)})"
+        body = {"error": {"code": "cors_refused", "message": message}}
+        headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
+        return JSONResponse(body, status_code=response.status_code, headers=headers)
+
+
+class _RefuseInvalidUTF8:
+    """A path or query string whose percent-escapes are not UTF-8 gets a 400 (Starlette
+    would quietly replace the bytes, so a parameter would not be what was sent)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] in ("http", "websocket") and not _utf8(scope):
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1007})  # invalid data
+                return
+            message = "the path or query string is not valid UTF-8 once percent-decoded"
+            await error_response(Request(scope), 400, BadRequest.code, message)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _utf8(scope) -> bool:
+    try:
+        unquote_to_bytes(scope.get("raw_path") or b"").decode()
+        unquote_to_bytes(scope.get("query_string") or b"").decode()
+        return True
+    except UnicodeDecodeError:
+        return False

@@ -21,20 +21,22 @@ with the message as the reason (Poly's protocol has no error frame).
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import logging
 
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
-from .errors import BadRequest, PolyError
+from .errors import BadRequest, PayloadTooLarge, PolyError
 from .generation import Chunk, Done
-from .httputil import Access, Slots, describe
+from .auth import log_refusal
+from .httputil import Access, Slots, describe, loads_json
 from .protocol import CompletionParams
 
 log = logging.getLogger(__name__)
 
 JSON_SUBPROTOCOL = "poly.json"
+MAX_WAITING_TURNS = 4
 
 
 def register(app: FastAPI, backend, access: Access, slots: Slots) -> None:
@@ -45,11 +47,17 @@ def register(app: FastAPI, backend, access: Access, slots: Slots) -> None:
         await websocket.accept(subprotocol=JSON_SUBPROTOCOL if JSON_SUBPROTOCOL in offered else None)
         session = _Session(websocket, backend, task, json_mode)
         try:
-            await access.authorize(websocket, "task", task)
+            who = await access.authorize(websocket, "task", task)
+            # The open session counts against its credential's streams until it closes.
+            release = slots.take(who.credential, generation=False)
         except PolyError as e:
+            log_refusal(e, "WEBSOCKET", websocket.url.path)
             await session.refuse(e)
             return
-        await session.run(slots)
+        try:
+            await session.run(slots)
+        finally:
+            release()
 
 
 class _Session:
@@ -64,13 +72,15 @@ class _Session:
         await self.ws.close(code=4000 + err.status, reason=err.message[:120])
 
     async def run(self, slots: Slots) -> None:
-        turns: asyncio.Queue = asyncio.Queue()
+        # A client that sends faster than turns are answered waits (TCP backpressure)
+        # instead of filling the server's memory.
+        turns: asyncio.Queue = asyncio.Queue(maxsize=MAX_WAITING_TURNS)
         reader = asyncio.create_task(self._read(turns))
         try:
             while (frame := await turns.get()) is not None:
                 try:
                     prompt, overrides = self._parse(frame)
-                    async with slots:
+                    async with slots.held(None):  # counted per credential by the session
                         await self._turn(prompt, overrides, reader)
                 except PolyError as e:
                     if not await self._error(e):
@@ -86,26 +96,30 @@ class _Session:
             reader.cancel()
 
     async def _read(self, turns: asyncio.Queue) -> None:
+        limit = self.ws.app.state.max_request_bytes
         try:
             while True:
                 message = await self.ws.receive()
                 if message["type"] == "websocket.disconnect":
                     break
-                if message.get("text") is not None:
-                    turns.put_nowait(message["text"])
-                elif message.get("bytes") is not None:
-                    turns.put_nowait(BadRequest("binary frames are not accepted; send text"))
+                text = message.get("text")
+                if text is not None and len(text.encode()) > limit:
+                    text = PayloadTooLarge(f"the message is over the limit (max_request_bytes) of {limit} bytes")
+                elif text is None and message.get("bytes") is not None:
+                    text = BadRequest("binary frames are not accepted; send text")
+                if text is not None:
+                    await turns.put(text)
         finally:
-            turns.put_nowait(None)
+            # The end of input; when the queue is full, the session sees reader.done() instead.
+            with contextlib.suppress(asyncio.QueueFull):
+                turns.put_nowait(None)
 
     def _parse(self, frame) -> tuple[str, dict]:
         if isinstance(frame, PolyError):
             raise frame
         if self.json_mode and frame.lstrip().startswith("{"):
             try:
-                params = CompletionParams.model_validate(json.loads(frame))
-            except json.JSONDecodeError as e:
-                raise BadRequest(f"the message is not valid JSON: {e}") from None
+                params = CompletionParams.model_validate(loads_json(frame, "the message"))
             except ValidationError as e:
                 raise BadRequest(describe(e.errors())) from None
             return params.prompt, params.overrides()

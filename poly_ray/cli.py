@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import secrets
 import sys
 
 from .errors import ConfigError
@@ -18,12 +19,22 @@ def main(argv: list[str] | None = None) -> int:
         ("check", "validate a config file and say what it configures"),
         ("prepare", "fetch or assemble every configured model file into the cache"),
         ("build", "write a Serve config (serve deploy) for this config's graph"),
+        ("token", "mint an HS256 token with the config's jwt_private_key (or --new-secret: print a fresh secret)"),
     ):
         p = sub.add_parser(name, help=help_)
         p.add_argument("--config", "-c", help="TOML config (default: the embedded config.example.toml)")
         if name == "build":
             p.add_argument("--output", "-o", help="YAML file to write (default: stdout)")
+        if name == "token":
+            p.add_argument("--new-secret", action="store_true", help="print a random secret for jwt_private_key")
+            p.add_argument("--sub", help="the token's subject (who it is for; shown in logs)")
+            p.add_argument("--ttl", type=int, default=3600, help="seconds until it expires (default 3600)")
+            for scope in ("tasks", "models", "memories"):
+                p.add_argument(f"--{scope}", metavar="A,B", help=f"the only {scope} it may use (default: all)")
     args = parser.parse_args(argv)
+    if args.command == "token" and args.new_secret:
+        print(secrets.token_urlsafe(48))
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from . import config as config_mod
@@ -36,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"poly-ray: invalid config {path}:\n{e}", file=sys.stderr)
         return 2
 
+    if args.command == "token":
+        return _token(cfg, args)
     if args.command == "check":
         print(f"{path}: ok")
         print(f"  listens on {cfg.bind_address} ({'public' if cfg.public else 'credentials required'})")
@@ -72,6 +85,28 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(text)
         return 0
     return _serve(cfg)
+
+
+def _token(cfg, args) -> int:
+    from .auth import mint
+
+    if not args.sub:
+        print("poly-ray token: --sub NAME is required (who the token is for)", file=sys.stderr)
+        return 2
+    if args.ttl < 1:
+        print("poly-ray token: --ttl must be at least 1 second", file=sys.stderr)
+        return 2
+
+    def names(value: str | None) -> list[str] | None:
+        return None if value is None else [name for name in value.split(",") if name]
+
+    scopes = {scope: names(getattr(args, scope)) for scope in ("tasks", "models", "memories")}
+    try:
+        print(mint(cfg, args.sub, args.ttl, scopes))
+    except ValueError as e:
+        print(f"poly-ray token: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _serve(cfg) -> int:

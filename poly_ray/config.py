@@ -290,16 +290,69 @@ class MemoryConfig(_Strict):
 
 
 class SymmetricKey(_Strict):
-    symmetric: str = Field(min_length=16)
+    """Poly's ``jwt_private_key``: the shared secret of HS256 tokens."""
+
+    symmetric: str = Field(min_length=16, repr=False)  # kept out of logs and tracebacks
+
+
+JWT_PUBLIC_ALGORITHMS = ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512")
+
+
+class PublicKey(_Strict):
+    """``jwt_public_key``: verifies tokens signed with a private key the server never sees.
+
+    The files are read at start-up, so the config carries the key itself (``pem`` or
+    ``jwks``) to every ingress replica."""
+
+    algorithm: Literal[JWT_PUBLIC_ALGORITHMS]
+    pem_file: Path | None = None
+    jwks_file: Path | None = None
+    pem: str | None = None
+    jwks: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one(self):
+        given = [k for k in ("pem_file", "jwks_file", "pem", "jwks") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"set exactly one of pem_file, jwks_file, pem, jwks (found: {', '.join(given) or 'none'})")
+        return self
+
+
+class ScopedKey(_Strict):
+    """An ``allowed_keys`` entry: a string, or a table that limits the key to some
+    tasks / models / memories (a list left out: no limit)."""
+
+    key: str = Field(min_length=1, repr=False)  # kept out of logs and tracebacks
+    # Names the key in logs and per-credential limits (the key itself is never logged).
+    name: str | None = None
+    tasks: list[str] | None = None
+    models: list[str] | None = None
+    memories: list[str] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain(cls, data):
+        if isinstance(data, str):
+            return {"key": data}
+        if not isinstance(data, dict | cls):
+            raise ValueError('must be a key (a string) or a table { key = "...", tasks = [...], ... }')
+        return data
 
 
 class Config(_Strict):
     bind_address: str = "127.0.0.1:8000"
     public: bool = False
-    allowed_keys: list[str] = []
+    allowed_keys: list[ScopedKey] = []
     jwt_private_key: SymmetricKey | None = None
+    jwt_public_key: PublicKey | None = None
+    # When set, a token's `aud` / `iss` claim must match (and be present).
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
     allowed_origins: list[str] = []
     max_concurrent: int = Field(64, ge=1, le=100_000)
+    # Generations in flight and open WebSocket chats per credential (a key, a
+    # token's subject, or an anonymous client's address); beyond, 429.
+    max_streams_per_credential: int = Field(16, ge=1, le=100_000)
     # Largest request body accepted; larger ones get 413.
     max_request_bytes: int = Field(8 << 20, ge=1024, le=1 << 32)
     # Largest document upload (PUT /v1/memory/NAME); larger ones get 413.
@@ -323,8 +376,8 @@ class Config(_Strict):
     @field_validator("allowed_keys")
     @classmethod
     def _keys(cls, v):
-        if any(not k for k in v):
-            raise ValueError("keys must not be empty")
+        if len({k.key for k in v}) != len(v):
+            raise ValueError("a key is listed twice")
         return v
 
     @field_validator("models", "tasks", "memories")
@@ -355,13 +408,17 @@ class Config(_Strict):
 
 
 # Top-level keys that POLY_<KEY> may override, with how to parse the value.
-ENV_KEYS: dict[str, Literal["str", "bool", "int", "list", "json"]] = {
+ENV_KEYS: dict[str, Literal["str", "bool", "int", "list", "json", "secret"]] = {
     "bind_address": "str",
     "public": "bool",
     "allowed_keys": "list",
-    "jwt_private_key": "json",
+    "jwt_private_key": "secret",
+    "jwt_public_key": "json",
+    "jwt_audience": "str",
+    "jwt_issuer": "str",
     "allowed_origins": "list",
     "max_concurrent": "int",
+    "max_streams_per_credential": "int",
     "max_request_bytes": "int",
     "max_upload_bytes": "int",
     "cache_path": "str",
@@ -384,11 +441,16 @@ def _env_value(env_name: str, kind: str, raw: str) -> Any:
             except json.JSONDecodeError as e:
                 raise ConfigError(f"{env_name}: not a JSON list ({e.msg})") from None
         return [part.strip() for part in raw.split(",") if part.strip()]
-    if kind == "json":
+    if kind == "secret":
         try:
             return json.loads(raw)
         except json.JSONDecodeError:
             return {"symmetric": raw}  # a bare secret
+    if kind == "json":
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{env_name}: not a JSON object ({e.msg})") from None
     return raw
 
 
@@ -434,10 +496,41 @@ def _resolve_paths(config: Config, base_dir: Path) -> Config:
         for name, m in config.models.items()
     }
     tasks = {name: _load_schema(name, t, absolute) for name, t in config.tasks.items()}
-    memories = {name: _absolute_store(m, absolute) for name, m in config.memories.items()}
-    return config.model_copy(
-        update={"models": models, "tasks": tasks, "memories": memories, "cache_path": absolute(config.cache_path)}
-    )
+    return config.model_copy(update={
+        "models": models,
+        "tasks": tasks,
+        "memories": {name: _absolute_store(m, absolute) for name, m in config.memories.items()},
+        "cache_path": absolute(config.cache_path),
+        "jwt_public_key": _load_public_key(config.jwt_public_key, absolute),
+    })
+
+
+def _load_public_key(key: PublicKey | None, absolute) -> PublicKey | None:
+    """Read a key file once, so the config carries the key itself; check that it verifies
+    tokens of the configured algorithm."""
+    if key is None:
+        return None
+    where = "jwt_public_key." + next(k for k in ("pem_file", "jwks_file", "pem", "jwks") if getattr(key, k) is not None)
+    if key.pem_file or key.jwks_file:
+        path = absolute(key.pem_file or key.jwks_file)
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{where}: cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+        if key.pem_file:
+            key = PublicKey(algorithm=key.algorithm, pem=text)
+        else:
+            try:
+                key = PublicKey(algorithm=key.algorithm, jwks=json.loads(text))
+            except (json.JSONDecodeError, ValidationError) as e:
+                raise ConfigError(f"{where}: {path} is not a JSON object: {e}") from None
+    from .auth import BadKey, public_keys
+
+    try:
+        public_keys(key)
+    except BadKey as e:
+        raise ConfigError(f"{where}: {e}") from None
+    return key
 
 
 def _absolute_store(memory: MemoryConfig, absolute) -> MemoryConfig:
@@ -461,6 +554,11 @@ def _load_schema(name: str, task: TaskConfig, absolute) -> TaskConfig:
 
 
 def _check_references(config: Config) -> Config:
+    for i, key in enumerate(config.allowed_keys):
+        for kind, names in (("tasks", config.tasks), ("models", config.models)):
+            unknown = sorted(set(getattr(key, kind) or ()) - set(names))
+            if unknown:
+                raise ConfigError(f"allowed_keys[{i}].{kind}: unknown {kind[:-1]} {unknown[0]!r}")
     if config.default_task is not None and config.default_task not in {**config.tasks, **config.models}:
         raise ConfigError(f"default_task: {config.default_task!r} is neither a task nor a model")
     for name, task in config.tasks.items():

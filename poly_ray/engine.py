@@ -204,7 +204,7 @@ class Engine:
             if self._active + self._queued >= len(self._slots) + self.max_queued:
                 raise Busy(
                     f"model '{self.name}' is busy: all {len(self._slots)} slots are generating and "
-                    f"{self._queued} requests are waiting",
+                    f"{self._queued} requests are waiting (max_queued_requests = {self.max_queued})",
                     retry_after=1,
                 )
             self._queued += 1

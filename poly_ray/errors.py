@@ -15,6 +15,7 @@ place. Errors cross Ray handles, so they must pickle with their fields.
     ├── PayloadTooLarge     413  payload_too_large
     ├── UnsupportedMedia    415  unsupported_media_type
     ├── Unprocessable       422  unprocessable_document (a document that cannot be read)
+    ├── TooManyStreams      429  too_many_streams (with Retry-After)
     ├── Busy                503  busy (with Retry-After)
     └── ModelError          500  model_error (the engine failed, not the client)
 """
@@ -67,6 +68,10 @@ class Forbidden(PolyError):
     status = 403
     code = "forbidden"
 
+    def __init__(self, message: str, *, subject: str | None = None):
+        super().__init__(message)
+        self.subject = subject  # who was refused, for the log
+
 
 class NotFound(PolyError):
     status = 404
@@ -86,6 +91,14 @@ class UnsupportedMedia(PolyError):
 class Unprocessable(PolyError):
     status = 422
     code = "unprocessable_document"
+
+
+class TooManyStreams(PolyError):
+    status = 429
+    code = "too_many_streams"
+
+    def __init__(self, message: str, *, retry_after: int = 1):
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
 
 
 class Busy(PolyError):

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
 from .auth import Authenticator, Principal, token_from
-from .errors import BadRequest, Busy, NotFound, PayloadTooLarge
+from .errors import BadRequest, Busy, NotFound, PayloadTooLarge, TooManyStreams
 
 
 class Access:
@@ -20,9 +24,14 @@ class Access:
         self._backend = backend
 
     def principal(self, request: Request) -> Principal:
-        return self._auth.authenticate(
+        """The caller; an anonymous one is counted against per-credential limits by its address."""
+        who = self._auth.authenticate(
             token_from(request.headers.get("authorization"), request.query_params.get("api_key"))
         )
+        if who.credential is None:
+            host = request.client.host if request.client else "unknown"
+            who = replace(who, credential=f"anonymous@{host}")
+        return who
 
     async def names(self, kind: str) -> dict:
         if kind == "memory":
@@ -40,35 +49,62 @@ class Access:
 
 
 class Slots:
-    """The server-wide bound on concurrent generations (``max_concurrent``)."""
+    """Bounds on generations in flight through one ingress replica: ``max_concurrent``
+    in all (503), ``max_streams_per_credential`` per caller (429)."""
 
-    def __init__(self, limit: int):
+    def __init__(self, limit: int, per_credential: int):
         self.limit, self.used = limit, 0
+        self.per_credential = per_credential
+        self.by_credential: Counter[str] = Counter()
 
-    def acquire(self) -> None:
-        if self.used >= self.limit:
-            raise Busy(f"the server is at its limit of {self.limit} concurrent generations", retry_after=1)
-        self.used += 1
+    def take(self, credential: str | None, *, generation: bool = True) -> Callable[[], None]:
+        """A place for a generation (unless ``generation`` is false: a WebSocket session
+        holds a place of its credential while open), counted against ``credential``
+        unless it is None. Returns the place's release, which may be called again."""
+        if credential is not None and self.by_credential[credential] >= self.per_credential:
+            raise TooManyStreams(
+                f"these credentials have {self.by_credential[credential]} streams open;"
+                f" the limit (max_streams_per_credential) is {self.per_credential}"
+            )
+        if generation and self.used >= self.limit:
+            raise Busy(f"the server is at its limit of {self.limit} concurrent generations (max_concurrent)", retry_after=1)
+        self.used += generation
+        if credential is not None:
+            self.by_credential[credential] += 1
+        released = False
 
-    def release(self) -> None:
-        self.used -= 1
+        def release() -> None:
+            nonlocal released
+            if released:
+                return
+            released = True
+            self.used -= generation
+            if credential is not None:
+                self.by_credential[credential] -= 1
+                if not self.by_credential[credential]:
+                    del self.by_credential[credential]
 
-    async def accepted(self, events):
+        return release
+
+    async def accepted(self, events, credential: str | None) -> tuple[Any, Callable[[], None]]:
         """Take a place and wait until the model accepts the prompt (its first event),
         so that a refusal (too long, busy) is an HTTP status and not an event in a
-        200 stream. The caller releases the place when the stream ends."""
-        self.acquire()
+        200 stream. Returns the first event and the release, which the caller calls
+        when the stream ends."""
+        release = self.take(credential)
         try:
-            return await anext(events)
+            return await anext(events), release
         except BaseException:
-            self.release()
+            release()
             raise
 
-    async def __aenter__(self):
-        self.acquire()
-
-    async def __aexit__(self, *exc):
-        self.release()
+    @asynccontextmanager
+    async def held(self, credential: str | None):
+        release = self.take(credential)
+        try:
+            yield
+        finally:
+            release()
 
 
 async def parse_params(request: Request, model: type[BaseModel]) -> Any:
@@ -83,17 +119,25 @@ async def parse_params(request: Request, model: type[BaseModel]) -> Any:
             else:
                 data[key] = value
     else:
-        raw = await read_body(request)
-        try:
-            data = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise BadRequest(f"the request body is not valid JSON: {e}") from None
+        data = loads_json(await read_body(request), "the request body")
         if not isinstance(data, dict):
             raise BadRequest("the request body must be a JSON object")
     try:
         return model.model_validate(data, strict=False)
     except ValidationError as e:
         raise BadRequest(describe(e.errors())) from None
+
+
+def loads_json(raw: str | bytes, what: str) -> Any:
+    """Strict JSON: UTF-8, and no NaN or Infinity (Python's json accepts them; JSON does not)."""
+
+    def refuse(constant: str):
+        raise BadRequest(f"{what} is not valid JSON: {constant} is not a JSON value")
+
+    try:
+        return json.loads(raw.decode() if isinstance(raw, bytes) else raw, parse_constant=refuse)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BadRequest(f"{what} is not valid JSON: {e}") from None
 
 
 async def read_body(request: Request, limit_key: str = "max_request_bytes") -> bytes:

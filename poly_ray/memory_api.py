@@ -15,9 +15,12 @@ from pydantic import Field
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
+from pydantic import BaseModel
+
 from .errors import BadRequest, NotFound
 from .httputil import Access, parse_params, read_body
 from .memory import Upload
+from .openapi import AUTHORIZED, WITH_BODY, doc
 from .protocol import _Body
 
 MAX_FILES = 100
@@ -29,19 +32,108 @@ class RecallParams(_Body):
     mode: Literal["hybrid", "dense", "keyword"] | None = None
 
 
+class MemoryList(BaseModel):
+    memories: list[str]
+
+
+class ChunkMetadata(BaseModel):
+    document: str | None
+    source: str | None
+    page: int | None
+    chunk: int | None
+    start: int | None
+    end: int | None
+
+
+class RecalledChunk(BaseModel):
+    text: str
+    score: float
+    metadata: ChunkMetadata
+
+
+class Recall(BaseModel):
+    memories: list[str]
+    chunks: list[RecalledChunk]
+
+
+class StoredDocument(BaseModel):
+    document: str
+    chunks: int
+    source: str | None
+    stored: bool
+
+
+class Stored(BaseModel):
+    documents: list[StoredDocument]
+
+
+class JobStarted(BaseModel):
+    job: str
+    state: str
+    chunks_total: int
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+    status: int
+
+
+class JobState(BaseModel):
+    id: str
+    memory: str
+    files: int
+    state: Literal["running", "done", "failed"]
+    chunks_done: int
+    chunks_total: int
+    result: Stored | None = None
+    error: JobError | None = None
+    started: float
+    finished: float | None = None
+
+
+class DocumentInfo(BaseModel):
+    document: str | None
+    source: str | None
+    content_type: str | None
+    chunks: int | None
+    stored_at: float | None
+
+
+class Documents(BaseModel):
+    documents: list[DocumentInfo]
+    embedding_model: str
+    dimensions: int
+    search: str
+    chunks: int
+
+
+class Deleted(BaseModel):
+    document: str
+    deleted_chunks: int
+
+
+class Cleared(BaseModel):
+    deleted_chunks: int
+
+
+INGEST_ERRORS = (*WITH_BODY, 415, 422)
+
+
 def register(app: FastAPI, memories, access: Access) -> None:
     def backend():
         if memories is None:
             raise NotFound("no memory is configured")
         return memories
 
-    @app.get("/v1/memory")
+    @app.get("/v1/memory", openapi_extra=doc(ok=MemoryList))
     async def list_memories(request: Request):
         who = access.principal(request)
         names = await backend().names() if memories is not None else {}
         return {"memories": [m for m in names if who.allows("memory", m)]}
 
-    @app.api_route("/v1/memory/{memory}", methods=["GET", "POST"])
+    @app.get("/v1/memory/{memory}", name="recall_get", openapi_extra=doc(query=RecallParams, ok=Recall))
+    @app.post("/v1/memory/{memory}", openapi_extra=doc(body=RecallParams, ok=Recall, errors=WITH_BODY))
     async def recall(memory: str, request: Request):
         await access.authorize(request, "memory", memory)
         params = await parse_params(request, RecallParams)
@@ -49,29 +141,29 @@ def register(app: FastAPI, memories, access: Access) -> None:
         # "memories" is Poly's answer (texts); "chunks" adds scores and metadata.
         return {"memories": [c["text"] for c in chunks], "chunks": chunks}
 
-    @app.put("/v1/memory/{memory}")
+    @app.put("/v1/memory/{memory}", openapi_extra=doc(ok=Stored, accepted=JobStarted, errors=INGEST_ERRORS))
     async def ingest(memory: str, request: Request, wait: bool = True):
         await access.authorize(request, "memory", memory)
         uploads = await _uploads(request)
         result = await backend().ingest(memory, uploads, wait=wait)
         return JSONResponse(result, status_code=200 if wait else 202)
 
-    @app.get("/v1/memory/{memory}/jobs/{job}")
+    @app.get("/v1/memory/{memory}/jobs/{job}", openapi_extra=doc(ok=JobState))
     async def job(memory: str, job: str, request: Request):
         await access.authorize(request, "memory", memory)
         return await backend().job(memory, job)
 
-    @app.get("/v1/memory/{memory}/documents")
+    @app.get("/v1/memory/{memory}/documents", openapi_extra=doc(ok=Documents))
     async def documents(memory: str, request: Request):
         await access.authorize(request, "memory", memory)
         return {"documents": await backend().documents(memory), **await backend().info(memory)}
 
-    @app.delete("/v1/memory/{memory}/documents/{document}")
+    @app.delete("/v1/memory/{memory}/documents/{document}", openapi_extra=doc(ok=Deleted))
     async def delete_document(memory: str, document: str, request: Request):
         await access.authorize(request, "memory", memory)
         return await backend().delete(memory, document)
 
-    @app.delete("/v1/memory/{memory}")
+    @app.delete("/v1/memory/{memory}", openapi_extra=doc(ok=Cleared))
     async def clear(memory: str, request: Request):
         await access.authorize(request, "memory", memory)
         return await backend().clear(memory)

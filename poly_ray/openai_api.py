@@ -19,13 +19,17 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from .errors import NotFound, PolyError
 from .generation import Chunk, Done, Event, TokenLogprob
+from .auth import Principal
 from .httputil import Access, Slots, parse_params
-from .openai_protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from .openai_protocol import (ChatCompletionRequest, ChatCompletionResponse, CompletionRequest, CompletionResponse,
+                              EmbeddingRequest, EmbeddingResponse, ModelPage)
+from .openapi import GENERATES, SSE, WITH_BODY, doc
 from .tasks import gather
 
 PATHS = ("/v1/models", "/v1/completions", "/v1/chat/completions", "/v1/embeddings")
 
-_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error"}
+_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+          429: "rate_limit_error"}
 
 
 def is_openai_path(path: str) -> bool:
@@ -38,9 +42,8 @@ def error_body(status: int, code: str, message: str) -> dict:
 
 
 def register(app: FastAPI, backend, access: Access, slots: Slots) -> None:
-    async def target(request: Request, name: str) -> None:
+    async def target(who: Principal, name: str) -> None:
         """``model`` may name a task or a model; the caller must be allowed to use it."""
-        who = access.principal(request)
         if name in await backend.tasks():
             who.check("task", name)
         elif name in await backend.models():
@@ -48,7 +51,7 @@ def register(app: FastAPI, backend, access: Access, slots: Slots) -> None:
         else:
             raise NotFound(f"model '{name}' does not exist (neither a task nor a model)")
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", openapi_extra=doc(family="openai", ok=ModelPage))
     async def list_models(request: Request):
         who = access.principal(request)
         created = int(time.time())
@@ -59,23 +62,30 @@ def register(app: FastAPI, backend, access: Access, slots: Slots) -> None:
             "data": [{"id": n, "object": "model", "created": created, "owned_by": "poly-ray"} for n in names],
         }
 
-    @app.post("/v1/completions")
+    @app.post("/v1/completions", openapi_extra=doc(
+        family="openai", body=CompletionRequest, ok=CompletionResponse, streams=SSE, errors=GENERATES))
     async def completions(request: Request):
+        who = access.principal(request)
         body = await parse_params(request, CompletionRequest)
-        await target(request, body.model)
+        await target(who, body.model)
         events = backend.stream_target(body.model, body.text(), None, body.overrides())
-        return await _respond(body, events, slots, _CompletionShape(body.model, body.logprobs is not None))
+        shape = _CompletionShape(body.model, body.logprobs is not None)
+        return await _respond(body, events, slots, who.credential, shape)
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", openapi_extra=doc(
+        family="openai", body=ChatCompletionRequest, ok=ChatCompletionResponse, streams=SSE, errors=GENERATES))
     async def chat_completions(request: Request):
+        who = access.principal(request)
         body = await parse_params(request, ChatCompletionRequest)
-        await target(request, body.model)
+        await target(who, body.model)
         messages = [(m.role, m.text()) for m in body.messages]
         events = backend.stream_target(body.model, None, messages, body.overrides())
-        return await _respond(body, events, slots, _ChatShape(body.model, body.logprobs))
+        return await _respond(body, events, slots, who.credential, _ChatShape(body.model, body.logprobs))
 
-    @app.post("/v1/embeddings")
+    @app.post("/v1/embeddings", openapi_extra=doc(
+        family="openai", body=EmbeddingRequest, ok=EmbeddingResponse, errors=WITH_BODY))
     async def embeddings(request: Request):
+        access.principal(request)  # 401 before looking at the body
         body = await parse_params(request, EmbeddingRequest)
         await access.authorize(request, "model", body.model)
         texts = [body.input] if isinstance(body.input, str) else body.input
@@ -150,17 +160,17 @@ class _ChatShape(_CompletionShape):
                             for e in entries]}
 
 
-async def _respond(body, events: AsyncGenerator[Event, None], slots: Slots, shape: _CompletionShape):
-    await slots.accepted(events)
+async def _respond(body, events: AsyncGenerator[Event, None], slots: Slots, credential: str, shape: _CompletionShape):
+    _, release = await slots.accepted(events, credential)
     if not body.stream:
         try:
             text, logprobs, done = await gather(events)
         finally:
-            slots.release()
+            release()
         return JSONResponse(shape.head([shape.choice(text, _finish(done), logprobs)], usage=done.usage))
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return StreamingResponse(
-        _stream(events, shape, include_usage, slots.release),
+        _stream(events, shape, include_usage, release),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

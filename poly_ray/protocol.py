@@ -10,7 +10,8 @@ _UINT32 = 1 << 32
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN and Infinity would pass range checks (every comparison with NaN is false).
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class CompletionParams(_Body):
@@ -40,3 +41,48 @@ class PromptBody(_Body):
 
 class EmbeddingBody(_Body):
     prompt: str | list[str] = Field(min_length=1)
+
+
+# What the routes answer. Documentation only (the routes build plain dicts); the
+# fuzz test checks every answer against these.
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class Completion(BaseModel):
+    text: str
+    finish_reason: str
+    usage: Usage
+    timings: dict[str, float]
+
+
+class Status(BaseModel):
+    status: str
+
+
+class TaskList(BaseModel):
+    tasks: list[str]
+
+
+class ModelList(BaseModel):
+    models: list[str]
+
+
+class Embedding(BaseModel):
+    embedding: list[float]
+
+
+class Embeddings(BaseModel):
+    embeddings: list[list[float]]
+
+
+class Token(BaseModel):
+    id: int
+    text: str
+
+
+class Tokenization(BaseModel):
+    tokens: list[Token]

@@ -16,15 +16,16 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import sse
-from .errors import PolyError
+from .errors import NotFound, PolyError
 from .generation import Chunk, Done
 from .httputil import Access, Slots, parse_params
+from .openapi import GENERATES, SSE, TEXT, WITH_BODY, doc
 
 
 class Params(BaseModel):
     """llama-cpp-python's completion parameters, as llm-api passes them on."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     max_tokens: int | None = Field(None, ge=1, le=1 << 20)
     temperature: float | None = Field(None, ge=0, le=100)
@@ -38,8 +39,8 @@ class Params(BaseModel):
     stop: list[str] | str | None = None
 
 
-class GenerateBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class LlmApiBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     prompt: str = Field(max_length=1_000_000)
     params: Params | None = None
@@ -49,13 +50,13 @@ class GenerateBody(BaseModel):
 
 
 class TextBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     text: str = Field(max_length=1_000_000)
 
 
 class StreamBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     prompt: str = Field(max_length=1_000_000)
     num_predict: int | None = Field(None, ge=1, le=1 << 20)
@@ -76,15 +77,20 @@ class StreamBody(BaseModel):
 def register(app: FastAPI, backend, access: Access, slots: Slots, default: tuple[str, str] | None) -> None:
     """``default`` is the (kind, name) these routes run: a task, or a model used bare."""
 
-    async def start(request: Request, prompt: str, overrides: dict):
+    def target() -> tuple[str, str]:
         if default is None:
-            raise PolyError("no task or model is configured")
-        await access.authorize(request, *default)
-        events = backend.stream_target(default[1], prompt, None, overrides)
-        await slots.accepted(events)
-        return events
+            raise NotFound("no task or model is configured")
+        return default
 
-    async def texts(events):
+    async def start(request: Request, model: type[BaseModel]):
+        """Who calls, what they asked for, and its accepted stream with the place's release."""
+        who = await access.authorize(request, *target())
+        body = await parse_params(request, model)
+        events = backend.stream_target(target()[1], body.prompt, None, body.overrides())
+        _, release = await slots.accepted(events, who.credential)
+        return events, release
+
+    async def texts(events, release):
         """The generated text, piece by piece; a failure mid-stream raises."""
         try:
             async for ev in events:
@@ -93,43 +99,39 @@ def register(app: FastAPI, backend, access: Access, slots: Slots, default: tuple
                 elif isinstance(ev, Done):
                     return
         finally:
-            slots.release()
+            release()
             await events.aclose()
 
-    async def framed(events, frame, error_frame):
+    async def framed(started, frame, error_frame):
         try:
-            async for t in texts(events):
+            async for t in texts(*started):
                 yield frame(t)
         except PolyError as e:
             yield error_frame(e)
 
-    @app.post("/generate")
+    @app.post("/generate", openapi_extra=doc(body=LlmApiBody, ok={"type": "string"}, errors=GENERATES))
     async def generate(request: Request):
-        body = await parse_params(request, GenerateBody)
-        events = await start(request, body.prompt, body.overrides())
-        return "".join([t async for t in texts(events)])
+        started = await start(request, LlmApiBody)
+        return "".join([t async for t in texts(*started)])
 
-    @app.post("/agenerate")
+    @app.post("/agenerate", openapi_extra=doc(body=LlmApiBody, streams=SSE, errors=GENERATES))
     async def agenerate(request: Request):
-        body = await parse_params(request, GenerateBody)
-        events = await start(request, body.prompt, body.overrides())
-        frames = framed(events, sse.event, lambda e: sse.json_event("error", e.to_body()["error"]))
+        started = await start(request, LlmApiBody)
+        frames = framed(started, sse.event, lambda e: sse.json_event("error", e.to_body()["error"]))
         return StreamingResponse(frames, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
-    @app.post("/stream")
+    @app.post("/stream", openapi_extra=doc(body=StreamBody, streams=TEXT, errors=GENERATES))
     async def stream(request: Request):
-        body = await parse_params(request, StreamBody)
-        events = await start(request, body.prompt, body.overrides())
+        started = await start(request, StreamBody)
         # Plain text has no event types: a failure is said in the text, then the stream stops.
-        frames = framed(events, str.encode, lambda e: f"\n[error: {e.message}]".encode())
+        frames = framed(started, str.encode, lambda e: f"\n[error: {e.message}]".encode())
         return StreamingResponse(frames, media_type="text/plain; charset=utf-8")
 
-    @app.post("/embeddings")
+    @app.post("/embeddings", openapi_extra=doc(
+        body=TextBody, ok={"type": "array", "items": {"type": "number"}}, errors=WITH_BODY))
     async def embeddings(request: Request):
-        body = await parse_params(request, TextBody)
-        if default is None:
-            raise PolyError("no task or model is configured")
-        tasks = await backend.tasks()
-        model = tasks[default[1]]["model"] if default[0] == "task" else default[1]
+        kind, name = target()
+        model = (await backend.tasks())[name]["model"] if kind == "task" else name
         await access.authorize(request, "model", model)
+        body = await parse_params(request, TextBody)
         return (await backend.embed(model, [body.text]))[0]

@@ -84,3 +84,15 @@ def test_refusals_are_told_not_silent():
         with pytest.raises(WebSocketDisconnect) as e:
             ws.receive_text()
     assert e.value.code == 4503
+
+
+def test_messages_over_the_body_limit_are_refused():
+    client, _ = make(max_request_bytes=1024)
+    with client.websocket_connect("/v1/task/chat/chat?api_key=k&protocol=json") as ws:
+        ws.send_text("x" * 2000)
+        error = ws.receive_json()
+        assert error["code"] == "payload_too_large" and "max_request_bytes" in error["message"]
+        ws.send_text('{"prompt": NaN}')
+        assert "NaN is not a JSON value" in ws.receive_json()["message"]
+        ws.send_text("still here")
+        assert ws.receive_json()["type"] == "token"

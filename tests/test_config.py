@@ -144,7 +144,7 @@ def test_environment_overrides_top_level_settings():
     }
     cfg = check({"public": False}, env)
     assert (cfg.host, cfg.port, cfg.public) == ("0.0.0.0", 9000, True)
-    assert cfg.allowed_keys == ["k1", "k2"]
+    assert [k.key for k in cfg.allowed_keys] == ["k1", "k2"]
     assert cfg.max_concurrent == 3
     assert cfg.jwt_private_key.symmetric == "s" * 32
     assert cfg.allowed_origins == ["https://a.example"]

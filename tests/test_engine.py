@@ -188,7 +188,7 @@ async def test_bounded_queue_answers_busy(engine):
     await anext(waiting)  # the one queue place
     with pytest.raises(Busy) as e:
         await anext(engine.generate(request(max_tokens=2)))
-    assert e.value.headers == {"Retry-After": "1"}
+    assert e.value.headers == {"Retry-After": "1"} and "(max_queued_requests = 1)" in e.value.message
     for gen in running:
         await gen.aclose()
     rest = [ev async for ev in waiting]
