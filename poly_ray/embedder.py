@@ -16,10 +16,6 @@ from llama_cpp import _logger as llama_log
 
 from .errors import BadRequest, PromptTooLong
 
-# Tokens evaluated per llama_decode: several chunks of a document go in one call.
-BATCH_TOKENS = 2048
-
-
 def model_metadata(model_path: str | Path) -> dict[str, str]:
     """The GGUF metadata of a model (only its vocabulary is loaded)."""
     llama_log.set_verbose(False)
@@ -50,7 +46,10 @@ class Embedder:
         self.name = name
         self.context_size = context_size
         self._lock = threading.Lock()
-        batch = max(context_size, BATCH_TOKENS)
+        # Several texts go in one llama_decode, up to context_size tokens. An encoder
+        # (BERT) must see a whole batch in one ubatch: llama.cpp aborts the
+        # process otherwise, so n_ubatch = n_batch.
+        batch = context_size
         llama_log.set_verbose(False)
         self._llm = llama_cpp.Llama(
             model_path=str(model_path),

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from .chunking import Chunk, Chunker, Count
 from .config import MemoryConfig
-from .errors import NotFound, Unprocessable
+from .errors import ConfigError, NotFound, Unprocessable
 from .extract import Document, extract, media_type
 from .vectorstore import Mode, Search, Sparse, StoredPoint, VectorStore
 
@@ -45,6 +45,15 @@ class Prepared:
     doc: Document
     source: str | None
     chunks: list[Chunk]
+
+
+def check_dimensions(name: str, cfg: MemoryConfig, metadata: dict[str, str]) -> None:
+    """A memory's ``dimensions`` must be what its embedding model gives (its GGUF says)."""
+    width = int(metadata.get(f"{metadata.get('general.architecture')}.embedding_length", 0))
+    if width and width != cfg.dimensions:
+        raise ConfigError(
+            f"memories.{name}.dimensions: {cfg.dimensions}, but embedding model '{cfg.embedding_model}' gives {width}"
+        )
 
 
 class Memory:

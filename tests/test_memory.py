@@ -132,3 +132,13 @@ async def test_wrong_dimensions_are_refused_before_storing(embedder, tmp_path):
         await memory.ingest(Upload(b"Some text to store.", "text/plain"))
     assert store.count() == 0
     memory.close()
+
+
+def test_dimensions_must_match_the_embedding_model(gemma_path):
+    from poly_ray.embedder import model_metadata
+    from poly_ray.memory import check_dimensions
+
+    metadata = model_metadata(gemma_path)
+    check_dimensions("docs", memory_config(), metadata)
+    with pytest.raises(ConfigError, match="memories.docs.dimensions: 384, but embedding model 'gemma' gives 640"):
+        check_dimensions("docs", memory_config(dimensions=384), metadata)

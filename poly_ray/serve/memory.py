@@ -14,9 +14,9 @@ import llama_cpp
 
 from ..config import MemoryConfig, ModelConfig
 from ..memories import Memories
-from ..memory import Memory
+from ..memory import Memory, check_dimensions
 from ..sources import resolve
-from ..vectorstore import StoreError, open_store
+from ..vectorstore import open_store
 from .handles import ModelHandle
 
 log = logging.getLogger(__name__)
@@ -33,11 +33,7 @@ class MemoryActor:
                 path = resolve(model, ModelConfig.model_validate(models[model]), Path(cache_path))
                 vocabularies[model] = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
             vocab = vocabularies[model]
-            width = int(vocab.metadata.get(f"{vocab.metadata.get('general.architecture')}.embedding_length", 0))
-            if width and width != cfg.dimensions:
-                raise StoreError(
-                    f"memories.{name}.dimensions: {cfg.dimensions}, but embedding model '{model}' gives {width}"
-                )
+            check_dimensions(name, cfg, vocab.metadata)
             built[name] = Memory(
                 name,
                 cfg,
