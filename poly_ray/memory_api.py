@@ -118,6 +118,20 @@ class Cleared(BaseModel):
 
 
 INGEST_ERRORS = (*WITH_BODY, 415, 422)
+_BINARY = {"type": "string", "format": "binary"}
+INGEST_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "text/plain": {"schema": {"type": "string"}},
+            "application/pdf": {"schema": _BINARY},
+            "application/vnd.openxmlformats-officedocument.wordprocessingml.document": {"schema": _BINARY},
+            "multipart/form-data": {
+                "schema": {"type": "object", "properties": {"file": {"type": "array", "items": _BINARY}}}
+            },
+        },
+    }
+}
 
 
 def register(app: FastAPI, memories, access: Access) -> None:
@@ -141,7 +155,9 @@ def register(app: FastAPI, memories, access: Access) -> None:
         # "memories" is Poly's answer (texts); "chunks" adds scores and metadata.
         return {"memories": [c["text"] for c in chunks], "chunks": chunks}
 
-    @app.put("/v1/memory/{memory}", openapi_extra=doc(ok=Stored, accepted=JobStarted, errors=INGEST_ERRORS))
+    @app.put(
+        "/v1/memory/{memory}", openapi_extra=doc(ok=Stored, accepted=JobStarted, errors=INGEST_ERRORS) | INGEST_BODY
+    )
     async def ingest(memory: str, request: Request, wait: bool = True):
         await access.authorize(request, "memory", memory)
         uploads = await _uploads(request)

@@ -38,12 +38,13 @@ class TaskRunner:
         tasks: dict[str, TaskConfig],
         models: dict[str, ModelConfig],
         clients: dict[str, ModelClient],
-        memory: MemoryClient | None = None,
+        memories: MemoryClient | None = None,
     ):
         self._tasks = tasks
         self._models = models
         self._clients = clients
-        self._memory = memory
+        # Also what the HTTP layer's memory routes call, when this runner is its backend.
+        self.memories = memories
         self._storing: set[asyncio.Task] = set()  # prompts being stored, kept from the GC
 
     def task(self, name: str) -> TaskConfig:
@@ -129,13 +130,13 @@ class TaskRunner:
         """The text recalled from the task's memory for this prompt ("" without one);
         with store_prompts, the prompt is stored too, beside the generation."""
         m = task.memorization
-        if m is None or self._memory is None:
+        if m is None or self.memories is None:
             return ""
         if m.store_prompts and prompt.strip():
-            stored = asyncio.create_task(self._memory.remember(m.memory, prompt))
+            stored = asyncio.create_task(self.memories.remember(m.memory, prompt))
             self._storing.add(stored)
             stored.add_done_callback(self._stored)
-        return recalled_text(await self._memory.recall(m.memory, prompt, m.retrieve)) if m.retrieve else ""
+        return recalled_text(await self.memories.recall(m.memory, prompt, m.retrieve)) if m.retrieve else ""
 
     def _stored(self, task: asyncio.Task) -> None:
         self._storing.discard(task)

