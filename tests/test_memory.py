@@ -2,6 +2,7 @@
 real PDF and DOCX files."""
 
 import asyncio
+import warnings
 
 import pytest
 from documents import docx, pdf
@@ -9,7 +10,7 @@ from documents import docx, pdf
 from poly_ray.config import MemoryConfig
 from poly_ray.errors import ConfigError, NotFound, Unprocessable
 from poly_ray.memory import Memory, Upload
-from poly_ray.vectorstore import EdgeStore, Search, Sparse, StoredPoint
+from poly_ray.vectorstore import EdgeStore, QdrantServerStore, Search, Sparse, StoredPoint
 
 PAGES = [
     "Bees make honey from the nectar of flowers. A hive holds one queen and thousands of workers.",
@@ -28,6 +29,17 @@ def point(i: int, document: str = "d", dims: int = 4) -> StoredPoint:
     dense = [0.0] * dims
     dense[i % dims] = 1.0
     return StoredPoint(f"00000000-0000-0000-0000-{i:012d}", dense, Sparse([i], [1.0]), {"document": document, "chunk": i})
+
+
+@pytest.mark.filterwarnings("ignore:Payload indexes have no effect")
+def test_qdrant_server_store_checks_the_collection():
+    from qdrant_client import QdrantClient
+
+    client = QdrantClient(location=":memory:")
+    QdrantServerStore("m", client, "notes", 4).upsert([point(0), point(1)])
+    with pytest.raises(ConfigError, match="memories.m.store.qdrant: collection 'notes' has dense vectors of size 4, but dimensions = 8"):
+        QdrantServerStore("m", client, "notes", 8)
+    assert QdrantServerStore("m", client, "notes", 4).count() == 2
 
 
 def test_edge_store_persists_and_has_one_owner(tmp_path):
@@ -54,15 +66,25 @@ def embedder(gemma_path):
     e.close()
 
 
-@pytest.fixture
-def memory(embedder, tmp_path):
+def qdrant_store(memory: str, dims: int):
+    """The Qdrant-server store over qdrant-client's in-process mode (no server can run here)."""
+    from qdrant_client import QdrantClient
+
+    with warnings.catch_warnings():  # local mode ignores payload indexes (a server uses them)
+        warnings.filterwarnings("ignore", "Payload indexes have no effect")
+        return QdrantServerStore(memory, QdrantClient(location=":memory:"), memory, dims)
+
+
+@pytest.fixture(params=["edge", "qdrant"])
+def memory(request, embedder, tmp_path):
     calls = []
 
     async def embed(texts):
         calls.append(len(texts))
         return await asyncio.to_thread(embedder.embed, texts)
 
-    m = Memory("docs", memory_config(), store=EdgeStore("docs", tmp_path / "docs", 640), embed=embed, count=lambda t: len(embedder.tokenize(t)))
+    store = EdgeStore("docs", tmp_path / "docs", 640) if request.param == "edge" else qdrant_store("docs", 640)
+    m = Memory("docs", memory_config(), store=store, embed=embed, count=lambda t: len(embedder.tokenize(t)))
     m.embed_calls = calls
     yield m
     m.close()
