@@ -167,6 +167,10 @@ class TaskConfig(_Strict):
     # then the biased answer is generated and returned.
     bias_prompt: str | None = None
     memorization: Memorization | None = None
+    # How message lists (OpenAI/Ollama chat) are written for the model: a Jinja
+    # chat template (Hugging Face style). Without one: the model's GGUF template
+    # when it has one, else prefix/postfix around each user message.
+    chat_template: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -194,6 +198,13 @@ class TaskConfig(_Strict):
             raise ValueError("bias_prompt needs a biaser")
         if any(not t for t in self.private_tokens):
             raise ValueError("private_tokens must not be empty strings")
+        if self.chat_template is not None:
+            from .chat_template import check
+
+            try:
+                check(self.chat_template)
+            except ConfigError as e:
+                raise ValueError(str(e)) from None
         return self
 
     @property

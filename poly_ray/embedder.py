@@ -110,6 +110,9 @@ class EmbeddingEngine:
         raise BadRequest(f"model '{self.name}' is an embedding model: it embeds text but cannot generate it")
         yield  # an async generator, like Engine.generate
 
+    def chat_template(self) -> None:
+        return None
+
     def stats(self) -> dict:
         return {"kind": "embedding"}
 

@@ -169,6 +169,14 @@ class Engine:
             tokens += self.tokenize(seg.text, special=seg.special)
         return tokens
 
+    def chat_template(self) -> dict | None:
+        """The GGUF's chat template, with the text of its BOS and EOS tokens (None: it has none)."""
+        template = self._model.metadata().get("tokenizer.chat_template")
+        if not template:
+            return None
+        text = self._model.token_get_text
+        return {"template": template, "bos": text(self._model.token_bos()), "eos": text(self._model.token_eos())}
+
     @property
     def alive(self) -> bool:
         return self._worker.is_alive()

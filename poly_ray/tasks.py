@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Protocol
 
+from . import chat_template
 from .config import ModelConfig, TaskConfig
 from .errors import ModelError, NotFound
 from .generation import Chunk, Done, Event, GenerationRequest, Segment, Started, TokenLogprob
@@ -25,6 +26,8 @@ class ModelClient(Protocol):
     def generate(self, request: GenerationRequest) -> AsyncIterator[Event]: ...
     async def embed(self, texts: list[str]) -> list[list[float]]: ...
     async def tokenize(self, text: str) -> list[dict]: ...
+    # The GGUF's chat template with its BOS/EOS text ({"template", "bos", "eos"}), or None.
+    async def chat_template(self) -> dict | None: ...
 
 
 class MemoryClient(Protocol):
@@ -46,6 +49,7 @@ class TaskRunner:
         # Also what the HTTP layer's memory routes call, when this runner is its backend.
         self.memories = memories
         self._storing: set[asyncio.Task] = set()  # prompts being stored, kept from the GC
+        self._templates: dict[str, dict | None] = {}  # per model, asked once
 
     def task(self, name: str) -> TaskConfig:
         try:
@@ -122,9 +126,28 @@ class TaskRunner:
         else:
             question = next((content for role, content in reversed(messages) if role == "user"), "")
             recalled = await self._recall(task, question) if question else ""
-            request = build_request(target, task, render_chat(task, messages, recalled=recalled), overrides)
+            request = build_request(target, task, await self._render(task, messages, recalled), overrides)
         async for event in self._run(task, request):
             yield event
+
+    async def _render(self, task: TaskConfig, messages: list[tuple[str, str]], recalled: str) -> tuple[Segment, ...]:
+        """Messages as the model sees them: through the task's chat template, else the
+        model's own (GGUF), else prefix/postfix around each user message. Recalled
+        memory text goes in as a system message."""
+        model = await self._model_template(task.model)
+        template = task.chat_template or (model or {}).get("template")
+        if template is None:
+            return render_chat(task, messages, recalled=recalled)
+        if recalled:
+            messages = [("system", recalled.strip()), *messages]
+        segments = chat_template.render(template, messages, bos=(model or {}).get("bos", ""), eos=(model or {}).get("eos", ""))
+        return (Segment(task.prelude, special=True), *segments) if task.prelude else segments
+
+    async def _model_template(self, model: str) -> dict | None:
+        if model not in self._templates:
+            ask = getattr(self.client(model), "chat_template", None)
+            self._templates[model] = await ask() if ask else None
+        return self._templates[model]
 
     async def _recall(self, task: TaskConfig, prompt: str) -> str:
         """The text recalled from the task's memory for this prompt ("" without one);

@@ -62,6 +62,9 @@ class ModelHandle:
     async def tokenize(self, text):
         return await call(self._handle.tokenize.remote(text))
 
+    async def chat_template(self):
+        return await call(self._handle.chat_template.remote())
+
 
 class MemoryHandle:
     """The memory deployment seen as a ``memories.Memories`` (every method async)."""

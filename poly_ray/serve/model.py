@@ -49,6 +49,9 @@ class LlamaModel:
         ids = self.engine.tokenize(text, add_bos=False)
         return [{"id": t, "text": self.engine.detokenize([t])} for t in ids]
 
+    async def chat_template(self) -> dict | None:
+        return self.engine.chat_template()
+
     def stats(self) -> dict:
         return self.engine.stats()
 
