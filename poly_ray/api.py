@@ -44,7 +44,12 @@ class Backend(Protocol):
         self, target: str, prompt: str | None, messages: list[tuple[str, str]] | None, overrides: dict
     ) -> AsyncGenerator[Event, None]: ...
     def stream_turn(
-        self, task: str, context: tuple[int, ...] | None, prompt: str, overrides: dict
+        self,
+        task: str,
+        context: tuple[int, ...] | None,
+        prompt: str,
+        overrides: dict,
+        history: list[tuple[str, str]] | None = None,
     ) -> AsyncGenerator[Event, None]: ...
     async def complete(self, task: str, prompt: str, overrides: dict) -> dict: ...
     async def embed(self, model: str, texts: list[str]) -> list[list[float]]: ...

@@ -13,7 +13,9 @@ Two protocols on one route:
 The session keeps the tokens the model has seen, so each turn continues the
 conversation (the prelude once, then prefix + prompt + postfix per turn) and
 the model replica reuses the cells it already holds for it. A turn that no
-longer fits the context ends with ``context_full``. Errors are told, never a
+longer fits the context ends with ``context_full``, unless the task says
+``context_overflow = "drop_oldest"``: then the prelude stays and the oldest
+turns go (``dropped_turns`` in the JSON protocol's done message). Errors are told, never a
 silent close: as an error message (JSON), or as a close code 4000 + HTTP status
 with the message as the reason (Poly's protocol has no error frame).
 """
@@ -27,7 +29,7 @@ import logging
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
-from .errors import BadRequest, PayloadTooLarge, PolyError
+from .errors import BadRequest, PayloadTooLarge, PolyError, PromptTooLong
 from .generation import Chunk, Done
 from .auth import log_refusal
 from .httputil import Access, Slots, describe, loads_json
@@ -64,6 +66,7 @@ class _Session:
     def __init__(self, websocket: WebSocket, backend, task: str, json_mode: bool):
         self.ws, self.backend, self.task, self.json_mode = websocket, backend, task, json_mode
         self.context: tuple[int, ...] | None = None  # what the model saw so far
+        self.history: list[tuple[str, str]] = []  # each turn's prompt and answer, to drop the oldest
 
     async def refuse(self, err: PolyError) -> None:
         """Say why, then close: used before the session starts."""
@@ -126,22 +129,46 @@ class _Session:
         return frame, {}
 
     async def _turn(self, prompt: str, overrides: dict, reader: asyncio.Task) -> None:
-        events = self.backend.stream_turn(self.task, self.context, prompt, overrides)
+        events, first, dropped = await self._start(prompt, overrides)
+        answer: list[str] = []
         try:
-            async for ev in events:
+            async for ev in _chain(first, events):
                 if reader.done():  # the client went away: stop generating
                     return
                 if isinstance(ev, Chunk) and ev.text:
+                    answer.append(ev.text)
                     await self._send_text(ev.text)
                 elif isinstance(ev, Done):
                     self.context = ev.context
+                    self.history = [*self.history[dropped:], (prompt, "".join(answer))]
                     if self.json_mode:
-                        await self.ws.send_json({"type": "done", **ev.to_dict()})
+                        await self.ws.send_json({"type": "done", **ev.to_dict(), **({"dropped_turns": dropped} if dropped else {})})
                     else:
                         await self.ws.send_text("")
                     return
         finally:
             await events.aclose()
+
+    async def _start(self, prompt: str, overrides: dict):
+        """The turn's events and first event. When the session no longer fits the
+        context and the task says so, the oldest turns are dropped (the prelude stays)
+        until it fits; else ContextFull goes to the client."""
+        dropped = 0
+        while True:
+            if dropped:  # written out anew from the prelude and the turns kept
+                events = self.backend.stream_turn(self.task, None, prompt, overrides, self.history[dropped:])
+            else:
+                events = self.backend.stream_turn(self.task, self.context, prompt, overrides)
+            try:
+                return events, await anext(events), dropped
+            except PromptTooLong:
+                await events.aclose()
+                if dropped >= len(self.history) or not await self._drops_oldest():
+                    raise
+                dropped += 1
+
+    async def _drops_oldest(self) -> bool:
+        return (await self.backend.tasks())[self.task].get("context_overflow") == "drop_oldest"
 
     async def _send_text(self, text: str) -> None:
         if self.json_mode:
@@ -157,3 +184,9 @@ class _Session:
                 return True
         await self.ws.close(code=4000 + err.status, reason=err.message[:120])
         return False
+
+
+async def _chain(first, events):
+    yield first
+    async for ev in events:
+        yield ev

@@ -171,6 +171,9 @@ class TaskConfig(_Strict):
     # chat template (Hugging Face style). Without one: the model's GGUF template
     # when it has one, else prefix/postfix around each user message.
     chat_template: str | None = None
+    # A chat session whose next turn does not fit the context: end the turn with
+    # context_full ("error"), or keep the prelude and drop the oldest turns.
+    context_overflow: Literal["error", "drop_oldest"] = "error"
 
     @model_validator(mode="before")
     @classmethod

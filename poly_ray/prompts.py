@@ -23,6 +23,14 @@ def assemble(task: TaskConfig, prompt: str, *, first_turn: bool = True, recalled
     return tuple(p for p in parts if p.text)
 
 
+def replay(task: TaskConfig, history: list[tuple[str, str]]) -> tuple[Segment, ...]:
+    """A session's prelude and earlier turns (prompt, answer), as the model saw them."""
+    parts = [Segment(task.prelude, special=True)]
+    for prompt, answer in history:
+        parts += [Segment(task.prefix, special=True), Segment(prompt), Segment(task.postfix, special=True), Segment(answer)]
+    return tuple(p for p in parts if p.text)
+
+
 def recalled_text(chunks: list[dict]) -> str:
     """Recalled chunks as the model reads them: one paragraph each, best first."""
     return "".join(c["text"].strip() + "\n\n" for c in chunks if c["text"].strip())

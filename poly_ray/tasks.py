@@ -17,7 +17,7 @@ from . import chat_template
 from .config import ModelConfig, TaskConfig
 from .errors import ModelError, NotFound
 from .generation import Chunk, Done, Event, GenerationRequest, Segment, Started, TokenLogprob
-from .prompts import assemble, bare_model_task, build_request, recalled_text, render_chat
+from .prompts import assemble, bare_model_task, build_request, recalled_text, render_chat, replay
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +75,23 @@ class TaskRunner:
         return await collect(self.stream(task, prompt, overrides))
 
     async def stream_turn(
-        self, task: str, context: tuple[int, ...] | None, prompt: str, overrides: dict
+        self,
+        task: str,
+        context: tuple[int, ...] | None,
+        prompt: str,
+        overrides: dict,
+        history: list[tuple[str, str]] | None = None,
     ) -> AsyncIterator[Event]:
         """One turn of a chat session. ``context`` is what the model saw so far (None:
-        a new session, which starts with the prelude); ``Done.context`` is the next one."""
+        a new session, which starts with the prelude); ``Done.context`` is the next one.
+        With ``history`` (earlier turns' prompts and answers) instead of a context, the
+        session is written out anew: the prelude, those turns, then this one."""
         cfg = self.task(task)
         recalled = await self._recall(cfg, prompt)
-        request = build_request(task, cfg, assemble(cfg, prompt, first_turn=context is None, recalled=recalled), overrides)
+        turn = assemble(cfg, prompt, first_turn=context is None and history is None, recalled=recalled)
+        if history is not None:
+            turn = (*replay(cfg, history), *turn)
+        request = build_request(task, cfg, turn, overrides)
         async for event in self._run(cfg, replace(request, context=context or ())):
             yield event
 
@@ -173,7 +183,10 @@ class TaskRunner:
         return await self.client(model).tokenize(text)
 
     async def tasks(self) -> dict[str, dict]:
-        return {name: {"model": t.model, "max_tokens": t.max_tokens} for name, t in self._tasks.items()}
+        return {
+            name: {"model": t.model, "max_tokens": t.max_tokens, "context_overflow": t.context_overflow}
+            for name, t in self._tasks.items()
+        }
 
     async def models(self) -> dict[str, dict]:
         return {name: {"context_size": m.context_size, "source": m.source} for name, m in self._models.items()}

@@ -96,3 +96,40 @@ def test_messages_over_the_body_limit_are_refused():
         assert "NaN is not a JSON value" in ws.receive_json()["message"]
         ws.send_text("still here")
         assert ws.receive_json()["type"] == "token"
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("overflow", ["error", "drop_oldest"])
+def test_a_full_context_is_told_or_the_oldest_turns_go(gemma_path, overflow):
+    """A real model with a 160-token context: the fourth long turn no longer fits."""
+    from poly_ray.serve.model import LlamaModel
+
+    cfg = config.validate(
+        {
+            "models": {"g": {"model_path": str(gemma_path), "context_size": 160, "slots": 1, "threads_per_session": 2}},
+            "tasks": {"chat": {"model": "g", "prelude": "A chat.\n", "prefix": "Q: ", "postfix": "\nA:", "max_tokens": 8,
+                               "context_overflow": overflow}},
+            "public": True,
+        },
+        env={},
+    )
+    model = LlamaModel("g", cfg.models["g"].model_dump(mode="json"), str(cfg.cache_path))
+    try:
+        client = TestClient(create_app(TaskRunner(cfg.tasks, cfg.models, {"g": model}), cfg))
+        question = "Tell me about the weather in the mountains, the rivers, the forests and the sea. " * 2
+        with client.websocket_connect("/v1/task/chat/chat?protocol=json") as ws:
+            replies = []
+            for _ in range(4):
+                ws.send_text(json.dumps({"prompt": question, "seed": 1}))
+                while (m := ws.receive_json())["type"] == "token":
+                    pass
+                replies.append(m)
+            if overflow == "error":
+                assert [r["type"] for r in replies[:2]] == ["done", "done"]
+                assert replies[-1] == {"type": "error", "code": "context_full", "message": replies[-1]["message"]}
+            else:
+                assert all(r["type"] == "done" for r in replies), replies
+                assert replies[-1]["dropped_turns"] >= 1
+                assert "dropped_turns" not in replies[0]
+    finally:
+        model.engine.close()

@@ -23,8 +23,8 @@ class OrchestratorBackend:
     def stream_target(self, target, prompt, messages, overrides):
         return stream(self._streaming.stream_target.remote(target, prompt, messages, overrides))
 
-    def stream_turn(self, task, context, prompt, overrides):
-        return stream(self._streaming.stream_turn.remote(task, context, prompt, overrides))
+    def stream_turn(self, task, context, prompt, overrides, history=None):
+        return stream(self._streaming.stream_turn.remote(task, context, prompt, overrides, history))
 
     async def complete(self, task, prompt, overrides):
         return await call(self._handle.complete.remote(task, prompt, overrides))

@@ -24,8 +24,8 @@ class TaskOrchestrator:
         async for event in self._runner.stream_target(target, prompt, messages, overrides):
             yield event
 
-    async def stream_turn(self, task: str, context, prompt: str, overrides: dict):
-        async for event in self._runner.stream_turn(task, context, prompt, overrides):
+    async def stream_turn(self, task: str, context, prompt: str, overrides: dict, history=None):
+        async for event in self._runner.stream_turn(task, context, prompt, overrides, history):
             yield event
 
     async def complete(self, task: str, prompt: str, overrides: dict) -> dict:
