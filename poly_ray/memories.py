@@ -8,6 +8,7 @@ forgets running jobs (their documents are then not stored, never half-stored).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -71,7 +72,7 @@ class Memories:
         if wait:
             return await run
         self._remember(job)
-        task = asyncio.create_task(run)
+        task = asyncio.create_task(_recorded(run))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return {"job": job.id, "state": job.state, "chunks_total": job.chunks_total}
@@ -130,3 +131,9 @@ class Memories:
     def close(self) -> None:
         for m in self._memories.values():
             m.close()
+
+
+async def _recorded(run) -> None:
+    """A background job: its failure is in the job's record, not an unretrieved exception."""
+    with contextlib.suppress(Exception):
+        await run

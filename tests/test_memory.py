@@ -164,3 +164,23 @@ def test_dimensions_must_match_the_embedding_model(gemma_path):
     check_dimensions("docs", memory_config(), metadata)
     with pytest.raises(ConfigError, match="memories.docs.dimensions: 384, but embedding model 'gemma' gives 640"):
         check_dimensions("docs", memory_config(dimensions=384), metadata)
+
+
+async def test_a_failed_job_reports_its_error(embedder, tmp_path):
+    from poly_ray.memories import Memories
+
+    async def broken(texts):
+        raise RuntimeError("the embedding model went away")
+
+    memory = Memory("docs", memory_config(), store=EdgeStore("docs", tmp_path / "job", 640), embed=broken, count=lambda t: len(embedder.tokenize(t)))
+    memories = Memories({"docs": memory})
+    started = await memories.ingest("docs", [Upload(b"Some text to store.", "text/plain")], wait=False)
+    for _ in range(50):
+        job = await memories.job("docs", started["job"])
+        if job["state"] != "running":
+            break
+        await asyncio.sleep(0.05)
+    assert job["state"] == "failed" and "went away" in job["error"]["message"]
+    with pytest.raises(NotFound):
+        await memories.job("other", started["job"])
+    memories.close()
