@@ -85,7 +85,8 @@ def build_app(cfg: Config) -> Application:
             str(cfg.cache_path),
         )
     orchestrator = serve.deployment(TaskOrchestrator, name="orchestrator", **LIGHT_OPTIONS).bind(
-        {name: t.model_dump(mode="json") for name, t in cfg.tasks.items()}, model_configs, models, memory
+        {name: t.model_dump(mode="json") for name, t in cfg.tasks.items()}, model_configs, models, memory,
+        cfg.log_prompts,
     )
     ingress = serve.deployment(serve.ingress()(Ingress), name="ingress", **LIGHT_OPTIONS)
     return ingress.bind(orchestrator, cfg.model_dump(mode="json"), memory)

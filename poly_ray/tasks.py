@@ -8,6 +8,7 @@ with the same methods (a LlamaModel instance works directly).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -16,20 +17,26 @@ from typing import Protocol
 from .config import ModelConfig, TaskConfig
 from .errors import ModelError, NotFound
 from .generation import Chunk, Done, Event, GenerationRequest, Segment, Started, TokenLogprob
+from .observe import Sink, Tally, observe
 from .prompts import assemble, bare_model_task, build_request, recalled_text, render_chat
 
 log = logging.getLogger(__name__)
+
+# How long a readiness check waits for each model's answer.
+READY_TIMEOUT_S = 1.0
 
 
 class ModelClient(Protocol):
     def generate(self, request: GenerationRequest) -> AsyncIterator[Event]: ...
     async def embed(self, texts: list[str]) -> list[list[float]]: ...
     async def tokenize(self, text: str) -> list[dict]: ...
+    async def stats(self) -> dict: ...
 
 
 class MemoryClient(Protocol):
     async def recall(self, memory: str, prompt: str, n: int) -> list[dict]: ...
     async def remember(self, memory: str, text: str) -> dict: ...
+    async def names(self) -> dict: ...
 
 
 class TaskRunner:
@@ -39,12 +46,18 @@ class TaskRunner:
         models: dict[str, ModelConfig],
         clients: dict[str, ModelClient],
         memory: MemoryClient | None = None,
+        *,
+        sinks: tuple[Sink, ...] = (),
+        log_prompts: bool = False,
     ):
         self._tasks = tasks
         self._models = models
         self._clients = clients
         self._memory = memory
         self._storing: set[asyncio.Task] = set()  # prompts being stored, kept from the GC
+        self._tally = Tally()
+        self._sinks = (self._tally, *sinks)
+        self._log_prompts = log_prompts
 
     def task(self, name: str) -> TaskConfig:
         try:
@@ -58,8 +71,17 @@ class TaskRunner:
         except KeyError:
             raise NotFound(f"model '{model}' does not exist") from None
 
+    def _observed(self, target: str, task: TaskConfig, prompt, events: AsyncIterator[Event]) -> AsyncIterator[Event]:
+        """``events`` with their outcome counted, measured and logged (the prompt only with log_prompts)."""
+        logged = (prompt if isinstance(prompt, str) else json.dumps(prompt)) if self._log_prompts else None
+        return observe(events, task=target, model=task.model, sinks=self._sinks, prompt=logged)
+
     async def stream(self, task: str, prompt: str, overrides: dict) -> AsyncIterator[Event]:
         cfg = self.task(task)
+        async for event in self._observed(task, cfg, prompt, self._stream(task, cfg, prompt, overrides)):
+            yield event
+
+    async def _stream(self, task: str, cfg: TaskConfig, prompt: str, overrides: dict) -> AsyncIterator[Event]:
         request = build_request(task, cfg, prompt, overrides)
         if recalled := await self._recall(cfg, prompt):
             request = replace(request, prompt=assemble(cfg, prompt, recalled=recalled))
@@ -75,6 +97,10 @@ class TaskRunner:
         """One turn of a chat session. ``context`` is what the model saw so far (None:
         a new session, which starts with the prelude); ``Done.context`` is the next one."""
         cfg = self.task(task)
+        async for event in self._observed(task, cfg, prompt, self._turn(task, cfg, context, prompt, overrides)):
+            yield event
+
+    async def _turn(self, task: str, cfg: TaskConfig, context, prompt: str, overrides: dict) -> AsyncIterator[Event]:
         recalled = await self._recall(cfg, prompt)
         request = build_request(task, cfg, assemble(cfg, prompt, first_turn=context is None, recalled=recalled), overrides)
         async for event in self._run(cfg, replace(request, context=context or ())):
@@ -114,6 +140,11 @@ class TaskRunner:
             task = bare_model_task(target, self._models[target].context_size, chat=messages is not None)
         else:
             raise NotFound(f"model '{target}' does not exist (neither a task nor a model)")
+        events = self._target(target, task, prompt, messages, overrides)
+        async for event in self._observed(target, task, prompt if messages is None else messages, events):
+            yield event
+
+    async def _target(self, target: str, task: TaskConfig, prompt, messages, overrides: dict) -> AsyncIterator[Event]:
         if messages is None:
             request = build_request(target, task, prompt, overrides)
             if recalled := await self._recall(task, prompt):
@@ -153,6 +184,30 @@ class TaskRunner:
 
     async def models(self) -> dict[str, dict]:
         return {name: {"context_size": m.context_size, "source": m.source} for name, m in self._models.items()}
+
+    async def stats(self) -> dict:
+        """Poly's ``/v1/stats``: counts per task (of this runner) and each model's engine stats."""
+        names = list(self._clients)
+        models = await asyncio.gather(*(self._clients[n].stats() for n in names))
+        return {"tasks": self._tally.snapshot(), "models": dict(zip(names, models))}
+
+    async def ready(self, timeout: float = READY_TIMEOUT_S) -> dict[str, bool]:
+        """Whether each model (and the memories) answers within ``timeout``: a model
+        deployment answers once a replica has loaded it."""
+        checks = {f"model {n}": c.stats() for n, c in self._clients.items()}
+        if self._memory is not None:
+            checks["memories"] = self._memory.names()
+        answers = await asyncio.gather(*(_answers(c, timeout) for c in checks.values()))
+        return dict(zip(checks, answers))
+
+
+async def _answers(call, timeout: float) -> bool:
+    try:
+        await asyncio.wait_for(call, timeout)
+        return True
+    except Exception as e:  # not loaded yet, or failing: either way not ready
+        log.info("readiness: %s", e or type(e).__name__)
+        return False
 
 
 async def gather(events: AsyncIterator[Event]) -> tuple[str, list[TokenLogprob], Done]:

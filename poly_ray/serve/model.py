@@ -6,18 +6,23 @@ import asyncio
 import logging
 from pathlib import Path
 
+import ray
+from ray import serve
+
 from ..config import ModelConfig
 from ..embedder import EmbeddingEngine, is_embedding_model, model_metadata
 from ..engine import Engine
 from ..errors import ModelError
 from ..generation import GenerationRequest
 from ..sources import resolve
+from .ops import EngineGauges, route_logs_to_serve
 
 log = logging.getLogger(__name__)
 
 
 class LlamaModel:
     def __init__(self, name: str, model: dict, cache_path: str):
+        route_logs_to_serve()
         cfg = ModelConfig.model_validate(model)
         path = resolve(name, cfg, Path(cache_path))
         log.info("model %s: loading %s", name, path)
@@ -25,18 +30,24 @@ class LlamaModel:
             self.engine = EmbeddingEngine(
                 path, context_size=cfg.context_size, threads=cfg.threads_per_session, gpu_layers=cfg.n_gpu_layers, name=name
             )
-            return
-        self.engine = Engine(
-            path,
-            context_size=cfg.context_size,
-            slots=cfg.slots,
-            threads=cfg.threads_per_session,
-            batch_size=cfg.batch_size,
-            gpu_layers=cfg.n_gpu_layers,
-            max_queued=cfg.max_queued_requests,
-            flush_interval=cfg.stream_interval_ms / 1000,
-            name=name,
-        )
+        else:
+            self.engine = Engine(
+                path,
+                context_size=cfg.context_size,
+                slots=cfg.slots,
+                threads=cfg.threads_per_session,
+                batch_size=cfg.batch_size,
+                gpu_layers=cfg.n_gpu_layers,
+                max_queued=cfg.max_queued_requests,
+                flush_interval=cfg.stream_interval_ms / 1000,
+                name=name,
+            )
+        self._gauges = EngineGauges(name, self.engine.stats)
+        self._where = {
+            "replica": serve.get_replica_context().replica_id.unique_id,
+            "node": ray.get_runtime_context().get_node_id(),
+        }
+        log.info("model %s: loaded", name)
 
     async def generate(self, request: GenerationRequest):
         async for event in self.engine.generate(request):
@@ -49,8 +60,9 @@ class LlamaModel:
         ids = self.engine.tokenize(text, add_bos=False)
         return [{"id": t, "text": self.engine.detokenize([t])} for t in ids]
 
-    def stats(self) -> dict:
-        return self.engine.stats()
+    async def stats(self) -> dict:
+        """The engine's stats, and which node this replica runs on (a call reaches one replica)."""
+        return {**self.engine.stats(), **self._where}
 
     def check_health(self) -> None:
         if not self.engine.alive:
