@@ -128,7 +128,7 @@ def create_app(backend: Backend, config: Config) -> FastAPI:
             return JSONResponse({"ready": False, "waiting": waiting}, status_code=503, headers={"Retry-After": "5"})
         return {"ready": True, "waiting": []}
 
-    @app.get("/v1/stats", openapi_extra=doc(ok=Stats, errors=(400, 401)))
+    @app.get("/v1/stats", openapi_extra=doc(ok=Stats, errors=(400, 401, 503)))
     async def stats(request: Request):
         """Poly's stats: counts per task and each model's engine stats, of what the caller may use."""
         who = access.principal(request)

@@ -82,8 +82,9 @@ class TaskStats(BaseModel):
 
 class Stats(BaseModel):
     tasks: dict[str, TaskStats]
-    # Each model's engine stats (slots, active, waiting, kv_cache_usage, ...), from one replica.
-    models: dict[str, dict]
+    # Each model's engine stats (slots, active, waiting, kv_cache_usage, ...) from one
+    # replica; null for a model that did not answer (not loaded yet).
+    models: dict[str, dict | None]
 
 
 class TaskList(BaseModel):

