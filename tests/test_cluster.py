@@ -235,11 +235,12 @@ async def test_a_replica_killed_mid_stream_ends_its_streams_with_an_error_event(
     for name, payload in endings:
         assert name == "error", (name, payload)
         assert payload["code"] == "replica_lost" and "model 'auto'" in payload["message"]
-    back = await until(lambda: running() == 1 and {r.pid for r in replicas(cluster)} - {victim.pid}, "a new replica")
-    print(f"\nfault: a new replica of `auto` ran {back:.1f} s after the kill")
+    # A new request waits for the replacement that Serve starts.
     r = await client.post("/v1/task/story/completion", json=story(8))
     assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 8
-    assert time.perf_counter() - killed < 120
+    print(f"\nfault: a request after the kill answered {time.perf_counter() - killed:.1f} s after it")
+    await until(lambda: running() == 1 and victim.pid not in {r.pid for r in replicas(cluster)},
+                "Serve counting only the new replica")
 
     # The memory actor itself, killed: its store was written to disk as it went.
     [memory] = replicas(cluster, "memory")
