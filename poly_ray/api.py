@@ -29,7 +29,7 @@ from .errors import BadRequest, PolyError
 from .generation import Chunk, Done, Event
 from .openapi import GENERATES, PLAIN, SSE, WITH_BODY, doc, document, ref
 from .protocol import (CompletionParams, Completion, Embedding, EmbeddingBody, Embeddings, ModelList, PromptBody,
-                       Status, TaskList, Tokenization)
+                       Readiness, Stats, Status, TaskList, Tokenization)
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,8 @@ class Backend(Protocol):
     async def tokenize(self, model: str, text: str) -> list[dict]: ...
     async def tasks(self) -> dict[str, dict]: ...
     async def models(self) -> dict[str, dict]: ...
+    async def stats(self) -> dict: ...
+    async def ready(self) -> dict[str, bool]: ...
 
     # With memories configured: an object with the async methods of memories.Memories.
     memories: Any
@@ -123,6 +125,25 @@ def create_app(backend: Backend, config: Config) -> FastAPI:
     async def status():
         return {"status": "ok"}
 
+    @app.get("/ready", openapi_extra=_not_ready(doc(ok=Readiness, errors=PLAIN)))
+    async def ready():
+        """Readiness (``/status`` is liveness): 503 until every model, and the memories, answer."""
+        waiting = [name for name, ok in (await backend.ready()).items() if not ok]
+        if waiting:
+            return JSONResponse({"ready": False, "waiting": waiting}, status_code=503, headers={"Retry-After": "5"})
+        return {"ready": True, "waiting": []}
+
+    @app.get("/v1/stats", openapi_extra=doc(ok=Stats, errors=(400, 401, 503)))
+    async def stats(request: Request):
+        """Poly's stats: counts per task and each model's engine stats, of what the caller may use."""
+        who = access.principal(request)
+        stats, tasks = await backend.stats(), await access.names("task")
+        return {
+            # A model used bare (OpenAI, Ollama, simple APIs) counts under its own name.
+            "tasks": {t: s for t, s in stats["tasks"].items() if who.allows("task" if t in tasks else "model", t)},
+            "models": {m: s for m, s in stats["models"].items() if who.allows("model", m)},
+        }
+
     @app.get("/v1/task", openapi_extra=doc(ok=TaskList))
     async def list_tasks(request: Request):
         who = access.principal(request)
@@ -173,6 +194,12 @@ def create_app(backend: Backend, config: Config) -> FastAPI:
         return {"tokens": await backend.tokenize(model, body.prompt)}
 
     return app
+
+
+def _not_ready(extra: dict) -> dict:
+    extra["responses"]["503"] = {"description": "Not ready: what is still loading",
+                                 "content": {"application/json": {"schema": ref(Readiness)}}}
+    return extra
 
 
 async def _sse(first: Event, events: AsyncGenerator[Event, None], on_close) -> AsyncIterator[bytes]:

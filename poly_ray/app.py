@@ -7,7 +7,10 @@ orchestrator both call (it embeds through the embedding models' deployments).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import tomllib
 from importlib.resources import files
 from pathlib import Path
 
@@ -16,7 +19,8 @@ from ray.serve import Application
 
 from . import config as config_mod
 from .config import Config
-from .placement import LIGHT_OPTIONS, MEMORY_OPTIONS, model_options
+from .errors import ConfigError
+from .placement import LIGHT_OPTIONS, MEMORY_OPTIONS, PLACEMENT_KEYS, model_options
 from .serve.ingress import Ingress
 from .serve.memory import MemoryActor
 from .serve.model import LlamaModel
@@ -28,10 +32,35 @@ def default_config_path() -> Path:
     return Path(str(files("poly_ray").joinpath("config.example.toml")))
 
 
+def config_file(path: str | None = None) -> Path:
+    """The TOML file to serve: ``path``, else POLY_CONFIG, else the embedded default."""
+    return Path(path or os.environ.get("POLY_CONFIG") or default_config_path())
+
+
+def config_digest(path: Path) -> str:
+    """A digest of a config file's settings, leaving out the models' placement (replica
+    counts, CPUs, GPUs), which a Serve config carries as deployment options."""
+    data = tomllib.loads(path.read_text())
+    for model in data.get("models", {}).values():
+        for key in PLACEMENT_KEYS:
+            model.pop(key, None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def build(args: dict | None = None) -> Application:
-    """Application builder for ``serve run`` / ``serve build``; ``config`` names the TOML file."""
+    """Application builder for ``serve run`` / ``serve build`` / ``serve deploy``;
+    ``config`` names the TOML file. ``config_digest`` (written by ``poly-ray build``)
+    must match it: Serve rebuilds an application only when its arguments change,
+    so the digest is how an edited config reaches the cluster, and a config that
+    changed since the Serve config was written is refused rather than half applied."""
     args = args or {}
-    path = args.get("config") or os.environ.get("POLY_CONFIG") or default_config_path()
+    path = config_file(args.get("config"))
+    expected = args.get("config_digest")
+    if expected is not None and expected != config_digest(path):
+        raise ConfigError(
+            f"{path} changed since this Serve config was written (config_digest {expected}, "
+            f"now {config_digest(path)}): write it again with poly-ray build"
+        )
     return build_app(config_mod.load(path))
 
 
@@ -56,7 +85,7 @@ def serve_config(cfg: Config, config_path: str | None = None) -> dict:
         route_prefix="/",
         import_path="poly_ray.app:build",
         # No path: the builder uses POLY_CONFIG or the embedded default.
-        args={"config": config_path} if config_path else {},
+        args={**({"config": config_path} if config_path else {}), "config_digest": config_digest(config_file(config_path))},
         deployments=[deployment_to_schema(d) for d in built.deployments],
     ).model_dump(exclude_unset=True)
     deploy = {
@@ -69,13 +98,16 @@ def serve_config(cfg: Config, config_path: str | None = None) -> dict:
 
 
 def build_app(cfg: Config) -> Application:
+    # The deployments' arguments leave placement out: a new replica count is then
+    # a change of options only, which Serve applies by scaling, without restarting
+    # the replicas that run.
+    model_configs = {name: m.model_dump(mode="json", exclude=PLACEMENT_KEYS) for name, m in cfg.models.items()}
     models = {
         name: serve.deployment(LlamaModel, name=f"model-{name}", **model_options(m)).bind(
-            name, m.model_dump(mode="json"), str(cfg.cache_path)
+            name, model_configs[name], str(cfg.cache_path)
         )
         for name, m in cfg.models.items()
     }
-    model_configs = {name: m.model_dump(mode="json") for name, m in cfg.models.items()}
     memory = None
     if cfg.memories:
         memory = serve.deployment(MemoryActor, name="memory", **MEMORY_OPTIONS).bind(
@@ -85,7 +117,8 @@ def build_app(cfg: Config) -> Application:
             str(cfg.cache_path),
         )
     orchestrator = serve.deployment(TaskOrchestrator, name="orchestrator", **LIGHT_OPTIONS).bind(
-        {name: t.model_dump(mode="json") for name, t in cfg.tasks.items()}, model_configs, models, memory
+        {name: t.model_dump(mode="json") for name, t in cfg.tasks.items()}, model_configs, models, memory,
+        cfg.log_prompts,
     )
     ingress = serve.deployment(serve.ingress()(Ingress), name="ingress", **LIGHT_OPTIONS)
     return ingress.bind(orchestrator, cfg.model_dump(mode="json"), memory)

@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--config", "-c", help="TOML config (default: the embedded config.example.toml)")
         if name == "build":
             p.add_argument("--output", "-o", help="YAML file to write (default: stdout)")
+            p.add_argument("--kuberay", action="store_true", help="write a KubeRay RayService manifest around it")
         if name == "token":
             p.add_argument("--new-secret", action="store_true", help="print a random secret for jwt_private_key")
             p.add_argument("--sub", help="the token's subject (who it is for; shown in logs)")
@@ -76,8 +77,16 @@ def main(argv: list[str] | None = None) -> int:
 
         from .app import serve_config
 
-        text = "# Written by `poly-ray build`; deploy with `serve deploy <this file>`.\n"
-        text += yaml.safe_dump(serve_config(cfg, args.config), sort_keys=False)
+        deploy = serve_config(cfg, args.config)
+        if args.kuberay:
+            import ray
+
+            from .kuberay import rayservice
+
+            text = rayservice(deploy, ray.__version__)
+        else:
+            text = "# Written by `poly-ray build`; deploy with `serve deploy <this file>`.\n"
+            text += yaml.safe_dump(deploy, sort_keys=False)
         if args.output:
             with open(args.output, "w") as f:
                 f.write(text)

@@ -38,6 +38,9 @@ class Autoscaling(_Strict):
     target_ongoing_requests: float = Field(2.0, gt=0)
     upscale_delay_s: float = Field(30.0, ge=0)
     downscale_delay_s: float = Field(600.0, ge=0)
+    # The window over which Serve averages ongoing requests before deciding (Ray
+    # wants it above its 10 s metrics interval).
+    look_back_period_s: float = Field(30.0, gt=10)
 
     @model_validator(mode="after")
     def _bounds(self):
@@ -376,6 +379,8 @@ class Config(_Strict):
     # What the simple /generate, /agenerate, /stream and /embeddings routes run:
     # a task or a model name (default: the first task, else the first model).
     default_task: str | None = None
+    # Put each request's prompt in its log line (off: prompts are private).
+    log_prompts: bool = False
     cache_path: Path = DEFAULT_CACHE
     models: dict[str, ModelConfig] = {}
     tasks: dict[str, TaskConfig] = {}
@@ -437,6 +442,7 @@ ENV_KEYS: dict[str, Literal["str", "bool", "int", "list", "json", "secret"]] = {
     "max_streams_per_credential": "int",
     "max_request_bytes": "int",
     "max_upload_bytes": "int",
+    "log_prompts": "bool",
     "cache_path": "str",
 }
 

@@ -182,6 +182,10 @@ class Engine:
         return self._worker.is_alive()
 
     def stats(self) -> dict:
+        # Tokens the slots hold in the KV cache (active or kept for reuse). A prefix
+        # shared by several slots counts once per slot, so the usage is an upper bound.
+        held = sum(len(slot.tokens) for slot in self._slots)
+        capacity = self.context_size * len(self._slots)
         with self._lock:
             return {
                 "slots": len(self._slots),
@@ -190,6 +194,9 @@ class Engine:
                 "max_queued": self.max_queued,
                 "reused_tokens": self.reused_tokens,
                 "steps": self.steps,
+                "kv_cache_tokens": held,
+                "kv_cache_capacity": capacity,
+                "kv_cache_usage": round(held / capacity, 4),
             }
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Event]:

@@ -17,6 +17,7 @@ place. Errors cross Ray handles, so they must pickle with their fields.
     ├── Unprocessable       422  unprocessable_document (a document that cannot be read)
     ├── TooManyStreams      429  too_many_streams (with Retry-After)
     ├── Busy                503  busy (with Retry-After)
+    │   └── ReplicaLost     503  replica_lost (a replica died while answering; retry)
     └── ModelError          500  model_error (the engine failed, not the client)
 """
 
@@ -107,6 +108,13 @@ class Busy(PolyError):
 
     def __init__(self, message: str, *, retry_after: int = 1):
         super().__init__(message, headers={"Retry-After": str(retry_after)})
+
+
+class ReplicaLost(Busy):
+    """A replica (its process or node) died while answering: another one takes
+    over, so the same request may be sent again."""
+
+    code = "replica_lost"
 
 
 class ModelError(PolyError):

@@ -63,6 +63,30 @@ class Status(BaseModel):
     status: str
 
 
+class Readiness(BaseModel):
+    ready: bool
+    # What has not answered yet: "model NAME", "memories", "orchestrator".
+    waiting: list[str]
+
+
+class TaskStats(BaseModel):
+    requests: int
+    cycles: int
+    errors: int
+    cancelled: int
+    prompt_tokens: int
+    predict_tokens: int
+    prompt_duration_s: float
+    predict_duration_s: float
+
+
+class Stats(BaseModel):
+    tasks: dict[str, TaskStats]
+    # Each model's engine stats (slots, active, waiting, kv_cache_usage, ...) from one
+    # replica; null for a model that did not answer (not loaded yet).
+    models: dict[str, dict | None]
+
+
 class TaskList(BaseModel):
     tasks: list[str]
 

@@ -8,6 +8,7 @@ with the same methods (a LlamaModel instance works directly).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -17,9 +18,13 @@ from . import chat_template
 from .config import ModelConfig, TaskConfig
 from .errors import ModelError, NotFound
 from .generation import Chunk, Done, Event, GenerationRequest, Segment, Started, TokenLogprob
+from .observe import Sink, Tally, observe
 from .prompts import assemble, bare_model_task, build_request, recalled_text, render_chat, replay
 
 log = logging.getLogger(__name__)
+
+# How long readiness and stats wait for each model's answer.
+READY_TIMEOUT_S = 1.0
 
 
 class ModelClient(Protocol):
@@ -28,11 +33,13 @@ class ModelClient(Protocol):
     async def tokenize(self, text: str) -> list[dict]: ...
     # The GGUF's chat template with its BOS/EOS text ({"template", "bos", "eos"}), or None.
     async def chat_template(self) -> dict | None: ...
+    async def stats(self) -> dict: ...
 
 
 class MemoryClient(Protocol):
     async def recall(self, memory: str, prompt: str, n: int) -> list[dict]: ...
     async def remember(self, memory: str, text: str) -> dict: ...
+    async def names(self) -> dict: ...
 
 
 class TaskRunner:
@@ -42,6 +49,9 @@ class TaskRunner:
         models: dict[str, ModelConfig],
         clients: dict[str, ModelClient],
         memories: MemoryClient | None = None,
+        *,
+        sinks: tuple[Sink, ...] = (),
+        log_prompts: bool = False,
     ):
         self._tasks = tasks
         self._models = models
@@ -50,6 +60,9 @@ class TaskRunner:
         self.memories = memories
         self._storing: set[asyncio.Task] = set()  # prompts being stored, kept from the GC
         self._templates: dict[str, dict | None] = {}  # per model, asked once
+        self._tally = Tally()
+        self._sinks = (self._tally, *sinks)
+        self._log_prompts = log_prompts
 
     def task(self, name: str) -> TaskConfig:
         try:
@@ -63,8 +76,17 @@ class TaskRunner:
         except KeyError:
             raise NotFound(f"model '{model}' does not exist") from None
 
+    def _observed(self, target: str, task: TaskConfig, prompt, events: AsyncIterator[Event]) -> AsyncIterator[Event]:
+        """``events`` with their outcome counted, measured and logged (the prompt only with log_prompts)."""
+        logged = (prompt if isinstance(prompt, str) else json.dumps(prompt)) if self._log_prompts else None
+        return observe(events, task=target, model=task.model, sinks=self._sinks, prompt=logged)
+
     async def stream(self, task: str, prompt: str, overrides: dict) -> AsyncIterator[Event]:
         cfg = self.task(task)
+        async for event in self._observed(task, cfg, prompt, self._stream(task, cfg, prompt, overrides)):
+            yield event
+
+    async def _stream(self, task: str, cfg: TaskConfig, prompt: str, overrides: dict) -> AsyncIterator[Event]:
         request = build_request(task, cfg, prompt, overrides)
         if recalled := await self._recall(cfg, prompt):
             request = replace(request, prompt=assemble(cfg, prompt, recalled=recalled))
@@ -87,6 +109,10 @@ class TaskRunner:
         With ``history`` (earlier turns' prompts and answers) instead of a context, the
         session is written out anew: the prelude, those turns, then this one."""
         cfg = self.task(task)
+        async for event in self._observed(task, cfg, prompt, self._turn(task, cfg, context, prompt, overrides, history)):
+            yield event
+
+    async def _turn(self, task: str, cfg: TaskConfig, context, prompt: str, overrides: dict, history) -> AsyncIterator[Event]:
         recalled = await self._recall(cfg, prompt)
         turn = assemble(cfg, prompt, first_turn=context is None and history is None, recalled=recalled)
         if history is not None:
@@ -129,6 +155,11 @@ class TaskRunner:
             task = bare_model_task(target, self._models[target].context_size, chat=messages is not None)
         else:
             raise NotFound(f"model '{target}' does not exist (neither a task nor a model)")
+        events = self._target(target, task, prompt, messages, overrides)
+        async for event in self._observed(target, task, prompt if messages is None else messages, events):
+            yield event
+
+    async def _target(self, target: str, task: TaskConfig, prompt, messages, overrides: dict) -> AsyncIterator[Event]:
         if messages is None:
             request = build_request(target, task, prompt, overrides)
             if recalled := await self._recall(task, prompt):
@@ -190,6 +221,31 @@ class TaskRunner:
 
     async def models(self) -> dict[str, dict]:
         return {name: {"context_size": m.context_size, "source": m.source} for name, m in self._models.items()}
+
+    async def stats(self) -> dict:
+        """Poly's ``/v1/stats``: counts per task (of this runner) and each model's engine
+        stats (None for a model that does not answer within READY_TIMEOUT_S)."""
+        names = list(self._clients)
+        answers = await asyncio.gather(*(_within(self._clients[n].stats(), READY_TIMEOUT_S) for n in names))
+        return {"tasks": self._tally.snapshot(), "models": dict(zip(names, answers))}
+
+    async def ready(self) -> dict[str, bool]:
+        """Whether each model (and the memories) answers within READY_TIMEOUT_S."""
+        checks = {f"model {n}": c.stats() for n, c in self._clients.items()}
+        if self.memories is not None:
+            checks["memories"] = self.memories.names()
+        answers = await asyncio.gather(*(_within(c, READY_TIMEOUT_S) for c in checks.values()))
+        return {name: answer is not None for name, answer in zip(checks, answers)}
+
+
+async def _within(call, timeout: float):
+    """The call's answer, or None when it fails or takes longer than ``timeout`` (a
+    model deployment answers once a replica has loaded it)."""
+    try:
+        return await asyncio.wait_for(call, timeout)
+    except Exception as e:
+        log.info("no answer within %s s: %s", timeout, e or type(e).__name__)
+        return None
 
 
 async def gather(events: AsyncIterator[Event]) -> tuple[str, list[TokenLogprob], Done]:

@@ -48,6 +48,9 @@ class ScriptedModel:
     async def tokenize(self, text):
         return [{"id": i, "text": w} for i, w in enumerate(text.split())]
 
+    async def stats(self):
+        return {"slots": 1, "active": 0, "waiting": 0}
+
 
 def make_client(**overrides):
     cfg = config.validate(
@@ -61,7 +64,7 @@ def make_client(**overrides):
         env={},
     )
     model = ScriptedModel()
-    runner = TaskRunner(cfg.tasks, cfg.models, {"m": model, "other": model})
+    runner = TaskRunner(cfg.tasks, cfg.models, {"m": model, "other": model}, log_prompts=cfg.log_prompts)
     app = create_app(runner, cfg)
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
     client.headers["Authorization"] = "Bearer key-1"

@@ -31,3 +31,28 @@ def test_serve_config_validates_against_serves_schema():
     from ray.serve.schema import ServeDeploySchema
 
     ServeDeploySchema.model_validate(yaml.safe_load((REPO / "deployments" / "serve.yaml").read_text()))
+
+
+def test_rayservice_manifest_is_what_poly_ray_build_writes_for_the_example():
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "poly_ray.cli", "build", "--kuberay"], check=True, capture_output=True, text=True)
+    assert (REPO / "deployments" / "rayservice.yaml").read_text() == r.stdout, "run: make deployments"
+
+
+def test_rayservice_serves_the_serve_config_on_the_pods_addresses():
+    from ray.serve.schema import ServeDeploySchema
+
+    manifest = yaml.safe_load((REPO / "deployments" / "rayservice.yaml").read_text())
+    assert (manifest["apiVersion"], manifest["kind"]) == ("ray.io/v1", "RayService")
+    served = yaml.safe_load(manifest["spec"]["serveConfigV2"])
+    ServeDeploySchema.model_validate(served)
+    expected = yaml.safe_load((REPO / "deployments" / "serve.yaml").read_text())
+    expected["http_options"]["host"] = "0.0.0.0"  # a pod listens on its own address
+    assert served == expected
+    cluster = manifest["spec"]["rayClusterConfig"]
+    assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"  # the head runs no model replicas
+    groups = {g["groupName"]: g for g in cluster["workerGroupSpecs"]}
+    gpu = groups["gpu"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert gpu["nvidia.com/gpu"] == 1 and "nvidia.com/gpu" not in str(groups["cpu"])

@@ -43,6 +43,9 @@ class EchoModel:
     async def tokenize(self, text):
         return [{"id": i, "text": w} for i, w in enumerate(text.split())]
 
+    async def stats(self):
+        return {"slots": 1, "active": 0, "waiting": 0}
+
 
 def make_app():
     store = Path(tempfile.mkdtemp(prefix="fuzz-memory-"))

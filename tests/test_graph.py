@@ -242,7 +242,7 @@ def test_serve_build_writes_a_deployable_config(tmp_path):
     # poly-ray build: the same deployments, importing the builder with the config path.
     r = subprocess.run([sys.executable, "-m", "poly_ray.cli", "build", "-c", str(toml)], check=True, capture_output=True, text=True)
     ours = yaml.safe_load(r.stdout)["applications"][0]
-    assert ours["import_path"] == "poly_ray.app:build" and ours["args"] == {"config": str(toml)}
+    assert ours["import_path"] == "poly_ray.app:build" and ours["args"]["config"] == str(toml)
     assert {d["name"]: d for d in ours["deployments"]} == deployments
 
 

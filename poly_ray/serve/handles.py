@@ -5,14 +5,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import contextmanager
 
-from ray.exceptions import RayTaskError
+from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
-from ..errors import Busy, PolyError
+from ..errors import Busy, PolyError, ReplicaLost
 
 
 @contextmanager
-def _translated():
+def _translated(callee: str):
+    """Ray's errors from a call to ``callee`` (e.g. "model 'gemma'") as PolyErrors."""
     try:
         yield
     except PolyError:
@@ -22,22 +23,29 @@ def _translated():
         if isinstance(e.cause, PolyError):
             raise e.cause from None
         raise
+    except RayActorError:
+        # The replica's process or node died (or cannot be reached) mid-call. Serve
+        # starts another one; the caller may retry.
+        raise ReplicaLost(
+            f"{callee}: the replica answering this request stopped (its process or node died); retry the request",
+            retry_after=1,
+        ) from None
     except BackPressureError:
         raise Busy("the server is busy: too many requests are waiting; retry shortly", retry_after=1) from None
     except DeploymentUnavailableError:
-        raise Busy("the model is not available right now; retry shortly", retry_after=5) from None
+        raise Busy(f"{callee} is not available right now; retry shortly", retry_after=5) from None
 
 
-async def call(response: Awaitable):
-    with _translated():
+async def call(response: Awaitable, callee: str):
+    with _translated(callee):
         return await response
 
 
-async def stream(response) -> AsyncIterator:
+async def stream(response, callee: str) -> AsyncIterator:
     """Iterate a streaming handle response; closing this iterator cancels the remote call."""
     finished = False
     try:
-        with _translated():
+        with _translated(callee):
             async for item in response:
                 yield item
         finished = True
@@ -49,21 +57,25 @@ async def stream(response) -> AsyncIterator:
 class ModelHandle:
     """A model deployment seen as a ``tasks.ModelClient``."""
 
-    def __init__(self, handle):
+    def __init__(self, handle, name: str):
         self._handle = handle
         self._streaming = handle.options(stream=True)
+        self._callee = f"model '{name}'"
 
     def generate(self, request):
-        return stream(self._streaming.generate.remote(request))
+        return stream(self._streaming.generate.remote(request), self._callee)
 
     async def embed(self, texts):
-        return await call(self._handle.embed.remote(texts))
+        return await call(self._handle.embed.remote(texts), self._callee)
 
     async def tokenize(self, text):
-        return await call(self._handle.tokenize.remote(text))
+        return await call(self._handle.tokenize.remote(text), self._callee)
+
+    async def stats(self):
+        return await call(self._handle.stats.remote(), self._callee)
 
     async def chat_template(self):
-        return await call(self._handle.chat_template.remote())
+        return await call(self._handle.chat_template.remote(), self._callee)
 
 
 class MemoryHandle:
@@ -74,6 +86,6 @@ class MemoryHandle:
 
     def __getattr__(self, method: str):
         async def remote(*args, **kwargs):
-            return await call(self._handle.call.remote(method, *args, **kwargs))
+            return await call(self._handle.call.remote(method, *args, **kwargs), "the memory deployment")
 
         return remote

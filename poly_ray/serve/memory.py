@@ -18,12 +18,14 @@ from ..memory import Memory, check_dimensions
 from ..sources import resolve
 from ..vectorstore import open_store
 from .handles import ModelHandle
+from .ops import route_logs_to_serve
 
 log = logging.getLogger(__name__)
 
 
 class MemoryActor:
     def __init__(self, memories: dict, models: dict, handles: dict, cache_path: str):
+        route_logs_to_serve()
         vocabularies: dict[str, llama_cpp.Llama] = {}
         built = {}
         for name, raw in memories.items():
@@ -38,7 +40,7 @@ class MemoryActor:
                 name,
                 cfg,
                 store=open_store(name, cfg),
-                embed=ModelHandle(handles[model]).embed,
+                embed=ModelHandle(handles[model], model).embed,
                 count=lambda text, v=vocab: len(v.tokenize(text.encode(), add_bos=False, special=False)),
             )
             log.info("memory %s: ready (%s)", name, cfg.store.path or cfg.store.qdrant.url)

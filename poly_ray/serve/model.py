@@ -12,12 +12,14 @@ from ..engine import Engine
 from ..errors import ModelError
 from ..generation import GenerationRequest
 from ..sources import resolve
+from .ops import EngineGauges, replica, route_logs_to_serve
 
 log = logging.getLogger(__name__)
 
 
 class LlamaModel:
     def __init__(self, name: str, model: dict, cache_path: str):
+        route_logs_to_serve()
         cfg = ModelConfig.model_validate(model)
         path = resolve(name, cfg, Path(cache_path))
         log.info("model %s: loading %s", name, path)
@@ -25,18 +27,21 @@ class LlamaModel:
             self.engine = EmbeddingEngine(
                 path, context_size=cfg.context_size, threads=cfg.threads_per_session, gpu_layers=cfg.n_gpu_layers, name=name
             )
-            return
-        self.engine = Engine(
-            path,
-            context_size=cfg.context_size,
-            slots=cfg.slots,
-            threads=cfg.threads_per_session,
-            batch_size=cfg.batch_size,
-            gpu_layers=cfg.n_gpu_layers,
-            max_queued=cfg.max_queued_requests,
-            flush_interval=cfg.stream_interval_ms / 1000,
-            name=name,
-        )
+        else:
+            self.engine = Engine(
+                path,
+                context_size=cfg.context_size,
+                slots=cfg.slots,
+                threads=cfg.threads_per_session,
+                batch_size=cfg.batch_size,
+                gpu_layers=cfg.n_gpu_layers,
+                max_queued=cfg.max_queued_requests,
+                flush_interval=cfg.stream_interval_ms / 1000,
+                name=name,
+            )
+        self._gauges = EngineGauges(name, self.engine.stats)
+        self._where = replica()
+        log.info("model %s: loaded", name)
 
     async def generate(self, request: GenerationRequest):
         async for event in self.engine.generate(request):
@@ -52,8 +57,9 @@ class LlamaModel:
     async def chat_template(self) -> dict | None:
         return self.engine.chat_template()
 
-    def stats(self) -> dict:
-        return self.engine.stats()
+    async def stats(self) -> dict:
+        """The engine's stats, and which node this replica runs on (a call reaches one replica)."""
+        return {**self.engine.stats(), **self._where}
 
     def check_health(self) -> None:
         if not self.engine.alive:

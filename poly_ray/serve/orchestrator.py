@@ -5,15 +5,19 @@ from __future__ import annotations
 from ..config import ModelConfig, TaskConfig
 from ..tasks import TaskRunner
 from .handles import MemoryHandle, ModelHandle
+from .ops import RayMetrics, route_logs_to_serve
 
 
 class TaskOrchestrator:
-    def __init__(self, tasks: dict, models: dict, handles: dict, memory=None):
+    def __init__(self, tasks: dict, models: dict, handles: dict, memory=None, log_prompts: bool = False):
+        route_logs_to_serve()
         self._runner = TaskRunner(
             {name: TaskConfig.model_validate(t) for name, t in tasks.items()},
             {name: ModelConfig.model_validate(m) for name, m in models.items()},
-            {name: ModelHandle(h) for name, h in handles.items()},
+            {name: ModelHandle(h, name) for name, h in handles.items()},
             MemoryHandle(memory) if memory is not None else None,
+            sinks=(RayMetrics(),),
+            log_prompts=log_prompts,
         )
 
     async def stream(self, task: str, prompt: str, overrides: dict):
@@ -42,3 +46,9 @@ class TaskOrchestrator:
 
     async def models(self) -> dict:
         return await self._runner.models()
+
+    async def stats(self) -> dict:
+        return await self._runner.stats()
+
+    async def ready(self) -> dict[str, bool]:
+        return await self._runner.ready()
