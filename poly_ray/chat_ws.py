@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
@@ -67,6 +68,7 @@ class _Session:
         self.ws, self.backend, self.task, self.json_mode = websocket, backend, task, json_mode
         self.context: tuple[int, ...] | None = None  # what the model saw so far
         self.history: list[tuple[str, str]] = []  # each turn's prompt and answer, to drop the oldest
+        self.id = uuid.uuid4().hex  # keeps the session's turns on one model replica
 
     async def refuse(self, err: PolyError) -> None:
         """Say why, then close: used before the session starts."""
@@ -153,6 +155,7 @@ class _Session:
         """The turn's events and first event. When the session no longer fits the
         context and the task says so, the oldest turns are dropped (the prelude stays)
         until it fits; else ContextFull goes to the client."""
+        overrides = {**overrides, "session": self.id}
         dropped = 0
         while True:
             if dropped:  # written out anew from the prelude and the turns kept

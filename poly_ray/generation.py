@@ -45,6 +45,8 @@ class GenerationRequest:
     # A conversation so far, as the model saw it (BOS included): the prompt
     # continues it instead of starting afresh, and Done returns the new context.
     context: tuple[int, ...] | None = None
+    # A chat session's id: its turns are routed to the replica that holds its cells.
+    session: str | None = None
 
     @property
     def text(self) -> str:

@@ -81,7 +81,8 @@ def build_request(
     ``prompt`` is the user's text (wrapped by the task) or an already rendered
     conversation. ``overrides`` holds only keys the client set (max_tokens,
     temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n,
-    frequency_penalty, presence_penalty, seed, stop, ignore_eos, grammar, logprobs); the
+    frequency_penalty, presence_penalty, seed, stop, ignore_eos, grammar, logprobs), and
+    the chat session id the WebSocket route adds (never a client); the
     task's max_tokens is a ceiling, not a default to beat.
     """
     o = {k: v for k, v in (overrides or {}).items() if v is not None}
@@ -115,4 +116,5 @@ def build_request(
         ignore_eos=bool(o.get("ignore_eos", False)),
         grammar=o.get("grammar", task.grammar),
         logprobs=o.get("logprobs"),
+        session=o.get("session"),
     )

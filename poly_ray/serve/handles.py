@@ -63,7 +63,12 @@ class ModelHandle:
         self._callee = f"model '{name}'"
 
     def generate(self, request):
-        return stream(self._streaming.generate.remote(request), self._callee)
+        handle = self._streaming
+        if request.session:
+            # Serve's multiplexing routes a model id to a replica that has "loaded" it:
+            # a session's turns go where its cells are (anywhere else still works, slower).
+            handle = handle.options(multiplexed_model_id=request.session)
+        return stream(handle.generate.remote(request), self._callee)
 
     async def embed(self, texts):
         return await call(self._handle.embed.remote(texts), self._callee)

@@ -6,6 +6,8 @@ import asyncio
 import logging
 from pathlib import Path
 
+from ray import serve
+
 from ..config import ModelConfig
 from ..embedder import EmbeddingEngine, is_embedding_model, model_metadata
 from ..engine import Engine
@@ -15,6 +17,9 @@ from ..sources import resolve
 from .ops import EngineGauges, replica, route_logs_to_serve
 
 log = logging.getLogger(__name__)
+# Chat sessions a replica is marked as holding, least recently used first out;
+# beyond the slots they hold, their cells may be gone, but affinity costs nothing.
+SESSIONS_PER_REPLICA = 256
 
 
 class LlamaModel:
@@ -44,8 +49,16 @@ class LlamaModel:
         log.info("model %s: loaded", name)
 
     async def generate(self, request: GenerationRequest):
+        if request.session and replica():
+            await self._session(serve.get_multiplexed_model_id())
         async for event in self.engine.generate(request):
             yield event
+
+    @serve.multiplexed(max_num_models_per_replica=SESSIONS_PER_REPLICA)
+    async def _session(self, session: str) -> str:
+        """Marks a chat session as held here, so Serve routes its next turns here.
+        Nothing is loaded: the session's cells are already in the engine's slots."""
+        return session
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
         return await asyncio.to_thread(self.engine.embed, texts)
