@@ -78,12 +78,15 @@ def create_app(backend: Backend, config: Config) -> FastAPI:
     app = FastAPI(title="poly-ray", version="0.1.0")
     app.state.max_request_bytes = config.max_request_bytes
     app.state.max_upload_bytes = config.max_upload_bytes
+    if config.public and config.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("public = true on %s: anyone who reaches the port may generate, and read and change memories",
+                    config.bind_address)
     if config.allowed_origins:
         app.add_middleware(
             _CORS,
             allow_origins=config.allowed_origins,
             allow_methods=["GET", "POST", "PUT", "DELETE"],
-            allow_headers=["Authorization", "Content-Type"],
+            allow_headers=["Authorization", "Content-Type", "X-Filename"],
         )
     app.add_middleware(_RefuseInvalidUTF8)
     slots = Slots(config.max_concurrent, config.max_streams_per_credential)

@@ -80,12 +80,19 @@ def serve_config(cfg: Config, config_path: str | None = None) -> dict:
     from ray.serve.schema import ServeApplicationSchema, ServeDeploySchema
 
     built = ray_build_app(build_app(cfg), name="poly-ray")
+    path = config_file(config_path)
+    embedded = path == default_config_path()
+    # POLY_* overrides travel with the application: the cluster's processes do not
+    # have this shell's environment (they may hold secrets: keep the file private).
+    overrides = {k: v for k, v in sorted(os.environ.items()) if k in config_mod.ENV_NAMES}
     application = ServeApplicationSchema(
         name="poly-ray",
         route_prefix="/",
         import_path="poly_ray.app:build",
-        # No path: the builder uses POLY_CONFIG or the embedded default.
-        args={**({"config": config_path} if config_path else {}), "config_digest": config_digest(config_file(config_path))},
+        # No path: the embedded default. A file's absolute path: the cluster does not
+        # run in this directory.
+        args={**({} if embedded else {"config": str(path.resolve())}), "config_digest": config_digest(path)},
+        **({"runtime_env": {"env_vars": overrides}} if overrides else {}),
         deployments=[deployment_to_schema(d) for d in built.deployments],
     ).model_dump(exclude_unset=True)
     deploy = {

@@ -142,7 +142,8 @@ class _Session:
                     await self._send_text(ev.text)
                 elif isinstance(ev, Done):
                     self.context = ev.context
-                    self.history = [*self.history[dropped:], (prompt, "".join(answer))]
+                    if await self._drops_oldest():  # only then are the turns' texts needed
+                        self.history = [*self.history[dropped:], (prompt, "".join(answer))]
                     if self.json_mode:
                         await self.ws.send_json({"type": "done", **ev.to_dict(), **({"dropped_turns": dropped} if dropped else {})})
                     else:

@@ -17,6 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 Count = Callable[[str], int]  # tokens in a text
+# No token is longer than this many characters: a cut is looked for within
+# max_tokens × this, so a long text without separators costs linear time.
+MAX_TOKEN_CHARS = 32
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,7 @@ class Chunker:
         """No separator helps: the longest prefixes that fit, found by bisection."""
         out = []
         while start < end:
-            lo, hi = start + 1, end
+            lo, hi = start + 1, min(end, start + self.max_tokens * MAX_TOKEN_CHARS)
             while lo < hi:
                 mid = (lo + hi + 1) // 2
                 if self.count(text[start:mid]) <= self.max_tokens:

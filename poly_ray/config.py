@@ -447,6 +447,10 @@ ENV_KEYS: dict[str, Literal["str", "bool", "int", "list", "json", "secret"]] = {
 }
 
 
+# The environment variables that override top-level keys.
+ENV_NAMES = frozenset("POLY_" + key.upper() for key in ENV_KEYS)
+
+
 def _env_value(env_name: str, kind: str, raw: str) -> Any:
     if kind == "bool":
         low = raw.strip().lower()
@@ -577,10 +581,10 @@ def _load_schema(name: str, task: TaskConfig, absolute) -> TaskConfig:
 
 def _check_references(config: Config) -> Config:
     for i, key in enumerate(config.allowed_keys):
-        for kind, names in (("tasks", config.tasks), ("models", config.models)):
+        for kind, names in (("tasks", config.tasks), ("models", config.models), ("memories", config.memories)):
             unknown = sorted(set(getattr(key, kind) or ()) - set(names))
             if unknown:
-                raise ConfigError(f"allowed_keys[{i}].{kind}: unknown {kind[:-1]} {unknown[0]!r}")
+                raise ConfigError(f"allowed_keys[{i}].{kind}: unknown {kind.removesuffix('s').replace('ie', 'y')} {unknown[0]!r}")
     if config.default_task is not None and config.default_task not in {**config.tasks, **config.models}:
         raise ConfigError(f"default_task: {config.default_task!r} is neither a task nor a model")
     for name, task in config.tasks.items():
@@ -599,7 +603,7 @@ def _check_references(config: Config) -> Config:
             raise ConfigError(
                 f"tasks.{name}.memorization.memory: unknown memory {task.memorization.memory!r} (memories: {known})"
             )
-    paths: dict[Path, str] = {}
+    places: dict[object, str] = {}  # a store's path or (url, collection): one memory each
     for name, memory in config.memories.items():
         model = config.models.get(memory.embedding_model)
         if model is None:
@@ -610,10 +614,11 @@ def _check_references(config: Config) -> Config:
                 f"memories.{name}.chunk_max_tokens: {memory.chunk_max_tokens} is above the context of "
                 f"embedding model '{memory.embedding_model}' ({model.context_size} tokens)"
             )
-        if memory.store.path is not None:
-            if memory.store.path in paths:
-                raise ConfigError(f"memories.{name}.store: memory '{paths[memory.store.path]}' uses the same path")
-            paths[memory.store.path] = name
+        q = memory.store.qdrant
+        place = memory.store.path if memory.store.path is not None else (q.url.rstrip("/"), q.collection)
+        if place in places:
+            raise ConfigError(f"memories.{name}.store: memory '{places[place]}' uses the same store")
+        places[place] = name
     for name, model in config.models.items():
         if model.model_path is not None:
             if not model.model_path.is_file():

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import bisect
 import io
-import zipfile
 from dataclasses import dataclass
 
 from .errors import Unprocessable, UnsupportedMedia
@@ -81,7 +80,6 @@ def _decode(data: bytes) -> str:
 
 def _pdf(data: bytes) -> Document:
     import pypdf
-    from pypdf.errors import PyPdfError
 
     try:
         reader = pypdf.PdfReader(io.BytesIO(data))
@@ -90,7 +88,7 @@ def _pdf(data: bytes) -> Document:
         texts = [page.extract_text() or "" for page in reader.pages]
     except Unprocessable:
         raise
-    except (PyPdfError, ValueError, KeyError, TypeError, OSError) as e:
+    except Exception as e:  # pypdf raises many kinds on a broken file
         raise Unprocessable(f"not a readable PDF: {e}") from None
     pages, parts, offset = [], [], 0
     for text in texts:
@@ -105,15 +103,14 @@ def _docx(data: bytes) -> str:
     import docx
     from docx.table import Table
 
-    try:
-        document = docx.Document(io.BytesIO(data))
-    except (zipfile.BadZipFile, KeyError, ValueError) as e:
-        raise Unprocessable(f"not a readable DOCX document: {e}") from None
     blocks = []
-    for block in document.iter_inner_content():
-        if isinstance(block, Table):
-            rows = (" | ".join(cell.text.strip() for cell in row.cells) for row in block.rows)
-            blocks.append("\n".join(rows))
-        elif block.text.strip():
-            blocks.append(block.text)
+    try:
+        for block in docx.Document(io.BytesIO(data)).iter_inner_content():
+            if isinstance(block, Table):
+                rows = (" | ".join(cell.text.strip() for cell in row.cells) for row in block.rows)
+                blocks.append("\n".join(rows))
+            elif block.text.strip():
+                blocks.append(block.text)
+    except Exception as e:  # a bad zip, bad XML, a missing part: python-docx raises many kinds
+        raise Unprocessable(f"not a readable DOCX document: {e}") from None
     return "\n\n".join(blocks)

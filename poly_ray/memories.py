@@ -58,7 +58,7 @@ class Memories:
         return {name: {"embedding_model": m.cfg.embedding_model} for name, m in self._memories.items()}
 
     async def info(self, name: str) -> dict:
-        return self.get(name).info()
+        return await self.get(name).info()
 
     async def ingest(self, name: str, uploads: list[Upload], *, wait: bool = True) -> dict:
         """Store documents. Every file is read and chunked first, so a bad one fails
@@ -85,9 +85,16 @@ class Memories:
 
         results = []
         try:
-            for p in prepared:
-                results.append(await memory.store(p, progress))
-                done_before += len(p.chunks)
+            try:
+                for p in prepared:
+                    results.append(await memory.store(p, progress))
+                    done_before += len(p.chunks)
+            except BaseException:
+                # An upload is stored whole or not at all: take back what it stored.
+                for r in results:
+                    if r["stored"]:
+                        await memory.delete(r["document"])
+                raise
         except PolyError as e:
             job.state, job.error = "failed", {"code": e.code, "message": e.message, "status": e.status}
             raise
@@ -120,13 +127,13 @@ class Memories:
         return await self.get(name).remember(text)
 
     async def documents(self, name: str) -> list[dict]:
-        return self.get(name).documents()
+        return await self.get(name).documents()
 
     async def delete(self, name: str, document: str) -> dict:
-        return self.get(name).delete(document)
+        return await self.get(name).delete(document)
 
     async def clear(self, name: str) -> dict:
-        return self.get(name).clear()
+        return await self.get(name).clear()
 
     def close(self) -> None:
         for m in self._memories.values():

@@ -12,6 +12,7 @@ then all points go in one upsert; if that fails, its points are removed.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 import uuid
@@ -27,6 +28,7 @@ from .vectorstore import Mode, Search, Sparse, StoredPoint, VectorStore
 Embed = Callable[[list[str]], Awaitable[list[list[float]]]]
 Progress = Callable[[int, int], None]  # chunks embedded, chunks in all
 EMBED_BATCH = 32  # chunks per call to the embedding model
+SPECIAL_TOKENS = 2  # what the embedding model adds around a text (BERT: [CLS], [SEP]; else BOS)
 _IDS = uuid.UUID("8d6f1f7e-4a8b-4a51-9a3c-2f6c1c0b7d10")  # namespace of chunk point ids
 
 
@@ -57,16 +59,27 @@ def check_dimensions(name: str, cfg: MemoryConfig, metadata: dict[str, str]) -> 
 
 
 class Memory:
-    def __init__(self, name: str, cfg: MemoryConfig, *, store: VectorStore, embed: Embed, count: Count):
+    """``count`` counts a text's tokens in the embedding model; ``context`` is the most
+    it embeds at once (a longer query is cut to its last tokens)."""
+
+    def __init__(
+        self, name: str, cfg: MemoryConfig, *, store: VectorStore, embed: Embed, count: Count, context: int | None = None
+    ):
         import qdrant_edge
 
         self.name = name
         self.cfg = cfg
         self._store = store
         self._embed = embed
+        self._count = count
+        self._context = context
+        # Store calls block (disk, or a server): they run on threads, and a document's
+        # check-then-write runs alone, so two uploads of it cannot undo each other.
+        self._writing = asyncio.Lock()
         self._bm25 = qdrant_edge.Bm25()  # sparse vectors for the keyword side, in-process
         self._chunker = Chunker(
-            count,
+            # A chunk must fit the model as it is embedded: prefix and special tokens too.
+            lambda text: count(cfg.document_prefix + text) + SPECIAL_TOKENS,
             max_tokens=cfg.chunk_max_tokens,
             separators=tuple(cfg.chunk_separators),
             overlap=cfg.chunk_overlap,
@@ -80,7 +93,8 @@ class Memory:
 
     async def remember(self, text: str) -> dict:
         """Store a piece of text (a task's prompt, with store_prompts)."""
-        return await self.store(self._prepared(text.encode(), Document(text, "text/plain"), "prompt"))
+        prepared = await asyncio.to_thread(self._prepared, text.encode(), Document(text, "text/plain"), "prompt")
+        return await self.store(prepared)
 
     def prepare(self, upload: Upload) -> Prepared:
         """Read and chunk a document (CPU-bound; bad documents fail here, before any storing)."""
@@ -94,8 +108,12 @@ class Memory:
         return Prepared(hashlib.sha256(data).hexdigest()[:32], doc, source, chunks)
 
     async def store(self, prepared: Prepared, progress: Progress | None = None) -> dict:
+        async with self._writing:
+            return await self._store_alone(prepared, progress)
+
+    async def _store_alone(self, prepared: Prepared, progress: Progress | None) -> dict:
         document, doc, source, chunks = prepared.document, prepared.doc, prepared.source, prepared.chunks
-        if self._store.count(document) == len(chunks):
+        if await asyncio.to_thread(self._store.count, document) == len(chunks):
             return {"document": document, "chunks": len(chunks), "source": source, "stored": False}
         vectors: list[list[float]] = []
         for i in range(0, len(chunks), EMBED_BATCH):
@@ -129,20 +147,23 @@ class Memory:
             )
             for c, vector in zip(chunks, vectors)
         ]
+        await asyncio.to_thread(self._replace, document, points)
+        return {"document": document, "chunks": len(chunks), "source": source, "stored": True}
+
+    def _replace(self, document: str, points: list[StoredPoint]) -> None:
         try:
             self._store.delete_document(document)  # a half-stored earlier attempt
             self._store.upsert(points)
         except BaseException:
             self._store.delete_document(document)
             raise
-        return {"document": document, "chunks": len(chunks), "source": source, "stored": True}
 
     async def recall(self, prompt: str, n: int, mode: Mode | None = None) -> list[dict]:
         """The ``n`` chunks that best answer ``prompt``: text, score and metadata."""
         mode = mode or self.cfg.search
         dense = None
         if mode != "keyword":
-            [dense] = await self._embed([self.cfg.query_prefix + prompt])
+            [dense] = await self._embed([self.cfg.query_prefix + await asyncio.to_thread(self._fit, prompt)])
         search = Search(
             dense=dense,
             sparse=self._sparse(prompt, document=False) if mode != "dense" else None,
@@ -152,32 +173,48 @@ class Memory:
             weights=(self.cfg.dense_weight, self.cfg.keyword_weight),
             candidates=max(20, 4 * n),
         )
-        return [_chunk_view(score, payload) for score, payload in self._store.search(search)] if n else []
+        found = await asyncio.to_thread(self._store.search, search)
+        return [_chunk_view(score, payload) for score, payload in found]
 
-    def documents(self) -> list[dict]:
+    def _fit(self, query: str) -> str:
+        """The query, cut to its last tokens that the embedding model takes at once."""
+        budget = None if self._context is None else self._context - SPECIAL_TOKENS - self._count(self.cfg.query_prefix)
+        if budget is None or self._count(query) <= budget:
+            return query
+        lo, hi = 0, len(query)  # the earliest start whose rest fits
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self._count(query[mid:]) <= budget:
+                hi = mid
+            else:
+                lo = mid + 1
+        return query[lo:]
+
+    async def documents(self) -> list[dict]:
         keys = ("document", "source", "content_type", "chunks", "stored_at")
-        return sorted(
-            ({k: p.get(k) for k in keys} for p in self._store.first_chunks()), key=lambda d: d["stored_at"] or 0
-        )
+        first = await asyncio.to_thread(self._store.first_chunks)
+        return sorted(({k: p.get(k) for k in keys} for p in first), key=lambda d: d["stored_at"] or 0)
 
-    def delete(self, document: str) -> dict:
-        chunks = self._store.count(document)
-        if not chunks:
-            raise NotFound(f"memory '{self.name}' has no document '{document}'")
-        self._store.delete_document(document)
+    async def delete(self, document: str) -> dict:
+        async with self._writing:
+            chunks = await asyncio.to_thread(self._store.count, document)
+            if not chunks:
+                raise NotFound(f"memory '{self.name}' has no document '{document}'")
+            await asyncio.to_thread(self._store.delete_document, document)
         return {"document": document, "deleted_chunks": chunks}
 
-    def clear(self) -> dict:
-        chunks = self._store.count()
-        self._store.clear()
+    async def clear(self) -> dict:
+        async with self._writing:
+            chunks = await asyncio.to_thread(self._store.count)
+            await asyncio.to_thread(self._store.clear)
         return {"deleted_chunks": chunks}
 
-    def info(self) -> dict:
+    async def info(self) -> dict:
         return {
             "embedding_model": self.cfg.embedding_model,
             "dimensions": self.cfg.dimensions,
             "search": self.cfg.search,
-            "chunks": self._store.count(),
+            "chunks": await asyncio.to_thread(self._store.count),
         }
 
     def close(self) -> None:

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from .errors import BadRequest, NotFound
 from .httputil import Access, parse_params, read_body
 from .memory import Upload
-from .openapi import AUTHORIZED, WITH_BODY, doc
+from .openapi import WITH_BODY, doc
 from .protocol import _Body
 
 MAX_FILES = 100

@@ -74,7 +74,12 @@ def bare_model_task(model: str, context_size: int, *, chat: bool) -> TaskConfig:
 
 
 def build_request(
-    task_name: str, task: TaskConfig, prompt: str | tuple[Segment, ...], overrides: dict | None = None
+    task_name: str,
+    task: TaskConfig,
+    prompt: str | tuple[Segment, ...],
+    overrides: dict | None = None,
+    *,
+    user_text: str | None = None,
 ) -> GenerationRequest:
     """The task's settings, with the request's overrides where it may make them.
 
@@ -86,7 +91,11 @@ def build_request(
     task's max_tokens is a ceiling, not a default to beat.
     """
     o = {k: v for k, v in (overrides or {}).items() if v is not None}
-    check_private(task, prompt if isinstance(prompt, str) else "".join(s.text for s in prompt if not s.special))
+    # What the user wrote may not hold private tokens; text recalled from a memory may
+    # (it is tokenized as plain text all the same). Default: every non-template part.
+    if user_text is None:
+        user_text = prompt if isinstance(prompt, str) else "".join(s.text for s in prompt if not s.special)
+    check_private(task, user_text)
     max_tokens = o.get("max_tokens", task.max_tokens)
     if max_tokens > task.max_tokens:
         raise BadRequest(f"max_tokens {max_tokens} is above the limit of task '{task_name}' ({task.max_tokens})")

@@ -90,7 +90,7 @@ class TaskRunner:
         request = build_request(task, cfg, prompt, overrides)
         if recalled := await self._recall(cfg, prompt):
             request = replace(request, prompt=assemble(cfg, prompt, recalled=recalled))
-        async for event in self._run(cfg, request):
+        async for event in self._remembering(cfg, prompt, self._run(cfg, request)):
             yield event
 
     async def complete(self, task: str, prompt: str, overrides: dict) -> dict:
@@ -117,8 +117,8 @@ class TaskRunner:
         turn = assemble(cfg, prompt, first_turn=context is None and history is None, recalled=recalled)
         if history is not None:
             turn = (*replay(cfg, history), *turn)
-        request = build_request(task, cfg, turn, overrides)
-        async for event in self._run(cfg, replace(request, context=context or ())):
+        request = build_request(task, cfg, turn, overrides, user_text=prompt)
+        async for event in self._remembering(cfg, prompt, self._run(cfg, replace(request, context=context or ()))):
             yield event
 
     async def _run(self, task: TaskConfig, request: GenerationRequest) -> AsyncIterator[Event]:
@@ -161,14 +161,16 @@ class TaskRunner:
 
     async def _target(self, target: str, task: TaskConfig, prompt, messages, overrides: dict) -> AsyncIterator[Event]:
         if messages is None:
+            question = prompt
             request = build_request(target, task, prompt, overrides)
             if recalled := await self._recall(task, prompt):
                 request = replace(request, prompt=assemble(task, prompt, recalled=recalled))
         else:
             question = next((content for role, content in reversed(messages) if role == "user"), "")
             recalled = await self._recall(task, question) if question else ""
-            request = build_request(target, task, await self._render(task, messages, recalled), overrides)
-        async for event in self._run(task, request):
+            said = "\n".join(content for _, content in messages)
+            request = build_request(target, task, await self._render(task, messages, recalled), overrides, user_text=said)
+        async for event in self._remembering(task, question, self._run(task, request)):
             yield event
 
     async def _render(self, task: TaskConfig, messages: list[tuple[str, str]], recalled: str) -> tuple[Segment, ...]:
@@ -191,16 +193,23 @@ class TaskRunner:
         return self._templates[model]
 
     async def _recall(self, task: TaskConfig, prompt: str) -> str:
-        """The text recalled from the task's memory for this prompt ("" without one);
-        with store_prompts, the prompt is stored too, beside the generation."""
+        """The text recalled from the task's memory for this prompt ("" without one)."""
         m = task.memorization
-        if m is None or self.memories is None:
+        if m is None or self.memories is None or not m.retrieve:
             return ""
-        if m.store_prompts and prompt.strip():
-            stored = asyncio.create_task(self.memories.remember(m.memory, prompt))
-            self._storing.add(stored)
-            stored.add_done_callback(self._stored)
-        return recalled_text(await self.memories.recall(m.memory, prompt, m.retrieve)) if m.retrieve else ""
+        return recalled_text(await self.memories.recall(m.memory, prompt, m.retrieve))
+
+    async def _remembering(self, task: TaskConfig, prompt: str, events: AsyncIterator[Event]) -> AsyncIterator[Event]:
+        """``events``; with store_prompts, the prompt is stored once the model has
+        accepted it (a refused prompt is not), beside the generation."""
+        m = task.memorization
+        remember = m is not None and m.store_prompts and self.memories is not None and prompt.strip()
+        async for event in events:
+            if remember and isinstance(event, Started):
+                stored = asyncio.create_task(self.memories.remember(m.memory, prompt))
+                self._storing.add(stored)
+                stored.add_done_callback(self._stored)
+            yield event
 
     def _stored(self, task: asyncio.Task) -> None:
         self._storing.discard(task)

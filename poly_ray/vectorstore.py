@@ -10,7 +10,7 @@ sees only the small ``VectorStore`` interface.
 from __future__ import annotations
 
 import contextlib
-import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -63,7 +63,9 @@ class VectorStore(Protocol):
 class EdgeStore:
     """The embedded store: one Qdrant Edge shard on disk, owned by this process."""
 
-    def __init__(self, memory: str, path: Path, dimensions: int):
+    def __init__(self, memory: str, path: Path, dimensions: int, *, owner_wait_s: float = 0.0):
+        """``owner_wait_s``: how long to wait for another process to let go of the
+        store (a replica being replaced may still hold it)."""
         import qdrant_edge as qe
 
         self._qe = qe
@@ -74,10 +76,7 @@ class EdgeStore:
         )
         where = f"memories.{memory}.store: {self._path}"
         try:
-            if (self._path / "wal").exists() or (self._path / "segments").exists():
-                self._shard = qe.EdgeShard.load(str(self._path), self._config)
-            else:
-                self._shard = qe.EdgeShard.create(str(self._path), self._config)
+            self._shard = self._open(owner_wait_s)
         except Exception as e:  # qdrant_edge raises plain Exceptions
             text = str(e)
             if "WouldBlock" in text:
@@ -85,6 +84,19 @@ class EdgeStore:
             if "expected vector size" in text:
                 raise StoreError(f"{where} holds vectors of another size than dimensions = {dimensions}: {text}")
             raise StoreError(f"{where} cannot be opened: {text}") from None
+
+    def _open(self, owner_wait_s: float):
+        qe, deadline, pause = self._qe, time.monotonic() + owner_wait_s, 0.2
+        while True:
+            try:
+                if (self._path / "wal").exists() or (self._path / "segments").exists():
+                    return qe.EdgeShard.load(str(self._path), self._config)
+                return qe.EdgeShard.create(str(self._path), self._config)
+            except Exception as e:
+                if "WouldBlock" not in str(e) or time.monotonic() + pause > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(2 * pause, 2.0)
 
     def upsert(self, points: list[StoredPoint]) -> None:
         qe = self._qe
@@ -141,9 +153,9 @@ class EdgeStore:
         return self._shard.count(self._qe.CountRequest(exact=True, filter=condition))
 
     def clear(self) -> None:
-        self._shard.close()
-        shutil.rmtree(self._path)
-        self._shard = self._qe.EdgeShard.create(str(self._path), self._config)
+        # By filter, not by removing the directory: the configured path may hold more.
+        self._shard.update(self._qe.UpdateOperation.delete_points_by_filter(self._qe.Filter(must=[])))
+        self._shard.flush()
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -259,7 +271,8 @@ class QdrantServerStore:
 def open_store(memory: str, cfg) -> VectorStore:
     """The store a ``MemoryConfig`` names, opened (collections created as needed)."""
     if cfg.store.path is not None:
-        return EdgeStore(memory, cfg.store.path, cfg.dimensions)
+        # On a redeploy, the replica being replaced may hold the store for a while.
+        return EdgeStore(memory, cfg.store.path, cfg.dimensions, owner_wait_s=60)
     from qdrant_client import QdrantClient
 
     q = cfg.store.qdrant

@@ -114,7 +114,7 @@ def test_memory_errors_name_the_key():
         ({"memories": {"d": {**mem, "chunk_overlap": 300}}}, "memories.d: chunk_overlap (300) must be below"),
         ({"memories": {"d": {**mem, "pre_filter": ["("]}}}, "memories.d.pre_filter: '(' is not a regular expression"),
         ({"memories": {"d": {**mem, "search": "fuzzy"}}}, "memories.d.search:"),
-        ({"memories": {"d": mem, "e": mem}}, "memories.e.store: memory 'd' uses the same path"),
+        ({"memories": {"d": mem, "e": mem}}, "memories.e.store: memory 'd' uses the same store"),
     ]
     for extra, expected in cases:
         assert error_of({"models": {"m": GEMMA}, **extra}).startswith(expected), (extra, error_of({"models": {"m": GEMMA}, **extra}))

@@ -98,3 +98,31 @@ def test_chunks_stay_within_their_section():
     text = "a b c\n\nd e f"
     chunks = Chunker(words, max_tokens=100)(text, sections=((0, 5), (7, 12)))
     assert [(c.text, c.start, c.end) for c in chunks] == [("a b c", 0, 5), ("d e f", 7, 12)]
+
+
+def test_a_long_text_without_separators_is_cut_in_linear_time():
+    """The cut is looked for near the start, not over all the rest of the text."""
+
+    def cost(n: int) -> int:
+        read = 0
+
+        def chars(text: str) -> int:
+            nonlocal read
+            read += len(text)
+            return len(text)
+
+        Chunker(chars, max_tokens=50, separators=(" ",))("x" * n)
+        return read
+
+    assert cost(200_000) < 2.2 * cost(100_000)
+
+
+def test_a_docx_with_broken_xml_is_a_422():
+    import io
+    import zipfile
+
+    data = io.BytesIO()
+    with zipfile.ZipFile(data, "w") as z:
+        z.writestr("[Content_Types].xml", "<Types><<")
+    with pytest.raises(Unprocessable, match="not a readable DOCX"):
+        extract.extract(data.getvalue(), extract.DOCX)

