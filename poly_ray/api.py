@@ -18,12 +18,12 @@ from urllib.parse import unquote_to_bytes
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import chat_ws, memory_api, ollama_api, openai_api, simple_api, sse
 from .auth import Authenticator, log_refusal
-from .httputil import Access, Slots, describe, parse_params
+from .httputil import Access, GenerationStream, Slots, describe, parse_params
 from .config import Config
 from .errors import BadRequest, PolyError
 from .generation import Chunk, Done, Event
@@ -173,8 +173,10 @@ def create_app(backend: Backend, config: Config) -> FastAPI:
         params = await parse_params(request, CompletionParams)
         events = backend.stream(task, params.prompt, params.overrides())
         first, release = await slots.accepted(events, who.credential)
-        return StreamingResponse(
+        return GenerationStream(
             _sse(first, events, release),
+            events=events,
+            release=release,
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import Counter
 from collections.abc import Callable
@@ -10,6 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from fastapi import Request
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ValidationError
 
 from .auth import Authenticator, Principal, token_from
@@ -105,6 +107,24 @@ class Slots:
             yield
         finally:
             release()
+
+
+class GenerationStream(StreamingResponse):
+    """A streamed generation that gives back its place and stops its model stream
+    however the response ends: also when the client is gone before the body starts,
+    when the body's own ``finally`` never runs."""
+
+    def __init__(self, content, *, events, release: Callable[[], None], **kwargs):
+        super().__init__(content, **kwargs)
+        self._events, self._release = events, release
+
+    async def __call__(self, scope, receive, send):
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
+            with contextlib.suppress(RuntimeError):  # the body is still closing it
+                await self._events.aclose()
 
 
 async def parse_params(request: Request, model: type[BaseModel]) -> Any:

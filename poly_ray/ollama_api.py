@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from . import grammars
@@ -21,7 +21,7 @@ from .errors import NotFound, PolyError
 from .generation import Chunk, Done
 from .auth import Principal
 from .openapi import GENERATES, NDJSON, PLAIN, WITH_BODY, doc
-from .httputil import Access, Slots, parse_params
+from .httputil import Access, GenerationStream, Slots, parse_params
 from .tasks import gather
 
 PREFIX = "/api/"
@@ -351,4 +351,4 @@ async def _respond(body: _Body, events, slots: Slots, credential: str, payload):
             release()
             await events.aclose()
 
-    return StreamingResponse(lines(), media_type="application/x-ndjson")
+    return GenerationStream(lines(), events=events, release=release, media_type="application/x-ndjson")

@@ -15,12 +15,12 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
 from .errors import NotFound, PolyError
 from .generation import Chunk, Done, Event, TokenLogprob
 from .auth import Principal
-from .httputil import Access, Slots, parse_params
+from .httputil import Access, GenerationStream, Slots, parse_params
 from .openai_protocol import (ChatCompletionRequest, ChatCompletionResponse, CompletionRequest, CompletionResponse,
                               EmbeddingRequest, EmbeddingResponse, ModelPage)
 from .openapi import GENERATES, SSE, WITH_BODY, doc
@@ -169,8 +169,10 @@ async def _respond(body, events: AsyncGenerator[Event, None], slots: Slots, cred
             release()
         return JSONResponse(shape.head([shape.choice(text, _finish(done), logprobs)], usage=done.usage))
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    return StreamingResponse(
+    return GenerationStream(
         _stream(events, shape, include_usage, release),
+        events=events,
+        release=release,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

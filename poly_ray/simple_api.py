@@ -12,13 +12,12 @@ They run the config's ``default_task`` (else its first task, else its first mode
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
-from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import sse
 from .errors import NotFound, PolyError
 from .generation import Chunk, Done
-from .httputil import Access, Slots, parse_params
+from .httputil import Access, GenerationStream, Slots, parse_params
 from .openapi import GENERATES, SSE, TEXT, WITH_BODY, doc
 
 
@@ -118,14 +117,16 @@ def register(app: FastAPI, backend, access: Access, slots: Slots, default: tuple
     async def agenerate(request: Request):
         started = await start(request, LlmApiBody)
         frames = framed(started, sse.event, lambda e: sse.json_event("error", e.to_body()["error"]))
-        return StreamingResponse(frames, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        return GenerationStream(
+            frames, events=started[0], release=started[1], media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
 
     @app.post("/stream", openapi_extra=doc(body=StreamBody, streams=TEXT, errors=GENERATES))
     async def stream(request: Request):
         started = await start(request, StreamBody)
         # Plain text has no event types: a failure is said in the text, then the stream stops.
         frames = framed(started, str.encode, lambda e: f"\n[error: {e.message}]".encode())
-        return StreamingResponse(frames, media_type="text/plain; charset=utf-8")
+        return GenerationStream(frames, events=started[0], release=started[1], media_type="text/plain; charset=utf-8")
 
     @app.post("/embeddings", openapi_extra=doc(
         body=TextBody, ok={"type": "array", "items": {"type": "number"}}, errors=WITH_BODY))

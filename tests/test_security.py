@@ -308,3 +308,39 @@ async def test_unknown_routes_and_methods_are_json_errors():
         assert r.status_code == 405 and r.json()["error"]["type"] == "invalid_request_error"
         r = await http.get("/api/generate")
         assert r.status_code == 405 and isinstance(r.json()["error"], str)
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1/task/echo/live", {"prompt": "WAIT a b"}),
+    ("/v1/completions", {"model": "echo", "prompt": "WAIT a b", "stream": True}),
+    ("/api/generate", {"model": "echo", "prompt": "WAIT a b"}),
+    ("/stream", {"prompt": "WAIT a b"}),
+])
+async def test_a_client_gone_before_the_body_starts_gives_its_place_back(path, body):
+    """The ASGI app called directly, with a client that disconnects at once: the
+    response's body may never start, and its place must be given back all the same."""
+    app, model = make_app(max_streams_per_credential=1, default_task="echo")
+    sent = []
+    raw = json.dumps(body).encode()
+    messages = iter([{"type": "http.request", "body": raw, "more_body": False}])
+
+    async def receive():
+        return next(messages, {"type": "http.disconnect"})
+
+    async def send(message):
+        sent.append(message)
+        if message["type"] == "http.response.start":
+            await asyncio.sleep(0.1)  # a slow network: the disconnect is seen before the body starts
+
+    # ASGI spec 2.3: Starlette listens for the disconnect beside the body (as under uvicorn).
+    scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1", "method": "POST",
+             "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+             "headers": [(b"authorization", f"Bearer {KEY}".encode()), (b"content-type", b"application/json")],
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+    await asyncio.wait_for(app(scope, receive, send), 10)
+    assert sent[0]["status"] == 200
+    model.gate.set()
+    # The one place of this credential is free again.
+    async with serving(app) as url, httpx.AsyncClient(base_url=url, headers=bearer(KEY)) as http:
+        r = await http.post(path, json={**body, "prompt": "a b"})
+    assert r.status_code == 200, r.text
