@@ -72,18 +72,12 @@ class Chunker:
         return self._hard_split(text, start, end)
 
     def _hard_split(self, text: str, start: int, end: int) -> list[tuple[int, int, int]]:
-        """No separator helps: the longest prefixes that fit, found by bisection."""
+        """No separator helps: the longest prefixes that fit."""
         out = []
         while start < end:
-            lo, hi = start + 1, min(end, start + self.max_tokens * MAX_TOKEN_CHARS)
-            while lo < hi:
-                mid = (lo + hi + 1) // 2
-                if self.count(text[start:mid]) <= self.max_tokens:
-                    lo = mid
-                else:
-                    hi = mid - 1
-            out.append((start, lo, self.count(text[start:lo])))
-            start = lo
+            cut = start + fit_length(self.count, text, start, end, self.max_tokens)
+            out.append((start, cut, self.count(text[start:cut])))
+            start = cut
         return out
 
     def _merge(self, text: str, pieces: list[tuple[int, int, int]]) -> list[tuple[int, int]]:
@@ -114,6 +108,21 @@ class Chunker:
         if carried + pieces[last + 1][2] > self.max_tokens:  # no room for the overlap and new text
             return last + 1
         return nxt
+
+
+def fit_length(count: Count, text: str, start: int, end: int, budget: int, *, tail: bool = False) -> int:
+    """How many characters of ``text[start:end]``, from its start (or, with ``tail``,
+    from its end), fit in ``budget`` tokens: the most that do, at least one. Found by
+    bisection within budget × MAX_TOKEN_CHARS characters."""
+    piece = (lambda n: text[end - n : end]) if tail else (lambda n: text[start : start + n])
+    lo, hi = 1, min(end - start, budget * MAX_TOKEN_CHARS)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if count(piece(mid)) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 def _split(text: str, start: int, end: int, sep: str) -> list[tuple[int, int]]:

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from .chunking import Chunk, Chunker, Count
+from .chunking import Chunk, Chunker, Count, fit_length
 from .config import MemoryConfig
 from .errors import ConfigError, NotFound, Unprocessable
 from .extract import Document, extract, media_type
@@ -181,14 +181,7 @@ class Memory:
         budget = None if self._context is None else self._context - SPECIAL_TOKENS - self._count(self.cfg.query_prefix)
         if budget is None or self._count(query) <= budget:
             return query
-        lo, hi = 0, len(query)  # the earliest start whose rest fits
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if self._count(query[mid:]) <= budget:
-                hi = mid
-            else:
-                lo = mid + 1
-        return query[lo:]
+        return query[-fit_length(self._count, query, 0, len(query), budget, tail=True) :]
 
     async def documents(self) -> list[dict]:
         keys = ("document", "source", "content_type", "chunks", "stored_at")
