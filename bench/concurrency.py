@@ -55,9 +55,7 @@ def free_port() -> int:
 def raw_batched(path: str, threads: int, steps: int) -> dict[int, float]:
     """Aggregate decode tokens/s with n sequences per llama_decode, straight on llama.cpp."""
     import llama_cpp
-    from llama_cpp import _internals
-
-    from llama_cpp import _logger
+    from llama_cpp import _internals, _logger
 
     _logger.set_verbose(False)
     model = _internals.LlamaModel(path_model=path, params=llama_cpp.llama_model_default_params(), verbose=False)
@@ -139,8 +137,9 @@ def main() -> int:
     from ray import serve
 
     from poly_ray import config as config_mod
-    from poly_ray.app import build_app, default_config_path
-    from poly_ray.sources import resolve
+    from poly_ray.config import default_config_path
+    from poly_ray.engine.sources import resolve
+    from poly_ray.serve.builder import build_app
 
     cfg = config_mod.load(default_config_path(), env={})
     model = cfg.models["gemma"].model_copy(update={"threads_per_session": args.threads, "slots": 8, "context_size": 2048})

@@ -33,11 +33,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from poly_ray.config import MemoryConfig, ModelConfig  # noqa: E402
-from poly_ray.embedder import Embedder, is_embedding_model, model_metadata  # noqa: E402
-from poly_ray.memory import Memory, Upload  # noqa: E402
-from poly_ray.sources import resolve  # noqa: E402
-from poly_ray.vectorstore import EdgeStore, Search, Sparse, StoredPoint  # noqa: E402
+from poly_ray.config import MemoryConfig, ModelConfig
+from poly_ray.engine.embedder import Embedder, is_embedding_model, model_metadata
+from poly_ray.engine.sources import resolve
+from poly_ray.memory.memory import Memory, Upload
+from poly_ray.memory.vectorstore import EdgeStore, Search, StoredPoint
 
 CACHE = Path("~/.cache/poly-ray/bench").expanduser()
 PYPDF = "pypdf==7.1.0"

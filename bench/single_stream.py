@@ -81,8 +81,9 @@ def main() -> int:
     from ray import serve
 
     from poly_ray import config as config_mod
-    from poly_ray.app import build_app, default_config_path
-    from poly_ray.sources import resolve
+    from poly_ray.config import default_config_path
+    from poly_ray.engine.sources import resolve
+    from poly_ray.serve.builder import build_app
 
     cfg = config_mod.load(default_config_path(), env={})
     model = cfg.models["gemma"].model_copy(update={"threads_per_session": args.threads})

@@ -39,9 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from . import config as config_mod
-    from .app import default_config_path
 
-    path = args.config or os.environ.get("POLY_CONFIG") or default_config_path()
+    path = config_mod.config_file(args.config)
     try:
         cfg = config_mod.load(path)
     except ConfigError as e:
@@ -63,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  memory {name}: {m.search} search, embedding model {m.embedding_model}, store {where}")
         return 0
     if args.command == "prepare":
-        from .sources import ModelSourceError, resolve
+        from poly_ray.engine.sources import ModelSourceError, resolve
 
         try:
             for name, m in cfg.models.items():
@@ -75,13 +74,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "build":
         import yaml
 
-        from .app import serve_config
+        from poly_ray.deploy.serve_config import serve_config
 
         deploy = serve_config(cfg, args.config)
         if args.kuberay:
             import ray
 
-            from .kuberay import rayservice
+            from poly_ray.deploy.kuberay import rayservice
 
             text = rayservice(deploy, ray.__version__)
         else:
@@ -97,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _token(cfg, args) -> int:
-    from .auth import mint
+    from poly_ray.api.auth import mint
 
     if not args.sub:
         print("poly-ray token: --sub NAME is required (who the token is for)", file=sys.stderr)
@@ -112,7 +111,7 @@ def _token(cfg, args) -> int:
     scopes = {scope: names(getattr(args, scope)) for scope in ("tasks", "models", "memories")}
     try:
         print(mint(cfg, args.sub, args.ttl, scopes))
-    except ValueError as e:
+    except ConfigError as e:
         print(f"poly-ray token: {e}", file=sys.stderr)
         return 2
     return 0
@@ -122,7 +121,7 @@ def _serve(cfg) -> int:
     import ray
     from ray import serve
 
-    from .app import build_app
+    from poly_ray.serve.builder import build_app
 
     ray.init(address=os.environ.get("RAY_ADDRESS"))
     serve.start(http_options={"host": cfg.host, "port": cfg.port})

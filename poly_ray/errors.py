@@ -19,6 +19,18 @@ place. Errors cross Ray handles, so they must pickle with their fields.
     ├── Busy                503  busy (with Retry-After)
     │   └── ReplicaLost     503  replica_lost (a replica died while answering; retry)
     └── ModelError          500  model_error (the engine failed, not the client)
+
+Start-up errors are the other tree: the server (or a replica) refuses to start,
+and the message names the config key to fix. They never reach a client.
+
+    ConfigError                        the TOML config or a POLY_* variable
+    ├── BadKey           config/jwt_keys.py      a JWT public key that cannot verify its algorithm
+    ├── ModelSourceError engine/sources.py       a model file that cannot be had
+    ├── ConversionError  engine/bert_gguf.py     a checkpoint that cannot become a GGUF
+    └── StoreError       memory/vectorstore.py   a memory's store that cannot be opened
+
+``grammars.SchemaError`` (400 ``unsupported_schema``) is a ``BadRequest``: a
+request's schema; in a task's config it becomes a ConfigError naming the task.
 """
 
 from __future__ import annotations

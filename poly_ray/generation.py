@@ -1,8 +1,12 @@
-"""Plain data that crosses deployment handles: what to generate, and what comes back."""
+"""Plain data that crosses deployment handles: what to generate, and what comes
+back; and the two ways every API family turns a stream of events into one answer."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+
+from .errors import ModelError
 
 
 @dataclass(frozen=True)
@@ -96,3 +100,22 @@ class Done:
 
 
 Event = Started | Chunk | Done
+
+
+async def gather(events: AsyncIterator[Event]) -> tuple[str, list[TokenLogprob], Done]:
+    """A whole generation from its stream: its text, log-probabilities and Done."""
+    parts: list[str] = []
+    logprobs: list[TokenLogprob] = []
+    async for event in events:
+        if isinstance(event, Chunk):
+            parts.append(event.text)
+            logprobs += event.logprobs
+        elif isinstance(event, Done):
+            return "".join(parts), logprobs, event
+    raise ModelError("the model's stream ended before it was done")
+
+
+async def collect(events: AsyncIterator[Event]) -> dict:
+    """A whole completion: ``{"text", "finish_reason", "usage", "timings"}``."""
+    text, _, done = await gather(events)
+    return {"text": text, **done.to_dict()}

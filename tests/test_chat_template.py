@@ -78,7 +78,7 @@ def gemma_with_template(gemma_path, tmp_path_factory):
 @pytest.mark.model
 async def test_a_bare_model_chats_through_its_gguf_template(gemma_with_template):
     from poly_ray.serve.model import LlamaModel
-    from poly_ray.tasks import TaskRunner
+    from poly_ray.tasks.runner import TaskRunner
 
     cfg = config.validate(
         {"models": {"gemma": {"model_path": str(gemma_with_template), "context_size": 512, "slots": 1, "threads_per_session": 2}}},

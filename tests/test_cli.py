@@ -7,7 +7,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from poly_ray import cli, config
-from poly_ray.auth import Authenticator
+from poly_ray.api.auth import Authenticator
 
 SECRET = "k" * 40
 

@@ -73,7 +73,7 @@ def test_task_biaser_from_a_file_and_refusals_at_start_up(tmp_path):
 
 @pytest.mark.model
 def test_output_under_a_schema_always_validates(gemma_path):
-    from poly_ray.engine import Engine
+    from poly_ray.engine.llama_engine import Engine
 
     engine = Engine(gemma_path, context_size=512, slots=4, threads=2, flush_interval=0)
 

@@ -2,12 +2,12 @@
 
 import pytest
 
-from poly_ray import sse
+from poly_ray.api import sse
 from poly_ray.config import TaskConfig
+from poly_ray.engine.stops import StopMatcher
 from poly_ray.errors import BadRequest
 from poly_ray.generation import Segment
-from poly_ray.prompts import assemble, build_request
-from poly_ray.stops import StopMatcher
+from poly_ray.tasks.prompts import assemble, build_request
 
 
 def feed_all(matcher, pieces):

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
-from ..errors import Busy, PolyError, ReplicaLost
+from poly_ray.errors import Busy, PolyError, ReplicaLost
 
 
 @contextmanager
@@ -84,7 +84,7 @@ class ModelHandle:
 
 
 class MemoryHandle:
-    """The memory deployment seen as a ``memories.Memories`` (every method async)."""
+    """The memory deployment seen as a ``memory.service.MemoryService`` (every method async)."""
 
     def __init__(self, handle):
         self._handle = handle

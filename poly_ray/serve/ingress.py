@@ -7,9 +7,10 @@ import logging
 
 from ray.exceptions import TaskCancelledError
 
-from ..api import create_app
-from ..config import Config
-from ..tasks import READY_TIMEOUT_S
+from poly_ray.api import create_app
+from poly_ray.config import Config
+from poly_ray.tasks.runner import READY_TIMEOUT_S
+
 from .handles import MemoryHandle, call, stream
 from .ops import route_logs_to_serve
 

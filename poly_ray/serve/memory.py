@@ -12,11 +12,12 @@ from pathlib import Path
 
 import llama_cpp
 
-from ..config import MemoryConfig, ModelConfig
-from ..memories import Memories
-from ..memory import Memory, check_dimensions
-from ..sources import resolve
-from ..vectorstore import open_store
+from poly_ray.config import MemoryConfig, ModelConfig
+from poly_ray.engine.sources import resolve
+from poly_ray.memory.memory import Memory, check_dimensions
+from poly_ray.memory.service import MemoryService
+from poly_ray.memory.vectorstore import open_store
+
 from .handles import ModelHandle
 from .ops import route_logs_to_serve
 
@@ -47,7 +48,7 @@ class MemoryActor:
             )
             log.info("memory %s: ready (%s)", name, cfg.store.path or cfg.store.qdrant.url)
         self._vocabularies = vocabularies
-        self.memories = Memories(built)
+        self.memories = MemoryService(built)
 
     async def call(self, method: str, *args, **kwargs):
         return await getattr(self.memories, method)(*args, **kwargs)

@@ -8,12 +8,13 @@ from pathlib import Path
 
 from ray import serve
 
-from ..config import ModelConfig
-from ..embedder import EmbeddingEngine, is_embedding_model, model_metadata
-from ..engine import Engine
-from ..errors import ModelError
-from ..generation import GenerationRequest
-from ..sources import resolve
+from poly_ray.config import ModelConfig
+from poly_ray.engine.embedder import EmbeddingEngine, is_embedding_model, model_metadata
+from poly_ray.engine.llama_engine import Engine
+from poly_ray.engine.sources import resolve
+from poly_ray.errors import ModelError
+from poly_ray.generation import GenerationRequest
+
 from .ops import EngineGauges, replica, route_logs_to_serve
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from ray import serve
 from ray.serve import metrics
 from ray.serve.exceptions import RayServeException
 
-from ..observe import Outcome
+from poly_ray.tasks.observe import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class EngineGauges:
         tags = ("model",)
         self._gauges = {
             "slots": metrics.Gauge("poly_slots", "Sequences a replica generates at once.", tag_keys=tags),
-            "active": metrics.Gauge("poly_active_slots", "Slots generating now.", tag_keys=tags),
+            "active": metrics.Gauge("poly_active_slots", "StreamLimits generating now.", tag_keys=tags),
             "waiting": metrics.Gauge("poly_queued_requests", "Requests waiting for a slot.", tag_keys=tags),
             "kv_cache_usage": metrics.Gauge(
                 "poly_kv_cache_usage", "Share of the KV cache that the slots' tokens hold (0-1).", tag_keys=tags),

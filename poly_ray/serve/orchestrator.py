@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from ..config import ModelConfig, TaskConfig
-from ..tasks import TaskRunner
+from poly_ray.config import ModelConfig, TaskConfig
+from poly_ray.tasks.runner import TaskRunner
+
 from .handles import MemoryHandle, ModelHandle
 from .ops import RayMetrics, route_logs_to_serve
 

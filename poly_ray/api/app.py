@@ -1,0 +1,141 @@
+"""The HTTP app: middleware, the one exception handler, and every API family's
+routes registered on one FastAPI app over a ``Backend``.
+
+No Ray import: the ingress deployment hands in a backend that talks to the
+orchestrator through handles; unit tests hand in an in-process one. Errors are
+shaped in one place (``error_response``): ``{"error": {"code", "message"}}`` on
+Poly's routes, each client family's own shape on its routes.
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import unquote_to_bytes
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from poly_ray.config import Config
+from poly_ray.errors import BadRequest, PolyError
+
+from .auth import Access, Authenticator, log_refusal
+from .backend import Backend
+from .limits import StreamLimits
+from .memory import routes as memory_routes
+from .ollama import protocol as ollama_protocol
+from .ollama import routes as ollama_routes
+from .openai import routes as openai_routes
+from .openapi import document
+from .parsing import describe
+from .poly import chat_ws
+from .poly import routes as poly_routes
+from .simple import routes as simple_routes
+
+log = logging.getLogger(__name__)
+
+def error_response(request: Request, status: int, code: str, message: str, headers=None) -> JSONResponse:
+    """One place that shapes errors: OpenAI's on its routes, Poly's everywhere else."""
+    if openai_routes.is_openai_path(request.url.path):
+        body = openai_routes.error_body(status, code, message)
+    elif ollama_protocol.is_ollama_path(request.url.path):
+        body = {"error": message}
+    else:
+        body = {"error": {"code": code, "message": message}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def create_app(backend: Backend, config: Config) -> FastAPI:
+    app = FastAPI(title="poly-ray", version="0.1.0")
+    app.state.max_request_bytes = config.max_request_bytes
+    app.state.max_upload_bytes = config.max_upload_bytes
+    if config.public and config.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("public = true on %s: anyone who reaches the port may generate, and read and change memories",
+                    config.bind_address)
+    if config.allowed_origins:
+        app.add_middleware(
+            _CORS,
+            allow_origins=config.allowed_origins,
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-Filename"],
+        )
+    app.add_middleware(_RefuseInvalidUTF8)
+    limits = StreamLimits(config.max_concurrent, config.max_streams_per_credential)
+    access = Access(Authenticator.from_config(config), backend)
+
+    @app.exception_handler(PolyError)
+    async def _poly_error(request: Request, err: PolyError):
+        log_refusal(err, request.method, request.url.path)
+        return error_response(request, err.status, err.code, err.message, err.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, err: StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code, "http_error")
+        return error_response(request, err.status_code, code, str(err.detail), err.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, err: RequestValidationError):
+        return error_response(request, 400, BadRequest.code, describe(err.errors()))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, err: Exception):
+        log.exception("unhandled error on %s", request.url.path)
+        return error_response(request, 500, "internal_error", "internal server error")
+
+    poly_routes.register(app, backend, access, limits)
+    openai_routes.register(app, backend, access, limits)
+    ollama_routes.register(app, backend, access, limits)
+    simple_routes.register(app, backend, access, limits, config.default_target)
+    chat_ws.register(app, backend, access, limits)
+    memory_routes.register(app, getattr(backend, "memories", None), access)
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            app.openapi_schema = document(app, list(config.tasks), list(config.models), list(config.memories))
+        return app.openapi_schema
+
+    app.openapi = openapi
+    return app
+
+
+class _CORS(CORSMiddleware):
+    """Starlette's CORS, with a refused preflight answered in the route's JSON error shape."""
+
+    def preflight_response(self, request_headers):
+        response = super().preflight_response(request_headers)
+        if response.status_code == 200:
+            return response
+        # The path is not passed here; the shape is Poly's (browsers do not show it anyway).
+        message = f"{response.body.decode()} (allowed_origins: {', '.join(self.allow_origins)})"
+        body = {"error": {"code": "cors_refused", "message": message}}
+        headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
+        return JSONResponse(body, status_code=response.status_code, headers=headers)
+
+
+class _RefuseInvalidUTF8:
+    """A path or query string whose percent-escapes are not UTF-8 gets a 400 (Starlette
+    would quietly replace the bytes, so a parameter would not be what was sent)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] in ("http", "websocket") and not _utf8(scope):
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1007})  # invalid data
+                return
+            message = "the path or query string is not valid UTF-8 once percent-decoded"
+            await error_response(Request(scope), 400, BadRequest.code, message)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _utf8(scope) -> bool:
+    try:
+        unquote_to_bytes(scope.get("raw_path") or b"").decode()
+        unquote_to_bytes(scope.get("query_string") or b"").decode()
+        return True
+    except UnicodeDecodeError:
+        return False

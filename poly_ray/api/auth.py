@@ -1,0 +1,229 @@
+"""Who is calling: static API keys (optionally scoped) and JWTs.
+
+A token comes from ``Authorization: Bearer <token>`` or ``?api_key=`` (browsers,
+WebSockets); the header wins when both are present.
+
+JWTs are HS256 with Poly's ``jwt_private_key.symmetric``, and/or RS*/ES* with
+``jwt_public_key`` (a PEM key or a JWKS). A token's ``alg`` picks the key among
+the configured ones and nothing else: no ``none``, and an HS256 token is never
+checked against a public key (the HS/RS confusion). ``exp`` is required; ``nbf``,
+``iat``, and, when configured, ``aud`` and ``iss`` are checked, with a small leeway.
+Claims ``tasks``, ``models`` and ``memories`` (lists) limit what a token may use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+import jwt
+from fastapi import Request
+
+from poly_ray.config import Config, ScopedKey
+from poly_ray.config.jwt_keys import PublicKey, public_keys
+from poly_ray.errors import ConfigError, Forbidden, NotFound, PolyError, Unauthorized
+
+log = logging.getLogger(__name__)
+
+LEEWAY_S = 30  # clock skew tolerated on exp, nbf and iat
+SCOPES = {"task": "tasks", "model": "models", "memory": "memories"}
+
+
+@dataclass(frozen=True)
+class Principal:
+    subject: str | None = None  # for logs: a token's `sub`, a key's name
+    tasks: frozenset[str] | None = None  # None: every task
+    models: frozenset[str] | None = None
+    memories: frozenset[str] | None = None
+    # What per-credential limits count against; None: anonymous (counted by client address).
+    credential: str | None = None
+
+    def allows(self, kind: str, name: str) -> bool:
+        """Whether these credentials may use the ``kind`` ("task", "model", "memory") called ``name``."""
+        scope = getattr(self, SCOPES[kind])
+        return scope is None or name in scope
+
+    def check(self, kind: str, name: str) -> None:
+        if not self.allows(kind, name):
+            raise Forbidden(f"these credentials may not use {kind} '{name}'", subject=self.subject)
+
+
+ANONYMOUS = Principal()
+
+
+def token_from(authorization: str | None, api_key: str | None) -> str | None:
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise Unauthorized("the Authorization header must be 'Bearer <token>'")
+        return value.strip()
+    return api_key or None
+
+
+def log_refusal(err: PolyError, method: str, path: str) -> None:
+    """Every 401/403, with who (when known) and where; never the credentials."""
+    if err.status in (401, 403):
+        subject = getattr(err, "subject", None) or "-"
+        log.warning("%d %s %s subject=%s: %s", err.status, method, path, subject, err.message)
+
+
+@dataclass(frozen=True)
+class _StaticKey:
+    digest: bytes
+    principal: Principal
+
+
+class Authenticator:
+    def __init__(
+        self,
+        *,
+        public: bool,
+        keys: list[str | ScopedKey],
+        jwt_secret: str | None = None,
+        jwt_public_key: PublicKey | None = None,
+        audience: str | None = None,
+        issuer: str | None = None,
+    ):
+        self.public = public
+        self._keys = [_static_key(i, k) for i, k in enumerate(keys)]
+        # alg → keys by kid: the token's header chooses among these only.
+        self._jwt: dict[str, dict[str | None, Any]] = {}
+        if jwt_secret:
+            self._jwt["HS256"] = {None: jwt_secret}
+        if jwt_public_key:
+            self._jwt[jwt_public_key.algorithm] = public_keys(jwt_public_key)
+        self._audience, self._issuer = audience, issuer
+
+    @classmethod
+    def from_config(cls, config: Config) -> Authenticator:
+        return cls(
+            public=config.public,
+            keys=config.allowed_keys,
+            jwt_secret=config.jwt_private_key.symmetric if config.jwt_private_key else None,
+            jwt_public_key=config.jwt_public_key,
+            audience=config.jwt_audience,
+            issuer=config.jwt_issuer,
+        )
+
+    def authenticate(self, token: str | None) -> Principal:
+        if token is None:
+            if self.public:
+                return ANONYMOUS
+            raise Unauthorized("credentials required: send 'Authorization: Bearer <key>' or ?api_key=<key>")
+        # Compare digests against every key: the time taken says neither which key
+        # matched nor how long the keys are.
+        digest = hashlib.sha256(token.encode(errors="surrogateescape")).digest()
+        matched = None
+        for key in self._keys:
+            if secrets.compare_digest(key.digest, digest) and matched is None:
+                matched = key.principal
+        if matched is not None:
+            return matched
+        if self._jwt and token.count(".") == 2:
+            return self._from_jwt(token)
+        raise Unauthorized("invalid credentials")
+
+    def _from_jwt(self, token: str) -> Principal:
+        try:
+            alg, key = self._key_for(jwt.get_unverified_header(token))
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                options={"require": ["exp"]},
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=LEEWAY_S,
+            )
+        except jwt.PyJWTError as e:
+            raise Unauthorized(f"invalid token: {e}") from None
+
+        subject = claims.get("sub")
+
+        def scope(key: str) -> frozenset[str] | None:
+            value = claims.get(key)
+            if value is None:
+                return None
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise Unauthorized(f"invalid token: claim '{key}' must be a list of names")
+            return frozenset(value)
+
+        # A token without `sub` is a credential of its own.
+        credential = f"token:{subject}" if subject else "token#" + hashlib.sha256(token.encode()).hexdigest()[:16]
+        return Principal(subject, scope("tasks"), scope("models"), scope("memories"), credential)
+
+    def _key_for(self, header: dict) -> tuple[str, Any]:
+        alg, kid = header.get("alg"), header.get("kid")
+        if not isinstance(alg, str) or alg not in self._jwt:
+            accepted = ", ".join(self._jwt)
+            raise jwt.InvalidAlgorithmError(f"the algorithm {alg!r} is not accepted (accepted: {accepted})")
+        keys = self._jwt[alg]
+        if isinstance(kid, str) and kid in keys:
+            return alg, keys[kid]
+        if len(keys) == 1 and (kid is None or None in keys):
+            return alg, next(iter(keys.values()))
+        raise jwt.InvalidKeyError(f"no key with kid {kid!r}")
+
+
+class Access:
+    """Authentication and authorization of requests against the graph's names."""
+
+    def __init__(self, auth: Authenticator, backend):
+        self._auth = auth
+        self._backend = backend
+
+    def principal(self, request: Request) -> Principal:
+        """The caller; an anonymous one is counted against per-credential limits by its address."""
+        who = self._auth.authenticate(
+            token_from(request.headers.get("authorization"), request.query_params.get("api_key"))
+        )
+        if who.credential is None:
+            host = request.client.host if request.client else "unknown"
+            who = replace(who, credential=f"anonymous@{host}")
+        return who
+
+    async def names(self, kind: str) -> dict:
+        if kind == "memory":
+            memories = getattr(self._backend, "memories", None)
+            return await memories.names() if memories is not None else {}
+        return await (self._backend.tasks() if kind == "task" else self._backend.models())
+
+    async def authorize(self, request: Request, kind: str, name: str) -> Principal:
+        """The caller, who may use the existing task or model ``name`` (else 401/404/403)."""
+        who = self.principal(request)
+        if name not in await self.names(kind):
+            raise NotFound(f"{kind} '{name}' does not exist")
+        who.check(kind, name)
+        return who
+
+
+def mint(config: Config, subject: str, ttl_s: int, scopes: dict[str, list[str] | None]) -> str:
+    """An HS256 token signed with the config's secret; ``scopes`` maps claims
+    (tasks, models, memories) to names, None leaving a claim out (no limit)."""
+    if config.jwt_private_key is None:
+        raise ConfigError(
+            "the config has no jwt_private_key.symmetric to sign with"
+            + (" (jwt_public_key only verifies: tokens for it are signed by the holder of the private key)"
+               if config.jwt_public_key else "")
+        )
+    now = int(time.time())
+    claims: dict[str, Any] = {"sub": subject, "iat": now, "exp": now + ttl_s}
+    claims |= {k: v for k, v in {"aud": config.jwt_audience, "iss": config.jwt_issuer}.items() if v}
+    claims |= {k: v for k, v in scopes.items() if v is not None}
+    return jwt.encode(claims, config.jwt_private_key.symmetric, algorithm="HS256")
+
+
+def _static_key(index: int, key: str | ScopedKey) -> _StaticKey:
+    if isinstance(key, str):
+        key = ScopedKey(key=key)
+    name = key.name or f"allowed_keys[{index}]"
+
+    def scope(names: list[str] | None) -> frozenset[str] | None:
+        return None if names is None else frozenset(names)
+
+    principal = Principal(name, scope(key.tasks), scope(key.models), scope(key.memories), f"key:{name}")
+    return _StaticKey(hashlib.sha256(key.key.encode()).digest(), principal)

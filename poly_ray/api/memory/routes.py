@@ -1,0 +1,126 @@
+"""The memory routes: list, recall, ingest (one document or a multipart upload),
+documents, deletion and ingestion jobs.
+
+``memories`` is anything with the async methods of ``memory.service.MemoryService``: the
+object itself in tests, a handle to the memory deployment in the graph.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from poly_ray.api.auth import Access
+from poly_ray.api.openapi import WITH_BODY, doc
+from poly_ray.api.parsing import parse_params, read_body
+from poly_ray.errors import BadRequest, NotFound
+from poly_ray.memory.memory import Upload
+
+from .protocol import (
+    MAX_FILES,
+    Cleared,
+    Deleted,
+    Documents,
+    JobStarted,
+    JobState,
+    MemoryList,
+    Recall,
+    RecallParams,
+    Stored,
+)
+
+INGEST_ERRORS = (*WITH_BODY, 415, 422)
+_BINARY = {"type": "string", "format": "binary"}
+INGEST_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "text/plain": {"schema": {"type": "string"}},
+            "application/pdf": {"schema": _BINARY},
+            "application/vnd.openxmlformats-officedocument.wordprocessingml.document": {"schema": _BINARY},
+            "multipart/form-data": {
+                "schema": {"type": "object", "properties": {"file": {"type": "array", "items": _BINARY}}}
+            },
+        },
+    }
+}
+
+
+def register(app: FastAPI, memories, access: Access) -> None:
+    def backend():
+        if memories is None:
+            raise NotFound("no memory is configured")
+        return memories
+
+    @app.get("/v1/memory", openapi_extra=doc(ok=MemoryList))
+    async def list_memories(request: Request):
+        who = access.principal(request)
+        names = await backend().names() if memories is not None else {}
+        return {"memories": [m for m in names if who.allows("memory", m)]}
+
+    @app.get("/v1/memory/{memory}", name="recall_get", openapi_extra=doc(query=RecallParams, ok=Recall))
+    @app.post("/v1/memory/{memory}", openapi_extra=doc(body=RecallParams, ok=Recall, errors=WITH_BODY))
+    async def recall(memory: str, request: Request):
+        await access.authorize(request, "memory", memory)
+        params = await parse_params(request, RecallParams)
+        chunks = await backend().recall(memory, params.prompt, params.n, params.mode)
+        # "memories" is Poly's answer (texts); "chunks" adds scores and metadata.
+        return {"memories": [c["text"] for c in chunks], "chunks": chunks}
+
+    @app.put(
+        "/v1/memory/{memory}", openapi_extra=doc(ok=Stored, accepted=JobStarted, errors=INGEST_ERRORS) | INGEST_BODY
+    )
+    async def ingest(memory: str, request: Request, wait: bool = True):
+        await access.authorize(request, "memory", memory)
+        uploads = await _uploads(request)
+        result = await backend().ingest(memory, uploads, wait=wait)
+        return JSONResponse(result, status_code=200 if wait else 202)
+
+    @app.get("/v1/memory/{memory}/jobs/{job}", openapi_extra=doc(ok=JobState))
+    async def job(memory: str, job: str, request: Request):
+        await access.authorize(request, "memory", memory)
+        return await backend().job(memory, job)
+
+    @app.get("/v1/memory/{memory}/documents", openapi_extra=doc(ok=Documents))
+    async def documents(memory: str, request: Request):
+        await access.authorize(request, "memory", memory)
+        return {"documents": await backend().documents(memory), **await backend().info(memory)}
+
+    @app.delete("/v1/memory/{memory}/documents/{document}", openapi_extra=doc(ok=Deleted))
+    async def delete_document(memory: str, document: str, request: Request):
+        await access.authorize(request, "memory", memory)
+        return await backend().delete(memory, document)
+
+    @app.delete("/v1/memory/{memory}", openapi_extra=doc(ok=Cleared))
+    async def clear(memory: str, request: Request):
+        await access.authorize(request, "memory", memory)
+        return await backend().clear(memory)
+
+
+async def _uploads(request: Request) -> list[Upload]:
+    """The documents of a PUT: its body, or each file of a multipart/form-data body."""
+    body = await read_body(request, "max_upload_bytes")
+    content_type = request.headers.get("content-type", "")
+    name = request.headers.get("x-filename") or request.query_params.get("filename")
+    if not content_type.lower().startswith("multipart/form-data"):
+        return [Upload(body, content_type or None, name)]
+
+    async def stream():
+        yield body
+
+    try:
+        form = await MultiPartParser(
+            request.headers, stream(), max_files=MAX_FILES, max_fields=MAX_FILES, max_part_size=len(body) + 1
+        ).parse()
+    except MultiPartException as e:
+        raise BadRequest(f"the multipart body cannot be read: {e.message}") from None
+    files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
+    if not files:
+        raise BadRequest("the multipart body holds no file: send each document as a file field")
+    uploads = []
+    for f in files:
+        uploads.append(Upload(await f.read(), f.content_type, f.filename))
+        await f.close()
+    return uploads

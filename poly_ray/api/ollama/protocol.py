@@ -1,0 +1,218 @@
+"""What Ollama clients send and receive: bodies, options and answers of /api/*."""
+
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from poly_ray import grammars
+
+PREFIX = "/api/"
+VERSION = "0.6.0"  # the Ollama API version whose shapes these routes follow
+
+
+# Ollama's options that tune its own server (memory, threads, GPUs): accepted, and
+# ignored, since a model's config decides them here. Any other unknown option is refused.
+_SERVER_OPTIONS = ("numa", "num_ctx", "num_batch", "num_gpu", "main_gpu", "low_vram", "f16_kv", "logits_all",
+                   "vocab_only", "use_mmap", "use_mlock", "embedding_only", "num_thread", "num_keep")
+
+
+class Options(BaseModel):
+    """Ollama's runtime options."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    num_predict: int | None = Field(None, ge=-2, le=1 << 20)
+    temperature: float | None = Field(None, ge=0, le=100)
+    top_k: int | None = Field(None, ge=0, le=1 << 20)
+    top_p: float | None = Field(None, gt=0, le=1)
+    min_p: float | None = Field(None, ge=0, le=1)
+    seed: int | None = Field(None, ge=0, lt=1 << 32)
+    stop: list[str] | None = None
+    repeat_penalty: float | None = Field(None, gt=0, le=100)
+    repeat_last_n: int | None = Field(None, ge=0, le=1 << 20)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+
+    # Sampling options of Ollama's that poly-ray does not implement: refused when set.
+    tfs_z: float | None = None
+    typical_p: float | None = None
+    mirostat: int | None = None
+    mirostat_tau: float | None = None
+    mirostat_eta: float | None = None
+    penalize_newline: bool | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_server_options(cls, data):
+        return {k: v for k, v in data.items() if k not in _SERVER_OPTIONS} if isinstance(data, dict) else data
+
+    @model_validator(mode="after")
+    def _supported(self):
+        for name in ("tfs_z", "typical_p", "mirostat", "mirostat_tau", "mirostat_eta", "penalize_newline"):
+            if getattr(self, name):
+                raise ValueError(f"options.{name}: not supported")
+        return self
+
+    def overrides(self) -> dict:
+        o = self.model_dump(exclude_none=True, exclude={"tfs_z", "typical_p", "mirostat", "mirostat_tau",
+                                                        "mirostat_eta", "penalize_newline"})
+        n = o.pop("num_predict", None)
+        if n is not None and n > 0:  # -1 / -2: as much as the task allows
+            o["max_tokens"] = n
+        return o
+
+
+class GenerationBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    model: str
+    stream: bool = True
+    format: Literal["", "json"] | dict[str, Any] | None = None
+    options: Options = Field(default_factory=Options)
+    keep_alive: str | float | None = None
+    think: bool | str | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+
+    @model_validator(mode="after")
+    def _supported(self):
+        # Sent by clients with empty values; refused only when asked for.
+        for name in ("think", "logprobs", "top_logprobs", "images", "tools", "suffix", "template", "context"):
+            if getattr(self, name, None):
+                raise ValueError(f"{name}: not supported")
+        return self
+
+    def overrides(self) -> dict:
+        o = self.options.overrides()
+        if self.format == "json":
+            o["grammar"] = grammars.ANY_JSON
+        elif isinstance(self.format, dict):
+            o["grammar"] = grammars.from_schema(self.format, "format")
+        return o
+
+
+class GenerateBody(GenerationBody):
+    prompt: str = Field("", max_length=1_000_000)
+    system: str | None = None
+    raw: bool = False
+    suffix: str | None = None
+    template: str | None = None
+    context: list[int] | None = None
+    images: list[Any] | None = None
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "user", "assistant"]
+    content: str = ""
+    # Sent by clients with empty values; refused only when set.
+    thinking: str | None = None
+    images: list[Any] | None = None
+    tool_name: str | None = None
+    tool_calls: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _supported(self):
+        for name in ("thinking", "images", "tool_name", "tool_calls"):
+            if getattr(self, name):
+                raise ValueError(f"{name}: not supported")
+        return self
+
+
+class ChatBody(GenerationBody):
+    messages: list[Message] = Field(min_length=1, max_length=10_000)
+    tools: list[Any] | None = None
+
+
+class EmbedBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    model: str
+    input: str | list[str] = Field(min_length=1)
+    truncate: bool = True
+    keep_alive: str | int | None = None
+    options: dict | None = None
+
+
+class ShowBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    verbose: bool | None = None
+
+
+# What the routes answer. Documentation only (the routes build plain dicts); the
+# fuzz test checks every answer against these.
+
+class OllamaVersion(BaseModel):
+    version: str
+
+
+class OllamaModelDetails(BaseModel):
+    format: str
+    family: str
+    parameter_size: str
+    quantization_level: str
+
+
+class OllamaModelEntry(BaseModel):
+    name: str
+    model: str
+    modified_at: str
+    size: int
+    digest: str
+    details: OllamaModelDetails
+
+
+class OllamaTags(BaseModel):
+    models: list[OllamaModelEntry]
+
+
+class OllamaShow(BaseModel):
+    modelfile: str
+    parameters: str
+    template: str
+    details: OllamaModelDetails
+    model_info: dict[str, Any]
+    capabilities: list[str]
+
+
+class _OllamaDone(BaseModel):
+    model: str
+    created_at: str
+    done: Literal[True]
+    done_reason: Literal["stop", "length"]
+    total_duration: int
+    load_duration: int
+    prompt_eval_count: int
+    prompt_eval_duration: int
+    eval_count: int
+    eval_duration: int
+
+
+class OllamaGenerateResponse(_OllamaDone):
+    response: str
+
+
+class OllamaChatMessage(BaseModel):
+    role: Literal["assistant"]
+    content: str
+
+
+class OllamaChatResponse(_OllamaDone):
+    message: OllamaChatMessage
+
+
+class OllamaEmbedResponse(BaseModel):
+    model: str
+    embeddings: list[list[float]]
+    total_duration: int
+    load_duration: int
+
+
+def is_ollama_path(path: str) -> bool:
+    return path.startswith(PREFIX)

@@ -1,0 +1,159 @@
+"""Ollama-compatible routes: /api/generate, /api/chat, /api/embed, /api/tags, /api/show, /api/version.
+
+``model`` names a task or a bare model, as on the OpenAI routes. Streams are
+newline-delimited JSON ending with an object that has ``done: true``, the
+``done_reason`` and durations in nanoseconds. Errors are ``{"error": "..."}``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from poly_ray.api.auth import Access, Principal
+from poly_ray.api.limits import StreamLimits
+from poly_ray.api.openapi import GENERATES, NDJSON, PLAIN, WITH_BODY, doc
+from poly_ray.api.parsing import parse_params
+from poly_ray.api.streaming import GenerationStream
+from poly_ray.errors import NotFound, PolyError
+from poly_ray.generation import Chunk, Done, gather
+
+from .protocol import (
+    VERSION,
+    ChatBody,
+    EmbedBody,
+    GenerateBody,
+    GenerationBody,
+    OllamaChatResponse,
+    OllamaEmbedResponse,
+    OllamaGenerateResponse,
+    OllamaShow,
+    OllamaTags,
+    OllamaVersion,
+    ShowBody,
+)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None:
+    async def target(who: Principal, name: str) -> dict:
+        """The task or model ``name`` may be used by the caller; what it is."""
+        tasks, models = await backend.tasks(), await backend.models()
+        if name in tasks:
+            who.check("task", name)
+            return {"kind": "task", **tasks[name]}
+        if name in models:
+            who.check("model", name)
+            return {"kind": "model", **models[name]}
+        raise NotFound(f"model '{name}' not found")
+
+    @app.get("/api/version", openapi_extra=doc(family="ollama", ok=OllamaVersion, errors=PLAIN))
+    async def version():
+        return {"version": VERSION}
+
+    @app.get("/api/tags", openapi_extra=doc(family="ollama", ok=OllamaTags))
+    async def tags(request: Request):
+        who = access.principal(request)
+        tasks, models = await backend.tasks(), await backend.models()
+        names = [n for n in tasks if who.allows("task", n)] + [n for n in models if who.allows("model", n)]
+        return {"models": [_model_entry(n) for n in names]}
+
+    @app.post("/api/show", openapi_extra=doc(family="ollama", body=ShowBody, ok=OllamaShow, errors=WITH_BODY))
+    async def show(request: Request):
+        who = access.principal(request)
+        body = await parse_params(request, ShowBody)
+        info = await target(who, body.model)
+        details = {"format": "gguf", "family": "", "parameter_size": "", "quantization_level": ""}
+        params = "\n".join(f"{k} {v}" for k, v in info.items() if k != "kind")
+        return {"modelfile": "", "parameters": params, "template": "", "details": details,
+                "model_info": info, "capabilities": ["completion", "embedding"]}
+
+    @app.post("/api/generate", openapi_extra=doc(
+        family="ollama", body=GenerateBody, ok=OllamaGenerateResponse, streams=NDJSON, errors=GENERATES))
+    async def generate(request: Request):
+        who = access.principal(request)
+        body = await parse_params(request, GenerateBody)
+        await target(who, body.model)
+        if body.system:
+            events = backend.stream_target(body.model, None, [("system", body.system), ("user", body.prompt)],
+                                           body.overrides())
+        else:
+            events = backend.stream_target(body.model, body.prompt, None, body.overrides())
+        return await _respond(body, events, slots, who.credential, lambda text: {"response": text})
+
+    @app.post("/api/chat", openapi_extra=doc(
+        family="ollama", body=ChatBody, ok=OllamaChatResponse, streams=NDJSON, errors=GENERATES))
+    async def chat(request: Request):
+        who = access.principal(request)
+        body = await parse_params(request, ChatBody)
+        await target(who, body.model)
+        messages = [(m.role, m.content) for m in body.messages]
+        events = backend.stream_target(body.model, None, messages, body.overrides())
+        return await _respond(body, events, slots, who.credential,
+                              lambda text: {"message": {"role": "assistant", "content": text}})
+
+    @app.post("/api/embed", openapi_extra=doc(family="ollama", body=EmbedBody, ok=OllamaEmbedResponse, errors=WITH_BODY))
+    async def embed(request: Request):
+        access.principal(request)  # 401 before looking at the body
+        body = await parse_params(request, EmbedBody)
+        await access.authorize(request, "model", body.model)
+        start = time.perf_counter_ns()
+        texts = [body.input] if isinstance(body.input, str) else body.input
+        vectors = await backend.embed(body.model, texts)
+        return {"model": body.model, "embeddings": vectors, "total_duration": time.perf_counter_ns() - start,
+                "load_duration": 0}
+
+
+def _model_entry(name: str) -> dict:
+    return {"name": name, "model": name, "modified_at": _now(), "size": 0, "digest": "",
+            "details": {"format": "gguf", "family": "", "parameter_size": "", "quantization_level": ""}}
+
+
+async def _respond(body: GenerationBody, events, slots: StreamLimits, credential: str, payload):
+    """Wait for the prompt to be accepted, then answer whole or as NDJSON lines."""
+    started = time.perf_counter_ns()
+    _, release = await slots.accepted(events, credential)
+
+    def final(done: Done, text: str = "") -> dict:
+        t = done.timings
+        return {"model": body.model, "created_at": _now(), **payload(text), "done": True,
+                "done_reason": "length" if done.finish_reason == "length" else "stop",
+                "total_duration": time.perf_counter_ns() - started, "load_duration": 0,
+                "prompt_eval_count": done.prompt_tokens,
+                "prompt_eval_duration": int(t.get("prompt_ms", 0) * 1e6),
+                "eval_count": done.completion_tokens, "eval_duration": int(t.get("decode_ms", 0) * 1e6)}
+
+    if not body.stream:
+        try:
+            text, _, done = await gather(events)
+        finally:
+            release()
+        return JSONResponse(final(done, text))
+
+    async def lines():
+        def line(obj) -> bytes:
+            return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+
+        try:
+            async for ev in events:
+                if isinstance(ev, Chunk) and ev.text:
+                    yield line({"model": body.model, "created_at": _now(), **payload(ev.text), "done": False})
+                elif isinstance(ev, Done):
+                    yield line(final(ev))
+                    return
+        except PolyError as e:
+            yield line({"error": e.message})
+        except Exception:
+            yield line({"error": "internal server error"})
+        finally:
+            release()
+            await events.aclose()
+
+    return GenerationStream(lines(), events=events, release=release, media_type="application/x-ndjson")

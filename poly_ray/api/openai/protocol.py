@@ -1,0 +1,219 @@
+"""Wire models of the OpenAI-compatible API (``/v1/completions``, ``/v1/chat/completions``, ...).
+
+Fields OpenAI clients commonly send are accepted; values poly-ray cannot honour
+(``n`` other than 1, say) are refused with a 400 rather than ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from poly_ray import grammars
+from poly_ray.errors import BadRequest
+
+_UINT32 = 1 << 32
+
+
+class _Body(BaseModel):
+    # NaN and Infinity would pass range checks (every comparison with NaN is false).
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class StreamOptions(_Body):
+    include_usage: bool = False
+
+
+class JsonSchemaFormat(_Body):
+    name: str = "response"
+    description: str | None = None
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(_Body):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    def grammar(self) -> str | None:
+        """The GBNF grammar that enforces this format, or None for free text."""
+        if self.type == "json_object":
+            return grammars.ANY_JSON
+        if self.type == "json_schema":
+            if self.json_schema is None:
+                raise BadRequest("response_format.json_schema is required when type is 'json_schema'")
+            return grammars.from_schema(self.json_schema.schema_, "response_format.json_schema.schema")
+        return None
+
+
+class _Sampling(_Body):
+    model: str
+    max_tokens: int | None = Field(None, ge=1, le=1 << 20)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    seed: int | None = Field(None, ge=0, lt=_UINT32)
+    stop: str | list[str] | None = None
+    n: int = Field(1, ge=1, le=128)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    user: str | None = None
+
+    @model_validator(mode="after")
+    def _supported(self):
+        if self.n != 1:
+            raise ValueError("n: only n = 1 is supported")
+        if isinstance(self.stop, list) and len(self.stop) > 16:
+            raise ValueError("stop: at most 16 sequences")
+        return self
+
+    def overrides(self) -> dict:
+        o = {
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "seed": self.seed,
+            "frequency_penalty": self.frequency_penalty,
+            "presence_penalty": self.presence_penalty,
+        }
+        if self.stop:
+            o["stop"] = [self.stop] if isinstance(self.stop, str) else self.stop
+        return {k: v for k, v in o.items() if v is not None}
+
+
+class CompletionRequest(_Sampling):
+    prompt: str | list[str] = Field(max_length=1_000_000)
+    logprobs: int | None = Field(None, ge=0, le=20)  # alternatives per token
+    echo: bool = False
+    suffix: str | None = None
+    best_of: int | None = None
+
+    @model_validator(mode="after")
+    def _completion_supported(self):
+        if isinstance(self.prompt, list) and len(self.prompt) != 1:
+            raise ValueError("prompt: exactly one prompt per request is supported")
+        if self.echo or self.suffix or (self.best_of not in (None, 1)):
+            raise ValueError("echo, suffix and best_of are not supported")
+        return self
+
+    def text(self) -> str:
+        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+
+    def overrides(self) -> dict:
+        o = super().overrides()
+        if self.logprobs is not None:
+            o["logprobs"] = self.logprobs
+        return o
+
+
+class ChatMessage(_Body):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        parts = []
+        for part in self.content:
+            if part.get("type") != "text" or not isinstance(part.get("text"), str):
+                raise BadRequest("messages: only text content parts are supported")
+            parts.append(part["text"])
+        return "".join(parts)
+
+
+class ChatCompletionRequest(_Sampling):
+    messages: list[ChatMessage] = Field(min_length=1, max_length=10_000)
+    max_completion_tokens: int | None = Field(None, ge=1, le=1 << 20)
+    response_format: ResponseFormat | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+
+    def overrides(self) -> dict:
+        o = super().overrides()
+        if self.logprobs:
+            o["logprobs"] = self.top_logprobs or 0
+        elif self.top_logprobs:
+            raise BadRequest("top_logprobs: needs logprobs = true")
+        if self.max_completion_tokens is not None:
+            o["max_tokens"] = self.max_completion_tokens
+        if self.response_format is not None and (grammar := self.response_format.grammar()):
+            o["grammar"] = grammar
+        return o
+
+
+class EmbeddingRequest(_Body):
+    model: str
+    input: str | list[str] = Field(min_length=1)
+    encoding_format: Literal["float", "base64"] = "float"
+    user: str | None = None
+    dimensions: int | None = Field(None, ge=1, le=1 << 16)
+
+
+# What the routes answer. Documentation only (the routes build plain dicts); the
+# fuzz test checks every answer against these.
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+
+
+class ModelPage(BaseModel):
+    object: Literal["list"]
+    data: list[ModelCard]
+
+
+class CompletionChoice(BaseModel):
+    index: int
+    text: str
+    logprobs: dict[str, Any] | None
+    finish_reason: Literal["stop", "length"] | None
+
+
+class CompletionResponse(BaseModel):
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: dict[str, int]
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"]
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: AssistantMessage
+    logprobs: dict[str, Any] | None
+    finish_reason: Literal["stop", "length"] | None
+
+
+class ChatCompletionResponse(BaseModel):
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: dict[str, int]
+
+
+class EmbeddingData(BaseModel):
+    object: Literal["embedding"]
+    index: int
+    embedding: list[float] | str  # str: base64
+
+
+class EmbeddingResponse(BaseModel):
+    object: Literal["list"]
+    model: str
+    data: list[EmbeddingData]
+    usage: dict[str, int]

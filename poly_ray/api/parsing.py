@@ -1,0 +1,70 @@
+"""Reading requests the same way on every route: bodies bounded while they are
+read, strict JSON, a GET's query string or a POST's body into one pydantic model,
+and validation errors as one readable line."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import Request
+from pydantic import BaseModel, ValidationError
+
+from poly_ray.errors import BadRequest, PayloadTooLarge
+
+
+async def parse_params(request: Request, model: type[BaseModel]) -> Any:
+    """A request's parameters: the JSON body of a POST, or the query string of a GET."""
+    if request.method == "GET":
+        data: dict[str, Any] = {}
+        for key, value in request.query_params.multi_items():
+            if key == "api_key":
+                continue
+            if key == "stop":
+                data.setdefault("stop", []).append(value)
+            else:
+                data[key] = value
+    else:
+        data = loads_json(await read_body(request), "the request body")
+        if not isinstance(data, dict):
+            raise BadRequest("the request body must be a JSON object")
+    try:
+        return model.model_validate(data, strict=False)
+    except ValidationError as e:
+        raise BadRequest(describe(e.errors())) from None
+
+
+def loads_json(raw: str | bytes, what: str) -> Any:
+    """Strict JSON: UTF-8, and no NaN or Infinity (Python's json accepts them; JSON does not)."""
+
+    def refuse(constant: str):
+        raise BadRequest(f"{what} is not valid JSON: {constant} is not a JSON value")
+
+    try:
+        return json.loads(raw.decode() if isinstance(raw, bytes) else raw, parse_constant=refuse)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BadRequest(f"{what} is not valid JSON: {e}") from None
+
+
+async def read_body(request: Request, limit_key: str = "max_request_bytes") -> bytes:
+    """The body, refused with 413 as soon as it passes the server's limit (never read whole first)."""
+    limit = getattr(request.app.state, limit_key)
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the request body is {declared} bytes; the limit ({limit_key}) is {limit}")
+    parts, size = [], 0
+    async for part in request.stream():
+        size += len(part)
+        if size > limit:
+            raise PayloadTooLarge(f"the request body is over the limit ({limit_key}) of {limit} bytes")
+        parts.append(part)
+    return b"".join(parts)
+
+
+def describe(errors: list[dict]) -> str:
+    parts = []
+    for err in errors:
+        loc = ".".join(str(p) for p in err["loc"] if p not in ("body", "query", "path"))
+        msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)

@@ -1,0 +1,198 @@
+"""WebSocket chat: ``GET /v1/task/{task}/chat``.
+
+Two protocols on one route:
+
+- Poly's (the default): the client sends a text frame per user turn; the server
+  answers a text frame per chunk of generated text, then an empty text frame
+  at the end of the turn.
+- JSON (subprotocol ``poly.json``, or ``?protocol=json``): the client sends a
+  turn as text or as ``{"prompt": ..., "max_tokens": ...}``; the server sends
+  ``{"type": "token", "text"}``, then ``{"type": "done", "finish_reason",
+  "usage", "timings"}``, or ``{"type": "error", "code", "message"}``.
+
+The session keeps the tokens the model has seen, so each turn continues the
+conversation (the prelude once, then prefix + prompt + postfix per turn) and
+the model replica reuses the cells it already holds for it. A turn that no
+longer fits the context ends with ``context_full``, unless the task says
+``context_overflow = "drop_oldest"``: then the prelude stays and the oldest
+turns go (``dropped_turns`` in the JSON protocol's done message). Errors are told, never a
+silent close: as an error message (JSON), or as a close code 4000 + HTTP status
+with the message as the reason (Poly's protocol has no error frame).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+
+from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+from pydantic import ValidationError
+
+from poly_ray.api.auth import Access, log_refusal
+from poly_ray.api.limits import StreamLimits
+from poly_ray.api.parsing import describe, loads_json
+from poly_ray.errors import BadRequest, PayloadTooLarge, PolyError, PromptTooLong
+from poly_ray.generation import Chunk, Done
+
+from .protocol import CompletionParams
+
+log = logging.getLogger(__name__)
+
+JSON_SUBPROTOCOL = "poly.json"
+MAX_WAITING_TURNS = 4
+
+
+def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None:
+    @app.websocket("/v1/task/{task}/chat")
+    async def chat(websocket: WebSocket, task: str):
+        offered = websocket.scope.get("subprotocols") or []
+        json_mode = JSON_SUBPROTOCOL in offered or websocket.query_params.get("protocol") == "json"
+        await websocket.accept(subprotocol=JSON_SUBPROTOCOL if JSON_SUBPROTOCOL in offered else None)
+        session = _Session(websocket, backend, task, json_mode)
+        try:
+            who = await access.authorize(websocket, "task", task)
+            # The open session counts against its credential's streams until it closes.
+            release = slots.take(who.credential, generation=False)
+        except PolyError as e:
+            log_refusal(e, "WEBSOCKET", websocket.url.path)
+            await session.refuse(e)
+            return
+        try:
+            await session.run(slots)
+        finally:
+            release()
+
+
+class _Session:
+    def __init__(self, websocket: WebSocket, backend, task: str, json_mode: bool):
+        self.ws, self.backend, self.task, self.json_mode = websocket, backend, task, json_mode
+        self.context: tuple[int, ...] | None = None  # what the model saw so far
+        self.history: list[tuple[str, str]] = []  # each turn's prompt and answer, to drop the oldest
+        self.id = uuid.uuid4().hex  # keeps the session's turns on one model replica
+
+    async def refuse(self, err: PolyError) -> None:
+        """Say why, then close: used before the session starts."""
+        if self.json_mode:
+            await self.ws.send_json({"type": "error", "code": err.code, "message": err.message})
+        await self.ws.close(code=4000 + err.status, reason=err.message[:120])
+
+    async def run(self, slots: StreamLimits) -> None:
+        # A client that sends faster than turns are answered waits (TCP backpressure)
+        # instead of filling the server's memory.
+        turns: asyncio.Queue = asyncio.Queue(maxsize=MAX_WAITING_TURNS)
+        reader = asyncio.create_task(self._read(turns))
+        try:
+            while (frame := await turns.get()) is not None:
+                try:
+                    prompt, overrides = self._parse(frame)
+                    async with slots.held(None):  # counted per credential by the session
+                        await self._turn(prompt, overrides, reader)
+                except PolyError as e:
+                    if not await self._error(e):
+                        return
+                if reader.done():
+                    return
+        except WebSocketDisconnect:
+            pass
+        except Exception:
+            log.exception("chat session on task %s failed", self.task)
+            await self._error(PolyError("internal server error"), close=True)
+        finally:
+            reader.cancel()
+
+    async def _read(self, turns: asyncio.Queue) -> None:
+        limit = self.ws.app.state.max_request_bytes
+        try:
+            while True:
+                message = await self.ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                text = message.get("text")
+                if text is not None and len(text.encode()) > limit:
+                    text = PayloadTooLarge(f"the message is over the limit (max_request_bytes) of {limit} bytes")
+                elif text is None and message.get("bytes") is not None:
+                    text = BadRequest("binary frames are not accepted; send text")
+                if text is not None:
+                    await turns.put(text)
+        finally:
+            # The end of input; when the queue is full, the session sees reader.done() instead.
+            with contextlib.suppress(asyncio.QueueFull):
+                turns.put_nowait(None)
+
+    def _parse(self, frame) -> tuple[str, dict]:
+        if isinstance(frame, PolyError):
+            raise frame
+        if self.json_mode and frame.lstrip().startswith("{"):
+            try:
+                params = CompletionParams.model_validate(loads_json(frame, "the message"))
+            except ValidationError as e:
+                raise BadRequest(describe(e.errors())) from None
+            return params.prompt, params.overrides()
+        return frame, {}
+
+    async def _turn(self, prompt: str, overrides: dict, reader: asyncio.Task) -> None:
+        events, first, dropped = await self._start(prompt, overrides)
+        answer: list[str] = []
+        try:
+            async for ev in _chain(first, events):
+                if reader.done():  # the client went away: stop generating
+                    return
+                if isinstance(ev, Chunk) and ev.text:
+                    answer.append(ev.text)
+                    await self._send_text(ev.text)
+                elif isinstance(ev, Done):
+                    self.context = ev.context
+                    if await self._drops_oldest():  # only then are the turns' texts needed
+                        self.history = [*self.history[dropped:], (prompt, "".join(answer))]
+                    if self.json_mode:
+                        await self.ws.send_json({"type": "done", **ev.to_dict(), **({"dropped_turns": dropped} if dropped else {})})
+                    else:
+                        await self.ws.send_text("")
+                    return
+        finally:
+            await events.aclose()
+
+    async def _start(self, prompt: str, overrides: dict):
+        """The turn's events and first event. When the session no longer fits the
+        context and the task says so, the oldest turns are dropped (the prelude stays)
+        until it fits; else ContextFull goes to the client."""
+        overrides = {**overrides, "session": self.id}
+        dropped = 0
+        while True:
+            if dropped:  # written out anew from the prelude and the turns kept
+                events = self.backend.stream_turn(self.task, None, prompt, overrides, self.history[dropped:])
+            else:
+                events = self.backend.stream_turn(self.task, self.context, prompt, overrides)
+            try:
+                return events, await anext(events), dropped
+            except PromptTooLong:
+                await events.aclose()
+                if dropped >= len(self.history) or not await self._drops_oldest():
+                    raise
+                dropped += 1
+
+    async def _drops_oldest(self) -> bool:
+        return (await self.backend.tasks())[self.task].get("context_overflow") == "drop_oldest"
+
+    async def _send_text(self, text: str) -> None:
+        if self.json_mode:
+            await self.ws.send_json({"type": "token", "text": text})
+        else:
+            await self.ws.send_text(text)
+
+    async def _error(self, err: PolyError, close: bool = False) -> bool:
+        """Tell the client; True if the session goes on."""
+        if self.json_mode:
+            await self.ws.send_json({"type": "error", "code": err.code, "message": err.message})
+            if not close:
+                return True
+        await self.ws.close(code=4000 + err.status, reason=err.message[:120])
+        return False
+
+
+async def _chain(first, events):
+    yield first
+    async for ev in events:
+        yield ev

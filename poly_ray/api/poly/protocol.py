@@ -1,0 +1,112 @@
+"""Wire models of poly-ray's native HTTP API (Poly's paths and shapes)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from poly_ray import grammars
+
+_UINT32 = 1 << 32
+
+
+class _Body(BaseModel):
+    # NaN and Infinity would pass range checks (every comparison with NaN is false).
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class CompletionParams(_Body):
+    """A prompt and the sampling settings a request may override (within the task's limits)."""
+
+    prompt: str = Field(max_length=1_000_000)
+    max_tokens: int | None = Field(None, ge=1, le=1 << 20)
+    temperature: float | None = Field(None, ge=0, le=100)
+    top_k: int | None = Field(None, ge=0, le=1 << 20)
+    top_p: float | None = Field(None, gt=0, le=1)
+    seed: int | None = Field(None, ge=0, lt=_UINT32)
+    stop: list[str] | str | None = None
+    ignore_eos: bool | None = None
+    # A JSON schema the answer must follow (this request only; beats the task's biaser).
+    schema_: dict | None = Field(None, alias="schema")
+
+    def overrides(self) -> dict:
+        o = self.model_dump(exclude={"prompt", "schema_"}, exclude_none=True)
+        if self.schema_ is not None:
+            o["grammar"] = grammars.from_schema(self.schema_, "schema")
+        return o
+
+
+class PromptBody(_Body):
+    prompt: str = Field(max_length=1_000_000)
+
+
+class EmbeddingBody(_Body):
+    prompt: str | list[str] = Field(min_length=1)
+
+
+# What the routes answer. Documentation only (the routes build plain dicts); the
+# fuzz test checks every answer against these.
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class Completion(BaseModel):
+    text: str
+    finish_reason: str
+    usage: Usage
+    timings: dict[str, float]
+
+
+class Status(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    ready: bool
+    # What has not answered yet: "model NAME", "memories", "orchestrator".
+    waiting: list[str]
+
+
+class TaskStats(BaseModel):
+    requests: int
+    cycles: int
+    errors: int
+    cancelled: int
+    prompt_tokens: int
+    predict_tokens: int
+    prompt_duration_s: float
+    predict_duration_s: float
+
+
+class Stats(BaseModel):
+    tasks: dict[str, TaskStats]
+    # Each model's engine stats (slots, active, waiting, kv_cache_usage, ...) from one
+    # replica; null for a model that did not answer (not loaded yet).
+    models: dict[str, dict | None]
+
+
+class TaskList(BaseModel):
+    tasks: list[str]
+
+
+class ModelList(BaseModel):
+    models: list[str]
+
+
+class Embedding(BaseModel):
+    embedding: list[float]
+
+
+class Embeddings(BaseModel):
+    embeddings: list[list[float]]
+
+
+class Token(BaseModel):
+    id: int
+    text: str
+
+
+class Tokenization(BaseModel):
+    tokens: list[Token]

@@ -1,0 +1,110 @@
+"""Poly's native routes: tasks (completion, live SSE), models (embedding,
+tokenization), status, readiness and stats."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from poly_ray.api.auth import Access
+from poly_ray.api.limits import StreamLimits
+from poly_ray.api.openapi import GENERATES, PLAIN, SSE, WITH_BODY, doc, ref
+from poly_ray.api.parsing import parse_params
+from poly_ray.api.streaming import GenerationStream, sse_body
+
+from .protocol import (
+    Completion,
+    CompletionParams,
+    Embedding,
+    EmbeddingBody,
+    Embeddings,
+    ModelList,
+    PromptBody,
+    Readiness,
+    Stats,
+    Status,
+    TaskList,
+    Tokenization,
+)
+
+
+def register(app: FastAPI, backend, access: Access, limits: StreamLimits) -> None:
+    @app.get("/status", openapi_extra=doc(ok=Status, errors=PLAIN))
+    async def status():
+        return {"status": "ok"}
+
+    @app.get("/ready", openapi_extra=_not_ready(doc(ok=Readiness, errors=PLAIN)))
+    async def ready():
+        """Readiness (``/status`` is liveness): 503 until every model, and the memories, answer."""
+        waiting = [name for name, ok in (await backend.ready()).items() if not ok]
+        if waiting:
+            return JSONResponse({"ready": False, "waiting": waiting}, status_code=503, headers={"Retry-After": "5"})
+        return {"ready": True, "waiting": []}
+
+    @app.get("/v1/stats", openapi_extra=doc(ok=Stats, errors=(400, 401, 503)))
+    async def stats(request: Request):
+        """Poly's stats: counts per task and each model's engine stats, of what the caller may use."""
+        who = access.principal(request)
+        stats, tasks = await backend.stats(), await access.names("task")
+        return {
+            # A model used bare (OpenAI, Ollama, simple APIs) counts under its own name.
+            "tasks": {t: s for t, s in stats["tasks"].items() if who.allows("task" if t in tasks else "model", t)},
+            "models": {m: s for m, s in stats["models"].items() if who.allows("model", m)},
+        }
+
+    @app.get("/v1/task", openapi_extra=doc(ok=TaskList))
+    async def list_tasks(request: Request):
+        who = access.principal(request)
+        return {"tasks": [t for t in await access.names("task") if who.allows("task", t)]}
+
+    @app.get("/v1/model", openapi_extra=doc(ok=ModelList))
+    async def list_models(request: Request):
+        who = access.principal(request)
+        return {"models": [m for m in await access.names("model") if who.allows("model", m)]}
+
+    @app.get("/v1/task/{task}/completion", name="completion_get",
+             openapi_extra=doc(query=CompletionParams, ok=Completion, errors=GENERATES))
+    @app.post("/v1/task/{task}/completion", openapi_extra=doc(body=CompletionParams, ok=Completion, errors=GENERATES))
+    async def completion(task: str, request: Request):
+        who = await access.authorize(request, "task", task)
+        params = await parse_params(request, CompletionParams)
+        async with limits.held(who.credential):
+            return await backend.complete(task, params.prompt, params.overrides())
+
+    @app.get("/v1/task/{task}/live", name="live_get", openapi_extra=doc(query=CompletionParams, streams=SSE, errors=GENERATES))
+    @app.post("/v1/task/{task}/live", openapi_extra=doc(body=CompletionParams, streams=SSE, errors=GENERATES))
+    async def live(task: str, request: Request):
+        who = await access.authorize(request, "task", task)
+        params = await parse_params(request, CompletionParams)
+        events = backend.stream(task, params.prompt, params.overrides())
+        first, release = await limits.accepted(events, who.credential)
+        return GenerationStream(
+            sse_body(first, events, release),
+            events=events,
+            release=release,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    @app.post("/v1/model/{model}/embedding", openapi_extra=doc(
+        body=EmbeddingBody, ok={"anyOf": [ref(Embedding), ref(Embeddings)]}, errors=WITH_BODY))
+    async def embedding(model: str, request: Request):
+        await access.authorize(request, "model", model)
+        body = await parse_params(request, EmbeddingBody)
+        texts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+        vectors = await backend.embed(model, texts)
+        if isinstance(body.prompt, str):
+            return {"embedding": vectors[0]}
+        return {"embeddings": vectors}
+
+    @app.post("/v1/model/{model}/tokenization", openapi_extra=doc(body=PromptBody, ok=Tokenization, errors=WITH_BODY))
+    async def tokenization(model: str, request: Request):
+        await access.authorize(request, "model", model)
+        body = await parse_params(request, PromptBody)
+        return {"tokens": await backend.tokenize(model, body.prompt)}
+
+
+def _not_ready(extra: dict) -> dict:
+    extra["responses"]["503"] = {"description": "Not ready: what is still loading",
+                                 "content": {"application/json": {"schema": ref(Readiness)}}}
+    return extra

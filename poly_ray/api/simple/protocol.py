@@ -1,0 +1,58 @@
+"""The bodies of llm-api's /generate, /agenerate, /embeddings and the Rust llm server's /stream."""
+
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Params(BaseModel):
+    """llama-cpp-python's completion parameters, as llm-api passes them on."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    max_tokens: int | None = Field(None, ge=1, le=1 << 20)
+    temperature: float | None = Field(None, ge=0, le=100)
+    top_k: int | None = Field(None, ge=0, le=1 << 20)
+    top_p: float | None = Field(None, gt=0, le=1)
+    min_p: float | None = Field(None, ge=0, le=1)
+    repeat_penalty: float | None = Field(None, gt=0, le=100)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    seed: int | None = Field(None, ge=0, lt=1 << 32)
+    stop: list[str] | str | None = None
+
+
+class LlmApiBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    prompt: str = Field(max_length=1_000_000)
+    params: Params | None = None
+
+    def overrides(self) -> dict:
+        return self.params.model_dump(exclude_none=True) if self.params else {}
+
+
+class TextBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    text: str = Field(max_length=1_000_000)
+
+
+class StreamBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    prompt: str = Field(max_length=1_000_000)
+    num_predict: int | None = Field(None, ge=1, le=1 << 20)
+    top_k: int | None = Field(None, ge=0, le=1 << 20)
+    top_p: float | None = Field(None, gt=0, le=1)
+    repeat_penalty: float | None = Field(None, gt=0, le=100)
+    temp: float | None = Field(None, ge=0, le=100)
+    n_batch: int | None = Field(None, ge=1, le=1 << 16)  # the model's batch size is set in its config
+    # Prompt state is reused by prefix on the replica whatever the id (see README).
+    cache: str | None = Field(None, max_length=256)
+
+    def overrides(self) -> dict:
+        o = {"max_tokens": self.num_predict, "top_k": self.top_k, "top_p": self.top_p,
+             "repeat_penalty": self.repeat_penalty, "temperature": self.temp}
+        return {k: v for k, v in o.items() if v is not None}

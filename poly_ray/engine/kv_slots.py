@@ -1,0 +1,64 @@
+"""Where a request runs in a batched context, and what it can reuse there.
+
+A context holds one sequence per slot. A slot keeps its KV cells after its
+request ends, so a later request whose prompt starts the same way (a task's
+prelude, the earlier turns of a chat) evaluates only the rest: in place when an
+idle slot holds the prefix, or by copying the prefix from a busy slot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Copying a handful of cells saves next to nothing: below this many tokens a
+# prompt is evaluated afresh in its slot.
+MIN_COPY = 16
+
+
+@dataclass
+class Slot:
+    seq: int
+    tokens: list[int] = field(default_factory=list)  # what its KV cells hold, in order
+    busy: bool = False
+    last_used: float = 0.0
+
+
+@dataclass(frozen=True)
+class Placement:
+    slot: int
+    reuse: int  # prompt tokens already in the slot once placed
+    copy_from: int | None = None  # copy the first `reuse` cells of this slot first
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def place(slots: list[Slot], prompt: list[int]) -> Placement | None:
+    """Pick a free slot for ``prompt``; None when every slot is busy."""
+    free = [s for s in slots if not s.busy]
+    if not free:
+        return None
+    # At least one prompt token is evaluated, so that there are logits to sample.
+    limit = max(len(prompt) - 1, 0)
+    best, best_n = None, 0
+    for s in slots:
+        n = min(common_prefix(s.tokens, prompt), limit)
+        if n > best_n:
+            best, best_n = s, n
+    if best is not None and not best.busy and best_n == len(best.tokens):
+        # The prompt continues what an idle slot holds (the next turn of a chat).
+        return Placement(best.seq, best_n)
+    # Otherwise run in the least valuable free slot: an empty one, else the least
+    # recently used; the shared prefix is copied in, leaving its owner intact.
+    target = min(free, key=lambda s: (bool(s.tokens), s.last_used))
+    if target is best:
+        return Placement(target.seq, best_n)
+    if best_n < MIN_COPY:
+        return Placement(target.seq, 0)
+    return Placement(target.seq, best_n, copy_from=best.seq)

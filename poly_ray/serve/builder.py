@@ -1,0 +1,46 @@
+"""The one place where deployment classes meet their options: the graph of a config.
+
+Ingress → TaskOrchestrator → one LlamaModel deployment per configured model,
+and, with memories configured, a MemoryActor that the ingress and the
+orchestrator both call (it embeds through the embedding models' deployments).
+"""
+
+from __future__ import annotations
+
+from ray import serve
+from ray.serve import Application
+
+from poly_ray.config import Config
+
+from .ingress import Ingress
+from .memory import MemoryActor
+from .model import LlamaModel
+from .options import LIGHT_OPTIONS, MEMORY_OPTIONS, PLACEMENT_KEYS, model_options
+from .orchestrator import TaskOrchestrator
+
+
+def build_app(cfg: Config) -> Application:
+    # The deployments' arguments leave placement out: a new replica count is then
+    # a change of options only, which Serve applies by scaling, without restarting
+    # the replicas that run.
+    model_configs = {name: m.model_dump(mode="json", exclude=PLACEMENT_KEYS) for name, m in cfg.models.items()}
+    models = {
+        name: serve.deployment(LlamaModel, name=f"model-{name}", **model_options(m)).bind(
+            name, model_configs[name], str(cfg.cache_path)
+        )
+        for name, m in cfg.models.items()
+    }
+    memory = None
+    if cfg.memories:
+        memory = serve.deployment(MemoryActor, name="memory", **MEMORY_OPTIONS).bind(
+            {name: m.model_dump(mode="json") for name, m in cfg.memories.items()},
+            model_configs,
+            {m.embedding_model: models[m.embedding_model] for m in cfg.memories.values()},
+            str(cfg.cache_path),
+        )
+    orchestrator = serve.deployment(TaskOrchestrator, name="orchestrator", **LIGHT_OPTIONS).bind(
+        {name: t.model_dump(mode="json") for name, t in cfg.tasks.items()}, model_configs, models, memory,
+        cfg.log_prompts,
+    )
+    ingress = serve.deployment(serve.ingress()(Ingress), name="ingress", **LIGHT_OPTIONS)
+    return ingress.bind(orchestrator, cfg.model_dump(mode="json"), memory)

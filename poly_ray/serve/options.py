@@ -1,0 +1,73 @@
+"""Ray Serve deployment options computed from the config (no Ray import)."""
+
+from __future__ import annotations
+
+from poly_ray.config import ModelConfig
+
+# A replica that Serve stops (scaling down, a new version) takes no new requests
+# and lets the ones in flight finish for up to this long; streams still running
+# after it end with a replica_lost error event.
+DRAIN_S = 60
+
+# Model keys that only say where and how many replicas run (the options below).
+PLACEMENT_KEYS = {"gpus", "cpus", "replicas", "autoscaling"}
+
+# Room above the generation queue for quick calls (tokenize, embed, stats), so
+# they are not refused while generations wait.
+_QUICK_CALLS = 8
+
+
+def model_options(model: ModelConfig) -> dict:
+    """Options for ``serve.deployment`` of one model: GPU share, replicas, queue bounds."""
+    options: dict = {
+        "ray_actor_options": {"num_cpus": model.cpus, "num_gpus": model.gpus},
+        # The engine generates in `slots` sequences and holds max_queued_requests
+        # waiting; past that it answers Busy (503) itself, clearer than Ray's queue.
+        "max_ongoing_requests": model.slots + model.max_queued_requests + _QUICK_CALLS,
+        # Requests waiting in callers for a replica. Ray counts a request here
+        # for the moment it takes to pick a replica too, so a bound as tight as
+        # the engine's refuses simultaneous requests that would have fit.
+        "max_queued_requests": max(64, 4 * model.max_queued_requests),
+        "health_check_period_s": 10,
+        "health_check_timeout_s": 30,
+        "graceful_shutdown_timeout_s": DRAIN_S,
+    }
+    if model.autoscaling is not None:
+        a = model.autoscaling
+        options["autoscaling_config"] = {
+            "min_replicas": a.min_replicas,
+            "max_replicas": a.max_replicas,
+            "initial_replicas": a.initial_replicas,
+            "target_ongoing_requests": a.target_ongoing_requests,
+            "upscale_delay_s": a.upscale_delay_s,
+            "downscale_delay_s": a.downscale_delay_s,
+            "look_back_period_s": a.look_back_period_s,
+        }
+    else:
+        options["num_replicas"] = model.replicas or 1
+    return options
+
+
+# The head node, which every Ray cluster has (a laptop's one node is its head);
+# Serve places its own controller there the same way. The deployments below run
+# there: they ask for no CPU, and Ray would otherwise put them on any node, also
+# one that the cluster's autoscaler takes away when its models are idle.
+ON_HEAD = {"node:__internal_head__": 0.001}
+
+# The ingress and orchestrator only pass messages: they take no whole CPU, so
+# that a 2-core laptop can place the graph next to a model.
+LIGHT_OPTIONS = {
+    "ray_actor_options": {"num_cpus": 0, "resources": ON_HEAD},
+    "max_ongoing_requests": 1000,
+    # Streams pass through: let them drain as long as the models do.
+    "graceful_shutdown_timeout_s": DRAIN_S,
+}
+
+# The memory actor: one replica, because an embedded store's files have one
+# owner, and on the head, where its files stay when worker nodes come and go.
+# It reads documents and runs BM25; the embedding happens in the model deployments.
+MEMORY_OPTIONS = {
+    "ray_actor_options": {"num_cpus": 0, "resources": ON_HEAD},
+    "num_replicas": 1,
+    "max_ongoing_requests": 100,
+}

@@ -1,0 +1,258 @@
+"""Running tasks: from a task name and a prompt to a stream of model events.
+
+Plain Python over injected model clients: the orchestrator deployment gives it
+clients that call model deployments through handles; tests give it anything
+with the same methods (a LlamaModel instance works directly).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Protocol
+
+from poly_ray import chat_template
+from poly_ray.config import ModelConfig, TaskConfig
+from poly_ray.errors import NotFound
+from poly_ray.generation import Chunk, Done, Event, GenerationRequest, Segment, Started, collect
+
+from .observe import Sink, Tally, observe
+from .prompts import assemble, bare_model_task, build_request, recalled_text, render_chat, replay
+
+log = logging.getLogger(__name__)
+
+# How long readiness and stats wait for each model's answer.
+READY_TIMEOUT_S = 1.0
+
+
+class ModelClient(Protocol):
+    def generate(self, request: GenerationRequest) -> AsyncIterator[Event]: ...
+    async def embed(self, texts: list[str]) -> list[list[float]]: ...
+    async def tokenize(self, text: str) -> list[dict]: ...
+    # The GGUF's chat template with its BOS/EOS text ({"template", "bos", "eos"}), or None.
+    async def chat_template(self) -> dict | None: ...
+    async def stats(self) -> dict: ...
+
+
+class MemoryClient(Protocol):
+    async def recall(self, memory: str, prompt: str, n: int) -> list[dict]: ...
+    async def remember(self, memory: str, text: str) -> dict: ...
+    async def names(self) -> dict: ...
+
+
+class TaskRunner:
+    def __init__(
+        self,
+        tasks: dict[str, TaskConfig],
+        models: dict[str, ModelConfig],
+        clients: dict[str, ModelClient],
+        memories: MemoryClient | None = None,
+        *,
+        sinks: tuple[Sink, ...] = (),
+        log_prompts: bool = False,
+    ):
+        self._tasks = tasks
+        self._models = models
+        self._clients = clients
+        # Also what the HTTP layer's memory routes call, when this runner is its backend.
+        self.memories = memories
+        self._storing: set[asyncio.Task] = set()  # prompts being stored, kept from the GC
+        self._templates: dict[str, dict | None] = {}  # per model, asked once
+        self._tally = Tally()
+        self._sinks = (self._tally, *sinks)
+        self._log_prompts = log_prompts
+
+    def task(self, name: str) -> TaskConfig:
+        try:
+            return self._tasks[name]
+        except KeyError:
+            raise NotFound(f"task '{name}' does not exist") from None
+
+    def client(self, model: str) -> ModelClient:
+        try:
+            return self._clients[model]
+        except KeyError:
+            raise NotFound(f"model '{model}' does not exist") from None
+
+    def _observed(self, target: str, task: TaskConfig, prompt, events: AsyncIterator[Event]) -> AsyncIterator[Event]:
+        """``events`` with their outcome counted, measured and logged (the prompt only with log_prompts)."""
+        logged = (prompt if isinstance(prompt, str) else json.dumps(prompt)) if self._log_prompts else None
+        return observe(events, task=target, model=task.model, sinks=self._sinks, prompt=logged)
+
+    async def stream(self, task: str, prompt: str, overrides: dict) -> AsyncIterator[Event]:
+        cfg = self.task(task)
+        async for event in self._observed(task, cfg, prompt, self._stream(task, cfg, prompt, overrides)):
+            yield event
+
+    async def _stream(self, task: str, cfg: TaskConfig, prompt: str, overrides: dict) -> AsyncIterator[Event]:
+        request = build_request(task, cfg, prompt, overrides)
+        if recalled := await self._recall(cfg, prompt):
+            request = replace(request, prompt=assemble(cfg, prompt, recalled=recalled))
+        async for event in self._remembering(cfg, prompt, self._run(cfg, request)):
+            yield event
+
+    async def complete(self, task: str, prompt: str, overrides: dict) -> dict:
+        return await collect(self.stream(task, prompt, overrides))
+
+    async def stream_turn(
+        self,
+        task: str,
+        context: tuple[int, ...] | None,
+        prompt: str,
+        overrides: dict,
+        history: list[tuple[str, str]] | None = None,
+    ) -> AsyncIterator[Event]:
+        """One turn of a chat session. ``context`` is what the model saw so far (None:
+        a new session, which starts with the prelude); ``Done.context`` is the next one.
+        With ``history`` (earlier turns' prompts and answers) instead of a context, the
+        session is written out anew: the prelude, those turns, then this one."""
+        cfg = self.task(task)
+        async for event in self._observed(task, cfg, prompt, self._turn(task, cfg, context, prompt, overrides, history)):
+            yield event
+
+    async def _turn(self, task: str, cfg: TaskConfig, context, prompt: str, overrides: dict, history) -> AsyncIterator[Event]:
+        recalled = await self._recall(cfg, prompt)
+        turn = assemble(cfg, prompt, first_turn=context is None and history is None, recalled=recalled)
+        if history is not None:
+            turn = (*replay(cfg, history), *turn)
+        request = build_request(task, cfg, turn, overrides, user_text=prompt)
+        async for event in self._remembering(cfg, prompt, self._run(cfg, replace(request, context=context or ()))):
+            yield event
+
+    async def _run(self, task: TaskConfig, request: GenerationRequest) -> AsyncIterator[Event]:
+        """Generate, with Poly's bias-prompt flow when the task has one: the free
+        answer first (not returned), then the bias prompt, then the biased answer."""
+        client = self.client(task.model)
+        if task.bias_prompt is None or request.grammar is None:
+            async for event in client.generate(request):
+                yield event
+            return
+        free: list[str] = []
+        async for event in client.generate(replace(request, grammar=None)):
+            if isinstance(event, Chunk):
+                free.append(event.text)
+            elif not isinstance(event, Done):
+                yield event  # Started: the prompt was accepted
+        biased = replace(
+            request,
+            prompt=(*request.prompt, Segment("".join(free)), Segment(task.bias_prompt, special=True)),
+            max_tokens=task.max_tokens,
+        )
+        async for event in client.generate(biased):
+            if not isinstance(event, Started):
+                yield event
+
+    async def stream_target(
+        self, target: str, prompt: str | None, messages: list[tuple[str, str]] | None, overrides: dict
+    ) -> AsyncIterator[Event]:
+        """Generate for a task or, by its name, a bare model: from a prompt, or
+        from chat messages (``(role, content)`` pairs)."""
+        if target in self._tasks:
+            task = self._tasks[target]
+        elif target in self._models:
+            task = bare_model_task(target, self._models[target].context_size, chat=messages is not None)
+        else:
+            raise NotFound(f"model '{target}' does not exist (neither a task nor a model)")
+        events = self._target(target, task, prompt, messages, overrides)
+        async for event in self._observed(target, task, prompt if messages is None else messages, events):
+            yield event
+
+    async def _target(self, target: str, task: TaskConfig, prompt, messages, overrides: dict) -> AsyncIterator[Event]:
+        if messages is None:
+            question = prompt
+            request = build_request(target, task, prompt, overrides)
+            if recalled := await self._recall(task, prompt):
+                request = replace(request, prompt=assemble(task, prompt, recalled=recalled))
+        else:
+            question = next((content for role, content in reversed(messages) if role == "user"), "")
+            recalled = await self._recall(task, question) if question else ""
+            said = "\n".join(content for _, content in messages)
+            request = build_request(target, task, await self._render(task, messages, recalled), overrides, user_text=said)
+        async for event in self._remembering(task, question, self._run(task, request)):
+            yield event
+
+    async def _render(self, task: TaskConfig, messages: list[tuple[str, str]], recalled: str) -> tuple[Segment, ...]:
+        """Messages as the model sees them: through the task's chat template, else the
+        model's own (GGUF), else prefix/postfix around each user message. Recalled
+        memory text goes in as a system message."""
+        model = await self._model_template(task.model)
+        template = task.chat_template or (model or {}).get("template")
+        if template is None:
+            return render_chat(task, messages, recalled=recalled)
+        if recalled:
+            messages = [("system", recalled.strip()), *messages]
+        segments = chat_template.render(template, messages, bos=(model or {}).get("bos", ""), eos=(model or {}).get("eos", ""))
+        return (Segment(task.prelude, special=True), *segments) if task.prelude else segments
+
+    async def _model_template(self, model: str) -> dict | None:
+        if model not in self._templates:
+            ask = getattr(self.client(model), "chat_template", None)
+            self._templates[model] = await ask() if ask else None
+        return self._templates[model]
+
+    async def _recall(self, task: TaskConfig, prompt: str) -> str:
+        """The text recalled from the task's memory for this prompt ("" without one)."""
+        m = task.memorization
+        if m is None or self.memories is None or not m.retrieve:
+            return ""
+        return recalled_text(await self.memories.recall(m.memory, prompt, m.retrieve))
+
+    async def _remembering(self, task: TaskConfig, prompt: str, events: AsyncIterator[Event]) -> AsyncIterator[Event]:
+        """``events``; with store_prompts, the prompt is stored once the model has
+        accepted it (a refused prompt is not), beside the generation."""
+        m = task.memorization
+        remember = m is not None and m.store_prompts and self.memories is not None and prompt.strip()
+        async for event in events:
+            if remember and isinstance(event, Started):
+                stored = asyncio.create_task(self.memories.remember(m.memory, prompt))
+                self._storing.add(stored)
+                stored.add_done_callback(self._stored)
+            yield event
+
+    def _stored(self, task: asyncio.Task) -> None:
+        self._storing.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("storing a prompt failed: %s", task.exception())
+
+    async def embed(self, model: str, texts: list[str]) -> list[list[float]]:
+        return await self.client(model).embed(texts)
+
+    async def tokenize(self, model: str, text: str) -> list[dict]:
+        return await self.client(model).tokenize(text)
+
+    async def tasks(self) -> dict[str, dict]:
+        return {
+            name: {"model": t.model, "max_tokens": t.max_tokens, "context_overflow": t.context_overflow}
+            for name, t in self._tasks.items()
+        }
+
+    async def models(self) -> dict[str, dict]:
+        return {name: {"context_size": m.context_size, "source": m.source} for name, m in self._models.items()}
+
+    async def stats(self) -> dict:
+        """Poly's ``/v1/stats``: counts per task (of this runner) and each model's engine
+        stats (None for a model that does not answer within READY_TIMEOUT_S)."""
+        names = list(self._clients)
+        answers = await asyncio.gather(*(_within(self._clients[n].stats(), READY_TIMEOUT_S) for n in names))
+        return {"tasks": self._tally.snapshot(), "models": dict(zip(names, answers))}
+
+    async def ready(self) -> dict[str, bool]:
+        """Whether each model (and the memories) answers within READY_TIMEOUT_S."""
+        checks = {f"model {n}": c.stats() for n, c in self._clients.items()}
+        if self.memories is not None:
+            checks["memories"] = self.memories.names()
+        answers = await asyncio.gather(*(_within(c, READY_TIMEOUT_S) for c in checks.values()))
+        return {name: answer is not None for name, answer in zip(checks, answers)}
+
+
+async def _within(call, timeout: float):
+    """The call's answer, or None when it fails or takes longer than ``timeout`` (a
+    model deployment answers once a replica has loaded it)."""
+    try:
+        return await asyncio.wait_for(call, timeout)
+    except Exception as e:
+        log.info("no answer within %s s: %s", timeout, e or type(e).__name__)
+        return None

