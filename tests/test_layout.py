@@ -9,7 +9,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "poly_ray"
 
 # Lower layers never import higher ones; two groups of one layer never import each other.
 LAYERS = [
-    {"errors"},
+    {"errors", "web"},
     {"generation", "grammars"},
     {"chat_template"},
     {"config"},

@@ -30,6 +30,7 @@ from .ollama import routes as ollama_routes
 from .openai import routes as openai_routes
 from .openapi import document
 from .parsing import describe
+from . import playground
 from .poly import chat_ws
 from .poly import routes as poly_routes
 from .simple import routes as simple_routes
@@ -90,6 +91,7 @@ def create_app(backend: Backend, config: Config) -> FastAPI:
     simple_routes.register(app, backend, access, limits, config.default_target)
     chat_ws.register(app, backend, access, limits)
     memory_routes.register(app, getattr(backend, "memories", None), access)
+    playground.register(app)
 
     def openapi() -> dict:
         if app.openapi_schema is None:

@@ -133,3 +133,29 @@ def test_a_full_context_is_told_or_the_oldest_turns_go(gemma_path, overflow):
                 assert "dropped_turns" not in replies[0]
     finally:
         model.engine.close()
+
+
+def test_a_stop_message_ends_the_turn_and_the_session_goes_on():
+    client, model = make()
+    closed = []
+    generate = model.generate
+
+    async def tracked(request):
+        try:
+            async for ev in generate(request):
+                yield ev
+        finally:
+            closed.append(request.text)
+
+    model.generate = tracked
+    with client.websocket_connect("/v1/task/chat/chat?api_key=k", subprotocols=["poly.json"]) as ws:
+        ws.send_text("WAIT forever")  # the scripted model waits on its gate after its first chunk
+        ws.send_text(json.dumps({"type": "stop"}))
+        assert ws.receive_json() == {"type": "done", "finish_reason": "cancelled"}
+        assert closed == ["P Q: WAIT forever A:"]  # the model's stream was closed, not left running
+        ws.send_text("again")
+        while (m := ws.receive_json())["type"] == "token":
+            pass
+        assert m["type"] == "done" and m["finish_reason"] == "stop"
+    # The stopped turn is not part of the conversation: the next turn starts from the session's start.
+    assert model.requests[-1].text == "P Q: again A:" and model.requests[-1].context == ()

@@ -8,7 +8,10 @@ Two protocols on one route:
 - JSON (subprotocol ``poly.json``, or ``?protocol=json``): the client sends a
   turn as text or as ``{"prompt": ..., "max_tokens": ...}``; the server sends
   ``{"type": "token", "text"}``, then ``{"type": "done", "finish_reason",
-  "usage", "timings"}``, or ``{"type": "error", "code", "message"}``.
+  "usage", "timings"}``, or ``{"type": "error", "code", "message"}``. The
+  client may send ``{"type": "stop"}`` during a turn: generation stops at once,
+  the turn ends with ``{"type": "done", "finish_reason": "cancelled"}`` and the
+  stopped answer is not part of the conversation; the session goes on.
 
 The session keeps the tokens the model has seen, so each turn continues the
 conversation (the prelude once, then prefix + prompt + postfix per turn) and
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import uuid
 
@@ -71,6 +75,8 @@ class _Session:
         self.context: tuple[int, ...] | None = None  # what the model saw so far
         self.history: list[tuple[str, str]] = []  # each turn's prompt and answer, to drop the oldest
         self.id = uuid.uuid4().hex  # keeps the session's turns on one model replica
+        self.stop = asyncio.Event()  # the client asked to stop the running turn
+        self.running = False
 
     async def refuse(self, err: PolyError) -> None:
         """Say why, then close: used before the session starts."""
@@ -85,6 +91,7 @@ class _Session:
         reader = asyncio.create_task(self._read(turns))
         try:
             while (frame := await turns.get()) is not None:
+                self.running = True  # set before any await, so that a stop right after the turn counts
                 try:
                     prompt, overrides = self._parse(frame)
                     async with slots.held(None):  # counted per credential by the session
@@ -92,6 +99,9 @@ class _Session:
                 except PolyError as e:
                     if not await self._error(e):
                         return
+                finally:
+                    self.running = False
+                    self.stop.clear()
                 if reader.done():
                     return
         except WebSocketDisconnect:
@@ -114,7 +124,11 @@ class _Session:
                     text = PayloadTooLarge(f"the message is over the limit (max_request_bytes) of {limit} bytes")
                 elif text is None and message.get("bytes") is not None:
                     text = BadRequest("binary frames are not accepted; send text")
-                if text is not None:
+                if isinstance(text, str) and self.json_mode and _is_stop(text):
+                    # Not queued: it is for the turn running (or about to run); with none, it is late.
+                    if self.running or not turns.empty():
+                        self.stop.set()
+                elif text is not None:
                     await turns.put(text)
         finally:
             # The end of input; when the queue is full, the session sees reader.done() instead.
@@ -135,8 +149,10 @@ class _Session:
     async def _turn(self, prompt: str, overrides: dict, reader: asyncio.Task) -> None:
         events, first, dropped = await self._start(prompt, overrides)
         answer: list[str] = []
+        stopped = asyncio.ensure_future(self.stop.wait())
         try:
-            async for ev in _chain(first, events):
+            ev = first
+            while True:
                 if reader.done():  # the client went away: stop generating
                     return
                 if isinstance(ev, Chunk) and ev.text:
@@ -151,7 +167,21 @@ class _Session:
                     else:
                         await self.ws.send_text("")
                     return
+                # The next event, unless the client stops the turn or goes away first.
+                step = asyncio.ensure_future(anext(events))
+                await asyncio.wait({step, stopped, reader}, return_when=asyncio.FIRST_COMPLETED)
+                if not step.done():
+                    step.cancel()
+                    await asyncio.wait({step})  # unwound, so that the stream can be closed
+                    if not reader.done():  # stopped: the conversation stays as it was before this turn
+                        await self.ws.send_json({"type": "done", "finish_reason": "cancelled"})
+                    return
+                try:
+                    ev = step.result()
+                except StopAsyncIteration:
+                    return
         finally:
+            stopped.cancel()
             await events.aclose()
 
     async def _start(self, prompt: str, overrides: dict):
@@ -192,7 +222,11 @@ class _Session:
         return False
 
 
-async def _chain(first, events):
-    yield first
-    async for ev in events:
-        yield ev
+def _is_stop(text: str) -> bool:
+    if '"stop"' not in text:
+        return False
+    try:
+        message = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(message, dict) and message.get("type") == "stop"
