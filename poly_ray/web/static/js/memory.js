@@ -111,7 +111,7 @@ export async function refresh() {
     const answer = await app.api().get(path("/documents"));
     list.replaceChildren(...answer.documents.map((d) => el("li", {},
       `${d.source || d.document} (${d.chunks ?? "?"} chunks) `,
-      el("button", { type: "button", "aria-label": `Delete ${d.source || d.document}`, onclick: () => guard(async () => {
+      el("button", { type: "button", class: "danger", "aria-label": `Delete ${d.source || d.document}`, onclick: () => guard(async () => {
         await app.api().delete(path(`/documents/${encodeURIComponent(d.document)}`));
         await refresh();
       }) }, "Delete"))));
