@@ -32,7 +32,20 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--ttl", type=int, default=3600, help="seconds until it expires (default 3600)")
             for scope in ("tasks", "models", "memories"):
                 p.add_argument(f"--{scope}", metavar="A,B", help=f"the only {scope} it may use (default: all)")
+    chat = sub.add_parser("chat", help="chat with a task in the terminal, over its WebSocket session")
+    chat.add_argument("task", nargs="?", help="the task (default: the server's only task)")
+    chat.add_argument("--url", default=os.environ.get("POLY_RAY_URL", "http://127.0.0.1:8000"),
+                      help="the server (default: $POLY_RAY_URL or http://127.0.0.1:8000)")
+    chat.add_argument("--key", default=os.environ.get("POLY_RAY_KEY"),
+                      help="API key or JWT (default: $POLY_RAY_KEY; the environment keeps it out of `ps`)")
+    chat.add_argument("--history", metavar="FILE", help="keep the prompts' history in FILE (default: this session only)")
     args = parser.parse_args(argv)
+    if args.command == "chat":
+        import asyncio
+
+        from poly_ray.client.chat import main as chat_main
+
+        return asyncio.run(chat_main(args.url, args.task, args.key, args.history))
     if args.command == "token" and args.new_secret:
         print(secrets.token_urlsafe(48))
         return 0
