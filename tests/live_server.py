@@ -21,6 +21,13 @@ from poly_ray.memory.vectorstore import EdgeStore
 from poly_ray.tasks.runner import TaskRunner
 
 KEY = "playground-key-1"
+JWT_SECRET = "s" * 40
+VERDICT = {
+    "type": "object",
+    "properties": {"answer": {"enum": ["yes", "no"]}, "sure": {"type": "boolean"}},
+    "required": ["answer", "sure"],
+    "additionalProperties": False,
+}
 
 
 class EngineClient:
@@ -50,6 +57,7 @@ def real_app(gemma_path: Path, store: Path):
     cfg = config.validate(
         {
             "allowed_keys": [KEY],
+            "jwt_private_key": {"symmetric": JWT_SECRET},
             "models": {"gemma": {"model_path": str(gemma_path), "context_size": 1024, "slots": 2}},
             "memories": {"notes": {"store": {"file": {"path": str(store)}}, "dimensions": 640,
                                    "embedding_model": "gemma", "chunk_max_tokens": 48}},
@@ -57,6 +65,8 @@ def real_app(gemma_path: Path, store: Path):
                 "story": {"model": "gemma", "max_tokens": 400, "seed": 7},
                 "chat": {"model": "gemma", "prelude": "A conversation between a user and a helpful assistant.\n",
                          "prefix": "User: ", "postfix": "\nAssistant:", "stop_sequences": ["User:", "\nUser"], "max_tokens": 60},
+                "verdict": {"model": "gemma", "prefix": "Question: ", "postfix": "\nAnswer:", "max_tokens": 24,
+                            "biaser": {"json_schema": VERDICT}},
             },
         },
         env={},

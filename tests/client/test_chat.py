@@ -128,6 +128,6 @@ def test_readable_errors(server):
     wrong = run_chat("chat", "--url", url, key="wrong")
     assert wrong.returncode == 1 and "refused: invalid credentials" in wrong.stdout + wrong.stderr, wrong
     unknown = run_chat("nope", "--url", url)
-    assert unknown.returncode == 1 and "unknown task 'nope' (tasks: story, chat)" in unknown.stdout, unknown
+    assert unknown.returncode == 1 and "unknown task 'nope' (tasks: story, chat, verdict)" in unknown.stdout, unknown
     gone = run_chat("chat", "--url", "http://127.0.0.1:9")
     assert gone.returncode == 1 and "cannot reach http://127.0.0.1:9" in gone.stdout, gone

@@ -4,11 +4,13 @@ Stop, chat, upload a PDF and recall from it, embeddings, tokens, errors.
 Screenshots go to test-artifacts/."""
 
 import json
+import time
 
 import httpx
+import jwt
 import pytest
 from documents import pdf
-from live_server import KEY, real_app, serving
+from live_server import JWT_SECRET, KEY, VERDICT, real_app, serving
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
@@ -47,7 +49,8 @@ def wait(browser, timeout=60):
 
 
 def options(browser, select_id):
-    return [o.get_attribute("value") for o in browser.find_elements(By.CSS_SELECTOR, f"#{select_id} option")]
+    # Read in one script: the page refills the list when it connects again.
+    return browser.execute_script(f"return [...document.querySelectorAll('#{select_id} option')].map(o => o.value)")
 
 
 def screen(browser, name):
@@ -66,10 +69,10 @@ def prompt_box(section):
 
 
 def test_loads_lists_from_the_api_and_keeps_the_key(page, server):
-    assert options(page, "task-name") == ["story", "chat"]
+    assert options(page, "task-name") == ["story", "chat", "verdict"]
     assert options(page, "emb-model") == ["gemma"]
     assert options(page, "memory-name") == ["notes"]
-    assert "2 tasks, 1 models, 1 memories" in page.find_element(By.ID, "status").text
+    assert "3 tasks, 1 models, 1 memories" in page.find_element(By.ID, "status").text
     assert page.execute_script("return localStorage.getItem('poly-ray.key')") == KEY
     page.refresh()  # a new load connects with the stored key
     wait(page).until(lambda b: "story" in options(b, "task-name"))
@@ -129,6 +132,33 @@ def test_chat_keeps_the_session_and_restart_starts_a_new_one(page, artifacts):
     assert not chat.find_elements(By.CSS_SELECTOR, ".bubble")
 
 
+def test_a_json_schema_task_is_shown_as_formatted_json(page):
+    task = screen(page, "task")
+    Select(page.find_element(By.ID, "task-name")).select_by_value("verdict")
+    box = prompt_box(task)
+    box.clear()
+    box.send_keys("Is water wet?")
+    button(task, "Send").click()
+    wait(page).until(lambda b: "tokens/s" in b.find_element(By.ID, "task-stats").text)
+    shown = task.find_element(By.CSS_SELECTOR, "[role=log] pre.json").text
+    answer = json.loads(shown)
+    assert set(answer) == set(VERDICT["required"]) and shown == json.dumps(answer, indent=2)
+
+
+def test_stop_in_the_chat_keeps_the_session(page, server):
+    _, engine = server
+    chat = screen(page, "chat")
+    Select(page.find_element(By.ID, "chat-task")).select_by_value("story")
+    prompt_box(chat).send_keys("Tell me the history of Rome")
+    button(chat, "Send").click()
+    wait(page).until(lambda b: len(chat.find_elements(By.CSS_SELECTOR, ".bubble.assistant")[-1].text) > 20)
+    button(chat, "Stop").click()
+    wait(page).until(lambda b: "cancelled" in chat.find_elements(By.CSS_SELECTOR, "#chat-log p.note")[-1].text)
+    wait(page, 10).until(lambda b: engine.stats()["active"] == 0)
+    assert not page.find_element(By.ID, "error").is_displayed()
+    button(chat, "Restart").click()
+
+
 def test_chat_answers_are_markdown_sanitized(page):
     # What the model writes is untrusted: rendered as markdown, scripts and handlers removed.
     html = page.execute_script(
@@ -179,6 +209,22 @@ def test_embeddings_heat_map_and_coloured_tokens(page, server):
     assert [s.get_attribute("title") for s in spans] == [f"id {t['id']}" for t in expected]
 
 
+def test_a_jwt_works_for_every_call_and_the_chat(browser, server):
+    url, _ = server
+    token = jwt.encode({"sub": "ann", "exp": int(time.time()) + 600, "tasks": ["chat"]}, JWT_SECRET, "HS256")
+    browser.get(url + "/")
+    key = browser.find_element(By.ID, "api-key")
+    key.clear()
+    key.send_keys(token)
+    browser.find_element(By.CSS_SELECTOR, "#connect button[type=submit]").click()
+    wait(browser).until(lambda b: options(b, "task-name") == ["chat"])  # only what the token may use
+    chat = screen(browser, "chat")
+    prompt_box(chat).send_keys("Hello!")
+    button(chat, "Send").click()
+    wait(browser).until(lambda b: "tokens/s" in b.find_element(By.ID, "chat-stats").text)
+    assert chat.find_elements(By.CSS_SELECTOR, ".bubble.assistant")[-1].text.strip()
+
+
 def test_the_servers_error_messages_are_shown(browser, server):
     url, _ = server
     browser.get(url + "/")
@@ -195,6 +241,7 @@ def test_the_servers_error_messages_are_shown(browser, server):
     browser.find_element(By.CSS_SELECTOR, "#connect button[type=submit]").click()
     wait(browser).until(lambda b: not b.find_element(By.ID, "error").is_displayed())
     task = screen(browser, "task")
+    Select(browser.find_element(By.ID, "task-name")).select_by_value("story")
     browser.execute_script("arguments[0].value = 'word '.repeat(3000)", prompt_box(task))
     button(task, "Send").click()
     wait(browser).until(lambda b: b.find_element(By.ID, "error").is_displayed())

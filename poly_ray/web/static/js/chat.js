@@ -78,7 +78,9 @@ function receive(app, m) {
     markdown(turn.bubble, turn.text);
     turn.bubble.scrollIntoView({ block: "end" });
   } else if (m.type === "done") {
-    const line = describe(m, turn.firstAt - turn.started);
+    // A stopped turn is not part of the conversation: the session goes on from before it.
+    const line = m.finish_reason === "cancelled" ? "stopped (cancelled): this answer is not part of the conversation"
+      : describe(m, turn.firstAt - turn.started);
     turn.bubble.after(el("p", { class: "note" }, line + (m.dropped_turns ? ` · ${m.dropped_turns} oldest turns dropped` : "")));
     $("chat-stats").textContent = line;
     turn = null;
