@@ -376,6 +376,36 @@ async def test_websocket_chat_reuses_the_session(server):
     assert ws.close_code == 4404 and "does not exist" in ws.close_reason
 
 
+async def test_a_stopped_chat_turn_frees_the_model_and_the_session_goes_on(server, client):
+    from websockets.asyncio.client import connect
+
+    url = server.replace("http://", "ws://") + f"/v1/task/complete/chat?api_key={KEY}"
+    async with connect(url, subprotocols=["poly.json"]) as ws:
+        await ws.send(json.dumps({"prompt": "Once upon a time", "max_tokens": 900}))
+        assert json.loads(await ws.recv())["type"] == "token"
+        await ws.send(json.dumps({"type": "stop"}))
+        while (m := json.loads(await ws.recv()))["type"] == "token":
+            pass
+        assert m == {"type": "done", "finish_reason": "cancelled"}
+        for _ in range(100):  # the model replica stops decoding it (through the handles)
+            if (await client.get("/v1/stats")).json()["models"]["gemma"]["active"] == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert (await client.get("/v1/stats")).json()["models"]["gemma"]["active"] == 0
+        await ws.send(json.dumps({"prompt": "The end", "max_tokens": 4}))
+        while (m := json.loads(await ws.recv()))["type"] == "token":
+            pass
+        assert m["type"] == "done" and m["usage"]["completion_tokens"] <= 4
+
+
+async def test_the_playground_is_served_by_the_ingress(client):
+    page = await client.get("/", headers={"Authorization": ""})
+    assert page.status_code == 200 and 'aria-label="Prompt"' in page.text
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    module = await client.get("/playground/js/main.js")
+    assert module.status_code == 200 and "javascript" in module.headers["content-type"]
+
+
 async def test_websocket_poly_protocol_with_the_real_model(server):
     from websockets.asyncio.client import connect
 
