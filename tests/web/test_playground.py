@@ -190,6 +190,19 @@ def test_upload_a_pdf_recall_from_it_and_delete_it(page, artifacts, tmp_path):
     wait(page).until(lambda b: b.find_element(By.ID, "documents").text == "no documents")
 
 
+def test_store_text_then_clear_the_memory(page):
+    memory = screen(page, "memory")
+    page.find_element(By.ID, "store-text").send_keys("Sourdough bread rises with wild yeast.")
+    button(memory, "Store text").click()
+    wait(page).until(lambda b: "stored 1 chunk" in b.find_element(By.ID, "upload-status").text)
+    wait(page).until(lambda b: "Delete" in b.find_element(By.ID, "documents").text)
+    clear = button(memory, "Clear")
+    clear.click()  # the first press asks again, on the button itself
+    assert clear.text == "Really clear?"
+    clear.click()
+    wait(page).until(lambda b: b.find_element(By.ID, "documents").text == "no documents")
+
+
 def test_embeddings_heat_map_and_coloured_tokens(page, server):
     url, _ = server
     emb = screen(page, "embeddings")

@@ -49,7 +49,7 @@ async function storeText() {
   if (!text.trim()) return app.error("type a text to store");
   const answer = await (await app.api().request("PUT", path(), { body: text, headers: { "Content-Type": "text/plain; charset=utf-8" } })).json();
   const [doc] = answer.documents;
-  $("upload-status").textContent = `stored ${doc.chunks} chunks${doc.stored ? "" : " (already stored)"}`;
+  $("upload-status").textContent = `stored ${doc.chunks} chunk${doc.chunks === 1 ? "" : "s"}${doc.stored ? "" : " (already stored)"}`;
   $("store-text").value = "";
   await refresh();
 }
