@@ -203,7 +203,7 @@ def test_store_text_then_clear_the_memory(page):
     wait(page).until(lambda b: b.find_element(By.ID, "documents").text == "no documents")
 
 
-def test_embeddings_heat_map_and_coloured_tokens(page, server):
+def test_embeddings_heat_map_and_coloured_tokens(page, server, artifacts):
     url, _ = server
     emb = screen(page, "embeddings")
     page.find_element(By.ID, "emb-texts").send_keys("a cat\na kitten\nthe stock market")
@@ -211,6 +211,7 @@ def test_embeddings_heat_map_and_coloured_tokens(page, server):
     wait(page).until(lambda b: b.find_elements(By.CSS_SELECTOR, "#emb-matrix td"))
     cells = [td.text for td in page.find_elements(By.CSS_SELECTOR, "#emb-matrix td")]
     assert len(cells) == 9 and cells[0] == cells[4] == cells[8] == "1.000"
+    page.save_screenshot(str(artifacts / "playground-embeddings.png"))
     tok = screen(page, "tokens")
     page.find_element(By.ID, "tok-text").send_keys("Hello playground")
     button(tok, "Tokenize").click()

@@ -26,16 +26,18 @@ async function embed(api) {
   const model = encodeURIComponent($("emb-model").value);
   const { embeddings } = await api.post(`/v1/model/${model}/embedding`, { prompt: texts });
   const label = (t) => (t.length > 24 ? `${t.slice(0, 23)}…` : t);
+  const sims = texts.map((_, i) => texts.map((_, j) => cosine(embeddings[i], embeddings[j])));
+  // Models differ in how similar unrelated texts look: the colours span this matrix's own range.
+  const low = Math.min(...sims.flat()), span = 1 - low || 1;
   const head = el("tr", {}, el("th", {}), ...texts.map((t) => el("th", { scope: "col", title: t }, label(t))));
   const rows = texts.map((t, i) => el("tr", {}, el("th", { scope: "row", title: t }, label(t)), ...texts.map((_, j) => {
-    const s = cosine(embeddings[i], embeddings[j]);
-    // Heat: from white at 0 (or below) to deep blue at 1.
+    const s = sims[i][j], heat = (s - low) / span;
     const cell = el("td", { title: `${texts[i]} · ${texts[j]}` }, s.toFixed(3));
-    cell.style.background = `hsl(220 80% ${100 - 55 * Math.max(s, 0)}%)`;
-    if (s > 0.6) cell.style.color = "#fff";
+    cell.style.background = `hsl(220 80% ${97 - 55 * heat}%)`;
+    if (heat > 0.6) cell.style.color = "#fff";
     return cell;
   })));
-  $("emb-matrix").replaceChildren(el("table", { class: "heat" }, el("caption", {}, `cosine similarity, ${embeddings[0].length} dimensions`), el("thead", {}, head), el("tbody", {}, ...rows)));
+  $("emb-matrix").replaceChildren(el("table", { class: "heat" }, el("caption", {}, `cosine similarity, ${embeddings[0].length} dimensions; colours from ${low.toFixed(3)} (light) to 1 (dark)`), el("thead", {}, head), el("tbody", {}, ...rows)));
 }
 
 async function tokenize(api) {
