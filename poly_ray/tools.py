@@ -232,7 +232,7 @@ class EnvelopeDecoder:
         key = yield from self._key()
         if key == "content":
             yield from self._skip()  # its opening quote
-            yield from self._string(self._out.append)
+            yield from self._string(lambda c: self._out.append(c))
             yield from self._skip()  # the envelope's "}"
         elif key == "tool_calls":
             c = yield from self._skip()
