@@ -3,6 +3,7 @@ back; and the two ways every API family turns a stream of events into one answer
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -146,6 +147,17 @@ async def gather_calls(events: AsyncIterator[Event]) -> tuple[str, list[TokenLog
 
 
 async def collect(events: AsyncIterator[Event]) -> dict:
-    """A whole completion: ``{"text", "finish_reason", "usage", "timings"}``."""
-    text, _, done = await gather(events)
-    return {"text": text, **done.to_dict()}
+    """A whole completion: ``{"text", "finish_reason", "usage", "timings"}``, and
+    ``tool_calls`` (``{"id", "name", "arguments"}``, the arguments as an object) when
+    a task's tools were called; a call cut by max_tokens is left out."""
+    text, _, calls, done = await gather_calls(events)
+    answer = {"text": text, **done.to_dict()}
+    whole = []
+    for c in calls:
+        try:
+            whole.append({"id": c.id, "name": c.name, "arguments": json.loads(c.arguments)})
+        except json.JSONDecodeError:
+            pass
+    if whole:
+        answer["tool_calls"] = whole
+    return answer

@@ -91,7 +91,14 @@ class TaskRunner:
         request = build_request(task, cfg, prompt, overrides)
         if recalled := await self._recall(cfg, prompt):
             request = replace(request, prompt=assemble(cfg, prompt, recalled=recalled))
-        async for event in self._remembering(cfg, prompt, self._run(cfg, request)):
+        plan = _tool_plan(cfg, overrides)
+        if plan.active:  # the task's tools: their description goes first, the answer is the envelope
+            request = replace(request, prompt=(Segment(plan.instructions() + "\n\n"), *request.prompt),
+                              grammar=plan.grammar(), stop=tuple(cfg.private_tokens))
+            events = tools.decode(self.client(cfg.model).generate(request), plan)
+        else:
+            events = self._run(cfg, request)
+        async for event in self._remembering(cfg, prompt, events):
             yield event
 
     async def complete(self, task: str, prompt: str, overrides: dict) -> dict:

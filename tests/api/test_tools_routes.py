@@ -194,3 +194,18 @@ async def test_ollama_round_trip_and_bad_tools():
     assert "Result of the tool get_weather: 18 C" in model.requests[-1].text
     with pytest.raises(ollama.ResponseError, match="tools\\[0\\].type: only 'function'"):
         await ollama_client(app).chat(model="m", messages=ASK, tools=[{"type": "web"}])
+
+
+async def test_a_poly_task_with_tools_answers_its_calls():
+    app, model = make_app()
+    model.answer = '{"tool_calls": [{"name": "now", "arguments": {}}]}'
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test",
+                             headers={"Authorization": "Bearer key-1"})
+    r = (await http.post("/v1/task/agent/completion", json={"prompt": "What time is it?"})).json()
+    assert r["finish_reason"] == "tool_calls" and r["text"] == ""
+    assert [(c["name"], c["arguments"]) for c in r["tool_calls"]] == [("now", {})] and r["tool_calls"][0]["id"]
+    assert model.requests[-1].text.startswith("You can call these tools") and model.requests[-1].grammar
+    body = (await http.get("/v1/task/agent/live", params={"prompt": "time?"})).text
+    events = [e for e in body.split("\n\n") if e]
+    assert events[0].startswith("event: tool_call\ndata: ") and '"name":"now","arguments":{}' in events[0]
+    assert events[1].startswith("event: done") and '"finish_reason":"tool_calls"' in events[1]
