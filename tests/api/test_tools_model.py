@@ -107,24 +107,28 @@ async def test_parallel_calls_stream_as_deltas_the_client_reassembles(client):
 
 
 async def test_auto_answers_in_text_or_in_a_valid_call(client):
-    """``auto`` lets Gemma choose; its choice is measured, any call it makes is valid."""
-    calls = texts = cut = 0
-    for seed in range(10):
+    """``auto`` lets Gemma choose; its choice is measured (questions a tool answers, and
+    questions none does), and any call it makes is valid."""
+    chat = ["Say hello to me.", "What is two plus two?", "Tell me a short joke."]
+    counts = {}
+    for seed in range(12):
+        kind = "tool" if seed % 2 == 0 else "chat"
+        question = QUESTIONS[seed // 2 % len(QUESTIONS)] if kind == "tool" else chat[seed // 2 % len(chat)]
         r = await client.chat.completions.create(
-            model="g", messages=[{"role": "user", "content": QUESTIONS[seed % len(QUESTIONS)]}], tools=TOOLS,
-            seed=seed, max_tokens=96)
+            model="g", messages=[{"role": "user", "content": question}], tools=TOOLS, seed=seed, max_tokens=96)
         c = r.choices[0]
         made = c.message.tool_calls or []
         if c.finish_reason == "length":  # as OpenAI does: a call cut by max_tokens is returned cut
-            made, cut = made[:-1], cut + 1
+            made, outcome = made[:-1], "cut"
         elif made:
             assert c.finish_reason == "tool_calls"
-            calls += 1
+            outcome = "call"
         else:
             assert c.finish_reason == "stop" and isinstance(c.message.content, str)
-            texts += 1
+            outcome = "text"
         assert all(valid(t.function.name, t.function.arguments) for t in made)
-    print(f"\nauto: of 10 answers {calls} were calls, {texts} text, {cut} cut by max_tokens")
+        counts[kind, outcome] = counts.get((kind, outcome), 0) + 1
+    print(f"\nauto (question kind, outcome): {sorted(counts.items())}")
 
 
 async def test_none_answers_in_text(client):
