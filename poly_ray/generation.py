@@ -3,6 +3,7 @@ back; and the two ways every API family turns a stream of events into one answer
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -79,8 +80,26 @@ class Chunk:
 
 
 @dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of a tool call: its first carries the call's id and name, the
+    following ones fragments of its arguments' JSON text (they concatenate)."""
+
+    index: int
+    id: str = ""
+    name: str = ""
+    arguments: str = ""
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # JSON text
+
+
+@dataclass(frozen=True)
 class Done:
-    finish_reason: str  # "stop" (end of text or a stop sequence) or "length"
+    finish_reason: str  # "stop" (end of text or a stop sequence), "length", or "tool_calls"
     prompt_tokens: int
     completion_tokens: int
     timings: dict = field(default_factory=dict)
@@ -99,23 +118,46 @@ class Done:
         return {"finish_reason": self.finish_reason, "usage": self.usage, "timings": self.timings}
 
 
-Event = Started | Chunk | Done
+Event = Started | Chunk | ToolCallDelta | Done
 
 
 async def gather(events: AsyncIterator[Event]) -> tuple[str, list[TokenLogprob], Done]:
     """A whole generation from its stream: its text, log-probabilities and Done."""
+    text, logprobs, _, done = await gather_calls(events)
+    return text, logprobs, done
+
+
+async def gather_calls(events: AsyncIterator[Event]) -> tuple[str, list[TokenLogprob], list[ToolCall], Done]:
+    """The same, with the tool calls the stream's deltas make up."""
     parts: list[str] = []
     logprobs: list[TokenLogprob] = []
+    calls: dict[int, list[str]] = {}  # index → [id, name, arguments]
     async for event in events:
         if isinstance(event, Chunk):
             parts.append(event.text)
             logprobs += event.logprobs
+        elif isinstance(event, ToolCallDelta):
+            call = calls.setdefault(event.index, ["", "", ""])
+            call[0] = call[0] or event.id
+            call[1] = call[1] or event.name
+            call[2] += event.arguments
         elif isinstance(event, Done):
-            return "".join(parts), logprobs, event
+            return "".join(parts), logprobs, [ToolCall(*calls[i]) for i in sorted(calls)], event
     raise ModelError("the model's stream ended before it was done")
 
 
 async def collect(events: AsyncIterator[Event]) -> dict:
-    """A whole completion: ``{"text", "finish_reason", "usage", "timings"}``."""
-    text, _, done = await gather(events)
-    return {"text": text, **done.to_dict()}
+    """A whole completion: ``{"text", "finish_reason", "usage", "timings"}``, and
+    ``tool_calls`` (``{"id", "name", "arguments"}``, the arguments as an object) when
+    a task's tools were called; a call cut by max_tokens is left out."""
+    text, _, calls, done = await gather_calls(events)
+    answer = {"text": text, **done.to_dict()}
+    whole = []
+    for c in calls:
+        try:
+            whole.append({"id": c.id, "name": c.name, "arguments": json.loads(c.arguments)})
+        except json.JSONDecodeError:
+            pass
+    if whole:
+        answer["tool_calls"] = whole
+    return answer

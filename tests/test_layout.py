@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "poly_ray"
 LAYERS = [
     {"errors", "web"},
     {"generation", "grammars"},
-    {"chat_template"},
+    {"chat_template", "tools"},
     {"config"},
     {"engine", "memory"},
     {"tasks"},

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 from fastapi.responses import StreamingResponse
 
 from poly_ray.errors import PolyError
-from poly_ray.generation import Chunk, Done, Event
+from poly_ray.generation import Chunk, Done, Event, ToolCallDelta
 
 from . import sse
 
@@ -48,6 +49,7 @@ async def sse_body(first: Event, events: AsyncGenerator[Event, None], on_close) 
     queue: asyncio.Queue = asyncio.Queue()
     pump = asyncio.create_task(_pump(events, queue))
     ev: Any = first
+    call: dict | None = None  # a task's tool call being written; sent whole
     try:
         while True:
             try:
@@ -57,7 +59,16 @@ async def sse_body(first: Event, events: AsyncGenerator[Event, None], on_close) 
                 continue
             if isinstance(ev, Chunk) and ev.text:
                 yield sse.event(ev.text)
+            elif isinstance(ev, ToolCallDelta):
+                if ev.id and call:
+                    yield _tool_call_event(call)
+                if ev.id:
+                    call = {"id": ev.id, "name": ev.name, "arguments": ev.arguments}
+                else:
+                    call["arguments"] += ev.arguments
             elif isinstance(ev, Done):
+                if call and ev.finish_reason != "length":
+                    yield _tool_call_event(call)
                 yield sse.json_event("done", ev.to_dict())
                 return
             elif isinstance(ev, PolyError):
@@ -76,6 +87,10 @@ async def sse_body(first: Event, events: AsyncGenerator[Event, None], on_close) 
 
 
 _END = object()
+
+
+def _tool_call_event(call: dict) -> bytes:
+    return sse.json_event("tool_call", {**call, "arguments": json.loads(call["arguments"])})
 
 
 async def _pump(events: AsyncGenerator[Event, None], queue: asyncio.Queue) -> None:

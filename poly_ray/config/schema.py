@@ -16,7 +16,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from poly_ray.chat_template import check as check_template
-from poly_ray.errors import ConfigError
+from poly_ray import tools as tool_calls
+from poly_ray.errors import BadRequest, ConfigError
 from poly_ray.grammars import from_schema
 
 from . import sampler_chain
@@ -176,6 +177,10 @@ class TaskConfig(_Strict):
     # A chat session whose next turn does not fit the context: end the turn with
     # context_full ("error"), or keep the prelude and drop the oldest turns.
     context_overflow: Literal["error", "drop_oldest"] = "error"
+    # Tools (OpenAI's shape) offered when a chat request brings none, and how the
+    # model may use them (OpenAI's tool_choice; default auto), so a task can be an agent step.
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -208,7 +213,15 @@ class TaskConfig(_Strict):
                 check_template(self.chat_template)
             except ConfigError as e:
                 raise ValueError(str(e)) from None
+        try:
+            tool_calls.plan(self.tools, self.tool_choice)
+        except BadRequest as e:
+            raise ValueError(e.message) from None
         return self
+
+    @property
+    def tool_plan(self) -> tool_calls.Plan:
+        return tool_calls.plan(self.tools, self.tool_choice)
 
     @property
     def grammar(self) -> str | None:

@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Protocol
 
-from poly_ray import chat_template
+from poly_ray import chat_template, tools
 from poly_ray.config import ModelConfig, TaskConfig
-from poly_ray.errors import NotFound
+from poly_ray.errors import BadRequest, NotFound
 from poly_ray.generation import Chunk, Done, Event, GenerationRequest, Segment, Started, collect
 
 from .observe import Sink, Tally, observe
@@ -91,7 +91,14 @@ class TaskRunner:
         request = build_request(task, cfg, prompt, overrides)
         if recalled := await self._recall(cfg, prompt):
             request = replace(request, prompt=assemble(cfg, prompt, recalled=recalled))
-        async for event in self._remembering(cfg, prompt, self._run(cfg, request)):
+        plan = _tool_plan(cfg, overrides)
+        if plan.active:  # the task's tools: their description goes first, the answer is the envelope
+            request = replace(request, prompt=(Segment(plan.instructions() + "\n\n"), *request.prompt),
+                              grammar=plan.grammar(), stop=tuple(cfg.private_tokens))
+            events = tools.decode(self.client(cfg.model).generate(request), plan)
+        else:
+            events = self._run(cfg, request)
+        async for event in self._remembering(cfg, prompt, events):
             yield event
 
     async def complete(self, task: str, prompt: str, overrides: dict) -> dict:
@@ -169,8 +176,19 @@ class TaskRunner:
         else:
             question = next((content for role, content in reversed(messages) if role == "user"), "")
             recalled = await self._recall(task, question) if question else ""
+            plan = _tool_plan(task, overrides)
+            if plan.active:
+                messages = tools.with_instructions(plan, messages)
+                overrides = {**overrides, "grammar": plan.grammar()}
             said = "\n".join(content for _, content in messages)
             request = build_request(target, task, await self._render(task, messages, recalled), overrides, user_text=said)
+            if plan.active:
+                # The grammar ends the envelope; a stop sequence inside its strings would cut it.
+                request = replace(request, stop=tuple(task.private_tokens))
+                events = tools.decode(self.client(task.model).generate(request), plan)
+                async for event in self._remembering(task, question, events):
+                    yield event
+                return
         async for event in self._remembering(task, question, self._run(task, request)):
             yield event
 
@@ -246,6 +264,18 @@ class TaskRunner:
             checks["memories"] = self.memories.names()
         answers = await asyncio.gather(*(_within(c, READY_TIMEOUT_S) for c in checks.values()))
         return {name: answer is not None for name, answer in zip(checks, answers)}
+
+
+def _tool_plan(task: TaskConfig, overrides: dict) -> tools.Plan:
+    """The request's tools, else the task's; the request's tool_choice, else the task's."""
+    plan = tools.plan(overrides.get("tools") or task.tools, overrides.get("tool_choice", task.tool_choice),
+                      overrides.get("parallel_tool_calls"))
+    if plan.active and "grammar" in overrides:
+        raise BadRequest("a response format (response_format, format) cannot be combined with tools "
+                         "unless tool_choice is 'none'")
+    if plan.active and overrides.get("logprobs") is not None:
+        raise BadRequest("logprobs: not supported with tools")
+    return plan
 
 
 async def _within(call, timeout: float):

@@ -442,3 +442,28 @@ async def test_request_schema_and_private_tokens(client):
     r = await client.post("/v1/task/verdict/completion", json={"prompt": "tell me <|secret|>"})
     assert r.status_code == 400 and "private token" in r.json()["error"]["message"]
 
+
+
+async def test_openai_tool_call_round_trip_through_the_graph(server):
+    """Tools and call deltas cross the handles: a streamed required call, its result, a text answer."""
+    from openai import AsyncOpenAI
+
+    client = AsyncOpenAI(base_url=f"{server}/v1", api_key=KEY, max_retries=0, timeout=120)
+    tools = [{"type": "function", "function": {"name": "get_weather", "description": "Weather in a city", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string", "maxLength": 20}}, "required": ["city"]}}}]
+    messages = [{"role": "user", "content": "What is the weather in Paris?"}]
+    stream = await client.chat.completions.create(model="gemma", messages=messages, tools=tools, tool_choice="required",
+                                                  parallel_tool_calls=False, seed=1, max_tokens=48, stream=True)
+    call, finish = None, None
+    async for chunk in stream:
+        for d in chunk.choices[0].delta.tool_calls or []:
+            call = [d.id, d.function.name, d.function.arguments or ""] if d.id else [*call[:2], call[2] + d.function.arguments]
+        finish = chunk.choices[0].finish_reason or finish
+    assert finish == "tool_calls" and call[1] == "get_weather"
+    assert isinstance(json.loads(call[2])["city"], str)
+    messages += [{"role": "assistant", "tool_calls": [{"id": call[0], "type": "function",
+                                                       "function": {"name": call[1], "arguments": call[2]}}]},
+                 {"role": "tool", "tool_call_id": call[0], "content": "18 C, clear"}]
+    r = await client.chat.completions.create(model="gemma", messages=messages, tools=tools, tool_choice="none",
+                                             seed=1, max_tokens=16)
+    assert r.choices[0].message.content and r.choices[0].message.tool_calls is None

@@ -7,7 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from poly_ray import grammars
+from poly_ray import grammars, tools
+from poly_ray.errors import BadRequest
 
 PREFIX = "/api/"
 VERSION = "0.6.0"  # the Ollama API version whose shapes these routes follow
@@ -80,7 +81,7 @@ class GenerationBody(BaseModel):
     @model_validator(mode="after")
     def _supported(self):
         # Sent by clients with empty values; refused only when asked for.
-        for name in ("think", "logprobs", "top_logprobs", "images", "tools", "suffix", "template", "context"):
+        for name in ("think", "logprobs", "top_logprobs", "images", "suffix", "template", "context"):
             if getattr(self, name, None):
                 raise ValueError(f"{name}: not supported")
         return self
@@ -104,20 +105,35 @@ class GenerateBody(GenerationBody):
     images: list[Any] | None = None
 
 
+class CallFunction(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    index: int | None = None
+
+
+class MessageToolCall(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    function: CallFunction
+    id: str | None = None
+
+
 class Message(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    role: Literal["system", "user", "assistant"]
+    role: Literal["system", "user", "assistant", "tool"]
     content: str = ""
     # Sent by clients with empty values; refused only when set.
     thinking: str | None = None
     images: list[Any] | None = None
-    tool_name: str | None = None
-    tool_calls: list[Any] | None = None
+    tool_name: str | None = None  # a tool message: whose result it is
+    tool_calls: list[MessageToolCall] | None = None  # an assistant's earlier calls
 
     @model_validator(mode="after")
     def _supported(self):
-        for name in ("thinking", "images", "tool_name", "tool_calls"):
+        for name in ("thinking", "images"):
             if getattr(self, name):
                 raise ValueError(f"{name}: not supported")
         return self
@@ -126,6 +142,27 @@ class Message(BaseModel):
 class ChatBody(GenerationBody):
     messages: list[Message] = Field(min_length=1, max_length=10_000)
     tools: list[Any] | None = None
+
+    def conversation(self) -> list[tuple[str, str]]:
+        """The messages as (role, content) pairs, as on the OpenAI route."""
+        out = []
+        for i, m in enumerate(self.messages):
+            if m.tool_calls:
+                if m.role != "assistant":
+                    raise BadRequest(f"messages[{i}].tool_calls: only assistant messages carry tool calls")
+                calls = [(c.function.name, c.function.arguments) for c in m.tool_calls]
+                out.append(("assistant", tools.envelope(calls, m.content)))
+            elif m.role == "tool":
+                out.append(tools.tool_result(m.tool_name, m.content))
+            else:
+                out.append((m.role, m.content))
+        return out
+
+    def overrides(self) -> dict:
+        o = super().overrides()
+        if self.tools:
+            o["tools"] = self.tools
+        return o
 
 
 class EmbedBody(BaseModel):
@@ -198,9 +235,19 @@ class OllamaGenerateResponse(_OllamaDone):
     response: str
 
 
+class OllamaCallFunction(BaseModel):
+    name: str
+    arguments: dict[str, Any]
+
+
+class OllamaToolCall(BaseModel):
+    function: OllamaCallFunction
+
+
 class OllamaChatMessage(BaseModel):
     role: Literal["assistant"]
     content: str
+    tool_calls: list[OllamaToolCall] | None = None
 
 
 class OllamaChatResponse(_OllamaDone):

@@ -20,7 +20,7 @@ from poly_ray.api.openapi import GENERATES, NDJSON, PLAIN, WITH_BODY, doc
 from poly_ray.api.parsing import parse_params
 from poly_ray.api.streaming import GenerationStream
 from poly_ray.errors import NotFound, PolyError
-from poly_ray.generation import Chunk, Done, gather
+from poly_ray.generation import Chunk, Done, ToolCall, ToolCallDelta, gather_calls
 
 from .protocol import (
     VERSION,
@@ -94,10 +94,8 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None
         who = access.principal(request)
         body = await parse_params(request, ChatBody)
         await target(who, body.model)
-        messages = [(m.role, m.content) for m in body.messages]
-        events = backend.stream_target(body.model, None, messages, body.overrides())
-        return await _respond(body, events, slots, who.credential,
-                              lambda text: {"message": {"role": "assistant", "content": text}})
+        events = backend.stream_target(body.model, None, body.conversation(), body.overrides())
+        return await _respond(body, events, slots, who.credential, _chat_message)
 
     @app.post("/api/embed", openapi_extra=doc(family="ollama", body=EmbedBody, ok=OllamaEmbedResponse, errors=WITH_BODY))
     async def embed(request: Request):
@@ -109,6 +107,19 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None
         vectors = await backend.embed(body.model, texts)
         return {"model": body.model, "embeddings": vectors, "total_duration": time.perf_counter_ns() - start,
                 "load_duration": 0}
+
+
+def _chat_message(text: str, calls: list[ToolCall] = ()) -> dict:
+    message = {"role": "assistant", "content": text}
+    whole = []
+    for c in calls:  # Ollama's shape: the arguments as an object; a call cut by num_predict is left out
+        try:
+            whole.append({"function": {"name": c.name, "arguments": json.loads(c.arguments)}})
+        except json.JSONDecodeError:
+            pass
+    if whole:
+        message["tool_calls"] = whole
+    return {"message": message}
 
 
 def _model_entry(name: str) -> dict:
@@ -132,20 +143,36 @@ async def _respond(body: GenerationBody, events, slots: StreamLimits, credential
 
     if not body.stream:
         try:
-            text, _, done = await gather(events)
+            text, _, calls, done = await gather_calls(events)
         finally:
             release()
+        if calls:
+            return JSONResponse({**final(done, text), **payload(text, calls)})
         return JSONResponse(final(done, text))
 
     async def lines():
         def line(obj) -> bytes:
             return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
 
+        def partial(text: str, calls: list[ToolCall] | None = None) -> bytes:
+            shown = payload(text, calls) if calls else payload(text)
+            return line({"model": body.model, "created_at": _now(), **shown, "done": False})
+
+        call: ToolCall | None = None  # the call being written: Ollama streams whole calls
         try:
             async for ev in events:
                 if isinstance(ev, Chunk) and ev.text:
-                    yield line({"model": body.model, "created_at": _now(), **payload(ev.text), "done": False})
+                    yield partial(ev.text)
+                elif isinstance(ev, ToolCallDelta):
+                    if ev.id:
+                        if call:
+                            yield partial("", [call])
+                        call = ToolCall(ev.id, ev.name, ev.arguments)
+                    else:
+                        call = ToolCall(call.id, call.name, call.arguments + ev.arguments)
                 elif isinstance(ev, Done):
+                    if call and ev.finish_reason != "length":
+                        yield partial("", [call])
                     yield line(final(ev))
                     return
         except PolyError as e:

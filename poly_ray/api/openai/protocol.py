@@ -6,11 +6,12 @@ Fields OpenAI clients commonly send are accepted; values poly-ray cannot honour
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from poly_ray import grammars
+from poly_ray import grammars, tools
 from poly_ray.errors import BadRequest
 
 _UINT32 = 1 << 32
@@ -108,10 +109,23 @@ class CompletionRequest(_Sampling):
         return o
 
 
+class FunctionCall(_Body):
+    name: str
+    arguments: str = "{}"  # JSON text, as the model wrote it
+
+
+class MessageToolCall(_Body):
+    id: str = Field(min_length=1, max_length=256)
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(_Body):
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None
     name: str | None = None
+    tool_calls: list[MessageToolCall] | None = None  # an assistant's earlier calls
+    tool_call_id: str | None = None  # a tool's result answers this call
 
     def text(self) -> str:
         if self.content is None:
@@ -132,9 +146,43 @@ class ChatCompletionRequest(_Sampling):
     response_format: ResponseFormat | None = None
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
+    # Checked by tools.plan (each problem named by its field).
+    tools: list[Any] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+
+    def conversation(self) -> list[tuple[str, str]]:
+        """The messages as (role, content) pairs: earlier calls in the model's envelope,
+        tool results as turns that name their tool."""
+        names: dict[str, str] = {}  # call id → tool name
+        out = []
+        for i, m in enumerate(self.messages):
+            if m.role == "tool":
+                if m.tool_call_id not in names:
+                    raise BadRequest(f"messages[{i}].tool_call_id: {m.tool_call_id!r} is not the id of a tool call "
+                                     "in an earlier assistant message")
+                out.append(tools.tool_result(names[m.tool_call_id], m.text()))
+            elif m.tool_calls:
+                if m.role != "assistant":
+                    raise BadRequest(f"messages[{i}].tool_calls: only assistant messages carry tool calls")
+                calls = []
+                for j, call in enumerate(m.tool_calls):
+                    try:
+                        arguments = json.loads(call.function.arguments or "{}")
+                    except json.JSONDecodeError:
+                        raise BadRequest(f"messages[{i}].tool_calls[{j}].function.arguments is not valid JSON") from None
+                    names[call.id] = call.function.name
+                    calls.append((call.function.name, arguments))
+                out.append(("assistant", tools.envelope(calls, m.text())))
+            else:
+                out.append((m.role, m.text()))
+        return out
 
     def overrides(self) -> dict:
         o = super().overrides()
+        for key in ("tools", "tool_choice", "parallel_tool_calls"):
+            if getattr(self, key) is not None:
+                o[key] = getattr(self, key)
         if self.logprobs:
             o["logprobs"] = self.top_logprobs or 0
         elif self.top_logprobs:
@@ -185,16 +233,28 @@ class CompletionResponse(BaseModel):
     usage: dict[str, int]
 
 
+class ToolCallFunction(BaseModel):
+    name: str
+    arguments: str
+
+
+class ToolCallAnswer(BaseModel):
+    id: str
+    type: Literal["function"]
+    function: ToolCallFunction
+
+
 class AssistantMessage(BaseModel):
     role: Literal["assistant"]
-    content: str
+    content: str | None
+    tool_calls: list[ToolCallAnswer] | None = None
 
 
 class ChatChoice(BaseModel):
     index: int
     message: AssistantMessage
     logprobs: dict[str, Any] | None
-    finish_reason: Literal["stop", "length"] | None
+    finish_reason: Literal["stop", "length", "tool_calls"] | None
 
 
 class ChatCompletionResponse(BaseModel):

@@ -23,7 +23,7 @@ from poly_ray.api.openapi import GENERATES, SSE, WITH_BODY, doc
 from poly_ray.api.parsing import parse_params
 from poly_ray.api.streaming import GenerationStream
 from poly_ray.errors import NotFound, PolyError
-from poly_ray.generation import Chunk, Done, Event, TokenLogprob, gather
+from poly_ray.generation import Chunk, Done, Event, TokenLogprob, ToolCall, ToolCallDelta, gather_calls
 
 from .protocol import (
     ChatCompletionRequest,
@@ -87,8 +87,7 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None
         who = access.principal(request)
         body = await parse_params(request, ChatCompletionRequest)
         await target(who, body.model)
-        messages = [(m.role, m.text()) for m in body.messages]
-        events = backend.stream_target(body.model, None, messages, body.overrides())
+        events = backend.stream_target(body.model, None, body.conversation(), body.overrides())
         return await _respond(body, events, slots, who.credential, _ChatShape(body.model, body.logprobs))
 
     @app.post("/v1/embeddings", openapi_extra=doc(
@@ -121,7 +120,7 @@ class _CompletionShape:
         return {"id": self.id, "object": self.object, "created": self.created, "model": self.model,
                 "choices": choices, **extra}
 
-    def choice(self, text: str, finish: str | None, logprobs: list[TokenLogprob]) -> dict:
+    def choice(self, text: str, finish: str | None, logprobs: list[TokenLogprob], calls: list[ToolCall]) -> dict:
         return {"index": 0, "text": text, "logprobs": self.format_logprobs(logprobs), "finish_reason": finish}
 
     def delta(self, text: str | None, finish: str | None, first: bool, logprobs: list[TokenLogprob]) -> dict:
@@ -149,9 +148,20 @@ class _ChatShape(_CompletionShape):
         super().__init__(model, logprobs)
         self.id = f"chatcmpl-{uuid.uuid4().hex}"
 
-    def choice(self, text: str, finish: str | None, logprobs: list[TokenLogprob]) -> dict:
-        return {"index": 0, "message": {"role": "assistant", "content": text},
-                "logprobs": self.format_logprobs(logprobs), "finish_reason": finish}
+    def choice(self, text: str, finish: str | None, logprobs: list[TokenLogprob], calls: list[ToolCall]) -> dict:
+        message = {"role": "assistant", "content": text}
+        if calls:  # OpenAI's shape: no content beside the calls
+            message = {"role": "assistant", "content": text or None, "tool_calls": [
+                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                for c in calls]}
+        return {"index": 0, "message": message, "logprobs": self.format_logprobs(logprobs), "finish_reason": finish}
+
+    def call_delta(self, d: ToolCallDelta) -> dict:
+        """The first delta of a call has its id, type and name; the rest, argument fragments."""
+        call = {"index": d.index, "function": {"arguments": d.arguments}}
+        if d.id:
+            call.update(id=d.id, type="function", function={"name": d.name, "arguments": d.arguments})
+        return {"index": 0, "delta": {"tool_calls": [call]}, "logprobs": None, "finish_reason": None}
 
     def delta(self, text: str | None, finish: str | None, first: bool, logprobs: list[TokenLogprob]) -> dict:
         delta = {"role": "assistant", "content": ""} if first else ({"content": text} if text is not None else {})
@@ -173,10 +183,10 @@ async def _respond(body, events: AsyncGenerator[Event, None], slots: StreamLimit
     _, release = await slots.accepted(events, credential)
     if not body.stream:
         try:
-            text, logprobs, done = await gather(events)
+            text, logprobs, calls, done = await gather_calls(events)
         finally:
             release()
-        return JSONResponse(shape.head([shape.choice(text, _finish(done), logprobs)], usage=done.usage))
+        return JSONResponse(shape.head([shape.choice(text, _finish(done), logprobs, calls)], usage=done.usage))
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return GenerationStream(
         _stream(events, shape, include_usage, release),
@@ -198,6 +208,8 @@ async def _stream(events, shape: _CompletionShape, include_usage: bool, on_close
         async for ev in events:
             if isinstance(ev, Chunk) and (ev.text or ev.logprobs):
                 yield data(dict(chunk, choices=[shape.delta(ev.text, None, False, list(ev.logprobs))]))
+            elif isinstance(ev, ToolCallDelta) and isinstance(shape, _ChatShape):
+                yield data(dict(chunk, choices=[shape.call_delta(ev)]))
             elif isinstance(ev, Done):
                 yield data(dict(chunk, choices=[shape.delta(None, _finish(ev), False, [])]))
                 if include_usage:
@@ -214,4 +226,4 @@ async def _stream(events, shape: _CompletionShape, include_usage: bool, on_close
 
 
 def _finish(done: Done) -> str:
-    return "length" if done.finish_reason == "length" else "stop"
+    return done.finish_reason if done.finish_reason in ("length", "tool_calls") else "stop"

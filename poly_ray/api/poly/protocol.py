@@ -52,11 +52,18 @@ class Usage(BaseModel):
     total_tokens: int
 
 
+class ToolCall(BaseModel):
+    id: str
+    name: str
+    arguments: dict
+
+
 class Completion(BaseModel):
     text: str
     finish_reason: str
     usage: Usage
     timings: dict[str, float]
+    tool_calls: list[ToolCall] | None = None  # a task with tools: the calls it made
 
 
 class Status(BaseModel):
