@@ -51,6 +51,7 @@ def create_app(backend: Backend, config: Config) -> FastAPI:
     app = FastAPI(title="poly-ray", version="0.1.0")
     app.state.max_request_bytes = config.max_request_bytes
     app.state.max_upload_bytes = config.max_upload_bytes
+    app.state.schema_caps = config.schema_limits.caps()
     if config.public and config.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("public = true on %s: anyone who reaches the port may generate, and read and change memories",
                     config.bind_address)

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from poly_ray.chat_template import check as check_template
 from poly_ray.errors import ConfigError
-from poly_ray.grammars import from_schema
+from poly_ray.grammars import Caps, from_schema
 
 from . import sampler_chain
 
@@ -353,6 +353,25 @@ class ScopedKey(_Strict):
         return data
 
 
+class SchemaLimits(_Strict):
+    """What a request's JSON schema may ask of a grammar (see ``grammars.Caps``); over a
+    limit, the request gets a 400 naming it."""
+
+    max_length: int = Field(Caps.max_length, ge=1, le=100_000)
+    max_items: int = Field(Caps.max_items, ge=1, le=100_000)
+    max_repeat: int = Field(Caps.max_repeat, ge=1, le=1_000_000)
+    max_depth: int = Field(Caps.max_depth, ge=1, le=1000)
+    max_properties: int = Field(Caps.max_properties, ge=1, le=10_000)
+    max_schema_bytes: int = Field(Caps.max_schema_bytes, ge=256, le=1 << 26)
+    max_grammar_bytes: int = Field(Caps.max_grammar_bytes, ge=1024, le=1 << 28)
+    # llama.cpp's GBNF parser recurses once per group; far past ~10,000 it crashes.
+    max_grammar_nesting: int = Field(Caps.max_grammar_nesting, ge=16, le=5000)
+    timeout_s: float = Field(Caps.timeout_s, gt=0, le=600)
+
+    def caps(self) -> Caps:
+        return Caps(**self.model_dump())
+
+
 class Config(_Strict):
     bind_address: str = "127.0.0.1:8000"
     public: bool = False
@@ -376,6 +395,7 @@ class Config(_Strict):
     default_task: str | None = None
     # Put each request's prompt in its log line (off: prompts are private).
     log_prompts: bool = False
+    schema_limits: SchemaLimits = SchemaLimits()
     cache_path: Path = DEFAULT_CACHE
     models: dict[str, ModelConfig] = {}
     tasks: dict[str, TaskConfig] = {}

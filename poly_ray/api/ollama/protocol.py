@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from poly_ray import grammars
+from poly_ray.api.parsing import StopList
 
 PREFIX = "/api/"
 VERSION = "0.6.0"  # the Ollama API version whose shapes these routes follow
@@ -30,7 +31,7 @@ class Options(BaseModel):
     top_p: float | None = Field(None, gt=0, le=1)
     min_p: float | None = Field(None, ge=0, le=1)
     seed: int | None = Field(None, ge=0, lt=1 << 32)
-    stop: list[str] | None = None
+    stop: StopList = None
     repeat_penalty: float | None = Field(None, gt=0, le=100)
     repeat_last_n: int | None = Field(None, ge=0, le=1 << 20)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
@@ -85,12 +86,12 @@ class GenerationBody(BaseModel):
                 raise ValueError(f"{name}: not supported")
         return self
 
-    def overrides(self) -> dict:
+    def overrides(self, caps: grammars.Caps = grammars.DEFAULT_CAPS) -> dict:
         o = self.options.overrides()
         if self.format == "json":
             o["grammar"] = grammars.ANY_JSON
         elif isinstance(self.format, dict):
-            o["grammar"] = grammars.from_schema(self.format, "format")
+            o["grammar"] = grammars.from_schema(self.format, "format", caps)
         return o
 
 

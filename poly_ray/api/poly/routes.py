@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from poly_ray.api.auth import Access
 from poly_ray.api.limits import StreamLimits
 from poly_ray.api.openapi import GENERATES, PLAIN, SSE, WITH_BODY, doc, ref
-from poly_ray.api.parsing import parse_params
+from poly_ray.api.parsing import overrides_off_loop, parse_params
 from poly_ray.api.streaming import GenerationStream, sse_body
 
 from .protocol import (
@@ -69,14 +69,14 @@ def register(app: FastAPI, backend, access: Access, limits: StreamLimits) -> Non
         who = await access.authorize(request, "task", task)
         params = await parse_params(request, CompletionParams)
         async with limits.held(who.credential):
-            return await backend.complete(task, params.prompt, params.overrides())
+            return await backend.complete(task, params.prompt, await overrides_off_loop(request.app, params))
 
     @app.get("/v1/task/{task}/live", name="live_get", openapi_extra=doc(query=CompletionParams, streams=SSE, errors=GENERATES))
     @app.post("/v1/task/{task}/live", openapi_extra=doc(body=CompletionParams, streams=SSE, errors=GENERATES))
     async def live(task: str, request: Request):
         who = await access.authorize(request, "task", task)
         params = await parse_params(request, CompletionParams)
-        events = backend.stream(task, params.prompt, params.overrides())
+        events = backend.stream(task, params.prompt, await overrides_off_loop(request.app, params))
         first, release = await limits.accepted(events, who.credential)
         return GenerationStream(
             sse_body(first, events, release),
