@@ -23,6 +23,7 @@ from poly_ray.errors import BadRequest, PolyError
 
 from .auth import Access, Authenticator, log_refusal
 from .backend import Backend
+from .browser_guard import BrowserGuard
 from .limits import StreamLimits
 from .memory import routes as memory_routes
 from .ollama import protocol as ollama_protocol
@@ -63,6 +64,8 @@ def create_app(backend: Backend, config: Config) -> FastAPI:
             allow_headers=["Authorization", "Content-Type", "X-Filename"],
         )
     app.add_middleware(_RefuseInvalidUTF8)
+    app.add_middleware(BrowserGuard, bind_host=config.host, allowed_hosts=config.allowed_hosts,
+                       allowed_origins=config.allowed_origins, error=error_response)
     limits = StreamLimits(config.max_concurrent, config.max_streams_per_credential)
     access = Access(Authenticator.from_config(config), backend)
 

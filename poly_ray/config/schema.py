@@ -382,6 +382,8 @@ class Config(_Strict):
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
     allowed_origins: list[str] = []
+    # Host names served besides the bind host, loopback and IP literals (DNS rebinding; "*": any).
+    allowed_hosts: list[str] = []
     max_concurrent: int = Field(64, ge=1, le=100_000)
     # Generations in flight and open WebSocket chats per credential (a key, a
     # token's subject, or an anonymous client's address); beyond, 429.

