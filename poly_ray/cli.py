@@ -10,6 +10,9 @@ import sys
 
 from .errors import ConfigError
 
+# The claims a token may limit (poly_ray.api.auth.SCOPE_CLAIMS; not imported: the CLI starts light).
+TOKEN_SCOPES = ("tasks", "models", "memories", "memories_read")
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="poly-ray", description="Serve GGUF models as a Ray Serve graph.")
@@ -30,8 +33,10 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--new-secret", action="store_true", help="print a random secret for jwt_private_key")
             p.add_argument("--sub", help="the token's subject (who it is for; shown in logs)")
             p.add_argument("--ttl", type=int, default=3600, help="seconds until it expires (default 3600)")
-            for scope in ("tasks", "models", "memories"):
-                p.add_argument(f"--{scope}", metavar="A,B", help=f"the only {scope} it may use (default: all)")
+            for scope in TOKEN_SCOPES:
+                p.add_argument(f"--{scope.replace('_', '-')}", metavar="A,B",
+                               help=f"the only {scope.replace('_', ' (read) ')} it may use (none given: all; "
+                                    "once one is given, the others default to none)")
     args = parser.parse_args(argv)
     if args.command == "token" and args.new_secret:
         print(secrets.token_urlsafe(48))
@@ -108,7 +113,7 @@ def _token(cfg, args) -> int:
     def names(value: str | None) -> list[str] | None:
         return None if value is None else [name for name in value.split(",") if name]
 
-    scopes = {scope: names(getattr(args, scope)) for scope in ("tasks", "models", "memories")}
+    scopes = {scope: names(getattr(args, scope)) for scope in TOKEN_SCOPES}
     try:
         print(mint(cfg, args.sub, args.ttl, scopes))
     except ConfigError as e:

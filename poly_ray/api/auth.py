@@ -8,7 +8,10 @@ JWTs are HS256 with Poly's ``jwt_private_key.symmetric``, and/or RS*/ES* with
 the configured ones and nothing else: no ``none``, and an HS256 token is never
 checked against a public key (the HS/RS confusion). ``exp`` is required; ``nbf``,
 ``iat``, and, when configured, ``aud`` and ``iss`` are checked, with a small leeway.
-Claims ``tasks``, ``models`` and ``memories`` (lists) limit what a token may use.
+Claims ``tasks``, ``models``, ``memories`` (read and write) and ``memories_read``
+(lists) limit what a token may use; once any of them is given, one left out
+grants nothing (a key for ``tasks = ["qa"]`` cannot use models bare or clear
+memories).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ log = logging.getLogger(__name__)
 
 LEEWAY_S = 30  # clock skew tolerated on exp, nbf and iat
 SCOPES = {"task": "tasks", "model": "models", "memory": "memories"}
+# Scopes as written in keys and claims; `memories_read` grants recall and listings only.
+SCOPE_CLAIMS = ("tasks", "models", "memories", "memories_read")
 
 
 @dataclass(frozen=True)
@@ -38,18 +43,32 @@ class Principal:
     subject: str | None = None  # for logs: a token's `sub`, a key's name
     tasks: frozenset[str] | None = None  # None: every task
     models: frozenset[str] | None = None
-    memories: frozenset[str] | None = None
+    memories: frozenset[str] | None = None  # read and write
+    memories_read: frozenset[str] | None = None  # read only
     # What per-credential limits count against; None: anonymous (counted by client address).
     credential: str | None = None
 
-    def allows(self, kind: str, name: str) -> bool:
-        """Whether these credentials may use the ``kind`` ("task", "model", "memory") called ``name``."""
-        scope = getattr(self, SCOPES[kind])
-        return scope is None or name in scope
+    @classmethod
+    def scoped(cls, subject: str | None, scopes: dict[str, list[str] | None], credential: str) -> Principal:
+        """A principal limited by ``scopes`` (SCOPE_CLAIMS → names or None): with none given,
+        no limit; once any is given, one left out grants nothing."""
+        if all(v is None for v in scopes.values()):
+            return cls(subject, credential=credential)
+        sets = {k: frozenset(scopes.get(k) or ()) for k in SCOPE_CLAIMS}
+        return cls(subject, credential=credential, **sets)
 
-    def check(self, kind: str, name: str) -> None:
-        if not self.allows(kind, name):
-            raise Forbidden(f"these credentials may not use {kind} '{name}'", subject=self.subject)
+    def allows(self, kind: str, name: str, write: bool = False) -> bool:
+        """Whether these credentials may use the ``kind`` ("task", "model", "memory") called
+        ``name``; a memory's ``write`` (storing, forgetting) needs ``memories``, not ``memories_read``."""
+        scope = getattr(self, SCOPES[kind])
+        if scope is None or name in scope:
+            return True
+        return kind == "memory" and not write and name in (self.memories_read or ())
+
+    def check(self, kind: str, name: str, write: bool = False) -> None:
+        if not self.allows(kind, name, write):
+            what = f"change {kind} '{name}'" if write else f"use {kind} '{name}'"
+            raise Forbidden(f"these credentials may not {what}", subject=self.subject)
 
 
 ANONYMOUS = Principal()
@@ -144,17 +163,14 @@ class Authenticator:
 
         subject = claims.get("sub")
 
-        def scope(key: str) -> frozenset[str] | None:
-            value = claims.get(key)
-            if value is None:
-                return None
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        scopes = {key: claims.get(key) for key in SCOPE_CLAIMS}
+        for key, value in scopes.items():
+            if value is not None and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
                 raise Unauthorized(f"invalid token: claim '{key}' must be a list of names")
-            return frozenset(value)
 
         # A token without `sub` is a credential of its own.
         credential = f"token:{subject}" if subject else "token#" + hashlib.sha256(token.encode()).hexdigest()[:16]
-        return Principal(subject, scope("tasks"), scope("models"), scope("memories"), credential)
+        return Principal.scoped(subject, scopes, credential)
 
     def _key_for(self, header: dict) -> tuple[str, Any]:
         alg, kid = header.get("alg"), header.get("kid")
@@ -192,12 +208,12 @@ class Access:
             return await memories.names() if memories is not None else {}
         return await (self._backend.tasks() if kind == "task" else self._backend.models())
 
-    async def authorize(self, request: Request, kind: str, name: str) -> Principal:
-        """The caller, who may use the existing task or model ``name`` (else 401/404/403)."""
+    async def authorize(self, request: Request, kind: str, name: str, write: bool = False) -> Principal:
+        """The caller, who may use (or ``write``: change) the existing ``name`` (else 401/404/403)."""
         who = self.principal(request)
         if name not in await self.names(kind):
             raise NotFound(f"{kind} '{name}' does not exist")
-        who.check(kind, name)
+        who.check(kind, name, write)
         return who
 
 
@@ -222,8 +238,5 @@ def _static_key(index: int, key: str | ScopedKey) -> _StaticKey:
         key = ScopedKey(key=key)
     name = key.name or f"allowed_keys[{index}]"
 
-    def scope(names: list[str] | None) -> frozenset[str] | None:
-        return None if names is None else frozenset(names)
-
-    principal = Principal(name, scope(key.tasks), scope(key.models), scope(key.memories), f"key:{name}")
+    principal = Principal.scoped(name, {k: getattr(key, k) for k in SCOPE_CLAIMS}, f"key:{name}")
     return _StaticKey(hashlib.sha256(key.key.encode()).digest(), principal)

@@ -334,14 +334,16 @@ class PublicKey(_Strict):
 
 class ScopedKey(_Strict):
     """An ``allowed_keys`` entry: a string, or a table that limits the key to some
-    tasks / models / memories (a list left out: no limit)."""
+    tasks / models / memories (no list: no limit; once one is given, a list left out
+    grants nothing)."""
 
     key: str = Field(min_length=1, repr=False)  # kept out of logs and tracebacks
     # Names the key in logs and per-credential limits (the key itself is never logged).
     name: str | None = None
     tasks: list[str] | None = None
     models: list[str] | None = None
-    memories: list[str] | None = None
+    memories: list[str] | None = None  # recall, store and forget
+    memories_read: list[str] | None = None  # recall and listings only
 
     @model_validator(mode="before")
     @classmethod
