@@ -24,6 +24,11 @@ from . import sampler_chain
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 DEFAULT_CACHE = Path("~/.cache/poly-ray")
 
+# Chunks a memory embeds per call to its model (memory.memory): its uploads must fit
+# the model's max_embedding_tokens.
+EMBED_BATCH = 32
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -71,6 +76,11 @@ class ModelConfig(_Strict):
     replicas: int | None = Field(None, ge=1)
     autoscaling: Autoscaling | None = None
     max_queued_requests: int = Field(16, ge=0, le=100_000)
+    # Whether the model embeds (the embedding routes, a memory's model); per request at
+    # most this many texts and tokens in all (a memory embeds 32 chunks a call).
+    embeddings: bool = True
+    max_embedding_inputs: int = Field(256, ge=1, le=1_000_000)
+    max_embedding_tokens: int = Field(65536, ge=16, le=1 << 26)
     # Streamed text is sent at most this often (the first chunk at once): fewer,
     # larger messages leave more CPU to the model. 0 sends every token alone.
     stream_interval_ms: float = Field(100.0, ge=0, le=10_000)
