@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from poly_ray.config import Config
 from poly_ray.errors import BadRequest, PolyError
 
-from .auth import Access, Authenticator, log_refusal
+from .auth import Access, Authenticator, log_refusal, loggable
 from .backend import Backend
 from .browser_guard import BrowserGuard
 from .limits import StreamLimits
@@ -85,7 +85,7 @@ def create_app(backend: Backend, config: Config) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, err: Exception):
-        log.exception("unhandled error on %s", request.url.path)
+        log.exception("unhandled error on %s", loggable(request.url.path))
         return error_response(request, 500, "internal_error", "internal server error")
 
     poly_routes.register(app, backend, access, limits)

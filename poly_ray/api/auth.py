@@ -83,11 +83,17 @@ def token_from(authorization: str | None, api_key: str | None) -> str | None:
     return api_key or None
 
 
+def loggable(text: str) -> str:
+    """Text from a request, safe in a log line: a `%0A` in a path cannot forge a line."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
 def log_refusal(err: PolyError, method: str, path: str) -> None:
     """Every 401/403, with who (when known) and where; never the credentials."""
     if err.status in (401, 403):
         subject = getattr(err, "subject", None) or "-"
-        log.warning("%d %s %s subject=%s: %s", err.status, method, path, subject, err.message)
+        log.warning("%d %s %s subject=%s: %s", err.status, loggable(method), loggable(path), loggable(subject),
+                    loggable(err.message))
 
 
 @dataclass(frozen=True)

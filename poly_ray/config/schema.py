@@ -316,7 +316,15 @@ class MemoryConfig(_Strict):
 class SymmetricKey(_Strict):
     """Poly's ``jwt_private_key``: the shared secret of HS256 tokens."""
 
-    symmetric: str = Field(min_length=16, repr=False)  # kept out of logs and tracebacks
+    symmetric: str = Field(repr=False)  # kept out of logs and tracebacks
+
+    @field_validator("symmetric")
+    @classmethod
+    def _long_enough(cls, v):
+        # HS256's secret must be as long as its hash (RFC 7518 3.2): a short one can be guessed offline.
+        if len(v.encode()) < 32:
+            raise ValueError(f"is {len(v.encode())} bytes; HS256 needs at least 32 (poly-ray token --new-secret makes one)")
+        return v
 
 
 JWT_PUBLIC_ALGORITHMS = ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512")

@@ -94,3 +94,16 @@ async def test_a_websocket_from_a_foreign_origin_is_refused():
             async with connect(ws_url, additional_headers={"Host": "evil.example"}):
                 pass
         assert e.value.response.status_code == 403
+
+
+async def test_control_characters_in_a_path_cannot_forge_a_log_line(caplog):
+    # (urlsplit already drops \n, \r and \t; a NEL, a vertical tab or a terminal escape get through)
+    client, _ = make_client()
+    with caplog.at_level("WARNING", logger="poly_ray.api.auth"):
+        r = await client.get("/v1/task/echo%C2%85403 GET forged%0B%1B[2J subject=admin/live?prompt=x",
+                             headers={"Authorization": "Bearer wrong"})
+    assert r.status_code == 401
+    [record] = [r for r in caplog.records if r.name == "poly_ray.api.auth"]
+    message = record.getMessage()
+    assert len(message.splitlines()) == 1 and "\x1b" not in message, repr(message)
+    assert "echo\\x85403 GET forged\\x0b\\x1b[2J" in message, repr(message)
