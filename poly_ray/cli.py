@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
         if name == "build":
             p.add_argument("--output", "-o", help="YAML file to write (default: stdout)")
             p.add_argument("--kuberay", action="store_true", help="write a KubeRay RayService manifest around it")
+            p.add_argument("--allow-public", action="store_true",
+                           help="with --kuberay: write it even though the config is public (anyone who reaches the "
+                                "cluster's Service may use everything)")
         if name == "token":
             p.add_argument("--new-secret", action="store_true", help="print a random secret for jwt_private_key")
             p.add_argument("--sub", help="the token's subject (who it is for; shown in logs)")
@@ -79,8 +82,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "build":
         import yaml
 
-        from poly_ray.deploy.serve_config import serve_config
+        from poly_ray.deploy.serve_config import SECRET_ENV, serve_config
 
+        if args.kuberay and cfg.public and not args.allow_public:
+            print("poly-ray build: the config is public (public = true), and a RayService listens on the pods' "
+                  "addresses: set public = false (or POLY_PUBLIC=false) and give keys through the Secret, or pass "
+                  "--allow-public", file=sys.stderr)
+            return 2
+        for name in SECRET_ENV:
+            if name in os.environ:
+                print(f"poly-ray build: {name} is not written into the Serve config; give it to the cluster's "
+                      "processes in their environment (`ray start`'s, or the Kubernetes Secret)", file=sys.stderr)
         deploy = serve_config(cfg, args.config)
         if args.kuberay:
             import ray
