@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from poly_ray.config import Config
 from poly_ray.errors import BadRequest, PolyError
 
-from .auth import Access, Authenticator, log_refusal, loggable
+from .auth import Access, Authenticator, log_refusal, loggable, token_from
 from .backend import Backend
 from .browser_guard import BrowserGuard
 from .limits import StreamLimits
@@ -67,7 +67,10 @@ def create_app(backend: Backend, config: Config) -> FastAPI:
     app.add_middleware(BrowserGuard, bind_host=config.host, allowed_hosts=config.allowed_hosts,
                        allowed_origins=config.allowed_origins, error=error_response)
     limits = StreamLimits(config.max_concurrent, config.max_streams_per_credential)
-    access = Access(Authenticator.from_config(config), backend)
+    authenticator = Authenticator.from_config(config)
+    access = Access(authenticator, backend)
+    if not config.public:
+        app.add_middleware(_DocsNeedCredentials, auth=authenticator)
 
     @app.exception_handler(PolyError)
     async def _poly_error(request: Request, err: PolyError):
@@ -116,6 +119,28 @@ class _CORS(CORSMiddleware):
         body = {"error": {"code": "cors_refused", "message": message}}
         headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
         return JSONResponse(body, status_code=response.status_code, headers=headers)
+
+
+class _DocsNeedCredentials:
+    """On a server that is not public, /openapi.json and /docs (which name every task,
+    model and memory) answer only callers with valid credentials."""
+
+    PATHS = ("/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")
+
+    def __init__(self, app, auth: Authenticator):
+        self.app, self.auth = app, auth
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"] in self.PATHS:
+            request = Request(scope)
+            try:
+                self.auth.authenticate(token_from(request.headers.get("authorization"),
+                                                  request.query_params.get("api_key")))
+            except PolyError as err:
+                log_refusal(err, request.method, request.url.path)
+                await error_response(request, err.status, err.code, err.message, err.headers)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class _RefuseInvalidUTF8:

@@ -82,7 +82,7 @@ def _document_bytes(ctx, value):
     return value if isinstance(value, bytes) else str(value).encode()
 
 
-schema = schemathesis.openapi.from_asgi("/openapi.json", make_app())
+schema = schemathesis.openapi.from_asgi("/openapi.json", make_app(), headers={"Authorization": "Bearer key-1"})
 
 
 @pytest.mark.fuzz
