@@ -25,7 +25,9 @@ async def first_token(resp):
 @contextlib.asynccontextmanager
 async def serving(app):
     """The app on a free loopback port, in this event loop; yields its base URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
+    # proxy_headers=False: X-Forwarded-For is the app's to judge, not uvicorn's.
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off",
+                                           proxy_headers=False))
     task = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.01)

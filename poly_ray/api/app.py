@@ -68,7 +68,7 @@ def create_app(backend: Backend, config: Config) -> FastAPI:
                        allowed_origins=config.allowed_origins, error=error_response)
     limits = StreamLimits(config.max_concurrent, config.max_streams_per_credential)
     authenticator = Authenticator.from_config(config)
-    access = Access(authenticator, backend)
+    access = Access(authenticator, backend, config.trusted_proxies)
     if not config.public:
         app.add_middleware(_DocsNeedCredentials, auth=authenticator)
 

@@ -17,6 +17,7 @@ memories).
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
 import secrets
 import time
@@ -194,9 +195,10 @@ class Authenticator:
 class Access:
     """Authentication and authorization of requests against the graph's names."""
 
-    def __init__(self, auth: Authenticator, backend):
+    def __init__(self, auth: Authenticator, backend, trusted_proxies: list[str] = ()):
         self._auth = auth
         self._backend = backend
+        self._proxies = [ipaddress.ip_network(p, strict=False) for p in trusted_proxies]
 
     def principal(self, request: Request) -> Principal:
         """The caller; an anonymous one is counted against per-credential limits by its address."""
@@ -204,9 +206,28 @@ class Access:
             token_from(request.headers.get("authorization"), request.query_params.get("api_key"))
         )
         if who.credential is None:
-            host = request.client.host if request.client else "unknown"
-            who = replace(who, credential=f"anonymous@{host}")
+            who = replace(who, credential=f"anonymous@{self.client_address(request)}")
         return who
+
+    def client_address(self, request: Request) -> str:
+        """The client's address: behind a trusted proxy, the last address in
+        X-Forwarded-For that is not one of the trusted proxies (the ones before it
+        are the client's to write, so they are not believed)."""
+        host = request.client.host if request.client else "unknown"
+        if not self._trusted(host):
+            return host
+        hops = [h.strip() for h in ",".join(request.headers.getlist("x-forwarded-for")).split(",") if h.strip()]
+        for hop in reversed(hops):
+            if not self._trusted(hop):
+                return hop
+        return host
+
+    def _trusted(self, host: str) -> bool:
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(address in net for net in self._proxies)
 
     async def names(self, kind: str) -> dict:
         if kind == "memory":

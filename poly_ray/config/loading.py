@@ -34,6 +34,7 @@ ENV_KEYS: dict[str, Literal["str", "bool", "int", "list", "json", "secret"]] = {
     "jwt_issuer": "str",
     "allowed_origins": "list",
     "allowed_hosts": "list",
+    "trusted_proxies": "list",
     "max_concurrent": "int",
     "max_streams_per_credential": "int",
     "max_request_bytes": "int",

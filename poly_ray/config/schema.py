@@ -8,6 +8,7 @@ server refuses to start with a message that says what to fix.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -404,6 +405,9 @@ class Config(_Strict):
     allowed_origins: list[str] = []
     # Host names served besides the bind host, loopback and IP literals (DNS rebinding; "*": any).
     allowed_hosts: list[str] = []
+    # Proxies (addresses or networks) whose X-Forwarded-For names the client, for the
+    # per-client limits of anonymous callers; none by default: the header is ignored.
+    trusted_proxies: list[str] = []
     max_concurrent: int = Field(64, ge=1, le=100_000)
     # Generations in flight and open WebSocket chats per credential (a key, a
     # token's subject, or an anonymous client's address); beyond, 429.
@@ -429,6 +433,16 @@ class Config(_Strict):
         host, sep, port = v.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError('must look like "HOST:PORT", e.g. "127.0.0.1:8000"')
+        return v
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, v):
+        for p in v:
+            try:
+                ipaddress.ip_network(p, strict=False)
+            except ValueError:
+                raise ValueError(f"{p!r} is not an IP address or network (e.g. 10.0.0.0/8)") from None
         return v
 
     @field_validator("allowed_keys")
