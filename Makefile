@@ -58,7 +58,7 @@ bench-concurrency: setup
 
 deployments: setup
 	$(VENV)/bin/poly-ray build -o deployments/serve.yaml
-	$(VENV)/bin/poly-ray build --kuberay -o deployments/rayservice.yaml
+	POLY_PUBLIC=false $(VENV)/bin/poly-ray build --kuberay -o deployments/rayservice.yaml
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -10,6 +10,9 @@ import sys
 
 from .errors import ConfigError
 
+# The claims a token may limit (poly_ray.api.auth.SCOPE_CLAIMS; not imported: the CLI starts light).
+TOKEN_SCOPES = ("tasks", "models", "memories", "memories_read")
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="poly-ray", description="Serve GGUF models as a Ray Serve graph.")
@@ -26,12 +29,17 @@ def main(argv: list[str] | None = None) -> int:
         if name == "build":
             p.add_argument("--output", "-o", help="YAML file to write (default: stdout)")
             p.add_argument("--kuberay", action="store_true", help="write a KubeRay RayService manifest around it")
+            p.add_argument("--allow-public", action="store_true",
+                           help="with --kuberay: write it even though the config is public (anyone who reaches the "
+                                "cluster's Service may use everything)")
         if name == "token":
             p.add_argument("--new-secret", action="store_true", help="print a random secret for jwt_private_key")
             p.add_argument("--sub", help="the token's subject (who it is for; shown in logs)")
             p.add_argument("--ttl", type=int, default=3600, help="seconds until it expires (default 3600)")
-            for scope in ("tasks", "models", "memories"):
-                p.add_argument(f"--{scope}", metavar="A,B", help=f"the only {scope} it may use (default: all)")
+            for scope in TOKEN_SCOPES:
+                p.add_argument(f"--{scope.replace('_', '-')}", metavar="A,B",
+                               help=f"the only {scope.replace('_', ' (read) ')} it may use (none given: all; "
+                                    "once one is given, the others default to none)")
     chat = sub.add_parser("chat", help="chat with a task in the terminal, over its WebSocket session")
     chat.add_argument("task", nargs="?", help="the task (default: the server's only task)")
     chat.add_argument("--url", default=os.environ.get("POLY_RAY_URL", "http://127.0.0.1:8000"),
@@ -87,8 +95,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "build":
         import yaml
 
-        from poly_ray.deploy.serve_config import serve_config
+        from poly_ray.deploy.serve_config import SECRET_ENV, serve_config
 
+        if args.kuberay and cfg.public and not args.allow_public:
+            print("poly-ray build: the config is public (public = true), and a RayService listens on the pods' "
+                  "addresses: set public = false (or POLY_PUBLIC=false) and give keys through the Secret, or pass "
+                  "--allow-public", file=sys.stderr)
+            return 2
+        for name in SECRET_ENV:
+            if name in os.environ:
+                print(f"poly-ray build: {name} is not written into the Serve config; give it to the cluster's "
+                      "processes in their environment (`ray start`'s, or the Kubernetes Secret)", file=sys.stderr)
         deploy = serve_config(cfg, args.config)
         if args.kuberay:
             import ray
@@ -121,7 +138,7 @@ def _token(cfg, args) -> int:
     def names(value: str | None) -> list[str] | None:
         return None if value is None else [name for name in value.split(",") if name]
 
-    scopes = {scope: names(getattr(args, scope)) for scope in ("tasks", "models", "memories")}
+    scopes = {scope: names(getattr(args, scope)) for scope in TOKEN_SCOPES}
     try:
         print(mint(cfg, args.sub, args.ttl, scopes))
     except ConfigError as e:

@@ -7,7 +7,22 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from .errors import ModelError
+from .errors import BadRequest, ModelError
+
+# A request's own stop sequences: each is matched after every token in the decode
+# thread, so their number and length are bounded on every route.
+MAX_STOPS = 16
+MAX_STOP_CHARS = 256
+
+
+def check_stops(stops: list[str]) -> list[str]:
+    """The stop sequences, or BadRequest naming the bound they pass."""
+    if len(stops) > MAX_STOPS:
+        raise BadRequest(f"stop: at most {MAX_STOPS} stop sequences, not {len(stops)}")
+    for s in stops:
+        if len(s) > MAX_STOP_CHARS:
+            raise BadRequest(f"stop: a stop sequence has at most {MAX_STOP_CHARS} characters, not {len(s)}")
+    return stops
 
 
 @dataclass(frozen=True)

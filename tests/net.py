@@ -1,6 +1,10 @@
 """Helpers of the tests that talk to a real server over loopback."""
 
+import asyncio
+import contextlib
 import socket
+
+import uvicorn
 
 
 def free_port() -> int:
@@ -16,3 +20,20 @@ async def first_token(resp):
     while not (await anext(lines)).startswith("data: "):
         pass
     return lines
+
+
+@contextlib.asynccontextmanager
+async def serving(app):
+    """The app on a free loopback port, in this event loop; yields its base URL."""
+    # proxy_headers=False: X-Forwarded-For is the app's to judge, not uvicorn's.
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off",
+                                           proxy_headers=False))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task

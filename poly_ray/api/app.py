@@ -21,8 +21,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from poly_ray.config import Config
 from poly_ray.errors import BadRequest, PolyError
 
-from .auth import Access, Authenticator, log_refusal
+from . import playground
+from .auth import Access, Authenticator, log_refusal, loggable, token_from
 from .backend import Backend
+from .browser_guard import BrowserGuard
 from .limits import StreamLimits
 from .memory import routes as memory_routes
 from .ollama import protocol as ollama_protocol
@@ -30,7 +32,6 @@ from .ollama import routes as ollama_routes
 from .openai import routes as openai_routes
 from .openapi import document
 from .parsing import describe
-from . import playground
 from .poly import chat_ws
 from .poly import routes as poly_routes
 from .simple import routes as simple_routes
@@ -52,6 +53,7 @@ def create_app(backend: Backend, config: Config) -> FastAPI:
     app = FastAPI(title="poly-ray", version="0.1.0")
     app.state.max_request_bytes = config.max_request_bytes
     app.state.max_upload_bytes = config.max_upload_bytes
+    app.state.schema_caps = config.schema_limits.caps()
     if config.public and config.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("public = true on %s: anyone who reaches the port may generate, and read and change memories",
                     config.bind_address)
@@ -63,8 +65,13 @@ def create_app(backend: Backend, config: Config) -> FastAPI:
             allow_headers=["Authorization", "Content-Type", "X-Filename"],
         )
     app.add_middleware(_RefuseInvalidUTF8)
+    app.add_middleware(BrowserGuard, bind_host=config.host, allowed_hosts=config.allowed_hosts,
+                       allowed_origins=config.allowed_origins, error=error_response)
     limits = StreamLimits(config.max_concurrent, config.max_streams_per_credential)
-    access = Access(Authenticator.from_config(config), backend)
+    authenticator = Authenticator.from_config(config)
+    access = Access(authenticator, backend, config.trusted_proxies)
+    if not config.public:
+        app.add_middleware(_DocsNeedCredentials, auth=authenticator)
 
     @app.exception_handler(PolyError)
     async def _poly_error(request: Request, err: PolyError):
@@ -82,7 +89,7 @@ def create_app(backend: Backend, config: Config) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, err: Exception):
-        log.exception("unhandled error on %s", request.url.path)
+        log.exception("unhandled error on %s", loggable(request.url.path))
         return error_response(request, 500, "internal_error", "internal server error")
 
     poly_routes.register(app, backend, access, limits)
@@ -114,6 +121,28 @@ class _CORS(CORSMiddleware):
         body = {"error": {"code": "cors_refused", "message": message}}
         headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
         return JSONResponse(body, status_code=response.status_code, headers=headers)
+
+
+class _DocsNeedCredentials:
+    """On a server that is not public, /openapi.json and /docs (which name every task,
+    model and memory) answer only callers with valid credentials."""
+
+    PATHS = ("/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")
+
+    def __init__(self, app, auth: Authenticator):
+        self.app, self.auth = app, auth
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"] in self.PATHS:
+            request = Request(scope)
+            try:
+                self.auth.authenticate(token_from(request.headers.get("authorization"),
+                                                  request.query_params.get("api_key")))
+            except PolyError as err:
+                log_refusal(err, request.method, request.url.path)
+                await error_response(request, err.status, err.code, err.message, err.headers)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class _RefuseInvalidUTF8:

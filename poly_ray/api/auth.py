@@ -8,12 +8,16 @@ JWTs are HS256 with Poly's ``jwt_private_key.symmetric``, and/or RS*/ES* with
 the configured ones and nothing else: no ``none``, and an HS256 token is never
 checked against a public key (the HS/RS confusion). ``exp`` is required; ``nbf``,
 ``iat``, and, when configured, ``aud`` and ``iss`` are checked, with a small leeway.
-Claims ``tasks``, ``models`` and ``memories`` (lists) limit what a token may use.
+Claims ``tasks``, ``models``, ``memories`` (read and write) and ``memories_read``
+(lists) limit what a token may use; once any of them is given, one left out
+grants nothing (a key for ``tasks = ["qa"]`` cannot use models bare or clear
+memories).
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
 import secrets
 import time
@@ -31,6 +35,8 @@ log = logging.getLogger(__name__)
 
 LEEWAY_S = 30  # clock skew tolerated on exp, nbf and iat
 SCOPES = {"task": "tasks", "model": "models", "memory": "memories"}
+# Scopes as written in keys and claims; `memories_read` grants recall and listings only.
+SCOPE_CLAIMS = ("tasks", "models", "memories", "memories_read")
 
 
 @dataclass(frozen=True)
@@ -38,18 +44,32 @@ class Principal:
     subject: str | None = None  # for logs: a token's `sub`, a key's name
     tasks: frozenset[str] | None = None  # None: every task
     models: frozenset[str] | None = None
-    memories: frozenset[str] | None = None
+    memories: frozenset[str] | None = None  # read and write
+    memories_read: frozenset[str] | None = None  # read only
     # What per-credential limits count against; None: anonymous (counted by client address).
     credential: str | None = None
 
-    def allows(self, kind: str, name: str) -> bool:
-        """Whether these credentials may use the ``kind`` ("task", "model", "memory") called ``name``."""
-        scope = getattr(self, SCOPES[kind])
-        return scope is None or name in scope
+    @classmethod
+    def scoped(cls, subject: str | None, scopes: dict[str, list[str] | None], credential: str) -> Principal:
+        """A principal limited by ``scopes`` (SCOPE_CLAIMS → names or None): with none given,
+        no limit; once any is given, one left out grants nothing."""
+        if all(v is None for v in scopes.values()):
+            return cls(subject, credential=credential)
+        sets = {k: frozenset(scopes.get(k) or ()) for k in SCOPE_CLAIMS}
+        return cls(subject, credential=credential, **sets)
 
-    def check(self, kind: str, name: str) -> None:
-        if not self.allows(kind, name):
-            raise Forbidden(f"these credentials may not use {kind} '{name}'", subject=self.subject)
+    def allows(self, kind: str, name: str, write: bool = False) -> bool:
+        """Whether these credentials may use the ``kind`` ("task", "model", "memory") called
+        ``name``; a memory's ``write`` (storing, forgetting) needs ``memories``, not ``memories_read``."""
+        scope = getattr(self, SCOPES[kind])
+        if scope is None or name in scope:
+            return True
+        return kind == "memory" and not write and name in (self.memories_read or ())
+
+    def check(self, kind: str, name: str, write: bool = False) -> None:
+        if not self.allows(kind, name, write):
+            what = f"change {kind} '{name}'" if write else f"use {kind} '{name}'"
+            raise Forbidden(f"these credentials may not {what}", subject=self.subject)
 
 
 ANONYMOUS = Principal()
@@ -64,11 +84,17 @@ def token_from(authorization: str | None, api_key: str | None) -> str | None:
     return api_key or None
 
 
+def loggable(text: str) -> str:
+    """Text from a request, safe in a log line: a `%0A` in a path cannot forge a line."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
 def log_refusal(err: PolyError, method: str, path: str) -> None:
     """Every 401/403, with who (when known) and where; never the credentials."""
     if err.status in (401, 403):
         subject = getattr(err, "subject", None) or "-"
-        log.warning("%d %s %s subject=%s: %s", err.status, method, path, subject, err.message)
+        log.warning("%d %s %s subject=%s: %s", err.status, loggable(method), loggable(path), loggable(subject),
+                    loggable(err.message))
 
 
 @dataclass(frozen=True)
@@ -144,17 +170,14 @@ class Authenticator:
 
         subject = claims.get("sub")
 
-        def scope(key: str) -> frozenset[str] | None:
-            value = claims.get(key)
-            if value is None:
-                return None
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        scopes = {key: claims.get(key) for key in SCOPE_CLAIMS}
+        for key, value in scopes.items():
+            if value is not None and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
                 raise Unauthorized(f"invalid token: claim '{key}' must be a list of names")
-            return frozenset(value)
 
         # A token without `sub` is a credential of its own.
         credential = f"token:{subject}" if subject else "token#" + hashlib.sha256(token.encode()).hexdigest()[:16]
-        return Principal(subject, scope("tasks"), scope("models"), scope("memories"), credential)
+        return Principal.scoped(subject, scopes, credential)
 
     def _key_for(self, header: dict) -> tuple[str, Any]:
         alg, kid = header.get("alg"), header.get("kid")
@@ -172,9 +195,10 @@ class Authenticator:
 class Access:
     """Authentication and authorization of requests against the graph's names."""
 
-    def __init__(self, auth: Authenticator, backend):
+    def __init__(self, auth: Authenticator, backend, trusted_proxies: list[str] = ()):
         self._auth = auth
         self._backend = backend
+        self._proxies = [ipaddress.ip_network(p, strict=False) for p in trusted_proxies]
 
     def principal(self, request: Request) -> Principal:
         """The caller; an anonymous one is counted against per-credential limits by its address."""
@@ -182,9 +206,28 @@ class Access:
             token_from(request.headers.get("authorization"), request.query_params.get("api_key"))
         )
         if who.credential is None:
-            host = request.client.host if request.client else "unknown"
-            who = replace(who, credential=f"anonymous@{host}")
+            who = replace(who, credential=f"anonymous@{self.client_address(request)}")
         return who
+
+    def client_address(self, request: Request) -> str:
+        """The client's address: behind a trusted proxy, the last address in
+        X-Forwarded-For that is not one of the trusted proxies (the ones before it
+        are the client's to write, so they are not believed)."""
+        host = request.client.host if request.client else "unknown"
+        if not self._trusted(host):
+            return host
+        hops = [h.strip() for h in ",".join(request.headers.getlist("x-forwarded-for")).split(",") if h.strip()]
+        for hop in reversed(hops):
+            if not self._trusted(hop):
+                return hop
+        return host
+
+    def _trusted(self, host: str) -> bool:
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(address in net for net in self._proxies)
 
     async def names(self, kind: str) -> dict:
         if kind == "memory":
@@ -192,12 +235,12 @@ class Access:
             return await memories.names() if memories is not None else {}
         return await (self._backend.tasks() if kind == "task" else self._backend.models())
 
-    async def authorize(self, request: Request, kind: str, name: str) -> Principal:
-        """The caller, who may use the existing task or model ``name`` (else 401/404/403)."""
+    async def authorize(self, request: Request, kind: str, name: str, write: bool = False) -> Principal:
+        """The caller, who may use (or ``write``: change) the existing ``name`` (else 401/404/403)."""
         who = self.principal(request)
         if name not in await self.names(kind):
             raise NotFound(f"{kind} '{name}' does not exist")
-        who.check(kind, name)
+        who.check(kind, name, write)
         return who
 
 
@@ -222,8 +265,5 @@ def _static_key(index: int, key: str | ScopedKey) -> _StaticKey:
         key = ScopedKey(key=key)
     name = key.name or f"allowed_keys[{index}]"
 
-    def scope(names: list[str] | None) -> frozenset[str] | None:
-        return None if names is None else frozenset(names)
-
-    principal = Principal(name, scope(key.tasks), scope(key.models), scope(key.memories), f"key:{name}")
+    principal = Principal.scoped(name, {k: getattr(key, k) for k in SCOPE_CLAIMS}, f"key:{name}")
     return _StaticKey(hashlib.sha256(key.key.encode()).digest(), principal)

@@ -4,13 +4,30 @@ and validation errors as one readable line."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import Request
-from pydantic import BaseModel, ValidationError
+from pydantic import AfterValidator, BaseModel, ValidationError
 
 from poly_ray.errors import BadRequest, PayloadTooLarge
+from poly_ray.generation import MAX_STOP_CHARS, MAX_STOPS
+from poly_ray.grammars import SchemaError
+
+
+def _bounded_stops(value):
+    stops = [value] if isinstance(value, str) else value or []
+    if len(stops) > MAX_STOPS:
+        raise ValueError(f"at most {MAX_STOPS} stop sequences, not {len(stops)}")
+    if any(len(s) > MAX_STOP_CHARS for s in stops):
+        raise ValueError(f"a stop sequence has at most {MAX_STOP_CHARS} characters")
+    return value
+
+
+# A request's `stop` on every route: one sequence or a list, bounded (see generation.MAX_STOPS).
+Stop = Annotated[list[str] | str | None, AfterValidator(_bounded_stops)]
+StopList = Annotated[list[str] | None, AfterValidator(_bounded_stops)]
 
 
 async def parse_params(request: Request, model: type[BaseModel]) -> Any:
@@ -68,3 +85,14 @@ def describe(errors: list[dict]) -> str:
         msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
         parts.append(f"{loc}: {msg}" if loc else msg)
     return "; ".join(parts)
+
+
+async def overrides_off_loop(app, body) -> dict:
+    """``body.overrides(caps)`` in a thread: a schema's grammar is CPU work, kept off the
+    event loop and cut off after ``schema_limits.timeout_s`` (the caps keep the thread short)."""
+    caps = app.state.schema_caps
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(body.overrides, caps), caps.timeout_s)
+    except TimeoutError:
+        raise SchemaError(f"the schema took longer than {caps.timeout_s} s to convert "
+                          "(schema_limits.timeout_s)") from None

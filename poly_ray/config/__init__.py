@@ -15,6 +15,7 @@ from .schema import (
     ModelConfig,
     PublicKey,
     QdrantStore,
+    SchemaLimits,
     ScopedKey,
     StoreConfig,
     SymmetricKey,
@@ -23,7 +24,7 @@ from .schema import (
 
 __all__ = [
     "DEFAULT_CACHE", "ENV_KEYS", "ENV_NAMES", "JWT_PUBLIC_ALGORITHMS", "NAME_PATTERN", "Autoscaling", "Biaser",
-    "Config", "FileStore", "Memorization", "MemoryConfig", "ModelConfig", "PublicKey", "QdrantStore", "ScopedKey",
+    "Config", "FileStore", "Memorization", "MemoryConfig", "ModelConfig", "PublicKey", "QdrantStore", "SchemaLimits", "ScopedKey",
     "StoreConfig", "SymmetricKey", "TaskConfig", "config_file", "default_config_path", "is_gguf", "load",
     "package_module", "validate",
 ]

@@ -57,5 +57,7 @@ def _check_family(key, algorithm: str, name: str) -> None:
     if algorithm.startswith("RS"):
         if not isinstance(key, rsa.RSAPublicKey):
             raise BadKey(f"{name} is not an RSA public key, which {algorithm} needs")
+        if key.key_size < 2048:
+            raise BadKey(f"{name} is an RSA key of {key.key_size} bits; at least 2048 are needed")
     elif not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, _CURVES[algorithm]):
         raise BadKey(f"{name} is not an EC public key on the curve {algorithm} needs ({_CURVES[algorithm].name})")

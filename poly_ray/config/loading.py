@@ -21,7 +21,7 @@ from poly_ray.errors import ConfigError
 from poly_ray.grammars import SchemaError
 
 from .jwt_keys import BadKey, public_keys
-from .schema import Biaser, Config, FileStore, MemoryConfig, PublicKey, StoreConfig, TaskConfig
+from .schema import EMBED_BATCH, Biaser, Config, FileStore, MemoryConfig, PublicKey, StoreConfig, TaskConfig
 
 # Top-level keys that POLY_<KEY> may override, with how to parse the value.
 ENV_KEYS: dict[str, Literal["str", "bool", "int", "list", "json", "secret"]] = {
@@ -33,6 +33,8 @@ ENV_KEYS: dict[str, Literal["str", "bool", "int", "list", "json", "secret"]] = {
     "jwt_audience": "str",
     "jwt_issuer": "str",
     "allowed_origins": "list",
+    "allowed_hosts": "list",
+    "trusted_proxies": "list",
     "max_concurrent": "int",
     "max_streams_per_credential": "int",
     "max_request_bytes": "int",
@@ -200,10 +202,17 @@ def _check_references(config: Config) -> Config:
         if model is None:
             known = ", ".join(sorted(config.models)) or "none configured"
             raise ConfigError(f"memories.{name}.embedding_model: unknown model {memory.embedding_model!r} (models: {known})")
+        if not model.embeddings:
+            raise ConfigError(f"memories.{name}.embedding_model: model '{memory.embedding_model}' has embeddings = false")
         if memory.chunk_max_tokens > model.context_size:
             raise ConfigError(
                 f"memories.{name}.chunk_max_tokens: {memory.chunk_max_tokens} is above the context of "
                 f"embedding model '{memory.embedding_model}' ({model.context_size} tokens)"
+            )
+        if memory.chunk_max_tokens * EMBED_BATCH > model.max_embedding_tokens:
+            raise ConfigError(
+                f"memories.{name}.chunk_max_tokens: {EMBED_BATCH} chunks of {memory.chunk_max_tokens} tokens (one call) "
+                f"are above models.{memory.embedding_model}.max_embedding_tokens ({model.max_embedding_tokens})"
             )
         q = memory.store.qdrant
         place = memory.store.path if memory.store.path is not None else (q.url.rstrip("/"), q.collection)

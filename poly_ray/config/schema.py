@@ -8,6 +8,7 @@ server refuses to start with a message that says what to fix.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -15,15 +16,20 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from poly_ray.chat_template import check as check_template
 from poly_ray import tools as tool_calls
+from poly_ray.chat_template import check as check_template
 from poly_ray.errors import BadRequest, ConfigError
-from poly_ray.grammars import from_schema
+from poly_ray.grammars import Caps, from_schema
 
 from . import sampler_chain
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 DEFAULT_CACHE = Path("~/.cache/poly-ray")
+
+# Chunks a memory embeds per call to its model (memory.memory): its uploads must fit
+# the model's max_embedding_tokens.
+EMBED_BATCH = 32
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -72,6 +78,11 @@ class ModelConfig(_Strict):
     replicas: int | None = Field(None, ge=1)
     autoscaling: Autoscaling | None = None
     max_queued_requests: int = Field(16, ge=0, le=100_000)
+    # Whether the model embeds (the embedding routes, a memory's model); per request at
+    # most this many texts and tokens in all (a memory embeds 32 chunks a call).
+    embeddings: bool = True
+    max_embedding_inputs: int = Field(256, ge=1, le=1_000_000)
+    max_embedding_tokens: int = Field(65536, ge=16, le=1 << 26)
     # Streamed text is sent at most this often (the first chunk at once): fewer,
     # larger messages leave more CPU to the model. 0 sends every token alone.
     stream_interval_ms: float = Field(100.0, ge=0, le=10_000)
@@ -319,7 +330,15 @@ class MemoryConfig(_Strict):
 class SymmetricKey(_Strict):
     """Poly's ``jwt_private_key``: the shared secret of HS256 tokens."""
 
-    symmetric: str = Field(min_length=16, repr=False)  # kept out of logs and tracebacks
+    symmetric: str = Field(repr=False)  # kept out of logs and tracebacks
+
+    @field_validator("symmetric")
+    @classmethod
+    def _long_enough(cls, v):
+        # HS256's secret must be as long as its hash (RFC 7518 3.2): a short one can be guessed offline.
+        if len(v.encode()) < 32:
+            raise ValueError(f"is {len(v.encode())} bytes; HS256 needs at least 32 (poly-ray token --new-secret makes one)")
+        return v
 
 
 JWT_PUBLIC_ALGORITHMS = ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512")
@@ -347,14 +366,16 @@ class PublicKey(_Strict):
 
 class ScopedKey(_Strict):
     """An ``allowed_keys`` entry: a string, or a table that limits the key to some
-    tasks / models / memories (a list left out: no limit)."""
+    tasks / models / memories (no list: no limit; once one is given, a list left out
+    grants nothing)."""
 
     key: str = Field(min_length=1, repr=False)  # kept out of logs and tracebacks
     # Names the key in logs and per-credential limits (the key itself is never logged).
     name: str | None = None
     tasks: list[str] | None = None
     models: list[str] | None = None
-    memories: list[str] | None = None
+    memories: list[str] | None = None  # recall, store and forget
+    memories_read: list[str] | None = None  # recall and listings only
 
     @model_validator(mode="before")
     @classmethod
@@ -364,6 +385,25 @@ class ScopedKey(_Strict):
         if not isinstance(data, dict | cls):
             raise ValueError('must be a key (a string) or a table { key = "...", tasks = [...], ... }')
         return data
+
+
+class SchemaLimits(_Strict):
+    """What a request's JSON schema may ask of a grammar (see ``grammars.Caps``); over a
+    limit, the request gets a 400 naming it."""
+
+    max_length: int = Field(Caps.max_length, ge=1, le=100_000)
+    max_items: int = Field(Caps.max_items, ge=1, le=100_000)
+    max_repeat: int = Field(Caps.max_repeat, ge=1, le=1_000_000)
+    max_depth: int = Field(Caps.max_depth, ge=1, le=1000)
+    max_properties: int = Field(Caps.max_properties, ge=1, le=10_000)
+    max_schema_bytes: int = Field(Caps.max_schema_bytes, ge=256, le=1 << 26)
+    max_grammar_bytes: int = Field(Caps.max_grammar_bytes, ge=1024, le=1 << 28)
+    # llama.cpp's GBNF parser recurses once per group; far past ~10,000 it crashes.
+    max_grammar_nesting: int = Field(Caps.max_grammar_nesting, ge=16, le=5000)
+    timeout_s: float = Field(Caps.timeout_s, gt=0, le=600)
+
+    def caps(self) -> Caps:
+        return Caps(**self.model_dump())
 
 
 class Config(_Strict):
@@ -376,6 +416,11 @@ class Config(_Strict):
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
     allowed_origins: list[str] = []
+    # Host names served besides the bind host, loopback and IP literals (DNS rebinding; "*": any).
+    allowed_hosts: list[str] = []
+    # Proxies (addresses or networks) whose X-Forwarded-For names the client, for the
+    # per-client limits of anonymous callers; none by default: the header is ignored.
+    trusted_proxies: list[str] = []
     max_concurrent: int = Field(64, ge=1, le=100_000)
     # Generations in flight and open WebSocket chats per credential (a key, a
     # token's subject, or an anonymous client's address); beyond, 429.
@@ -389,6 +434,7 @@ class Config(_Strict):
     default_task: str | None = None
     # Put each request's prompt in its log line (off: prompts are private).
     log_prompts: bool = False
+    schema_limits: SchemaLimits = SchemaLimits()
     cache_path: Path = DEFAULT_CACHE
     models: dict[str, ModelConfig] = {}
     tasks: dict[str, TaskConfig] = {}
@@ -400,6 +446,16 @@ class Config(_Strict):
         host, sep, port = v.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError('must look like "HOST:PORT", e.g. "127.0.0.1:8000"')
+        return v
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, v):
+        for p in v:
+            try:
+                ipaddress.ip_network(p, strict=False)
+            except ValueError:
+                raise ValueError(f"{p!r} is not an IP address or network (e.g. 10.0.0.0/8)") from None
         return v
 
     @field_validator("allowed_keys")

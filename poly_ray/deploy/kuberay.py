@@ -11,6 +11,9 @@ from __future__ import annotations
 import yaml
 
 IMAGE = "poly-ray:0.1.0"  # built as the README's KubeRay section says
+# API keys and the JWT secret reach the pods from this Secret, never the manifest.
+SECRET = "poly-ray-keys"
+_FROM_SECRET = [("POLY_ALLOWED_KEYS", "allowed_keys"), ("POLY_JWT_PRIVATE_KEY", "jwt_private_key")]
 
 HEADER = """\
 # Written by `poly-ray build --kuberay` (make deployments); a test keeps it in sync.
@@ -37,6 +40,9 @@ def _container(name: str, cpu: str, memory: str, gpus: int = 0) -> dict:
         "name": name,
         "image": IMAGE,
         "resources": {"limits": limits, "requests": dict(limits)},
+        # Ray's worker processes (the ingress among them) inherit the pod's environment.
+        "env": [{"name": env, "valueFrom": {"secretKeyRef": {"name": SECRET, "key": key, "optional": True}}}
+                for env, key in _FROM_SECRET],
     }
 
 
@@ -56,9 +62,10 @@ def rayservice(serve_config: dict, ray_version: str, name: str = "poly-ray") -> 
     listening on the pods' addresses (0.0.0.0) so that KubeRay's Service reaches them."""
     serve = {**serve_config, "http_options": {**serve_config["http_options"], "host": "0.0.0.0"}}
     head = _container("ray-head", "2", "8Gi")
+    # The dashboard runs code on every node: it listens on the pod's loopback only
+    # (kubectl port-forward reaches it).
     head["ports"] = [
         {"containerPort": 6379, "name": "gcs-server"},
-        {"containerPort": 8265, "name": "dashboard"},
         {"containerPort": 10001, "name": "client"},
         {"containerPort": serve["http_options"]["port"], "name": "serve"},
     ]
@@ -74,7 +81,7 @@ def rayservice(serve_config: dict, ray_version: str, name: str = "poly-ray") -> 
                 "autoscalerOptions": {"idleTimeoutSeconds": 600},
                 "headGroupSpec": {
                     # No CPU for the scheduler: model replicas go to the workers.
-                    "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
+                    "rayStartParams": {"num-cpus": "0", "dashboard-host": "127.0.0.1"},
                     "template": {"spec": {"containers": [head]}},
                 },
                 "workerGroupSpecs": [

@@ -25,6 +25,10 @@ def config_digest(path: Path) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+# The settings that are never written into a Serve config (see serve_config).
+SECRET_ENV = ("POLY_ALLOWED_KEYS", "POLY_JWT_PRIVATE_KEY")
+
+
 def serve_config(cfg: Config, config_path: str | None = None) -> dict:
     """A ``serve deploy`` config for this graph: what ``serve build`` writes, but
     importing the builder with ``args.config`` so the cluster reads the same TOML."""
@@ -36,8 +40,9 @@ def serve_config(cfg: Config, config_path: str | None = None) -> dict:
     path = config_file(config_path)
     embedded = path == default_config_path()
     # POLY_* overrides travel with the application: the cluster's processes do not
-    # have this shell's environment (they may hold secrets: keep the file private).
-    overrides = {k: v for k, v in sorted(os.environ.items()) if k in config_mod.ENV_NAMES}
+    # have this shell's environment. Secrets do not: a Serve config is read by anyone
+    # who can read the cluster's state; they come from the nodes' environment instead.
+    overrides = {k: v for k, v in sorted(os.environ.items()) if k in config_mod.ENV_NAMES and k not in SECRET_ENV}
     application = ServeApplicationSchema(
         name="poly-ray",
         route_prefix="/",

@@ -70,14 +70,19 @@ class Embedder:
     def tokenize(self, text: str, *, add_bos: bool = False) -> list[int]:
         return self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=False)
 
-    def embed(self, texts: list[str]) -> list[list[float]]:
-        """L2-normalised embeddings. Blocking: call it off the event loop."""
+    def embed(self, texts: list[str], max_tokens: int | None = None) -> list[list[float]]:
+        """L2-normalised embeddings, of at most ``max_tokens`` tokens in all. Blocking: call it off the event loop."""
+        total = 0
         for i, text in enumerate(texts):
             n = len(self.tokenize(text, add_bos=True))
             if n > self.context_size:
                 raise PromptTooLong(
                     f"input {i} is {n} tokens, longer than the context of model '{self.name}' ({self.context_size})"
                 )
+            total += n
+            if max_tokens is not None and total > max_tokens:
+                raise BadRequest(f"the inputs are over {max_tokens} tokens, the most model '{self.name}' embeds "
+                                 f"per request (models.{self.name}.max_embedding_tokens)")
         with self._lock:
             return self._llm.embed(texts, normalize=True)
 
@@ -104,8 +109,8 @@ class EmbeddingEngine:
     def detokenize(self, tokens: list[int]) -> str:
         return self._embedder._llm.detokenize(tokens).decode("utf-8", errors="replace")
 
-    def embed(self, texts: list[str]) -> list[list[float]]:
-        return self._embedder.embed(texts)
+    def embed(self, texts: list[str], max_tokens: int | None = None) -> list[list[float]]:
+        return self._embedder.embed(texts, max_tokens)
 
     async def generate(self, request):
         raise BadRequest(f"model '{self.name}' is an embedding model: it embeds text but cannot generate it")

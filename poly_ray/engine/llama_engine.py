@@ -237,7 +237,7 @@ class Engine:
         finally:
             job.cancelled.set()
 
-    def embed(self, texts: list[str]) -> list[list[float]]:
+    def embed(self, texts: list[str], max_tokens: int | None = None) -> list[list[float]]:
         """Mean-pooled, L2-normalised embeddings. Blocking: call it off the event loop."""
         with self._embed_lock:  # loaded on first use: most models never embed
             if self._embedder is None:
@@ -249,7 +249,7 @@ class Engine:
                     own_pooling=False,
                     name=self.name,
                 )
-        return self._embedder.embed(texts)
+        return self._embedder.embed(texts, max_tokens)
 
     def close(self) -> None:
         self._jobs.put(_STOP)

@@ -53,6 +53,9 @@ def _resolve(name: str, model: ModelConfig, cache_path: Path) -> Path:
     if model.package is not None:
         return _from_package(name, model.package, model.package_file, cache_path)
     if model.url is not None:
+        if model.sha256 is None:
+            log.warning("models.%s.url has no sha256: the downloaded file is not checked (set models.%s.sha256)",
+                        name, name)
         return download(model.url, cache_path / "downloads", sha256=model.sha256, key=f"models.{name}.url")
     return _from_hf(name, model.hf)
 

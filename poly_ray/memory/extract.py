@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from poly_ray.errors import Unprocessable, UnsupportedMedia
 
+from . import isolated
+
 TEXT = "text/plain"
 MARKDOWN = "text/markdown"
 PDF = "application/pdf"
@@ -21,6 +23,9 @@ DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 ACCEPTED = (TEXT, MARKDOWN, PDF, DOCX)
 _BY_SUFFIX = {".txt": TEXT, ".md": MARKDOWN, ".pdf": PDF, ".docx": DOCX}
 _PAGE_BREAK = "\n\n"
+# Set in the child process that parses (memory/isolated.py); None in-process.
+MAX_PAGES: int | None = None
+MAX_CHARACTERS: int | None = None
 
 
 @dataclass(frozen=True)
@@ -57,18 +62,34 @@ def media_type(content_type: str | None, data: bytes, filename: str | None = Non
 
 
 def extract(data: bytes, content_type: str) -> Document:
-    if content_type in (TEXT, MARKDOWN):
-        doc = Document(_decode(data), content_type)
-    elif content_type == PDF:
-        doc = _pdf(data)
-    elif content_type == DOCX:
-        doc = Document(_docx(data), DOCX)
+    """The document's text: plain text here, PDF and DOCX in a child process (memory/isolated.py)."""
+    if content_type in (PDF, DOCX):
+        if content_type == DOCX:
+            isolated.check_zip(data)
+        answer = isolated.run(__name__ if __name__ != "__main__" else "poly_ray.memory.extract", [content_type], data)
+        doc = Document(answer["text"], content_type, tuple(tuple(p) for p in answer["pages"]))
     else:
-        raise UnsupportedMedia(f"unsupported document type '{content_type}'; accepted: {', '.join(ACCEPTED)}")
+        doc = parse(data, content_type)
     if not doc.text.strip():
         hint = " (a scanned PDF has no text layer; run OCR first)" if content_type == PDF else ""
         raise Unprocessable(f"the document is empty: no text found{hint}")
     return doc
+
+
+def parse(data: bytes, content_type: str) -> Document:
+    """The document's text, parsed in this process."""
+    if content_type in (TEXT, MARKDOWN):
+        return Document(_decode(data), content_type)
+    if content_type == PDF:
+        return _pdf(data)
+    if content_type == DOCX:
+        return Document(_docx(data), DOCX)
+    raise UnsupportedMedia(f"unsupported document type '{content_type}'; accepted: {', '.join(ACCEPTED)}")
+
+
+def _count(chars: int) -> None:
+    if MAX_CHARACTERS is not None and chars > MAX_CHARACTERS:
+        raise Unprocessable(f"the document holds more than {MAX_CHARACTERS} characters of text")
 
 
 def _decode(data: bytes) -> str:
@@ -85,8 +106,14 @@ def _pdf(data: bytes) -> Document:
         reader = pypdf.PdfReader(io.BytesIO(data))
         if reader.is_encrypted and not reader.decrypt(""):
             raise Unprocessable("the PDF is encrypted (password-protected); send it decrypted")
-        texts = [page.extract_text() or "" for page in reader.pages]
-    except Unprocessable:
+        if MAX_PAGES is not None and len(reader.pages) > MAX_PAGES:
+            raise Unprocessable(f"the PDF has {len(reader.pages)} pages; at most {MAX_PAGES} are read")
+        texts, chars = [], 0
+        for page in reader.pages:
+            texts.append(page.extract_text() or "")
+            chars += len(texts[-1])
+            _count(chars)
+    except (Unprocessable, MemoryError):
         raise
     except Exception as e:  # pypdf raises many kinds on a broken file
         raise Unprocessable(f"not a readable PDF: {e}") from None
@@ -103,7 +130,7 @@ def _docx(data: bytes) -> str:
     import docx
     from docx.table import Table
 
-    blocks = []
+    blocks, chars = [], 0
     try:
         for block in docx.Document(io.BytesIO(data)).iter_inner_content():
             if isinstance(block, Table):
@@ -111,6 +138,27 @@ def _docx(data: bytes) -> str:
                 blocks.append("\n".join(rows))
             elif block.text.strip():
                 blocks.append(block.text)
+            else:
+                continue
+            chars += len(blocks[-1])
+            _count(chars)
+    except (Unprocessable, MemoryError):
+        raise
     except Exception as e:  # a bad zip, bad XML, a missing part: python-docx raises many kinds
         raise Unprocessable(f"not a readable DOCX document: {e}") from None
     return "\n\n".join(blocks)
+
+
+def _in_child(data: bytes, content_type: str, max_pages: int, max_characters: int) -> dict:
+    global MAX_PAGES, MAX_CHARACTERS
+    MAX_PAGES, MAX_CHARACTERS = max_pages, max_characters
+    doc = parse(data, content_type)
+    return {"text": doc.text, "pages": doc.pages}
+
+
+if __name__ == "__main__":
+    # The parsers are imported before the memory limit is set: it bounds the parsing.
+    import docx  # noqa: F401
+    import pypdf  # noqa: F401
+
+    isolated.child(_in_child)

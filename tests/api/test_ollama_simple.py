@@ -29,11 +29,11 @@ def make_app(**overrides):
 
 
 def ollama_client(app):
-    return ollama.AsyncClient(host="http://test", transport=httpx.ASGITransport(app=app))
+    return ollama.AsyncClient(host="http://localhost", transport=httpx.ASGITransport(app=app))
 
 
 def http_client(app):
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost")
 
 
 async def test_ollama_generate_whole_and_streamed():

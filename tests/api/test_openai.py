@@ -26,8 +26,8 @@ def make_client(**overrides):
     )
     model = ScriptedModel()
     app = create_app(TaskRunner(cfg.tasks, cfg.models, {"m": model}), cfg)
-    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test/v1")
-    return openai.AsyncOpenAI(api_key="key-1", base_url="http://test/v1", http_client=http, max_retries=0), model
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost/v1")
+    return openai.AsyncOpenAI(api_key="key-1", base_url="http://localhost/v1", http_client=http, max_retries=0), model
 
 
 async def test_models_lists_tasks_and_models():
@@ -93,7 +93,7 @@ async def test_errors_are_openai_exceptions():
         await client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "TOO-LONG"}])
     with pytest.raises(openai.InternalServerError):  # 503 busy
         await client.completions.create(model="echo", prompt="BUSY")
-    bad = openai.AsyncOpenAI(api_key="wrong", base_url="http://test/v1", http_client=client._client, max_retries=0)
+    bad = openai.AsyncOpenAI(api_key="wrong", base_url="http://localhost/v1", http_client=client._client, max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         await bad.models.list()
 

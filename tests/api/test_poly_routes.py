@@ -8,6 +8,8 @@ import jwt
 import pytest
 from scripted import SECRET, make_client, sse_events
 
+JSON = {"Content-Type": "application/json"}
+
 
 async def test_status_needs_no_credentials():
     client, _ = make_client()
@@ -84,14 +86,14 @@ async def test_refusals_before_the_stream_are_http_errors(route):
 async def test_bad_requests_are_400_with_a_message():
     client, _ = make_client()
     cases = [
-        (dict(content=b"{not json"), "not valid JSON"),
+        (dict(content=b"{not json", headers=JSON), "not valid JSON"),
         (dict(json=["prompt"]), "must be a JSON object"),
         (dict(json={}), "prompt: Field required"),
         (dict(json={"prompt": "x", "max_tokenz": 3}), "max_tokenz: unknown field"),
         (dict(json={"prompt": "x", "max_tokens": -1}), "max_tokens"),
         (dict(json={"prompt": "x", "temperature": 1e308}), "temperature"),
         (dict(json={"prompt": "x", "max_tokens": 51}), "above the limit of task 'echo' (50)"),
-        (dict(content=b'{"prompt": "\xff"}'), "not valid JSON"),
+        (dict(content=b'{"prompt": "\xff"}', headers=JSON), "not valid JSON"),
     ]
     for kwargs, message in cases:
         r = await client.post("/v1/task/echo/completion", **kwargs)
@@ -114,7 +116,7 @@ async def test_bodies_over_the_limit_are_413():
         for _ in range(10):
             yield b"x" * 1000
 
-    r = await client.post("/v1/task/echo/completion", content=chunks())
+    r = await client.post("/v1/task/echo/completion", content=chunks(), headers=JSON)
     assert r.status_code == 413 and "max_request_bytes" in r.json()["error"]["message"]
     r = await client.post("/v1/completions", json={"model": "echo", "prompt": "x" * 5000})
     assert r.status_code == 413 and r.json()["error"]["type"] == "invalid_request_error"

@@ -2,7 +2,6 @@
 scripted model (no Ray, no model) served by uvicorn on a loopback port."""
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -10,7 +9,7 @@ import time
 import httpx
 import jwt
 import pytest
-import uvicorn
+from net import serving
 from scripted import ScriptedModel
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
@@ -21,6 +20,7 @@ from poly_ray.tasks.runner import TaskRunner
 
 SECRET = "j" * 32
 KEY, OTHER_KEY = "key-1", "key-2"
+JSON = {"Content-Type": "application/json"}
 
 
 def make_app(**overrides):
@@ -36,21 +36,6 @@ def make_app(**overrides):
     )
     model = ScriptedModel()
     return create_app(TaskRunner(cfg.tasks, cfg.models, {"m": model}), cfg), model
-
-
-@contextlib.asynccontextmanager
-async def serving(app):
-    """The app on a free loopback port, in this event loop; yields its base URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 def bearer(key: str) -> dict:
@@ -164,7 +149,7 @@ async def test_credentials_are_checked_before_the_body_is_read():
     async with serving(app) as url, httpx.AsyncClient(base_url=url) as http:
         for path in ["/v1/completions", "/v1/chat/completions", "/v1/embeddings", "/api/generate", "/api/chat",
                      "/api/embed", "/api/show", "/generate", "/stream", "/embeddings", "/v1/task/echo/live"]:
-            r = await http.post(path, content=b"{not json")
+            r = await http.post(path, content=b"{not json", headers=JSON)
             assert r.status_code == 401, path
 
 
@@ -256,7 +241,7 @@ BAD_BODIES = [
 async def test_bad_native_bodies(body, message):
     app, _ = make_app()
     async with serving(app) as url, httpx.AsyncClient(base_url=url, headers=bearer(KEY)) as http:
-        r = await http.post("/v1/task/echo/completion", content=body)
+        r = await http.post("/v1/task/echo/completion", content=body, headers=JSON)
         assert r.status_code == 400 and message in r.json()["error"]["message"], r.text
 
 

@@ -110,3 +110,18 @@ def test_hf_source_from_the_cache_offline(tmp_path, monkeypatch):
 
     with pytest.raises(ModelSourceError, match="models.m.hf: 'someone/other/x.gguf' is not in the Hugging Face cache"):
         resolve("m", ModelConfig(hf="someone/other/x.gguf"), tmp_path)
+
+
+def test_a_url_without_sha256_is_downloaded_with_a_warning(tmp_path, http_server, caplog):
+    from poly_ray.config import ModelConfig
+    from poly_ray.engine.sources import resolve
+
+    base, _ = http_server
+    with caplog.at_level("WARNING", logger="poly_ray.engine.sources"):
+        path = resolve("m", ModelConfig(url=f"{base}/model.gguf"), tmp_path)
+    assert path.read_bytes() == PAYLOAD
+    assert "models.m.url has no sha256" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="poly_ray.engine.sources"):
+        resolve("m", ModelConfig(url=f"{base}/model.gguf", sha256=hashlib.sha256(PAYLOAD).hexdigest()), tmp_path)
+    assert "sha256" not in caplog.text

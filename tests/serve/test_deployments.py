@@ -1,5 +1,6 @@
 """The deployment files validate with Ray's own tooling."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -37,8 +38,31 @@ def test_rayservice_manifest_is_what_poly_ray_build_writes_for_the_example():
     import subprocess
     import sys
 
-    r = subprocess.run([sys.executable, "-m", "poly_ray.cli", "build", "--kuberay"], check=True, capture_output=True, text=True)
+    env = {**os.environ, "POLY_PUBLIC": "false"}
+    r = subprocess.run([sys.executable, "-m", "poly_ray.cli", "build", "--kuberay"], check=True, capture_output=True,
+                       text=True, env=env)
     assert (REPO / "deployments" / "rayservice.yaml").read_text() == r.stdout, "run: make deployments"
+
+
+def test_build_kuberay_refuses_a_public_config_and_keeps_keys_out_of_the_manifest():
+    import subprocess
+    import sys
+
+    build = [sys.executable, "-m", "poly_ray.cli", "build", "--kuberay"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POLY_")}
+    r = subprocess.run(build, capture_output=True, text=True, env=env)
+    assert r.returncode == 2 and "the config is public" in r.stderr and "--allow-public" in r.stderr
+    assert subprocess.run([*build, "--allow-public"], capture_output=True, env=env).returncode == 0
+    r = subprocess.run(build, capture_output=True, text=True, check=True,
+                       env={**env, "POLY_PUBLIC": "false", "POLY_ALLOWED_KEYS": "sk-very-secret"})
+    assert "sk-very-secret" not in r.stdout and "POLY_ALLOWED_KEYS is not written into the Serve config" in r.stderr
+    manifest = yaml.safe_load(r.stdout)
+    head = manifest["spec"]["rayClusterConfig"]["headGroupSpec"]
+    assert head["rayStartParams"]["dashboard-host"] == "127.0.0.1"
+    assert 8265 not in [p["containerPort"] for p in head["template"]["spec"]["containers"][0]["ports"]]
+    env_vars = head["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "POLY_ALLOWED_KEYS",
+            "valueFrom": {"secretKeyRef": {"name": "poly-ray-keys", "key": "allowed_keys", "optional": True}}} in env_vars
 
 
 def test_rayservice_serves_the_serve_config_on_the_pods_addresses():
@@ -50,6 +74,7 @@ def test_rayservice_serves_the_serve_config_on_the_pods_addresses():
     ServeDeploySchema.model_validate(served)
     expected = yaml.safe_load((REPO / "deployments" / "serve.yaml").read_text())
     expected["http_options"]["host"] = "0.0.0.0"  # a pod listens on its own address
+    expected["applications"][0]["runtime_env"] = {"env_vars": {"POLY_PUBLIC": "false"}}  # never public in the cluster
     assert served == expected
     cluster = manifest["spec"]["rayClusterConfig"]
     assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"  # the head runs no model replicas

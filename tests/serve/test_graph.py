@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from net import first_token, free_port
+from net import first_token
 
 from poly_ray import config
 
@@ -73,19 +73,11 @@ def graph_config(**model):
 
 
 @pytest.fixture(scope="module")
-def server(gemma_path):
-    import ray
-    from ray import serve
-
+def server(ray_serve, gemma_path):
     from poly_ray.serve.builder import build_app
 
-    port = free_port()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(graph_config()), name="poly-ray", route_prefix="/")
-    yield f"http://127.0.0.1:{port}"
-    serve.shutdown()
-    ray.shutdown()
+    yield ray_serve.deploy(build_app(graph_config()))
+    ray_serve.remove()
 
 
 @pytest.fixture

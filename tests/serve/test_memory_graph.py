@@ -10,7 +10,6 @@ import httpx
 import jwt
 import pytest
 from documents import docx, pdf
-from net import free_port
 
 from poly_ray import config
 
@@ -52,25 +51,10 @@ def memory_config(store):
     )
 
 
-def start(store):
-    import ray
-    from ray import serve
-
+def deploy(ray_serve, store) -> str:
     from poly_ray.serve.builder import build_app
 
-    port = free_port()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(memory_config(store)), name="poly-ray", route_prefix="/")
-    return f"http://127.0.0.1:{port}"
-
-
-def stop():
-    import ray
-    from ray import serve
-
-    serve.shutdown()
-    ray.shutdown()
+    return ray_serve.deploy(build_app(memory_config(store)))
 
 
 @pytest.fixture(scope="module")
@@ -79,10 +63,9 @@ def store(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(store, gemma_path):
-    url = start(store)
-    yield url
-    stop()
+def server(ray_serve, store, gemma_path):
+    yield deploy(ray_serve, store)
+    ray_serve.remove()
 
 
 @pytest.fixture
@@ -220,16 +203,12 @@ async def test_delete_a_document_then_clear(client):
     assert (await client.get("/v1/memory/diary/documents")).json()["chunks"] == 0
 
 
-def test_memories_survive_a_restart_of_serve_and_ray(server, store):
+def test_memories_survive_a_restart_of_serve_and_ray(ray_serve, server, store):
     before = httpx.get(f"{server}/v1/memory/docs/documents", headers={"Authorization": f"Bearer {KEY}"}).json()
     assert before["chunks"] > 0
-    stop()
-    url = start(store)
-    try:
-        after = httpx.get(f"{url}/v1/memory/docs/documents", headers={"Authorization": f"Bearer {KEY}"}, timeout=60).json()
-        assert after == before
-        r = httpx.get(f"{url}/v1/memory/docs", params={"prompt": "Rotterdam", "n": 1}, headers={"Authorization": f"Bearer {KEY}"}, timeout=60)
-        assert "Rhine" in r.json()["chunks"][0]["text"]
-    finally:
-        stop()
-        start(store)  # the module fixture stops what it started
+    ray_serve.restart()
+    url = deploy(ray_serve, store)  # the module fixture removes it
+    after = httpx.get(f"{url}/v1/memory/docs/documents", headers={"Authorization": f"Bearer {KEY}"}, timeout=60).json()
+    assert after == before
+    r = httpx.get(f"{url}/v1/memory/docs", params={"prompt": "Rotterdam", "n": 1}, headers={"Authorization": f"Bearer {KEY}"}, timeout=60)
+    assert "Rhine" in r.json()["chunks"][0]["text"]

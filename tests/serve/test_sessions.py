@@ -4,7 +4,6 @@ replica that holds its cells (Serve's multiplexed routing, keyed by session)."""
 import json
 
 import pytest
-from net import free_port
 
 from poly_ray import config
 
@@ -14,10 +13,7 @@ PRELUDE = "A conversation between a curious traveller and a patient guide who kn
 
 
 @pytest.fixture(scope="module")
-def server(gemma_path):
-    import ray
-    from ray import serve
-
+def server(ray_serve, gemma_path):
     from poly_ray.serve.builder import build_app
 
     cfg = config.validate(
@@ -39,13 +35,8 @@ def server(gemma_path):
         },
         env={},
     )
-    port = free_port()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(cfg), name="poly-ray", route_prefix="/")
-    yield f"ws://127.0.0.1:{port}"
-    serve.shutdown()
-    ray.shutdown()
+    yield ray_serve.deploy(build_app(cfg)).replace("http", "ws")
+    ray_serve.remove()
 
 
 async def test_each_turn_lands_where_the_session_is(server):

@@ -73,7 +73,7 @@ def register(app: FastAPI, memories, access: Access) -> None:
         "/v1/memory/{memory}", openapi_extra=doc(ok=Stored, accepted=JobStarted, errors=INGEST_ERRORS) | INGEST_BODY
     )
     async def ingest(memory: str, request: Request, wait: bool = True):
-        await access.authorize(request, "memory", memory)
+        await access.authorize(request, "memory", memory, write=True)
         uploads = await _uploads(request)
         result = await backend().ingest(memory, uploads, wait=wait)
         return JSONResponse(result, status_code=200 if wait else 202)
@@ -90,12 +90,12 @@ def register(app: FastAPI, memories, access: Access) -> None:
 
     @app.delete("/v1/memory/{memory}/documents/{document}", openapi_extra=doc(ok=Deleted))
     async def delete_document(memory: str, document: str, request: Request):
-        await access.authorize(request, "memory", memory)
+        await access.authorize(request, "memory", memory, write=True)
         return await backend().delete(memory, document)
 
     @app.delete("/v1/memory/{memory}", openapi_extra=doc(ok=Cleared))
     async def clear(memory: str, request: Request):
-        await access.authorize(request, "memory", memory)
+        await access.authorize(request, "memory", memory, write=True)
         return await backend().clear(memory)
 
 

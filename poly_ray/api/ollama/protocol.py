@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from poly_ray import grammars, tools
+from poly_ray.api.parsing import StopList
 from poly_ray.errors import BadRequest
 
 PREFIX = "/api/"
@@ -31,7 +32,7 @@ class Options(BaseModel):
     top_p: float | None = Field(None, gt=0, le=1)
     min_p: float | None = Field(None, ge=0, le=1)
     seed: int | None = Field(None, ge=0, lt=1 << 32)
-    stop: list[str] | None = None
+    stop: StopList = None
     repeat_penalty: float | None = Field(None, gt=0, le=100)
     repeat_last_n: int | None = Field(None, ge=0, le=1 << 20)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
@@ -86,12 +87,12 @@ class GenerationBody(BaseModel):
                 raise ValueError(f"{name}: not supported")
         return self
 
-    def overrides(self) -> dict:
+    def overrides(self, caps: grammars.Caps = grammars.DEFAULT_CAPS) -> dict:
         o = self.options.overrides()
         if self.format == "json":
             o["grammar"] = grammars.ANY_JSON
         elif isinstance(self.format, dict):
-            o["grammar"] = grammars.from_schema(self.format, "format")
+            o["grammar"] = grammars.from_schema(self.format, "format", caps)
         return o
 
 
@@ -158,8 +159,8 @@ class ChatBody(GenerationBody):
                 out.append((m.role, m.content))
         return out
 
-    def overrides(self) -> dict:
-        o = super().overrides()
+    def overrides(self, caps: grammars.Caps = grammars.DEFAULT_CAPS) -> dict:
+        o = super().overrides(caps)
         if self.tools:
             o["tools"] = self.tools
         return o

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from poly_ray.api.auth import Access, Principal
 from poly_ray.api.limits import StreamLimits
 from poly_ray.api.openapi import GENERATES, NDJSON, PLAIN, WITH_BODY, doc
-from poly_ray.api.parsing import parse_params
+from poly_ray.api.parsing import overrides_off_loop, parse_params
 from poly_ray.api.streaming import GenerationStream
 from poly_ray.errors import NotFound, PolyError
 from poly_ray.generation import Chunk, Done, ToolCall, ToolCallDelta, gather_calls
@@ -83,9 +83,9 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None
         await target(who, body.model)
         if body.system:
             events = backend.stream_target(body.model, None, [("system", body.system), ("user", body.prompt)],
-                                           body.overrides())
+                                           await overrides_off_loop(request.app, body))
         else:
-            events = backend.stream_target(body.model, body.prompt, None, body.overrides())
+            events = backend.stream_target(body.model, body.prompt, None, await overrides_off_loop(request.app, body))
         return await _respond(body, events, slots, who.credential, lambda text: {"response": text})
 
     @app.post("/api/chat", openapi_extra=doc(
@@ -94,7 +94,7 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None
         who = access.principal(request)
         body = await parse_params(request, ChatBody)
         await target(who, body.model)
-        events = backend.stream_target(body.model, None, body.conversation(), body.overrides())
+        events = backend.stream_target(body.model, None, body.conversation(), await overrides_off_loop(request.app, body))
         return await _respond(body, events, slots, who.credential, _chat_message)
 
     @app.post("/api/embed", openapi_extra=doc(family="ollama", body=EmbedBody, ok=OllamaEmbedResponse, errors=WITH_BODY))

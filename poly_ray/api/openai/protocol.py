@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from poly_ray import grammars, tools
+from poly_ray.api.parsing import Stop
 from poly_ray.errors import BadRequest
 
 _UINT32 = 1 << 32
@@ -37,14 +38,14 @@ class ResponseFormat(_Body):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaFormat | None = None
 
-    def grammar(self) -> str | None:
+    def grammar(self, caps: grammars.Caps = grammars.DEFAULT_CAPS) -> str | None:
         """The GBNF grammar that enforces this format, or None for free text."""
         if self.type == "json_object":
             return grammars.ANY_JSON
         if self.type == "json_schema":
             if self.json_schema is None:
                 raise BadRequest("response_format.json_schema is required when type is 'json_schema'")
-            return grammars.from_schema(self.json_schema.schema_, "response_format.json_schema.schema")
+            return grammars.from_schema(self.json_schema.schema_, "response_format.json_schema.schema", caps)
         return None
 
 
@@ -54,7 +55,7 @@ class _Sampling(_Body):
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     seed: int | None = Field(None, ge=0, lt=_UINT32)
-    stop: str | list[str] | None = None
+    stop: Stop = None
     n: int = Field(1, ge=1, le=128)
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -66,11 +67,9 @@ class _Sampling(_Body):
     def _supported(self):
         if self.n != 1:
             raise ValueError("n: only n = 1 is supported")
-        if isinstance(self.stop, list) and len(self.stop) > 16:
-            raise ValueError("stop: at most 16 sequences")
         return self
 
-    def overrides(self) -> dict:
+    def overrides(self, caps: grammars.Caps = grammars.DEFAULT_CAPS) -> dict:
         o = {
             "max_tokens": self.max_tokens,
             "temperature": self.temperature,
@@ -102,8 +101,8 @@ class CompletionRequest(_Sampling):
     def text(self) -> str:
         return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
 
-    def overrides(self) -> dict:
-        o = super().overrides()
+    def overrides(self, caps: grammars.Caps = grammars.DEFAULT_CAPS) -> dict:
+        o = super().overrides(caps)
         if self.logprobs is not None:
             o["logprobs"] = self.logprobs
         return o
@@ -178,8 +177,8 @@ class ChatCompletionRequest(_Sampling):
                 out.append((m.role, m.text()))
         return out
 
-    def overrides(self) -> dict:
-        o = super().overrides()
+    def overrides(self, caps: grammars.Caps = grammars.DEFAULT_CAPS) -> dict:
+        o = super().overrides(caps)
         for key in ("tools", "tool_choice", "parallel_tool_calls"):
             if getattr(self, key) is not None:
                 o[key] = getattr(self, key)
@@ -189,7 +188,7 @@ class ChatCompletionRequest(_Sampling):
             raise BadRequest("top_logprobs: needs logprobs = true")
         if self.max_completion_tokens is not None:
             o["max_tokens"] = self.max_completion_tokens
-        if self.response_format is not None and (grammar := self.response_format.grammar()):
+        if self.response_format is not None and (grammar := self.response_format.grammar(caps)):
             o["grammar"] = grammar
         return o
 

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from poly_ray.api.auth import Access, Principal
 from poly_ray.api.limits import StreamLimits
 from poly_ray.api.openapi import GENERATES, SSE, WITH_BODY, doc
-from poly_ray.api.parsing import parse_params
+from poly_ray.api.parsing import overrides_off_loop, parse_params
 from poly_ray.api.streaming import GenerationStream
 from poly_ray.errors import NotFound, PolyError
 from poly_ray.generation import Chunk, Done, Event, TokenLogprob, ToolCall, ToolCallDelta, gather_calls
@@ -77,7 +77,7 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None
         who = access.principal(request)
         body = await parse_params(request, CompletionRequest)
         await target(who, body.model)
-        events = backend.stream_target(body.model, body.text(), None, body.overrides())
+        events = backend.stream_target(body.model, body.text(), None, await overrides_off_loop(request.app, body))
         shape = _CompletionShape(body.model, body.logprobs is not None)
         return await _respond(body, events, slots, who.credential, shape)
 
@@ -87,7 +87,7 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None
         who = access.principal(request)
         body = await parse_params(request, ChatCompletionRequest)
         await target(who, body.model)
-        events = backend.stream_target(body.model, None, body.conversation(), body.overrides())
+        events = backend.stream_target(body.model, None, body.conversation(), await overrides_off_loop(request.app, body))
         return await _respond(body, events, slots, who.credential, _ChatShape(body.model, body.logprobs))
 
     @app.post("/v1/embeddings", openapi_extra=doc(

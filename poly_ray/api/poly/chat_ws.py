@@ -36,7 +36,7 @@ from pydantic import ValidationError
 
 from poly_ray.api.auth import Access, log_refusal
 from poly_ray.api.limits import StreamLimits
-from poly_ray.api.parsing import describe, loads_json
+from poly_ray.api.parsing import describe, loads_json, overrides_off_loop
 from poly_ray.errors import BadRequest, PayloadTooLarge, PolyError, PromptTooLong
 from poly_ray.generation import Chunk, Done
 
@@ -93,7 +93,7 @@ class _Session:
             while (frame := await turns.get()) is not None:
                 self.running = True  # set before any await, so that a stop right after the turn counts
                 try:
-                    prompt, overrides = self._parse(frame)
+                    prompt, overrides = await self._parse(frame)
                     async with slots.held(None):  # counted per credential by the session
                         await self._turn(prompt, overrides, reader)
                 except PolyError as e:
@@ -135,7 +135,7 @@ class _Session:
             with contextlib.suppress(asyncio.QueueFull):
                 turns.put_nowait(None)
 
-    def _parse(self, frame) -> tuple[str, dict]:
+    async def _parse(self, frame) -> tuple[str, dict]:
         if isinstance(frame, PolyError):
             raise frame
         if self.json_mode and frame.lstrip().startswith("{"):
@@ -143,7 +143,7 @@ class _Session:
                 params = CompletionParams.model_validate(loads_json(frame, "the message"))
             except ValidationError as e:
                 raise BadRequest(describe(e.errors())) from None
-            return params.prompt, params.overrides()
+            return params.prompt, await overrides_off_loop(self.ws.app, params)
         return frame, {}
 
     async def _turn(self, prompt: str, overrides: dict, reader: asyncio.Task) -> None:

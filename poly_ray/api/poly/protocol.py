@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from poly_ray import grammars
+from poly_ray.api.parsing import Stop
 
 _UINT32 = 1 << 32
 
@@ -23,15 +24,15 @@ class CompletionParams(_Body):
     top_k: int | None = Field(None, ge=0, le=1 << 20)
     top_p: float | None = Field(None, gt=0, le=1)
     seed: int | None = Field(None, ge=0, lt=_UINT32)
-    stop: list[str] | str | None = None
+    stop: Stop = None
     ignore_eos: bool | None = None
     # A JSON schema the answer must follow (this request only; beats the task's biaser).
     schema_: dict | None = Field(None, alias="schema")
 
-    def overrides(self) -> dict:
+    def overrides(self, caps: grammars.Caps = grammars.DEFAULT_CAPS) -> dict:
         o = self.model_dump(exclude={"prompt", "schema_"}, exclude_none=True)
         if self.schema_ is not None:
-            o["grammar"] = grammars.from_schema(self.schema_, "schema")
+            o["grammar"] = grammars.from_schema(self.schema_, "schema", caps)
         return o
 
 

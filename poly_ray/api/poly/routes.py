@@ -3,13 +3,16 @@ tokenization), status, readiness and stats."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from poly_ray.api.auth import Access
 from poly_ray.api.limits import StreamLimits
 from poly_ray.api.openapi import GENERATES, PLAIN, SSE, WITH_BODY, doc, ref
-from poly_ray.api.parsing import parse_params
+from poly_ray.api.parsing import overrides_off_loop, parse_params
 from poly_ray.api.streaming import GenerationStream, sse_body
 
 from .protocol import (
@@ -27,8 +30,28 @@ from .protocol import (
     Tokenization,
 )
 
+# /ready needs no credentials, and each check asks every model: one answer is
+# shared by the calls within this many seconds (and by those that arrive meanwhile).
+READY_CACHE_S = 2.0
+
+
+class _SharedReadiness:
+    def __init__(self, backend):
+        self._backend = backend
+        self._lock = asyncio.Lock()
+        self._answer: dict | None = None
+        self._at = 0.0
+
+    async def get(self) -> dict:
+        async with self._lock:
+            if self._answer is None or time.monotonic() - self._at > READY_CACHE_S:
+                self._answer, self._at = await self._backend.ready(), time.monotonic()
+            return self._answer
+
 
 def register(app: FastAPI, backend, access: Access, limits: StreamLimits) -> None:
+    readiness = _SharedReadiness(backend)
+
     @app.get("/status", openapi_extra=doc(ok=Status, errors=PLAIN))
     async def status():
         return {"status": "ok"}
@@ -36,7 +59,7 @@ def register(app: FastAPI, backend, access: Access, limits: StreamLimits) -> Non
     @app.get("/ready", openapi_extra=_not_ready(doc(ok=Readiness, errors=PLAIN)))
     async def ready():
         """Readiness (``/status`` is liveness): 503 until every model, and the memories, answer."""
-        waiting = [name for name, ok in (await backend.ready()).items() if not ok]
+        waiting = [name for name, ok in (await readiness.get()).items() if not ok]
         if waiting:
             return JSONResponse({"ready": False, "waiting": waiting}, status_code=503, headers={"Retry-After": "5"})
         return {"ready": True, "waiting": []}
@@ -69,14 +92,14 @@ def register(app: FastAPI, backend, access: Access, limits: StreamLimits) -> Non
         who = await access.authorize(request, "task", task)
         params = await parse_params(request, CompletionParams)
         async with limits.held(who.credential):
-            return await backend.complete(task, params.prompt, params.overrides())
+            return await backend.complete(task, params.prompt, await overrides_off_loop(request.app, params))
 
     @app.get("/v1/task/{task}/live", name="live_get", openapi_extra=doc(query=CompletionParams, streams=SSE, errors=GENERATES))
     @app.post("/v1/task/{task}/live", openapi_extra=doc(body=CompletionParams, streams=SSE, errors=GENERATES))
     async def live(task: str, request: Request):
         who = await access.authorize(request, "task", task)
         params = await parse_params(request, CompletionParams)
-        events = backend.stream(task, params.prompt, params.overrides())
+        events = backend.stream(task, params.prompt, await overrides_off_loop(request.app, params))
         first, release = await limits.accepted(events, who.credential)
         return GenerationStream(
             sse_body(first, events, release),

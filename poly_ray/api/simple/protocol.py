@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from poly_ray.api.parsing import Stop
+
 
 class Params(BaseModel):
     """llama-cpp-python's completion parameters, as llm-api passes them on."""
@@ -20,7 +22,7 @@ class Params(BaseModel):
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     seed: int | None = Field(None, ge=0, lt=1 << 32)
-    stop: list[str] | str | None = None
+    stop: Stop = None
 
 
 class LlmApiBody(BaseModel):

