@@ -53,8 +53,8 @@ def app(gemma_path):
 
 @pytest.fixture
 def client(app):
-    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test/v1", timeout=600)
-    return openai.AsyncOpenAI(api_key="key-1", base_url="http://test/v1", http_client=http, max_retries=0)
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost/v1", timeout=600)
+    return openai.AsyncOpenAI(api_key="key-1", base_url="http://localhost/v1", http_client=http, max_retries=0)
 
 
 def valid(name: str, arguments: str) -> bool:
@@ -152,7 +152,7 @@ async def test_the_round_trip_call_result_answer(client):
 
 
 async def test_ollama_calls_and_round_trip(app):
-    client = ollama.AsyncClient(host="http://test", transport=httpx.ASGITransport(app=app), timeout=600,
+    client = ollama.AsyncClient(host="http://localhost", transport=httpx.ASGITransport(app=app), timeout=600,
                                 headers={"Authorization": "Bearer key-1"})
     made = 0
     for seed in range(4):

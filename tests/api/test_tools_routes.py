@@ -49,8 +49,8 @@ def make_app(**overrides):
 
 
 def openai_client(app):
-    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test/v1")
-    return openai.AsyncOpenAI(api_key="key-1", base_url="http://test/v1", http_client=http, max_retries=0)
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost/v1")
+    return openai.AsyncOpenAI(api_key="key-1", base_url="http://localhost/v1", http_client=http, max_retries=0)
 
 
 async def test_calls_answer_in_openai_shape():
@@ -152,7 +152,7 @@ async def test_a_task_offers_its_own_tools():
 async def test_bad_tool_requests_are_400s_naming_the_field(change, message):
     app, model = make_app()
     body = {"model": "m", "messages": ASK, "tools": [WEATHER], **change}
-    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost")
     r = await http.post("/v1/chat/completions", json=body, headers={"Authorization": "Bearer key-1"})
     assert r.status_code == 400, r.text
     assert message in r.json()["error"]["message"]
@@ -166,7 +166,7 @@ def test_task_tools_are_checked_at_start_up():
 
 
 def ollama_client(app):
-    return ollama.AsyncClient(host="http://test", transport=httpx.ASGITransport(app=app),
+    return ollama.AsyncClient(host="http://localhost", transport=httpx.ASGITransport(app=app),
                               headers={"Authorization": "Bearer key-1"})
 
 
@@ -199,7 +199,7 @@ async def test_ollama_round_trip_and_bad_tools():
 async def test_a_poly_task_with_tools_answers_its_calls():
     app, model = make_app()
     model.answer = '{"tool_calls": [{"name": "now", "arguments": {}}]}'
-    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test",
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost",
                              headers={"Authorization": "Bearer key-1"})
     r = (await http.post("/v1/task/agent/completion", json={"prompt": "What time is it?"})).json()
     assert r["finish_reason"] == "tool_calls" and r["text"] == ""
