@@ -49,14 +49,17 @@ def error_response(request: Request, status: int, code: str, message: str, heade
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def create_app(backend: Backend, config: Config) -> FastAPI:
+def create_app(backend: Backend, config: Config, listen_host: str | None = None) -> FastAPI:
+    """``listen_host``: where the server really listens (Serve's http_options), when
+    that is not the config's bind_address (``serve run`` and Serve configs decide it)."""
     app = FastAPI(title="poly-ray", version="0.1.0")
+    host = listen_host or config.host
     app.state.max_request_bytes = config.max_request_bytes
     app.state.max_upload_bytes = config.max_upload_bytes
     app.state.schema_caps = config.schema_limits.caps()
-    if config.public and config.host not in ("127.0.0.1", "localhost", "::1"):
+    if config.public and host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("public = true on %s: anyone who reaches the port may generate, and read and change memories",
-                    config.bind_address)
+                    host)
     if config.allowed_origins:
         app.add_middleware(
             _CORS,
@@ -65,7 +68,7 @@ def create_app(backend: Backend, config: Config) -> FastAPI:
             allow_headers=["Authorization", "Content-Type", "X-Filename"],
         )
     app.add_middleware(_RefuseInvalidUTF8)
-    app.add_middleware(BrowserGuard, bind_host=config.host, allowed_hosts=config.allowed_hosts,
+    app.add_middleware(BrowserGuard, bind_host=host, allowed_hosts=config.allowed_hosts,
                        allowed_origins=config.allowed_origins, error=error_response)
     limits = StreamLimits(config.max_concurrent, config.max_streams_per_credential)
     authenticator = Authenticator.from_config(config)

