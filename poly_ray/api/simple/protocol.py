@@ -7,22 +7,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-
-class Params(BaseModel):
-    """llama-cpp-python's completion parameters, as llm-api passes them on."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    max_tokens: int | None = Field(None, ge=1, le=1 << 20)
-    temperature: float | None = Field(None, ge=0, le=100)
-    top_k: int | None = Field(None, ge=0, le=1 << 20)
-    top_p: float | None = Field(None, gt=0, le=1)
-    min_p: float | None = Field(None, ge=0, le=1)
-    repeat_penalty: float | None = Field(None, gt=0, le=100)
-    frequency_penalty: float | None = Field(None, ge=-2, le=2)
-    presence_penalty: float | None = Field(None, ge=-2, le=2)
-    seed: int | None = Field(None, ge=0, lt=1 << 32)
-    stop: list[str] | str | None = None
+from .params import Params
 
 
 class LlmApiBody(BaseModel):
@@ -32,7 +17,7 @@ class LlmApiBody(BaseModel):
     params: Params | None = None
 
     def overrides(self) -> dict:
-        return self.params.model_dump(exclude_none=True) if self.params else {}
+        return self.params.overrides() if self.params else {}
 
 
 class TextBody(BaseModel):

@@ -50,15 +50,22 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits, default
             overrides["max_tokens"] = min(STREAM_NUM_PREDICT, await limit())
         events = backend.stream_target(target()[1], body.prompt, None, overrides)
         _, release = await slots.accepted(events, who.credential)
-        return events, release
+        return events, release, body
 
-    async def texts(events, release):
-        """The generated text, piece by piece; a failure mid-stream raises."""
+    async def texts(events, release, body):
+        """The generated text, piece by piece; a failure mid-stream raises. llm-api's
+        echo and suffix (llama-cpp-python's meanings) put the prompt before it and the
+        suffix after it."""
+        params = getattr(body, "params", None)
         try:
+            if params and params.echo:
+                yield body.prompt
             async for ev in events:
                 if isinstance(ev, Chunk) and ev.text:
                     yield ev.text
                 elif isinstance(ev, Done):
+                    if params and params.suffix:
+                        yield params.suffix
                     return
         finally:
             release()
