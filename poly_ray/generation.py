@@ -58,6 +58,11 @@ class GenerationRequest:
     sampling: Sampling = field(default_factory=Sampling)
     # Generate max_tokens whatever the model's end-of-text says (benchmarks, tests).
     ignore_eos: bool = False
+    # Hugging Face's generate limits: at least min_tokens new tokens before the model
+    # may end, and min_length / max_length counting the prompt's tokens too.
+    min_tokens: int = 0
+    min_length: int | None = None
+    max_length: int | None = None
     # A GBNF grammar (root rule "root") that every generated token must follow.
     grammar: str | None = None
     # Log-probabilities of the chosen tokens (None: off), with this many alternatives each.

@@ -115,6 +115,9 @@ class Authenticator:
         issuer: str | None = None,
     ):
         self.public = public
+        # Public with nothing to check a credential against: any Authorization is let
+        # in as anonymous, as vLLM and llama-server do, since OpenAI clients always send one.
+        self.open = public and not keys and not jwt_secret and not jwt_public_key
         self._keys = [_static_key(i, k) for i, k in enumerate(keys)]
         # alg → keys by kid: the token's header chooses among these only.
         self._jwt: dict[str, dict[str | None, Any]] = {}
@@ -202,9 +205,12 @@ class Access:
 
     def principal(self, request: Request) -> Principal:
         """The caller; an anonymous one is counted against per-credential limits by its address."""
-        who = self._auth.authenticate(
-            token_from(request.headers.get("authorization"), request.query_params.get("api_key"))
-        )
+        if self._auth.open:
+            who = ANONYMOUS
+        else:
+            who = self._auth.authenticate(
+                token_from(request.headers.get("authorization"), request.query_params.get("api_key"))
+            )
         if who.credential is None:
             who = replace(who, credential=f"anonymous@{self.client_address(request)}")
         return who

@@ -32,7 +32,7 @@ import queue
 import threading
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import llama_cpp
@@ -94,6 +94,23 @@ class _Run:
 
     def __post_init__(self):
         self.stops = StopMatcher(self.job.request.stop)
+
+
+def _resolve_lengths(request: GenerationRequest, prompt_tokens: int) -> GenerationRequest:
+    """Hugging Face's min_length / max_length count the prompt: as new tokens here."""
+    if request.min_length is None and request.max_length is None:
+        return request
+    max_tokens, min_tokens = request.max_tokens, request.min_tokens
+    if request.max_length is not None:
+        if request.max_length <= prompt_tokens:
+            raise BadRequest(
+                f"max_length {request.max_length} counts the prompt, which is already {prompt_tokens} tokens: "
+                "raise it, or set max_new_tokens"
+            )
+        max_tokens = min(max_tokens, request.max_length - prompt_tokens)
+    if request.min_length is not None:
+        min_tokens = max(min_tokens, request.min_length - prompt_tokens)
+    return replace(request, max_tokens=max_tokens, min_tokens=min(min_tokens, max_tokens), min_length=None, max_length=None)
 
 
 class Engine:
@@ -212,6 +229,7 @@ class Engine:
             raise error(
                 f"the prompt is {len(tokens)} tokens; the context of model '{self.name}' holds {self.context_size}"
             )
+        request = _resolve_lengths(request, len(tokens))
         if request.grammar is not None:
             SamplerChain(self._vocab, self._n_vocab, request.sampling, grammar=request.grammar).close()
         job = _Job(tokens, request, asyncio.get_running_loop(), asyncio.Queue())
@@ -326,6 +344,8 @@ class Engine:
                     grammar=req.grammar,
                     banned=self._eog_tokens if req.ignore_eos else None,
                     history=job.tokens,
+                    min_tokens=req.min_tokens,
+                    eog=self._eog_tokens,
                 )
             except Exception as e:
                 job.send(e if isinstance(e, BadRequest) else ModelError(f"model '{self.name}': {e}"))

@@ -28,7 +28,11 @@ class SamplerChain:
         grammar: str | None = None,
         banned: list[int] | None = None,
         history: list[int] | None = None,
+        min_tokens: int = 0,
+        eog: list[int] | None = None,
     ):
+        # The first min_tokens draws cannot end the generation (HF's min_new_tokens).
+        self._hold, self._eog = (min_tokens, eog) if min_tokens and eog else (0, None)
         self._chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
         self.seed = s.seed if s.seed is not None else random.getrandbits(32)
         self._s = s
@@ -75,8 +79,14 @@ class SamplerChain:
 
     def sample(self, ctx, index: int) -> int:
         """Draw a token from the logits of batch entry ``index`` (and accept it)."""
-        if self._history:
-            self._penalise(llama_cpp.llama_get_logits_ith(ctx, index))
+        if self._history or self._hold:
+            logits = llama_cpp.llama_get_logits_ith(ctx, index)
+            if self._history:
+                self._penalise(logits)
+            if self._hold:
+                self._hold -= 1
+                for token in self._eog:
+                    logits[token] = float("-inf")
         token = llama_cpp.llama_sampler_sample(self._chain, ctx, ctypes.c_int32(index))
         if self._history is not None:
             self._history.append(token)

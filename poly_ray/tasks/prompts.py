@@ -86,7 +86,8 @@ def build_request(
     ``prompt`` is the user's text (wrapped by the task) or an already rendered
     conversation. ``overrides`` holds only keys the client set (max_tokens,
     temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n,
-    frequency_penalty, presence_penalty, seed, stop, ignore_eos, grammar, logprobs), and
+    frequency_penalty, presence_penalty, seed, stop, ignore_eos, min_tokens, min_length,
+    max_length, grammar, logprobs), and
     the chat session id the WebSocket route adds (never a client); the
     task's max_tokens is a ceiling, not a default to beat.
     """
@@ -124,6 +125,9 @@ def build_request(
         stop=tuple(dict.fromkeys([*task.stop_sequences, *task.private_tokens, *stop])),
         sampling=sampling,
         ignore_eos=bool(o.get("ignore_eos", False)),
+        min_tokens=o.get("min_tokens", 0),
+        min_length=o.get("min_length"),
+        max_length=o.get("max_length"),
         grammar=o.get("grammar", task.grammar),
         logprobs=o.get("logprobs"),
         session=o.get("session"),

@@ -92,6 +92,13 @@ def test_public_lets_anonymous_in_but_not_wrong_credentials():
         auth.authenticate(token(key="t" * 32))
 
 
+def test_only_a_public_server_with_nothing_to_check_against_is_open():
+    assert make(public=True, keys=[], secret=None).open
+    assert not make(public=True).open and not make(public=True, keys=[]).open
+    assert not make(public=True, keys=[], secret=None, public_key=PublicKey(algorithm="RS256", pem=pem(RSA_KEY))).open
+    assert not make(public=False, keys=[], secret=None).open
+
+
 def test_jwt_claims_scope_access():
     who = make().authenticate(token(tasks=["qa"], memories=["docs"]))
     assert who.subject == "ann" and who.credential == "token:ann"

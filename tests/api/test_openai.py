@@ -122,6 +122,39 @@ async def test_embeddings():
     client, _ = make_client()
     r = await client.embeddings.create(model="m", input=["ab", "abc"])
     assert [d.embedding for d in r.data] == [[2.0, 0.0], [3.0, 0.0]]
+    # usage counts the inputs' tokens (the scripted model's tokens are words)
+    r = await client.embeddings.create(model="m", input=["one two", "three"])
+    assert (r.usage.prompt_tokens, r.usage.total_tokens) == (3, 3)
+
+
+async def test_embedding_dimensions_truncate_and_renormalise_or_are_refused():
+    client, _ = make_client()
+    r = await client.embeddings.create(model="m", input="abcd", dimensions=1)
+    assert r.data[0].embedding == [1.0]
+    r = await client.embeddings.create(model="m", input="abcd", dimensions=2)
+    assert r.data[0].embedding == [1.0, 0.0]
+    with pytest.raises(openai.BadRequestError, match="dimensions: model 'm' embeds in 2 dimensions"):
+        await client.embeddings.create(model="m", input="abcd", dimensions=3)
+
+
+async def test_a_public_server_without_keys_takes_any_key_from_openai_clients():
+    # The OpenAI SDK, LangChain and Open WebUI always send a key; with nothing to
+    # check it against, a public server lets it in (as vLLM and llama-server do).
+    client, _ = make_client(allowed_keys=[], public=True)
+    client = client.with_options(api_key="sk-no-key-required")
+    r = await client.completions.create(model="echo", prompt="one two", max_tokens=5)
+    assert r.choices[0].text == ">\none\ntwo\n"
+    assert [m.id async for m in client.models.list()] == ["echo", "m"]
+    http = client._client
+    for header in ("Bearer whatever", "Basic dXNlcjpwdw==", "Bearer"):
+        assert (await http.get("http://localhost/v1/models", headers={"Authorization": header})).status_code == 200
+    assert (await http.get("http://localhost/v1/models?api_key=x")).status_code == 200
+
+
+async def test_a_public_server_with_keys_still_refuses_wrong_ones():
+    client, _ = make_client(public=True)
+    with pytest.raises(openai.AuthenticationError):
+        await client.with_options(api_key="sk-wrong").completions.create(model="echo", prompt="a")
 
 
 def test_chat_rendering_through_a_task():

@@ -7,6 +7,7 @@ libraries raise their usual exceptions.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import struct
@@ -22,6 +23,7 @@ from poly_ray.api.limits import StreamLimits
 from poly_ray.api.openapi import GENERATES, SSE, WITH_BODY, doc
 from poly_ray.api.parsing import overrides_off_loop, parse_params
 from poly_ray.api.streaming import GenerationStream
+from poly_ray.api.vectors import shorten
 from poly_ray.errors import NotFound, PolyError
 from poly_ray.generation import Chunk, Done, Event, TokenLogprob, ToolCall, ToolCallDelta, gather_calls
 
@@ -97,14 +99,18 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None
         body = await parse_params(request, EmbeddingRequest)
         await access.authorize(request, "model", body.model)
         texts = [body.input] if isinstance(body.input, str) else body.input
-        vectors = await backend.embed(body.model, texts)
+        vectors, tokens = await asyncio.gather(
+            backend.embed(body.model, texts), asyncio.gather(*(backend.tokenize(body.model, t) for t in texts))
+        )
+        if body.dimensions is not None:
+            vectors = [shorten(v, body.dimensions, body.model) for v in vectors]
         if body.encoding_format == "base64":  # little-endian float32, as OpenAI sends it
             vectors = [base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode() for v in vectors]
         return {
             "object": "list",
             "model": body.model,
             "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
-            "usage": {"prompt_tokens": 0, "total_tokens": 0},
+            "usage": {"prompt_tokens": (n := sum(map(len, tokens))), "total_tokens": n},
         }
 
 

@@ -3,26 +3,11 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated
 
-from poly_ray.api.parsing import Stop
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-
-class Params(BaseModel):
-    """llama-cpp-python's completion parameters, as llm-api passes them on."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    max_tokens: int | None = Field(None, ge=1, le=1 << 20)
-    temperature: float | None = Field(None, ge=0, le=100)
-    top_k: int | None = Field(None, ge=0, le=1 << 20)
-    top_p: float | None = Field(None, gt=0, le=1)
-    min_p: float | None = Field(None, ge=0, le=1)
-    repeat_penalty: float | None = Field(None, gt=0, le=100)
-    frequency_penalty: float | None = Field(None, ge=-2, le=2)
-    presence_penalty: float | None = Field(None, ge=-2, le=2)
-    seed: int | None = Field(None, ge=0, lt=1 << 32)
-    stop: Stop = None
+from .params import Params
 
 
 class LlmApiBody(BaseModel):
@@ -32,13 +17,17 @@ class LlmApiBody(BaseModel):
     params: Params | None = None
 
     def overrides(self) -> dict:
-        return self.params.model_dump(exclude_none=True) if self.params else {}
+        return self.params.overrides() if self.params else {}
 
 
 class TextBody(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     text: str = Field(max_length=1_000_000)
+
+
+# What /stream generates when the body has no num_predict, as the Rust server did.
+STREAM_NUM_PREDICT = 32
 
 
 class StreamBody(BaseModel):
@@ -51,8 +40,16 @@ class StreamBody(BaseModel):
     repeat_penalty: float | None = Field(None, gt=0, le=100)
     temp: float | None = Field(None, ge=0, le=100)
     n_batch: int | None = Field(None, ge=1, le=1 << 16)  # the model's batch size is set in its config
-    # Prompt state is reused by prefix on the replica whatever the id (see README).
-    cache: str | None = Field(None, max_length=256)
+    # The Rust server's docs give an integer ("cache": 42); a name works too. Prompt
+    # state is reused by prefix on the replica whatever the id (see README).
+    cache: Annotated[int, Field(ge=0, lt=1 << 63)] | Annotated[str, Field(min_length=1, max_length=256)] | None = None
+
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _id(cls, v):
+        if isinstance(v, bool | float):  # not a count for the lax int
+            raise ValueError("must be an integer or a string")
+        return v
 
     def overrides(self) -> dict:
         o = {"max_tokens": self.num_predict, "top_k": self.top_k, "top_p": self.top_p,

@@ -23,7 +23,7 @@ from poly_ray.api.streaming import GenerationStream
 from poly_ray.errors import NotFound, PolyError
 from poly_ray.generation import Chunk, Done
 
-from .protocol import LlmApiBody, StreamBody, TextBody
+from .protocol import STREAM_NUM_PREDICT, LlmApiBody, StreamBody, TextBody
 
 
 def register(app: FastAPI, backend, access: Access, slots: StreamLimits, default: tuple[str, str] | None) -> None:
@@ -34,21 +34,38 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits, default
             raise NotFound("no task or model is configured")
         return default
 
+    async def limit() -> int:
+        """The most tokens the target may generate: a task's max_tokens, a bare model's context."""
+        kind, name = target()
+        if kind == "task":
+            return (await backend.tasks())[name]["max_tokens"]
+        return (await backend.models())[name]["context_size"]
+
     async def start(request: Request, model: type[BaseModel]):
         """Who calls, what they asked for, and its accepted stream with the place's release."""
         who = await access.authorize(request, *target())
         body = await parse_params(request, model)
-        events = backend.stream_target(target()[1], body.prompt, None, body.overrides())
+        overrides = body.overrides()
+        if isinstance(body, StreamBody) and body.num_predict is None:
+            overrides["max_tokens"] = min(STREAM_NUM_PREDICT, await limit())
+        events = backend.stream_target(target()[1], body.prompt, None, overrides)
         _, release = await slots.accepted(events, who.credential)
-        return events, release
+        return events, release, body
 
-    async def texts(events, release):
-        """The generated text, piece by piece; a failure mid-stream raises."""
+    async def texts(events, release, body):
+        """The generated text, piece by piece; a failure mid-stream raises. llm-api's
+        echo and suffix (llama-cpp-python's meanings) put the prompt before it and the
+        suffix after it."""
+        params = getattr(body, "params", None)
         try:
+            if params and params.echo:
+                yield body.prompt
             async for ev in events:
                 if isinstance(ev, Chunk) and ev.text:
                     yield ev.text
                 elif isinstance(ev, Done):
+                    if params and params.suffix:
+                        yield params.suffix
                     return
         finally:
             release()

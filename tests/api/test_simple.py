@@ -1,0 +1,131 @@
+"""The simple APIs with the bodies their original servers document (the Rust llm
+server's /stream, llm-api's /generate and /agenerate), over the ASGI app with a
+scripted model."""
+
+import pytest
+from test_ollama_simple import http_client, make_app
+
+# The Rust llm server's documented /stream body, cache id as a positive integer.
+RUST_STREAM_BODY = {
+    "prompt": "Once upon a time",
+    "n_batch": 8,
+    "top_k": 40,
+    "top_p": 0.95,
+    "repeat_penalty": 1.3,
+    "temp": 0.8,
+    "num_predict": 128,
+    "cache": 42,
+}
+
+
+async def test_stream_takes_the_documented_body_with_an_integer_cache_id():
+    app, model = make_app(tasks={"echo": {"model": "m", "max_tokens": 256}})
+    async with http_client(app) as http:
+        r = await http.post("/stream", json=RUST_STREAM_BODY)
+        assert r.status_code == 200, r.text
+        assert r.text == "Once\nupon\na\ntime\n"
+        sent = model.requests[-1]
+        assert sent.max_tokens == 128 and sent.sampling.top_k == 40 and sent.sampling.temperature == 0.8
+        assert (await http.post("/stream", json={"prompt": "a", "cache": "story-1"})).status_code == 200
+
+
+@pytest.mark.parametrize("cache", [-1, 1.5, True, "", "x" * 257, [1]])
+async def test_stream_refuses_a_cache_id_that_is_neither_a_count_nor_a_name(cache):
+    app, _ = make_app()
+    async with http_client(app) as http:
+        r = await http.post("/stream", json={"prompt": "a", "cache": cache})
+        assert r.status_code == 400 and "cache" in r.json()["error"]["message"]
+
+
+async def test_stream_predicts_32_tokens_by_default_within_the_task_limit():
+    app, model = make_app(tasks={"echo": {"model": "m", "max_tokens": 256}, "short": {"model": "m", "max_tokens": 10}})
+    async with http_client(app) as http:
+        await http.post("/stream", json={"prompt": "a"})
+        assert model.requests[-1].max_tokens == 32
+    app, model = make_app(tasks={"short": {"model": "m", "max_tokens": 10}})
+    async with http_client(app) as http:
+        await http.post("/stream", json={"prompt": "a"})
+        assert model.requests[-1].max_tokens == 10
+    app, model = make_app(default_task="m")  # a bare model: its context is the limit
+    async with http_client(app) as http:
+        await http.post("/stream", json={"prompt": "a"})
+        assert model.requests[-1].max_tokens == 32
+
+
+# llm-api's README, verbatim: the llama.cpp example (its `null or string` /
+# `null or integer` placeholders as null, its `False` as JSON false), the Hugging
+# Face example and the GPTQ-for-LLaMa example.
+LLAMA_PARAMS = {
+    "suffix": None,
+    "max_tokens": 128,
+    "temperature": 0.8,
+    "top_p": 0.95,
+    "logprobs": None,
+    "echo": False,
+    "stop": ["\\Q"],
+    "frequency_penalty": 0.0,
+    "presence_penalty": 0.0,
+    "repeat_penalty": 1.1,
+    "top_k": 40,
+}
+HF_PARAMS = {"max_length": 25, "max_new_tokens": 25, "do_sample": True, "top_k": 40, "top_p": 0.95}
+GPTQ_PARAMS = {"temp": 0.8, "top_p": 0.95, "min_length": 10, "max_length": 50}
+
+
+def llm_api_app():
+    return make_app(tasks={"echo": {"model": "m", "max_tokens": 256}})
+
+
+@pytest.mark.parametrize("path", ["/generate", "/agenerate"])
+@pytest.mark.parametrize("params", [LLAMA_PARAMS, HF_PARAMS, GPTQ_PARAMS], ids=["llama.cpp", "huggingface", "gptq"])
+async def test_llm_api_documented_params_are_accepted(path, params):
+    app, model = llm_api_app()
+    async with http_client(app) as http:
+        r = await http.post(path, json={"prompt": "What is the capital of paris", "params": params})
+        assert r.status_code == 200, r.text
+
+
+async def test_llm_api_params_map_onto_the_request():
+    app, model = llm_api_app()
+    async with http_client(app) as http:
+        await http.post("/generate", json={"prompt": "a", "params": LLAMA_PARAMS})
+        sent = model.requests[-1]
+        assert sent.max_tokens == 128 and sent.stop == ("\\Q",) and sent.sampling.repeat_penalty == 1.1
+        await http.post("/generate", json={"prompt": "a", "params": HF_PARAMS})
+        sent = model.requests[-1]  # max_new_tokens wins over max_length, as in transformers
+        assert sent.max_tokens == 25 and sent.max_length is None and sent.sampling.top_k == 40
+        await http.post("/generate", json={"prompt": "a", "params": GPTQ_PARAMS})
+        sent = model.requests[-1]  # lengths count the prompt: the engine turns them into new tokens
+        assert (sent.min_length, sent.max_length, sent.sampling.temperature) == (10, 50, 0.8)
+        await http.post("/generate", json={"prompt": "a", "params": {"do_sample": False, "temperature": 0.9,
+                                                                     "repetition_penalty": 1.3, "min_new_tokens": 4}})
+        sent = model.requests[-1]
+        assert (sent.sampling.temperature, sent.sampling.repeat_penalty, sent.min_tokens) == (0.0, 1.3, 4)
+
+
+async def test_llm_api_echo_and_suffix():
+    app, _ = llm_api_app()
+    async with http_client(app) as http:
+        r = await http.post("/generate", json={"prompt": "one two", "params": {"echo": True, "suffix": "END"}})
+        assert r.json() == "one two" + "one\ntwo\n" + "END"
+        r = await http.post("/agenerate", json={"prompt": "x", "params": {"echo": True, "suffix": "!"}})
+        assert r.text == "data: x\n\ndata: x\ndata: \n\ndata: !\n\n"
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({"num_beams": 4}, "params.num_beams: beam search is not supported: leave it out, or use do_sample = false"),
+    ({"early_stopping": True}, "params.early_stopping: beam search is not supported"),
+    ({"num_return_sequences": 3}, "params.num_return_sequences: one answer per request"),
+    ({"logprobs": 5}, "params.logprobs: /generate answers only the text: use /v1/completions with logprobs"),
+    ({"typical_p": 0.9}, "params: 'typical_p' is not supported: locally typical sampling is not available; use min_p"),
+    ({"no_repeat_ngram_size": 3}, "params: 'no_repeat_ngram_size' is not supported: use repetition_penalty"),
+    ({"max_tokenz": 1}, "params: unknown parameter 'max_tokenz' (the nearest supported is 'max_tokens')"),
+    ({"temprature": 1}, "params: unknown parameter 'temprature' (the nearest supported is 'temperature')"),
+    ({"zzz": 1}, "params: unknown parameter 'zzz'"),
+])
+async def test_llm_api_params_without_a_meaning_here_are_refused_naming_what_to_use(params, message):
+    app, model = llm_api_app()
+    async with http_client(app) as http:
+        r = await http.post("/generate", json={"prompt": "a", "params": params})
+        assert r.status_code == 400 and r.json()["error"]["message"].startswith(message), r.json()
+        assert not model.requests
