@@ -1,4 +1,5 @@
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -6,6 +7,9 @@ import pytest
 # The test cluster lives on loopback and is torn down after the session.
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Durable state (state_dir's default) goes to a folder of the test run's, never the user's
+# data directory; Ray's workers inherit it.
+os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="poly-ray-test-state-")
 
 REPO = Path(__file__).resolve().parent.parent
 

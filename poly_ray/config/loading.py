@@ -41,6 +41,7 @@ ENV_KEYS: dict[str, Literal["str", "bool", "int", "list", "json", "secret"]] = {
     "max_upload_bytes": "int",
     "log_prompts": "bool",
     "cache_path": "str",
+    "state_dir": "str",
 }
 
 
@@ -124,6 +125,7 @@ def _resolve_paths(config: Config, base_dir: Path) -> Config:
         "tasks": tasks,
         "memories": {name: _absolute_store(m, absolute) for name, m in config.memories.items()},
         "cache_path": absolute(config.cache_path),
+        "state_dir": absolute(config.state_dir),
         "jwt_public_key": _load_public_key(config.jwt_public_key, absolute),
     })
 

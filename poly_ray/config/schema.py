@@ -26,6 +26,13 @@ from . import sampler_chain
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 DEFAULT_CACHE = Path("~/.cache/poly-ray")
 
+
+def default_state_dir() -> Path:
+    """Where durable state lives unless ``state_dir`` says otherwise: the user's data
+    directory (XDG), so one folder holds everything worth backing up."""
+    base = os.environ.get("XDG_DATA_HOME") or "~/.local/share"
+    return Path(base) / "poly-ray"
+
 # Chunks a memory embeds per call to its model (memory.memory): its uploads must fit
 # the model's max_embedding_tokens.
 EMBED_BATCH = 32
@@ -436,6 +443,9 @@ class Config(_Strict):
     log_prompts: bool = False
     schema_limits: SchemaLimits = SchemaLimits()
     cache_path: Path = DEFAULT_CACHE
+    # Durable state (conversations, responses, assistants, ingestion jobs, KV snapshots):
+    # one folder to back up. Each feature keeps a subfolder of its own (see state_path).
+    state_dir: Path = Field(default_factory=default_state_dir)
     models: dict[str, ModelConfig] = {}
     tasks: dict[str, TaskConfig] = {}
     memories: dict[str, MemoryConfig] = {}
@@ -490,3 +500,10 @@ class Config(_Strict):
     @property
     def port(self) -> int:
         return int(self.bind_address.rpartition(":")[2])
+
+
+def state_path(config: "Config", *parts: str) -> Path:
+    """A path under ``state_dir`` (created), e.g. ``state_path(cfg, "kv", "gemma")``."""
+    path = config.state_dir.expanduser().joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
