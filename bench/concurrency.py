@@ -57,6 +57,9 @@ def raw_batched(path: str, threads: int, steps: int) -> dict[int, float]:
     import llama_cpp
     from llama_cpp import _internals, _logger
 
+    from poly_ray.engine import backends
+
+    backends.load()
     _logger.set_verbose(False)
     model = _internals.LlamaModel(path_model=path, params=llama_cpp.llama_model_default_params(), verbose=False)
     p = llama_cpp.llama_context_default_params()

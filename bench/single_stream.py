@@ -97,6 +97,9 @@ def main() -> int:
     serve.run(build_app(cfg), name="bench", route_prefix="/")
     url = "http://127.0.0.1:8123/v1/task/complete/live"
 
+    from poly_ray.engine import backends
+
+    backends.load()
     llm = llama_cpp.Llama(
         str(path), n_ctx=model.context_size, n_threads=args.threads, n_threads_batch=args.threads,
         n_batch=model.batch_size, verbose=False,

@@ -16,6 +16,8 @@ from llama_cpp import _logger as llama_log
 
 from poly_ray.errors import BadRequest, PromptTooLong
 
+from . import backends
+
 
 def model_metadata(model_path: str | Path) -> dict[str, str]:
     """The GGUF metadata of a model (only its vocabulary is loaded)."""
@@ -51,6 +53,7 @@ class Embedder:
         # (BERT) must see a whole batch in one ubatch: llama.cpp aborts the
         # process otherwise, so n_ubatch = n_batch.
         batch = context_size
+        backends.load()
         llama_log.set_verbose(False)
         self._llm = llama_cpp.Llama(
             model_path=str(model_path),

@@ -43,6 +43,7 @@ from llama_cpp import _logger as llama_log
 from poly_ray.errors import BadRequest, Busy, ContextFull, ModelError, PromptTooLong
 from poly_ray.generation import Chunk, Done, Event, GenerationRequest, Segment, Started, TokenLogprob
 
+from . import backends
 from .embedder import Embedder
 from .kv_slots import Slot, place
 from .sampler import SamplerChain
@@ -136,6 +137,7 @@ class Engine:
         self._gpu_layers = gpu_layers
         self._batch_size = batch_size
 
+        backends.load()
         llama_log.set_verbose(False)  # llama.cpp's own logging: errors only
         model_params = llama_cpp.llama_model_default_params()
         model_params.n_gpu_layers = gpu_layers

@@ -45,6 +45,10 @@ def checkpoint(tmp_path_factory) -> Path:
 def llm(checkpoint, tmp_path_factory):
     from llama_cpp import LLAMA_POOLING_TYPE_MEAN, Llama
 
+    from poly_ray.engine import backends
+
+    backends.load()  # a dispatched build has no CPU backend until one is loaded
+
     path = bert_gguf.convert(checkpoint, tmp_path_factory.mktemp("gguf") / "minilm.gguf")
     model = Llama(
         model_path=str(path), embedding=True, pooling_type=LLAMA_POOLING_TYPE_MEAN, n_threads=2, verbose=False

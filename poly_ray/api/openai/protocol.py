@@ -62,6 +62,8 @@ class _Sampling(_Body):
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     user: str | None = None
+    # vLLM's and llama-server's extension: generate max_tokens whatever the model says (benchmarks).
+    ignore_eos: bool | None = None
 
     @model_validator(mode="after")
     def _supported(self):
@@ -77,6 +79,7 @@ class _Sampling(_Body):
             "seed": self.seed,
             "frequency_penalty": self.frequency_penalty,
             "presence_penalty": self.presence_penalty,
+            "ignore_eos": self.ignore_eos or None,
         }
         if self.stop:
             o["stop"] = [self.stop] if isinstance(self.stop, str) else self.stop
