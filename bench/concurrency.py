@@ -139,16 +139,15 @@ def main() -> int:
     import ray
     from ray import serve
 
-    from poly_ray import config as config_mod
-    from poly_ray.config import default_config_path
     from poly_ray.engine.sources import resolve
     from poly_ray.serve.builder import build_app
 
-    cfg = config_mod.load(default_config_path(), env={})
-    model = cfg.models["gemma"].model_copy(update={"threads_per_session": args.threads, "slots": 8, "context_size": 2048})
+    from benchcfg import gemma_only
+
+    updates = {"threads_per_session": args.threads, "slots": 8, "context_size": 2048}
     if args.interval_ms is not None:
-        model = model.model_copy(update={"stream_interval_ms": args.interval_ms})
-    cfg = cfg.model_copy(update={"models": {"gemma": model}, "public": True})
+        updates["stream_interval_ms"] = args.interval_ms
+    cfg, model = gemma_only(**updates)
     path = str(resolve("gemma", model, cfg.cache_path))
     eog = [1, 106]
     results: dict = {}

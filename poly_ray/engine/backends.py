@@ -97,6 +97,12 @@ def _features(base, reg) -> dict[str, str]:
     return out
 
 
+def pick(scores: dict[str, int]) -> str | None:
+    """The variant to load: ggml's best score for this CPU, the AMX ones left out."""
+    usable = {name: s for name, s in scores.items() if s > 0 and name not in EXCLUDED}
+    return max(usable, key=usable.get) if usable else None
+
+
 def _cpu_reg(base, ggml):
     for i in range(ggml.ggml_backend_reg_count()):
         reg = ggml.ggml_backend_reg_get(i)
@@ -119,10 +125,9 @@ def load() -> CpuBackend:
             _loaded = CpuBackend("built-in", None, {}, _features(base, reg) if reg else {})
             return _loaded
         scores = {p.name[len(_CPU_PREFIX) : -3]: score(p) for p in variants}
-        usable = {name: s for name, s in scores.items() if s > 0 and name not in EXCLUDED}
-        if not usable:
+        best = pick(scores)
+        if best is None:
             raise RuntimeError(f"none of llama.cpp's CPU variants in {folder} runs on this CPU: {scores}")
-        best = max(usable, key=usable.get)
         path = folder / f"{_CPU_PREFIX}{best}.so"
         if not ggml.ggml_backend_load(str(path).encode()):
             raise RuntimeError(f"llama.cpp could not load its CPU backend {path}")

@@ -1,6 +1,7 @@
 """The one place where deployment classes meet their options: the graph of a config.
 
-Ingress → TaskOrchestrator → one LlamaModel deployment per configured model,
+Ingress → TaskOrchestrator → one LlamaModel deployment per configured model
+(the ingress also calls the models directly, for tasks without a memory),
 and, with memories configured, a MemoryActor that the ingress and the
 orchestrator both call (it embeds through the embedding models' deployments).
 """
@@ -43,4 +44,5 @@ def build_app(cfg: Config) -> Application:
         cfg.log_prompts,
     )
     ingress = serve.deployment(serve.ingress()(Ingress), name="ingress", **LIGHT_OPTIONS)
-    return ingress.bind(orchestrator, cfg.model_dump(mode="json"), memory)
+    # The ingress calls the models itself for tasks without a memory (serve/ingress.py).
+    return ingress.bind(orchestrator, cfg.model_dump(mode="json"), memory, models)

@@ -1,4 +1,13 @@
-"""Ingress: the HTTP app of poly_ray.api, over a handle to the orchestrator."""
+"""Ingress: the HTTP app of poly_ray.api, over handles to the orchestrator and the models.
+
+A generation whose task needs no memory (recall or stored prompts) runs its
+task here, on a TaskRunner of the ingress's own that calls the model
+deployment directly: prompt assembly, tools and the bias-prompt flow are a
+few microseconds of Python, while one more hop costs every streamed message
+a pickling and a Ray call in a process that competes with the model's decode
+threads for the CPU. Tasks with a memory go through the orchestrator, which
+owns the recall and storing.
+"""
 
 from __future__ import annotations
 
@@ -9,35 +18,55 @@ from ray.exceptions import TaskCancelledError
 
 from poly_ray.api import create_app
 from poly_ray.config import Config
-from poly_ray.tasks.runner import READY_TIMEOUT_S
+from poly_ray.tasks.runner import READY_TIMEOUT_S, TaskRunner
 
-from .handles import MemoryHandle, call, stream
-from .ops import route_logs_to_serve
+from .handles import MemoryHandle, ModelHandle, call, stream
+from .ops import RayMetrics, route_logs_to_serve
 
 log = logging.getLogger(__name__)
 ORCHESTRATOR = "the task orchestrator"
 
 
 class OrchestratorBackend:
-    """``api.Backend`` through a DeploymentHandle to the TaskOrchestrator."""
+    """``api.Backend`` through DeploymentHandles: to the models directly for tasks
+    without a memory, to the TaskOrchestrator for the others."""
 
-    def __init__(self, handle, memory=None):
+    def __init__(self, handle, memory=None, config: Config | None = None, models: dict | None = None):
         self._handle = handle
         self._streaming = handle.options(stream=True)
         self.memories = MemoryHandle(memory) if memory is not None else None
         self._tasks: dict | None = None
         self._models: dict | None = None
+        self._direct = None
+        self._with_memory: set[str] = set()
+        if config is not None and models:
+            self._direct = TaskRunner(
+                config.tasks, config.models, {name: ModelHandle(h, name) for name, h in models.items()},
+                sinks=(RayMetrics(),), log_prompts=config.log_prompts,
+            )
+            self._with_memory = {name for name, t in config.tasks.items() if t.memorization is not None}
+
+    def _runs_here(self, target: str) -> bool:
+        return self._direct is not None and target not in self._with_memory
 
     def stream(self, task, prompt, overrides):
+        if self._runs_here(task):
+            return self._direct.stream(task, prompt, overrides)
         return stream(self._streaming.stream.remote(task, prompt, overrides), ORCHESTRATOR)
 
     def stream_target(self, target, prompt, messages, overrides):
+        if self._runs_here(target):
+            return self._direct.stream_target(target, prompt, messages, overrides)
         return stream(self._streaming.stream_target.remote(target, prompt, messages, overrides), ORCHESTRATOR)
 
     def stream_turn(self, task, context, prompt, overrides, history=None):
+        if self._runs_here(task):
+            return self._direct.stream_turn(task, context, prompt, overrides, history)
         return stream(self._streaming.stream_turn.remote(task, context, prompt, overrides, history), ORCHESTRATOR)
 
     async def complete(self, task, prompt, overrides):
+        if self._runs_here(task):
+            return await self._direct.complete(task, prompt, overrides)
         return await call(self._handle.complete.remote(task, prompt, overrides), ORCHESTRATOR)
 
     async def embed(self, model, texts):
@@ -58,7 +87,10 @@ class OrchestratorBackend:
         return self._models
 
     async def stats(self):
-        return await call(self._handle.stats.remote(), ORCHESTRATOR)
+        stats = await call(self._handle.stats.remote(), ORCHESTRATOR)
+        if self._direct is not None:  # the tasks run here count here
+            stats["tasks"] = merge_tallies(stats["tasks"], (await self._direct.stats_tasks()))
+        return stats
 
     async def ready(self):
         # The orchestrator checks each model within READY_TIMEOUT_S; past twice
@@ -70,11 +102,21 @@ class OrchestratorBackend:
             return {"orchestrator": False}
 
 
+def merge_tallies(a: dict[str, dict], b: dict[str, dict]) -> dict[str, dict]:
+    """Two runners' per-task counts (``Tally.snapshot``) as one."""
+    out = {task: dict(counts) for task, counts in a.items()}
+    for task, counts in b.items():
+        mine = out.setdefault(task, {})
+        for key, value in counts.items():
+            mine[key] = mine.get(key, 0) + value
+    return out
+
+
 class Ingress:
-    def __init__(self, orchestrator, config: dict, memory=None):
+    def __init__(self, orchestrator, config: dict, memory=None, models: dict | None = None):
         route_logs_to_serve()
-        self._backend = OrchestratorBackend(orchestrator, memory)
         self._config = Config.model_validate(config)
+        self._backend = OrchestratorBackend(orchestrator, memory, self._config, models)
 
     def __serve_build_asgi_app__(self):
         app = create_app(self._backend, self._config)

@@ -120,6 +120,24 @@ async def test_completion_applies_the_task(client):
     assert body["usage"]["prompt_tokens"] > 8
 
 
+async def test_a_task_without_memory_goes_from_the_ingress_to_the_model(client):
+    """No orchestrator hop for a plain task: the orchestrator's own counts do not
+    move, while /v1/stats (which adds the ingress's) counts the request."""
+    from ray import serve
+
+    orchestrator = serve.get_deployment_handle("orchestrator", app_name="poly-ray")
+
+    async def counted_there():
+        return (await orchestrator.stats.remote())["tasks"].get("qa", {}).get("requests", 0)
+
+    before, seen = await counted_there(), (await client.get("/v1/stats")).json()["tasks"].get("qa", {})
+    r = await client.post("/v1/task/qa/completion", json={"prompt": "What is the capital of Italy?", "max_tokens": 3})
+    assert r.status_code == 200, r.text
+    assert await counted_there() == before
+    after = (await client.get("/v1/stats")).json()["tasks"]["qa"]
+    assert after["requests"] == seen.get("requests", 0) + 1 and after["predict_tokens"] >= 1
+
+
 async def test_same_seed_same_answer_through_the_graph(client):
     params = {"prompt": "The weather today", "max_tokens": 16, "seed": 11}
     a = (await client.get("/v1/task/complete/completion", params=params)).json()["text"]

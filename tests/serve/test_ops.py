@@ -193,3 +193,16 @@ def test_the_config_digest_ignores_placement_and_build_refuses_a_changed_config(
     path.write_text(model + "replicas = 3\n[tasks.t]\nmodel = \"m\"\nprefix = \"Q: \"\n")
     with pytest.raises(ConfigError, match="changed since this Serve config was written.*poly-ray build"):
         build({"config": str(path), "config_digest": digest})
+
+
+def test_the_ingress_and_orchestrator_counts_add_up():
+    from poly_ray.serve.ingress import merge_tallies
+
+    a = {"qa": {"requests": 2, "cycles": 2, "predict_duration_s": 1.5}, "docs": {"requests": 1, "cycles": 0}}
+    b = {"qa": {"requests": 1, "cycles": 0, "predict_duration_s": 0.5}, "story": {"requests": 4, "cycles": 4}}
+    assert merge_tallies(a, b) == {
+        "qa": {"requests": 3, "cycles": 2, "predict_duration_s": 2.0},
+        "docs": {"requests": 1, "cycles": 0},
+        "story": {"requests": 4, "cycles": 4},
+    }
+    assert a["qa"]["requests"] == 2  # the inputs are left as they were
