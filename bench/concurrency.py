@@ -42,6 +42,10 @@ PROMPTS = [
 ]
 
 
+SERVER_MAIN = ("from poly_ray.engine import backends; backends.load(); import runpy; "
+               "runpy.run_module('llama_cpp.server', run_name='__main__')")
+
+
 class _Skip(Exception):
     pass
 
@@ -162,7 +166,8 @@ def main() -> int:
     if args.skip_references:
         port = None
     server = port and subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", path, "--n_threads", str(args.threads),
+        # Its CPU backend loaded first: a dispatched build has none until then.
+        [sys.executable, "-c", SERVER_MAIN, "--model", path, "--n_threads", str(args.threads),
          "--n_threads_batch", str(args.threads), "--n_ctx", "2048", "--port", str(port),
          "--interrupt_requests", "False", "--verbose", "False"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -32,6 +32,7 @@ import queue
 import threading
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -161,6 +162,12 @@ class Engine:
         self._mem = llama_cpp.llama_get_memory(self._ctx.ctx)
         self._batch = llama_cpp.llama_batch_init(batch_size, 0, 1)
         self._piece_buf = ctypes.create_string_buffer(64)
+        self._pieces: dict[int, bytes] = {}
+        # Sampling a 262k vocabulary takes about as long per sequence as a fifth of
+        # an 8-sequence decode step, and the decode threads sit idle meanwhile: the
+        # sequences are sampled on all `threads` (llama.cpp's sampler releases the GIL).
+        self._sample_threads = max(1, threads)
+        self._samplers = ThreadPoolExecutor(threads - 1, thread_name_prefix=f"sample-{name}") if threads > 1 else None
 
         self._slots = [Slot(seq) for seq in range(slots)]
         self._jobs: queue.Queue = queue.Queue()
@@ -274,12 +281,20 @@ class Engine:
     def close(self) -> None:
         self._jobs.put(_STOP)
         self._worker.join(timeout=30)
+        if self._samplers is not None:
+            self._samplers.shutdown(wait=True)
         llama_cpp.llama_batch_free(self._batch)
 
     # -- worker -----------------------------------------------------------
 
     def _piece(self, token: int) -> bytes:
         """The bytes of one token (possibly part of a UTF-8 character)."""
+        piece = self._pieces.get(token)
+        if piece is None:
+            piece = self._pieces[token] = self._piece_of(token)
+        return piece
+
+    def _piece_of(self, token: int) -> bytes:
         n = llama_cpp.llama_token_to_piece(self._vocab, token, self._piece_buf, len(self._piece_buf), 0, False)
         if n < 0:  # longer than the buffer: grow it to the size asked for
             self._piece_buf = ctypes.create_string_buffer(-n)
@@ -289,6 +304,10 @@ class Engine:
     @functools.cached_property
     def _eog_tokens(self) -> list[int]:
         return [t for t in range(self._n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, t)]
+
+    @functools.cached_property
+    def _eog_set(self) -> frozenset[int]:
+        return frozenset(self._eog_tokens)
 
     def _loop(self) -> None:
         runs: list[_Run] = []
@@ -407,15 +426,31 @@ class Engine:
         with self._lock:
             self.steps += 1
         now = time.perf_counter()
-        for run, index in sample_at:
-            token = run.sampler.sample(self._ctx.ctx, index)
+        for (run, index), token in zip(sample_at, self._sample(sample_at)):
             top_n = run.job.request.logprobs
             self._accept(run, token, now, None if top_n is None else self._logprob(index, token, top_n))
+
+    def _sample(self, sample_at: list[tuple[_Run, int]]) -> list[int]:
+        """One token per (run, batch index), the runs split over the sampling threads."""
+        ctx = self._ctx.ctx
+
+        def some(part):
+            return [run.sampler.sample(ctx, index) for run, index in part]
+
+        if self._samplers is None or len(sample_at) < 2:
+            return some(sample_at)
+        size = -(-len(sample_at) // self._sample_threads)
+        chunks = [sample_at[i : i + size] for i in range(0, len(sample_at), size)]
+        futures = [self._samplers.submit(some, chunk) for chunk in chunks[1:]]
+        tokens = some(chunks[0])
+        for f in futures:
+            tokens += f.result()
+        return tokens
 
     def _accept(self, run: _Run, token: int, now: float, logprob: TokenLogprob | None = None) -> None:
         if run.first_at is None:
             run.first_at = now
-        if llama_cpp.llama_vocab_is_eog(self._vocab, token):  # EOS, EOT (never with ignore_eos)
+        if token in self._eog_set:  # EOS, EOT (never with ignore_eos)
             self._finish(run, "stop")
             return
         if logprob is not None:
