@@ -10,11 +10,11 @@ PY         := $(VENV)/bin/python
 # runs on any x86-64 laptop or server. The AMX variant is built but never
 # loaded: ggml's AMX kernel crashed on the Xeons this was first built on.
 # CMAKE_INSTALL_BINDIR puts the variants in llama_cpp/lib, beside libggml.
-# For CUDA nodes add the GPU backend:
-#   make setup LLAMA_CMAKE_ARGS="-DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON -DGGML_NATIVE=OFF \
-#     -DCMAKE_INSTALL_BINDIR=llama_cpp/lib -DGGML_CUDA=on"
+# For CUDA nodes add the GPU backend (a library beside the CPU ones):
+#   make setup LLAMA_EXTRA_CMAKE_ARGS="-DGGML_CUDA=on"
 LLAMA_DISPATCH   := -DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON -DGGML_NATIVE=OFF -DCMAKE_INSTALL_BINDIR=llama_cpp/lib
-LLAMA_CMAKE_ARGS ?= $(LLAMA_DISPATCH)
+LLAMA_EXTRA_CMAKE_ARGS ?=
+LLAMA_CMAKE_ARGS ?= $(strip $(LLAMA_DISPATCH) $(LLAMA_EXTRA_CMAKE_ARGS))
 LLAMA_VERSION    := 0.3.36
 # pip's wheel cache is keyed on the sdist, not on CMAKE_ARGS: a changed
 # LLAMA_CMAKE_ARGS would silently reuse the old wheel. So the wheel is built
