@@ -196,6 +196,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tokens", type=int, default=96, help="tokens per stream")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--interval-ms", type=float, default=None, help="the model's stream_interval_ms")
     ap.add_argument("--peer-cmake-args", default=None, help="CMake flags for llama-server (default: poly-ray's variant)")
     ap.add_argument("--build-only", action="store_true", help="build (or find) llama-server and stop")
     args = ap.parse_args()
@@ -220,7 +221,10 @@ def main() -> int:
 
     from benchcfg import gemma_only
 
-    cfg, model = gemma_only(threads_per_session=args.threads, slots=8, context_size=2048)
+    updates = {"threads_per_session": args.threads, "slots": 8, "context_size": 2048}
+    if args.interval_ms is not None:
+        updates["stream_interval_ms"] = args.interval_ms
+    cfg, model = gemma_only(**updates)
     path = str(resolve("gemma", model, cfg.cache_path))
 
     peer_port = free_port()
@@ -268,7 +272,8 @@ def main() -> int:
     raw = {n: float(np.median([r[n] for r in raws])) for n in STREAMS}
     s = {t: {n: summary(runs[t][n]) for n in STREAMS} for t in targets}
     print(f"\nGemma 3 270M Q4_K_M, {args.threads} threads, {args.tokens} tokens per stream (EOS ignored), "
-          f"{args.rounds} rounds, poly-ray CPU variant {variant}, llama-server {PEER_VERSION} -np 8 -cb\n")
+          f"{args.rounds} rounds, poly-ray CPU variant {variant}, stream_interval_ms {model.stream_interval_ms}, "
+          f"llama-server {PEER_VERSION} -np 8 -cb\n")
     print("| streams | llama-server tok/s | poly-ray tok/s | poly/llama-server | raw batched | poly/raw "
           "| TTFT p50 llama-server / poly | TTFT p99 llama-server / poly |")
     print("|---|---|---|---|---|---|---|---|")
