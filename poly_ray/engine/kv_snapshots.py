@@ -23,17 +23,24 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from poly_ray.errors import PolyError
+
 log = logging.getLogger(__name__)
 
 DEFAULT_BUDGET = 2 << 30  # 2 GiB
 
 
-class SnapshotTooLarge(Exception):
-    """One snapshot alone is over the byte budget (HTTP 507)."""
+class SnapshotTooLarge(PolyError):
+    """One snapshot alone is over the byte budget."""
+
+    status = 507
+    code = "kv_snapshot_too_large"
 
     def __init__(self, size: int, budget: int):
-        super().__init__(f"KV snapshot of {size} bytes is over the budget of {budget} bytes (kv_snapshot_bytes)")
-        self.size, self.budget = size, budget
+        super().__init__(
+            f"the KV snapshot of this prompt is {size} bytes, over the budget of {budget} bytes "
+            "(kv_snapshot_bytes): send it without a cache id, or raise the budget"
+        )
 
 
 @dataclass
@@ -92,6 +99,15 @@ class SnapshotIndex:
 
     def file_for(self, key: str) -> Path:
         return self.folder / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".kv")
+
+    def check_fits(self, n_tokens: int) -> None:
+        """Refuse up front a prompt whose snapshot would be over the budget, judged by
+        the bytes per token of the snapshots saved so far (none yet: no judgement)."""
+        sized = [e for e in self.entries.values() if e.n_tokens > 0]
+        if sized:
+            per_token = max(e.bytes / e.n_tokens for e in sized)
+            if n_tokens * per_token > self.budget:
+                raise SnapshotTooLarge(int(n_tokens * per_token), self.budget)
 
     def total(self) -> int:
         return sum(e.bytes for e in self.entries.values())
