@@ -93,6 +93,9 @@ class ModelConfig(_Strict):
     # Streamed text is sent at most this often (the first chunk at once): fewer,
     # larger messages leave more CPU to the model. 0 sends every token alone.
     stream_interval_ms: float = Field(100.0, ge=0, le=10_000)
+    # Bytes of durable KV snapshots (`/stream` cache ids, task preludes) kept under
+    # state_dir/kv/<model>, least recently used evicted; 0 turns them off.
+    kv_snapshot_bytes: int = Field(2 << 30, ge=0, le=1 << 50)
 
     @field_validator("url")
     @classmethod

@@ -20,7 +20,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from poly_ray.errors import PolyError
@@ -50,6 +50,7 @@ class Entry:
     last_used: float
     fingerprint: str
     n_tokens: int
+    tokens: list[int] = field(default_factory=list)  # what it holds: matched before any file is read
 
 
 def fingerprint(model_path: str, context_size: int) -> str:
@@ -134,7 +135,7 @@ class SnapshotIndex:
             (self.folder / entry.file).unlink(missing_ok=True)
             self._write()
 
-    def admit(self, key: str, size: int, n_tokens: int) -> list[str]:
+    def admit(self, key: str, size: int, n_tokens: int, tokens: list[int] | None = None) -> list[str]:
         """Record a snapshot of ``size`` bytes just written for ``key``; evict least
         recently used others until the total fits. Returns the evicted keys."""
         if size > self.budget:
@@ -142,7 +143,7 @@ class SnapshotIndex:
             self.entries.pop(key, None)
             self._write()
             raise SnapshotTooLarge(size, self.budget)
-        self.entries[key] = Entry(self.file_for(key).name, size, time.time(), self.fp, n_tokens)
+        self.entries[key] = Entry(self.file_for(key).name, size, time.time(), self.fp, n_tokens, list(tokens or []))
         evicted = []
         for other in sorted(self.entries, key=lambda k: self.entries[k].last_used):
             if self.total() <= self.budget:
@@ -166,7 +167,7 @@ class SnapshotIndex:
             tmp.unlink(missing_ok=True)
             raise OSError(f"llama_state_seq_save_file failed for {path}")
         os.replace(tmp, path)
-        self.admit(key, os.path.getsize(path), len(tokens))
+        self.admit(key, os.path.getsize(path), len(tokens), tokens)
         return size
 
     def load(self, ctx, seq: int, key: str, capacity: int) -> list[int] | None:

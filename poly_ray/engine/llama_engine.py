@@ -466,9 +466,11 @@ class Engine:
         # Free the slot before the caller hears Done, so that it is free for
         # whatever the caller sends next.
         self._release(run, keep_cells=True)
-        if run.job.request.cache_key is not None and self._snapshots is not None:
+        key = run.job.request.cache_key
+        # A prelude is saved once; a cache id each time, with what it holds now.
+        if key is not None and self._snapshots is not None and not (key.startswith("prelude/") and self._snapshots.lookup(key)):
             try:
-                self._snapshots.save(self._ctx.ctx, run.slot.seq, run.slot.tokens, run.job.request.cache_key)
+                self._snapshots.save(self._ctx.ctx, run.slot.seq, run.slot.tokens, key)
             except SnapshotTooLarge as e:
                 run.job.send(e)
                 return
@@ -511,7 +513,7 @@ class Engine:
             return placement
         entry = self._snapshots.lookup(key)
         limit = len(job.tokens) - 1  # at least one token is evaluated, for logits
-        if entry is None or min(entry.n_tokens, limit) <= placement.reuse:
+        if entry is None or min(common_prefix(entry.tokens, job.tokens), limit) <= placement.reuse:
             return placement
         llama_cpp.llama_memory_seq_rm(self._mem, slot.seq, -1, -1)
         saved = self._snapshots.load(self._ctx.ctx, slot.seq, key, self.context_size)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from ray import serve
 from ray.serve import Application
 
-from poly_ray.config import Config
+from poly_ray.config import Config, state_path
 
 from .ingress import Ingress
 from .memory import MemoryActor
@@ -26,7 +26,7 @@ def build_app(cfg: Config) -> Application:
     model_configs = {name: m.model_dump(mode="json", exclude=PLACEMENT_KEYS) for name, m in cfg.models.items()}
     models = {
         name: serve.deployment(LlamaModel, name=f"model-{name}", **model_options(m)).bind(
-            name, model_configs[name], str(cfg.cache_path)
+            name, model_configs[name], str(cfg.cache_path), str(state_path(cfg, "kv", name))
         )
         for name, m in cfg.models.items()
     }
