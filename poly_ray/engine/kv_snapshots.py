@@ -77,6 +77,9 @@ class SnapshotIndex:
         self.fp = fingerprint
         self.budget = budget
         self.entries: dict[str, Entry] = {}
+        # Bytes per token of the largest snapshot tried, kept or refused: what the
+        # up-front check judges a new prompt by.
+        self.per_token = 0.0
         self._read()
 
     # -- index ------------------------------------------------------------
@@ -104,9 +107,9 @@ class SnapshotIndex:
     def check_fits(self, n_tokens: int) -> None:
         """Refuse up front a prompt whose snapshot would be over the budget, judged by
         the bytes per token of the snapshots saved so far (none yet: no judgement)."""
-        sized = [e for e in self.entries.values() if e.n_tokens > 0]
-        if sized:
-            per_token = max(e.bytes / e.n_tokens for e in sized)
+        sized = [e.bytes / e.n_tokens for e in self.entries.values() if e.n_tokens > 0]
+        per_token = max([self.per_token, *sized])
+        if per_token:
             if n_tokens * per_token > self.budget:
                 raise SnapshotTooLarge(int(n_tokens * per_token), self.budget)
 
@@ -138,6 +141,8 @@ class SnapshotIndex:
     def admit(self, key: str, size: int, n_tokens: int, tokens: list[int] | None = None) -> list[str]:
         """Record a snapshot of ``size`` bytes just written for ``key``; evict least
         recently used others until the total fits. Returns the evicted keys."""
+        if n_tokens:
+            self.per_token = max(self.per_token, size / n_tokens)
         if size > self.budget:
             self.file_for(key).unlink(missing_ok=True)
             self.entries.pop(key, None)

@@ -471,10 +471,8 @@ class Engine:
         if key is not None and self._snapshots is not None and not (key.startswith("prelude/") and self._snapshots.lookup(key)):
             try:
                 self._snapshots.save(self._ctx.ctx, run.slot.seq, run.slot.tokens, key)
-            except SnapshotTooLarge as e:
-                run.job.send(e)
-                return
-            except OSError as e:
+            except (SnapshotTooLarge, OSError) as e:
+                # The answer stands; the size learnt here refuses such prompts up front.
                 log.warning("model %s: KV snapshot not saved: %s", self.name, e)
         context = tuple(run.job.tokens + run.output) if run.job.request.context is not None else None
         run.job.send(Done(reason, len(run.job.tokens), n, timings, context))
