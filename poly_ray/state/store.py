@@ -103,7 +103,8 @@ class Store:
         with self._lock:
             try:
                 self._db.execute(
-                    "INSERT INTO objects (id, owner, kind, parent, created_at, status, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO objects (id, owner, kind, parent, created_at, status, body)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (body["id"], owner, kind, parent, body["created_at"], body.get("status"), json.dumps(body)),
                 )
             except sqlite3.IntegrityError:

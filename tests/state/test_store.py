@@ -133,7 +133,8 @@ def test_migrates_a_v1_file(tmp_path):
     db.close()
     s = Store(path)
     assert s.version == SCHEMA_VERSION == MIGRATIONS[-1][0]
-    assert [r[0] for r in s._db.execute("SELECT version FROM schema_version ORDER BY version")] == [m[0] for m in MIGRATIONS]
+    versions = [r[0] for r in s._db.execute("SELECT version FROM schema_version ORDER BY version")]
+    assert versions == [m[0] for m in MIGRATIONS]
     assert s.get("a", "response", "resp_old")["status"] == "completed"
     assert s.get("a", "response", "resp_stuck")["status"] == "failed" and s.swept == 1
     assert [o["id"] for o in s.list("a", "response", order="asc").data] == ["resp_old", "resp_stuck"]
