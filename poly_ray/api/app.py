@@ -34,6 +34,7 @@ from .openapi import document
 from .parsing import describe
 from .poly import chat_ws
 from .poly import routes as poly_routes
+from .responses import routes as responses_routes
 from .simple import routes as simple_routes
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ def create_app(backend: Backend, config: Config, listen_host: str | None = None)
 
     poly_routes.register(app, backend, access, limits)
     openai_routes.register(app, backend, access, limits)
+    responses_routes.register(app, backend, access, limits)
     ollama_routes.register(app, backend, access, limits)
     simple_routes.register(app, backend, access, limits, config.default_target)
     chat_ws.register(app, backend, access, limits)
