@@ -24,13 +24,14 @@ from poly_ray.api.limits import StreamLimits
 from poly_ray.api.openapi import AUTHORIZED, GENERATES, SSE, doc
 from poly_ray.api.parsing import parse_params
 from poly_ray.api.streaming import GenerationStream
-from poly_ray.errors import Busy, NotFound, PolyError
+from poly_ray.errors import BadRequest, Busy, NotFound, PolyError
 from poly_ray.generation import Chunk, Done
 from poly_ray.state.store import new_id
 
 from . import protocol
 
 RESPONSE, INPUT = "response", "response_input"
+CONVERSATION, ITEM = "conversation", "item"
 ANONYMOUS_OWNER = "anonymous"
 
 
@@ -42,6 +43,7 @@ class ResponseCreate(BaseModel):
     input: str | list[Any]
     instructions: str | None = None
     previous_response_id: str | None = None
+    conversation: str | dict[str, Any] | None = None
     store: bool = True
     stream: bool = False
     max_output_tokens: int | None = Field(None, ge=1, le=1 << 20)
@@ -75,6 +77,28 @@ def _input_id(rid: str) -> str:
     return "in_" + rid.removeprefix("resp_")
 
 
+def state_of(backend):
+    state = getattr(backend, "state", None)
+    if state is None:
+        raise Busy("the state store is not available on this server (no state deployment)")
+    return state
+
+
+async def append(state, owner: str, cid: str, items: list[dict], *, fresh: bool = True) -> list[dict]:
+    """Store items under a conversation, in order. A client's item gets a fresh id:
+    one sent again (an earlier output as input) is a new entry, never a clash."""
+    prefixes = {"function_call": "fc", "function_call_output": "fco"}
+    return [await state.create(owner, ITEM, dict(item, id=new_id(prefixes.get(item["type"], "msg"))) if fresh
+                               else item, parent=cid) for item in items]
+
+
+def _conversation_id(value) -> str:
+    cid = value.get("id") if isinstance(value, dict) else value
+    if not isinstance(cid, str):
+        raise BadRequest("conversation: a conversation id, or an object with its id")
+    return cid
+
+
 def page(items: list[dict], limit: int, after: str | None, order: str) -> dict:
     """A list body over items held in one object (a response's input)."""
     ordered = items if order == "asc" else items[::-1]
@@ -90,10 +114,7 @@ def page(items: list[dict], limit: int, after: str | None, order: str) -> dict:
 
 def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None:
     def store_of():
-        state = getattr(backend, "state", None)
-        if state is None:
-            raise Busy("the state store is not available on this server (no state deployment)")
-        return state
+        return state_of(backend)
 
     async def target(who: Principal, name: str) -> None:
         if name in await backend.tasks():
@@ -116,6 +137,14 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None
             previous = await state.get(owner, RESPONSE, body.previous_response_id)
             stored = await state.get(owner, INPUT, _input_id(previous["id"]))
             history = stored["history"] + stored["items"] + previous["output"]
+        cid = None
+        if body.conversation is not None:
+            if body.previous_response_id is not None:
+                raise BadRequest("conversation: not together with previous_response_id")
+            cid = _conversation_id(body.conversation)
+            state = store_of()
+            await state.get(owner, CONVERSATION, cid)
+            history = await state.all(owner, ITEM, parent=cid)
         turns = protocol.to_turns(history + items)
         if body.instructions:  # not carried over from the previous response, as OpenAI does
             turns = [("system", body.instructions), *turns]
@@ -123,8 +152,10 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None
         fields = {"instructions": body.instructions, "previous_response_id": body.previous_response_id,
                   "store": body.store, "max_output_tokens": body.max_output_tokens,
                   "temperature": body.temperature, "top_p": body.top_p, "metadata": body.metadata or {},
-                  "user": body.user}
+                  "user": body.user, "conversation": {"id": cid} if cid else None}
         record = Record(store_of() if body.store else None, owner, rid, body.model, fields)
+        if cid is not None:  # the turn joins the conversation once it is done
+            record.conversation = (store_of(), cid, items)
         await record.begin(items, history)
         events = backend.stream_target(body.model, None, turns, body.overrides())
         try:
@@ -174,6 +205,7 @@ class Record:
     def __init__(self, state, owner: str, rid: str, model: str, fields: dict):
         self.state, self.owner, self.rid, self.fields = state, owner, rid, fields
         self.response = protocol.response_object(rid, model, status="in_progress", output=[], **fields)
+        self.conversation = None  # (state, conversation id, input items) to append to when done
 
     async def begin(self, items: list[dict], history: list[dict]) -> None:
         if self.state is None:
@@ -191,10 +223,15 @@ class Record:
     async def finish(self, text: str, done: Done, item_id: str | None = None) -> dict:
         usage = protocol.usage(done.prompt_tokens, done.completion_tokens, int(done.timings.get("cached_tokens") or 0))
         incomplete = done.finish_reason == "length"
+        output = [protocol.output_message(text, item_id=item_id)]
+        if self.conversation is not None:
+            state, cid, items = self.conversation
+            await append(state, self.owner, cid, items)
+            await append(state, self.owner, cid, output, fresh=False)  # the ids the response shows
         return await self._save({
             "status": "incomplete" if incomplete else "completed",
             "incomplete_details": {"reason": "max_output_tokens"} if incomplete else None,
-            "output": [protocol.output_message(text, item_id=item_id)], "usage": usage,
+            "output": output, "usage": usage,
         })
 
     async def fail(self, err: PolyError) -> dict:
