@@ -3,6 +3,9 @@ real state store (SQLite in tmp_path) and a scripted model that reports as
 cached the prompt it shares with the previous request (what the engine's
 prefix cache does), so chaining is checked by what reaches the model."""
 
+import asyncio
+import json
+
 import httpx
 import openai
 import pytest
@@ -21,6 +24,7 @@ class TurnModel:
 
     def __init__(self):
         self.requests = []
+        self.hold = None  # an Event to wait on after the first word
 
     async def generate(self, request):
         previous = self.requests[-1].text if self.requests else ""
@@ -32,6 +36,8 @@ class TurnModel:
         yield Started(prompt_tokens=len(request.text))
         for i, word in enumerate(words):
             yield Chunk(word if i == 0 else " " + word, 1)
+            if self.hold is not None:
+                await self.hold.wait()
         finish = "length" if request.max_tokens < 2 else "stop"
         yield Done(finish, len(request.text), len(words), {"cached_tokens": shared}, None)
 
@@ -163,3 +169,43 @@ async def test_without_a_state_store_the_routes_say_so(tmp_path):
     with pytest.raises(openai.APIStatusError) as err:
         await client(app).responses.retrieve("resp_x")
     assert err.value.status_code == 503 and "state store" in err.value.message
+
+
+
+async def test_a_stream_the_client_leaves_ends_failed_not_in_progress(server):
+    """Driven over raw ASGI: the client disconnects after the first events while
+    the model is still generating (httpx's ASGI transport would wait for the end)."""
+    app, model = server
+    model.hold = asyncio.Event()  # never set: the generation is mid-way when the client leaves
+    first_body, sent = asyncio.Event(), []
+    request = json.dumps({"model": "m", "input": "Hi", "stream": True}).encode()
+    messages = [{"type": "http.request", "body": request, "more_body": False}]
+
+    async def receive():
+        if messages:
+            return messages.pop()
+        await first_body.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+        if message["type"] == "http.response.body" and message.get("body"):
+            first_body.set()
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/v1/responses", "raw_path": b"/v1/responses", "query_string": b"", "root_path": "",
+             "headers": [(b"host", b"localhost"), (b"authorization", b"Bearer key-1"),
+                         (b"content-type", b"application/json"), (b"content-length", str(len(request)).encode())],
+             "client": ("127.0.0.1", 5000), "server": ("localhost", 80)}
+    await asyncio.wait_for(app(scope, receive, send), 10)
+    first = next(m["body"] for m in sent if m["type"] == "http.response.body" and m.get("body"))
+    rid = json.loads(first.decode().split("data: ", 1)[1].split("\n", 1)[0])["response"]["id"]
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost",
+                             headers={"Authorization": "Bearer key-1"})
+    stored = None
+    for _ in range(100):  # the failure is written just after the stream closes
+        stored = (await http.get(f"/v1/responses/{rid}")).json()
+        if stored["status"] != "in_progress":
+            break
+        await asyncio.sleep(0.02)
+    assert stored["status"] == "failed" and "went away" in stored["error"]["message"]

@@ -11,6 +11,7 @@ credential's id reads as a missing one (404).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -248,15 +249,19 @@ async def _gather(events) -> tuple[str, Done]:
     raise PolyError("the generation ended without finishing")
 
 
+GONE = PolyError("the client went away before the response was complete")
+_ending: set = set()  # the tasks that mark abandoned responses failed, kept until done
+
+
 async def _stream(events, record: Record, on_close) -> AsyncIterator[bytes]:
     def frame(event: dict) -> bytes:
         return f"event: {event['type']}\ndata: {json.dumps(event, separators=(',', ':'))}\n\n".encode()
 
     shape = protocol.EventStream(record.response)
+    final = None
     try:
         for event in shape.start():
             yield frame(event)
-        final = None
         async for ev in events:
             if isinstance(ev, Chunk) and ev.text:
                 yield frame(shape.delta(ev.text))
@@ -271,6 +276,9 @@ async def _stream(events, record: Record, on_close) -> AsyncIterator[bytes]:
         final = await record.fail(err)
     finally:
         on_close()
+        if final is None:  # the client went away (cancelled): the stored response must not stay in_progress
+            _ending.add(task := asyncio.get_running_loop().create_task(record.fail(GONE)))
+            task.add_done_callback(_ending.discard)
         await events.aclose()
     for event in shape.finish(final):
         yield frame(event)
