@@ -61,6 +61,8 @@ def test_a_response_is_created_and_chained_with_the_cache_reused(chain):
     # the second prompt holds the first turn: longer than it, and its start came from the cache
     assert second.usage.input_tokens > first.usage.input_tokens + first.usage.output_tokens
     assert second.usage.input_tokens_details.cached_tokens > 0
+    print(f"\nfirst turn: {first.usage.input_tokens} input tokens; chained turn: {second.usage.input_tokens}"
+          f" input tokens, {second.usage.input_tokens_details.cached_tokens} from the cache")
 
 
 def test_another_key_gets_404(server, chain):
