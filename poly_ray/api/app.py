@@ -25,6 +25,7 @@ from . import playground
 from .auth import Access, Authenticator, log_refusal, loggable, token_from
 from .backend import Backend
 from .browser_guard import BrowserGuard
+from .conversations import routes as conversations_routes
 from .limits import StreamLimits
 from .memory import routes as memory_routes
 from .ollama import protocol as ollama_protocol
@@ -34,6 +35,7 @@ from .openapi import document
 from .parsing import describe
 from .poly import chat_ws
 from .poly import routes as poly_routes
+from .responses import routes as responses_routes
 from .simple import routes as simple_routes
 
 log = logging.getLogger(__name__)
@@ -97,6 +99,8 @@ def create_app(backend: Backend, config: Config, listen_host: str | None = None)
 
     poly_routes.register(app, backend, access, limits)
     openai_routes.register(app, backend, access, limits)
+    responses_routes.register(app, backend, access, limits)
+    conversations_routes.register(app, backend, access)
     ollama_routes.register(app, backend, access, limits)
     simple_routes.register(app, backend, access, limits, config.default_target)
     chat_ws.register(app, backend, access, limits)

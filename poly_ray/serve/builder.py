@@ -2,7 +2,8 @@
 
 Ingress → TaskOrchestrator → one LlamaModel deployment per configured model,
 and, with memories configured, a MemoryActor that the ingress and the
-orchestrator both call (it embeds through the embedding models' deployments).
+orchestrator both call (it embeds through the embedding models' deployments),
+and a StateActor holding the stateful APIs' store (one writer of its SQLite file).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from poly_ray.config import Config, state_path
 from .ingress import Ingress
 from .memory import MemoryActor
 from .model import LlamaModel
-from .options import LIGHT_OPTIONS, MEMORY_OPTIONS, PLACEMENT_KEYS, model_options
+from .options import LIGHT_OPTIONS, MEMORY_OPTIONS, PLACEMENT_KEYS, STATE_OPTIONS, model_options
 from .orchestrator import TaskOrchestrator
+from .state import StateActor
 
 
 def build_app(cfg: Config) -> Application:
@@ -42,5 +44,6 @@ def build_app(cfg: Config) -> Application:
         {name: t.model_dump(mode="json") for name, t in cfg.tasks.items()}, model_configs, models, memory,
         cfg.log_prompts,
     )
+    state = serve.deployment(StateActor, name="state", **STATE_OPTIONS).bind(cfg.model_dump(mode="json"))
     ingress = serve.deployment(serve.ingress()(Ingress), name="ingress", **LIGHT_OPTIONS)
-    return ingress.bind(orchestrator, cfg.model_dump(mode="json"), memory)
+    return ingress.bind(orchestrator, cfg.model_dump(mode="json"), memory, state)

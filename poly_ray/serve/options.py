@@ -71,3 +71,11 @@ MEMORY_OPTIONS = {
     "num_replicas": 1,
     "max_ongoing_requests": 100,
 }
+
+# The state store: one replica, the SQLite file's one writer; on the head with
+# the memory actor, for the same reason. Its calls are short database reads and writes.
+STATE_OPTIONS = {
+    "ray_actor_options": {"num_cpus": 0, "resources": ON_HEAD},
+    "num_replicas": 1,
+    "max_ongoing_requests": 200,
+}
