@@ -86,18 +86,17 @@ class MemoryService:
 
         results = []
         try:
-            try:
+            # An upload is stored whole or not at all: on a failure, or a client gone,
+            # what it stored is taken back by its id (never what another upload stored).
+            async with memory.upload(job.id) as upload:
                 for p in prepared:
-                    results.append(await memory.store(p, progress))
+                    results.append(await memory.store(p, progress, upload))
                     done_before += len(p.chunks)
-            except BaseException:
-                # An upload is stored whole or not at all: take back what it stored.
-                for r in results:
-                    if r["stored"]:
-                        await memory.delete(r["document"])
-                raise
         except PolyError as e:
             job.state, job.error = "failed", {"code": e.code, "message": e.message, "status": e.status}
+            raise
+        except asyncio.CancelledError:
+            job.state, job.error = "failed", {"code": "cancelled", "message": "the upload was cancelled", "status": 499}
             raise
         except Exception as e:
             log.exception("ingestion into memory '%s' failed", job.memory)

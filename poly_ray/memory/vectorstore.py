@@ -52,10 +52,12 @@ class StoreError(ConfigError):
 
 class VectorStore(Protocol):
     def upsert(self, points: list[StoredPoint]) -> None: ...
-    def delete_document(self, document: str) -> None: ...
+    # ``upload``: only the points that this upload wrote (payload key "upload").
+    def delete_document(self, document: str, upload: str | None = None) -> None: ...
+    def retag(self, document: str, upload: str) -> None: ...  # the document's points now the upload's
     def search(self, search: Search) -> list[tuple[float, dict]]: ...
     def first_chunks(self) -> list[dict]: ...  # payload of chunk 0 of every document
-    def count(self, document: str | None = None) -> int: ...
+    def count(self, document: str | None = None, upload: str | None = None) -> int: ...
     def clear(self) -> None: ...
     def close(self) -> None: ...
 
@@ -114,8 +116,12 @@ class EdgeStore:
         )
         self._shard.flush()
 
-    def delete_document(self, document: str) -> None:
-        self._shard.update(self._qe.UpdateOperation.delete_points_by_filter(self._document(document)))
+    def delete_document(self, document: str, upload: str | None = None) -> None:
+        self._shard.update(self._qe.UpdateOperation.delete_points_by_filter(self._document(document, upload)))
+        self._shard.flush()
+
+    def retag(self, document: str, upload: str) -> None:
+        self._shard.update(self._qe.UpdateOperation.set_payload_by_filter(self._document(document), {"upload": upload}))
         self._shard.flush()
 
     def search(self, search: Search) -> list[tuple[float, dict]]:
@@ -148,8 +154,8 @@ class EdgeStore:
             if offset is None:
                 return found
 
-    def count(self, document: str | None = None) -> int:
-        condition = self._document(document) if document else None
+    def count(self, document: str | None = None, upload: str | None = None) -> int:
+        condition = self._document(document, upload) if document else None
         return self._shard.count(self._qe.CountRequest(exact=True, filter=condition))
 
     def clear(self) -> None:
@@ -162,9 +168,10 @@ class EdgeStore:
             self._shard.flush()
         self._shard.close()
 
-    def _document(self, document: str):
+    def _document(self, document: str, upload: str | None = None):
         qe = self._qe
-        return qe.Filter(must=[qe.FieldCondition(key="document", match=qe.MatchValue(document))])
+        keys = {"document": document} | ({"upload": upload} if upload else {})
+        return qe.Filter(must=[qe.FieldCondition(key=k, match=qe.MatchValue(v)) for k, v in keys.items()])
 
 
 class QdrantServerStore:
@@ -191,7 +198,8 @@ class QdrantServerStore:
                 vectors_config={DENSE: models.VectorParams(size=dimensions, distance=models.Distance.COSINE)},
                 sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
             )
-        client.create_payload_index(collection, "document", models.PayloadSchemaType.KEYWORD)
+        for key in ("document", "upload"):
+            client.create_payload_index(collection, key, models.PayloadSchemaType.KEYWORD)
 
     def upsert(self, points: list[StoredPoint]) -> None:
         m = self._m
@@ -208,8 +216,11 @@ class QdrantServerStore:
             wait=True,
         )
 
-    def delete_document(self, document: str) -> None:
-        self._client.delete(self._collection, self._document(document), wait=True)
+    def delete_document(self, document: str, upload: str | None = None) -> None:
+        self._client.delete(self._collection, self._document(document, upload), wait=True)
+
+    def retag(self, document: str, upload: str) -> None:
+        self._client.set_payload(self._collection, {"upload": upload}, points=self._document(document), wait=True)
 
     def search(self, search: Search) -> list[tuple[float, dict]]:
         m = self._m
@@ -253,8 +264,8 @@ class QdrantServerStore:
             if offset is None:
                 return found
 
-    def count(self, document: str | None = None) -> int:
-        condition = self._document(document) if document else None
+    def count(self, document: str | None = None, upload: str | None = None) -> int:
+        condition = self._document(document, upload) if document else None
         return self._client.count(self._collection, count_filter=condition, exact=True).count
 
     def clear(self) -> None:
@@ -263,9 +274,10 @@ class QdrantServerStore:
     def close(self) -> None:
         self._client.close()
 
-    def _document(self, document: str):
+    def _document(self, document: str, upload: str | None = None):
         m = self._m
-        return m.Filter(must=[m.FieldCondition(key="document", match=m.MatchValue(value=document))])
+        keys = {"document": document} | ({"upload": upload} if upload else {})
+        return m.Filter(must=[m.FieldCondition(key=k, match=m.MatchValue(value=v)) for k, v in keys.items()])
 
 
 def open_store(memory: str, cfg) -> VectorStore:
