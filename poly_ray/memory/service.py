@@ -1,8 +1,10 @@
 """Every configured memory behind one object, with background ingestion jobs.
 
 What the memory deployment serves and what the HTTP routes call; plain
-Python, so it is tested without Ray. Jobs live in this process: a restart
-forgets running jobs (their documents are then not stored, never half-stored).
+Python, so it is tested without Ray. A background job (``wait=False``, a 202)
+is durable when the service has a ``JobStore``: recorded with its documents'
+bytes before it is accepted, resumed when the service starts again, or ended
+``failed`` with the reason; its id is never forgotten while the store keeps it.
 """
 
 from __future__ import annotations
@@ -13,41 +15,31 @@ import itertools
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
 
-from poly_ray.errors import BadRequest, NotFound, PolyError
+from poly_ray.errors import BadRequest, NotFound, PolyError, TooMany
 
-from .memory import Memory, Upload
+from .jobs import MAX_ATTEMPTS, MAX_FINISHED_JOBS, Job, JobStore
+from .memory import Memory, Prepared, Upload
 
 log = logging.getLogger(__name__)
-MAX_FINISHED_JOBS = 1000  # results kept for GET .../jobs/{id}; the oldest go first
-
-
-@dataclass
-class Job:
-    id: str
-    memory: str
-    files: int
-    state: str = "running"  # running | done | failed
-    chunks_done: int = 0
-    chunks_total: int = 0
-    result: dict | None = None
-    error: dict | None = None
-    started: float = field(default_factory=time.time)
-    finished: float | None = None
-
-    def view(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
 class MemoryService:
     """Its methods are all async: the HTTP layer calls this object, or a handle to
-    the memory deployment that holds it, the same way."""
+    the memory deployment that holds it, the same way. ``max_jobs``: background
+    jobs not yet finished, beyond which a new one gets 429."""
 
-    def __init__(self, memories: dict[str, Memory]):
+    def __init__(self, memories: dict[str, Memory], jobs: JobStore | None = None, *, max_jobs: int = 16):
         self._memories = memories
-        self._jobs: dict[str, Job] = {}
+        self._jobs: dict[str, Job] = {}  # running jobs; without a store, finished ones too
+        self._store = jobs
+        self._max_jobs = max_jobs
         self._tasks: set[asyncio.Task] = set()
+        self.resumed: asyncio.Task | None = None
+        if jobs is not None:
+            with contextlib.suppress(RuntimeError):  # no loop yet: the owner awaits resume()
+                asyncio.get_running_loop()
+                self.resumed = self._start(self.resume())
 
     def get(self, name: str) -> Memory:
         try:
@@ -67,18 +59,62 @@ class MemoryService:
         if not uploads:
             raise BadRequest("no document in the request")
         memory = self.get(name)
-        prepared = await asyncio.gather(*(asyncio.to_thread(memory.prepare, u) for u in uploads))
+        if not wait and sum(j.state == "running" for j in self._jobs.values()) >= self._max_jobs:
+            raise TooMany(f"{self._max_jobs} ingestion jobs are running (max_background_jobs); retry later", retry_after=5)
+        prepared = await self._prepare(memory, uploads)
         job = Job(f"job-{uuid.uuid4().hex[:16]}", name, len(uploads), chunks_total=sum(len(p.chunks) for p in prepared))
-        run = self._run(memory, job, prepared)
         if wait:
-            return await run
+            return await self._run(memory, job, prepared)
+        if self._store is not None:
+            await asyncio.to_thread(self._store.add, job, uploads)
         self._remember(job)
-        task = asyncio.create_task(_recorded(run))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._start(self._background(memory, job, prepared))
         return {"job": job.id, "state": job.state, "chunks_total": job.chunks_total}
 
-    async def _run(self, memory: Memory, job: Job, prepared) -> dict:
+    async def resume(self) -> list[str]:
+        """Take up the jobs an earlier process left running; the ids resumed."""
+        resumed = []
+        for job, uploads in await asyncio.to_thread(self._store.unfinished) if self._store else []:
+            if job.memory not in self._memories:
+                why = f"memory '{job.memory}' is no longer configured"
+            elif uploads is None:
+                why = "the server restarted and this job's documents could not be read back"
+            elif job.attempts >= MAX_ATTEMPTS:
+                why = f"the server stopped during each of this job's {job.attempts} runs"
+            else:
+                job.attempts, job.chunks_done = job.attempts + 1, 0
+                log.info("ingestion job %s into memory '%s': resumed (run %d)", job.id, job.memory, job.attempts)
+                self._remember(job)
+                await asyncio.to_thread(self._store.save, job)
+                self._start(self._background(self._memories[job.memory], job, uploads))
+                resumed.append(job.id)
+                continue
+            log.warning("ingestion job %s: failed on restart: %s", job.id, why)
+            job.state, job.finished = "failed", time.time()
+            job.error = {"code": "interrupted", "message": why, "status": 500}
+            await asyncio.to_thread(self._store.save, job)
+        return resumed
+
+    async def _prepare(self, memory: Memory, uploads: list[Upload]) -> list[Prepared]:
+        return list(await asyncio.gather(*(asyncio.to_thread(memory.prepare, u) for u in uploads)))
+
+    async def _background(self, memory: Memory, job: Job, work: list[Prepared] | list[Upload]) -> None:
+        """A background job: its failure is in its record, not an unretrieved exception.
+        Cancelled (the process stopping), it stays running in the store, to be resumed."""
+        with contextlib.suppress(Exception):
+            if work and isinstance(work[0], Upload):  # resumed: its documents are read again
+                try:
+                    work = await self._prepare(memory, work)
+                except PolyError as e:
+                    job.state, job.finished, job.error = "failed", time.time(), _error(e)
+                    raise
+                job.chunks_total = sum(len(p.chunks) for p in work)
+            await self._run(memory, job, work)
+        if self._store is not None and job.state != "running":
+            await asyncio.to_thread(self._store.save, job)
+            self._jobs.pop(job.id, None)  # the store answers for it now
+
+    async def _run(self, memory: Memory, job: Job, prepared: list[Prepared]) -> dict:
         done_before = 0
 
         def progress(done: int, _total: int) -> None:
@@ -93,26 +129,30 @@ class MemoryService:
                     results.append(await memory.store(p, progress, upload))
                     done_before += len(p.chunks)
         except PolyError as e:
-            job.state, job.error = "failed", {"code": e.code, "message": e.message, "status": e.status}
-            raise
-        except asyncio.CancelledError:
-            job.state, job.error = "failed", {"code": "cancelled", "message": "the upload was cancelled", "status": 499}
+            job.state, job.error, job.finished = "failed", _error(e), time.time()
             raise
         except Exception as e:
             log.exception("ingestion into memory '%s' failed", job.memory)
-            job.state, job.error = "failed", {"code": "ingest_failed", "message": str(e), "status": 500}
+            job.state, job.finished = "failed", time.time()
+            job.error = {"code": "ingest_failed", "message": str(e), "status": 500}
             raise
-        finally:
-            job.finished = time.time()
-        job.state, job.chunks_done = "done", job.chunks_total
+        job.state, job.chunks_done, job.finished = "done", job.chunks_total, time.time()
         job.result = {"documents": results}
         return job.result
 
     async def job(self, name: str, job_id: str) -> dict:
         job = self._jobs.get(job_id)
+        if job is None and self._store is not None:
+            job = await asyncio.to_thread(self._store.get, job_id)
         if job is None or job.memory != name:
             raise NotFound(f"memory '{name}' has no job '{job_id}'")
         return job.view()
+
+    def _start(self, work) -> asyncio.Task:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     def _remember(self, job: Job) -> None:
         self._jobs[job.id] = job
@@ -138,9 +178,9 @@ class MemoryService:
     def close(self) -> None:
         for m in self._memories.values():
             m.close()
+        if self._store is not None:
+            self._store.close()
 
 
-async def _recorded(run) -> None:
-    """A background job: its failure is in the job's record, not an unretrieved exception."""
-    with contextlib.suppress(Exception):
-        await run
+def _error(e: PolyError) -> dict:
+    return {"code": e.code, "message": e.message, "status": e.status}

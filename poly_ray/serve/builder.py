@@ -10,7 +10,7 @@ from __future__ import annotations
 from ray import serve
 from ray.serve import Application
 
-from poly_ray.config import Config
+from poly_ray.config import Config, state_path
 
 from .ingress import Ingress
 from .memory import MemoryActor
@@ -37,6 +37,7 @@ def build_app(cfg: Config) -> Application:
             model_configs,
             {m.embedding_model: models[m.embedding_model] for m in cfg.memories.values()},
             str(cfg.cache_path),
+            str(state_path(cfg, "jobs")),
         )
     orchestrator = serve.deployment(TaskOrchestrator, name="orchestrator", **LIGHT_OPTIONS).bind(
         {name: t.model_dump(mode="json") for name, t in cfg.tasks.items()}, model_configs, models, memory,
