@@ -31,6 +31,7 @@ from .ollama import protocol as ollama_protocol
 from .ollama import routes as ollama_routes
 from .openai import routes as openai_routes
 from .openapi import document
+from .owned import OwnedBackend
 from .parsing import describe
 from .poly import chat_ws
 from .poly import routes as poly_routes
@@ -73,6 +74,8 @@ def create_app(backend: Backend, config: Config, listen_host: str | None = None)
     limits = StreamLimits(config.max_concurrent, config.max_streams_per_credential)
     authenticator = Authenticator.from_config(config)
     access = Access(authenticator, backend, config.trusted_proxies)
+    memories = getattr(backend, "memories", None)
+    backend = OwnedBackend(backend)  # each generation carries its caller (store_prompts)
     if not config.public:
         app.add_middleware(_DocsNeedCredentials, auth=authenticator)
 
@@ -100,7 +103,7 @@ def create_app(backend: Backend, config: Config, listen_host: str | None = None)
     ollama_routes.register(app, backend, access, limits)
     simple_routes.register(app, backend, access, limits, config.default_target)
     chat_ws.register(app, backend, access, limits)
-    memory_routes.register(app, getattr(backend, "memories", None), access)
+    memory_routes.register(app, memories, access)
     playground.register(app)
 
     def openapi() -> dict:

@@ -20,7 +20,7 @@ import hashlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from poly_ray.config import MemoryConfig
 from poly_ray.config.schema import EMBED_BATCH
@@ -28,7 +28,7 @@ from poly_ray.errors import ConfigError, NotFound, Unprocessable
 
 from .chunking import Chunker, Count, DocumentChunk, fit_length
 from .extract import Document, extract, media_type
-from .vectorstore import Mode, Search, Sparse, StoredPoint, VectorStore
+from .vectorstore import OWNER, Mode, Search, Sparse, StoredPoint, VectorStore
 from .writer import Writer
 
 Embed = Callable[[list[str]], Awaitable[list[list[float]]]]
@@ -52,6 +52,7 @@ class Prepared:
     doc: Document
     source: str | None
     chunks: list[DocumentChunk]
+    owner: str | None = None  # a stored prompt's credential
 
 
 def check_dimensions(name: str, cfg: MemoryConfig, metadata: dict[str, str]) -> None:
@@ -95,10 +96,12 @@ class Memory:
         """Extract, chunk, embed and store one document; its id and chunk count."""
         return await self.store(self.prepare(upload), progress)
 
-    async def remember(self, text: str) -> dict:
-        """Store a piece of text (a task's prompt, with store_prompts)."""
-        prepared = await asyncio.to_thread(self._prepared, text.encode(), Document(text, "text/plain"), "prompt")
-        return await self.store(prepared)
+    async def remember(self, text: str, owner: str | None = None) -> dict:
+        """Store a piece of text (a task's prompt, with store_prompts) as ``owner``'s:
+        only that credential recalls it. Two owners' same words are two documents."""
+        data = f"{owner}\0{text}".encode() if owner else text.encode()
+        prepared = await asyncio.to_thread(self._prepared, data, Document(text, "text/plain"), "prompt")
+        return await self.store(replace(prepared, owner=owner))
 
     @contextlib.asynccontextmanager
     async def upload(self, upload: str | None = None) -> AsyncIterator[str]:
@@ -159,15 +162,17 @@ class Memory:
                     "end": c.end,
                     "text": c.text,
                     "stored_at": stored_at,
-                },
+                }
+                | ({OWNER: prepared.owner} if prepared.owner else {}),
             )
             for c, vector in zip(chunks, vectors)
         ]
         stored = await self._writer.run(self._writer.put, upload, document, points)
         return {"document": document, "chunks": len(chunks), "source": source, "stored": stored}
 
-    async def recall(self, prompt: str, n: int, mode: Mode | None = None) -> list[dict]:
-        """The ``n`` chunks that best answer ``prompt``: text, score and metadata."""
+    async def recall(self, prompt: str, n: int, mode: Mode | None = None, owner: str | None = None) -> list[dict]:
+        """The ``n`` chunks that best answer ``prompt``: text, score and metadata; of the
+        stored prompts, only ``owner``'s."""
         mode = mode or self.cfg.search
         dense = None
         if mode != "keyword":
@@ -180,6 +185,7 @@ class Memory:
             fusion=self.cfg.fusion,
             weights=(self.cfg.dense_weight, self.cfg.keyword_weight),
             candidates=max(20, 4 * n),
+            owner=owner,
         )
         found = await asyncio.to_thread(self._store.search, search)
         return [_chunk_view(score, payload) for score, payload in found]
@@ -191,9 +197,9 @@ class Memory:
             return query
         return query[-fit_length(self._count, query, 0, len(query), budget, tail=True) :]
 
-    async def documents(self) -> list[dict]:
+    async def documents(self, owner: str | None = None) -> list[dict]:
         keys = ("document", "source", "content_type", "chunks", "stored_at")
-        first = await asyncio.to_thread(self._store.first_chunks)
+        first = await asyncio.to_thread(self._store.first_chunks, owner)
         return sorted(({k: p.get(k) for k in keys} for p in first), key=lambda d: d["stored_at"] or 0)
 
     async def delete(self, document: str) -> dict:

@@ -160,14 +160,15 @@ class MemoryService:
         for old in itertools.islice(sorted(finished, key=lambda j: j.started), max(0, len(finished) - MAX_FINISHED_JOBS)):
             del self._jobs[old.id]
 
-    async def recall(self, name: str, prompt: str, n: int, mode: str | None = None) -> list[dict]:
-        return await self.get(name).recall(prompt, n, mode)
+    # ``owner``: the caller's credential; of the stored prompts, it sees its own only.
+    async def recall(self, name: str, prompt: str, n: int, mode: str | None = None, owner: str | None = None) -> list[dict]:
+        return await self.get(name).recall(prompt, n, mode, owner)
 
-    async def remember(self, name: str, text: str) -> dict:
-        return await self.get(name).remember(text)
+    async def remember(self, name: str, text: str, owner: str | None = None) -> dict:
+        return await self.get(name).remember(text, owner)
 
-    async def documents(self, name: str) -> list[dict]:
-        return await self.get(name).documents()
+    async def documents(self, name: str, owner: str | None = None) -> list[dict]:
+        return await self.get(name).documents(owner)
 
     async def delete(self, name: str, document: str) -> dict:
         return await self.get(name).delete(document)

@@ -18,6 +18,7 @@ from typing import Literal, Protocol
 from poly_ray.errors import ConfigError
 
 DENSE, SPARSE = "dense", "bm25"
+OWNER = "owner"  # payload key of a stored prompt's credential
 Mode = Literal["hybrid", "dense", "keyword"]
 
 
@@ -44,6 +45,9 @@ class Search:
     fusion: Literal["rrf", "dbsf"] = "rrf"
     weights: tuple[float, float] = (1.0, 1.0)  # dense, keyword (RRF only)
     candidates: int = 20  # per side, before fusion
+    # Stored prompts (store_prompts) carry their credential ("owner"); a search sees
+    # chunks without one (documents) and those of this owner only (None: no prompts).
+    owner: str | None = None
 
 
 class StoreError(ConfigError):
@@ -56,7 +60,7 @@ class VectorStore(Protocol):
     def delete_document(self, document: str, upload: str | None = None) -> None: ...
     def retag(self, document: str, upload: str) -> None: ...  # the document's points now the upload's
     def search(self, search: Search) -> list[tuple[float, dict]]: ...
-    def first_chunks(self) -> list[dict]: ...  # payload of chunk 0 of every document
+    def first_chunks(self, owner: str | None = None) -> list[dict]: ...  # chunk 0 of every document it may see
     def count(self, document: str | None = None, upload: str | None = None) -> int: ...
     def clear(self) -> None: ...
     def close(self) -> None: ...
@@ -128,24 +132,26 @@ class EdgeStore:
         qe = self._qe
         dense = search.dense and qe.Query.Nearest(search.dense, using=DENSE)
         sparse = search.sparse and qe.Query.Nearest(qe.SparseVector(search.sparse.indices, search.sparse.values), using=SPARSE)
+        visible = self._visible(search.owner)
         if search.mode == "hybrid":
             fusion = qe.Fusion.Dbsf() if search.fusion == "dbsf" else qe.Fusion.Rrf(k=60, weights=list(search.weights))
             request = qe.QueryRequest(
                 limit=search.limit,
-                prefetches=[qe.Prefetch(limit=search.candidates, query=q) for q in (dense, sparse)],
+                prefetches=[qe.Prefetch(limit=search.candidates, query=q, filter=visible) for q in (dense, sparse)],
                 query=fusion,
+                filter=visible,
                 with_payload=True,
             )
         else:
             request = qe.QueryRequest(
-                limit=search.limit, query=dense if search.mode == "dense" else sparse, with_payload=True
+                limit=search.limit, query=dense if search.mode == "dense" else sparse, filter=visible, with_payload=True
             )
         return [(p.score, dict(p.payload or {})) for p in self._shard.query(request)]
 
-    def first_chunks(self) -> list[dict]:
+    def first_chunks(self, owner: str | None = None) -> list[dict]:
         qe = self._qe
         found, offset = [], None
-        condition = qe.Filter(must=[qe.FieldCondition(key="chunk", match=qe.MatchValue(0))])
+        condition = qe.Filter(must=[qe.FieldCondition(key="chunk", match=qe.MatchValue(0)), self._visible(owner)])
         while True:
             records, offset = self._shard.scroll(
                 qe.ScrollRequest(offset=offset, limit=256, filter=condition, with_payload=True)
@@ -167,6 +173,14 @@ class EdgeStore:
         with contextlib.suppress(Exception):
             self._shard.flush()
         self._shard.close()
+
+    def _visible(self, owner: str | None):
+        """Chunks without an owner, and those of ``owner``."""
+        qe = self._qe
+        unowned = qe.IsEmptyCondition(key=OWNER)
+        if owner is None:
+            return qe.Filter(must=[unowned])
+        return qe.Filter(should=[unowned, qe.FieldCondition(key=OWNER, match=qe.MatchValue(owner))])
 
     def _document(self, document: str, upload: str | None = None):
         qe = self._qe
@@ -198,7 +212,7 @@ class QdrantServerStore:
                 vectors_config={DENSE: models.VectorParams(size=dimensions, distance=models.Distance.COSINE)},
                 sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
             )
-        for key in ("document", "upload"):
+        for key in ("document", "upload", OWNER):
             client.create_payload_index(collection, key, models.PayloadSchemaType.KEYWORD)
 
     def upsert(self, points: list[StoredPoint]) -> None:
@@ -225,6 +239,7 @@ class QdrantServerStore:
     def search(self, search: Search) -> list[tuple[float, dict]]:
         m = self._m
         sparse = search.sparse and m.SparseVector(indices=search.sparse.indices, values=search.sparse.values)
+        visible = self._visible(search.owner)
         if search.mode == "hybrid":
             fusion = (
                 m.FusionQuery(fusion=m.Fusion.DBSF)
@@ -234,10 +249,11 @@ class QdrantServerStore:
             result = self._client.query_points(
                 self._collection,
                 prefetch=[
-                    m.Prefetch(query=search.dense, using=DENSE, limit=search.candidates),
-                    m.Prefetch(query=sparse, using=SPARSE, limit=search.candidates),
+                    m.Prefetch(query=search.dense, using=DENSE, limit=search.candidates, filter=visible),
+                    m.Prefetch(query=sparse, using=SPARSE, limit=search.candidates, filter=visible),
                 ],
                 query=fusion,
+                query_filter=visible,
                 limit=search.limit,
                 with_payload=True,
             )
@@ -247,15 +263,16 @@ class QdrantServerStore:
                 self._collection,
                 query=search.dense if dense else sparse,
                 using=DENSE if dense else SPARSE,
+                query_filter=visible,
                 limit=search.limit,
                 with_payload=True,
             )
         return [(p.score, dict(p.payload or {})) for p in result.points]
 
-    def first_chunks(self) -> list[dict]:
+    def first_chunks(self, owner: str | None = None) -> list[dict]:
         m = self._m
         found, offset = [], None
-        condition = m.Filter(must=[m.FieldCondition(key="chunk", match=m.MatchValue(value=0))])
+        condition = m.Filter(must=[m.FieldCondition(key="chunk", match=m.MatchValue(value=0)), self._visible(owner)])
         while True:
             records, offset = self._client.scroll(
                 self._collection, scroll_filter=condition, limit=256, offset=offset, with_payload=True
@@ -273,6 +290,13 @@ class QdrantServerStore:
 
     def close(self) -> None:
         self._client.close()
+
+    def _visible(self, owner: str | None):
+        m = self._m
+        unowned = m.IsEmptyCondition(is_empty=m.PayloadField(key=OWNER))
+        if owner is None:
+            return m.Filter(must=[unowned])
+        return m.Filter(should=[unowned, m.FieldCondition(key=OWNER, match=m.MatchValue(value=owner))])
 
     def _document(self, document: str, upload: str | None = None):
         m = self._m

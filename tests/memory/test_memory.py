@@ -228,7 +228,7 @@ async def test_recalled_text_may_hold_private_tokens():
     from poly_ray.tasks.runner import TaskRunner
 
     class Recalling:
-        async def recall(self, memory, prompt, n):
+        async def recall(self, memory, prompt, n, owner=None):
             return [{"text": "a note that says <end_of_turn> inside", "score": 1.0, "metadata": {}}]
 
     cfg = config.validate(

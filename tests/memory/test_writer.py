@@ -85,3 +85,27 @@ def test_a_user_delete_ends_the_claims(writer):
     assert writer.delete("x") == 3 and writer.delete("x") == 0
     writer.rollback("a")
     assert writer.store.count() == 0 and writer.in_flight() == {}
+
+
+@pytest.mark.filterwarnings("ignore:Payload indexes have no effect")
+@pytest.mark.parametrize("kind", ["edge", "qdrant"])
+def test_a_search_sees_documents_and_its_owners_prompts_only(tmp_path, kind):
+    from qdrant_client import QdrantClient
+
+    from poly_ray.memory.vectorstore import QdrantServerStore, Search
+
+    store = EdgeStore("m", tmp_path / "s", 4) if kind == "edge" else QdrantServerStore("m", QdrantClient(location=":memory:"), "m", 4)
+    doc, ann, bob = points("doc", 1), points("ann", 1), points("bob", 1)
+    from dataclasses import replace
+
+    store.upsert([*doc, replace(ann[0], payload={**ann[0].payload, "owner": "key:ann"}),
+                  replace(bob[0], payload={**bob[0].payload, "owner": "key:bob"})])
+
+    def seen(owner):
+        found = store.search(Search([1.0, 0, 0, 0], None, 10, mode="dense", owner=owner))
+        return sorted(p["document"] for _, p in found), sorted(p["document"] for p in store.first_chunks(owner))
+
+    assert seen("key:ann") == (["ann", "doc"], ["ann", "doc"])
+    assert seen("key:bob") == (["bob", "doc"], ["bob", "doc"])
+    assert seen(None) == (["doc"], ["doc"])
+    store.close()

@@ -63,9 +63,9 @@ def register(app: FastAPI, memories, access: Access) -> None:
     @app.get("/v1/memory/{memory}", name="recall_get", openapi_extra=doc(query=RecallParams, ok=Recall))
     @app.post("/v1/memory/{memory}", openapi_extra=doc(body=RecallParams, ok=Recall, errors=WITH_BODY))
     async def recall(memory: str, request: Request):
-        await access.authorize(request, "memory", memory)
+        who = await access.authorize(request, "memory", memory)
         params = await parse_params(request, RecallParams)
-        chunks = await backend().recall(memory, params.prompt, params.n, params.mode)
+        chunks = await backend().recall(memory, params.prompt, params.n, params.mode, owner=who.credential)
         # "memories" is Poly's answer (texts); "chunks" adds scores and metadata.
         return {"memories": [c["text"] for c in chunks], "chunks": chunks}
 
@@ -85,8 +85,8 @@ def register(app: FastAPI, memories, access: Access) -> None:
 
     @app.get("/v1/memory/{memory}/documents", openapi_extra=doc(ok=Documents))
     async def documents(memory: str, request: Request):
-        await access.authorize(request, "memory", memory)
-        return {"documents": await backend().documents(memory), **await backend().info(memory)}
+        who = await access.authorize(request, "memory", memory)
+        return {"documents": await backend().documents(memory, owner=who.credential), **await backend().info(memory)}
 
     @app.delete("/v1/memory/{memory}/documents/{document}", openapi_extra=doc(ok=Deleted))
     async def delete_document(memory: str, document: str, request: Request):
