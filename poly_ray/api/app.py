@@ -58,6 +58,7 @@ def create_app(backend: Backend, config: Config, listen_host: str | None = None)
     app.state.max_request_bytes = config.max_request_bytes
     app.state.max_upload_bytes = config.max_upload_bytes
     app.state.schema_caps = config.schema_limits.caps()
+    app.state.config = config  # the bounds the routes check (config/bounds.py)
     if config.public and host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("public = true on %s: anyone who reaches the port may generate, and read and change memories",
                     host)

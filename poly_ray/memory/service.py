@@ -15,6 +15,7 @@ import itertools
 import logging
 import time
 import uuid
+from collections import Counter
 
 from poly_ray.errors import BadRequest, NotFound, PolyError, TooMany
 
@@ -24,13 +25,25 @@ from .memory import Memory, Prepared, Upload
 log = logging.getLogger(__name__)
 
 
+def bounds(cfg) -> dict:
+    """A ``Config``'s bounds on uploads and jobs, as MemoryService's keyword arguments."""
+    return {"max_jobs": cfg.max_background_jobs, "per_credential": cfg.max_uploads_per_credential,
+            "per_memory": cfg.max_uploads_per_memory}
+
+
 class MemoryService:
     """Its methods are all async: the HTTP layer calls this object, or a handle to
-    the memory deployment that holds it, the same way. ``max_jobs``: background
-    jobs not yet finished, beyond which a new one gets 429."""
+    the memory deployment that holds it, the same way. Bounds (429 beyond):
+    ``max_jobs`` background jobs not yet finished, uploads in flight (synchronous
+    ones and jobs) ``per_credential`` and ``per_memory``."""
 
-    def __init__(self, memories: dict[str, Memory], jobs: JobStore | None = None, *, max_jobs: int = 16):
+    def __init__(
+        self, memories: dict[str, Memory], jobs: JobStore | None = None, *,
+        max_jobs: int = 16, per_credential: int = 2, per_memory: int = 4,
+    ):
         self._memories = memories
+        self._per_credential, self._per_memory = per_credential, per_memory
+        self._uploads: Counter[str] = Counter()  # uploads in flight, by "memory:NAME" and "owner:CREDENTIAL"
         self._jobs: dict[str, Job] = {}  # running jobs; without a store, finished ones too
         self._store = jobs
         self._max_jobs = max_jobs
@@ -53,23 +66,51 @@ class MemoryService:
     async def info(self, name: str) -> dict:
         return await self.get(name).info()
 
-    async def ingest(self, name: str, uploads: list[Upload], *, wait: bool = True) -> dict:
+    async def ingest(self, name: str, uploads: list[Upload], *, wait: bool = True, owner: str | None = None) -> dict:
         """Store documents. Every file is read and chunked first, so a bad one fails
-        the request before anything is stored. ``wait=False``: a job to poll."""
+        the request before anything is stored. ``wait=False``: a job to poll.
+        ``owner``: the caller's credential, whose uploads in flight are bounded."""
         if not uploads:
             raise BadRequest("no document in the request")
         memory = self.get(name)
         if not wait and sum(j.state == "running" for j in self._jobs.values()) >= self._max_jobs:
             raise TooMany(f"{self._max_jobs} ingestion jobs are running (max_background_jobs); retry later", retry_after=5)
-        prepared = await self._prepare(memory, uploads)
-        job = Job(f"job-{uuid.uuid4().hex[:16]}", name, len(uploads), chunks_total=sum(len(p.chunks) for p in prepared))
-        if wait:
-            return await self._run(memory, job, prepared)
-        if self._store is not None:
-            await asyncio.to_thread(self._store.add, job, uploads)
-        self._remember(job)
-        self._start(self._background(memory, job, prepared))
-        return {"job": job.id, "state": job.state, "chunks_total": job.chunks_total}
+        release, handed_over = self._admit(name, owner), False
+        try:
+            prepared = await self._prepare(memory, uploads)
+            job = Job(f"job-{uuid.uuid4().hex[:16]}", name, len(uploads), chunks_total=sum(len(p.chunks) for p in prepared))
+            if wait:
+                return await self._run(memory, job, prepared)
+            if self._store is not None:
+                await asyncio.to_thread(self._store.add, job, uploads)
+            self._remember(job)
+            self._start(self._background(memory, job, prepared)).add_done_callback(lambda _: release())
+            handed_over = True  # the job lets go of its place when it ends
+            return {"job": job.id, "state": job.state, "chunks_total": job.chunks_total}
+        finally:
+            if not handed_over:
+                release()
+
+    def _admit(self, name: str, owner: str | None):
+        """Count an upload in flight against its memory and its caller; its release."""
+        keys = [f"memory:{name}"] + ([f"owner:{owner}"] if owner else [])
+        if self._uploads[keys[0]] >= self._per_memory:
+            raise TooMany(f"memory '{name}' has {self._per_memory} uploads in flight (max_uploads_per_memory);"
+                          " retry when one is done", retry_after=2)
+        if owner and self._uploads[keys[1]] >= self._per_credential:
+            raise TooMany(f"these credentials have {self._per_credential} uploads in flight"
+                          " (max_uploads_per_credential); retry when one is done", retry_after=2)
+        self._uploads.update(keys)
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._uploads.subtract(keys)
+                self._uploads += Counter()  # drop the zeros
+
+        return release
 
     async def resume(self) -> list[str]:
         """Take up the jobs an earlier process left running; the ids resumed."""

@@ -12,10 +12,12 @@ from ray.serve import Application
 
 from poly_ray.config import Config, state_path
 
+from poly_ray.memory.service import bounds
+
 from .ingress import Ingress
 from .memory import MemoryActor
 from .model import LlamaModel
-from .options import LIGHT_OPTIONS, MEMORY_OPTIONS, PLACEMENT_KEYS, model_options
+from .options import LIGHT_OPTIONS, MEMORY_OPTIONS, PLACEMENT_KEYS, ingress_options, model_options
 from .orchestrator import TaskOrchestrator
 
 
@@ -38,10 +40,11 @@ def build_app(cfg: Config) -> Application:
             {m.embedding_model: models[m.embedding_model] for m in cfg.memories.values()},
             str(cfg.cache_path),
             str(state_path(cfg, "jobs")),
+            bounds(cfg),
         )
     orchestrator = serve.deployment(TaskOrchestrator, name="orchestrator", **LIGHT_OPTIONS).bind(
         {name: t.model_dump(mode="json") for name, t in cfg.tasks.items()}, model_configs, models, memory,
         cfg.log_prompts,
     )
-    ingress = serve.deployment(serve.ingress()(Ingress), name="ingress", **LIGHT_OPTIONS)
+    ingress = serve.deployment(serve.ingress()(Ingress), name="ingress", **ingress_options(cfg))
     return ingress.bind(orchestrator, cfg.model_dump(mode="json"), memory)

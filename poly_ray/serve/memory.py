@@ -27,8 +27,9 @@ log = logging.getLogger(__name__)
 
 
 class MemoryActor:
-    def __init__(self, memories: dict, models: dict, handles: dict, cache_path: str, jobs_path: str, max_jobs: int = 16):
-        """``jobs_path``: the folder of the durable ingestion jobs (under state_dir)."""
+    def __init__(self, memories: dict, models: dict, handles: dict, cache_path: str, jobs_path: str, bounds: dict):
+        """``jobs_path``: the folder of the durable ingestion jobs (under state_dir);
+        ``bounds``: MemoryService's max_jobs, per_credential and per_memory."""
         route_logs_to_serve()
         vocabularies: dict[str, llama_cpp.Llama] = {}
         built = {}
@@ -52,7 +53,7 @@ class MemoryActor:
             log.info("memory %s: ready (%s)", name, cfg.store.path or cfg.store.qdrant.url)
         self._vocabularies = vocabularies
         # Jobs an earlier replica left running resume as soon as this one serves.
-        self.memories = MemoryService(built, JobStore(Path(jobs_path)), max_jobs=max_jobs)
+        self.memories = MemoryService(built, JobStore(Path(jobs_path)), **bounds)
 
     async def call(self, method: str, *args, **kwargs):
         if self.memories.resumed is None:  # built outside an event loop
