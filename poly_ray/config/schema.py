@@ -22,6 +22,7 @@ from poly_ray.errors import BadRequest, ConfigError
 from poly_ray.grammars import Caps, from_schema
 
 from . import sampler_chain
+from .bounds import Bounds
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 DEFAULT_CACHE = Path("~/.cache/poly-ray")
@@ -416,7 +417,7 @@ class SchemaLimits(_Strict):
         return Caps(**self.model_dump())
 
 
-class Config(_Strict):
+class Config(_Strict, Bounds):
     bind_address: str = "127.0.0.1:8000"
     public: bool = False
     allowed_keys: list[ScopedKey] = []

@@ -12,11 +12,12 @@ from ray import serve
 from ray.serve import Application
 
 from poly_ray.config import Config, state_path
+from poly_ray.memory.service import bounds
 
 from .ingress import Ingress
 from .memory import MemoryActor
 from .model import LlamaModel
-from .options import LIGHT_OPTIONS, MEMORY_OPTIONS, PLACEMENT_KEYS, STATE_OPTIONS, model_options
+from .options import LIGHT_OPTIONS, MEMORY_OPTIONS, PLACEMENT_KEYS, STATE_OPTIONS, ingress_options, model_options
 from .orchestrator import TaskOrchestrator
 from .state import StateActor
 
@@ -39,11 +40,13 @@ def build_app(cfg: Config) -> Application:
             model_configs,
             {m.embedding_model: models[m.embedding_model] for m in cfg.memories.values()},
             str(cfg.cache_path),
+            str(state_path(cfg, "jobs")),
+            bounds(cfg),
         )
     orchestrator = serve.deployment(TaskOrchestrator, name="orchestrator", **LIGHT_OPTIONS).bind(
         {name: t.model_dump(mode="json") for name, t in cfg.tasks.items()}, model_configs, models, memory,
         cfg.log_prompts,
     )
     state = serve.deployment(StateActor, name="state", **STATE_OPTIONS).bind(cfg.model_dump(mode="json"))
-    ingress = serve.deployment(serve.ingress()(Ingress), name="ingress", **LIGHT_OPTIONS)
+    ingress = serve.deployment(serve.ingress()(Ingress), name="ingress", **ingress_options(cfg))
     return ingress.bind(orchestrator, cfg.model_dump(mode="json"), memory, state)
