@@ -66,8 +66,10 @@ def register(app: FastAPI, memories, access: Access) -> None:
         await access.authorize(request, "memory", memory)
         params = await parse_params(request, RecallParams)
         chunks = await backend().recall(memory, params.prompt, params.n, params.mode)
-        # "memories" is Poly's answer (texts); "chunks" adds scores and metadata.
-        return {"memories": [c["text"] for c in chunks], "chunks": chunks}
+        # Poly answers the texts as "chunks" (its first versions as "memories");
+        # "results" has them with their scores and metadata.
+        texts = [c["text"] for c in chunks]
+        return {"chunks": texts, "memories": texts, "results": chunks}
 
     @app.put(
         "/v1/memory/{memory}", openapi_extra=doc(ok=Stored, accepted=JobStarted, errors=INGEST_ERRORS) | INGEST_BODY
