@@ -182,6 +182,12 @@ class TaskConfig(_Strict):
     mirostat: Literal[0, 1, 2] = 0
     mirostat_tau: float = Field(5.0, gt=0, le=100)
     mirostat_eta: float = Field(0.1, gt=0, le=1)
+    # Mirostat 1's candidates for its estimate (m) and the vocabulary size in its formula
+    # (Poly's configs give n_vocab; by default, the model's own).
+    mirostat_m: int = Field(100, ge=1, le=1 << 20)
+    mirostat_n_vocab: int | None = Field(None, ge=1, le=1 << 24)
+    typical_p: float = Field(1.0, gt=0, le=1)  # locally typical sampling (1: off)
+    min_keep: int = Field(1, ge=1, le=1 << 20)  # tokens top-k, top-p, min-p and typical always keep
     seed: int | None = Field(None, ge=0, lt=1 << 32)
     biaser: Biaser | None = None
     # With a biaser: the free answer is generated (not returned), this is fed,
@@ -219,9 +225,9 @@ class TaskConfig(_Strict):
 
     @model_validator(mode="after")
     def _combinations(self):
-        truncating = self.top_k > 0 or self.top_p < 1 or self.min_p > 0
-        if self.mirostat and {"top_k", "top_p", "min_p"} & self.model_fields_set and truncating:
-            raise ValueError("mirostat replaces top_k, top_p and min_p: set one or the other")
+        truncating = self.top_k > 0 or self.top_p < 1 or self.min_p > 0 or self.typical_p < 1
+        if self.mirostat and {"top_k", "top_p", "min_p", "typical_p"} & self.model_fields_set and truncating:
+            raise ValueError("mirostat replaces top_k, top_p, min_p and typical_p: set one or the other")
         if self.bias_prompt is not None and self.biaser is None:
             raise ValueError("bias_prompt needs a biaser")
         if any(not t for t in self.private_tokens):
