@@ -62,8 +62,22 @@ class Autoscaling(_Strict):
         return self
 
 
+class LoraAdapter(_Strict):
+    """A GGUF LoRA adapter applied to the model's weights (Poly's ``lora_adapters``)."""
+
+    path: Path
+    scale: float = Field(1.0, ge=-100, le=100, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain(cls, data):
+        if isinstance(data, str):  # Poly's form: a list of paths
+            return {"path": data}
+        return data
+
+
 class ModelConfig(_Strict):
-    # Exactly one source.
+    # Exactly one source (model_path may have a url to download it from when the file is missing, as in Poly).
     model_path: Path | None = None
     package: str | None = None
     package_file: str | None = None
@@ -72,6 +86,7 @@ class ModelConfig(_Strict):
     hf: str | None = None
     # Accepted for Poly compatibility; a GGUF file names its own architecture.
     architecture: str | None = None
+    lora_adapters: list[LoraAdapter] = []
 
     # Tokens of context per slot; a replica decodes `slots` sequences together.
     context_size: int = Field(2048, ge=16, le=1 << 20)
@@ -118,9 +133,12 @@ class ModelConfig(_Strict):
     @model_validator(mode="after")
     def _one_source(self):
         sources = [k for k in ("model_path", "package", "url", "hf") if getattr(self, k) is not None]
+        if sources == ["model_path", "url"]:
+            sources = ["model_path"]  # Poly's fallback: the url is downloaded to model_path when it is missing
         if len(sources) != 1:
             found = ", ".join(sources) if sources else "none"
-            raise ValueError(f"set exactly one of model_path, package, url, hf (found: {found})")
+            raise ValueError(f"set exactly one of model_path, package, url, hf, or model_path with a url to "
+                             f"download it from (found: {found})")
         if self.sha256 and not self.url:
             raise ValueError("sha256 only applies to a url source")
         if self.package_file and not self.package:

@@ -43,6 +43,7 @@ from llama_cpp import _logger as llama_log
 from poly_ray.errors import BadRequest, Busy, ContextFull, ModelError, PromptTooLong
 from poly_ray.generation import Chunk, Done, Event, GenerationRequest, Segment, Started, TokenLogprob
 
+from . import lora
 from .embedder import Embedder
 from .kv_slots import Slot, place
 from .sampler import SamplerChain
@@ -126,6 +127,7 @@ class Engine:
         max_queued: int = 16,
         flush_interval: float = 0.1,
         name: str = "model",
+        lora_adapters: list[tuple[str, float]] = (),
     ):
         self.name = name
         self.model_path = str(model_path)
@@ -156,6 +158,8 @@ class Engine:
         ctx_params.kv_unified = True
         ctx_params.swa_full = True
         self._ctx = _internals.LlamaContext(model=self._model, params=ctx_params, verbose=False)
+        self._lora = list(lora_adapters)
+        self._adapters = lora.apply(self._model.model, self._ctx.ctx, self._lora, name)
         self._mem = llama_cpp.llama_get_memory(self._ctx.ctx)
         self._batch = llama_cpp.llama_batch_init(batch_size, 0, 1)
         self._piece_buf = ctypes.create_string_buffer(64)
@@ -266,6 +270,7 @@ class Engine:
                     gpu_layers=self._gpu_layers,
                     own_pooling=False,
                     name=self.name,
+                    lora_adapters=self._lora,
                 )
         return self._embedder.embed(texts, max_tokens)
 

