@@ -63,8 +63,22 @@ class Autoscaling(_Strict):
         return self
 
 
+class LoraAdapter(_Strict):
+    """A GGUF LoRA adapter applied to the model's weights (Poly's ``lora_adapters``)."""
+
+    path: Path
+    scale: float = Field(1.0, ge=-100, le=100, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain(cls, data):
+        if isinstance(data, str):  # Poly's form: a list of paths
+            return {"path": data}
+        return data
+
+
 class ModelConfig(_Strict):
-    # Exactly one source.
+    # Exactly one source (model_path may have a url to download it from when the file is missing, as in Poly).
     model_path: Path | None = None
     package: str | None = None
     package_file: str | None = None
@@ -73,6 +87,7 @@ class ModelConfig(_Strict):
     hf: str | None = None
     # Accepted for Poly compatibility; a GGUF file names its own architecture.
     architecture: str | None = None
+    lora_adapters: list[LoraAdapter] = []
 
     # Tokens of context per slot; a replica decodes `slots` sequences together.
     context_size: int = Field(2048, ge=16, le=1 << 20)
@@ -122,9 +137,12 @@ class ModelConfig(_Strict):
     @model_validator(mode="after")
     def _one_source(self):
         sources = [k for k in ("model_path", "package", "url", "hf") if getattr(self, k) is not None]
+        if sources == ["model_path", "url"]:
+            sources = ["model_path"]  # Poly's fallback: the url is downloaded to model_path when it is missing
         if len(sources) != 1:
             found = ", ".join(sources) if sources else "none"
-            raise ValueError(f"set exactly one of model_path, package, url, hf (found: {found})")
+            raise ValueError(f"set exactly one of model_path, package, url, hf, or model_path with a url to "
+                             f"download it from (found: {found})")
         if self.sha256 and not self.url:
             raise ValueError("sha256 only applies to a url source")
         if self.package_file and not self.package:
@@ -186,6 +204,12 @@ class TaskConfig(_Strict):
     mirostat: Literal[0, 1, 2] = 0
     mirostat_tau: float = Field(5.0, gt=0, le=100)
     mirostat_eta: float = Field(0.1, gt=0, le=1)
+    # Mirostat 1's candidates for its estimate (m) and the vocabulary size in its formula
+    # (Poly's configs give n_vocab; by default, the model's own).
+    mirostat_m: int = Field(100, ge=1, le=1 << 20)
+    mirostat_n_vocab: int | None = Field(None, ge=1, le=1 << 24)
+    typical_p: float = Field(1.0, gt=0, le=1)  # locally typical sampling (1: off)
+    min_keep: int = Field(1, ge=1, le=1 << 20)  # tokens top-k, top-p, min-p and typical always keep
     seed: int | None = Field(None, ge=0, lt=1 << 32)
     biaser: Biaser | None = None
     # With a biaser: the free answer is generated (not returned), this is fed,
@@ -223,9 +247,9 @@ class TaskConfig(_Strict):
 
     @model_validator(mode="after")
     def _combinations(self):
-        truncating = self.top_k > 0 or self.top_p < 1 or self.min_p > 0
-        if self.mirostat and {"top_k", "top_p", "min_p"} & self.model_fields_set and truncating:
-            raise ValueError("mirostat replaces top_k, top_p and min_p: set one or the other")
+        truncating = self.top_k > 0 or self.top_p < 1 or self.min_p > 0 or self.typical_p < 1
+        if self.mirostat and {"top_k", "top_p", "min_p", "typical_p"} & self.model_fields_set and truncating:
+            raise ValueError("mirostat replaces top_k, top_p, min_p and typical_p: set one or the other")
         if self.bias_prompt is not None and self.biaser is None:
             raise ValueError("bias_prompt needs a biaser")
         if any(not t for t in self.private_tokens):

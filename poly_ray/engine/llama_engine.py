@@ -43,6 +43,7 @@ from llama_cpp import _logger as llama_log
 from poly_ray.errors import BadRequest, Busy, ContextFull, ModelError, PromptTooLong
 from poly_ray.generation import Chunk, Done, Event, GenerationRequest, Segment, Started, TokenLogprob
 
+from . import lora
 from .embedder import Embedder
 from .kv_slots import Placement, Slot, common_prefix, place
 from .kv_snapshots import DEFAULT_BUDGET, SnapshotIndex, SnapshotTooLarge, fingerprint
@@ -129,6 +130,7 @@ class Engine:
         name: str = "model",
         snapshot_dir: str | Path | None = None,
         snapshot_bytes: int | None = None,
+        lora_adapters: list[tuple[str, float]] = (),
     ):
         self.name = name
         self.model_path = str(model_path)
@@ -159,6 +161,8 @@ class Engine:
         ctx_params.kv_unified = True
         ctx_params.swa_full = True
         self._ctx = _internals.LlamaContext(model=self._model, params=ctx_params, verbose=False)
+        self._lora = list(lora_adapters)
+        self._adapters = lora.apply(self._model.model, self._ctx.ctx, self._lora, name)
         self._mem = llama_cpp.llama_get_memory(self._ctx.ctx)
         self._batch = llama_cpp.llama_batch_init(batch_size, 0, 1)
         self._piece_buf = ctypes.create_string_buffer(64)
@@ -278,6 +282,7 @@ class Engine:
                     gpu_layers=self._gpu_layers,
                     own_pooling=False,
                     name=self.name,
+                    lora_adapters=self._lora,
                 )
         return self._embedder.embed(texts, max_tokens)
 

@@ -47,9 +47,13 @@ def resolve(name: str, model: ModelConfig, cache_path: Path) -> Path:
 
 def _resolve(name: str, model: ModelConfig, cache_path: Path) -> Path:
     if model.model_path is not None:
-        if not model.model_path.is_file():
+        if model.model_path.is_file():
+            return model.model_path
+        if model.url is None:
             raise ModelSourceError(f"models.{name}.model_path: no such file: {model.model_path}")
-        return model.model_path
+        # Poly's fallback: the file is downloaded to model_path (on each node that lacks it).
+        log.info("models.%s.model_path: %s is missing; downloading models.%s.url", name, model.model_path, name)
+        return download_to(model.url, model.model_path, sha256=model.sha256, key=f"models.{name}.url")
     if model.package is not None:
         return _from_package(name, model.package, model.package_file, cache_path)
     if model.url is not None:
@@ -159,11 +163,19 @@ def download(url: str, directory: Path, *, sha256: str | None = None, key: str =
 
     A lock file keeps two replicas on one node from downloading the same file.
     """
-    directory.mkdir(parents=True, exist_ok=True)
     url_hash = hashlib.sha256(url.encode()).hexdigest()[:16]
     basename = Path(urllib.parse.urlparse(url).path).name or "model.gguf"
-    target = directory / f"{url_hash}-{basename}"
-    with _locked(directory / f"{target.name}.lock"):
+    return download_to(url, directory / f"{url_hash}-{basename}", sha256=sha256, key=key)
+
+
+def download_to(url: str, target: Path, *, sha256: str | None = None, key: str = "url") -> Path:
+    """Download ``url`` to ``target`` unless it is there (and matches ``sha256``)."""
+    directory = target.parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ModelSourceError(f"{key}: cannot create {directory} to download into: {e}") from None
+    with _locked(directory / f".{target.name}.lock"):
         if target.exists():
             if sha256 and _sha256(target) != sha256.lower():
                 log.warning("%s: cached %s has the wrong sha256; downloading again", key, target)

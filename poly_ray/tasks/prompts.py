@@ -116,6 +116,10 @@ def build_request(
         mirostat=task.mirostat,
         mirostat_tau=task.mirostat_tau,
         mirostat_eta=task.mirostat_eta,
+        mirostat_m=task.mirostat_m,
+        mirostat_n_vocab=task.mirostat_n_vocab or 0,
+        typical_p=task.typical_p,
+        min_keep=task.min_keep,
         seed=o.get("seed", task.seed),
     )
     return GenerationRequest(

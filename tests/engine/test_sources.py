@@ -125,3 +125,25 @@ def test_a_url_without_sha256_is_downloaded_with_a_warning(tmp_path, http_server
     with caplog.at_level("WARNING", logger="poly_ray.engine.sources"):
         resolve("m", ModelConfig(url=f"{base}/model.gguf", sha256=hashlib.sha256(PAYLOAD).hexdigest()), tmp_path)
     assert "sha256" not in caplog.text
+
+
+def test_model_path_missing_is_downloaded_there_from_its_url(tmp_path, http_server):
+    """Poly's fallback: model_path names where the file lives, url where to get it when it is not there."""
+    base, hits = http_server
+    target = tmp_path / "models" / "m.gguf"
+    digest = hashlib.sha256(PAYLOAD).hexdigest()
+    model = ModelConfig(model_path=target, url=f"{base}/model.gguf", sha256=digest)
+    assert resolve("m", model, tmp_path / "cache") == target
+    assert target.read_bytes() == PAYLOAD and hits == ["/model.gguf"]
+    assert resolve("m", model, tmp_path / "cache") == target and hits == ["/model.gguf"]  # there now: used as is
+    assert not list(target.parent.glob("*.part")) and not (tmp_path / "cache").exists()
+
+
+def test_model_path_download_that_fails_its_check_leaves_model_path_empty(tmp_path, http_server):
+    base, _ = http_server
+    target = tmp_path / "m.gguf"
+    with pytest.raises(ModelSourceError, match="models.m.url: sha256 mismatch"):
+        resolve("m", ModelConfig(model_path=target, url=f"{base}/model.gguf", sha256="0" * 64), tmp_path)
+    assert not target.exists()
+    with pytest.raises(ModelSourceError, match="models.m.model_path: no such file"):
+        resolve("m", ModelConfig(model_path=target), tmp_path)

@@ -38,8 +38,9 @@ class RecalledChunk(BaseModel):
 
 
 class Recall(BaseModel):
-    memories: list[str]
-    chunks: list[RecalledChunk]
+    chunks: list[str]  # Poly's answer: the texts, best first
+    memories: list[str]  # the same texts (the name of Poly's first versions)
+    results: list[RecalledChunk]  # the same chunks with score and metadata
 
 
 class StoredDocument(BaseModel):

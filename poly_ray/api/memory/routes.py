@@ -72,8 +72,10 @@ def register(app: FastAPI, memories, access: Access) -> None:
             raise PayloadTooLarge(f"prompt: {len(params.prompt)} characters, over the limit (max_recall_chars)"
                                   f" of {bounds.max_recall_chars}")
         chunks = await backend().recall(memory, params.prompt, params.n, params.mode, owner=who.credential)
-        # "memories" is Poly's answer (texts); "chunks" adds scores and metadata.
-        return {"memories": [c["text"] for c in chunks], "chunks": chunks}
+        # Poly answers the texts as "chunks" (its first versions as "memories");
+        # "results" has them with their scores and metadata.
+        texts = [c["text"] for c in chunks]
+        return {"chunks": texts, "memories": texts, "results": chunks}
 
     @app.put(
         "/v1/memory/{memory}", openapi_extra=doc(ok=Stored, accepted=JobStarted, errors=INGEST_ERRORS) | INGEST_BODY
