@@ -190,7 +190,8 @@ def _number(schema: dict, where: str) -> dict:
         if key not in {"type", "min", "max", "max_decimals", "minimum", "maximum"} | _ANNOTATIONS:
             raise SchemaError(f"{where}.{key} cannot be enforced by a grammar beside minimum/maximum on a number")
     lo, hi = schema.get("min", schema.get("minimum")), schema.get("max", schema.get("maximum"))
-    for name, bound in (("min", lo), ("max", hi)):
+    names = ("min" if "min" in schema else "minimum", "max" if "max" in schema else "maximum")
+    for name, bound in zip(names, (lo, hi), strict=True):
         if bound is None:
             continue
         if isinstance(bound, bool) or not isinstance(bound, int | float) or bound != int(bound):
