@@ -31,7 +31,7 @@ from .protocol import (
     Stored,
 )
 
-INGEST_ERRORS = (*WITH_BODY, 415, 422)
+INGEST_ERRORS = (*WITH_BODY, 415, 422, 429)  # 429: uploads in flight or background jobs at their bound
 _BINARY = {"type": "string", "format": "binary"}
 INGEST_BODY = {
     "requestBody": {
