@@ -17,7 +17,8 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from poly_ray.errors import ConfigError
+from poly_ray import tools as tool_calls
+from poly_ray.errors import BadRequest, ConfigError
 from poly_ray.grammars import SchemaError
 
 from .jwt_keys import BadKey, public_keys
@@ -192,6 +193,12 @@ def _check_references(config: Config) -> Config:
             try:
                 task.grammar
             except SchemaError as e:
+                raise ConfigError(f"tasks.{name}.{e.message}") from None
+        if task.tools:
+            # Requests hold a task's tools to the configured schema_limits: so does start-up.
+            try:
+                tool_calls.plan(task.tools, task.tool_choice, caps=config.schema_limits.caps()).grammar()
+            except BadRequest as e:
                 raise ConfigError(f"tasks.{name}.{e.message}") from None
         if task.model not in config.models:
             known = ", ".join(sorted(config.models)) or "none configured"

@@ -146,8 +146,10 @@ class MemoryService:
             if work and isinstance(work[0], Upload):  # resumed: its documents are read again
                 try:
                     work = await self._prepare(memory, work)
-                except PolyError as e:
-                    job.state, job.finished, job.error = "failed", time.time(), _error(e)
+                except Exception as e:
+                    job.state, job.finished = "failed", time.time()
+                    job.error = _error(e) if isinstance(e, PolyError) else {
+                        "code": "ingest_failed", "message": str(e), "status": 500}
                     raise
                 job.chunks_total = sum(len(p.chunks) for p in work)
             await self._run(memory, job, work)

@@ -71,14 +71,34 @@ class OrchestratorBackend:
             return {"orchestrator": False}
 
 
+def serve_listen_host() -> str | None:
+    """The host Serve's proxies listen on (its http_options: `serve run`'s flag or the
+    Serve config decide it, not the config's bind_address); None when it cannot be had."""
+    import concurrent.futures
+
+    import ray
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+    try:
+        controller = ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+        # On a thread: a replica's constructor runs on its event loop, where Ray frowns on ray.get.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(ray.get, controller.get_http_config.remote(), timeout=30).result().host
+    except Exception as e:
+        log.warning("cannot ask Serve where it listens (%s); using bind_address", e)
+        return None
+
+
 class Ingress:
     def __init__(self, orchestrator, config: dict, memory=None, state=None):
         route_logs_to_serve()
         self._backend = OrchestratorBackend(orchestrator, memory, state)
         self._config = Config.model_validate(config)
+        # The trusted Host check and the public warning follow where the proxies really listen.
+        self._listen_host = serve_listen_host()
 
     def __serve_build_asgi_app__(self):
-        app = create_app(self._backend, self._config)
+        app = create_app(self._backend, self._config, listen_host=self._listen_host)
         app.add_middleware(_CancelledIsDisconnect)
         return app
 

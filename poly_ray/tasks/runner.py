@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Protocol
 
-from poly_ray import chat_template, tools
+from poly_ray import chat_template, grammars, tools
 from poly_ray.config import ModelConfig, TaskConfig
 from poly_ray.errors import BadRequest, NotFound
 from poly_ray.generation import Chunk, Done, Event, GenerationRequest, Segment, Started, collect
@@ -53,7 +53,10 @@ class TaskRunner:
         *,
         sinks: tuple[Sink, ...] = (),
         log_prompts: bool = False,
+        caps: grammars.Caps = grammars.DEFAULT_CAPS,
     ):
+        """``caps``: the config's schema_limits, which request tools' schemas are held to."""
+        self._caps = caps
         self._tasks = tasks
         self._models = models
         self._clients = clients
@@ -91,10 +94,10 @@ class TaskRunner:
         request = build_request(task, cfg, prompt, overrides)
         if recalled := await self._recall(cfg, prompt, overrides):
             request = replace(request, prompt=assemble(cfg, prompt, recalled=recalled))
-        plan = _tool_plan(cfg, overrides)
+        plan, grammar = await self._tools(cfg, overrides)
         if plan.active:  # the task's tools: their description goes first, the answer is the envelope
             request = replace(request, prompt=(Segment(plan.instructions() + "\n\n"), *request.prompt),
-                              grammar=plan.grammar(), stop=tuple(cfg.private_tokens))
+                              grammar=grammar, stop=tuple(cfg.private_tokens))
             events = tools.decode(self.client(cfg.model).generate(request), plan)
         else:
             events = self._run(cfg, request)
@@ -176,10 +179,10 @@ class TaskRunner:
         else:
             question = next((content for role, content in reversed(messages) if role == "user"), "")
             recalled = await self._recall(task, question, overrides) if question else ""
-            plan = _tool_plan(task, overrides)
+            plan, grammar = await self._tools(task, overrides)
             if plan.active:
                 messages = tools.with_instructions(plan, messages)
-                overrides = {**overrides, "grammar": plan.grammar()}
+                overrides = {**overrides, "grammar": grammar}
             said = "\n".join(content for _, content in messages)
             request = build_request(target, task, await self._render(task, messages, recalled), overrides, user_text=said)
             if plan.active:
@@ -210,6 +213,23 @@ class TaskRunner:
             ask = getattr(self.client(model), "chat_template", None)
             self._templates[model] = await ask() if ask else None
         return self._templates[model]
+
+    async def _tools(self, task: TaskConfig, overrides: dict) -> tuple[tools.Plan, str | None]:
+        """The request's tool plan and its envelope's grammar, held to the config's
+        schema_limits; converted on a thread, cut off after schema_limits.timeout_s."""
+        caps = self._caps
+        if not (overrides.get("tools") or task.tools):
+            return _tool_plan(task, overrides, caps), None
+
+        def work():
+            plan = _tool_plan(task, overrides, caps)
+            return plan, plan.grammar() if plan.active else None
+
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(work), caps.timeout_s)
+        except TimeoutError:
+            raise grammars.SchemaError(f"the tools' schemas took longer than {caps.timeout_s} s to convert "
+                                       "(schema_limits.timeout_s)") from None
 
     async def _recall(self, task: TaskConfig, prompt: str, overrides: dict) -> str:
         """The text recalled from the task's memory for this prompt ("" without one).
@@ -269,10 +289,10 @@ class TaskRunner:
         return {name: answer is not None for name, answer in zip(checks, answers)}
 
 
-def _tool_plan(task: TaskConfig, overrides: dict) -> tools.Plan:
+def _tool_plan(task: TaskConfig, overrides: dict, caps: grammars.Caps) -> tools.Plan:
     """The request's tools, else the task's; the request's tool_choice, else the task's."""
     plan = tools.plan(overrides.get("tools") or task.tools, overrides.get("tool_choice", task.tool_choice),
-                      overrides.get("parallel_tool_calls"))
+                      overrides.get("parallel_tool_calls"), caps)
     if plan.active and "grammar" in overrides:
         raise BadRequest("a response format (response_format, format) cannot be combined with tools "
                          "unless tool_choice is 'none'")
