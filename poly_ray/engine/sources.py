@@ -16,6 +16,7 @@ import importlib.util
 import logging
 import os
 import posixpath
+import re
 import tempfile
 import time
 import urllib.parse
@@ -23,7 +24,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from poly_ray.config import ModelConfig, is_gguf, package_module
+from poly_ray.config import ModelConfig, is_gguf, package_module, parse_hf
 from poly_ray.errors import ConfigError
 
 from . import bert_gguf
@@ -61,7 +62,7 @@ def _resolve(name: str, model: ModelConfig, cache_path: Path) -> Path:
             log.warning("models.%s.url has no sha256: the downloaded file is not checked (set models.%s.sha256)",
                         name, name)
         return download(model.url, cache_path / "downloads", sha256=model.sha256, key=f"models.{name}.url")
-    return _from_hf(name, model.hf)
+    return _from_hf(name, model.hf, model.sha256, cache_path)
 
 
 def _from_package(name: str, package: str, package_file: str | None, cache_path: Path) -> Path:
@@ -216,21 +217,87 @@ def _fetch(url: str, out, key: str) -> str:
     return digest.hexdigest()
 
 
-def _from_hf(name: str, spec: str) -> Path:
-    """A file in the huggingface_hub cache (HF_HOME), fetched there if the hub is reachable."""
+def _from_hf(name: str, spec: str, sha256: str | None, cache_path: Path) -> Path:
+    """A file in the huggingface_hub cache (HF_HOME) at the reference's revision, fetched
+    there if the hub is reachable, with its progress logged, and checked: against
+    ``sha256`` if set, else against the hub's own sha256 of an LFS file (its blob's name)."""
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+    from huggingface_hub.errors import LocalEntryNotFoundError, RevisionNotFoundError
 
-    author, repo, filename = spec.split("/", 2)
+    key = f"models.{name}.hf"
+    repo_id, revision, filename = parse_hf(spec)
     try:
-        return Path(hf_hub_download(repo_id=f"{author}/{repo}", filename=filename))
+        # HF_ENDPOINT (a mirror) is read here, not only when huggingface_hub is imported.
+        path = Path(hf_hub_download(repo_id=repo_id, filename=filename, revision=revision,
+                                    endpoint=os.environ.get("HF_ENDPOINT") or None,
+                                    tqdm_class=_progress_class(key, f"{repo_id}/{filename}")))
     except LocalEntryNotFoundError:
+        at = f" at revision {revision!r}" if revision else ""
         raise ModelSourceError(
-            f"models.{name}.hf: {spec!r} is not in the Hugging Face cache and the hub cannot be reached "
-            "(offline?). Download it once where there is a network, or use model_path."
+            f"{key}: {spec!r} ({filename} in {repo_id}{at}) is not in the Hugging Face cache and the hub cannot "
+            "be reached (offline?). Download it once where there is a network, or use model_path."
         ) from None
+    except RevisionNotFoundError:
+        raise ModelSourceError(f"{key}: {repo_id} has no revision {revision!r} (a branch, tag or commit)") from None
     except Exception as e:
-        raise ModelSourceError(f"models.{name}.hf: cannot get {spec!r}: {type(e).__name__}: {e}") from None
+        raise ModelSourceError(f"{key}: cannot get {spec!r}: {type(e).__name__}: {e}") from None
+    _verify_blob(key, path, sha256, cache_path / "verified")
+    return path
+
+
+def _verify_blob(key: str, path: Path, sha256: str | None, marks: Path) -> None:
+    """The file's sha256 against the expected one (hashed once per file: a mark remembers it)."""
+    blob = path.resolve()
+    expected = (sha256 or (blob.name if _SHA256.fullmatch(blob.name) else "")).lower()
+    if not expected:
+        log.warning("%s: %s is not an LFS file and no sha256 is set: its content is not checked", key, path)
+        return
+    stat = blob.stat()
+    mark = marks / f"{expected}.ok"
+    seen = f"{stat.st_size}:{stat.st_mtime_ns}"
+    if mark.is_file() and mark.read_text() == seen:
+        return
+    digest = _sha256(blob)
+    if digest != expected:
+        with contextlib.suppress(OSError):
+            blob.unlink()  # the next start downloads it again
+        raise ModelSourceError(f"{key}: sha256 mismatch for {path}: expected {expected}, got {digest} "
+                               "(the corrupt file was removed from the cache)")
+    with contextlib.suppress(OSError):
+        marks.mkdir(parents=True, exist_ok=True)
+        mark.write_text(seen)
+    log.info("%s: %s verified (sha256 %s)", key, path, expected)
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _progress_class(key: str, what: str):
+    """A tqdm class for huggingface_hub that also logs the download's progress every 2 s
+    (a replica's log has no terminal for the bar)."""
+    from huggingface_hub.utils import tqdm
+
+    class LoggedProgress(tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._done, self._logged = 0, 0.0
+
+        def update(self, n=1):
+            self._done += n or 0
+            if time.monotonic() - self._logged > 2:
+                self._logged = time.monotonic()
+                total = self.total or 0
+                pct = f" ({100 * self._done / total:.0f}%)" if total else ""
+                log.info("%s: downloading %s: %.1f MB%s", key, what, self._done / 1e6, pct)
+            return super().update(n)
+
+        def close(self):
+            if self._done:
+                log.info("%s: downloaded %s (%.1f MB)", key, what, self._done / 1e6)
+                self._done = 0
+            super().close()
+
+    return LoggedProgress
 
 
 @contextlib.contextmanager
