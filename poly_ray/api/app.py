@@ -97,7 +97,7 @@ def create_app(backend: Backend, config: Config, listen_host: str | None = None)
 
     poly_routes.register(app, backend, access, limits)
     openai_routes.register(app, backend, access, limits)
-    ollama_routes.register(app, backend, access, limits)
+    ollama_routes.register(app, backend, access, limits, config)
     simple_routes.register(app, backend, access, limits, config.default_target)
     chat_ws.register(app, backend, access, limits)
     memory_routes.register(app, getattr(backend, "memories", None), access)

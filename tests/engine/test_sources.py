@@ -4,6 +4,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from fake_hub import FakeHub
 
 from poly_ray.config import ModelConfig
 from poly_ray.engine.sources import ModelSourceError, download, resolve
@@ -215,51 +216,15 @@ def test_hf_reference_is_refused_at_start_when_it_cannot_be_one():
 
 @pytest.fixture
 def fake_hub(monkeypatch, tmp_path):
-    """A local HTTP server answering huggingface_hub's HEAD and GET of /{repo}/resolve/{revision}/{file},
-    as the hub does for an LFS file (commit, sha256 etag, size)."""
     import huggingface_hub.constants as c
 
-    files = {}  # (repo, revision, filename) -> (commit, body, sha256 announced)
-    hits = []
-
-    class Hub(http.server.BaseHTTPRequestHandler):
-        def _answer(self, with_body: bool):
-            hits.append((self.command, self.path))
-            repo_a, repo_b, resolve_, revision, *name = self.path.lstrip("/").split("/")
-            entry = files.get((f"{repo_a}/{repo_b}", revision, "/".join(name)))
-            if resolve_ != "resolve" or entry is None:
-                self.send_response(404)
-                self.send_header("X-Error-Code", "EntryNotFound")
-                self.end_headers()
-                return
-            commit, body, etag = entry
-            self.send_response(200)
-            self.send_header("X-Repo-Commit", commit)
-            self.send_header("X-Linked-Etag", f'"{etag}"')
-            self.send_header("X-Linked-Size", str(len(body)))
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if with_body:
-                self.wfile.write(body)
-
-        def do_HEAD(self):
-            self._answer(False)
-
-        def do_GET(self):
-            self._answer(True)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    hub = FakeHub()
     monkeypatch.setattr(c, "HF_HUB_OFFLINE", False)
-    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
     monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
-    yield files, hits
-    server.shutdown()
-    server.server_close()
+    yield hub.files, hub.hits
+    hub.close()
 
 
 def test_hf_download_at_a_revision_logs_progress_and_is_verified(tmp_path, fake_hub, caplog):
