@@ -73,7 +73,7 @@ def test_polys_number_schema_becomes_a_rule():
 
 
 @pytest.mark.parametrize("schema, message", [
-    ({"type": "number", "minimum": 0.5}, "schema.min: a number's bounds are enforced when they are whole numbers"),
+    ({"type": "number", "minimum": 0.5}, "schema.minimum: a number's bounds are enforced when they are whole numbers"),
     ({"type": "number", "min": 3, "max": 1}, "schema: the minimum 3 is above the maximum 1"),
     ({"type": "number", "max_decimals": 99}, "schema.max_decimals must be a whole number from 0 to 15"),
     ({"type": "number", "min": 0, "multipleOf": 2}, "schema.multipleOf cannot be enforced"),
