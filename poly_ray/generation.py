@@ -76,6 +76,9 @@ class GenerationRequest:
     context: tuple[int, ...] | None = None
     # A chat session's id: its turns are routed to the replica that holds its cells.
     session: str | None = None
+    # A durable prompt-state id (`/stream`'s "cache", a task prelude): the sequence's
+    # KV cells are saved to disk under it and restored from there after a restart.
+    cache_key: str | None = None
 
     @property
     def text(self) -> str:

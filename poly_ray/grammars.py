@@ -190,8 +190,9 @@ def _number(schema: dict, where: str) -> dict:
         if key not in {"type", "min", "max", "max_decimals", "minimum", "maximum"} | _ANNOTATIONS:
             raise SchemaError(f"{where}.{key} cannot be enforced by a grammar beside minimum/maximum on a number")
     lo, hi = schema.get("min", schema.get("minimum")), schema.get("max", schema.get("maximum"))
-    for name in ("min", "max", "minimum", "maximum"):
-        if (bound := schema.get(name)) is None:
+    names = ("min" if "min" in schema else "minimum", "max" if "max" in schema else "maximum")
+    for name, bound in zip(names, (lo, hi), strict=True):
+        if bound is None:
             continue
         if isinstance(bound, bool) or not isinstance(bound, int | float) or bound != int(bound):
             raise SchemaError(f"{where}.{name}: a number's bounds are enforced when they are whole numbers, "

@@ -22,6 +22,7 @@ from poly_ray.errors import BadRequest, ConfigError
 from poly_ray.grammars import Caps, from_schema
 
 from . import sampler_chain
+from .bounds import Bounds
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 DEFAULT_CACHE = Path("~/.cache/poly-ray")
@@ -124,6 +125,9 @@ class ModelConfig(_Strict):
     # Streamed text is sent at most this often (the first chunk at once): fewer,
     # larger messages leave more CPU to the model. 0 sends every token alone.
     stream_interval_ms: float = Field(100.0, ge=0, le=10_000)
+    # Bytes of durable KV snapshots (`/stream` cache ids, task preludes) kept under
+    # state_dir/kv/<model>, least recently used evicted; 0 turns them off.
+    kv_snapshot_bytes: int = Field(2 << 30, ge=0, le=1 << 50)
 
     @field_validator("url")
     @classmethod
@@ -453,7 +457,7 @@ class SchemaLimits(_Strict):
         return Caps(**self.model_dump())
 
 
-class Config(_Strict):
+class Config(_Strict, Bounds):
     bind_address: str = "127.0.0.1:8000"
     public: bool = False
     allowed_keys: list[ScopedKey] = []

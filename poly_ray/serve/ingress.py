@@ -11,7 +11,7 @@ from poly_ray.api import create_app
 from poly_ray.config import Config
 from poly_ray.tasks.runner import READY_TIMEOUT_S
 
-from .handles import MemoryHandle, call, stream
+from .handles import MemoryHandle, StateHandle, call, stream
 from .ops import route_logs_to_serve
 
 log = logging.getLogger(__name__)
@@ -21,10 +21,11 @@ ORCHESTRATOR = "the task orchestrator"
 class OrchestratorBackend:
     """``api.Backend`` through a DeploymentHandle to the TaskOrchestrator."""
 
-    def __init__(self, handle, memory=None):
+    def __init__(self, handle, memory=None, state=None):
         self._handle = handle
         self._streaming = handle.options(stream=True)
         self.memories = MemoryHandle(memory) if memory is not None else None
+        self.state = StateHandle(state) if state is not None else None
         self._tasks: dict | None = None
         self._models: dict | None = None
 
@@ -71,9 +72,9 @@ class OrchestratorBackend:
 
 
 class Ingress:
-    def __init__(self, orchestrator, config: dict, memory=None):
+    def __init__(self, orchestrator, config: dict, memory=None, state=None):
         route_logs_to_serve()
-        self._backend = OrchestratorBackend(orchestrator, memory)
+        self._backend = OrchestratorBackend(orchestrator, memory, state)
         self._config = Config.model_validate(config)
 
     def __serve_build_asgi_app__(self):

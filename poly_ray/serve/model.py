@@ -24,7 +24,7 @@ SESSIONS_PER_REPLICA = 256
 
 
 class LlamaModel:
-    def __init__(self, name: str, model: dict, cache_path: str):
+    def __init__(self, name: str, model: dict, cache_path: str, kv_path: str | None = None):
         route_logs_to_serve()
         cfg = ModelConfig.model_validate(model)
         path = resolve(name, cfg, Path(cache_path))
@@ -44,6 +44,8 @@ class LlamaModel:
                 max_queued=cfg.max_queued_requests,
                 flush_interval=cfg.stream_interval_ms / 1000,
                 name=name,
+                snapshot_dir=kv_path if cfg.kv_snapshot_bytes else None,
+                snapshot_bytes=cfg.kv_snapshot_bytes,
                 lora_adapters=adapters,
             )
         self._embedding = EmbeddingGate(name, self.engine.embed, serves=cfg.embeddings, max_inputs=cfg.max_embedding_inputs,

@@ -135,4 +135,6 @@ def build_request(
         grammar=o.get("grammar", task.grammar),
         logprobs=o.get("logprobs"),
         session=o.get("session"),
+        # A task's prelude is kept on disk too, so a replica that starts again reads it from there.
+        cache_key=o.get("cache_key") or (f"prelude/{task_name}" if task.prelude else None),
     )

@@ -89,7 +89,7 @@ class TaskRunner:
 
     async def _stream(self, task: str, cfg: TaskConfig, prompt: str, overrides: dict) -> AsyncIterator[Event]:
         request = build_request(task, cfg, prompt, overrides)
-        if recalled := await self._recall(cfg, prompt):
+        if recalled := await self._recall(cfg, prompt, overrides):
             request = replace(request, prompt=assemble(cfg, prompt, recalled=recalled))
         plan = _tool_plan(cfg, overrides)
         if plan.active:  # the task's tools: their description goes first, the answer is the envelope
@@ -98,7 +98,7 @@ class TaskRunner:
             events = tools.decode(self.client(cfg.model).generate(request), plan)
         else:
             events = self._run(cfg, request)
-        async for event in self._remembering(cfg, prompt, events):
+        async for event in self._remembering(cfg, prompt, events, overrides):
             yield event
 
     async def complete(self, task: str, prompt: str, overrides: dict) -> dict:
@@ -121,12 +121,12 @@ class TaskRunner:
             yield event
 
     async def _turn(self, task: str, cfg: TaskConfig, context, prompt: str, overrides: dict, history) -> AsyncIterator[Event]:
-        recalled = await self._recall(cfg, prompt)
+        recalled = await self._recall(cfg, prompt, overrides)
         turn = assemble(cfg, prompt, first_turn=context is None and history is None, recalled=recalled)
         if history is not None:
             turn = (*replay(cfg, history), *turn)
         request = build_request(task, cfg, turn, overrides, user_text=prompt)
-        async for event in self._remembering(cfg, prompt, self._run(cfg, replace(request, context=context or ()))):
+        async for event in self._remembering(cfg, prompt, self._run(cfg, replace(request, context=context or ())), overrides):
             yield event
 
     async def _run(self, task: TaskConfig, request: GenerationRequest) -> AsyncIterator[Event]:
@@ -178,11 +178,11 @@ class TaskRunner:
         if messages is None:
             question = prompt
             request = build_request(target, task, prompt, overrides)
-            if recalled := await self._recall(task, prompt):
+            if recalled := await self._recall(task, prompt, overrides):
                 request = replace(request, prompt=assemble(task, prompt, recalled=recalled))
         else:
             question = next((content for role, content in reversed(messages) if role == "user"), "")
-            recalled = await self._recall(task, question) if question else ""
+            recalled = await self._recall(task, question, overrides) if question else ""
             plan = _tool_plan(task, overrides)
             if plan.active:
                 messages = tools.with_instructions(plan, messages)
@@ -193,10 +193,10 @@ class TaskRunner:
                 # The grammar ends the envelope; a stop sequence inside its strings would cut it.
                 request = replace(request, stop=tuple(task.private_tokens))
                 events = tools.decode(self.client(task.model).generate(request), plan)
-                async for event in self._remembering(task, question, events):
+                async for event in self._remembering(task, question, events, overrides):
                     yield event
                 return
-        async for event in self._remembering(task, question, self._run(task, request)):
+        async for event in self._remembering(task, question, self._run(task, request), overrides):
             yield event
 
     async def _render(self, task: TaskConfig, messages: list[tuple[str, str]], recalled: str) -> tuple[Segment, ...]:
@@ -218,21 +218,24 @@ class TaskRunner:
             self._templates[model] = await ask() if ask else None
         return self._templates[model]
 
-    async def _recall(self, task: TaskConfig, prompt: str) -> str:
-        """The text recalled from the task's memory for this prompt ("" without one)."""
+    async def _recall(self, task: TaskConfig, prompt: str, overrides: dict) -> str:
+        """The text recalled from the task's memory for this prompt ("" without one).
+        Of the stored prompts, only the caller's (the ``owner`` the ingress sets)."""
         m = task.memorization
         if m is None or self.memories is None or not m.retrieve:
             return ""
-        return recalled_text(await self.memories.recall(m.memory, prompt, m.retrieve))
+        return recalled_text(await self.memories.recall(m.memory, prompt, m.retrieve, owner=overrides.get("owner")))
 
-    async def _remembering(self, task: TaskConfig, prompt: str, events: AsyncIterator[Event]) -> AsyncIterator[Event]:
-        """``events``; with store_prompts, the prompt is stored once the model has
-        accepted it (a refused prompt is not), beside the generation."""
+    async def _remembering(
+        self, task: TaskConfig, prompt: str, events: AsyncIterator[Event], overrides: dict
+    ) -> AsyncIterator[Event]:
+        """``events``; with store_prompts, the prompt is stored (as the caller's) once the
+        model has accepted it (a refused prompt is not), beside the generation."""
         m = task.memorization
         remember = m is not None and m.store_prompts and self.memories is not None and prompt.strip()
         async for event in events:
             if remember and isinstance(event, Started):
-                stored = asyncio.create_task(self.memories.remember(m.memory, prompt))
+                stored = asyncio.create_task(self.memories.remember(m.memory, prompt, owner=overrides.get("owner")))
                 self._storing.add(stored)
                 stored.add_done_callback(self._stored)
             yield event

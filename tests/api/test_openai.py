@@ -65,6 +65,16 @@ async def test_chat_stream_with_usage():
     assert model.requests[-1].stop == ("\nUser:",)
 
 
+async def test_completion_stream_with_usage():
+    client, _ = make_client()
+    stream = await client.completions.create(
+        model="echo", prompt="one two", max_tokens=5, stream=True, stream_options={"include_usage": True})
+    chunks = [c async for c in stream]
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == ">\none\ntwo\n"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].usage.completion_tokens == 3
+
+
 async def test_response_format_becomes_a_grammar():
     client, model = make_client()
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}

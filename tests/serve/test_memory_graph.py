@@ -214,3 +214,49 @@ def test_memories_survive_a_restart_of_serve_and_ray(ray_serve, server, store):
     assert after == before
     r = httpx.get(f"{url}/v1/memory/docs", params={"prompt": "Rotterdam", "n": 1}, headers={"Authorization": f"Bearer {KEY}"}, timeout=60)
     assert "Rhine" in r.json()["results"][0]["text"]
+
+
+def tide_table(harbour: str) -> bytes:
+    """About 30 KB of text: a hundred chunks, several seconds of embedding here."""
+    return " ".join(f"Line {i}: the tide table of {harbour} lists high water at {i % 24} o'clock." for i in range(450)).encode()[:30_000]
+
+
+async def test_a_client_gone_mid_upload_leaves_nothing(client):
+    """The upload's client goes away while its chunks are embedded: the writer stops,
+    and nothing of the document is stored, then or later."""
+    import hashlib
+
+    data = tide_table("Harwich")
+    document = hashlib.sha256(data).hexdigest()[:32]
+    with pytest.raises(httpx.ReadTimeout):  # the client gives up and closes the connection
+        await client.put("/v1/memory/docs", content=data, headers={"Content-Type": "text/plain"}, timeout=httpx.Timeout(60, read=1.5))
+    for _ in range(10):
+        listed = (await client.get("/v1/memory/docs/documents")).json()
+        assert document not in [d["document"] for d in listed["documents"]]
+        await asyncio.sleep(1)
+    # Had the first writer gone on, it would store the document before this upload
+    # of the same bytes (started later) does, and this one would find it there.
+    r = await client.put("/v1/memory/docs", content=data, headers={"Content-Type": "text/plain"})
+    [stored] = r.json()["documents"]
+    assert stored["stored"] and stored["document"] == document
+    assert (await client.delete(f"/v1/memory/docs/documents/{document}")).json()["deleted_chunks"] == stored["chunks"]
+
+
+def test_a_job_accepted_before_a_restart_is_done_after_it(ray_serve, server, store):
+    """A 202 job survives a restart of Serve and Ray: resumed from its kept bytes."""
+    headers = {"Authorization": f"Bearer {KEY}"}
+    r = httpx.put(f"{server}/v1/memory/docs", params={"wait": "false"}, content=tide_table("Dover"),
+                  headers={**headers, "Content-Type": "text/plain", "X-Filename": "dover.txt"})
+    assert r.status_code == 202, r.text
+    job = r.json()["job"]
+    ray_serve.restart()
+    url = deploy(ray_serve, store)
+    for _ in range(600):
+        state = httpx.get(f"{url}/v1/memory/docs/jobs/{job}", headers=headers, timeout=60).json()
+        if state.get("state") != "running":
+            break
+        time.sleep(0.5)
+    assert state["state"] == "done" and state["attempts"] == 2, state
+    assert state["result"]["documents"][0]["source"] == "dover.txt"
+    r = httpx.get(f"{url}/v1/memory/docs", params={"prompt": "tide table of Dover", "n": 1, "mode": "keyword"}, headers=headers, timeout=60)
+    assert "Dover" in r.json()["results"][0]["text"]

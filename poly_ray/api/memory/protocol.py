@@ -77,6 +77,7 @@ class JobState(BaseModel):
     error: JobError | None = None
     started: float
     finished: float | None = None
+    attempts: int = 1  # more than 1: resumed after a restart of the server
 
 
 class DocumentInfo(BaseModel):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import struct
 import time
 import uuid
@@ -37,10 +38,13 @@ from .protocol import (
     ModelPage,
 )
 
-PATHS = ("/v1/models", "/v1/completions", "/v1/chat/completions", "/v1/embeddings")
+PATHS = ("/v1/models", "/v1/completions", "/v1/chat/completions", "/v1/embeddings", "/v1/responses",
+         "/v1/conversations")
 
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
           429: "rate_limit_error"}
+
+log = logging.getLogger(__name__)
 
 
 def is_openai_path(path: str) -> bool:
@@ -130,7 +134,7 @@ class _CompletionShape:
         return {"index": 0, "text": text, "logprobs": self.format_logprobs(logprobs), "finish_reason": finish}
 
     def delta(self, text: str | None, finish: str | None, first: bool, logprobs: list[TokenLogprob]) -> dict:
-        return self.choice(text or "", finish, logprobs)
+        return self.choice(text or "", finish, logprobs, [])
 
     def format_logprobs(self, entries: list[TokenLogprob]) -> dict | None:
         if not self.logprobs:
@@ -224,6 +228,7 @@ async def _stream(events, shape: _CompletionShape, include_usage: bool, on_close
     except PolyError as e:
         yield data(error_body(e.status, e.code, e.message))
     except Exception:
+        log.exception("a completion stream failed")
         yield data(error_body(500, "internal_error", "internal server error"))
     finally:
         on_close()

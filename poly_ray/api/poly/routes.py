@@ -14,6 +14,7 @@ from poly_ray.api.limits import StreamLimits
 from poly_ray.api.openapi import GENERATES, PLAIN, SSE, WITH_BODY, doc, ref
 from poly_ray.api.parsing import overrides_off_loop, parse_params
 from poly_ray.api.streaming import GenerationStream, sse_body
+from poly_ray.errors import PayloadTooLarge
 
 from .protocol import (
     Completion,
@@ -133,6 +134,9 @@ def register(app: FastAPI, backend, access: Access, limits: StreamLimits) -> Non
     async def tokenization(model: str, request: Request):
         await access.authorize(request, "model", model)
         body = await parse_params(request, PromptBody)
+        limit = request.app.state.config.max_tokenize_chars
+        if len(body.prompt) > limit:
+            raise PayloadTooLarge(f"prompt: {len(body.prompt)} characters, over the limit (max_tokenize_chars) of {limit}")
         # Poly answers each token's id as "token"; "id" stays for this API's older clients.
         return {"tokens": [{"token": t["id"], **t} for t in await backend.tokenize(model, body.prompt)]}
 
