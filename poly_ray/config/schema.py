@@ -28,6 +28,22 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 DEFAULT_CACHE = Path("~/.cache/poly-ray")
 
 
+def parse_hf(spec: str) -> tuple[str, str | None, str]:
+    """A Hugging Face model reference: ``(repo_id, revision, filename)``.
+
+    ``author/repo/file.gguf`` is the file on the default branch; with four or more
+    parts, as the Go llm package writes them (``hf:author/repo/REVISION/file.gguf``,
+    the ``hf:`` optional), the third is the revision (a branch, tag or commit) and
+    the rest the file's path in the repository. ValueError says what is wrong."""
+    ref = spec.removeprefix("hf:").strip("/")
+    parts = ref.split("/")
+    if len(parts) < 3 or not all(parts):
+        raise ValueError('must look like "author/repo/file.gguf" or "hf:author/repo/REVISION/file.gguf"')
+    if len(parts) == 3:
+        return f"{parts[0]}/{parts[1]}", None, parts[2]
+    return f"{parts[0]}/{parts[1]}", parts[2], "/".join(parts[3:])
+
+
 def default_state_dir() -> Path:
     """Where durable state lives unless ``state_dir`` says otherwise: the user's data
     directory (XDG), so one folder holds everything worth backing up."""
@@ -123,8 +139,8 @@ class ModelConfig(_Strict):
     @field_validator("hf")
     @classmethod
     def _hf(cls, v):
-        if v is not None and len([p for p in v.split("/") if p]) < 3:
-            raise ValueError('must look like "author/repo/file.gguf"')
+        if v is not None:
+            parse_hf(v)
         return v
 
     @field_validator("gpus")
@@ -143,8 +159,8 @@ class ModelConfig(_Strict):
             found = ", ".join(sources) if sources else "none"
             raise ValueError(f"set exactly one of model_path, package, url, hf, or model_path with a url to "
                              f"download it from (found: {found})")
-        if self.sha256 and not self.url:
-            raise ValueError("sha256 only applies to a url source")
+        if self.sha256 and not (self.url or self.hf):
+            raise ValueError("sha256 only applies to a url or hf source")
         if self.package_file and not self.package:
             raise ValueError("package_file only applies to a package source")
         if self.replicas is not None and self.autoscaling is not None:

@@ -171,6 +171,13 @@ class TaskRunner:
             yield event
 
     async def _target(self, target: str, task: TaskConfig, prompt, messages, overrides: dict) -> AsyncIterator[Event]:
+        if messages is None and overrides.get("raw"):
+            # Ollama's raw: the prompt as it is (still as text: it spells no special token), without
+            # the task's prelude, prefix, postfix, recall or bias prompt; its limits and stop sequences hold.
+            request = build_request(target, task, (Segment(prompt),), overrides, user_text=prompt)
+            async for event in self._remembering(task, prompt, self.client(task.model).generate(request), overrides):
+                yield event
+            return
         if messages is None:
             question = prompt
             request = build_request(target, task, prompt, overrides)
