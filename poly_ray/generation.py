@@ -38,6 +38,10 @@ class Sampling:
     mirostat: int = 0  # 0 off, 1 or 2: Mirostat v1/v2 (replaces top-k/top-p/min-p)
     mirostat_tau: float = 5.0
     mirostat_eta: float = 0.1
+    mirostat_m: int = 100
+    mirostat_n_vocab: int = 0  # 0: the model's vocabulary size
+    typical_p: float = 1.0  # locally typical sampling; 1.0 is off
+    min_keep: int = 1  # the tokens top-k, top-p, min-p and typical keep whatever their probability
     seed: int | None = None
 
 
@@ -72,6 +76,9 @@ class GenerationRequest:
     context: tuple[int, ...] | None = None
     # A chat session's id: its turns are routed to the replica that holds its cells.
     session: str | None = None
+    # A durable prompt-state id (`/stream`'s "cache", a task prelude): the sequence's
+    # KV cells are saved to disk under it and restored from there after a restart.
+    cache_key: str | None = None
 
     @property
     def text(self) -> str:

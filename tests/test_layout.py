@@ -13,7 +13,7 @@ LAYERS = [
     {"generation", "grammars"},
     {"chat_template", "tools"},
     {"config"},
-    {"engine", "memory"},
+    {"engine", "memory", "state"},
     {"tasks"},
     {"api"},
     {"serve"},

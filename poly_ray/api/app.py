@@ -25,15 +25,18 @@ from . import playground
 from .auth import Access, Authenticator, log_refusal, loggable, token_from
 from .backend import Backend
 from .browser_guard import BrowserGuard
+from .conversations import routes as conversations_routes
 from .limits import StreamLimits
 from .memory import routes as memory_routes
 from .ollama import protocol as ollama_protocol
 from .ollama import routes as ollama_routes
 from .openai import routes as openai_routes
 from .openapi import document
+from .owned import OwnedBackend
 from .parsing import describe
 from .poly import chat_ws
 from .poly import routes as poly_routes
+from .responses import routes as responses_routes
 from .simple import routes as simple_routes
 
 log = logging.getLogger(__name__)
@@ -57,6 +60,7 @@ def create_app(backend: Backend, config: Config, listen_host: str | None = None)
     app.state.max_request_bytes = config.max_request_bytes
     app.state.max_upload_bytes = config.max_upload_bytes
     app.state.schema_caps = config.schema_limits.caps()
+    app.state.config = config  # the bounds the routes check (config/bounds.py)
     if config.public and host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("public = true on %s: anyone who reaches the port may generate, and read and change memories",
                     host)
@@ -73,6 +77,8 @@ def create_app(backend: Backend, config: Config, listen_host: str | None = None)
     limits = StreamLimits(config.max_concurrent, config.max_streams_per_credential)
     authenticator = Authenticator.from_config(config)
     access = Access(authenticator, backend, config.trusted_proxies)
+    memories = getattr(backend, "memories", None)
+    backend = OwnedBackend(backend)  # each generation carries its caller (store_prompts)
     if not config.public:
         app.add_middleware(_DocsNeedCredentials, auth=authenticator)
 
@@ -97,10 +103,12 @@ def create_app(backend: Backend, config: Config, listen_host: str | None = None)
 
     poly_routes.register(app, backend, access, limits)
     openai_routes.register(app, backend, access, limits)
-    ollama_routes.register(app, backend, access, limits)
+    responses_routes.register(app, backend, access, limits)
+    conversations_routes.register(app, backend, access)
+    ollama_routes.register(app, backend, access, limits, config)
     simple_routes.register(app, backend, access, limits, config.default_target)
     chat_ws.register(app, backend, access, limits)
-    memory_routes.register(app, getattr(backend, "memories", None), access)
+    memory_routes.register(app, memories, access)
     playground.register(app)
 
     def openapi() -> dict:

@@ -27,6 +27,7 @@ from typing import Any
 import jwt
 from fastapi import Request
 
+from poly_ray.api.owned import caller
 from poly_ray.config import Config, ScopedKey
 from poly_ray.config.jwt_keys import PublicKey, public_keys
 from poly_ray.errors import ConfigError, Forbidden, NotFound, PolyError, Unauthorized
@@ -213,6 +214,7 @@ class Access:
             )
         if who.credential is None:
             who = replace(who, credential=f"anonymous@{self.client_address(request)}")
+        caller.set(who.credential)  # the owner of what this request stores (api/owned.py)
         return who
 
     def client_address(self, request: Request) -> str:

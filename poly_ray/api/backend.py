@@ -34,3 +34,6 @@ class Backend(Protocol):
 
     # With memories configured: an object with the async methods of memory.service.MemoryService.
     memories: Any
+    # The stateful APIs' store: an object with the async methods of state.service.StateService
+    # (the state deployment's handle, or a StateService in-process); None: those routes answer 503.
+    state: Any

@@ -34,7 +34,8 @@ TEXT = {"text/plain": {"type": "string"}}
 _DESCRIPTIONS = {400: "Bad request", 401: "No valid credentials", 403: "Outside the credentials' scope",
                  404: "No such task, model, memory or route", 413: "The body is over max_request_bytes",
                  415: "Not a document type the memory reads", 422: "A document that cannot be read (or is empty)",
-                 429: "Over max_streams_per_credential", 503: "Busy (max_concurrent, or the model's queue)"}
+                 429: "Over max_streams_per_credential", 502: "A download from the model's source failed",
+                 503: "Busy (max_concurrent, or the model's queue)"}
 
 
 # Error bodies, one shape per API family.

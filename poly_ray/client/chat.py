@@ -23,6 +23,7 @@ from prompt_toolkit.history import FileHistory, InMemoryHistory
 from rich.console import Console
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.protocol import State
 
 HELP = "/reset starts a new session, /quit leaves (or Ctrl-D); Ctrl-C stops an answer"
 
@@ -81,6 +82,8 @@ class Chat:
         return urllib.parse.urlunsplit((scheme, parts.netloc, path, "", ""))
 
     async def _open(self) -> ClientConnection:
+        if self.ws is not None and self.ws.state is not State.OPEN:
+            self.ws = None  # the server closed it meanwhile (ws_idle_timeout_s): a new session
         if self.ws is None:
             try:
                 self.ws = await connect(self._ws_url(), subprotocols=["poly.json"], additional_headers=_auth(self.key),

@@ -10,6 +10,7 @@ from .schema import (
     Biaser,
     Config,
     FileStore,
+    LoraAdapter,
     Memorization,
     MemoryConfig,
     ModelConfig,
@@ -21,12 +22,13 @@ from .schema import (
     SymmetricKey,
     TaskConfig,
     default_state_dir,
+    parse_hf,
     state_path,
 )
 
 __all__ = [
     "DEFAULT_CACHE", "ENV_KEYS", "ENV_NAMES", "JWT_PUBLIC_ALGORITHMS", "NAME_PATTERN", "Autoscaling", "Biaser",
-    "Config", "FileStore", "Memorization", "MemoryConfig", "ModelConfig", "PublicKey", "QdrantStore", "SchemaLimits", "ScopedKey",
-    "StoreConfig", "SymmetricKey", "TaskConfig", "config_file", "default_state_dir", "state_path", "default_config_path", "is_gguf", "load",
+    "Config", "FileStore", "LoraAdapter", "Memorization", "MemoryConfig", "ModelConfig", "PublicKey", "QdrantStore", "SchemaLimits", "ScopedKey",
+    "StoreConfig", "SymmetricKey", "TaskConfig", "config_file", "default_state_dir", "parse_hf", "state_path", "default_config_path", "is_gguf", "load",
     "package_module", "validate",
 ]

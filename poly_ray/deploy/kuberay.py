@@ -11,9 +11,12 @@ from __future__ import annotations
 import yaml
 
 IMAGE = "poly-ray:0.1.0"  # built as the README's KubeRay section says
-# API keys and the JWT secret reach the pods from this Secret, never the manifest.
+# API keys, the JWT secret and Ray's own token reach the pods from this Secret, never the manifest.
 SECRET = "poly-ray-keys"
 _FROM_SECRET = [("POLY_ALLOWED_KEYS", "allowed_keys"), ("POLY_JWT_PRIVATE_KEY", "jwt_private_key")]
+# Ray's token authentication (every node, the dashboard and the job API ask for it):
+# on, with the token from the Secret's ray_auth_token; without that key no pod starts.
+RAY_TOKEN_KEY = "ray_auth_token"
 
 HEADER = """\
 # Written by `poly-ray build --kuberay` (make deployments); a test keeps it in sync.
@@ -41,8 +44,12 @@ def _container(name: str, cpu: str, memory: str, gpus: int = 0) -> dict:
         "image": IMAGE,
         "resources": {"limits": limits, "requests": dict(limits)},
         # Ray's worker processes (the ingress among them) inherit the pod's environment.
-        "env": [{"name": env, "valueFrom": {"secretKeyRef": {"name": SECRET, "key": key, "optional": True}}}
-                for env, key in _FROM_SECRET],
+        "env": [
+            {"name": "RAY_AUTH_MODE", "value": "token"},
+            {"name": "RAY_AUTH_TOKEN", "valueFrom": {"secretKeyRef": {"name": SECRET, "key": RAY_TOKEN_KEY}}},
+            *({"name": env, "valueFrom": {"secretKeyRef": {"name": SECRET, "key": key, "optional": True}}}
+              for env, key in _FROM_SECRET),
+        ],
     }
 
 
@@ -63,7 +70,7 @@ def rayservice(serve_config: dict, ray_version: str, name: str = "poly-ray") -> 
     serve = {**serve_config, "http_options": {**serve_config["http_options"], "host": "0.0.0.0"}}
     head = _container("ray-head", "2", "8Gi")
     # The dashboard runs code on every node: it listens on the pod's loopback only
-    # (kubectl port-forward reaches it).
+    # (kubectl port-forward reaches it), and asks for the Ray token.
     head["ports"] = [
         {"containerPort": 6379, "name": "gcs-server"},
         {"containerPort": 10001, "name": "client"},

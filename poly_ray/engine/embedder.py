@@ -17,6 +17,7 @@ from llama_cpp import _logger as llama_log
 from poly_ray.errors import BadRequest, PromptTooLong
 
 from . import backends
+from . import lora
 
 
 def model_metadata(model_path: str | Path) -> dict[str, str]:
@@ -45,6 +46,7 @@ class Embedder:
         gpu_layers: int = 0,
         own_pooling: bool,
         name: str = "model",
+        lora_adapters: list[tuple[str, float]] = (),
     ):
         self.name = name
         self.context_size = context_size
@@ -69,6 +71,7 @@ class Embedder:
             n_gpu_layers=gpu_layers,
             verbose=False,
         )
+        self._adapters = lora.apply(self._llm._model.model, self._llm._ctx.ctx, list(lora_adapters), name)
 
     def tokenize(self, text: str, *, add_bos: bool = False) -> list[int]:
         return self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=False)
@@ -99,12 +102,12 @@ class EmbeddingEngine:
 
     alive = True
 
-    def __init__(self, model_path: str | Path, *, context_size: int, threads: int, gpu_layers: int = 0, name: str):
+    def __init__(self, model_path: str | Path, *, context_size: int, threads: int, gpu_layers: int = 0, name: str,
+                 lora_adapters: list[tuple[str, float]] = ()):
         self.name = name
         self.context_size = context_size
-        self._embedder = Embedder(
-            model_path, context_size=context_size, threads=threads, gpu_layers=gpu_layers, own_pooling=True, name=name
-        )
+        self._embedder = Embedder(model_path, context_size=context_size, threads=threads, gpu_layers=gpu_layers,
+                                  own_pooling=True, name=name, lora_adapters=lora_adapters)
 
     def tokenize(self, text: str, *, add_bos: bool = False, special: bool = False) -> list[int]:
         return self._embedder.tokenize(text, add_bos=add_bos)

@@ -45,8 +45,10 @@ from poly_ray.errors import BadRequest, Busy, ContextFull, ModelError, PromptToo
 from poly_ray.generation import Chunk, Done, Event, GenerationRequest, Segment, Started, TokenLogprob
 
 from . import backends
+from . import lora
 from .embedder import Embedder
-from .kv_slots import Slot, place
+from .kv_slots import Placement, Slot, common_prefix, place
+from .kv_snapshots import DEFAULT_BUDGET, SnapshotIndex, SnapshotTooLarge, fingerprint
 from .sampler import SamplerChain
 from .stops import StopMatcher
 
@@ -128,6 +130,9 @@ class Engine:
         max_queued: int = 16,
         flush_interval: float = 0.1,
         name: str = "model",
+        snapshot_dir: str | Path | None = None,
+        snapshot_bytes: int | None = None,
+        lora_adapters: list[tuple[str, float]] = (),
     ):
         self.name = name
         self.model_path = str(model_path)
@@ -159,6 +164,8 @@ class Engine:
         ctx_params.kv_unified = True
         ctx_params.swa_full = True
         self._ctx = _internals.LlamaContext(model=self._model, params=ctx_params, verbose=False)
+        self._lora = list(lora_adapters)
+        self._adapters = lora.apply(self._model.model, self._ctx.ctx, self._lora, name)
         self._mem = llama_cpp.llama_get_memory(self._ctx.ctx)
         self._batch = llama_cpp.llama_batch_init(batch_size, 0, 1)
         self._piece_buf = ctypes.create_string_buffer(64)
@@ -179,6 +186,13 @@ class Engine:
         self.steps = 0  # llama_decode calls, since start
         self._embedder = None
         self._embed_lock = threading.Lock()
+        # Durable KV snapshots of cache-keyed requests (None: off). Only the worker
+        # thread touches them, between decode steps.
+        self._snapshots = None
+        if snapshot_dir is not None:
+            self._snapshots = SnapshotIndex(
+                Path(snapshot_dir), fingerprint(self.model_path, context_size), snapshot_bytes or DEFAULT_BUDGET
+            )
         self._worker = threading.Thread(target=self._loop, name=f"engine-{name}", daemon=True)
         self._worker.start()
 
@@ -239,6 +253,8 @@ class Engine:
                 f"the prompt is {len(tokens)} tokens; the context of model '{self.name}' holds {self.context_size}"
             )
         request = _resolve_lengths(request, len(tokens))
+        if request.cache_key is not None and self._snapshots is not None:
+            self._snapshots.check_fits(len(tokens))
         if request.grammar is not None:
             SamplerChain(self._vocab, self._n_vocab, request.sampling, grammar=request.grammar).close()
         job = _Job(tokens, request, asyncio.get_running_loop(), asyncio.Queue())
@@ -275,6 +291,7 @@ class Engine:
                     gpu_layers=self._gpu_layers,
                     own_pooling=False,
                     name=self.name,
+                    lora_adapters=self._lora,
                 )
         return self._embedder.embed(texts, max_tokens)
 
@@ -349,6 +366,7 @@ class Engine:
             self._waiting.pop(0)
             slot = self._slots[placement.slot]
             seq = slot.seq
+            placement = self._restore(job, slot, placement)
             if placement.copy_from is not None:
                 llama_cpp.llama_memory_seq_rm(self._mem, seq, -1, -1)
                 llama_cpp.llama_memory_seq_cp(self._mem, placement.copy_from, seq, 0, placement.reuse)
@@ -490,6 +508,14 @@ class Engine:
         # Free the slot before the caller hears Done, so that it is free for
         # whatever the caller sends next.
         self._release(run, keep_cells=True)
+        key = run.job.request.cache_key
+        # A prelude is saved once; a cache id each time, with what it holds now.
+        if key is not None and self._snapshots is not None and not (key.startswith("prelude/") and self._snapshots.lookup(key)):
+            try:
+                self._snapshots.save(self._ctx.ctx, run.slot.seq, run.slot.tokens, key)
+            except (SnapshotTooLarge, OSError) as e:
+                # The answer stands; the size learnt here refuses such prompts up front.
+                log.warning("model %s: KV snapshot not saved: %s", self.name, e)
         context = tuple(run.job.tokens + run.output) if run.job.request.context is not None else None
         run.job.send(Done(reason, len(run.job.tokens), n, timings, context))
 
@@ -518,6 +544,23 @@ class Engine:
             return False
         self._release(run, keep_cells=True)
         return True
+
+    def _restore(self, job: _Job, slot: Slot, placement):
+        """Load the request's durable snapshot into ``slot`` when it gives a longer
+        prefix than the cells in memory; the placement to use then."""
+        key = job.request.cache_key
+        if key is None or self._snapshots is None:
+            return placement
+        entry = self._snapshots.lookup(key)
+        limit = len(job.tokens) - 1  # at least one token is evaluated, for logits
+        if entry is None or min(common_prefix(entry.tokens, job.tokens), limit) <= placement.reuse:
+            return placement
+        llama_cpp.llama_memory_seq_rm(self._mem, slot.seq, -1, -1)
+        saved = self._snapshots.load(self._ctx.ctx, slot.seq, key, self.context_size)
+        n = min(common_prefix(saved or [], job.tokens), limit)
+        llama_cpp.llama_memory_seq_rm(self._mem, slot.seq, n, -1)
+        slot.tokens = job.tokens[:n]
+        return Placement(slot.seq, n)
 
     def _release(self, run: _Run, *, keep_cells: bool) -> None:
         run.sampler.close()

@@ -57,17 +57,21 @@ class SamplerChain:
                 self._add(llama_cpp.llama_sampler_init_greedy())
             elif s.mirostat == 1:
                 self._add(llama_cpp.llama_sampler_init_temp(s.temperature))
-                self._add(llama_cpp.llama_sampler_init_mirostat(n_vocab, self.seed, s.mirostat_tau, s.mirostat_eta, 100))
+                self._add(llama_cpp.llama_sampler_init_mirostat(
+                    s.mirostat_n_vocab or n_vocab, self.seed, s.mirostat_tau, s.mirostat_eta, s.mirostat_m))
             elif s.mirostat == 2:
                 self._add(llama_cpp.llama_sampler_init_temp(s.temperature))
                 self._add(llama_cpp.llama_sampler_init_mirostat_v2(self.seed, s.mirostat_tau, s.mirostat_eta))
             else:
+                # llm's order (Poly's): top-k, locally typical, top-p, min-p, temperature, draw.
                 if s.top_k > 0:
-                    self._add(llama_cpp.llama_sampler_init_top_k(s.top_k))
+                    self._add(llama_cpp.llama_sampler_init_top_k(max(s.top_k, s.min_keep)))
+                if s.typical_p < 1.0:
+                    self._add(llama_cpp.llama_sampler_init_typical(s.typical_p, s.min_keep))
                 if s.top_p < 1.0:
-                    self._add(llama_cpp.llama_sampler_init_top_p(s.top_p, 1))
+                    self._add(llama_cpp.llama_sampler_init_top_p(s.top_p, s.min_keep))
                 if s.min_p > 0.0:
-                    self._add(llama_cpp.llama_sampler_init_min_p(s.min_p, 1))
+                    self._add(llama_cpp.llama_sampler_init_min_p(s.min_p, s.min_keep))
                 self._add(llama_cpp.llama_sampler_init_temp(s.temperature))
                 self._add(llama_cpp.llama_sampler_init_dist(self.seed))
         except BaseException:

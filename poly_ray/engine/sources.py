@@ -16,14 +16,16 @@ import importlib.util
 import logging
 import os
 import posixpath
+import re
 import tempfile
 import time
 import urllib.parse
 import urllib.request
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
-from poly_ray.config import ModelConfig, is_gguf, package_module
+from poly_ray.config import ModelConfig, is_gguf, package_module, parse_hf
 from poly_ray.errors import ConfigError
 
 from . import bert_gguf
@@ -37,27 +39,37 @@ class ModelSourceError(ConfigError):
     """The model file cannot be had; the message names the config key."""
 
 
-def resolve(name: str, model: ModelConfig, cache_path: Path) -> Path:
+# Told (bytes done, bytes in all or 0) as a download goes: Ollama's /api/pull streams it.
+Progress = Callable[[int, int], None]
+
+
+def resolve(name: str, model: ModelConfig, cache_path: Path, progress: Progress | None = None) -> Path:
     """The local GGUF file of a model; ModelSourceError (naming the key) if it cannot be had."""
-    path = _resolve(name, model, cache_path)
+    path = _resolve(name, model, cache_path, progress)
     if not is_gguf(path):
         raise ModelSourceError(f"models.{name}.{model.source}: {path} is not a GGUF file")
     return path
 
 
-def _resolve(name: str, model: ModelConfig, cache_path: Path) -> Path:
+def _resolve(name: str, model: ModelConfig, cache_path: Path, progress: Progress | None) -> Path:
     if model.model_path is not None:
-        if not model.model_path.is_file():
+        if model.model_path.is_file():
+            return model.model_path
+        if model.url is None:
             raise ModelSourceError(f"models.{name}.model_path: no such file: {model.model_path}")
-        return model.model_path
+        # Poly's fallback: the file is downloaded to model_path (on each node that lacks it).
+        log.info("models.%s.model_path: %s is missing; downloading models.%s.url", name, model.model_path, name)
+        return download_to(model.url, model.model_path, sha256=model.sha256, key=f"models.{name}.url",
+                           progress=progress)
     if model.package is not None:
         return _from_package(name, model.package, model.package_file, cache_path)
     if model.url is not None:
         if model.sha256 is None:
             log.warning("models.%s.url has no sha256: the downloaded file is not checked (set models.%s.sha256)",
                         name, name)
-        return download(model.url, cache_path / "downloads", sha256=model.sha256, key=f"models.{name}.url")
-    return _from_hf(name, model.hf)
+        return download(model.url, cache_path / "downloads", sha256=model.sha256, key=f"models.{name}.url",
+                        progress=progress)
+    return _from_hf(name, model.hf, model.sha256, cache_path, progress)
 
 
 def _from_package(name: str, package: str, package_file: str | None, cache_path: Path) -> Path:
@@ -154,16 +166,26 @@ def _walk(root):
             yield entry
 
 
-def download(url: str, directory: Path, *, sha256: str | None = None, key: str = "url") -> Path:
+def download(url: str, directory: Path, *, sha256: str | None = None, key: str = "url",
+             progress: Progress | None = None) -> Path:
     """Download ``url`` once into ``directory``: temp file, checksum, then rename.
 
     A lock file keeps two replicas on one node from downloading the same file.
     """
-    directory.mkdir(parents=True, exist_ok=True)
     url_hash = hashlib.sha256(url.encode()).hexdigest()[:16]
     basename = Path(urllib.parse.urlparse(url).path).name or "model.gguf"
-    target = directory / f"{url_hash}-{basename}"
-    with _locked(directory / f"{target.name}.lock"):
+    return download_to(url, directory / f"{url_hash}-{basename}", sha256=sha256, key=key, progress=progress)
+
+
+def download_to(url: str, target: Path, *, sha256: str | None = None, key: str = "url",
+                progress: Progress | None = None) -> Path:
+    """Download ``url`` to ``target`` unless it is there (and matches ``sha256``)."""
+    directory = target.parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ModelSourceError(f"{key}: cannot create {directory} to download into: {e}") from None
+    with _locked(directory / f".{target.name}.lock"):
         if target.exists():
             if sha256 and _sha256(target) != sha256.lower():
                 log.warning("%s: cached %s has the wrong sha256; downloading again", key, target)
@@ -171,7 +193,7 @@ def download(url: str, directory: Path, *, sha256: str | None = None, key: str =
                 return target
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".part")
         try:
-            digest = _fetch(url, os.fdopen(fd, "wb"), key)
+            digest = _fetch(url, os.fdopen(fd, "wb"), key, progress)
             if sha256 and digest != sha256.lower():
                 raise ModelSourceError(f"{key}: sha256 mismatch for {url}: expected {sha256.lower()}, got {digest}")
             os.replace(tmp, target)
@@ -182,7 +204,7 @@ def download(url: str, directory: Path, *, sha256: str | None = None, key: str =
     return target
 
 
-def _fetch(url: str, out, key: str) -> str:
+def _fetch(url: str, out, key: str, progress: Progress | None = None) -> str:
     digest = hashlib.sha256()
     try:
         with out, urllib.request.urlopen(url, timeout=60) as resp:
@@ -192,6 +214,8 @@ def _fetch(url: str, out, key: str) -> str:
                 out.write(block)
                 digest.update(block)
                 done += len(block)
+                if progress:
+                    progress(done, total)
                 if time.monotonic() - last_log > 2:
                     last_log = time.monotonic()
                     pct = f" ({100 * done / total:.0f}%)" if total else ""
@@ -204,21 +228,89 @@ def _fetch(url: str, out, key: str) -> str:
     return digest.hexdigest()
 
 
-def _from_hf(name: str, spec: str) -> Path:
-    """A file in the huggingface_hub cache (HF_HOME), fetched there if the hub is reachable."""
+def _from_hf(name: str, spec: str, sha256: str | None, cache_path: Path, progress: Progress | None = None) -> Path:
+    """A file in the huggingface_hub cache (HF_HOME) at the reference's revision, fetched
+    there if the hub is reachable, with its progress logged, and checked: against
+    ``sha256`` if set, else against the hub's own sha256 of an LFS file (its blob's name)."""
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+    from huggingface_hub.errors import LocalEntryNotFoundError, RevisionNotFoundError
 
-    author, repo, filename = spec.split("/", 2)
+    key = f"models.{name}.hf"
+    repo_id, revision, filename = parse_hf(spec)
     try:
-        return Path(hf_hub_download(repo_id=f"{author}/{repo}", filename=filename))
+        # HF_ENDPOINT (a mirror) is read here, not only when huggingface_hub is imported.
+        path = Path(hf_hub_download(repo_id=repo_id, filename=filename, revision=revision,
+                                    endpoint=os.environ.get("HF_ENDPOINT") or None,
+                                    tqdm_class=_progress_class(key, f"{repo_id}/{filename}", progress)))
     except LocalEntryNotFoundError:
+        at = f" at revision {revision!r}" if revision else ""
         raise ModelSourceError(
-            f"models.{name}.hf: {spec!r} is not in the Hugging Face cache and the hub cannot be reached "
-            "(offline?). Download it once where there is a network, or use model_path."
+            f"{key}: {spec!r} ({filename} in {repo_id}{at}) is not in the Hugging Face cache and the hub cannot "
+            "be reached (offline?). Download it once where there is a network, or use model_path."
         ) from None
+    except RevisionNotFoundError:
+        raise ModelSourceError(f"{key}: {repo_id} has no revision {revision!r} (a branch, tag or commit)") from None
     except Exception as e:
-        raise ModelSourceError(f"models.{name}.hf: cannot get {spec!r}: {type(e).__name__}: {e}") from None
+        raise ModelSourceError(f"{key}: cannot get {spec!r}: {type(e).__name__}: {e}") from None
+    _verify_blob(key, path, sha256, cache_path / "verified")
+    return path
+
+
+def _verify_blob(key: str, path: Path, sha256: str | None, marks: Path) -> None:
+    """The file's sha256 against the expected one (hashed once per file: a mark remembers it)."""
+    blob = path.resolve()
+    expected = (sha256 or (blob.name if _SHA256.fullmatch(blob.name) else "")).lower()
+    if not expected:
+        log.warning("%s: %s is not an LFS file and no sha256 is set: its content is not checked", key, path)
+        return
+    stat = blob.stat()
+    mark = marks / f"{expected}.ok"
+    seen = f"{stat.st_size}:{stat.st_mtime_ns}"
+    if mark.is_file() and mark.read_text() == seen:
+        return
+    digest = _sha256(blob)
+    if digest != expected:
+        with contextlib.suppress(OSError):
+            blob.unlink()  # the next start downloads it again
+        raise ModelSourceError(f"{key}: sha256 mismatch for {path}: expected {expected}, got {digest} "
+                               "(the corrupt file was removed from the cache)")
+    with contextlib.suppress(OSError):
+        marks.mkdir(parents=True, exist_ok=True)
+        mark.write_text(seen)
+    log.info("%s: %s verified (sha256 %s)", key, path, expected)
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _progress_class(key: str, what: str, progress: Progress | None = None):
+    """A tqdm class for huggingface_hub that also logs the download's progress every 2 s
+    (a replica's log has no terminal for the bar)."""
+    from huggingface_hub.utils import tqdm
+
+    class LoggedProgress(tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._done, self._logged = 0, 0.0
+
+        def update(self, n=1):
+            self._done += n or 0
+            if progress:
+                progress(self._done, self.total or 0)
+            if time.monotonic() - self._logged > 2:
+                self._logged = time.monotonic()
+                total = self.total or 0
+                pct = f" ({100 * self._done / total:.0f}%)" if total else ""
+                log.info("%s: downloading %s: %.1f MB%s", key, what, self._done / 1e6, pct)
+            return super().update(n)
+
+        def close(self):
+            if self._done:
+                log.info("%s: downloaded %s (%.1f MB)", key, what, self._done / 1e6)
+                self._done = 0
+            super().close()
+
+    return LoggedProgress
 
 
 @contextlib.contextmanager

@@ -8,16 +8,19 @@ model's deployment, called with batches of chunks), a ``count`` of tokens
 A document's id is the hash of its bytes, so storing it again changes
 nothing. It is stored whole or not at all: every chunk is embedded first,
 then all points go in one upsert; if that fails, its points are removed.
+An upload (one or more documents) is one transaction of the memory's
+``Writer``: committed whole, or rolled back by its id (see writer.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, replace
 
 from poly_ray.config import MemoryConfig
 from poly_ray.config.schema import EMBED_BATCH
@@ -25,7 +28,8 @@ from poly_ray.errors import ConfigError, NotFound, Unprocessable
 
 from .chunking import Chunker, Count, DocumentChunk, fit_length
 from .extract import Document, extract, media_type
-from .vectorstore import Mode, Search, Sparse, StoredPoint, VectorStore
+from .vectorstore import OWNER, Mode, Search, Sparse, StoredPoint, VectorStore
+from .writer import Writer
 
 Embed = Callable[[list[str]], Awaitable[list[list[float]]]]
 Progress = Callable[[int, int], None]  # chunks embedded, chunks in all
@@ -48,6 +52,7 @@ class Prepared:
     doc: Document
     source: str | None
     chunks: list[DocumentChunk]
+    owner: str | None = None  # a stored prompt's credential
 
 
 def check_dimensions(name: str, cfg: MemoryConfig, metadata: dict[str, str]) -> None:
@@ -74,9 +79,8 @@ class Memory:
         self._embed = embed
         self._count = count
         self._context = context
-        # Store calls block (disk, or a server): they run on threads, and a document's
-        # check-then-write runs alone, so two uploads of it cannot undo each other.
-        self._writing = asyncio.Lock()
+        # Every write goes through one writer, one at a time; reads run on threads beside it.
+        self._writer = Writer(store, name)
         self._bm25 = qdrant_edge.Bm25()  # sparse vectors for the keyword side, in-process
         self._chunker = Chunker(
             # A chunk must fit the model as it is embedded: prefix and special tokens too.
@@ -92,10 +96,24 @@ class Memory:
         """Extract, chunk, embed and store one document; its id and chunk count."""
         return await self.store(self.prepare(upload), progress)
 
-    async def remember(self, text: str) -> dict:
-        """Store a piece of text (a task's prompt, with store_prompts)."""
-        prepared = await asyncio.to_thread(self._prepared, text.encode(), Document(text, "text/plain"), "prompt")
-        return await self.store(prepared)
+    async def remember(self, text: str, owner: str | None = None) -> dict:
+        """Store a piece of text (a task's prompt, with store_prompts) as ``owner``'s:
+        only that credential recalls it. Two owners' same words are two documents."""
+        data = f"{owner}\0{text}".encode() if owner else text.encode()
+        prepared = await asyncio.to_thread(self._prepared, data, Document(text, "text/plain"), "prompt")
+        return await self.store(replace(prepared, owner=owner))
+
+    @contextlib.asynccontextmanager
+    async def upload(self, upload: str | None = None) -> AsyncIterator[str]:
+        """One upload's transaction: what it stores is committed when the block ends,
+        rolled back by its id when it raises or is cancelled (a client gone)."""
+        upload = upload or f"upload-{uuid.uuid4().hex[:16]}"
+        try:
+            yield upload
+        except BaseException:
+            await self._writer.run_surely(self._writer.rollback, upload)
+            raise
+        await self._writer.run_surely(self._writer.commit, upload)
 
     def prepare(self, upload: Upload) -> Prepared:
         """Read and chunk a document (CPU-bound; bad documents fail here, before any storing)."""
@@ -108,13 +126,13 @@ class Memory:
             raise Unprocessable("the document is empty after filtering: no chunk to store")
         return Prepared(hashlib.sha256(data).hexdigest()[:32], doc, source, chunks)
 
-    async def store(self, prepared: Prepared, progress: Progress | None = None) -> dict:
-        async with self._writing:
-            return await self._store_alone(prepared, progress)
-
-    async def _store_alone(self, prepared: Prepared, progress: Progress | None) -> dict:
+    async def store(self, prepared: Prepared, progress: Progress | None = None, upload: str | None = None) -> dict:
+        """Embed and store a document as part of ``upload`` (by default, an upload of its own)."""
+        if upload is None:
+            async with self.upload() as alone:
+                return await self.store(prepared, progress, alone)
         document, doc, source, chunks = prepared.document, prepared.doc, prepared.source, prepared.chunks
-        if await asyncio.to_thread(self._store.count, document) == len(chunks):
+        if await self._writer.run(self._writer.claim, upload, document, len(chunks)):
             return {"document": document, "chunks": len(chunks), "source": source, "stored": False}
         vectors: list[list[float]] = []
         for i in range(0, len(chunks), EMBED_BATCH):
@@ -144,23 +162,17 @@ class Memory:
                     "end": c.end,
                     "text": c.text,
                     "stored_at": stored_at,
-                },
+                }
+                | ({OWNER: prepared.owner} if prepared.owner else {}),
             )
             for c, vector in zip(chunks, vectors)
         ]
-        await asyncio.to_thread(self._replace, document, points)
-        return {"document": document, "chunks": len(chunks), "source": source, "stored": True}
+        stored = await self._writer.run(self._writer.put, upload, document, points)
+        return {"document": document, "chunks": len(chunks), "source": source, "stored": stored}
 
-    def _replace(self, document: str, points: list[StoredPoint]) -> None:
-        try:
-            self._store.delete_document(document)  # a half-stored earlier attempt
-            self._store.upsert(points)
-        except BaseException:
-            self._store.delete_document(document)
-            raise
-
-    async def recall(self, prompt: str, n: int, mode: Mode | None = None) -> list[dict]:
-        """The ``n`` chunks that best answer ``prompt``: text, score and metadata."""
+    async def recall(self, prompt: str, n: int, mode: Mode | None = None, owner: str | None = None) -> list[dict]:
+        """The ``n`` chunks that best answer ``prompt``: text, score and metadata; of the
+        stored prompts, only ``owner``'s."""
         mode = mode or self.cfg.search
         dense = None
         if mode != "keyword":
@@ -173,6 +185,7 @@ class Memory:
             fusion=self.cfg.fusion,
             weights=(self.cfg.dense_weight, self.cfg.keyword_weight),
             candidates=max(20, 4 * n),
+            owner=owner,
         )
         found = await asyncio.to_thread(self._store.search, search)
         return [_chunk_view(score, payload) for score, payload in found]
@@ -184,24 +197,19 @@ class Memory:
             return query
         return query[-fit_length(self._count, query, 0, len(query), budget, tail=True) :]
 
-    async def documents(self) -> list[dict]:
+    async def documents(self, owner: str | None = None) -> list[dict]:
         keys = ("document", "source", "content_type", "chunks", "stored_at")
-        first = await asyncio.to_thread(self._store.first_chunks)
+        first = await asyncio.to_thread(self._store.first_chunks, owner)
         return sorted(({k: p.get(k) for k in keys} for p in first), key=lambda d: d["stored_at"] or 0)
 
     async def delete(self, document: str) -> dict:
-        async with self._writing:
-            chunks = await asyncio.to_thread(self._store.count, document)
-            if not chunks:
-                raise NotFound(f"memory '{self.name}' has no document '{document}'")
-            await asyncio.to_thread(self._store.delete_document, document)
+        chunks = await self._writer.run(self._writer.delete, document)
+        if not chunks:
+            raise NotFound(f"memory '{self.name}' has no document '{document}'")
         return {"document": document, "deleted_chunks": chunks}
 
     async def clear(self) -> dict:
-        async with self._writing:
-            chunks = await asyncio.to_thread(self._store.count)
-            await asyncio.to_thread(self._store.clear)
-        return {"deleted_chunks": chunks}
+        return {"deleted_chunks": await self._writer.run(self._writer.clear)}
 
     async def info(self) -> dict:
         return {
@@ -212,6 +220,7 @@ class Memory:
         }
 
     def close(self) -> None:
+        self._writer.close()
         self._store.close()
 
     def _sparse(self, text: str, *, document: bool) -> Sparse:

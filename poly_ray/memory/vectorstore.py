@@ -18,6 +18,7 @@ from typing import Literal, Protocol
 from poly_ray.errors import ConfigError
 
 DENSE, SPARSE = "dense", "bm25"
+OWNER = "owner"  # payload key of a stored prompt's credential
 Mode = Literal["hybrid", "dense", "keyword"]
 
 
@@ -44,6 +45,9 @@ class Search:
     fusion: Literal["rrf", "dbsf"] = "rrf"
     weights: tuple[float, float] = (1.0, 1.0)  # dense, keyword (RRF only)
     candidates: int = 20  # per side, before fusion
+    # Stored prompts (store_prompts) carry their credential ("owner"); a search sees
+    # chunks without one (documents) and those of this owner only (None: no prompts).
+    owner: str | None = None
 
 
 class StoreError(ConfigError):
@@ -52,10 +56,12 @@ class StoreError(ConfigError):
 
 class VectorStore(Protocol):
     def upsert(self, points: list[StoredPoint]) -> None: ...
-    def delete_document(self, document: str) -> None: ...
+    # ``upload``: only the points that this upload wrote (payload key "upload").
+    def delete_document(self, document: str, upload: str | None = None) -> None: ...
+    def retag(self, document: str, upload: str) -> None: ...  # the document's points now the upload's
     def search(self, search: Search) -> list[tuple[float, dict]]: ...
-    def first_chunks(self) -> list[dict]: ...  # payload of chunk 0 of every document
-    def count(self, document: str | None = None) -> int: ...
+    def first_chunks(self, owner: str | None = None) -> list[dict]: ...  # chunk 0 of every document it may see
+    def count(self, document: str | None = None, upload: str | None = None) -> int: ...
     def clear(self) -> None: ...
     def close(self) -> None: ...
 
@@ -114,32 +120,38 @@ class EdgeStore:
         )
         self._shard.flush()
 
-    def delete_document(self, document: str) -> None:
-        self._shard.update(self._qe.UpdateOperation.delete_points_by_filter(self._document(document)))
+    def delete_document(self, document: str, upload: str | None = None) -> None:
+        self._shard.update(self._qe.UpdateOperation.delete_points_by_filter(self._document(document, upload)))
+        self._shard.flush()
+
+    def retag(self, document: str, upload: str) -> None:
+        self._shard.update(self._qe.UpdateOperation.set_payload_by_filter(self._document(document), {"upload": upload}))
         self._shard.flush()
 
     def search(self, search: Search) -> list[tuple[float, dict]]:
         qe = self._qe
         dense = search.dense and qe.Query.Nearest(search.dense, using=DENSE)
         sparse = search.sparse and qe.Query.Nearest(qe.SparseVector(search.sparse.indices, search.sparse.values), using=SPARSE)
+        visible = self._visible(search.owner)
         if search.mode == "hybrid":
             fusion = qe.Fusion.Dbsf() if search.fusion == "dbsf" else qe.Fusion.Rrf(k=60, weights=list(search.weights))
             request = qe.QueryRequest(
                 limit=search.limit,
-                prefetches=[qe.Prefetch(limit=search.candidates, query=q) for q in (dense, sparse)],
+                prefetches=[qe.Prefetch(limit=search.candidates, query=q, filter=visible) for q in (dense, sparse)],
                 query=fusion,
+                filter=visible,
                 with_payload=True,
             )
         else:
             request = qe.QueryRequest(
-                limit=search.limit, query=dense if search.mode == "dense" else sparse, with_payload=True
+                limit=search.limit, query=dense if search.mode == "dense" else sparse, filter=visible, with_payload=True
             )
         return [(p.score, dict(p.payload or {})) for p in self._shard.query(request)]
 
-    def first_chunks(self) -> list[dict]:
+    def first_chunks(self, owner: str | None = None) -> list[dict]:
         qe = self._qe
         found, offset = [], None
-        condition = qe.Filter(must=[qe.FieldCondition(key="chunk", match=qe.MatchValue(0))])
+        condition = qe.Filter(must=[qe.FieldCondition(key="chunk", match=qe.MatchValue(0)), self._visible(owner)])
         while True:
             records, offset = self._shard.scroll(
                 qe.ScrollRequest(offset=offset, limit=256, filter=condition, with_payload=True)
@@ -148,8 +160,8 @@ class EdgeStore:
             if offset is None:
                 return found
 
-    def count(self, document: str | None = None) -> int:
-        condition = self._document(document) if document else None
+    def count(self, document: str | None = None, upload: str | None = None) -> int:
+        condition = self._document(document, upload) if document else None
         return self._shard.count(self._qe.CountRequest(exact=True, filter=condition))
 
     def clear(self) -> None:
@@ -162,9 +174,18 @@ class EdgeStore:
             self._shard.flush()
         self._shard.close()
 
-    def _document(self, document: str):
+    def _visible(self, owner: str | None):
+        """Chunks without an owner, and those of ``owner``."""
         qe = self._qe
-        return qe.Filter(must=[qe.FieldCondition(key="document", match=qe.MatchValue(document))])
+        unowned = qe.IsEmptyCondition(key=OWNER)
+        if owner is None:
+            return qe.Filter(must=[unowned])
+        return qe.Filter(should=[unowned, qe.FieldCondition(key=OWNER, match=qe.MatchValue(owner))])
+
+    def _document(self, document: str, upload: str | None = None):
+        qe = self._qe
+        keys = {"document": document} | ({"upload": upload} if upload else {})
+        return qe.Filter(must=[qe.FieldCondition(key=k, match=qe.MatchValue(v)) for k, v in keys.items()])
 
 
 class QdrantServerStore:
@@ -191,7 +212,8 @@ class QdrantServerStore:
                 vectors_config={DENSE: models.VectorParams(size=dimensions, distance=models.Distance.COSINE)},
                 sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
             )
-        client.create_payload_index(collection, "document", models.PayloadSchemaType.KEYWORD)
+        for key in ("document", "upload", OWNER):
+            client.create_payload_index(collection, key, models.PayloadSchemaType.KEYWORD)
 
     def upsert(self, points: list[StoredPoint]) -> None:
         m = self._m
@@ -208,12 +230,16 @@ class QdrantServerStore:
             wait=True,
         )
 
-    def delete_document(self, document: str) -> None:
-        self._client.delete(self._collection, self._document(document), wait=True)
+    def delete_document(self, document: str, upload: str | None = None) -> None:
+        self._client.delete(self._collection, self._document(document, upload), wait=True)
+
+    def retag(self, document: str, upload: str) -> None:
+        self._client.set_payload(self._collection, {"upload": upload}, points=self._document(document), wait=True)
 
     def search(self, search: Search) -> list[tuple[float, dict]]:
         m = self._m
         sparse = search.sparse and m.SparseVector(indices=search.sparse.indices, values=search.sparse.values)
+        visible = self._visible(search.owner)
         if search.mode == "hybrid":
             fusion = (
                 m.FusionQuery(fusion=m.Fusion.DBSF)
@@ -223,10 +249,11 @@ class QdrantServerStore:
             result = self._client.query_points(
                 self._collection,
                 prefetch=[
-                    m.Prefetch(query=search.dense, using=DENSE, limit=search.candidates),
-                    m.Prefetch(query=sparse, using=SPARSE, limit=search.candidates),
+                    m.Prefetch(query=search.dense, using=DENSE, limit=search.candidates, filter=visible),
+                    m.Prefetch(query=sparse, using=SPARSE, limit=search.candidates, filter=visible),
                 ],
                 query=fusion,
+                query_filter=visible,
                 limit=search.limit,
                 with_payload=True,
             )
@@ -236,15 +263,16 @@ class QdrantServerStore:
                 self._collection,
                 query=search.dense if dense else sparse,
                 using=DENSE if dense else SPARSE,
+                query_filter=visible,
                 limit=search.limit,
                 with_payload=True,
             )
         return [(p.score, dict(p.payload or {})) for p in result.points]
 
-    def first_chunks(self) -> list[dict]:
+    def first_chunks(self, owner: str | None = None) -> list[dict]:
         m = self._m
         found, offset = [], None
-        condition = m.Filter(must=[m.FieldCondition(key="chunk", match=m.MatchValue(value=0))])
+        condition = m.Filter(must=[m.FieldCondition(key="chunk", match=m.MatchValue(value=0)), self._visible(owner)])
         while True:
             records, offset = self._client.scroll(
                 self._collection, scroll_filter=condition, limit=256, offset=offset, with_payload=True
@@ -253,8 +281,8 @@ class QdrantServerStore:
             if offset is None:
                 return found
 
-    def count(self, document: str | None = None) -> int:
-        condition = self._document(document) if document else None
+    def count(self, document: str | None = None, upload: str | None = None) -> int:
+        condition = self._document(document, upload) if document else None
         return self._client.count(self._collection, count_filter=condition, exact=True).count
 
     def clear(self) -> None:
@@ -263,9 +291,17 @@ class QdrantServerStore:
     def close(self) -> None:
         self._client.close()
 
-    def _document(self, document: str):
+    def _visible(self, owner: str | None):
         m = self._m
-        return m.Filter(must=[m.FieldCondition(key="document", match=m.MatchValue(value=document))])
+        unowned = m.IsEmptyCondition(is_empty=m.PayloadField(key=OWNER))
+        if owner is None:
+            return m.Filter(must=[unowned])
+        return m.Filter(should=[unowned, m.FieldCondition(key=OWNER, match=m.MatchValue(value=owner))])
+
+    def _document(self, document: str, upload: str | None = None):
+        m = self._m
+        keys = {"document": document} | ({"upload": upload} if upload else {})
+        return m.Filter(must=[m.FieldCondition(key=k, match=m.MatchValue(value=v)) for k, v in keys.items()])
 
 
 def open_store(memory: str, cfg) -> VectorStore:

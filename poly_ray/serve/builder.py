@@ -3,7 +3,8 @@
 Ingress → TaskOrchestrator → one LlamaModel deployment per configured model
 (the ingress also calls the models directly, for tasks without a memory),
 and, with memories configured, a MemoryActor that the ingress and the
-orchestrator both call (it embeds through the embedding models' deployments).
+orchestrator both call (it embeds through the embedding models' deployments),
+and a StateActor holding the stateful APIs' store (one writer of its SQLite file).
 """
 
 from __future__ import annotations
@@ -11,13 +12,15 @@ from __future__ import annotations
 from ray import serve
 from ray.serve import Application
 
-from poly_ray.config import Config
+from poly_ray.config import Config, state_path
+from poly_ray.memory.service import bounds
 
 from .ingress import Ingress
 from .memory import MemoryActor
 from .model import LlamaModel
-from .options import LIGHT_OPTIONS, MEMORY_OPTIONS, PLACEMENT_KEYS, model_options
+from .options import LIGHT_OPTIONS, MEMORY_OPTIONS, PLACEMENT_KEYS, STATE_OPTIONS, ingress_options, model_options
 from .orchestrator import TaskOrchestrator
+from .state import StateActor
 
 
 def build_app(cfg: Config) -> Application:
@@ -27,7 +30,7 @@ def build_app(cfg: Config) -> Application:
     model_configs = {name: m.model_dump(mode="json", exclude=PLACEMENT_KEYS) for name, m in cfg.models.items()}
     models = {
         name: serve.deployment(LlamaModel, name=f"model-{name}", **model_options(m)).bind(
-            name, model_configs[name], str(cfg.cache_path)
+            name, model_configs[name], str(cfg.cache_path), str(state_path(cfg, "kv", name))
         )
         for name, m in cfg.models.items()
     }
@@ -38,11 +41,14 @@ def build_app(cfg: Config) -> Application:
             model_configs,
             {m.embedding_model: models[m.embedding_model] for m in cfg.memories.values()},
             str(cfg.cache_path),
+            str(state_path(cfg, "jobs")),
+            bounds(cfg),
         )
     orchestrator = serve.deployment(TaskOrchestrator, name="orchestrator", **LIGHT_OPTIONS).bind(
         {name: t.model_dump(mode="json") for name, t in cfg.tasks.items()}, model_configs, models, memory,
-        cfg.log_prompts,
+        cfg.log_prompts, cfg.schema_limits.model_dump(mode="json"),
     )
-    ingress = serve.deployment(serve.ingress()(Ingress), name="ingress", **LIGHT_OPTIONS)
+    state = serve.deployment(StateActor, name="state", **STATE_OPTIONS).bind(cfg.model_dump(mode="json"))
+    ingress = serve.deployment(serve.ingress()(Ingress), name="ingress", **ingress_options(cfg))
     # The ingress calls the models itself for tasks without a memory (serve/ingress.py).
-    return ingress.bind(orchestrator, cfg.model_dump(mode="json"), memory, models)
+    return ingress.bind(orchestrator, cfg.model_dump(mode="json"), memory, state, models)

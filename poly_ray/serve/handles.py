@@ -94,3 +94,19 @@ class MemoryHandle:
             return await call(self._handle.call.remote(method, *args, **kwargs), "the memory deployment")
 
         return remote
+
+
+class StateHandle:
+    """The state deployment seen as a ``state.service.StateService`` (every method async)."""
+
+    def __init__(self, handle):
+        self._handle = handle
+
+    async def call(self, method: str, *args, **kwargs):
+        return await call(self._handle.call.remote(method, *args, **kwargs), "the state deployment")
+
+    def __getattr__(self, method: str):
+        async def remote(*args, **kwargs):
+            return await self.call(method, *args, **kwargs)
+
+        return remote

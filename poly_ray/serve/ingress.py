@@ -20,7 +20,7 @@ from poly_ray.api import create_app
 from poly_ray.config import Config
 from poly_ray.tasks.runner import READY_TIMEOUT_S, TaskRunner
 
-from .handles import MemoryHandle, ModelHandle, call, stream
+from .handles import MemoryHandle, ModelHandle, StateHandle, call, stream
 from .ops import RayMetrics, route_logs_to_serve
 
 log = logging.getLogger(__name__)
@@ -31,10 +31,11 @@ class OrchestratorBackend:
     """``api.Backend`` through DeploymentHandles: to the models directly for tasks
     without a memory, to the TaskOrchestrator for the others."""
 
-    def __init__(self, handle, memory=None, config: Config | None = None, models: dict | None = None):
+    def __init__(self, handle, memory=None, state=None, config: Config | None = None, models: dict | None = None):
         self._handle = handle
         self._streaming = handle.options(stream=True)
         self.memories = MemoryHandle(memory) if memory is not None else None
+        self.state = StateHandle(state) if state is not None else None
         self._tasks: dict | None = None
         self._models: dict | None = None
         self._direct = None
@@ -42,7 +43,7 @@ class OrchestratorBackend:
         if config is not None and models:
             self._direct = TaskRunner(
                 config.tasks, config.models, {name: ModelHandle(h, name) for name, h in models.items()},
-                sinks=(RayMetrics(),), log_prompts=config.log_prompts,
+                sinks=(RayMetrics(),), log_prompts=config.log_prompts, caps=config.schema_limits.caps(),
             )
             self._with_memory = {name for name, t in config.tasks.items() if t.memorization is not None}
 
@@ -112,14 +113,34 @@ def merge_tallies(a: dict[str, dict], b: dict[str, dict]) -> dict[str, dict]:
     return out
 
 
+def serve_listen_host() -> str | None:
+    """The host Serve's proxies listen on (its http_options: `serve run`'s flag or the
+    Serve config decide it, not the config's bind_address); None when it cannot be had."""
+    import concurrent.futures
+
+    import ray
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+    try:
+        controller = ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+        # On a thread: a replica's constructor runs on its event loop, where Ray frowns on ray.get.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(ray.get, controller.get_http_config.remote(), timeout=30).result().host
+    except Exception as e:
+        log.warning("cannot ask Serve where it listens (%s); using bind_address", e)
+        return None
+
+
 class Ingress:
-    def __init__(self, orchestrator, config: dict, memory=None, models: dict | None = None):
+    def __init__(self, orchestrator, config: dict, memory=None, state=None, models: dict | None = None):
         route_logs_to_serve()
         self._config = Config.model_validate(config)
-        self._backend = OrchestratorBackend(orchestrator, memory, self._config, models)
+        self._backend = OrchestratorBackend(orchestrator, memory, state, self._config, models)
+        # The trusted Host check and the public warning follow where the proxies really listen.
+        self._listen_host = serve_listen_host()
 
     def __serve_build_asgi_app__(self):
-        app = create_app(self._backend, self._config)
+        app = create_app(self._backend, self._config, listen_host=self._listen_host)
         app.add_middleware(_CancelledIsDisconnect)
         return app
 

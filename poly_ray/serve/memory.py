@@ -7,6 +7,7 @@ that model's vocabulary, loaded here (only the vocabulary, not the weights).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import llama_cpp
 
 from poly_ray.config import MemoryConfig, ModelConfig
 from poly_ray.engine.sources import resolve
+from poly_ray.memory.jobs import JobStore
 from poly_ray.memory.memory import Memory, check_dimensions
 from poly_ray.memory.service import MemoryService
 from poly_ray.memory.vectorstore import open_store
@@ -25,7 +27,9 @@ log = logging.getLogger(__name__)
 
 
 class MemoryActor:
-    def __init__(self, memories: dict, models: dict, handles: dict, cache_path: str):
+    def __init__(self, memories: dict, models: dict, handles: dict, cache_path: str, jobs_path: str, bounds: dict):
+        """``jobs_path``: the folder of the durable ingestion jobs (under state_dir);
+        ``bounds``: MemoryService's max_jobs, per_credential and per_memory."""
         route_logs_to_serve()
         vocabularies: dict[str, llama_cpp.Llama] = {}
         built = {}
@@ -48,9 +52,12 @@ class MemoryActor:
             )
             log.info("memory %s: ready (%s)", name, cfg.store.path or cfg.store.qdrant.url)
         self._vocabularies = vocabularies
-        self.memories = MemoryService(built)
+        # Jobs an earlier replica left running resume as soon as this one serves.
+        self.memories = MemoryService(built, JobStore(Path(jobs_path)), **bounds)
 
     async def call(self, method: str, *args, **kwargs):
+        if self.memories.resumed is None:  # built outside an event loop
+            self.memories.resumed = asyncio.create_task(self.memories.resume())
         return await getattr(self.memories, method)(*args, **kwargs)
 
     def __del__(self):

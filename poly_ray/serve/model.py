@@ -24,15 +24,15 @@ SESSIONS_PER_REPLICA = 256
 
 
 class LlamaModel:
-    def __init__(self, name: str, model: dict, cache_path: str):
+    def __init__(self, name: str, model: dict, cache_path: str, kv_path: str | None = None):
         route_logs_to_serve()
         cfg = ModelConfig.model_validate(model)
         path = resolve(name, cfg, Path(cache_path))
         log.info("model %s: loading %s", name, path)
+        adapters = [(str(a.path), a.scale) for a in cfg.lora_adapters]
         if is_embedding_model(model_metadata(path)):
-            self.engine = EmbeddingEngine(
-                path, context_size=cfg.context_size, threads=cfg.threads_per_session, gpu_layers=cfg.n_gpu_layers, name=name
-            )
+            self.engine = EmbeddingEngine(path, context_size=cfg.context_size, threads=cfg.threads_per_session,
+                                          gpu_layers=cfg.n_gpu_layers, name=name, lora_adapters=adapters)
         else:
             self.engine = Engine(
                 path,
@@ -44,6 +44,9 @@ class LlamaModel:
                 max_queued=cfg.max_queued_requests,
                 flush_interval=cfg.stream_interval_ms / 1000,
                 name=name,
+                snapshot_dir=kv_path if cfg.kv_snapshot_bytes else None,
+                snapshot_bytes=cfg.kv_snapshot_bytes,
+                lora_adapters=adapters,
             )
         self._embedding = EmbeddingGate(name, self.engine.embed, serves=cfg.embeddings, max_inputs=cfg.max_embedding_inputs,
                                         max_tokens=cfg.max_embedding_tokens, max_queued=cfg.max_queued_requests)

@@ -63,6 +63,18 @@ LIGHT_OPTIONS = {
     "graceful_shutdown_timeout_s": DRAIN_S,
 }
 
+def ingress_options(cfg) -> dict:
+    """The ingress: ``ingress_max_ongoing`` requests at once, ``ingress_max_queued`` more
+    waiting in Serve's queue; beyond, Serve's proxy answers 503 with Retry-After at once
+    instead of letting requests pile up in memory."""
+    return {
+        **LIGHT_OPTIONS,
+        "max_ongoing_requests": cfg.ingress_max_ongoing,
+        "max_queued_requests": cfg.ingress_max_queued,
+        "backpressure_config": {"status_code": 503, "retry_after_s": 1},
+    }
+
+
 # The memory actor: one replica, because an embedded store's files have one
 # owner, and on the head, where its files stay when worker nodes come and go.
 # It reads documents and runs BM25; the embedding happens in the model deployments.
@@ -70,4 +82,12 @@ MEMORY_OPTIONS = {
     "ray_actor_options": {"num_cpus": 0, "resources": ON_HEAD},
     "num_replicas": 1,
     "max_ongoing_requests": 100,
+}
+
+# The state store: one replica, the SQLite file's one writer; on the head with
+# the memory actor, for the same reason. Its calls are short database reads and writes.
+STATE_OPTIONS = {
+    "ray_actor_options": {"num_cpus": 0, "resources": ON_HEAD},
+    "num_replicas": 1,
+    "max_ongoing_requests": 200,
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from poly_ray.config import ModelConfig, TaskConfig
+from poly_ray.config.schema import SchemaLimits
 from poly_ray.tasks.runner import TaskRunner
 
 from .handles import MemoryHandle, ModelHandle
@@ -10,7 +11,8 @@ from .ops import RayMetrics, route_logs_to_serve
 
 
 class TaskOrchestrator:
-    def __init__(self, tasks: dict, models: dict, handles: dict, memory=None, log_prompts: bool = False):
+    def __init__(self, tasks: dict, models: dict, handles: dict, memory=None, log_prompts: bool = False,
+                 schema_limits: dict | None = None):
         route_logs_to_serve()
         self._runner = TaskRunner(
             {name: TaskConfig.model_validate(t) for name, t in tasks.items()},
@@ -19,6 +21,7 @@ class TaskOrchestrator:
             MemoryHandle(memory) if memory is not None else None,
             sinks=(RayMetrics(),),
             log_prompts=log_prompts,
+            caps=SchemaLimits.model_validate(schema_limits or {}).caps(),
         )
 
     async def stream(self, task: str, prompt: str, overrides: dict):

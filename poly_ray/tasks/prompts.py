@@ -116,6 +116,10 @@ def build_request(
         mirostat=task.mirostat,
         mirostat_tau=task.mirostat_tau,
         mirostat_eta=task.mirostat_eta,
+        mirostat_m=task.mirostat_m,
+        mirostat_n_vocab=task.mirostat_n_vocab or 0,
+        typical_p=task.typical_p,
+        min_keep=task.min_keep,
         seed=o.get("seed", task.seed),
     )
     return GenerationRequest(
@@ -131,4 +135,6 @@ def build_request(
         grammar=o.get("grammar", task.grammar),
         logprobs=o.get("logprobs"),
         session=o.get("session"),
+        # A task's prelude is kept on disk too, so a replica that starts again reads it from there.
+        cache_key=o.get("cache_key") or (f"prelude/{task_name}" if task.prelude else None),
     )

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Protocol
 
-from poly_ray import chat_template, tools
+from poly_ray import chat_template, grammars, tools
 from poly_ray.config import ModelConfig, TaskConfig
 from poly_ray.errors import BadRequest, NotFound
 from poly_ray.generation import Chunk, Done, Event, GenerationRequest, Segment, Started, collect
@@ -53,7 +53,10 @@ class TaskRunner:
         *,
         sinks: tuple[Sink, ...] = (),
         log_prompts: bool = False,
+        caps: grammars.Caps = grammars.DEFAULT_CAPS,
     ):
+        """``caps``: the config's schema_limits, which request tools' schemas are held to."""
+        self._caps = caps
         self._tasks = tasks
         self._models = models
         self._clients = clients
@@ -89,16 +92,16 @@ class TaskRunner:
 
     async def _stream(self, task: str, cfg: TaskConfig, prompt: str, overrides: dict) -> AsyncIterator[Event]:
         request = build_request(task, cfg, prompt, overrides)
-        if recalled := await self._recall(cfg, prompt):
+        if recalled := await self._recall(cfg, prompt, overrides):
             request = replace(request, prompt=assemble(cfg, prompt, recalled=recalled))
-        plan = _tool_plan(cfg, overrides)
+        plan, grammar = await self._tools(cfg, overrides)
         if plan.active:  # the task's tools: their description goes first, the answer is the envelope
             request = replace(request, prompt=(Segment(plan.instructions() + "\n\n"), *request.prompt),
-                              grammar=plan.grammar(), stop=tuple(cfg.private_tokens))
+                              grammar=grammar, stop=tuple(cfg.private_tokens))
             events = tools.decode(self.client(cfg.model).generate(request), plan)
         else:
             events = self._run(cfg, request)
-        async for event in self._remembering(cfg, prompt, events):
+        async for event in self._remembering(cfg, prompt, events, overrides):
             yield event
 
     async def complete(self, task: str, prompt: str, overrides: dict) -> dict:
@@ -121,12 +124,12 @@ class TaskRunner:
             yield event
 
     async def _turn(self, task: str, cfg: TaskConfig, context, prompt: str, overrides: dict, history) -> AsyncIterator[Event]:
-        recalled = await self._recall(cfg, prompt)
+        recalled = await self._recall(cfg, prompt, overrides)
         turn = assemble(cfg, prompt, first_turn=context is None and history is None, recalled=recalled)
         if history is not None:
             turn = (*replay(cfg, history), *turn)
         request = build_request(task, cfg, turn, overrides, user_text=prompt)
-        async for event in self._remembering(cfg, prompt, self._run(cfg, replace(request, context=context or ()))):
+        async for event in self._remembering(cfg, prompt, self._run(cfg, replace(request, context=context or ())), overrides):
             yield event
 
     async def _run(self, task: TaskConfig, request: GenerationRequest) -> AsyncIterator[Event]:
@@ -168,28 +171,35 @@ class TaskRunner:
             yield event
 
     async def _target(self, target: str, task: TaskConfig, prompt, messages, overrides: dict) -> AsyncIterator[Event]:
+        if messages is None and overrides.get("raw"):
+            # Ollama's raw: the prompt as it is (still as text: it spells no special token), without
+            # the task's prelude, prefix, postfix, recall or bias prompt; its limits and stop sequences hold.
+            request = build_request(target, task, (Segment(prompt),), overrides, user_text=prompt)
+            async for event in self._remembering(task, prompt, self.client(task.model).generate(request), overrides):
+                yield event
+            return
         if messages is None:
             question = prompt
             request = build_request(target, task, prompt, overrides)
-            if recalled := await self._recall(task, prompt):
+            if recalled := await self._recall(task, prompt, overrides):
                 request = replace(request, prompt=assemble(task, prompt, recalled=recalled))
         else:
             question = next((content for role, content in reversed(messages) if role == "user"), "")
-            recalled = await self._recall(task, question) if question else ""
-            plan = _tool_plan(task, overrides)
+            recalled = await self._recall(task, question, overrides) if question else ""
+            plan, grammar = await self._tools(task, overrides)
             if plan.active:
                 messages = tools.with_instructions(plan, messages)
-                overrides = {**overrides, "grammar": plan.grammar()}
+                overrides = {**overrides, "grammar": grammar}
             said = "\n".join(content for _, content in messages)
             request = build_request(target, task, await self._render(task, messages, recalled), overrides, user_text=said)
             if plan.active:
                 # The grammar ends the envelope; a stop sequence inside its strings would cut it.
                 request = replace(request, stop=tuple(task.private_tokens))
                 events = tools.decode(self.client(task.model).generate(request), plan)
-                async for event in self._remembering(task, question, events):
+                async for event in self._remembering(task, question, events, overrides):
                     yield event
                 return
-        async for event in self._remembering(task, question, self._run(task, request)):
+        async for event in self._remembering(task, question, self._run(task, request), overrides):
             yield event
 
     async def _render(self, task: TaskConfig, messages: list[tuple[str, str]], recalled: str) -> tuple[Segment, ...]:
@@ -211,21 +221,41 @@ class TaskRunner:
             self._templates[model] = await ask() if ask else None
         return self._templates[model]
 
-    async def _recall(self, task: TaskConfig, prompt: str) -> str:
-        """The text recalled from the task's memory for this prompt ("" without one)."""
+    async def _tools(self, task: TaskConfig, overrides: dict) -> tuple[tools.Plan, str | None]:
+        """The request's tool plan and its envelope's grammar, held to the config's
+        schema_limits; converted on a thread, cut off after schema_limits.timeout_s."""
+        caps = self._caps
+        if not (overrides.get("tools") or task.tools):
+            return _tool_plan(task, overrides, caps), None
+
+        def work():
+            plan = _tool_plan(task, overrides, caps)
+            return plan, plan.grammar() if plan.active else None
+
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(work), caps.timeout_s)
+        except TimeoutError:
+            raise grammars.SchemaError(f"the tools' schemas took longer than {caps.timeout_s} s to convert "
+                                       "(schema_limits.timeout_s)") from None
+
+    async def _recall(self, task: TaskConfig, prompt: str, overrides: dict) -> str:
+        """The text recalled from the task's memory for this prompt ("" without one).
+        Of the stored prompts, only the caller's (the ``owner`` the ingress sets)."""
         m = task.memorization
         if m is None or self.memories is None or not m.retrieve:
             return ""
-        return recalled_text(await self.memories.recall(m.memory, prompt, m.retrieve))
+        return recalled_text(await self.memories.recall(m.memory, prompt, m.retrieve, owner=overrides.get("owner")))
 
-    async def _remembering(self, task: TaskConfig, prompt: str, events: AsyncIterator[Event]) -> AsyncIterator[Event]:
-        """``events``; with store_prompts, the prompt is stored once the model has
-        accepted it (a refused prompt is not), beside the generation."""
+    async def _remembering(
+        self, task: TaskConfig, prompt: str, events: AsyncIterator[Event], overrides: dict
+    ) -> AsyncIterator[Event]:
+        """``events``; with store_prompts, the prompt is stored (as the caller's) once the
+        model has accepted it (a refused prompt is not), beside the generation."""
         m = task.memorization
         remember = m is not None and m.store_prompts and self.memories is not None and prompt.strip()
         async for event in events:
             if remember and isinstance(event, Started):
-                stored = asyncio.create_task(self.memories.remember(m.memory, prompt))
+                stored = asyncio.create_task(self.memories.remember(m.memory, prompt, owner=overrides.get("owner")))
                 self._storing.add(stored)
                 stored.add_done_callback(self._stored)
             yield event
@@ -270,10 +300,10 @@ class TaskRunner:
         return {name: answer is not None for name, answer in zip(checks, answers)}
 
 
-def _tool_plan(task: TaskConfig, overrides: dict) -> tools.Plan:
+def _tool_plan(task: TaskConfig, overrides: dict, caps: grammars.Caps) -> tools.Plan:
     """The request's tools, else the task's; the request's tool_choice, else the task's."""
     plan = tools.plan(overrides.get("tools") or task.tools, overrides.get("tool_choice", task.tool_choice),
-                      overrides.get("parallel_tool_calls"))
+                      overrides.get("parallel_tool_calls"), caps)
     if plan.active and "grammar" in overrides:
         raise BadRequest("a response format (response_format, format) cannot be combined with tools "
                          "unless tool_choice is 'none'")

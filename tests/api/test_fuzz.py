@@ -20,6 +20,8 @@ from schemathesis.checks import (
 
 from poly_ray import config
 from poly_ray.api import create_app
+from poly_ray.state.service import StateService
+from poly_ray.state.store import Store
 from poly_ray.generation import Chunk, Done, Started
 from poly_ray.memory.memory import Memory
 from poly_ray.memory.service import MemoryService
@@ -73,7 +75,10 @@ def make_app():
     # A real memory (Qdrant Edge on disk, extraction, chunking) over the echo model's embeddings.
     memory = Memory("notes", cfg.memories["notes"], store=EdgeStore("notes", store, 2), embed=model.embed,
                     count=lambda text: len(text.split()))
-    return create_app(TaskRunner(cfg.tasks, cfg.models, {"m": model}, MemoryService({"notes": memory})), cfg)
+    runner = TaskRunner(cfg.tasks, cfg.models, {"m": model}, MemoryService({"notes": memory}))
+    # A real state store (SQLite) for the Responses and Conversations routes.
+    runner.state = StateService(Store(store / "state.sqlite3"))
+    return create_app(runner, cfg)
 
 
 @schemathesis.serializer("application/pdf", "application/vnd.openxmlformats-officedocument.wordprocessingml.document")

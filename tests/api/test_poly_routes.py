@@ -137,7 +137,27 @@ async def test_embedding_and_tokenization():
     r = await client.post("/v1/model/m/embedding", json={"prompt": ["a", "bb"]})
     assert r.json() == {"embeddings": [[1.0, 0.0], [2.0, 0.0]]}
     r = await client.post("/v1/model/m/tokenization", json={"prompt": "a b"})
-    assert r.json() == {"tokens": [{"id": 0, "text": "a"}, {"id": 1, "text": "b"}]}
+    assert r.json() == {"tokens": [{"token": 0, "id": 0, "text": "a"}, {"token": 1, "id": 1, "text": "b"}]}
+
+
+async def test_poly_shapes_as_poly_documents_them():
+    """Poly's GET routes and answer shapes, the requests as its clients send them."""
+    client, _ = make_client()
+    # Poly's TokenResponse is {"text", "token"}; "id" stays beside it.
+    r = await client.get("/v1/model/m/tokenization", params={"prompt": "a b"})
+    assert r.status_code == 200
+    assert [(t["token"], t["text"]) for t in r.json()["tokens"]] == [(0, "a"), (1, "b")]
+    r = await client.get("/v1/model/m/embedding?prompt=abc")
+    assert r.status_code == 200 and r.json() == {"embedding": [3.0, 0.0]}
+    r = await client.get("/v1/model/m/embedding")
+    assert r.status_code == 400 and "prompt" in r.json()["error"]["message"]
+    r = await client.get("/v1/task/echo/status")
+    assert r.status_code == 200 and r.json() == {"status": "ok"}
+    assert (await client.get("/v1/task/nope/status")).status_code == 404
+    assert (await client.get("/v1/task/echo/status", headers={"Authorization": ""})).status_code == 401
+    tok = jwt.encode({"sub": "ann", "exp": time.time() + 60, "tasks": ["secret"]}, SECRET)
+    r = await client.get("/v1/task/echo/status", headers={"Authorization": f"Bearer {tok}"})
+    assert r.status_code == 403
 
 
 async def test_credentials():

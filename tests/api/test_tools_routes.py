@@ -45,7 +45,8 @@ def make_app(**overrides):
                             "tools": [CLOCK], "tool_choice": "required"}},
         **overrides}, env={})
     model = EnvelopeModel()
-    return create_app(TaskRunner(cfg.tasks, cfg.models, {"m": model}), cfg), model
+    # As the graph's builder does: the runner holds tools' schemas to the config's schema_limits.
+    return create_app(TaskRunner(cfg.tasks, cfg.models, {"m": model}, caps=cfg.schema_limits.caps()), cfg), model
 
 
 def openai_client(app):
@@ -209,3 +210,32 @@ async def test_a_poly_task_with_tools_answers_its_calls():
     events = [e for e in body.split("\n\n") if e]
     assert events[0].startswith("event: tool_call\ndata: ") and '"name":"now","arguments":{}' in events[0]
     assert events[1].startswith("event: done") and '"finish_reason":"tool_calls"' in events[1]
+
+
+def long_note(max_length: int) -> dict:
+    return {"type": "function", "function": {"name": "note", "parameters": {
+        "type": "object", "properties": {"text": {"type": "string", "maxLength": max_length}}, "required": ["text"]}}}
+
+
+async def test_tool_schemas_are_held_to_the_configured_schema_limits():
+    """Not to the default caps: lower ones refuse, higher ones let a longer bound through."""
+    tight, _ = make_app(schema_limits={"max_length": 20})
+    with pytest.raises(openai.BadRequestError) as refused:
+        await openai_client(tight).chat.completions.create(model="m", messages=ASK, tools=[long_note(50)])
+    assert refused.value.status_code == 400 and "schema_limits.max_length" in str(refused.value)
+    assert "at most 20" in str(refused.value)
+    r = await openai_client(tight).chat.completions.create(model="m", messages=ASK, tools=[long_note(10)])
+    assert r.choices[0].finish_reason  # the server still answers
+
+    # The default caps (max_length 1000, max_grammar_nesting 1100) would refuse this one.
+    roomy, model = make_app(schema_limits={"max_length": 5000, "max_grammar_nesting": 2000})
+    model.answer = '{"tool_calls": [{"name": "note", "arguments": {"text": "hi"}}]}'
+    r = await openai_client(roomy).chat.completions.create(model="m", messages=ASK, tools=[long_note(1500)])
+    assert r.choices[0].message.tool_calls[0].function.name == "note"
+    assert len(model.requests[-1].grammar) > 1500
+
+
+def test_a_tasks_tools_are_held_to_the_configured_schema_limits_at_start_up():
+    with pytest.raises(ConfigError, match=r"tasks.agent.tools\[0\].function.parameters.*schema_limits.max_length"):
+        make_app(schema_limits={"max_length": 20},
+                 tasks={"agent": {"model": "m", "tools": [long_note(50)], "tool_choice": "required"}})

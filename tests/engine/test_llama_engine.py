@@ -77,12 +77,29 @@ async def test_concurrent_generations_keep_their_own_seeds_and_replay_exactly(ge
     Sampling(seed=5, mirostat=2, mirostat_tau=3.0),
     Sampling(seed=5, temperature=0.0),
     Sampling(seed=5, frequency_penalty=0.5, presence_penalty=0.5, top_k=0, top_p=1.0, min_p=0.0),
+    # Poly's example chain, "mirostat1:n_vocab=32000" (with llm's default repetition and temperature)
+    Sampling(seed=5, mirostat=1, mirostat_n_vocab=32000, mirostat_m=50, repeat_penalty=1.3, top_k=0, top_p=1.0),
+    Sampling(seed=5, typical_p=0.9, min_keep=2),
 ])
 async def test_every_sampler_chain_generates_reproducibly(engine, sampling):
     req = GenerationRequest(prompt=(Segment("The weather today is"),), max_tokens=16, sampling=sampling, ignore_eos=True)
     first, events = await run(engine, req)
     assert events[-1].completion_tokens == 16 and first.strip()
     assert (await run(engine, req))[0] == first
+
+
+async def test_locally_typical_and_min_keep_reach_llama_cpp(engine):
+    def texts(**kw):
+        return [GenerationRequest(prompt=(Segment("The weather today is"),), max_tokens=12, ignore_eos=True,
+                                  sampling=Sampling(seed=seed, temperature=1.5, top_k=0, min_p=0.0, **kw))
+                for seed in (1, 2, 3)]
+    # A tiny top_p keeps min_keep tokens: one token leaves the seed nothing to choose, 50 do.
+    assert len({(await run(engine, r))[0] for r in texts(top_p=0.001, min_keep=1)}) == 1
+    assert len({(await run(engine, r))[0] for r in texts(top_p=0.001, min_keep=50)}) > 1
+    # Locally typical sampling changes what the same seed draws.
+    plain = [(await run(engine, r))[0] for r in texts(top_p=1.0)]
+    typical = [(await run(engine, r))[0] for r in texts(top_p=1.0, typical_p=0.3)]
+    assert plain != typical
 
 
 async def test_stop_sequence_ends_generation(engine):

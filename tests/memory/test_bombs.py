@@ -109,3 +109,17 @@ def test_the_child_has_a_memory_limit_and_characters_are_capped(monkeypatch):
         extract(documents.docx(["many words " * 20_000]), DOCX)
     monkeypatch.undo()
     assert extract(documents.docx(["fine"]), DOCX).text == "fine"
+
+
+async def test_recall_answers_polys_chunks_as_texts(tmp_path):
+    """Poly's recall answers {"chunks": [text, ...]}; the scored chunks go under "results"."""
+    async with client(tmp_path) as c:
+        r = await c.put("/v1/memory/notes", content=b"The harbour opens at dawn.", headers={"Content-Type": "text/plain"})
+        assert r.status_code == 200, r.text
+        for r in (await c.get("/v1/memory/notes?prompt=harbour&n=1"),
+                  await c.post("/v1/memory/notes", json={"prompt": "harbour", "n": 1})):
+            body = r.json()
+            assert body["chunks"] == ["The harbour opens at dawn."] == body["memories"]
+            [result] = body["results"]
+            assert result["text"] == body["chunks"][0] and "score" in result and "metadata" in result
+

@@ -228,7 +228,7 @@ async def test_recalled_text_may_hold_private_tokens():
     from poly_ray.tasks.runner import TaskRunner
 
     class Recalling:
-        async def recall(self, memory, prompt, n):
+        async def recall(self, memory, prompt, n, owner=None):
             return [{"text": "a note that says <end_of_turn> inside", "score": 1.0, "metadata": {}}]
 
     cfg = config.validate(
@@ -248,3 +248,116 @@ async def test_recalled_text_may_hold_private_tokens():
     ):
         assert [e async for e in events]  # not refused
         assert "<end_of_turn> inside" in model.requests[-1].text
+
+
+LONG_TEXT = " ".join(f"Sentence number {i} is here." for i in range(80)).encode()  # many batches at 8 tokens a chunk
+
+
+async def test_a_cancelled_upload_stops_embedding_and_leaves_nothing(embedder, tmp_path):
+    """A client gone mid-upload: the embedding stops at once and nothing is stored."""
+    calls, first = [], asyncio.Event()
+
+    async def embed(texts):
+        calls.append(len(texts))
+        vectors = await asyncio.to_thread(embedder.embed, texts)
+        first.set()
+        return vectors
+
+    store = EdgeStore("docs", tmp_path / "cancel", 640)
+    memory = Memory("docs", memory_config(chunk_max_tokens=8), store=store, embed=embed, count=lambda t: len(embedder.tokenize(t)))
+    from poly_ray.memory.service import MemoryService
+
+    upload = asyncio.create_task(MemoryService({"docs": memory}).ingest("docs", [Upload(LONG_TEXT, "text/plain")]))
+    await first.wait()
+    upload.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await upload
+    made = len(calls)
+    await asyncio.sleep(1.0)
+    assert len(calls) == made < len(memory.prepare(Upload(LONG_TEXT, "text/plain")).chunks) // 32 + 1
+    assert store.count() == 0 and memory._writer.in_flight() == {}
+    memory.close()
+
+
+class SlowStore(EdgeStore):
+    """The real store, whose upserts wait until the test lets them go."""
+
+    def __init__(self, *args):
+        import threading
+
+        super().__init__(*args)
+        self.writing, self.go = threading.Event(), threading.Event()
+
+    def upsert(self, points):
+        self.writing.set()
+        self.go.wait(30)
+        super().upsert(points)
+
+
+async def test_an_upload_cancelled_while_its_write_runs_is_taken_back_after_it(embedder, tmp_path):
+    """The write already running finishes (a thread cannot be stopped), then the
+    rollback queued behind it removes it; no other write runs between the two."""
+
+    async def embed(texts):
+        return await asyncio.to_thread(embedder.embed, texts)
+
+    store = SlowStore("docs", tmp_path / "slow", 640)
+    memory = Memory("docs", memory_config(), store=store, embed=embed, count=lambda t: len(embedder.tokenize(t)))
+    upload = asyncio.create_task(memory.ingest(Upload(b"A note about the moon and its tides.", "text/plain")))
+    await asyncio.to_thread(store.writing.wait, 30)
+    upload.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await upload
+    store.go.set()
+    await memory._writer.run(lambda: None)  # every write asked for is done
+    assert store.count() == 0 and memory._writer.in_flight() == {}
+    stored = await memory.ingest(Upload(b"Another note, about the sun.", "text/plain"))
+    assert stored["stored"] and store.count() == stored["chunks"]
+    memory.close()
+
+
+@pytest.mark.parametrize("failure_first", [False, True])
+async def test_two_uploads_of_one_document_race_and_a_failure_keeps_the_other(embedder, tmp_path, failure_first):
+    """B stores X, then fails on its next document; A uploads the same X meanwhile
+    and reports it stored. Whether B fails before or after A ends, X stays."""
+    from poly_ray.memory.service import MemoryService
+
+    b_reached_bad, a_reached_next, a_done, b_failed = (asyncio.Event() for _ in range(4))
+
+    async def embed(texts):
+        if any("pears" in t for t in texts):  # B's second document
+            b_reached_bad.set()
+            await (a_reached_next if failure_first else a_done).wait()
+            raise RuntimeError("the embedding model went away")
+        if any("plums" in t for t in texts):  # A's second document: A has found X
+            a_reached_next.set()
+            await b_failed.wait()
+        return await asyncio.to_thread(embedder.embed, texts)
+
+    store = EdgeStore("docs", tmp_path / "race", 640)
+    memory = Memory("docs", memory_config(), store=store, embed=embed, count=lambda t: len(embedder.tokenize(t)))
+    memories = MemoryService({"docs": memory})
+    x = Upload(b"The shared document is about apples.", "text/plain", "shared.txt")
+
+    async def upload_b():
+        try:
+            await memories.ingest("docs", [x, Upload(b"It fails on pears.", "text/plain")])
+        finally:
+            b_failed.set()
+
+    async def upload_a():
+        await b_reached_bad.wait()  # B has stored X by now
+        extra = [Upload(b"And A adds plums.", "text/plain")] if failure_first else []
+        try:
+            return await memories.ingest("docs", [x, *extra])
+        finally:
+            a_done.set()
+
+    b, a = await asyncio.gather(upload_b(), upload_a(), return_exceptions=True)
+    assert isinstance(b, RuntimeError), b
+    shared = a["documents"][0]
+    assert not shared["stored"]  # A found it, written by B
+    assert store.count(shared["document"]) == shared["chunks"]  # and it is still there
+    assert (await memory.recall("apples", 1, "keyword"))[0]["metadata"]["source"] == "shared.txt"
+    assert memory._writer.in_flight() == {}
+    memory.close()

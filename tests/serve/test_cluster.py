@@ -249,7 +249,7 @@ async def test_a_replica_killed_mid_stream_ends_its_streams_with_an_error_event(
                 "a new memory replica")
     r = await client.get("/v1/memory/notes", params={"prompt": "gulls", "mode": "keyword", "n": 1})
     assert r.status_code == 200, r.text
-    assert "lighthouse keeper" in r.json()["chunks"][0]["text"]
+    assert "lighthouse keeper" in r.json()["results"][0]["text"]
 
 
 async def test_scaling_down_lets_the_streams_in_flight_finish(cluster, client):

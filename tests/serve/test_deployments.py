@@ -54,8 +54,10 @@ def test_build_kuberay_refuses_a_public_config_and_keeps_keys_out_of_the_manifes
     assert r.returncode == 2 and "the config is public" in r.stderr and "--allow-public" in r.stderr
     assert subprocess.run([*build, "--allow-public"], capture_output=True, env=env).returncode == 0
     r = subprocess.run(build, capture_output=True, text=True, check=True,
-                       env={**env, "POLY_PUBLIC": "false", "POLY_ALLOWED_KEYS": "sk-very-secret"})
+                       env={**env, "POLY_PUBLIC": "false", "POLY_ALLOWED_KEYS": "sk-very-secret",
+                            "POLY_JWT_PRIVATE_KEY": "a-jwt-secret-that-is-long-enough-for-hs256"})
     assert "sk-very-secret" not in r.stdout and "POLY_ALLOWED_KEYS is not written into the Serve config" in r.stderr
+    assert "a-jwt-secret" not in r.stdout and "POLY_JWT_PRIVATE_KEY is not written" in r.stderr
     manifest = yaml.safe_load(r.stdout)
     head = manifest["spec"]["rayClusterConfig"]["headGroupSpec"]
     assert head["rayStartParams"]["dashboard-host"] == "127.0.0.1"
@@ -81,3 +83,26 @@ def test_rayservice_serves_the_serve_config_on_the_pods_addresses():
     groups = {g["groupName"]: g for g in cluster["workerGroupSpecs"]}
     gpu = groups["gpu"]["template"]["spec"]["containers"][0]["resources"]["limits"]
     assert gpu["nvidia.com/gpu"] == 1 and "nvidia.com/gpu" not in str(groups["cpu"])
+
+
+def test_ray_token_auth_is_on_everywhere_the_shipped_deployments_start_ray():
+    """cluster.yaml and the KubeRay pods start Ray with RAY_AUTH_MODE=token, the token from a
+    file every node gets or from the Secret, never in the files; dashboards on loopback."""
+    cfg = yaml.safe_load((REPO / "cluster.yaml").read_text())
+    starts = [c for c in cfg["head_start_ray_commands"] + cfg["worker_start_ray_commands"] if "ray start" in c]
+    assert len(starts) == 2 and all("RAY_AUTH_MODE=token" in c for c in starts), starts
+    assert "disabled" not in (REPO / "cluster.yaml").read_text()
+    assert "--dashboard-host=127.0.0.1" in starts[0]
+    assert cfg["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
+    deploy = [c for c in cfg["head_start_ray_commands"] if "serve deploy" in c]
+    assert deploy and "RAY_AUTH_MODE=token serve deploy" in deploy[0]
+
+    manifest = yaml.safe_load((REPO / "deployments" / "rayservice.yaml").read_text())
+    cluster = manifest["spec"]["rayClusterConfig"]
+    pods = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+    for pod in pods:
+        [container] = pod["template"]["spec"]["containers"]
+        env = {e["name"]: e for e in container["env"]}
+        assert env["RAY_AUTH_MODE"] == {"name": "RAY_AUTH_MODE", "value": "token"}
+        assert env["RAY_AUTH_TOKEN"]["valueFrom"] == {"secretKeyRef": {"name": "poly-ray-keys", "key": "ray_auth_token"}}
+    assert cluster["headGroupSpec"]["rayStartParams"]["dashboard-host"] == "127.0.0.1"

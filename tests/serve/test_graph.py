@@ -228,7 +228,7 @@ def test_serve_build_writes_a_deployable_config(tmp_path):
     subprocess.run([*serve_cli, "build", "poly_ray.app:app", "-o", str(out)], check=True, capture_output=True, env=env)
     app = yaml.safe_load(out.read_text())["applications"][0]
     deployments = {d["name"]: d for d in app["deployments"]}
-    assert set(deployments) == {"ingress", "orchestrator", "model-gemma"}
+    assert set(deployments) == {"ingress", "orchestrator", "model-gemma", "state"}
     model = deployments["model-gemma"]
     assert model["ray_actor_options"]["num_gpus"] == 0.5
     assert model["autoscaling_config"]["max_replicas"] == 3
@@ -446,9 +446,10 @@ async def test_request_schema_and_private_tokens(client):
     schema = {"type": "object", "properties": {"n": {"type": "integer", "min": 1, "max": 9}}, "required": ["n"]}
     r = await client.post("/v1/task/complete/completion", json={"prompt": "A number:", "schema": schema, "max_tokens": 30})
     jsonschema.validate(json.loads(r.json()["text"]), {**schema, "properties": {"n": {"type": "integer", "minimum": 1, "maximum": 9}}})
-    r = await client.post("/v1/task/complete/completion", json={"prompt": "x", "schema": {"type": "number", "max_decimals": 2}})
+    r = await client.post("/v1/task/complete/completion", json={"prompt": "x", "schema": {"type": "number", "min": 0.5}})
     assert r.status_code == 400 and r.json()["error"] == {
-        "code": "unsupported_schema", "message": "schema.max_decimals cannot be enforced by a grammar"}
+        "code": "unsupported_schema",
+        "message": "schema.min: a number's bounds are enforced when they are whole numbers, not 0.5"}
     r = await client.post("/v1/task/verdict/completion", json={"prompt": "tell me <|secret|>"})
     assert r.status_code == 400 and "private token" in r.json()["error"]["message"]
 

@@ -38,8 +38,9 @@ class RecalledChunk(BaseModel):
 
 
 class Recall(BaseModel):
-    memories: list[str]
-    chunks: list[RecalledChunk]
+    chunks: list[str]  # Poly's answer: the texts, best first
+    memories: list[str]  # the same texts (the name of Poly's first versions)
+    results: list[RecalledChunk]  # the same chunks with score and metadata
 
 
 class StoredDocument(BaseModel):
@@ -76,6 +77,7 @@ class JobState(BaseModel):
     error: JobError | None = None
     started: float
     finished: float | None = None
+    attempts: int = 1  # more than 1: resumed after a restart of the server
 
 
 class DocumentInfo(BaseModel):

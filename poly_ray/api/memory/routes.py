@@ -15,7 +15,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from poly_ray.api.auth import Access
 from poly_ray.api.openapi import WITH_BODY, doc
 from poly_ray.api.parsing import parse_params, read_body
-from poly_ray.errors import BadRequest, NotFound
+from poly_ray.errors import BadRequest, NotFound, PayloadTooLarge
 from poly_ray.memory.memory import Upload
 
 from .protocol import (
@@ -31,7 +31,7 @@ from .protocol import (
     Stored,
 )
 
-INGEST_ERRORS = (*WITH_BODY, 415, 422)
+INGEST_ERRORS = (*WITH_BODY, 415, 422, 429)  # 429: uploads in flight or background jobs at their bound
 _BINARY = {"type": "string", "format": "binary"}
 INGEST_BODY = {
     "requestBody": {
@@ -63,19 +63,27 @@ def register(app: FastAPI, memories, access: Access) -> None:
     @app.get("/v1/memory/{memory}", name="recall_get", openapi_extra=doc(query=RecallParams, ok=Recall))
     @app.post("/v1/memory/{memory}", openapi_extra=doc(body=RecallParams, ok=Recall, errors=WITH_BODY))
     async def recall(memory: str, request: Request):
-        await access.authorize(request, "memory", memory)
+        who = await access.authorize(request, "memory", memory)
         params = await parse_params(request, RecallParams)
-        chunks = await backend().recall(memory, params.prompt, params.n, params.mode)
-        # "memories" is Poly's answer (texts); "chunks" adds scores and metadata.
-        return {"memories": [c["text"] for c in chunks], "chunks": chunks}
+        bounds = request.app.state.config
+        if params.n > bounds.max_recall:
+            raise BadRequest(f"n: {params.n} is over the limit (max_recall) of {bounds.max_recall}")
+        if len(params.prompt) > bounds.max_recall_chars:
+            raise PayloadTooLarge(f"prompt: {len(params.prompt)} characters, over the limit (max_recall_chars)"
+                                  f" of {bounds.max_recall_chars}")
+        chunks = await backend().recall(memory, params.prompt, params.n, params.mode, owner=who.credential)
+        # Poly answers the texts as "chunks" (its first versions as "memories");
+        # "results" has them with their scores and metadata.
+        texts = [c["text"] for c in chunks]
+        return {"chunks": texts, "memories": texts, "results": chunks}
 
     @app.put(
         "/v1/memory/{memory}", openapi_extra=doc(ok=Stored, accepted=JobStarted, errors=INGEST_ERRORS) | INGEST_BODY
     )
     async def ingest(memory: str, request: Request, wait: bool = True):
-        await access.authorize(request, "memory", memory, write=True)
+        who = await access.authorize(request, "memory", memory, write=True)
         uploads = await _uploads(request)
-        result = await backend().ingest(memory, uploads, wait=wait)
+        result = await backend().ingest(memory, uploads, wait=wait, owner=who.credential)
         return JSONResponse(result, status_code=200 if wait else 202)
 
     @app.get("/v1/memory/{memory}/jobs/{job}", openapi_extra=doc(ok=JobState))
@@ -85,8 +93,8 @@ def register(app: FastAPI, memories, access: Access) -> None:
 
     @app.get("/v1/memory/{memory}/documents", openapi_extra=doc(ok=Documents))
     async def documents(memory: str, request: Request):
-        await access.authorize(request, "memory", memory)
-        return {"documents": await backend().documents(memory), **await backend().info(memory)}
+        who = await access.authorize(request, "memory", memory)
+        return {"documents": await backend().documents(memory, owner=who.credential), **await backend().info(memory)}
 
     @app.delete("/v1/memory/{memory}/documents/{document}", openapi_extra=doc(ok=Deleted))
     async def delete_document(memory: str, document: str, request: Request):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -87,6 +88,15 @@ class GenerationBody(BaseModel):
                 raise ValueError(f"{name}: not supported")
         return self
 
+    @property
+    def unloads(self) -> bool:
+        """``keep_alive`` 0 (a number, or a duration such as "0s" or "0m"): Ollama's request to unload."""
+        k = self.keep_alive
+        if isinstance(k, int | float) and not isinstance(k, bool):
+            return k == 0
+        return isinstance(k, str) and bool(re.fullmatch(r"\s*-?0*(\.0*)?(ns|us|µs|ms|s|m|h)?\s*", k)) and any(
+            c.isdigit() for c in k)
+
     def overrides(self, caps: grammars.Caps = grammars.DEFAULT_CAPS) -> dict:
         o = self.options.overrides()
         if self.format == "json":
@@ -104,6 +114,18 @@ class GenerateBody(GenerationBody):
     template: str | None = None
     context: list[int] | None = None
     images: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _raw(self):
+        if self.raw and self.system:
+            raise ValueError("system: a raw prompt is sent to the model as it is; put the system text in the prompt")
+        return self
+
+    def overrides(self, caps: grammars.Caps = grammars.DEFAULT_CAPS) -> dict:
+        o = super().overrides(caps)
+        if self.raw:
+            o["raw"] = True  # no prelude, prefix, postfix or recall: the prompt as it is
+        return o
 
 
 class CallFunction(BaseModel):
@@ -141,7 +163,8 @@ class Message(BaseModel):
 
 
 class ChatBody(GenerationBody):
-    messages: list[Message] = Field(min_length=1, max_length=10_000)
+    # No messages: Ollama's request to load (or, with keep_alive 0, unload) the model.
+    messages: list[Message] = Field(default_factory=list, max_length=10_000)
     tools: list[Any] | None = None
 
     def conversation(self) -> list[tuple[str, str]]:
@@ -176,11 +199,33 @@ class EmbedBody(BaseModel):
     options: dict | None = None
 
 
-class ShowBody(BaseModel):
+class _Named(BaseModel):
+    """A body naming a model as ``model``, or as ``name`` (Ollama's older field, still sent by some clients)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    model: str
+    model: str | None = None
+    name: str | None = None
+
+    @model_validator(mode="after")
+    def _one_name(self):
+        if self.model is None and self.name is None:
+            raise ValueError("model: Field required")
+        if self.model is not None and self.name is not None and self.model != self.name:
+            raise ValueError("name: differs from model; send one of them")
+        self.model = self.model if self.model is not None else self.name
+        return self
+
+
+class ShowBody(_Named):
     verbose: bool | None = None
+
+
+class PullBody(_Named):
+    insecure: bool | None = None  # Ollama's registry TLS; nothing here is fetched from its registry
+    stream: bool = True
+    username: str | None = None
+    password: str | None = None
 
 
 # What the routes answer. Documentation only (the routes build plain dicts); the
@@ -234,6 +279,39 @@ class _OllamaDone(BaseModel):
 
 class OllamaGenerateResponse(_OllamaDone):
     response: str
+
+
+class OllamaLoaded(BaseModel):
+    """The answer to an empty prompt (load) or to one with keep_alive 0 (unload)."""
+
+    model: str
+    created_at: str
+    response: str | None = None
+    message: dict[str, str] | None = None
+    done: Literal[True]
+    done_reason: Literal["load", "unload"] | None = None
+
+
+class OllamaRunning(BaseModel):
+    name: str
+    model: str
+    size: int
+    digest: str
+    details: OllamaModelDetails
+    expires_at: str
+    size_vram: int
+    context_length: int
+
+
+class OllamaPs(BaseModel):
+    models: list[OllamaRunning]
+
+
+class OllamaProgress(BaseModel):
+    status: str
+    digest: str | None = None
+    total: int | None = None
+    completed: int | None = None
 
 
 class OllamaCallFunction(BaseModel):

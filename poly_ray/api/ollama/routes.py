@@ -1,4 +1,5 @@
-"""Ollama-compatible routes: /api/generate, /api/chat, /api/embed, /api/tags, /api/show, /api/version.
+"""Ollama-compatible routes: /api/generate, /api/chat, /api/embed, /api/tags, /api/show, /api/ps,
+/api/pull, /api/version.
 
 ``model`` names a task or a bare model, as on the OpenAI routes. Streams are
 newline-delimited JSON ending with an object that has ``done: true``, the
@@ -12,16 +13,18 @@ import time
 from datetime import datetime, timezone
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from poly_ray.api.auth import Access, Principal
 from poly_ray.api.limits import StreamLimits
-from poly_ray.api.openapi import GENERATES, NDJSON, PLAIN, WITH_BODY, doc
+from poly_ray.api.openapi import GENERATES, NDJSON, PLAIN, WITH_BODY, doc, ref
+from poly_ray.config import Config
 from poly_ray.api.parsing import overrides_off_loop, parse_params
 from poly_ray.api.streaming import GenerationStream
 from poly_ray.errors import NotFound, PolyError
 from poly_ray.generation import Chunk, Done, ToolCall, ToolCallDelta, gather_calls
 
+from . import pull as pulling
 from .protocol import (
     VERSION,
     ChatBody,
@@ -31,18 +34,25 @@ from .protocol import (
     OllamaChatResponse,
     OllamaEmbedResponse,
     OllamaGenerateResponse,
+    OllamaLoaded,
+    OllamaProgress,
+    OllamaPs,
     OllamaShow,
     OllamaTags,
     OllamaVersion,
+    PullBody,
     ShowBody,
 )
+
+# Ollama's expires_at for a model that stays loaded: Serve, not keep_alive, decides when a replica goes.
+NEVER = "9999-12-31T23:59:59Z"
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None:
+def register(app: FastAPI, backend, access: Access, slots: StreamLimits, config: Config) -> None:
     async def target(who: Principal, name: str) -> dict:
         """The task or model ``name`` may be used by the caller; what it is."""
         tasks, models = await backend.tasks(), await backend.models()
@@ -75,12 +85,50 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None
         return {"modelfile": "", "parameters": params, "template": "", "details": details,
                 "model_info": info, "capabilities": ["completion", "embedding"]}
 
+    @app.get("/api/ps", openapi_extra=doc(family="ollama", ok=OllamaPs))
+    async def ps(request: Request):
+        """The tasks and models the caller may use whose model has a replica that answers (is loaded)."""
+        who = access.principal(request)
+        tasks, models = await backend.tasks(), await backend.models()
+        loaded = {name.removeprefix("model "): ok for name, ok in (await backend.ready()).items()}
+        running = [(n, tasks[n]["model"]) for n in tasks if who.allows("task", n)]
+        running += [(n, n) for n in models if who.allows("model", n)]
+        return {"models": [{**_model_entry(n), "expires_at": NEVER, "size_vram": 0,
+                            "context_length": models[m]["context_size"]} for n, m in running if loaded.get(m)]}
+
+    @app.post("/api/pull", openapi_extra=doc(family="ollama", body=PullBody, ok=OllamaProgress, streams=NDJSON,
+                                             errors=(*WITH_BODY, 502)))
+    async def pull(request: Request):
+        who = access.principal(request)
+        body = await parse_params(request, PullBody)
+        kind, model, model_cfg = pulling.model_of(config, body.model)
+        who.check(kind, body.model)
+        progress = pulling.lines(model, model_cfg, config.cache_path)
+        if not body.stream:
+            last = [line async for line in progress][-1]
+            return JSONResponse(last, status_code=502 if "error" in last else 200)
+
+        async def ndjson():
+            async for line in progress:
+                yield json.dumps(line, separators=(",", ":")).encode() + b"\n"
+
+        return StreamingResponse(ndjson(), media_type="application/x-ndjson")
+
+    def loaded(body: GenerationBody, payload: dict) -> JSONResponse:
+        """Ollama's answer to a request with nothing to generate: the model is loaded (it is, while Serve
+        runs its replicas) or, with keep_alive 0, "unloaded" (it stays: Serve decides that)."""
+        reason = "unload" if body.unloads else "load"
+        return JSONResponse({"model": body.model, "created_at": _now(), **payload, "done": True, "done_reason": reason})
+
     @app.post("/api/generate", openapi_extra=doc(
-        family="ollama", body=GenerateBody, ok=OllamaGenerateResponse, streams=NDJSON, errors=GENERATES))
+        family="ollama", body=GenerateBody, ok={"anyOf": [ref(OllamaGenerateResponse), ref(OllamaLoaded)]},
+        streams=NDJSON, errors=GENERATES))
     async def generate(request: Request):
         who = access.principal(request)
         body = await parse_params(request, GenerateBody)
         await target(who, body.model)
+        if not body.prompt and not body.system:
+            return loaded(body, {"response": ""})
         if body.system:
             events = backend.stream_target(body.model, None, [("system", body.system), ("user", body.prompt)],
                                            await overrides_off_loop(request.app, body))
@@ -89,11 +137,14 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None
         return await _respond(body, events, slots, who.credential, lambda text: {"response": text})
 
     @app.post("/api/chat", openapi_extra=doc(
-        family="ollama", body=ChatBody, ok=OllamaChatResponse, streams=NDJSON, errors=GENERATES))
+        family="ollama", body=ChatBody, ok={"anyOf": [ref(OllamaChatResponse), ref(OllamaLoaded)]},
+        streams=NDJSON, errors=GENERATES))
     async def chat(request: Request):
         who = access.principal(request)
         body = await parse_params(request, ChatBody)
         await target(who, body.model)
+        if not body.messages:
+            return loaded(body, {"message": {"role": "assistant", "content": ""}})
         events = backend.stream_target(body.model, None, body.conversation(), await overrides_off_loop(request.app, body))
         return await _respond(body, events, slots, who.credential, _chat_message)
 

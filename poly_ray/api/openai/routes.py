@@ -38,7 +38,8 @@ from .protocol import (
     ModelPage,
 )
 
-PATHS = ("/v1/models", "/v1/completions", "/v1/chat/completions", "/v1/embeddings")
+PATHS = ("/v1/models", "/v1/completions", "/v1/chat/completions", "/v1/embeddings", "/v1/responses",
+         "/v1/conversations")
 
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
           429: "rate_limit_error"}

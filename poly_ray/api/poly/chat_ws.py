@@ -90,7 +90,7 @@ class _Session:
         turns: asyncio.Queue = asyncio.Queue(maxsize=MAX_WAITING_TURNS)
         reader = asyncio.create_task(self._read(turns))
         try:
-            while (frame := await turns.get()) is not None:
+            while (frame := await self._next(turns)) is not None:
                 self.running = True  # set before any await, so that a stop right after the turn counts
                 try:
                     prompt, overrides = await self._parse(frame)
@@ -111,6 +111,18 @@ class _Session:
             await self._error(PolyError("internal server error"), close=True)
         finally:
             reader.cancel()
+
+    async def _next(self, turns: asyncio.Queue):
+        """The next turn; a session without one for ws_idle_timeout_s is closed (4408)."""
+        idle = self.ws.app.state.config.ws_idle_timeout_s
+        try:
+            return await asyncio.wait_for(turns.get(), idle)
+        except TimeoutError:
+            message = f"closed after {idle:g} s without a message (ws_idle_timeout_s)"
+            if self.json_mode:
+                await self.ws.send_json({"type": "error", "code": "idle_timeout", "message": message})
+            await self.ws.close(code=4408, reason=message)
+            return None
 
     async def _read(self, turns: asyncio.Queue) -> None:
         limit = self.ws.app.state.max_request_bytes

@@ -44,6 +44,12 @@ class EmbeddingBody(_Body):
     prompt: str | list[str] = Field(min_length=1)
 
 
+class EmbeddingQuery(_Body):
+    """``GET /v1/model/{m}/embedding?prompt=...`` (Poly's): one text."""
+
+    prompt: str = Field(min_length=1, max_length=1_000_000)
+
+
 # What the routes answer. Documentation only (the routes build plain dicts); the
 # fuzz test checks every answer against these.
 
@@ -112,6 +118,7 @@ class Embeddings(BaseModel):
 
 
 class Token(BaseModel):
+    token: int  # Poly's name for the id
     id: int
     text: str
 

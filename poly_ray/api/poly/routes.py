@@ -14,12 +14,14 @@ from poly_ray.api.limits import StreamLimits
 from poly_ray.api.openapi import GENERATES, PLAIN, SSE, WITH_BODY, doc, ref
 from poly_ray.api.parsing import overrides_off_loop, parse_params
 from poly_ray.api.streaming import GenerationStream, sse_body
+from poly_ray.errors import PayloadTooLarge
 
 from .protocol import (
     Completion,
     CompletionParams,
     Embedding,
     EmbeddingBody,
+    EmbeddingQuery,
     Embeddings,
     ModelList,
     PromptBody,
@@ -109,22 +111,34 @@ def register(app: FastAPI, backend, access: Access, limits: StreamLimits) -> Non
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
+    @app.get("/v1/task/{task}/status", name="task_status", openapi_extra=doc(ok=Status))
+    async def task_status(task: str, request: Request):
+        """Poly's per-task check: the caller may use the task, and it exists."""
+        await access.authorize(request, "task", task)
+        return {"status": "ok"}
+
+    @app.get("/v1/model/{model}/embedding", name="embedding_get", openapi_extra=doc(query=EmbeddingQuery, ok=Embedding))
     @app.post("/v1/model/{model}/embedding", openapi_extra=doc(
         body=EmbeddingBody, ok={"anyOf": [ref(Embedding), ref(Embeddings)]}, errors=WITH_BODY))
     async def embedding(model: str, request: Request):
         await access.authorize(request, "model", model)
-        body = await parse_params(request, EmbeddingBody)
+        body = await parse_params(request, EmbeddingBody if request.method == "POST" else EmbeddingQuery)
         texts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
         vectors = await backend.embed(model, texts)
         if isinstance(body.prompt, str):
             return {"embedding": vectors[0]}
         return {"embeddings": vectors}
 
+    @app.get("/v1/model/{model}/tokenization", name="tokenization_get", openapi_extra=doc(query=PromptBody, ok=Tokenization))
     @app.post("/v1/model/{model}/tokenization", openapi_extra=doc(body=PromptBody, ok=Tokenization, errors=WITH_BODY))
     async def tokenization(model: str, request: Request):
         await access.authorize(request, "model", model)
         body = await parse_params(request, PromptBody)
-        return {"tokens": await backend.tokenize(model, body.prompt)}
+        limit = request.app.state.config.max_tokenize_chars
+        if len(body.prompt) > limit:
+            raise PayloadTooLarge(f"prompt: {len(body.prompt)} characters, over the limit (max_tokenize_chars) of {limit}")
+        # Poly answers each token's id as "token"; "id" stays for this API's older clients.
+        return {"tokens": [{"token": t["id"], **t} for t in await backend.tokenize(model, body.prompt)]}
 
 
 def _not_ready(extra: dict) -> dict:

@@ -46,6 +46,8 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits, default
         who = await access.authorize(request, *target())
         body = await parse_params(request, model)
         overrides = body.overrides()
+        if getattr(body, "cache", None) is not None:  # durable prompt state (see README)
+            overrides["cache_key"] = f"stream/{target()[1]}/{body.cache}"
         if isinstance(body, StreamBody) and body.num_predict is None:
             overrides["max_tokens"] = min(STREAM_NUM_PREDICT, await limit())
         events = backend.stream_target(target()[1], body.prompt, None, overrides)

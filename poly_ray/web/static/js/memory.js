@@ -32,8 +32,8 @@ async function recall() {
   if (!prompt.trim()) return app.error("type a query to recall");
   const n = Number($("recall-n").value) || 3;
   const answer = await app.api().post(path(), { prompt, n });
-  // `chunks` carries scores and metadata; older servers answer `memories` (texts) only.
-  const chunks = answer.chunks ?? (answer.memories || []).map((text) => ({ text }));
+  // `results` carries scores and metadata; Poly answers the texts only, as `chunks`.
+  const chunks = answer.results ?? (answer.chunks || answer.memories || []).map((text) => ({ text }));
   $("recall-results").replaceChildren(...chunks.map((c) => {
     const text = typeof c === "string" ? c : c.text;
     const meta = c.metadata || {};

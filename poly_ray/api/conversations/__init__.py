@@ -1,0 +1,1 @@
+"""The OpenAI Conversations API (/v1/conversations): protocol only so far, see protocol.py."""

@@ -1,0 +1,109 @@
+"""The Conversations API: conversations (create, retrieve, update, delete) and
+their items (list, add, retrieve, delete), in the state store, owned by the
+request's credential. A response created with ``conversation`` reads the items
+as its context and appends its input and output (responses/routes.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from poly_ray.api.auth import Access
+from poly_ray.api.openapi import AUTHORIZED, WITH_BODY, doc
+from poly_ray.api.parsing import parse_params
+from poly_ray.api.responses.routes import CONVERSATION, ITEM, ItemsQuery, append, owner_of, state_of
+from poly_ray.errors import NotFound
+
+from . import protocol
+
+
+class ConversationCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[Any] | None = None
+    metadata: dict[str, Any] | None = None
+    safety_identifier: str | None = None  # accepted, not used
+
+
+class ConversationUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    metadata: dict[str, Any] | None = Field(...)
+
+
+class ItemsCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[Any]
+
+
+def _list(items: list[dict]) -> dict:
+    return {"object": "list", "data": items, "first_id": items[0]["id"] if items else None,
+            "last_id": items[-1]["id"] if items else None, "has_more": False}
+
+
+def register(app: FastAPI, backend, access: Access) -> None:
+    async def item_of(request: Request, cid: str, iid: str) -> tuple[Any, str, dict]:
+        owner = owner_of(access.principal(request))
+        state = state_of(backend)
+        await state.get(owner, CONVERSATION, cid)
+        item = await state.get(owner, ITEM, iid)
+        if await state.parent_of(owner, ITEM, iid) != cid:
+            raise NotFound(f"No item found with id '{iid}'.")
+        return state, owner, item
+
+    @app.post("/v1/conversations", openapi_extra=doc(family="openai", body=ConversationCreate, errors=WITH_BODY))
+    async def create(request: Request):
+        owner = owner_of(access.principal(request))
+        body = await parse_params(request, ConversationCreate)
+        meta = protocol.metadata(body.metadata)
+        items = protocol.new_items(body.items)
+        state = state_of(backend)
+        conversation = await state.create(owner, CONVERSATION, protocol.conversation_object(meta))
+        await append(state, owner, conversation["id"], items)
+        return conversation
+
+    @app.get("/v1/conversations/{cid}", openapi_extra=doc(family="openai", errors=AUTHORIZED))
+    async def retrieve(request: Request, cid: str):
+        return await state_of(backend).get(owner_of(access.principal(request)), CONVERSATION, cid)
+
+    @app.post("/v1/conversations/{cid}", openapi_extra=doc(family="openai", body=ConversationUpdate, errors=WITH_BODY))
+    async def update(request: Request, cid: str):
+        owner = owner_of(access.principal(request))
+        body = await parse_params(request, ConversationUpdate)
+        return await state_of(backend).update(owner, CONVERSATION, cid, {"metadata": protocol.metadata(body.metadata)})
+
+    @app.delete("/v1/conversations/{cid}", openapi_extra=doc(family="openai", errors=AUTHORIZED))
+    async def delete(request: Request, cid: str):
+        await state_of(backend).delete(owner_of(access.principal(request)), CONVERSATION, cid)  # items with it
+        return protocol.deleted(cid)
+
+    @app.get("/v1/conversations/{cid}/items", openapi_extra=doc(family="openai", query=ItemsQuery, errors=AUTHORIZED))
+    async def list_items(request: Request, cid: str):
+        owner = owner_of(access.principal(request))
+        query = await parse_params(request, ItemsQuery)
+        state = state_of(backend)
+        await state.get(owner, CONVERSATION, cid)
+        return await state.list(owner, ITEM, parent=cid, limit=query.limit, after=query.after, order=query.order)
+
+    @app.post("/v1/conversations/{cid}/items", openapi_extra=doc(family="openai", body=ItemsCreate, errors=WITH_BODY))
+    async def add_items(request: Request, cid: str):
+        owner = owner_of(access.principal(request))
+        body = await parse_params(request, ItemsCreate)
+        items = protocol.new_items(body.items)
+        state = state_of(backend)
+        await state.get(owner, CONVERSATION, cid)
+        return _list(await append(state, owner, cid, items))
+
+    @app.get("/v1/conversations/{cid}/items/{iid}", openapi_extra=doc(family="openai", errors=AUTHORIZED))
+    async def retrieve_item(request: Request, cid: str, iid: str):
+        _, _, item = await item_of(request, cid, iid)
+        return item
+
+    @app.delete("/v1/conversations/{cid}/items/{iid}", openapi_extra=doc(family="openai", errors=AUTHORIZED))
+    async def delete_item(request: Request, cid: str, iid: str):
+        state, owner, _ = await item_of(request, cid, iid)
+        await state.delete(owner, ITEM, iid)
+        return await state.get(owner, CONVERSATION, cid)  # OpenAI answers with the conversation

@@ -1,0 +1,195 @@
+"""Durable per-sequence KV snapshots: `/stream` cache ids and task preludes.
+
+A snapshot is one llama.cpp sequence's state (``llama_state_seq_save_file``), with
+the tokens it holds, in ``<dir>/<hash>.kv``. ``index.json`` next to them records,
+per key, the file, its size, when it was last used and what made it (the model
+file and the context size): a snapshot from another model or another context
+size is ignored, never loaded. Writes go to a temp file renamed into place, so a
+crash leaves the old snapshot or the new one, never half of one. The files stay
+under a byte budget; the least recently used go first.
+
+The index logic is pure; only ``save``/``load`` touch llama.cpp, and the engine
+calls them on its worker thread while the sequence is not decoding.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from poly_ray.errors import PolyError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BUDGET = 2 << 30  # 2 GiB
+
+
+class SnapshotTooLarge(PolyError):
+    """One snapshot alone is over the byte budget."""
+
+    status = 507
+    code = "kv_snapshot_too_large"
+
+    def __init__(self, size: int, budget: int):
+        super().__init__(
+            f"the KV snapshot of this prompt is {size} bytes, over the budget of {budget} bytes "
+            "(kv_snapshot_bytes): send it without a cache id, or raise the budget"
+        )
+
+
+@dataclass
+class Entry:
+    file: str
+    bytes: int
+    last_used: float
+    fingerprint: str
+    n_tokens: int
+    tokens: list[int] = field(default_factory=list)  # what it holds: matched before any file is read
+
+
+def fingerprint(model_path: str, context_size: int) -> str:
+    """What a snapshot is valid for: this model file (path, size, mtime) and context size."""
+    st = os.stat(model_path)
+    return f"{os.path.abspath(model_path)}|{st.st_size}|{int(st.st_mtime)}|ctx={context_size}"
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class SnapshotIndex:
+    """Keys -> snapshot files in one folder, under a byte budget, LRU eviction."""
+
+    def __init__(self, folder: Path, fingerprint: str, budget: int = DEFAULT_BUDGET):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.fp = fingerprint
+        self.budget = budget
+        self.entries: dict[str, Entry] = {}
+        # Bytes per token of the largest snapshot tried, kept or refused: what the
+        # up-front check judges a new prompt by.
+        self.per_token = 0.0
+        self._read()
+
+    # -- index ------------------------------------------------------------
+    def _read(self) -> None:
+        path = self.folder / "index.json"
+        try:
+            raw = json.loads(path.read_text())
+            self.entries = {k: Entry(**v) for k, v in raw.items()}
+        except FileNotFoundError:
+            pass
+        except (ValueError, TypeError) as e:
+            log.warning("KV snapshot index %s unreadable (%s): starting empty", path, e)
+            self.entries = {}
+        # Forget entries whose file has gone (deleted by hand, or a crash before rename).
+        for key in [k for k, e in self.entries.items() if not (self.folder / e.file).exists()]:
+            del self.entries[key]
+
+    def _write(self) -> None:
+        data = json.dumps({k: asdict(e) for k, e in self.entries.items()}, indent=1).encode()
+        _atomic_write(self.folder / "index.json", data)
+
+    def file_for(self, key: str) -> Path:
+        return self.folder / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".kv")
+
+    def check_fits(self, n_tokens: int) -> None:
+        """Refuse up front a prompt whose snapshot would be over the budget, judged by
+        the bytes per token of the snapshots saved so far (none yet: no judgement)."""
+        sized = [e.bytes / e.n_tokens for e in self.entries.values() if e.n_tokens > 0]
+        per_token = max([self.per_token, *sized])
+        if per_token:
+            if n_tokens * per_token > self.budget:
+                raise SnapshotTooLarge(int(n_tokens * per_token), self.budget)
+
+    def total(self) -> int:
+        return sum(e.bytes for e in self.entries.values())
+
+    def lookup(self, key: str) -> Entry | None:
+        """The entry for ``key`` if it was made by this model and context size."""
+        entry = self.entries.get(key)
+        if entry is None:
+            return None
+        if entry.fingerprint != self.fp:
+            log.warning("KV snapshot %r was made by another model or context size: ignored", key)
+            self.forget(key)
+            return None
+        return entry
+
+    def touch(self, key: str) -> None:
+        if key in self.entries:
+            self.entries[key].last_used = time.time()
+            self._write()
+
+    def forget(self, key: str) -> None:
+        entry = self.entries.pop(key, None)
+        if entry is not None:
+            (self.folder / entry.file).unlink(missing_ok=True)
+            self._write()
+
+    def admit(self, key: str, size: int, n_tokens: int, tokens: list[int] | None = None) -> list[str]:
+        """Record a snapshot of ``size`` bytes just written for ``key``; evict least
+        recently used others until the total fits. Returns the evicted keys."""
+        if n_tokens:
+            self.per_token = max(self.per_token, size / n_tokens)
+        if size > self.budget:
+            self.file_for(key).unlink(missing_ok=True)
+            self.entries.pop(key, None)
+            self._write()
+            raise SnapshotTooLarge(size, self.budget)
+        self.entries[key] = Entry(self.file_for(key).name, size, time.time(), self.fp, n_tokens, list(tokens or []))
+        evicted = []
+        for other in sorted(self.entries, key=lambda k: self.entries[k].last_used):
+            if self.total() <= self.budget:
+                break
+            if other != key:
+                (self.folder / self.entries.pop(other).file).unlink(missing_ok=True)
+                evicted.append(other)
+        self._write()
+        return evicted
+
+    # -- llama.cpp --------------------------------------------------------
+    def save(self, ctx, seq: int, tokens: list[int], key: str) -> int:
+        """Write sequence ``seq`` of ``ctx`` (holding ``tokens``) as ``key``; bytes written."""
+        import llama_cpp
+
+        path = self.file_for(key)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        arr = (llama_cpp.llama_token * len(tokens))(*tokens)
+        size = llama_cpp.llama_state_seq_save_file(ctx, str(tmp).encode(), seq, arr, len(tokens))
+        if size == 0:
+            tmp.unlink(missing_ok=True)
+            raise OSError(f"llama_state_seq_save_file failed for {path}")
+        os.replace(tmp, path)
+        self.admit(key, os.path.getsize(path), len(tokens), tokens)
+        return size
+
+    def load(self, ctx, seq: int, key: str, capacity: int) -> list[int] | None:
+        """Restore ``key`` into sequence ``seq``; the tokens it holds, or None when there
+        is no usable snapshot (absent, other model, corrupt: logged and forgotten)."""
+        import llama_cpp
+
+        entry = self.lookup(key)
+        if entry is None:
+            return None
+        arr = (llama_cpp.llama_token * capacity)()
+        n_out = ctypes.c_size_t(0)
+        path = self.folder / entry.file
+        read = llama_cpp.llama_state_seq_load_file(ctx, str(path).encode(), seq, arr, capacity, ctypes.byref(n_out))
+        if read == 0 or n_out.value != entry.n_tokens:
+            log.warning("KV snapshot %r (%s) could not be loaded: ignored, the prompt is evaluated", key, path)
+            self.forget(key)
+            return None
+        self.touch(key)
+        return list(arr[: n_out.value])

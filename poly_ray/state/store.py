@@ -1,0 +1,222 @@
+"""The state store: JSON objects in one SQLite table, each with an owner, a kind
+("response", "conversation", "item", "assistant", "thread", "message", "run",
+"step"...), an optional parent (the conversation or thread an item belongs to)
+and a status.
+
+Every read and write names the owner: an object of another owner is reported
+exactly like a missing one, so ids never leak across credentials.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from poly_ray.errors import BadRequest, ConfigError, NotFound
+from poly_ray.state.migrations import SCHEMA_VERSION, migrate
+
+FILE_NAME = "state.sqlite3"
+UNFINISHED = ("in_progress", "queued")
+RESTART_REASON = "the server restarted"
+MAX_LIMIT = 100
+
+
+@dataclass
+class Page:
+    """One page of a listing, in the OpenAI list shape."""
+
+    data: list[dict] = field(default_factory=list)
+    has_more: bool = False
+
+    def to_body(self) -> dict:
+        return {
+            "object": "list",
+            "data": self.data,
+            "first_id": self.data[0]["id"] if self.data else None,
+            "last_id": self.data[-1]["id"] if self.data else None,
+            "has_more": self.has_more,
+        }
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(12)}"
+
+
+def _fail_body(kind: str, body: dict) -> dict:
+    """What an object left unfinished by a stopped server looks like after restart."""
+    error = {"code": "server_error", "message": RESTART_REASON}
+    body = dict(body, status="failed")
+    if kind == "response":
+        body["error"] = error
+    else:  # runs and run steps (Assistants v2)
+        body["last_error"] = error
+        body["failed_at"] = int(time.time())
+    return body
+
+
+class Store:
+    """Owner-scoped CRUD over one SQLite file. Thread-safe: one connection, one lock
+    (the store lives in one process; SQLite is fast enough that this is not the limit)."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        # autocommit mode: every statement commits unless inside an explicit BEGIN
+        try:
+            self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.Error as err:  # unwritable folder, not a database...
+            raise ConfigError(f"state_dir: cannot open the state file {self.path}: {err}") from None
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self.version = migrate(self._db)
+        self.swept = self._sweep()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _sweep(self) -> int:
+        """End everything a previous server left queued or in progress: nothing
+        stays stuck after a restart. Returns how many objects were ended."""
+        rows = self._db.execute(
+            f"SELECT id, kind, body FROM objects WHERE status IN ({','.join('?' * len(UNFINISHED))})", UNFINISHED
+        ).fetchall()
+        for oid, kind, body in rows:
+            self._db.execute(
+                "UPDATE objects SET status = 'failed', body = ? WHERE id = ?",
+                (json.dumps(_fail_body(kind, json.loads(body))), oid),
+            )
+        return len(rows)
+
+    # -- writes
+
+    def create(self, owner: str, kind: str, body: dict, *, parent: str | None = None) -> dict:
+        """Store ``body`` (which must carry ``id``; ``created_at`` is filled in)."""
+        body = dict(body)
+        body.setdefault("created_at", int(time.time()))
+        with self._lock:
+            try:
+                self._db.execute(
+                    "INSERT INTO objects (id, owner, kind, parent, created_at, status, body)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (body["id"], owner, kind, parent, body["created_at"], body.get("status"), json.dumps(body)),
+                )
+            except sqlite3.IntegrityError:
+                raise BadRequest(f"an object with id '{body['id']}' already exists") from None
+        return body
+
+    def update(self, owner: str, kind: str, oid: str, changes: dict) -> dict:
+        """Merge ``changes`` into the stored object (shallow) and return it."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                body = self._get(owner, kind, oid)
+                body.update(changes)
+                self._db.execute(
+                    "UPDATE objects SET body = ?, status = ? WHERE id = ?", (json.dumps(body), body.get("status"), oid)
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        return body
+
+    def delete(self, owner: str, kind: str, oid: str) -> None:
+        """Delete the object and everything under it (a conversation's items, a
+        thread's messages and runs, a run's steps)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._get(owner, kind, oid)
+                doomed, frontier = [oid], [oid]
+                while frontier:
+                    marks = ",".join("?" * len(frontier))
+                    frontier = [r[0] for r in self._db.execute(
+                        f"SELECT id FROM objects WHERE owner = ? AND parent IN ({marks})", (owner, *frontier))]
+                    doomed += frontier
+                for i in range(0, len(doomed), 500):
+                    chunk = doomed[i:i + 500]
+                    self._db.execute(f"DELETE FROM objects WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # -- reads
+
+    def get(self, owner: str, kind: str, oid: str) -> dict:
+        with self._lock:
+            return self._get(owner, kind, oid)
+
+    def _get(self, owner: str, kind: str, oid: str) -> dict:
+        row = self._db.execute(
+            "SELECT body FROM objects WHERE id = ? AND owner = ? AND kind = ?", (oid, owner, kind)
+        ).fetchone()
+        if row is None:  # a missing id and another owner's id read the same
+            raise NotFound(f"No {kind} found with id '{oid}'.")
+        return json.loads(row[0])
+
+    def parent_of(self, owner: str, kind: str, oid: str) -> str | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT parent FROM objects WHERE id = ? AND owner = ? AND kind = ?", (oid, owner, kind)
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"No {kind} found with id '{oid}'.")
+        return row[0]
+
+    def list(self, owner: str, kind: str, *, parent: str | None = None, limit: int = 20,
+             after: str | None = None, before: str | None = None, order: str = "desc") -> Page:
+        """A page of the owner's objects of ``kind`` (under ``parent`` if given),
+        ordered by creation; ``after``/``before`` are ids from a previous page."""
+        if order not in ("asc", "desc"):
+            raise BadRequest("order: must be 'asc' or 'desc'")
+        if not 1 <= limit <= MAX_LIMIT:
+            raise BadRequest(f"limit: must be between 1 and {MAX_LIMIT}")
+        where, args = ["owner = ?", "kind = ?"], [owner, kind]
+        if parent is not None:
+            where.append("parent = ?")
+            args.append(parent)
+        with self._lock:
+            for cursor, forward in ((after, True), (before, False)):
+                if cursor is None:
+                    continue
+                row = self._db.execute(
+                    "SELECT seq FROM objects WHERE id = ? AND owner = ? AND kind = ?", (cursor, owner, kind)
+                ).fetchone()
+                if row is None:
+                    raise BadRequest(f"{'after' if forward else 'before'}: no {kind} with id '{cursor}'")
+                # "after" follows the listing's direction, so it flips with order
+                later = forward == (order == "asc")
+                where.append("seq > ?" if later else "seq < ?")
+                args.append(row[0])
+            rows = self._db.execute(
+                f"SELECT body FROM objects WHERE {' AND '.join(where)} ORDER BY seq {order.upper()} LIMIT ?",
+                (*args, limit + 1),
+            ).fetchall()
+        data = [json.loads(r[0]) for r in rows[:limit]]
+        return Page(data=data, has_more=len(rows) > limit)
+
+    def all(self, owner: str, kind: str, *, parent: str) -> list[dict]:
+        """Every object of ``kind`` under ``parent``, oldest first (a thread's
+        messages, a conversation's items, to build a prompt)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT body FROM objects WHERE owner = ? AND kind = ? AND parent = ? ORDER BY seq ASC",
+                (owner, kind, parent),
+            ).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+
+def open_store(state_dir: Path) -> Store:
+    """The store file under a ``state_path(cfg, "state")`` folder."""
+    return Store(Path(state_dir) / FILE_NAME)
+
+
+__all__ = ["FILE_NAME", "MAX_LIMIT", "Page", "RESTART_REASON", "SCHEMA_VERSION", "Store", "new_id", "open_store"]

