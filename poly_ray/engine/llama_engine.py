@@ -143,7 +143,9 @@ class Engine:
         self._gpu_layers = gpu_layers
         self._batch_size = batch_size
 
-        backends.load()
+        # Which of the build's CPU variants runs this model (stats, and the log).
+        self.cpu_backend = backends.load().variant
+        log.info("model %s: llama.cpp CPU backend %s", name, self.cpu_backend)
         llama_log.set_verbose(False)  # llama.cpp's own logging: errors only
         model_params = llama_cpp.llama_model_default_params()
         model_params.n_gpu_layers = gpu_layers
@@ -238,6 +240,7 @@ class Engine:
                 "kv_cache_tokens": held,
                 "kv_cache_capacity": capacity,
                 "kv_cache_usage": round(held / capacity, 4),
+                "cpu_backend": self.cpu_backend,
             }
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Event]:

@@ -60,3 +60,15 @@ def test_a_model_decodes_on_the_loaded_variant(gemma_path):
         assert out["usage"]["completion_tokens"] == 4 and out["choices"][0]["text"]
     finally:
         llm.close()
+
+
+@pytest.mark.model
+def test_the_engine_reports_the_variant_it_runs_on(gemma_path):
+    from poly_ray.engine.llama_engine import Engine
+
+    engine = Engine(gemma_path, context_size=256, slots=1, threads=2, name="g")
+    try:
+        # What /v1/stats shows per model: the variant this process loaded, not a guess.
+        assert engine.stats()["cpu_backend"] == backends.chosen().variant == backends.pick(backends.chosen().scores)
+    finally:
+        engine.close()
