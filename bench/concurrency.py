@@ -139,6 +139,10 @@ def main() -> int:
     ap.add_argument("--skip-references", action="store_true", help="only the served graph (quick checks)")
     args = ap.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # Ray starts its workers (the model replica among them) at niceness 15; the
+    # reference here runs at 0, and on a shared machine the other load would take
+    # the served graph's CPU first. Same priority for both.
+    os.environ.setdefault("RAY_worker_niceness", "0")
 
     import ray
     from ray import serve

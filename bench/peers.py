@@ -201,6 +201,10 @@ def main() -> int:
     ap.add_argument("--build-only", action="store_true", help="build (or find) llama-server and stop")
     args = ap.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # Ray starts its workers (the model replica among them) at niceness 15; the
+    # reference here runs at 0, and on a shared machine the other load would take
+    # the served graph's CPU first. Same priority for both.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     # A loaded 2-core machine can take longer than Serve's 5 s to start its proxy.
     os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "120")
 
@@ -249,7 +253,9 @@ def main() -> int:
         runs: dict[str, dict[int, list[Run]]] = {t: {n: [] for n in STREAMS} for t in targets}
         ratios: dict[int, list[float]] = {n: [] for n in STREAMS}
         raws: list[dict[int, float]] = []
+        loads: list[float] = []  # the machine's 1-minute load average, per round: others' work shows here
         for rnd in range(args.rounds):
+            loads.append(os.getloadavg()[0])
             print(f"round {rnd + 1}/{args.rounds}: raw batched decode ...", flush=True)
             raws.append(raw_batched(path, args.threads, steps=48))
             order = list(targets) if rnd % 2 == 0 else list(reversed(targets))
@@ -273,7 +279,8 @@ def main() -> int:
     s = {t: {n: summary(runs[t][n]) for n in STREAMS} for t in targets}
     print(f"\nGemma 3 270M Q4_K_M, {args.threads} threads, {args.tokens} tokens per stream (EOS ignored), "
           f"{args.rounds} rounds, poly-ray CPU variant {variant}, stream_interval_ms {model.stream_interval_ms}, "
-          f"llama-server {PEER_VERSION} -np 8 -cb\n")
+          f"llama-server {PEER_VERSION} -np 8 -cb, Ray workers at niceness {os.environ['RAY_worker_niceness']}, "
+          f"load average {min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} cores\n")
     print("| streams | llama-server tok/s | poly-ray tok/s | poly/llama-server | raw batched | poly/raw "
           "| TTFT p50 llama-server / poly | TTFT p99 llama-server / poly |")
     print("|---|---|---|---|---|---|---|---|")
