@@ -20,7 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from poly_ray.api.auth import Access, Principal
+from poly_ray.api.auth import Access, Principal, owner_of
 from poly_ray.api.limits import StreamLimits
 from poly_ray.api.openapi import AUTHORIZED, GENERATES, SSE, doc
 from poly_ray.api.parsing import parse_params
@@ -33,7 +33,6 @@ from . import protocol
 
 RESPONSE, INPUT = "response", "response_input"
 CONVERSATION, ITEM = "conversation", "item"
-ANONYMOUS_OWNER = "anonymous"
 
 
 class ResponseCreate(BaseModel):
@@ -65,13 +64,6 @@ class ItemsQuery(BaseModel):
     after: str | None = None
     order: str = Field("desc", pattern="^(asc|desc)$")
     include: list[str] | None = None
-
-
-def owner_of(who: Principal) -> str:
-    """Whose objects these are: the key id or the token's subject; on a public
-    server every anonymous caller is the one anonymous owner."""
-    credential = who.credential or ANONYMOUS_OWNER
-    return ANONYMOUS_OWNER if credential.startswith("anonymous@") else credential
 
 
 def _input_id(rid: str) -> str:
