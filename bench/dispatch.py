@@ -4,10 +4,13 @@ Each round runs one child process per Python (each with its own llama-cpp-python
 build, e.g. this checkout's .venv and a venv with the old AVX-512 build), in
 alternating order, so drift in the machine's load hits both. A child measures,
 straight on llama.cpp with 2 threads: one stream through ``Llama.generate``
-(top-k/top-p/min-p sampling, 128 tokens) and the raw batched decode of 4 and
-8 sequences (bench/concurrency.py). Prints medians, ranges and ratios.
+(top-k/top-p/min-p sampling, 128 tokens), with the CPU time it took per token,
+and the raw batched decode of 4 and 8 sequences (bench/concurrency.py). Prints
+medians, ranges and ratios. On a machine others load, wall-time tokens/s swing
+widely; ``--threads 1`` and the CPU ms per token is the steadier comparison.
 
     .venv/bin/python bench/dispatch.py --other /path/to/other/venv/bin/python --rounds 5
+    .venv/bin/python bench/dispatch.py --other /path/to/other/venv/bin/python --rounds 5 --threads 1
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ def child(threads: int, tokens: int) -> dict:
     llm = llama_cpp.Llama(path, n_ctx=1024, n_threads=threads, n_threads_batch=threads, verbose=False)
     llm.set_seed(7)
     prompt = llm.tokenize(PROMPT.encode(), add_bos=True)
-    n, first = 0, None
+    n, first, cpu0 = 0, None, time.process_time()
     for _ in llm.generate(prompt, top_k=40, top_p=0.95, min_p=0.05, temp=0.8, repeat_penalty=1.0):
         now = time.perf_counter()
         first = first or now
@@ -48,9 +51,12 @@ def child(threads: int, tokens: int) -> dict:
         if n >= tokens:
             break
     single = (n - 1) / (time.perf_counter() - first)
+    # CPU seconds this process spent per token: unlike wall time, others' load on a
+    # shared machine hardly moves it (with 1 thread: no thread spins waiting for another).
+    cpu_ms = (time.process_time() - cpu0) / n * 1000
     llm.close()
     raw = raw_batched(path, threads, steps=48)
-    return {"variant": cpu.variant, "single": single, "batched4": raw[4], "batched8": raw[8]}
+    return {"variant": cpu.variant, "single": single, "cpu_ms": cpu_ms, "batched4": raw[4], "batched8": raw[8]}
 
 
 def main() -> int:
@@ -80,7 +86,7 @@ def main() -> int:
     print("| tokens/s | this build | other build | this/other (median of rounds) |")
     print("|---|---|---|---|")
     for key, label in (("single", "one stream, Llama.generate"), ("batched4", "raw batched, 4 seqs"),
-                       ("batched8", "raw batched, 8 seqs")):
+                       ("batched8", "raw batched, 8 seqs"), ("cpu_ms", "one stream: CPU ms per token (lower is faster)")):
         a, b = [r[key] for r in rows["this"]], [r[key] for r in rows["other"]]
         ratios = [x / y for x, y in zip(a, b)]
         print(f"| {label} | {statistics.median(a):.1f} ({min(a):.1f}-{max(a):.1f}) "
