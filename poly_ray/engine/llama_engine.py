@@ -176,6 +176,7 @@ class Engine:
         self._active = 0
         self.reused_tokens = 0  # prompt tokens served from cached cells, since start
         self.steps = 0  # llama_decode calls, since start
+        self.snapshots_saved = self.snapshots_restored = 0  # durable KV snapshots, since start
         self._embedder = None
         self._embed_lock = threading.Lock()
         # Durable KV snapshots of cache-keyed requests (None: off). Only the worker
@@ -230,6 +231,9 @@ class Engine:
                 "kv_cache_tokens": held,
                 "kv_cache_capacity": capacity,
                 "kv_cache_usage": round(held / capacity, 4),
+                **({"kv_snapshots": {"saved": self.snapshots_saved, "restored": self.snapshots_restored,
+                                     "bytes": self._snapshots.total(), "budget": self._snapshots.budget}}
+                   if self._snapshots is not None else {}),
             }
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Event]:
@@ -496,6 +500,7 @@ class Engine:
             slot.tokens = slot.tokens[:n]
         try:
             self._snapshots.save(self._ctx.ctx, slot.seq, slot.tokens, key)
+            self.snapshots_saved += 1
         except (SnapshotTooLarge, OSError) as e:
             # The answer stands; the size learnt here refuses such prompts up front.
             log.warning("model %s: KV snapshot not saved: %s", self.name, e)
@@ -539,6 +544,7 @@ class Engine:
         llama_cpp.llama_memory_seq_rm(self._mem, slot.seq, -1, -1)
         saved = self._snapshots.load(self._ctx.ctx, slot.seq, key, self.context_size)
         n = min(common_prefix(saved or [], job.tokens), limit)
+        self.snapshots_restored += n > 0
         llama_cpp.llama_memory_seq_rm(self._mem, slot.seq, n, -1)
         slot.tokens = job.tokens[:n]
         return Placement(slot.seq, n)

@@ -1,8 +1,9 @@
 """/v1/responses through the whole graph: real Ray, the state deployment's
 SQLite file, the real Gemma model, the real ``openai`` client over HTTP. A chained
-turn reuses the replica's cached prefix; stored responses survive a restart of
-Serve and Ray."""
+turn reuses the replica's cached prefix; stored responses, and the KV snapshot of
+a `/stream` cache id, survive a restart of Serve and Ray."""
 
+import httpx
 import openai
 import pytest
 
@@ -70,7 +71,25 @@ def test_another_key_gets_404(server, chain):
         client(server, OTHER).responses.retrieve(chain[0].id)
 
 
-def test_responses_survive_a_restart_of_serve_and_ray(ray_serve, server, state_dir, chain):
+# The Rust llm server's documented /stream body, verbatim: its cache id is saved to disk.
+RUST_STREAM_BODY = {"prompt": "Once upon a time", "n_batch": 8, "top_k": 40, "top_p": 0.95,
+                    "repeat_penalty": 1.3, "temp": 0.8, "num_predict": 128, "cache": 42}
+
+
+def snapshots(url) -> dict:
+    r = httpx.get(f"{url}/v1/stats", headers={"Authorization": f"Bearer {KEY}"}, timeout=60)
+    return r.json()["models"]["gemma"]["kv_snapshots"]
+
+
+@pytest.fixture(scope="module")
+def streamed(server):
+    r = httpx.post(f"{server}/stream", json=RUST_STREAM_BODY, headers={"Authorization": f"Bearer {KEY}"}, timeout=120)
+    assert r.status_code == 200 and r.text, r.text
+    assert snapshots(server)["saved"] >= 1
+    return r.text
+
+
+def test_responses_survive_a_restart_of_serve_and_ray(ray_serve, server, state_dir, chain, streamed):
     first, second = chain
     ray_serve.restart()
     url = deploy(ray_serve, state_dir)  # the module fixture removes it
@@ -80,3 +99,7 @@ def test_responses_survive_a_restart_of_serve_and_ray(ray_serve, server, state_d
     assert [i.content[0].text for i in items.data] == ["What is my name?"]
     third = oai.responses.create(model="gemma", input="Thanks.", previous_response_id=second.id, max_output_tokens=4)
     assert third.usage.input_tokens > second.usage.input_tokens
+    # The same cache id after the restart: the new replica restores the prompt from disk.
+    r = httpx.post(f"{url}/stream", json=RUST_STREAM_BODY, headers={"Authorization": f"Bearer {KEY}"}, timeout=120)
+    assert r.status_code == 200 and r.text, r.text
+    assert snapshots(url)["restored"] == 1
