@@ -21,7 +21,7 @@ from poly_ray.errors import BadRequest, ConfigError, NotFound
 from poly_ray.state.migrations import SCHEMA_VERSION, migrate
 
 FILE_NAME = "state.sqlite3"
-UNFINISHED = ("in_progress", "queued")
+UNFINISHED = ("in_progress", "queued", "cancelling")
 RESTART_REASON = "the server restarted"
 MAX_LIMIT = 100
 
@@ -111,12 +111,17 @@ class Store:
                 raise BadRequest(f"an object with id '{body['id']}' already exists") from None
         return body
 
-    def update(self, owner: str, kind: str, oid: str, changes: dict) -> dict:
-        """Merge ``changes`` into the stored object (shallow) and return it."""
+    def update(self, owner: str, kind: str, oid: str, changes: dict, *, only_if: tuple | list | None = None) -> dict:
+        """Merge ``changes`` into the stored object (shallow) and return it. With
+        ``only_if`` (statuses), an object in another status is returned unchanged:
+        a run cancelled meanwhile is never overwritten by its late result."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 body = self._get(owner, kind, oid)
+                if only_if is not None and body.get("status") not in only_if:
+                    self._db.execute("ROLLBACK")
+                    return body
                 body.update(changes)
                 self._db.execute(
                     "UPDATE objects SET body = ?, status = ? WHERE id = ?", (json.dumps(body), body.get("status"), oid)

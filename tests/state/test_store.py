@@ -160,3 +160,12 @@ def test_a_file_that_is_not_a_database_names_state_dir(tmp_path):
 def test_new_ids_are_prefixed_and_unique():
     ids = {new_id("resp") for _ in range(100)}
     assert len(ids) == 100 and all(i.startswith("resp_") for i in ids)
+
+
+def test_a_conditional_update_leaves_an_object_in_another_status(store):
+    store.create("alice", "response", {"id": "resp_1", "status": "in_progress"})
+    store.update("alice", "response", "resp_1", {"status": "cancelled"}, only_if=("queued", "in_progress"))
+    late = store.update("alice", "response", "resp_1", {"status": "completed", "output": ["x"]},
+                        only_if=("queued", "in_progress"))
+    assert late["status"] == "cancelled" and "output" not in late
+    assert store.get("alice", "response", "resp_1")["status"] == "cancelled"
