@@ -135,9 +135,12 @@ class Runs:
         turns += [tuple(t) for t in context["turns"]]
         o = {"max_tokens": run["max_completion_tokens"], "temperature": run["temperature"], "top_p": run["top_p"]}
         functions = p.function_tools(run["tools"])
+        choice = run["tool_choice"]
+        if context["turns"] and choice != "none":
+            choice = "auto"  # "required" (or a named tool) asks for a call before the answer: it was made
         if functions:
-            o.update(tools=functions, tool_choice=run["tool_choice"], parallel_tool_calls=run["parallel_tool_calls"])
-        if not functions or run["tool_choice"] == "none":
+            o.update(tools=functions, tool_choice=choice, parallel_tool_calls=run["parallel_tool_calls"])
+        if not functions or choice == "none":
             o["grammar"] = await asyncio.to_thread(p.format_grammar, run["response_format"])
         return turns, {k: v for k, v in o.items() if v is not None}
 
