@@ -53,6 +53,8 @@ def _fail_body(kind: str, body: dict) -> dict:
     body = dict(body, status="failed")
     if kind == "response":
         body["error"] = error
+    elif kind == "message":  # a run's answer cut short: Assistants messages end "incomplete"
+        body.update(status="incomplete", incomplete_at=int(time.time()), incomplete_details={"reason": "run_failed"})
     else:  # runs and run steps (Assistants v2)
         body["last_error"] = error
         body["failed_at"] = int(time.time())
@@ -88,10 +90,9 @@ class Store:
             f"SELECT id, kind, body FROM objects WHERE status IN ({','.join('?' * len(UNFINISHED))})", UNFINISHED
         ).fetchall()
         for oid, kind, body in rows:
-            self._db.execute(
-                "UPDATE objects SET status = 'failed', body = ? WHERE id = ?",
-                (json.dumps(_fail_body(kind, json.loads(body))), oid),
-            )
+            ended = _fail_body(kind, json.loads(body))
+            self._db.execute("UPDATE objects SET status = ?, body = ? WHERE id = ?",
+                             (ended["status"], json.dumps(ended), oid))
         return len(rows)
 
     # -- writes

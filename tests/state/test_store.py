@@ -169,3 +169,22 @@ def test_a_conditional_update_leaves_an_object_in_another_status(store):
                         only_if=("queued", "in_progress"))
     assert late["status"] == "cancelled" and "output" not in late
     assert store.get("alice", "response", "resp_1")["status"] == "cancelled"
+
+
+def test_restart_ends_a_run_being_written_with_its_message_incomplete(tmp_path):
+    path = tmp_path / "state.sqlite3"
+    s = Store(path)
+    s.create("a", "run", {"id": "run_1", "status": "in_progress"}, parent="thread_1")
+    s.create("a", "step", {"id": "step_1", "status": "in_progress"}, parent="run_1")
+    s.create("a", "message", {"id": "msg_1", "status": "in_progress"}, parent="thread_1")
+    s.create("a", "response", {"id": "resp_bg", "status": "queued", "background": True})
+    s.close()
+    again = Store(path)
+    assert again.swept == 4
+    assert again.get("a", "run", "run_1")["status"] == "failed"
+    assert again.get("a", "step", "step_1")["status"] == "failed"
+    message = again.get("a", "message", "msg_1")
+    assert message["status"] == "incomplete" and message["incomplete_details"] == {"reason": "run_failed"}
+    assert again.get("a", "response", "resp_bg")["status"] == "failed"
+    assert again.list("a", "message", parent="thread_1").data[0]["status"] == "incomplete"
+    again.close()

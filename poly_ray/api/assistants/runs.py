@@ -153,13 +153,15 @@ class Runs:
 
     async def _drive(self, owner: str, credential: str, run: dict, emit) -> None:
         state, rid = self.state_of(), run["id"]
+        message = step = None
+        parts: list[str] = []
         try:
             run = await self._save(owner, rid, {"status": "in_progress", "started_at": run["started_at"] or p.now()})
             if run["status"] != "in_progress":
                 return  # cancelled while queued
             emit("thread.run.in_progress", run)
             turns, overrides = await self._prompt(owner, run)
-            message, step, parts, calls, done = None, None, [], {}, None
+            calls, done = {}, None
             events = self.backend.stream_target(run["model"], None, turns, overrides)
             try:
                 _, release = await self.slots.accepted(events, credential)
@@ -202,6 +204,11 @@ class Runs:
             emit(f"thread.run.{run['status']}", run)
         except asyncio.CancelledError:
             emit("thread.run.cancelled", dict(run, status="cancelled"))  # the cancel route has stored it
+            if message is not None:  # what was written so far stays, marked cut short
+                await state.update(owner, MESSAGE, message["id"], {
+                    "status": "incomplete", "incomplete_at": p.now(), "incomplete_details": {"reason": "run_cancelled"},
+                    "content": [p.text_part("".join(parts))]})
+                await state.update(owner, STEP, step["id"], {"status": "cancelled", "cancelled_at": p.now()})
         except Exception as err:
             if not isinstance(err, PolyError):
                 log.exception("a run failed")
