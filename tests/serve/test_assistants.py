@@ -34,12 +34,20 @@ def assistants_config(tmp):
     }, env={})
 
 
-@pytest.fixture(scope="module")
-def server(ray_serve, tmp_path_factory, gemma_path):
+def deploy(ray_serve, tmp) -> str:
     from poly_ray.serve.builder import build_app
 
-    url = ray_serve.deploy(build_app(assistants_config(tmp_path_factory.mktemp("assistants"))))
-    yield url
+    return ray_serve.deploy(build_app(assistants_config(tmp)))
+
+
+@pytest.fixture(scope="module")
+def tmp(tmp_path_factory):
+    return tmp_path_factory.mktemp("assistants")
+
+
+@pytest.fixture(scope="module")
+def server(ray_serve, tmp, gemma_path):
+    yield deploy(ray_serve, tmp)
     ray_serve.remove()
 
 
@@ -137,3 +145,19 @@ def test_another_key_gets_404(server, assistant):
         with pytest.raises(openai.NotFoundError):
             attempt()
     assert theirs.beta.assistants.list().data == []
+
+
+def test_threads_survive_a_restart_of_serve_and_ray(ray_serve, server, tmp, assistant):
+    oai = client(server)
+    thread = oai.beta.threads.create(messages=[{"role": "user", "content": "Remember the word lantern."}])
+    run = oai.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id,
+                                                max_completion_tokens=6)
+    before = oai.beta.threads.messages.list(thread.id).model_dump()
+    ray_serve.restart()
+    oai = client(deploy(ray_serve, tmp))  # the module fixture removes it
+    assert oai.beta.threads.messages.list(thread.id).model_dump() == before
+    assert oai.beta.threads.runs.retrieve(run.id, thread_id=thread.id).status == run.status
+    oai.beta.threads.messages.create(thread.id, role="user", content="Which word?")
+    again = oai.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id,
+                                                  max_completion_tokens=6)
+    assert again.status in ("completed", "incomplete") and again.usage.prompt_tokens > run.usage.prompt_tokens
