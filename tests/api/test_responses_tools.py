@@ -42,9 +42,11 @@ class ToolModel:
         yield Started(prompt_tokens=len(prompt))
         if self.hold is not None:
             await self.hold.wait()
-        for i in range(0, len(text), 7):
-            yield Chunk(text[i:i + 7], 1)
-        yield Done("stop", len(prompt), len(text), {"cached_tokens": 0}, None)
+        pieces = [text[i:i + 7] for i in range(0, len(text), 7)]  # a "token" each
+        for piece in pieces[:request.max_tokens]:
+            yield Chunk(piece, 1)
+        finish = "length" if len(pieces) > request.max_tokens else "stop"
+        yield Done(finish, len(prompt), min(len(pieces), request.max_tokens), {"cached_tokens": 0}, None)
 
 
 @pytest.fixture
@@ -164,3 +166,14 @@ async def test_cancel_refuses_a_foreground_response_and_other_owners(app):
         await oai.responses.create(model="m", input="Hi", background=True, stream=True)
     app.model.hold.set()
     assert (await poll(oai, b.id)).status == "completed"
+
+
+async def test_a_call_cut_by_max_output_tokens_is_incomplete_and_chaining_still_works(app):
+    oai = client(app)
+    cut = await oai.responses.create(model="m", input="Oslo?", tools=TOOLS, tool_choice="required",
+                                     max_output_tokens=8)  # cut inside the arguments
+    assert cut.status == "incomplete" and cut.incomplete_details.reason == "max_output_tokens"
+    [call] = cut.output
+    assert call.type == "function_call" and call.status == "incomplete"
+    after = await oai.responses.create(model="m", input="Try again.", previous_response_id=cut.id)
+    assert after.status == "completed" and '"city"' not in app.model.requests[-1].text.split("Oslo?")[-1]

@@ -154,6 +154,8 @@ def to_turns(items: list[dict]) -> list[tuple[str, str]]:
 
     for item in items:
         if item["type"] == "function_call":
+            if item.get("status") == "incomplete":
+                continue  # cut off by max_output_tokens: never called
             names[item["call_id"]] = item["name"]
             pending.append((item["name"], json.loads(item["arguments"])))
             continue
@@ -175,6 +177,18 @@ def function_call(call_id: str, name: str, arguments: str, *, item_id: str | Non
                   status: str = "completed") -> dict:
     return {"id": item_id or new_id("fc"), "type": "function_call", "status": status, "call_id": call_id,
             "name": name, "arguments": arguments}
+
+
+def cut_short(item: dict) -> dict:
+    """A function call whose arguments max_output_tokens cut off is ``incomplete``
+    (and left out of a chained turn's prompt)."""
+    if item["type"] != "function_call":
+        return item
+    try:
+        json.loads(item["arguments"])
+        return item
+    except ValueError:
+        return dict(item, status="incomplete")
 
 
 def output_items(text: str, calls) -> list[dict]:

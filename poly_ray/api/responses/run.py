@@ -62,6 +62,7 @@ class Record:
     async def finish(self, output: list[dict], done: Done) -> dict:
         if self.response["status"] == "cancelled":
             return self.response
+        output = [protocol.cut_short(item) for item in output]
         usage = protocol.usage(done.prompt_tokens, done.completion_tokens, int(done.timings.get("cached_tokens") or 0))
         incomplete = done.finish_reason == "length"
         changes = {"status": "incomplete" if incomplete else "completed",
