@@ -165,3 +165,20 @@ async def test_bad_requests_name_the_path(app):
         await oai.beta.threads.create_and_run(assistant_id="asst_missing")
     with pytest.raises(openai.BadRequestError, match="limit"):
         await oai.beta.assistants.list(limit=1000)
+
+
+async def test_a_streamed_function_run_and_streamed_tool_outputs(app):
+    oai = client(app)
+    assistant = await oai.beta.assistants.create(model="m", tools=TOOLS)
+    thread = await oai.beta.threads.create(messages=[{"role": "user", "content": "Weather in Oslo?"}])
+    async with oai.beta.threads.runs.stream(thread_id=thread.id, assistant_id=assistant.id,
+                                            tool_choice="required") as stream:
+        kinds = [event.event async for event in stream]
+        run = await stream.get_final_run()
+    assert kinds[-1] == "thread.run.requires_action" and "thread.run.step.created" in kinds
+    [call] = run.required_action.submit_tool_outputs.tool_calls
+    async with oai.beta.threads.runs.submit_tool_outputs_stream(
+            run_id=run.id, thread_id=thread.id, tool_outputs=[{"tool_call_id": call.id, "output": "sunny"}]) as stream:
+        text = "".join([delta async for delta in stream.text_deltas])
+        final = await stream.get_final_run()
+    assert text == "Sunny in Oslo." and final.status == "completed"
