@@ -40,6 +40,18 @@ SCOPES = {"task": "tasks", "model": "models", "memory": "memories"}
 SCOPE_CLAIMS = ("tasks", "models", "memories", "memories_read")
 
 
+# The one owner of every anonymous caller's objects on a public server.
+ANONYMOUS_OWNER = "anonymous"
+
+
+def owner_of(who: Principal) -> str:
+    """Whose objects (responses, conversations, KV cache ids) these are: the key id
+    or the token's subject; on a public server every anonymous caller is the one
+    anonymous owner."""
+    credential = who.credential or ANONYMOUS_OWNER
+    return ANONYMOUS_OWNER if credential.startswith("anonymous@") else credential
+
+
 @dataclass(frozen=True)
 class Principal:
     subject: str | None = None  # for logs: a token's `sub`, a key's name

@@ -27,6 +27,7 @@ import asyncio
 import codecs
 import ctypes
 import functools
+import itertools
 import logging
 import queue
 import threading
@@ -471,16 +472,33 @@ class Engine:
         # Free the slot before the caller hears Done, so that it is free for
         # whatever the caller sends next.
         self._release(run, keep_cells=True)
-        key = run.job.request.cache_key
-        # A prelude is saved once; a cache id each time, with what it holds now.
-        if key is not None and self._snapshots is not None and not (key.startswith("prelude/") and self._snapshots.lookup(key)):
-            try:
-                self._snapshots.save(self._ctx.ctx, run.slot.seq, run.slot.tokens, key)
-            except (SnapshotTooLarge, OSError) as e:
-                # The answer stands; the size learnt here refuses such prompts up front.
-                log.warning("model %s: KV snapshot not saved: %s", self.name, e)
+        self._save_snapshot(run)
         context = tuple(run.job.tokens + run.output) if run.job.request.context is not None else None
         run.job.send(Done(reason, len(run.job.tokens), n, timings, context))
+
+    def _save_snapshot(self, run: _Run) -> None:
+        """A cache id is saved each time, with what its sequence holds now; a task's
+        prelude once, and only the operator's text: the cells past the leading special
+        segments (a caller's prompt and answer) are dropped first, never written to disk."""
+        request, slot = run.job.request, run.slot
+        key = request.cache_key
+        if key is None or self._snapshots is None:
+            return
+        if key.startswith("prelude/"):
+            if self._snapshots.lookup(key) or request.context is not None:
+                return
+            head = tuple(itertools.takewhile(lambda seg: seg.special, request.prompt))
+            kept = self.tokenize_prompt(head)
+            n = len(kept)
+            if slot.tokens[:n] != kept:
+                return
+            llama_cpp.llama_memory_seq_rm(self._mem, slot.seq, n, -1)
+            slot.tokens = slot.tokens[:n]
+        try:
+            self._snapshots.save(self._ctx.ctx, slot.seq, slot.tokens, key)
+        except (SnapshotTooLarge, OSError) as e:
+            # The answer stands; the size learnt here refuses such prompts up front.
+            log.warning("model %s: KV snapshot not saved: %s", self.name, e)
 
     def _send_text(self, run: _Run, now: float) -> None:
         run.job.send(Chunk(run.unsent, run.held, tuple(run.unsent_logprobs)))

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import contextmanager
 
 from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
 from poly_ray.errors import Busy, PolyError, ReplicaLost
+from poly_ray.generation import Started
 
 
 @contextmanager
@@ -54,6 +56,46 @@ async def stream(response, callee: str) -> AsyncIterator:
             response.cancel()
 
 
+# A replica that dies before it generated anything is tried again on another one:
+# Serve's router drops a replica from its set once a call to it fails that way,
+# so the retry goes elsewhere. Waits between tries, in seconds.
+_RETRY_WAITS = (0.2, 0.5, 1.0)
+
+
+async def retried_stream(start: Callable, callee: str) -> AsyncIterator:
+    """``stream(start(), callee)``, started again while the replica was lost before
+    its first generated item. ``Started`` (the prompt was accepted) is passed on once:
+    a retry's own is the same news."""
+    started = False
+    for wait in (*_RETRY_WAITS, None):
+        generated = False
+        try:
+            async for item in stream(start(), callee):
+                if isinstance(item, Started):
+                    if started:
+                        continue
+                    started = True
+                else:
+                    generated = True
+                yield item
+            return
+        except ReplicaLost:
+            if generated or wait is None:
+                raise
+        await asyncio.sleep(wait)
+
+
+async def retried_call(start: Callable, callee: str):
+    """``call(start(), callee)`` for a call without side effects, tried again on a lost replica."""
+    for wait in (*_RETRY_WAITS, None):
+        try:
+            return await call(start(), callee)
+        except ReplicaLost:
+            if wait is None:
+                raise
+        await asyncio.sleep(wait)
+
+
 class ModelHandle:
     """A model deployment seen as a ``tasks.ModelClient``."""
 
@@ -68,19 +110,20 @@ class ModelHandle:
             # Serve's multiplexing routes a model id to a replica that has "loaded" it:
             # a session's turns go where its cells are (anywhere else still works, slower).
             handle = handle.options(multiplexed_model_id=request.session)
-        return stream(handle.generate.remote(request), self._callee)
+        # Generation has no side effect until its first token arrives.
+        return retried_stream(lambda: handle.generate.remote(request), self._callee)
 
     async def embed(self, texts):
-        return await call(self._handle.embed.remote(texts), self._callee)
+        return await retried_call(lambda: self._handle.embed.remote(texts), self._callee)
 
     async def tokenize(self, text):
-        return await call(self._handle.tokenize.remote(text), self._callee)
+        return await retried_call(lambda: self._handle.tokenize.remote(text), self._callee)
 
     async def stats(self):
-        return await call(self._handle.stats.remote(), self._callee)
+        return await retried_call(lambda: self._handle.stats.remote(), self._callee)
 
     async def chat_template(self):
-        return await call(self._handle.chat_template.remote(), self._callee)
+        return await retried_call(lambda: self._handle.chat_template.remote(), self._callee)
 
 
 class MemoryHandle:

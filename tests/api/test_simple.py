@@ -26,7 +26,19 @@ async def test_stream_takes_the_documented_body_with_an_integer_cache_id():
         assert r.text == "Once\nupon\na\ntime\n"
         sent = model.requests[-1]
         assert sent.max_tokens == 128 and sent.sampling.top_k == 40 and sent.sampling.temperature == 0.8
+        assert sent.cache_key == "stream/echo/anonymous/42"
         assert (await http.post("/stream", json={"prompt": "a", "cache": "story-1"})).status_code == 200
+
+
+async def test_stream_cache_ids_belong_to_the_credential():
+    app, model = make_app(public=False, allowed_keys=["key-a", "key-b"], tasks={"echo": {"model": "m"}})
+    keys = []
+    async with http_client(app) as http:
+        for key in ("key-a", "key-b", "key-a"):
+            r = await http.post("/stream", json={"prompt": "a", "cache": 42}, headers={"Authorization": f"Bearer {key}"})
+            assert r.status_code == 200, r.text
+            keys.append(model.requests[-1].cache_key)
+    assert keys[0] == keys[2] != keys[1] and all(k.endswith("/42") for k in keys)
 
 
 @pytest.mark.parametrize("cache", [-1, 1.5, True, "", "x" * 257, [1]])

@@ -48,6 +48,40 @@ async def test_restart_restores_the_prompt_and_answers_the_same(gemma_path, tmp_
         warm_engine.close()
 
 
+PRELUDE = "<start_of_turn>user\nYou answer questions about lighthouses in one sentence.<end_of_turn>\n" * 4
+
+
+def task_request(prompt):
+    """A task's turn as tasks/prompts.py builds it: operator text, the caller's, operator text."""
+    return GenerationRequest(
+        prompt=(Segment(PRELUDE + "<start_of_turn>user\n", special=True), Segment(prompt),
+                Segment("<end_of_turn>\n<start_of_turn>model\n", special=True)),
+        max_tokens=6, sampling=Sampling(temperature=0.0), cache_key="prelude/keeper",
+    )
+
+
+async def test_a_prelude_snapshot_holds_the_operators_text_only_and_a_new_replica_restores_it(gemma_path, tmp_path):
+    first = engine(gemma_path, tmp_path)
+    try:
+        await run(first, task_request("my secret name is Wilhelmina"))
+        head = first.tokenize_prompt(task_request("").prompt[:1])
+        # Saved once: a second caller's turn leaves the snapshot as it was.
+        await run(first, task_request("another caller"))
+    finally:
+        first.close()
+    from poly_ray.engine.kv_snapshots import SnapshotIndex
+
+    [entry] = [e for e in SnapshotIndex(tmp_path, "").entries.values()]
+    assert entry.tokens == head and entry.n_tokens == len(head)  # none of a caller's tokens on disk
+
+    restarted = engine(gemma_path, tmp_path)
+    try:
+        _, done = await run(restarted, task_request("what colour is the lamp?"))
+        assert done.timings["cached_tokens"] == len(head)
+    finally:
+        restarted.close()
+
+
 async def test_corrupt_snapshot_is_ignored_and_evaluated(gemma_path, tmp_path):
     e = engine(gemma_path, tmp_path)
     try:

@@ -153,6 +153,51 @@ def test_a_dead_replica_becomes_replica_lost_and_other_failures_keep_their_meani
     assert caught.value.code == "busy"
 
 
+async def test_a_generation_lost_before_its_first_token_is_tried_again_and_one_lost_after_is_not(monkeypatch):
+    from ray.exceptions import ActorDiedError
+
+    from poly_ray.serve import handles
+
+    monkeypatch.setattr(handles, "_RETRY_WAITS", (0, 0))
+
+    class Response:
+        """A streaming handle response: dies after ``good`` items."""
+
+        def __init__(self, good):
+            self.good = good
+
+        def __aiter__(self):
+            return self._items()
+
+        async def _items(self):
+            yield Started(3)  # the prompt was accepted: nothing generated yet
+            for i in range(self.good):
+                yield i
+            raise ActorDiedError()
+
+        def cancel(self):
+            pass
+
+    started = []
+
+    def start(goods):
+        def next_response():
+            response = Response(goods[len(started)])
+            started.append(response)
+            return response
+        return next_response
+
+    with pytest.raises(ReplicaLost):  # every try lost before its first item: three tries, then the error
+        [i async for i in handles.retried_stream(start([0, 0, 0]), "model 'm'")]
+    assert len(started) == 3
+    started.clear()
+    seen = []
+    with pytest.raises(ReplicaLost):  # lost after an item went out: no retry, the caller saw a part
+        async for i in handles.retried_stream(start([0, 2, 0]), "model 'm'"):
+            seen.append(i)
+    assert seen == [Started(3), 0, 1] and len(started) == 2  # one Started for the two tries
+
+
 async def test_replica_lost_mid_stream_is_an_error_event():
     from scripted import sse_events
 

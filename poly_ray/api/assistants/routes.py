@@ -10,11 +10,11 @@ import asyncio
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from poly_ray.api.auth import Access, Principal
+from poly_ray.api.auth import Access, Principal, owner_of
 from poly_ray.api.limits import StreamLimits
 from poly_ray.api.openapi import AUTHORIZED, GENERATES, SSE, WITH_BODY, doc
 from poly_ray.api.parsing import parse_params
-from poly_ray.api.responses.routes import owner_of, state_of
+from poly_ray.api.responses.routes import state_of
 from poly_ray.errors import BadRequest, NotFound
 
 from . import protocol as p

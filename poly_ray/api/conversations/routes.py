@@ -10,10 +10,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from poly_ray.api.auth import Access
+from poly_ray.api.auth import Access, owner_of
 from poly_ray.api.openapi import AUTHORIZED, WITH_BODY, doc
 from poly_ray.api.parsing import parse_params
-from poly_ray.api.responses.routes import CONVERSATION, ITEM, ItemsQuery, append, owner_of, state_of
+from poly_ray.api.responses.routes import CONVERSATION, ITEM, ItemsQuery, append, state_of
 from poly_ray.errors import NotFound
 
 from . import protocol

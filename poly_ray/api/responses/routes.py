@@ -17,7 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from poly_ray.api.auth import Access, Principal
+from poly_ray.api.auth import Access, Principal, owner_of
 from poly_ray.api.limits import StreamLimits
 from poly_ray.api.openapi import AUTHORIZED, GENERATES, SSE, doc
 from poly_ray.api.parsing import overrides_off_loop, parse_params
@@ -30,7 +30,6 @@ from . import protocol, run
 from .run import INPUT, ITEM, RESPONSE, Record, append, input_id
 
 CONVERSATION = "conversation"
-ANONYMOUS_OWNER = "anonymous"
 
 
 class ResponseCreate(BaseModel):
@@ -85,11 +84,6 @@ class ItemsQuery(BaseModel):
     include: list[str] | None = None
 
 
-def owner_of(who: Principal) -> str:
-    """Whose objects these are: the key id or the token's subject; on a public
-    server every anonymous caller is the one anonymous owner."""
-    credential = who.credential or ANONYMOUS_OWNER
-    return ANONYMOUS_OWNER if credential.startswith("anonymous@") else credential
 
 
 def state_of(backend):

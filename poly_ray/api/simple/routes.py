@@ -15,7 +15,7 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel
 
 from poly_ray.api import sse
-from poly_ray.api.auth import Access
+from poly_ray.api.auth import Access, owner_of
 from poly_ray.api.limits import StreamLimits
 from poly_ray.api.openapi import GENERATES, SSE, TEXT, WITH_BODY, doc
 from poly_ray.api.parsing import parse_params
@@ -47,7 +47,8 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits, default
         body = await parse_params(request, model)
         overrides = body.overrides()
         if getattr(body, "cache", None) is not None:  # durable prompt state (see README)
-            overrides["cache_key"] = f"stream/{target()[1]}/{body.cache}"
+            # Each credential has its own ids: one caller's 42 never evicts another's.
+            overrides["cache_key"] = f"stream/{target()[1]}/{owner_of(who)}/{body.cache}"
         if isinstance(body, StreamBody) and body.num_predict is None:
             overrides["max_tokens"] = min(STREAM_NUM_PREDICT, await limit())
         events = backend.stream_target(target()[1], body.prompt, None, overrides)
