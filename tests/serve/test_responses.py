@@ -101,6 +101,16 @@ def test_an_agent_loop_with_a_function_tool(server):
     assert final.output[0].type == "function_call" and json.loads(final.output[0].arguments)
 
 
+def test_text_format_json_schema_holds_the_real_model_to_the_schema(server):
+    schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}, "year": {"type": "integer"}},
+              "required": ["city", "year"], "additionalProperties": False}
+    r = client(server).responses.create(model="gemma", input="Where and when were you born?", max_output_tokens=60,
+                                        temperature=0, text={"format": {"type": "json_schema", "name": "birth",
+                                                                        "schema": schema, "strict": True}})
+    answer = json.loads(r.output_text)
+    assert set(answer) == {"city", "year"} and isinstance(answer["year"], int) and isinstance(answer["city"], str)
+
+
 def test_a_background_response_completes_and_is_polled(server):
     oai = client(server)
     r = oai.responses.create(model="gemma", input="Count to three.", background=True, max_output_tokens=8)
