@@ -182,3 +182,26 @@ async def test_a_streamed_function_run_and_streamed_tool_outputs(app):
         text = "".join([delta async for delta in stream.text_deltas])
         final = await stream.get_final_run()
     assert text == "Sunny in Oslo." and final.status == "completed"
+
+
+async def test_a_run_cancelled_in_the_store_by_another_replica_stops(app, monkeypatch):
+    from poly_ray.api.responses import run as watching
+
+    monkeypatch.setattr(watching, "WATCH_S", 0.01)
+    oai = client(app)
+    assistant = await oai.beta.assistants.create(model="m")
+    thread = await oai.beta.threads.create(messages=[{"role": "user", "content": "Hi"}])
+    app.model.hold = asyncio.Event()  # never set
+    run = await oai.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id)
+    for _ in range(200):
+        if (await oai.beta.threads.runs.retrieve(run.id, thread_id=thread.id)).status == "in_progress":
+            break
+        await asyncio.sleep(0.01)
+    [(owner,)] = app.store._db.execute("SELECT owner FROM objects WHERE id = ?", (run.id,)).fetchall()
+    app.store.update(owner, "run", run.id, {"status": "cancelled"})  # as the cancel route of another replica
+    for _ in range(200):
+        if app.model.released:
+            break
+        await asyncio.sleep(0.01)
+    assert app.model.released == 1
+    assert (await oai.beta.threads.runs.retrieve(run.id, thread_id=thread.id)).status == "cancelled"

@@ -29,6 +29,7 @@ class ToolModel:
     def __init__(self):
         self.requests = []
         self.hold: asyncio.Event | None = None
+        self.released = 0
 
     async def generate(self, request):
         self.requests.append(request)
@@ -41,7 +42,10 @@ class ToolModel:
             text = "plain answer"
         yield Started(prompt_tokens=len(prompt))
         if self.hold is not None:
-            await self.hold.wait()
+            try:
+                await self.hold.wait()
+            finally:
+                self.released += 1  # set, or the generation was closed while it waited
         pieces = [text[i:i + 7] for i in range(0, len(text), 7)]  # a "token" each
         for piece in pieces[:request.max_tokens]:
             yield Chunk(piece, 1)
@@ -59,7 +63,7 @@ def app(tmp_path):
     runner = TaskRunner(cfg.tasks, cfg.models, {"m": model})
     runner.state = StateService(Store(tmp_path / "state.sqlite3"))
     app = create_app(runner, cfg)
-    app.model = model
+    app.model, app.store = model, runner.state.store
     yield app
     runner.state.close()
 
@@ -177,3 +181,20 @@ async def test_a_call_cut_by_max_output_tokens_is_incomplete_and_chaining_still_
     assert call.type == "function_call" and call.status == "incomplete"
     after = await oai.responses.create(model="m", input="Try again.", previous_response_id=cut.id)
     assert after.status == "completed" and '"city"' not in app.model.requests[-1].text.split("Oslo?")[-1]
+
+
+async def test_a_cancel_stored_by_another_replica_stops_the_generation(app, monkeypatch):
+    from poly_ray.api.responses import run
+
+    monkeypatch.setattr(run, "WATCH_S", 0.01)
+    oai = client(app)
+    app.model.hold = asyncio.Event()  # never set
+    r = await oai.responses.create(model="m", input="Hi", background=True)
+    await poll(oai, r.id, ("in_progress",))
+    [(owner,)] = app.store._db.execute("SELECT owner FROM objects WHERE id = ?", (r.id,)).fetchall()
+    app.store.update(owner, "response", r.id, {"status": "cancelled"})  # as the cancel route of another replica
+    for _ in range(200):
+        if app.model.released:
+            break
+        await asyncio.sleep(0.01)
+    assert app.model.released == 1 and (await oai.responses.retrieve(r.id)).status == "cancelled"

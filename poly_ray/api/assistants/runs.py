@@ -17,6 +17,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from poly_ray import tools as tool_calls
+from poly_ray.api.responses.run import watch
 from poly_ray.errors import BadRequest, PolyError
 from poly_ray.generation import Chunk, Done, ToolCallDelta
 from poly_ray.tasks.prompts import recalled_text
@@ -69,6 +70,11 @@ class Runs:
             emit(name, data)
         task = _keep(self._drive(owner, credential, run, emit))
         self.running[run["id"]] = task
+
+        async def cancelled() -> bool:
+            return (await self.state_of().get(owner, RUN, run["id"]))["status"] == "cancelled"
+
+        _keep(watch(task, cancelled))
 
         def ended(_):
             self.running.pop(run["id"], None)

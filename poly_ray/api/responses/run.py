@@ -86,6 +86,19 @@ async def answer(events) -> tuple[list[dict], Done]:
 
 
 _ending: set = set()  # tasks that must outlive their request, kept until done
+WATCH_S = 1.0  # how often background work looks for a cancel made on another ingress replica
+
+
+async def watch(task: asyncio.Task, cancelled, every: float | None = None) -> None:
+    """Cancel ``task`` once ``cancelled()`` (a store read) says so: a cancel that
+    reached another ingress replica stops this one's generation too."""
+    while not task.done():
+        await asyncio.sleep(every or WATCH_S)
+        try:
+            if not task.done() and await cancelled():
+                task.cancel()
+        except Exception as err:  # the store unreachable a moment: look again later
+            log.info("could not read a background job's status: %s", err)
 
 
 def _keep(coro) -> asyncio.Task:
@@ -165,7 +178,12 @@ class Background:
             finally:
                 self.running.pop(record.rid, None)
 
-        self.running[record.rid] = _keep(run())
+        task = self.running[record.rid] = _keep(run())
+
+        async def cancelled() -> bool:
+            return (await record.state.get(record.owner, RESPONSE, record.rid))["status"] == "cancelled"
+
+        _keep(watch(task, cancelled))
 
     def cancel(self, rid: str) -> None:
         task = self.running.pop(rid, None)
