@@ -112,7 +112,10 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None
         who, owner = caller(request)
         body = await parse_params(request, p.ThreadAndRunCreate)
         await store().get(owner, ASSISTANT, body.assistant_id)
-        thread = await new_thread(owner, body.thread or p.ThreadCreate(tool_resources=body.tool_resources), "thread.")
+        spec = body.thread or p.ThreadCreate()
+        if body.tool_resources is not None and spec.tool_resources is None:  # the request's, for the new thread
+            spec = spec.model_copy(update={"tool_resources": body.tool_resources})
+        thread = await new_thread(owner, spec, "thread.")
         return await start_run(who, owner, thread["id"], body, [("thread.created", thread)])
 
 
