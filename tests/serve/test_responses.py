@@ -3,6 +3,9 @@ SQLite file, the real Gemma model, the real ``openai`` client over HTTP. A chain
 turn reuses the replica's cached prefix; stored responses, and the KV snapshot of
 a `/stream` cache id, survive a restart of Serve and Ray."""
 
+import json
+import time
+
 import httpx
 import openai
 import pytest
@@ -69,6 +72,56 @@ def test_a_response_is_created_and_chained_with_the_cache_reused(chain):
 def test_another_key_gets_404(server, chain):
     with pytest.raises(openai.NotFoundError):
         client(server, OTHER).responses.retrieve(chain[0].id)
+
+
+WEATHER = [{"type": "function", "name": "weather", "description": "The weather in a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
+
+
+def test_an_agent_loop_with_a_function_tool(server):
+    """The real model under the envelope's grammar: a call with arguments that follow
+    the schema, then the tool's output chained back, then a text answer."""
+    oai = client(server)
+    first = oai.responses.create(model="gemma", input="What is the weather in Oslo?", tools=WEATHER,
+                                 tool_choice="required", max_output_tokens=40, temperature=0)
+    calls = [o for o in first.output if o.type == "function_call"]
+    assert calls and calls[0].name == "weather" and calls[0].call_id.startswith("call_")
+    assert isinstance(json.loads(calls[0].arguments)["city"], str)
+    second = oai.responses.create(model="gemma", previous_response_id=first.id, tools=WEATHER, tool_choice="none",
+                                  max_output_tokens=12, temperature=0, input=[
+                                      {"type": "function_call_output", "call_id": calls[0].call_id,
+                                       "output": '{"sky": "sunny", "celsius": 21}'}])
+    assert second.output[0].type == "message" and second.output_text
+    assert second.usage.input_tokens_details.cached_tokens > 0
+
+    with oai.responses.stream(model="gemma", input="Weather in Rome?", tools=WEATHER, tool_choice="required",
+                              max_output_tokens=40, temperature=0) as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_response()
+    assert "response.function_call_arguments.delta" in kinds and kinds[-1] == "response.completed"
+    assert final.output[0].type == "function_call" and json.loads(final.output[0].arguments)
+
+
+def test_text_format_json_schema_holds_the_real_model_to_the_schema(server):
+    schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}, "year": {"type": "integer"}},
+              "required": ["city", "year"], "additionalProperties": False}
+    r = client(server).responses.create(model="gemma", input="Where and when were you born?", max_output_tokens=60,
+                                        temperature=0, text={"format": {"type": "json_schema", "name": "birth",
+                                                                        "schema": schema, "strict": True}})
+    answer = json.loads(r.output_text)
+    assert set(answer) == {"city", "year"} and isinstance(answer["year"], int) and isinstance(answer["city"], str)
+
+
+def test_a_background_response_completes_and_is_polled(server):
+    oai = client(server)
+    r = oai.responses.create(model="gemma", input="Count to three.", background=True, max_output_tokens=8)
+    assert r.status == "queued"
+    for _ in range(600):
+        r = oai.responses.retrieve(r.id)
+        if r.status not in ("queued", "in_progress"):
+            break
+        time.sleep(0.1)
+    assert r.status in ("completed", "incomplete") and r.output_text
 
 
 # The Rust llm server's documented /stream body, verbatim: its cache id is saved to disk.
