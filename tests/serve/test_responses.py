@@ -124,6 +124,22 @@ def test_a_background_response_completes_and_is_polled(server):
     assert r.status in ("completed", "incomplete") and r.output_text
 
 
+def test_a_conversation_holds_the_turns_of_its_responses_and_reuses_the_cache(server):
+    oai = client(server)
+    conv = oai.conversations.create(metadata={"user": "ada", "channel": "general"})
+    first = oai.responses.create(model="gemma", input="My name is Ada.", conversation=conv.id, max_output_tokens=8,
+                                 temperature=0)
+    second = oai.responses.create(model="gemma", input="What is my name?", conversation=conv.id, max_output_tokens=8,
+                                  temperature=0)
+    items = oai.conversations.items.list(conv.id, order="asc").data
+    assert [(i.type, i.role) for i in items] == [("message", "user"), ("message", "assistant")] * 2
+    assert items[0].content[0].text == "My name is Ada." and items[1].content[0].text == first.output_text
+    assert second.usage.input_tokens > first.usage.input_tokens + first.usage.output_tokens
+    assert second.usage.input_tokens_details.cached_tokens > 0
+    with pytest.raises(openai.NotFoundError):
+        client(server, OTHER).conversations.items.list(conv.id)
+
+
 # The Rust llm server's documented /stream body, verbatim: its cache id is saved to disk.
 RUST_STREAM_BODY = {"prompt": "Once upon a time", "n_batch": 8, "top_k": 40, "top_p": 0.95,
                     "repeat_penalty": 1.3, "temp": 0.8, "num_predict": 128, "cache": 42}
