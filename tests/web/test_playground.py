@@ -35,13 +35,19 @@ def server(gemma_path, tmp_path_factory):
 def page(browser, server):
     """The playground, connected with the key (kept in localStorage for the next load)."""
     url, _ = server
-    browser.get(url + "/")
-    key = browser.find_element(By.ID, "api-key")
+    key = load(browser, url)
     key.clear()
     key.send_keys(KEY)
     browser.find_element(By.CSS_SELECTOR, "#connect button[type=submit]").click()
     wait(browser).until(lambda b: "story" in options(b, "task-name"))
     return browser
+
+
+def load(browser, url):
+    """The playground loaded; its key field (the page's modules may still be running
+    when ``get`` returns: wait for the field rather than race them)."""
+    browser.get(url + "/")
+    return wait(browser).until(lambda b: b.find_element(By.ID, "api-key"))
 
 
 def wait(browser, timeout=60):
@@ -226,8 +232,7 @@ def test_embeddings_heat_map_and_coloured_tokens(page, server, artifacts):
 def test_a_jwt_works_for_every_call_and_the_chat(browser, server):
     url, _ = server
     token = jwt.encode({"sub": "ann", "exp": int(time.time()) + 600, "tasks": ["chat"]}, JWT_SECRET, "HS256")
-    browser.get(url + "/")
-    key = browser.find_element(By.ID, "api-key")
+    key = load(browser, url)
     key.clear()
     key.send_keys(token)
     browser.find_element(By.CSS_SELECTOR, "#connect button[type=submit]").click()
@@ -241,8 +246,7 @@ def test_a_jwt_works_for_every_call_and_the_chat(browser, server):
 
 def test_the_servers_error_messages_are_shown(browser, server):
     url, _ = server
-    browser.get(url + "/")
-    key = browser.find_element(By.ID, "api-key")
+    key = load(browser, url)
     key.clear()
     key.send_keys("wrong-key")
     browser.find_element(By.CSS_SELECTOR, "#connect button[type=submit]").click()

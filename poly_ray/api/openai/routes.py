@@ -39,7 +39,7 @@ from .protocol import (
 )
 
 PATHS = ("/v1/models", "/v1/completions", "/v1/chat/completions", "/v1/embeddings", "/v1/responses",
-         "/v1/conversations")
+         "/v1/conversations", "/v1/assistants", "/v1/threads")
 
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
           429: "rate_limit_error"}

@@ -1,1 +1,1 @@
-"""The OpenAI Responses API (/v1/responses): protocol only so far, see protocol.py."""
+"""The OpenAI Responses API (/v1/responses): routes.py (HTTP), run.py (a response's run and record), events.py (stream events), protocol.py (shapes)."""

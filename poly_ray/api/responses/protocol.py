@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 
+from poly_ray import grammars
 from poly_ray import tools as tool_calls
 from poly_ray.errors import BadRequest
 from poly_ray.state.store import new_id
@@ -35,6 +35,46 @@ def flat_tools(tools) -> tuple[tool_calls.Tool, ...]:
         return tool_calls.check_tools(nested)
     except BadRequest as err:  # name the flat path the client sent
         raise BadRequest(err.message.replace(".function.", ".").replace(".function:", ":")) from None
+
+
+def chat_tools(tools) -> list[dict]:
+    """Flat tools (checked, see flat_tools) in the nested shape the chat path takes."""
+    return [{"type": "function", "function": {k: v for k, v in t.items() if k != "type"}} for t in tools]
+
+
+def chat_tool_choice(choice, tools) -> str | dict:
+    """The Responses API's ``tool_choice`` (``{"type": "function", "name"}``) as chat's."""
+    if choice in ("auto", "none", "required"):
+        return choice
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        name = choice.get("name")
+        offered = [t.get("name") for t in tools or []]
+        if name not in offered:
+            raise BadRequest(f"tool_choice.name: {name!r} is not an offered tool (tools: {', '.join(offered) or 'none'})")
+        return {"type": "function", "function": {"name": name}}
+    raise BadRequest("tool_choice: 'auto', 'none', 'required' or {'type': 'function', 'name': ...}")
+
+
+def format_grammar(text, caps: grammars.Caps = grammars.DEFAULT_CAPS) -> str | None:
+    """``text.format`` as the grammar that enforces it (None for free text), like
+    chat's ``response_format``: json_object any JSON, json_schema its schema."""
+    if text is None:
+        return None
+    if not isinstance(text, dict):
+        raise BadRequest("text: an object with a format")
+    fmt = text.get("format")
+    if fmt is None:
+        return None
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return grammars.ANY_JSON
+    if kind == "json_schema":
+        if not isinstance(fmt.get("schema"), dict):
+            raise BadRequest("text.format.schema: a JSON schema object is required with type 'json_schema'")
+        return grammars.from_schema(fmt["schema"], "text.format.schema", caps)
+    raise BadRequest(f"text.format.type: 'text', 'json_object' or 'json_schema', not {kind!r}")
 
 
 def _text(content, where: str) -> str:
@@ -114,6 +154,8 @@ def to_turns(items: list[dict]) -> list[tuple[str, str]]:
 
     for item in items:
         if item["type"] == "function_call":
+            if item.get("status") == "incomplete":
+                continue  # cut off by max_output_tokens: never called
             names[item["call_id"]] = item["name"]
             pending.append((item["name"], json.loads(item["arguments"])))
             continue
@@ -129,6 +171,31 @@ def to_turns(items: list[dict]) -> list[tuple[str, str]]:
 def output_message(text: str, *, item_id: str | None = None, status: str = "completed") -> dict:
     return {"id": item_id or new_id("msg"), "type": "message", "role": "assistant", "status": status,
             "content": [{"type": "output_text", "text": text, "annotations": []}]}
+
+
+def function_call(call_id: str, name: str, arguments: str, *, item_id: str | None = None,
+                  status: str = "completed") -> dict:
+    return {"id": item_id or new_id("fc"), "type": "function_call", "status": status, "call_id": call_id,
+            "name": name, "arguments": arguments}
+
+
+def cut_short(item: dict) -> dict:
+    """A function call whose arguments max_output_tokens cut off is ``incomplete``
+    (and left out of a chained turn's prompt)."""
+    if item["type"] != "function_call":
+        return item
+    try:
+        json.loads(item["arguments"])
+        return item
+    except ValueError:
+        return dict(item, status="incomplete")
+
+
+def output_items(text: str, calls) -> list[dict]:
+    """A whole answer's output: its text as a message (always one when nothing
+    was called), then one function_call item per call (``generation.ToolCall``)."""
+    out = [output_message(text)] if text or not calls else []
+    return out + [function_call(c.id, c.name, c.arguments) for c in calls]
 
 
 def response_object(rid: str, model: str, *, status: str, output: list[dict], usage: dict | None = None,
@@ -150,46 +217,3 @@ def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) ->
             "input_tokens_details": {"cached_tokens": cached_tokens, "cache_write_tokens": 0},
             "output_tokens": completion_tokens, "output_tokens_details": {"reasoning_tokens": 0},
             "total_tokens": prompt_tokens + completion_tokens}
-
-
-class EventStream:
-    """The stream events of one response with a single text message, numbered:
-    created, in_progress, output_item.added, content_part.added, the deltas,
-    output_text.done, content_part.done, output_item.done, then completed (or
-    failed / incomplete)."""
-
-    def __init__(self, response: dict):
-        self.response = dict(response, status="in_progress", output=[])
-        self.item = output_message("", status="in_progress")
-        self.text: list[str] = []
-        self._n = 0
-
-    def _event(self, kind: str, **fields) -> dict:
-        event = {"type": kind, "sequence_number": self._n, **fields}
-        self._n += 1
-        return event
-
-    def _where(self) -> dict:
-        return {"item_id": self.item["id"], "output_index": 0, "content_index": 0}
-
-    def start(self) -> Iterator[dict]:
-        yield self._event("response.created", response=dict(self.response, status="in_progress"))
-        yield self._event("response.in_progress", response=self.response)
-        yield self._event("response.output_item.added", output_index=0, item=self.item)
-        yield self._event("response.content_part.added", part={"type": "output_text", "text": "", "annotations": []},
-                          **self._where())
-
-    def delta(self, text: str) -> dict:
-        self.text.append(text)
-        return self._event("response.output_text.delta", delta=text, logprobs=[], **self._where())
-
-    def finish(self, final: dict) -> Iterator[dict]:
-        """``final``: the stored response (its status completed, incomplete or failed)."""
-        text = "".join(self.text)
-        part = {"type": "output_text", "text": text, "annotations": []}
-        yield self._event("response.output_text.done", text=text, logprobs=[], **self._where())
-        yield self._event("response.content_part.done", part=part, **self._where())
-        item = output_message(text, item_id=self.item["id"])
-        yield self._event("response.output_item.done", output_index=0, item=item)
-        ends = {"completed": "response.completed", "incomplete": "response.incomplete"}
-        yield self._event(ends.get(final["status"], "response.failed"), response=final)

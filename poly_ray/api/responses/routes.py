@@ -11,9 +11,6 @@ credential's id reads as a missing one (404).
 
 from __future__ import annotations
 
-import asyncio
-import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -23,20 +20,20 @@ from pydantic import BaseModel, ConfigDict, Field
 from poly_ray.api.auth import Access, Principal, owner_of
 from poly_ray.api.limits import StreamLimits
 from poly_ray.api.openapi import AUTHORIZED, GENERATES, SSE, doc
-from poly_ray.api.parsing import parse_params
+from poly_ray.api.parsing import overrides_off_loop, parse_params
 from poly_ray.api.streaming import GenerationStream
 from poly_ray.errors import BadRequest, Busy, NotFound, PolyError
-from poly_ray.generation import Chunk, Done
-from poly_ray.state.store import new_id
+from poly_ray.grammars import DEFAULT_CAPS, Caps
+from poly_ray.state.store import UNFINISHED, new_id
 
-from . import protocol
+from . import protocol, run
+from .run import INPUT, ITEM, RESPONSE, Record, append, input_id
 
-RESPONSE, INPUT = "response", "response_input"
-CONVERSATION, ITEM = "conversation", "item"
+CONVERSATION = "conversation"
 
 
 class ResponseCreate(BaseModel):
-    # Unsupported fields (tools, text.format...) are refused naming the field, never ignored.
+    # Unsupported fields are refused naming the field, never ignored.
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     model: str
@@ -51,10 +48,31 @@ class ResponseCreate(BaseModel):
     top_p: float | None = Field(None, gt=0, le=1)
     metadata: dict[str, str] | None = None
     user: str | None = None
+    background: bool = False
+    # flat function tools, checked by the chat path's rules (each problem named by its field)
+    tools: list[Any] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    text: dict[str, Any] | None = None  # text.format: text, json_object or json_schema (grammar-enforced)
 
-    def overrides(self) -> dict:
-        o = {"max_tokens": self.max_output_tokens, "temperature": self.temperature, "top_p": self.top_p}
+    def overrides(self, caps: Caps = DEFAULT_CAPS) -> dict:
+        """The chat path's overrides; CPU-bound with tools or a schema (off the loop)."""
+        o = {"max_tokens": self.max_output_tokens, "temperature": self.temperature, "top_p": self.top_p,
+             "parallel_tool_calls": self.parallel_tool_calls}
+        if self.tools:
+            protocol.flat_tools(self.tools)  # refused here naming the flat path, before anything is stored
+            o["tools"] = protocol.chat_tools(self.tools)
+        if self.tool_choice is not None:
+            o["tool_choice"] = protocol.chat_tool_choice(self.tool_choice, self.tools)
+        if (grammar := protocol.format_grammar(self.text, caps)) is not None:
+            o["grammar"] = grammar
         return {k: v for k, v in o.items() if v is not None}
+
+    def echoed(self) -> dict:
+        """The request's fields the response object shows."""
+        return {"tools": self.tools or [], "tool_choice": self.tool_choice or "auto",
+                "parallel_tool_calls": self.parallel_tool_calls is not False, "background": self.background,
+                "text": self.text if self.text and self.text.get("format") else {"format": {"type": "text"}}}
 
 
 class ItemsQuery(BaseModel):
@@ -66,8 +84,6 @@ class ItemsQuery(BaseModel):
     include: list[str] | None = None
 
 
-def _input_id(rid: str) -> str:
-    return "in_" + rid.removeprefix("resp_")
 
 
 def state_of(backend):
@@ -75,14 +91,6 @@ def state_of(backend):
     if state is None:
         raise Busy("the state store is not available on this server (no state deployment)")
     return state
-
-
-async def append(state, owner: str, cid: str, items: list[dict], *, fresh: bool = True) -> list[dict]:
-    """Store items under a conversation, in order. A client's item gets a fresh id:
-    one sent again (an earlier output as input) is a new entry, never a clash."""
-    prefixes = {"function_call": "fc", "function_call_output": "fco"}
-    return [await state.create(owner, ITEM, dict(item, id=new_id(prefixes.get(item["type"], "msg"))) if fresh
-                               else item, parent=cid) for item in items]
 
 
 def _conversation_id(value) -> str:
@@ -106,6 +114,8 @@ def page(items: list[dict], limit: int, after: str | None, order: str) -> dict:
 
 
 def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None:
+    background = run.Background()
+
     def store_of():
         return state_of(backend)
 
@@ -123,12 +133,15 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None
         body = await parse_params(request, ResponseCreate)
         owner = owner_of(who)
         await target(who, body.model)
+        if body.background and (body.stream or not body.store):
+            raise BadRequest("background: needs store = true and stream = false (poll the response instead)")
+        overrides = await overrides_off_loop(request.app, body)
         items = protocol.input_items(body.input)
         history: list[dict] = []
         if body.previous_response_id is not None:
             state = store_of()
             previous = await state.get(owner, RESPONSE, body.previous_response_id)
-            stored = await state.get(owner, INPUT, _input_id(previous["id"]))
+            stored = await state.get(owner, INPUT, input_id(previous["id"]))
             history = stored["history"] + stored["items"] + previous["output"]
         cid = None
         if body.conversation is not None:
@@ -145,12 +158,17 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None
         fields = {"instructions": body.instructions, "previous_response_id": body.previous_response_id,
                   "store": body.store, "max_output_tokens": body.max_output_tokens,
                   "temperature": body.temperature, "top_p": body.top_p, "metadata": body.metadata or {},
-                  "user": body.user, "conversation": {"id": cid} if cid else None}
-        record = Record(store_of() if body.store else None, owner, rid, body.model, fields)
+                  "user": body.user, "conversation": {"id": cid} if cid else None, **body.echoed()}
+        record = Record(store_of() if body.store else None, owner, rid, body.model, fields,
+                        status="queued" if body.background else "in_progress")
         if cid is not None:  # the turn joins the conversation once it is done
             record.conversation = (store_of(), cid, items)
         await record.begin(items, history)
-        events = backend.stream_target(body.model, None, turns, body.overrides())
+        if body.background:
+            background.start(record, lambda: backend.stream_target(body.model, None, turns, overrides),
+                             lambda events: slots.accepted(events, who.credential))
+            return JSONResponse(record.response)
+        events = backend.stream_target(body.model, None, turns, overrides)
         try:
             _, release = await slots.accepted(events, who.credential)
         except PolyError as err:
@@ -158,16 +176,30 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None
             raise
         if not body.stream:
             try:
-                text, done = await _gather(events)
+                output, done = await run.answer(events)
             except PolyError as err:
                 await record.fail(err)
                 raise
             finally:
                 release()
-            return JSONResponse(await record.finish(text, done))
-        return GenerationStream(_stream(events, record, release), events=events, release=release,
+            return JSONResponse(await record.finish(output, done))
+        return GenerationStream(run.stream(events, record, release), events=events, release=release,
                                 media_type="text/event-stream",
                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    @app.post("/v1/responses/{rid}/cancel", openapi_extra=doc(family="openai", errors=AUTHORIZED))
+    async def cancel(request: Request, rid: str):
+        """Cancel a background response: queued or in progress, it ends ``cancelled``;
+        one already finished is returned as it is."""
+        owner = owner_of(access.principal(request))
+        state = store_of()
+        response = await state.get(owner, RESPONSE, rid)
+        if not response.get("background"):
+            raise BadRequest("only a response created with background = true can be cancelled")
+        if response["status"] in UNFINISHED:
+            response = await state.update(owner, RESPONSE, rid, {"status": "cancelled"}, only_if=UNFINISHED)
+            background.cancel(rid)
+        return response
 
     @app.get("/v1/responses/{rid}", openapi_extra=doc(family="openai", errors=AUTHORIZED))
     async def retrieve(request: Request, rid: str):
@@ -186,91 +218,5 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None
         query = await parse_params(request, ItemsQuery)
         state = store_of()
         await state.get(owner, RESPONSE, rid)
-        stored = await state.get(owner, INPUT, _input_id(rid))
+        stored = await state.get(owner, INPUT, input_id(rid))
         return page(stored["items"], query.limit, query.after, query.order)
-
-
-class Record:
-    """One response's life in the store (or only in memory with ``store: false``):
-    in_progress first, so a server that stops mid-generation leaves it to the
-    restart sweep (failed), never stuck; then completed, incomplete or failed."""
-
-    def __init__(self, state, owner: str, rid: str, model: str, fields: dict):
-        self.state, self.owner, self.rid, self.fields = state, owner, rid, fields
-        self.response = protocol.response_object(rid, model, status="in_progress", output=[], **fields)
-        self.conversation = None  # (state, conversation id, input items) to append to when done
-
-    async def begin(self, items: list[dict], history: list[dict]) -> None:
-        if self.state is None:
-            return
-        await self.state.create(self.owner, RESPONSE, self.response)
-        await self.state.create(self.owner, INPUT, {"id": _input_id(self.rid), "items": items, "history": history},
-                                parent=self.rid)
-
-    async def _save(self, changes: dict) -> dict:
-        self.response = dict(self.response, **changes)
-        if self.state is not None:
-            self.response = await self.state.update(self.owner, RESPONSE, self.rid, changes)
-        return self.response
-
-    async def finish(self, text: str, done: Done, item_id: str | None = None) -> dict:
-        usage = protocol.usage(done.prompt_tokens, done.completion_tokens, int(done.timings.get("cached_tokens") or 0))
-        incomplete = done.finish_reason == "length"
-        output = [protocol.output_message(text, item_id=item_id)]
-        if self.conversation is not None:
-            state, cid, items = self.conversation
-            await append(state, self.owner, cid, items)
-            await append(state, self.owner, cid, output, fresh=False)  # the ids the response shows
-        return await self._save({
-            "status": "incomplete" if incomplete else "completed",
-            "incomplete_details": {"reason": "max_output_tokens"} if incomplete else None,
-            "output": output, "usage": usage,
-        })
-
-    async def fail(self, err: PolyError) -> dict:
-        return await self._save({"status": "failed", "error": {"code": err.code, "message": err.message}})
-
-
-async def _gather(events) -> tuple[str, Done]:
-    text = []
-    async for ev in events:
-        if isinstance(ev, Chunk):
-            text.append(ev.text)
-        elif isinstance(ev, Done):
-            return "".join(text), ev
-    raise PolyError("the generation ended without finishing")
-
-
-GONE = PolyError("the client went away before the response was complete")
-_ending: set = set()  # the tasks that mark abandoned responses failed, kept until done
-
-
-async def _stream(events, record: Record, on_close) -> AsyncIterator[bytes]:
-    def frame(event: dict) -> bytes:
-        return f"event: {event['type']}\ndata: {json.dumps(event, separators=(',', ':'))}\n\n".encode()
-
-    shape = protocol.EventStream(record.response)
-    final = None
-    try:
-        for event in shape.start():
-            yield frame(event)
-        async for ev in events:
-            if isinstance(ev, Chunk) and ev.text:
-                yield frame(shape.delta(ev.text))
-            elif isinstance(ev, Done):
-                final = await record.finish("".join(shape.text), ev, item_id=shape.item["id"])
-                break
-        if final is None:
-            raise PolyError("the generation ended without finishing")
-    except Exception as err:
-        if not isinstance(err, PolyError):
-            err = PolyError("internal server error")
-        final = await record.fail(err)
-    finally:
-        on_close()
-        if final is None:  # the client went away (cancelled): the stored response must not stay in_progress
-            _ending.add(task := asyncio.get_running_loop().create_task(record.fail(GONE)))
-            task.add_done_callback(_ending.discard)
-        await events.aclose()
-    for event in shape.finish(final):
-        yield frame(event)

@@ -1,0 +1,1 @@
+"""The Assistants API (v2): assistants, threads, messages, runs, over the state store."""

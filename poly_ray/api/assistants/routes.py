@@ -1,0 +1,266 @@
+"""The Assistants API (v2, ``client.beta`` in the openai package): assistants,
+threads, messages, runs and run steps, in the state store, owned by the
+request's credential (another credential's ids read as missing: 404).
+Listings are paginated (``limit``, ``after``, ``before``, ``order``)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from poly_ray.api.auth import Access, Principal, owner_of
+from poly_ray.api.limits import StreamLimits
+from poly_ray.api.openapi import AUTHORIZED, GENERATES, SSE, WITH_BODY, doc
+from poly_ray.api.parsing import parse_params
+from poly_ray.api.responses.routes import state_of
+from poly_ray.errors import BadRequest, NotFound
+
+from . import protocol as p
+from .protocol import ACTIVE, ASSISTANT, MESSAGE, RUN, STEP, THREAD
+from .runs import Runs
+
+POLL = {"openai-poll-after-ms": "200"}  # create_and_poll's interval (its default is a second)
+
+
+def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None:
+    def store():
+        return state_of(backend)
+
+    runs = Runs(backend, store, slots)
+
+    def caller(request: Request) -> tuple[Principal, str]:
+        who = access.principal(request)
+        return who, owner_of(who)
+
+    async def target(who: Principal, name: str, where: str) -> None:
+        if name in await backend.tasks():
+            who.check("task", name)
+        elif name in await backend.models():
+            who.check("model", name)
+        else:
+            raise NotFound(f"{where}: model '{name}' does not exist (neither a task nor a model)")
+
+    async def check_resources(tool_resources, where: str = "tool_resources") -> None:
+        names = p.memory_names(tool_resources, where)
+        if not names:
+            return
+        memories = getattr(backend, "memories", None)
+        known = await memories.names() if memories is not None else {}
+        for i, name in enumerate(names):
+            if name not in known:
+                raise BadRequest(f"{where}.file_search.vector_store_ids[{i}]: no memory named '{name}'"
+                                 f" (memories: {', '.join(known) or 'none'})")
+
+    async def check_assistant(who, body) -> None:
+        if body.model is not None:
+            await target(who, body.model, "model")
+        caps = request_caps()
+        if body.tools is not None:
+            await asyncio.to_thread(p.check_tools, body.tools, "tools", caps)
+        await asyncio.to_thread(p.format_grammar, body.response_format, "response_format", caps)
+        await check_resources(body.tool_resources)
+
+    def request_caps():
+        return app.state.schema_caps
+
+    async def child(owner: str, kind: str, oid: str, parent: str) -> dict:
+        """An object that must belong to ``parent`` (a thread's message, a run's step)."""
+        obj = await store().get(owner, kind, oid)
+        if await store().parent_of(owner, kind, oid) != parent:
+            raise NotFound(f"No {kind} found with id '{oid}'.")
+        return obj
+
+    # -- assistants
+
+    @app.post("/v1/assistants", openapi_extra=doc(family="openai", body=p.AssistantCreate, errors=WITH_BODY))
+    async def create_assistant(request: Request):
+        who, owner = caller(request)
+        body = await parse_params(request, p.AssistantCreate)
+        await check_assistant(who, body)
+        return await store().create(owner, ASSISTANT, p.assistant_object(body))
+
+    @app.get("/v1/assistants", openapi_extra=doc(family="openai", query=p.ListQuery, errors=AUTHORIZED))
+    async def list_assistants(request: Request):
+        _, owner = caller(request)
+        query = await parse_params(request, p.ListQuery)
+        return await store().list(owner, ASSISTANT, **query.page())
+
+    @app.get("/v1/assistants/{aid}", openapi_extra=doc(family="openai", errors=AUTHORIZED))
+    async def retrieve_assistant(request: Request, aid: str):
+        return await store().get(caller(request)[1], ASSISTANT, aid)
+
+    @app.post("/v1/assistants/{aid}", openapi_extra=doc(family="openai", body=p.AssistantUpdate, errors=WITH_BODY))
+    async def update_assistant(request: Request, aid: str):
+        who, owner = caller(request)
+        body = await parse_params(request, p.AssistantUpdate)
+        await store().get(owner, ASSISTANT, aid)
+        await check_assistant(who, body)
+        return await store().update(owner, ASSISTANT, aid, body.model_dump(exclude_unset=True))
+
+    @app.delete("/v1/assistants/{aid}", openapi_extra=doc(family="openai", errors=AUTHORIZED))
+    async def delete_assistant(request: Request, aid: str):
+        await store().delete(caller(request)[1], ASSISTANT, aid)
+        return p.deleted(aid, "assistant")
+
+    # -- threads and messages (POST /v1/threads/runs before /v1/threads/{tid} matches it)
+
+    @app.post("/v1/threads/runs", openapi_extra=doc(
+        family="openai", body=p.ThreadAndRunCreate, streams=SSE, errors=GENERATES))
+    async def create_thread_and_run(request: Request):
+        who, owner = caller(request)
+        body = await parse_params(request, p.ThreadAndRunCreate)
+        await store().get(owner, ASSISTANT, body.assistant_id)
+        spec = body.thread or p.ThreadCreate()
+        if body.tool_resources is not None and spec.tool_resources is None:  # the request's, for the new thread
+            spec = spec.model_copy(update={"tool_resources": body.tool_resources})
+        thread = await new_thread(owner, spec, "thread.")
+        return await start_run(who, owner, thread["id"], body, [("thread.created", thread)])
+
+
+    async def new_thread(owner: str, body: p.ThreadCreate, where: str = "") -> dict:
+        await check_resources(body.tool_resources, f"{where}tool_resources")
+        thread = p.thread_object(body.metadata, body.tool_resources)
+        messages = [p.new_message(thread["id"], m, f"{where}messages[{i}]") for i, m in enumerate(body.messages)]
+        thread = await store().create(owner, THREAD, thread)
+        for message in messages:
+            await store().create(owner, MESSAGE, message, parent=thread["id"])
+        return thread
+
+    @app.post("/v1/threads", openapi_extra=doc(family="openai", body=p.ThreadCreate, errors=WITH_BODY))
+    async def create_thread(request: Request):
+        _, owner = caller(request)
+        return await new_thread(owner, await parse_params(request, p.ThreadCreate))
+
+    @app.get("/v1/threads/{tid}", openapi_extra=doc(family="openai", errors=AUTHORIZED))
+    async def retrieve_thread(request: Request, tid: str):
+        return await store().get(caller(request)[1], THREAD, tid)
+
+    @app.post("/v1/threads/{tid}", openapi_extra=doc(family="openai", body=p.ThreadUpdate, errors=WITH_BODY))
+    async def update_thread(request: Request, tid: str):
+        _, owner = caller(request)
+        body = await parse_params(request, p.ThreadUpdate)
+        await store().get(owner, THREAD, tid)
+        await check_resources(body.tool_resources)
+        return await store().update(owner, THREAD, tid, body.model_dump(exclude_unset=True))
+
+    @app.delete("/v1/threads/{tid}", openapi_extra=doc(family="openai", errors=AUTHORIZED))
+    async def delete_thread(request: Request, tid: str):
+        await store().delete(caller(request)[1], THREAD, tid)  # its messages, runs and steps with it
+        return p.deleted(tid, "thread")
+
+    @app.post("/v1/threads/{tid}/messages", openapi_extra=doc(family="openai", body=p.MessageCreate, errors=WITH_BODY))
+    async def create_message(request: Request, tid: str):
+        _, owner = caller(request)
+        body = await parse_params(request, p.MessageCreate)
+        await store().get(owner, THREAD, tid)
+        return await store().create(owner, MESSAGE, p.new_message(tid, body, ""), parent=tid)
+
+    @app.get("/v1/threads/{tid}/messages", openapi_extra=doc(family="openai", query=p.ListQuery, errors=AUTHORIZED))
+    async def list_messages(request: Request, tid: str):
+        _, owner = caller(request)
+        query = await parse_params(request, p.ListQuery)
+        await store().get(owner, THREAD, tid)
+        page = await store().list(owner, MESSAGE, parent=tid, **query.page())
+        if query.run_id is not None:
+            page["data"] = [m for m in page["data"] if m.get("run_id") == query.run_id]
+        return page
+
+    @app.get("/v1/threads/{tid}/messages/{mid}", openapi_extra=doc(family="openai", errors=AUTHORIZED))
+    async def retrieve_message(request: Request, tid: str, mid: str):
+        return await child(caller(request)[1], MESSAGE, mid, tid)
+
+    @app.post("/v1/threads/{tid}/messages/{mid}", openapi_extra=doc(
+        family="openai", body=p.MessageUpdate, errors=WITH_BODY))
+    async def update_message(request: Request, tid: str, mid: str):
+        _, owner = caller(request)
+        body = await parse_params(request, p.MessageUpdate)
+        await child(owner, MESSAGE, mid, tid)
+        return await store().update(owner, MESSAGE, mid, {"metadata": body.metadata or {}})
+
+    @app.delete("/v1/threads/{tid}/messages/{mid}", openapi_extra=doc(family="openai", errors=AUTHORIZED))
+    async def delete_message(request: Request, tid: str, mid: str):
+        _, owner = caller(request)
+        await child(owner, MESSAGE, mid, tid)
+        await store().delete(owner, MESSAGE, mid)
+        return p.deleted(mid, "thread.message")
+
+    # -- runs
+
+    async def start_run(who: Principal, owner: str, tid: str, body: p.RunCreate, first: list):
+        assistant = await store().get(owner, ASSISTANT, body.assistant_id)
+        run = p.run_object(tid, assistant, body)
+        await target(who, run["model"], "model")
+        caps = request_caps()
+        if body.tools is not None:
+            await asyncio.to_thread(p.check_tools, body.tools, "tools", caps)
+        await asyncio.to_thread(p.format_grammar, body.response_format, "response_format", caps)
+        latest = (await store().list(owner, RUN, parent=tid, limit=1))["data"]
+        if latest and latest[0]["status"] in ACTIVE:
+            raise BadRequest(f"thread {tid} already has an active run ({latest[0]['id']}, {latest[0]['status']})")
+        for i, m in enumerate(body.additional_messages or []):
+            await store().create(owner, MESSAGE, p.new_message(tid, m, f"additional_messages[{i}]"), parent=tid)
+        run = await runs.create(owner, run)
+        events = runs.start(owner, who.credential, run,
+                            [*first, ("thread.run.created", run), ("thread.run.queued", run)], body.stream)
+        return answer(run, events)
+
+    def answer(run: dict, events):
+        if events is None:
+            return JSONResponse(run, headers=POLL)
+        return StreamingResponse(events, media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    @app.post("/v1/threads/{tid}/runs", openapi_extra=doc(
+        family="openai", body=p.RunCreate, streams=SSE, errors=GENERATES))
+    async def create_run(request: Request, tid: str):
+        who, owner = caller(request)
+        body = await parse_params(request, p.RunCreate)
+        await store().get(owner, THREAD, tid)
+        return await start_run(who, owner, tid, body, [])
+
+    @app.get("/v1/threads/{tid}/runs", openapi_extra=doc(family="openai", query=p.ListQuery, errors=AUTHORIZED))
+    async def list_runs(request: Request, tid: str):
+        _, owner = caller(request)
+        query = await parse_params(request, p.ListQuery)
+        await store().get(owner, THREAD, tid)
+        return await store().list(owner, RUN, parent=tid, **query.page())
+
+    @app.get("/v1/threads/{tid}/runs/{rid}", openapi_extra=doc(family="openai", errors=AUTHORIZED))
+    async def retrieve_run(request: Request, tid: str, rid: str):
+        return JSONResponse(await child(caller(request)[1], RUN, rid, tid), headers=POLL)
+
+    @app.post("/v1/threads/{tid}/runs/{rid}", openapi_extra=doc(family="openai", body=p.MessageUpdate, errors=WITH_BODY))
+    async def update_run(request: Request, tid: str, rid: str):
+        _, owner = caller(request)
+        body = await parse_params(request, p.MessageUpdate)
+        await child(owner, RUN, rid, tid)
+        return await store().update(owner, RUN, rid, {"metadata": body.metadata or {}})
+
+    @app.post("/v1/threads/{tid}/runs/{rid}/cancel", openapi_extra=doc(family="openai", errors=AUTHORIZED))
+    async def cancel_run(request: Request, tid: str, rid: str):
+        _, owner = caller(request)
+        return await runs.cancel(owner, await child(owner, RUN, rid, tid))
+
+    @app.post("/v1/threads/{tid}/runs/{rid}/submit_tool_outputs", openapi_extra=doc(
+        family="openai", body=p.SubmitToolOutputs, streams=SSE, errors=GENERATES))
+    async def submit_tool_outputs(request: Request, tid: str, rid: str):
+        who, owner = caller(request)
+        body = await parse_params(request, p.SubmitToolOutputs)
+        run = await runs.submit(owner, await child(owner, RUN, rid, tid), body.tool_outputs)
+        return answer(run, runs.start(owner, who.credential, run, [("thread.run.queued", run)], body.stream))
+
+    @app.get("/v1/threads/{tid}/runs/{rid}/steps", openapi_extra=doc(
+        family="openai", query=p.ListQuery, errors=AUTHORIZED))
+    async def list_steps(request: Request, tid: str, rid: str):
+        _, owner = caller(request)
+        query = await parse_params(request, p.ListQuery)
+        await child(owner, RUN, rid, tid)
+        return await store().list(owner, STEP, parent=rid, **query.page())
+
+    @app.get("/v1/threads/{tid}/runs/{rid}/steps/{sid}", openapi_extra=doc(family="openai", errors=AUTHORIZED))
+    async def retrieve_step(request: Request, tid: str, rid: str, sid: str):
+        _, owner = caller(request)
+        await child(owner, RUN, rid, tid)
+        return await child(owner, STEP, sid, rid)

@@ -1,0 +1,91 @@
+"""The stream events of one response, numbered (``sequence_number``), in the
+order the ``openai`` client's ``responses.stream()`` helper folds into a Response:
+created, in_progress; per output item ``output_item.added``, then for a message
+``content_part.added``, ``output_text.delta``... ``output_text.done``,
+``content_part.done``, or for a function call ``function_call_arguments.delta``...
+``function_call_arguments.done``; ``output_item.done``; then completed (or
+failed / incomplete).
+
+Items open as the model writes them: text opens a message, a tool call's first
+delta (its id and name) opens a function_call item and closes the one before.
+"""
+
+from __future__ import annotations
+
+from poly_ray.generation import ToolCallDelta
+
+from .protocol import function_call, output_message
+
+
+class EventStream:
+    def __init__(self, response: dict):
+        self.response = dict(response, status="in_progress", output=[])
+        self.items: list[dict] = []  # the finished output items
+        self.open: dict | None = None  # the item being written
+        self._parts: list[str] = []  # its text or arguments so far
+        self._n = 0
+
+    def _event(self, kind: str, **fields) -> dict:
+        event = {"type": kind, "sequence_number": self._n, **fields}
+        self._n += 1
+        return event
+
+    def _where(self) -> dict:
+        where = {"item_id": self.open["id"], "output_index": len(self.items)}
+        return dict(where, content_index=0) if self.open["type"] == "message" else where
+
+    def start(self) -> list[dict]:
+        return [self._event("response.created", response=self.response),
+                self._event("response.in_progress", response=self.response)]
+
+    def _open(self, item: dict) -> list[dict]:
+        events = self.close()
+        self.open, self._parts = item, []
+        events.append(self._event("response.output_item.added", output_index=len(self.items), item=item))
+        if item["type"] == "message":
+            events.append(self._event("response.content_part.added", **self._where(),
+                                      part={"type": "output_text", "text": "", "annotations": []}))
+        return events
+
+    def delta(self, text: str) -> list[dict]:
+        events = [] if self.open and self.open["type"] == "message" else self._open(
+            output_message("", status="in_progress"))
+        self._parts.append(text)
+        events.append(self._event("response.output_text.delta", delta=text, logprobs=[], **self._where()))
+        return events
+
+    def call(self, d: ToolCallDelta) -> list[dict]:
+        events = self._open(function_call(d.id, d.name, "", status="in_progress")) if d.id else []
+        if d.arguments and self.open is not None and self.open["type"] == "function_call":
+            self._parts.append(d.arguments)
+            events.append(self._event("response.function_call_arguments.delta", delta=d.arguments, **self._where()))
+        return events
+
+    def close(self) -> list[dict]:
+        """The events that end the open item (none when nothing is open)."""
+        if self.open is None:
+            return []
+        whole, where, item = "".join(self._parts), self._where(), self.open
+        if item["type"] == "message":
+            part = {"type": "output_text", "text": whole, "annotations": []}
+            events = [self._event("response.output_text.done", text=whole, logprobs=[], **where),
+                      self._event("response.content_part.done", part=part, **where)]
+            done = output_message(whole, item_id=item["id"])
+        else:
+            events = [self._event("response.function_call_arguments.done", arguments=whole, name=item["name"], **where)]
+            done = function_call(item["call_id"], item["name"], whole, item_id=item["id"])
+        events.append(self._event("response.output_item.done", output_index=where["output_index"], item=done))
+        self.items.append(done)
+        self.open = None
+        return events
+
+    def end(self) -> list[dict]:
+        """Close the answer: the open item, or an empty message when nothing was written."""
+        if self.open is None and not self.items:
+            return self._open(output_message("", status="in_progress")) + self.close()
+        return self.close()
+
+    def finish(self, final: dict) -> dict:
+        """``final``: the stored response (completed, incomplete, failed or cancelled)."""
+        ends = {"completed": "response.completed", "incomplete": "response.incomplete"}
+        return self._event(ends.get(final["status"], "response.failed"), response=final)

@@ -1,0 +1,191 @@
+"""One response's generation and its life in the store: answered whole, streamed
+as events, or run in the background (``background: true``) while the client
+polls it and may cancel it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+
+from poly_ray.errors import PolyError
+from poly_ray.generation import Chunk, Done, ToolCallDelta, gather_calls
+from poly_ray.state.store import UNFINISHED, new_id
+
+from . import protocol
+from .events import EventStream
+
+RESPONSE, INPUT, ITEM = "response", "response_input", "item"
+GONE = PolyError("the client went away before the response was complete")
+
+log = logging.getLogger(__name__)
+
+
+def input_id(rid: str) -> str:
+    return "in_" + rid.removeprefix("resp_")
+
+
+async def append(state, owner: str, cid: str, items: list[dict], *, fresh: bool = True) -> list[dict]:
+    """Store items under a conversation, in order. A client's item gets a fresh id:
+    one sent again (an earlier output as input) is a new entry, never a clash."""
+    prefixes = {"function_call": "fc", "function_call_output": "fco"}
+    return [await state.create(owner, ITEM, dict(item, id=new_id(prefixes.get(item["type"], "msg"))) if fresh
+                               else item, parent=cid) for item in items]
+
+
+class Record:
+    """One response's life in the store (or only in memory with ``store: false``):
+    queued or in_progress first, so a server that stops mid-generation leaves it
+    to the restart sweep (failed), never stuck; then completed, incomplete or
+    failed, unless it was cancelled meanwhile (a cancelled one is never overwritten)."""
+
+    def __init__(self, state, owner: str, rid: str, model: str, fields: dict, status: str = "in_progress"):
+        self.state, self.owner, self.rid, self.fields = state, owner, rid, fields
+        self.response = protocol.response_object(rid, model, status=status, output=[], **fields)
+        self.conversation = None  # (state, conversation id, input items) to append to when done
+
+    async def begin(self, items: list[dict], history: list[dict]) -> None:
+        if self.state is None:
+            return
+        await self.state.create(self.owner, RESPONSE, self.response)
+        await self.state.create(self.owner, INPUT, {"id": input_id(self.rid), "items": items, "history": history},
+                                parent=self.rid)
+
+    async def save(self, changes: dict) -> dict:
+        if self.state is None:
+            self.response = dict(self.response, **changes)
+        else:
+            self.response = await self.state.update(self.owner, RESPONSE, self.rid, changes, only_if=UNFINISHED)
+        return self.response
+
+    async def finish(self, output: list[dict], done: Done) -> dict:
+        if self.response["status"] == "cancelled":
+            return self.response
+        output = [protocol.cut_short(item) for item in output]
+        usage = protocol.usage(done.prompt_tokens, done.completion_tokens, int(done.timings.get("cached_tokens") or 0))
+        incomplete = done.finish_reason == "length"
+        changes = {"status": "incomplete" if incomplete else "completed",
+                   "incomplete_details": {"reason": "max_output_tokens"} if incomplete else None,
+                   "output": output, "usage": usage}
+        final = await self.save(changes)
+        if self.conversation is not None and final["status"] != "cancelled":
+            state, cid, items = self.conversation
+            await append(state, self.owner, cid, items)
+            await append(state, self.owner, cid, output, fresh=False)  # the ids the response shows
+        return final
+
+    async def fail(self, err: PolyError) -> dict:
+        return await self.save({"status": "failed", "error": {"code": err.code, "message": err.message}})
+
+
+async def answer(events) -> tuple[list[dict], Done]:
+    """A whole answer's output items (text and function calls) and its end."""
+    text, _, calls, done = await gather_calls(events)
+    return protocol.output_items(text, calls), done
+
+
+_ending: set = set()  # tasks that must outlive their request, kept until done
+WATCH_S = 1.0  # how often background work looks for a cancel made on another ingress replica
+
+
+async def watch(task: asyncio.Task, cancelled, every: float | None = None) -> None:
+    """Cancel ``task`` once ``cancelled()`` (a store read) says so: a cancel that
+    reached another ingress replica stops this one's generation too."""
+    while not task.done():
+        await asyncio.sleep(every or WATCH_S)
+        try:
+            if not task.done() and await cancelled():
+                task.cancel()
+        except Exception as err:  # the store unreachable a moment: look again later
+            log.info("could not read a background job's status: %s", err)
+
+
+def _keep(coro) -> asyncio.Task:
+    task = asyncio.get_running_loop().create_task(coro)
+    _ending.add(task)
+    task.add_done_callback(_ending.discard)
+    return task
+
+
+async def stream(events, record: Record, on_close) -> AsyncIterator[bytes]:
+    def frame(event: dict) -> bytes:
+        return f"event: {event['type']}\ndata: {json.dumps(event, separators=(',', ':'))}\n\n".encode()
+
+    shape = EventStream(record.response)
+    final, closing = None, []
+    try:
+        for event in shape.start():
+            yield frame(event)
+        async for ev in events:
+            if isinstance(ev, Chunk) and ev.text:
+                for event in shape.delta(ev.text):
+                    yield frame(event)
+            elif isinstance(ev, ToolCallDelta):
+                for event in shape.call(ev):
+                    yield frame(event)
+            elif isinstance(ev, Done):
+                closing = shape.end()
+                final = await record.finish(shape.items, ev)
+                break
+        if final is None:
+            raise PolyError("the generation ended without finishing")
+    except Exception as err:
+        if not isinstance(err, PolyError):
+            err = PolyError("internal server error")
+        final = await record.fail(err)
+    finally:
+        on_close()
+        if final is None:  # the client went away (cancelled): the stored response must not stay in_progress
+            _keep(record.fail(GONE))
+        await events.aclose()
+    for event in closing:
+        yield frame(event)
+    yield frame(shape.finish(final))
+
+
+class Background:
+    """Responses running in this ingress replica's background, by id, so that a
+    cancel reaches the generation (one on another replica is marked cancelled in
+    the store, and its late result is dropped there)."""
+
+    def __init__(self):
+        self.running: dict[str, asyncio.Task] = {}
+
+    def start(self, record: Record, events: Callable[[], AsyncIterator], accept) -> None:
+        async def run():
+            try:
+                await record.save({"status": "in_progress"})
+                if record.response["status"] != "in_progress":
+                    return  # cancelled while queued
+                stream = events()
+                try:
+                    _, release = await accept(stream)
+                    try:
+                        output, done = await answer(stream)
+                    finally:
+                        release()
+                finally:
+                    await stream.aclose()
+                await record.finish(output, done)
+            except asyncio.CancelledError:
+                pass  # the cancel route has marked it cancelled
+            except Exception as err:
+                if not isinstance(err, PolyError):
+                    log.exception("a background response failed")
+                    err = PolyError("internal server error")
+                await record.fail(err)
+            finally:
+                self.running.pop(record.rid, None)
+
+        task = self.running[record.rid] = _keep(run())
+
+        async def cancelled() -> bool:
+            return (await record.state.get(record.owner, RESPONSE, record.rid))["status"] == "cancelled"
+
+        _keep(watch(task, cancelled))
+
+    def cancel(self, rid: str) -> None:
+        task = self.running.pop(rid, None)
+        if task is not None:
+            task.cancel()
