@@ -189,7 +189,6 @@ def _check_references(config: Config) -> Config:
     if config.default_task is not None and config.default_task not in {**config.tasks, **config.models}:
         raise ConfigError(f"default_task: {config.default_task!r} is neither a task nor a model")
     for name, task in config.tasks.items():
-        task._schema_caps = config.schema_limits.caps()
         if task.biaser is not None:
             try:
                 task.grammar

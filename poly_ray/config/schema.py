@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 
 from poly_ray import tools as tool_calls
 from poly_ray.chat_template import check as check_template
-from poly_ray.errors import BadRequest, ConfigError
+from poly_ray.errors import ConfigError
 from poly_ray.grammars import DEFAULT_CAPS, Caps, from_schema
 
 from . import sampler_chain
@@ -232,8 +232,8 @@ class TaskConfig(_Strict):
     # then the biased answer is generated and returned.
     bias_prompt: str | None = None
     memorization: Memorization | None = None
-    # The config's schema_limits, set when the whole config is checked: the biaser's
-    # and tools' grammars are held to the operator's limits, as requests' are.
+    # The config's schema_limits (set by Config): the biaser's and tools' grammars
+    # are held to the operator's limits, as requests' are.
     _schema_caps: Caps = PrivateAttr(default=DEFAULT_CAPS)
     # How message lists (OpenAI/Ollama chat) are written for the model: a Jinja
     # chat template (Hugging Face style). Without one: the model's GGUF template
@@ -278,10 +278,7 @@ class TaskConfig(_Strict):
                 check_template(self.chat_template)
             except ConfigError as e:
                 raise ValueError(str(e)) from None
-        try:
-            tool_calls.plan(self.tools, self.tool_choice)
-        except BadRequest as e:
-            raise ValueError(e.message) from None
+        # The tools are checked with the whole config, against its schema_limits (loading.validate).
         return self
 
     @property
@@ -529,6 +526,13 @@ class Config(_Strict, Bounds):
             if not re.match(NAME_PATTERN, name):
                 raise ValueError(f"name {name!r} must match {NAME_PATTERN} (it appears in URLs)")
         return v
+
+    @model_validator(mode="after")
+    def _hold_tasks_to_schema_limits(self):
+        # Here, not in loading: each deployment validates the config again from its dict.
+        for task in self.tasks.values():
+            task._schema_caps = self.schema_limits.caps()
+        return self
 
     @property
     def default_target(self) -> tuple[str, str] | None:

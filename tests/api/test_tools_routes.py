@@ -162,7 +162,7 @@ async def test_bad_tool_requests_are_400s_naming_the_field(change, message):
 
 
 def test_task_tools_are_checked_at_start_up():
-    with pytest.raises(ConfigError, match=r"tasks.a: tool_choice.function.name: 'x' is not an offered tool"):
+    with pytest.raises(ConfigError, match=r"tasks\.a\.tool_choice.function.name: 'x' is not an offered tool"):
         make_app(tasks={"a": {"model": "m", "tools": [CLOCK], "tool_choice": {"type": "function", "function": {"name": "x"}}}})
 
 
@@ -239,3 +239,6 @@ def test_a_tasks_tools_are_held_to_the_configured_schema_limits_at_start_up():
     with pytest.raises(ConfigError, match=r"tasks.agent.tools\[0\].function.parameters.*schema_limits.max_length"):
         make_app(schema_limits={"max_length": 20},
                  tasks={"agent": {"model": "m", "tools": [long_note(50)], "tool_choice": "required"}})
+    # Higher ones let a task's longer bound start (the defaults refuse 1500).
+    make_app(schema_limits={"max_length": 5000, "max_grammar_nesting": 2000},
+             tasks={"agent": {"model": "m", "tools": [long_note(1500)], "tool_choice": "required"}})
