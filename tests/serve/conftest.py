@@ -54,9 +54,13 @@ class ServeCluster:
             time.sleep(0.5)
 
     def deploy(self, app) -> str:
-        """The app deployed at ``/``; its base URL. A failed deploy leaves no app behind."""
+        """The app deployed at ``/``; its base URL. A failed deploy leaves no app behind.
+        Ray is started again first if a module stopped it (test_cluster.py runs its own)."""
+        import ray
         from ray import serve
 
+        if not ray.is_initialized():
+            self.start()
         try:
             serve.run(app, name=APP, route_prefix="/")
         except BaseException:
@@ -65,8 +69,11 @@ class ServeCluster:
         return self.url
 
     def remove(self) -> None:
+        import ray
         from ray import serve
 
+        if not ray.is_initialized():  # nothing deployed; and never let Serve find another cluster
+            return
         with contextlib.suppress(Exception):  # nothing deployed, or Serve already gone
             serve.delete(APP)
 
@@ -80,6 +87,8 @@ class ServeCluster:
         import ray
         from ray import serve
 
+        if not ray.is_initialized():
+            return
         try:
             serve.shutdown()
         finally:

@@ -86,32 +86,43 @@ def cluster(gemma_path, tmp_path_factory):
     from ray import serve
     from ray.cluster_utils import Cluster
 
+    if ray.is_initialized():
+        # Another module's session cluster (tests/serve/conftest.py): this module needs
+        # a cluster of its own, with nodes; the session one starts again when next used.
+        serve.shutdown()
+        ray.shutdown()
     # A private temp dir: the cluster's address file must not send other Ray
     # users of this machine (ray.init() finds the latest cluster there) to it.
     tmp = tempfile.mkdtemp(prefix="pr-", dir="/tmp")  # short: Ray's socket paths have a length limit
     env = {"RAY_TMPDIR": tmp, **FAST_AUTOSCALING_ENV}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
-    dashboard = free_port()
-    head = {"num_cpus": 0, "include_dashboard": True, "dashboard_port": dashboard,
-            "_system_config": {"metrics_report_interval_ms": 1000}}
-    c = Cluster(initialize_head=True, head_node_args=head)
-    nodes = {"gpu": c.add_node(num_cpus=2, num_gpus=1), "a": c.add_node(num_cpus=1), "b": c.add_node(num_cpus=1)}
-    c.connect()
-    port = free_port()
-    info = {"url": f"http://127.0.0.1:{port}", "port": port, "dashboard": f"http://127.0.0.1:{dashboard}",
-            "nodes": nodes, "cluster": c, "dir": tmp_path_factory.mktemp("cluster")}
-    deploy(info, autoscaling=AUTOSCALING)
-    yield info
-    serve.shutdown()
-    ray.shutdown()
-    c.shutdown()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    shutil.rmtree(tmp, ignore_errors=True)
+    c = None
+    try:
+        dashboard = free_port()
+        head = {"num_cpus": 0, "include_dashboard": True, "dashboard_port": dashboard,
+                "_system_config": {"metrics_report_interval_ms": 1000}}
+        c = Cluster(initialize_head=True, head_node_args=head)
+        nodes = {"gpu": c.add_node(num_cpus=2, num_gpus=1), "a": c.add_node(num_cpus=1), "b": c.add_node(num_cpus=1)}
+        c.connect()
+        port = free_port()
+        info = {"url": f"http://127.0.0.1:{port}", "port": port, "dashboard": f"http://127.0.0.1:{dashboard}",
+                "nodes": nodes, "cluster": c, "dir": tmp_path_factory.mktemp("cluster")}
+        deploy(info, autoscaling=AUTOSCALING)
+        yield info
+    finally:
+        # Also when the set-up fails: no cluster or environment is left for the modules after.
+        with contextlib.suppress(Exception):
+            serve.shutdown()
+        ray.shutdown()
+        if c is not None:
+            c.shutdown()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def deploy(info, **auto):
@@ -316,6 +327,8 @@ async def test_metrics_reach_rays_prometheus_export_and_each_request_logs_a_line
     assert has("ray_poly_requests_total{", 'status="replica_lost"', 'model="auto"')  # the kill, counted
 
     logs = Path(cluster["cluster"].head_node.get_session_dir_path()) / "logs" / "serve"
-    lines = [line for f in logs.glob("replica_poly-ray_orchestrator_*.log") for line in f.read_text().splitlines()]
+    # A task without a memory runs in the ingress (the direct path), one with a memory in the orchestrator.
+    lines = [line for pattern in ("replica_poly-ray_ingress_*.log", "replica_poly-ray_orchestrator_*.log")
+             for f in logs.glob(pattern) for line in f.read_text().splitlines()]
     assert any("task=left model=left status=ok finish=length prompt_tokens=" in line for line in lines)
     assert not any("Hello" in line for line in lines)  # no prompts unless log_prompts
