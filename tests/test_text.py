@@ -58,6 +58,15 @@ def test_assemble_keeps_user_text_apart_from_the_template():
     assert assemble(task, "hi", first_turn=False)[0] == Segment("Q: ", special=True)
 
 
+def test_a_preludes_snapshot_key_names_its_text():
+    """An edited prelude gets a new durable snapshot instead of the old one's common start."""
+    before = build_request("t", TaskConfig(model="m", prelude="You are terse."), "hi", {}).cache_key
+    after = build_request("t", TaskConfig(model="m", prelude="You are verbose."), "hi", {}).cache_key
+    assert before.startswith("prelude/t/") and after.startswith("prelude/t/") and before != after
+    assert build_request("t", TaskConfig(model="m"), "hi", {}).cache_key is None  # no prelude, nothing to keep
+    assert build_request("t", TaskConfig(model="m", prelude="x"), "hi", {"cache_key": "stream/t/a/42"}).cache_key == "stream/t/a/42"
+
+
 def test_request_overrides_within_the_task():
     task = TaskConfig(model="m", max_tokens=100, temperature=0.5, stop_sequences=["\n"], seed=7)
     req = build_request("t", task, "hi", {"max_tokens": 10, "top_k": 5, "stop": "END", "temperature": None})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from poly_ray.config import TaskConfig
 from poly_ray.errors import BadRequest
 from poly_ray.generation import GenerationRequest, Sampling, Segment, check_stops
@@ -135,6 +137,14 @@ def build_request(
         grammar=o.get("grammar", task.grammar),
         logprobs=o.get("logprobs"),
         session=o.get("session"),
-        # A task's prelude is kept on disk too, so a replica that starts again reads it from there.
-        cache_key=o.get("cache_key") or (f"prelude/{task_name}" if task.prelude else None),
+        cache_key=o.get("cache_key") or prelude_key(task_name, task),
     )
+
+
+def prelude_key(task_name: str, task: TaskConfig) -> str | None:
+    """The durable KV snapshot of a task's prelude, so that a replica that starts again
+    reads it from disk. Named by its text too: an edited prelude is saved anew, not
+    restored from the old one's common start forever."""
+    if not task.prelude:
+        return None
+    return f"prelude/{task_name}/{hashlib.sha256(task.prelude.encode()).hexdigest()[:16]}"
