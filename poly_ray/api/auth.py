@@ -208,6 +208,17 @@ class Authenticator:
         raise jwt.InvalidKeyError(f"no key with kid {kid!r}")
 
 
+async def check_target(backend, who: Principal, name: str, where: str = "") -> None:
+    """``name`` (an OpenAI-style ``model``) is a task or a model the caller may use;
+    NotFound (``where`` names the field) when it is neither."""
+    if name in await backend.tasks():
+        who.check("task", name)
+    elif name in await backend.models():
+        who.check("model", name)
+    else:
+        raise NotFound(f"{where + ': ' if where else ''}model '{name}' does not exist (neither a task nor a model)")
+
+
 class Access:
     """Authentication and authorization of requests against the graph's names."""
 

@@ -10,7 +10,7 @@ import asyncio
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from poly_ray.api.auth import Access, Principal, owner_of
+from poly_ray.api.auth import Access, Principal, check_target, owner_of
 from poly_ray.api.limits import StreamLimits
 from poly_ray.api.openapi import AUTHORIZED, GENERATES, SSE, WITH_BODY, doc
 from poly_ray.api.parsing import parse_params
@@ -34,14 +34,6 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None
         who = access.principal(request)
         return who, owner_of(who)
 
-    async def target(who: Principal, name: str, where: str) -> None:
-        if name in await backend.tasks():
-            who.check("task", name)
-        elif name in await backend.models():
-            who.check("model", name)
-        else:
-            raise NotFound(f"{where}: model '{name}' does not exist (neither a task nor a model)")
-
     async def check_resources(tool_resources, where: str = "tool_resources") -> None:
         names = p.memory_names(tool_resources, where)
         if not names:
@@ -55,7 +47,7 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None
 
     async def check_assistant(who, body) -> None:
         if body.model is not None:
-            await target(who, body.model, "model")
+            await check_target(backend, who, body.model, "model")
         caps = request_caps()
         if body.tools is not None:
             await asyncio.to_thread(p.check_tools, body.tools, "tools", caps)
@@ -191,7 +183,7 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None
     async def start_run(who: Principal, owner: str, tid: str, body: p.RunCreate, first: list):
         assistant = await store().get(owner, ASSISTANT, body.assistant_id)
         run = p.run_object(tid, assistant, body)
-        await target(who, run["model"], "model")
+        await check_target(backend, who, run["model"], "model")
         caps = request_caps()
         if body.tools is not None:
             await asyncio.to_thread(p.check_tools, body.tools, "tools", caps)

@@ -19,13 +19,13 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from poly_ray.api.auth import Access, Principal
+from poly_ray.api.auth import Access, check_target
 from poly_ray.api.limits import StreamLimits
 from poly_ray.api.openapi import GENERATES, SSE, WITH_BODY, doc
 from poly_ray.api.parsing import overrides_off_loop, parse_params
 from poly_ray.api.streaming import GenerationStream
 from poly_ray.api.vectors import shorten
-from poly_ray.errors import NotFound, PolyError
+from poly_ray.errors import PolyError
 from poly_ray.generation import Chunk, Done, Event, TokenLogprob, ToolCall, ToolCallDelta, gather_calls
 
 from .protocol import (
@@ -57,15 +57,6 @@ def error_body(status: int, code: str, message: str) -> dict:
 
 
 def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None:
-    async def target(who: Principal, name: str) -> None:
-        """``model`` may name a task or a model; the caller must be allowed to use it."""
-        if name in await backend.tasks():
-            who.check("task", name)
-        elif name in await backend.models():
-            who.check("model", name)
-        else:
-            raise NotFound(f"model '{name}' does not exist (neither a task nor a model)")
-
     @app.get("/v1/models", openapi_extra=doc(family="openai", ok=ModelPage))
     async def list_models(request: Request):
         who = access.principal(request)
@@ -82,7 +73,7 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None
     async def completions(request: Request):
         who = access.principal(request)
         body = await parse_params(request, CompletionRequest)
-        await target(who, body.model)
+        await check_target(backend, who, body.model)
         events = backend.stream_target(body.model, body.text(), None, await overrides_off_loop(request.app, body))
         shape = _CompletionShape(body.model, body.logprobs is not None)
         return await _respond(body, events, slots, who.credential, shape)
@@ -92,7 +83,7 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None
     async def chat_completions(request: Request):
         who = access.principal(request)
         body = await parse_params(request, ChatCompletionRequest)
-        await target(who, body.model)
+        await check_target(backend, who, body.model)
         events = backend.stream_target(body.model, None, body.conversation(), await overrides_off_loop(request.app, body))
         return await _respond(body, events, slots, who.credential, _ChatShape(body.model, body.logprobs))
 

@@ -17,7 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from poly_ray.api.auth import Access, Principal, owner_of
+from poly_ray.api.auth import Access, check_target, owner_of
 from poly_ray.api.limits import StreamLimits
 from poly_ray.api.openapi import AUTHORIZED, GENERATES, SSE, doc
 from poly_ray.api.parsing import overrides_off_loop, parse_params
@@ -119,20 +119,12 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None
     def store_of():
         return state_of(backend)
 
-    async def target(who: Principal, name: str) -> None:
-        if name in await backend.tasks():
-            who.check("task", name)
-        elif name in await backend.models():
-            who.check("model", name)
-        else:
-            raise NotFound(f"model '{name}' does not exist (neither a task nor a model)")
-
     @app.post("/v1/responses", openapi_extra=doc(family="openai", body=ResponseCreate, streams=SSE, errors=GENERATES))
     async def create(request: Request):
         who = access.principal(request)
         body = await parse_params(request, ResponseCreate)
         owner = owner_of(who)
-        await target(who, body.model)
+        await check_target(backend, who, body.model)
         if body.background and (body.stream or not body.store):
             raise BadRequest("background: needs store = true and stream = false (poll the response instead)")
         overrides = await overrides_off_loop(request.app, body)
