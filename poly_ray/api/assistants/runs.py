@@ -17,7 +17,8 @@ import logging
 from collections.abc import AsyncIterator
 
 from poly_ray import tools as tool_calls
-from poly_ray.api.responses.run import watch
+from poly_ray.api import sse
+from poly_ray.api.responses.run import keep, watch
 from poly_ray.errors import BadRequest, PolyError
 from poly_ray.generation import Chunk, Done, ToolCallDelta
 from poly_ray.tasks.prompts import recalled_text
@@ -27,22 +28,10 @@ from .protocol import ACTIVE, ASSISTANT, CONTEXT, MESSAGE, RUN, STEP, THREAD
 
 RECALL = 4  # passages file_search puts in a run's context, per memory
 log = logging.getLogger(__name__)
-_kept: set = set()
 
 
 def context_id(run_id: str) -> str:
     return "ctx_" + run_id.removeprefix("run_")
-
-
-def _keep(coro) -> asyncio.Task:
-    task = asyncio.get_running_loop().create_task(coro)
-    _kept.add(task)
-    task.add_done_callback(_kept.discard)
-    return task
-
-
-def sse(name: str, data: dict | str) -> bytes:
-    return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
 class Runs:
@@ -68,13 +57,13 @@ class Runs:
 
         for name, data in first:
             emit(name, data)
-        task = _keep(self._drive(owner, credential, run, emit))
+        task = keep(self._drive(owner, credential, run, emit))
         self.running[run["id"]] = task
 
         async def cancelled() -> bool:
             return (await self.state_of().get(owner, RUN, run["id"]))["status"] == "cancelled"
 
-        _keep(watch(task, cancelled))
+        keep(watch(task, cancelled))
 
         def ended(_):
             self.running.pop(run["id"], None)
@@ -259,5 +248,5 @@ def _add_usage(before: dict | None, done: Done) -> dict:
 
 async def _events(queue: asyncio.Queue) -> AsyncIterator[bytes]:
     while (item := await queue.get()) is not None:
-        yield sse(*item)
+        yield sse.json_event(*item)
     yield b"event: done\ndata: [DONE]\n\n"

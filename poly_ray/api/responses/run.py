@@ -5,10 +5,10 @@ polls it and may cancel it."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator, Callable
 
+from poly_ray.api import sse
 from poly_ray.errors import PolyError
 from poly_ray.generation import Chunk, Done, ToolCallDelta, gather_calls
 from poly_ray.state.store import UNFINISHED, new_id
@@ -101,7 +101,8 @@ async def watch(task: asyncio.Task, cancelled, every: float | None = None) -> No
             log.info("could not read a background job's status: %s", err)
 
 
-def _keep(coro) -> asyncio.Task:
+def keep(coro) -> asyncio.Task:
+    """Run ``coro`` as a task that outlives its request (the loop keeps only weak references)."""
     task = asyncio.get_running_loop().create_task(coro)
     _ending.add(task)
     task.add_done_callback(_ending.discard)
@@ -110,7 +111,7 @@ def _keep(coro) -> asyncio.Task:
 
 async def stream(events, record: Record, on_close) -> AsyncIterator[bytes]:
     def frame(event: dict) -> bytes:
-        return f"event: {event['type']}\ndata: {json.dumps(event, separators=(',', ':'))}\n\n".encode()
+        return sse.json_event(event["type"], event)
 
     shape = EventStream(record.response)
     final, closing = None, []
@@ -137,7 +138,7 @@ async def stream(events, record: Record, on_close) -> AsyncIterator[bytes]:
     finally:
         on_close()
         if final is None:  # the client went away (cancelled): the stored response must not stay in_progress
-            _keep(record.fail(GONE))
+            keep(record.fail(GONE))
         await events.aclose()
     for event in closing:
         yield frame(event)
@@ -178,12 +179,12 @@ class Background:
             finally:
                 self.running.pop(record.rid, None)
 
-        task = self.running[record.rid] = _keep(run())
+        task = self.running[record.rid] = keep(run())
 
         async def cancelled() -> bool:
             return (await record.state.get(record.owner, RESPONSE, record.rid))["status"] == "cancelled"
 
-        _keep(watch(task, cancelled))
+        keep(watch(task, cancelled))
 
     def cancel(self, rid: str) -> None:
         task = self.running.pop(rid, None)
