@@ -15,11 +15,13 @@ SECRET = "j" * 32
 
 
 class ScriptedModel:
-    """Generates the words of the prompt back, or fails as told by the prompt."""
+    """Generates the words of the prompt back, or fails as told by the prompt: FAIL (a model
+    error), CRASH (an unexpected exception), CUT (the stream ends without Done)."""
 
     def __init__(self):
         self.requests = []
         self.gate = asyncio.Event()
+        self.waiting = asyncio.Event()  # a WAIT prompt reached the gate
 
     async def generate(self, request):
         self.requests.append(request)
@@ -30,10 +32,15 @@ class ScriptedModel:
             raise Busy("model 'm' is busy", retry_after=2)
         yield Started(prompt_tokens=3)
         if "WAIT" in prompt:
+            self.waiting.set()
             await self.gate.wait()
         for word in prompt.split()[: request.max_tokens]:
             if word == "FAIL":
                 raise ModelError("model 'm' failed while generating")
+            if word == "CRASH":  # a bug, not a PolyError
+                raise RuntimeError("secret internals")
+            if word == "CUT":  # the stream ends without Done
+                return
             lp = () if request.logprobs is None else (TokenLogprob(word, -0.25, (("alt", -1.5),)),)
             yield Chunk(word + "\n", 1, lp)
         context = None if request.context is None else (*request.context, len(request.context) + 1)
@@ -49,7 +56,8 @@ class ScriptedModel:
         return {"slots": 1, "active": 0, "waiting": 0}
 
 
-def make_client(**overrides):
+def make_client(state=None, **overrides):
+    """The app over a scripted model; ``state``: a StateService for the stateful routes."""
     cfg = config.validate(
         {
             "allowed_keys": ["key-1"],
@@ -62,6 +70,7 @@ def make_client(**overrides):
     )
     model = ScriptedModel()
     runner = TaskRunner(cfg.tasks, cfg.models, {"m": model, "other": model}, log_prompts=cfg.log_prompts)
+    runner.state = state
     app = create_app(runner, cfg)
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost")
     client.headers["Authorization"] = "Bearer key-1"

@@ -4,7 +4,7 @@ routes registered on one FastAPI app over a ``Backend``.
 No Ray import: the ingress deployment hands in a backend that talks to the
 orchestrator through handles; unit tests hand in an in-process one. Errors are
 shaped in one place (``error_response``): ``{"error": {"code", "message"}}`` on
-Poly's routes, each client family's own shape on its routes.
+Poly's routes, each client family's own shape on its routes (``family.py``).
 """
 
 from __future__ import annotations
@@ -22,14 +22,14 @@ from poly_ray.config import Config
 from poly_ray.errors import BadRequest, PolyError
 
 from . import playground
+from .assistants import routes as assistants_routes
 from .auth import Access, Authenticator, log_refusal, loggable, token_from
 from .backend import Backend
 from .browser_guard import BrowserGuard
-from .assistants import routes as assistants_routes
 from .conversations import routes as conversations_routes
+from .family import family_of
 from .limits import StreamLimits
 from .memory import routes as memory_routes
-from .ollama import protocol as ollama_protocol
 from .ollama import routes as ollama_routes
 from .openai import routes as openai_routes
 from .openapi import document
@@ -43,14 +43,8 @@ from .simple import routes as simple_routes
 log = logging.getLogger(__name__)
 
 def error_response(request: Request, status: int, code: str, message: str, headers=None) -> JSONResponse:
-    """One place that shapes errors: OpenAI's on its routes, Poly's everywhere else."""
-    if openai_routes.is_openai_path(request.url.path):
-        body = openai_routes.error_body(status, code, message)
-    elif ollama_protocol.is_ollama_path(request.url.path):
-        body = {"error": message}
-    else:
-        body = {"error": {"code": code, "message": message}}
-    return JSONResponse(body, status_code=status, headers=headers)
+    """One place that shapes errors: in the family of the route the request is for."""
+    return family_of(request.scope).response(status, code, message, headers)
 
 
 def create_app(backend: Backend, config: Config, listen_host: str | None = None) -> FastAPI:

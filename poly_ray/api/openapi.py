@@ -9,7 +9,7 @@ answer in its family's shape, and the names of the configured tasks and models.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
@@ -38,34 +38,7 @@ _DESCRIPTIONS = {400: "Bad request", 401: "No valid credentials", 403: "Outside 
                  503: "Busy (max_concurrent, or the model's queue)"}
 
 
-# Error bodies, one shape per API family.
-
-class PolyErrorDetail(BaseModel):
-    code: str
-    message: str
-
-
-class PolyError(BaseModel):  # the error body; the exception is errors.PolyError
-    error: PolyErrorDetail
-
-
-class OpenAIErrorDetail(BaseModel):
-    message: str
-    type: str
-    param: str | None
-    code: str
-
-
-class OpenAIError(BaseModel):
-    error: OpenAIErrorDetail
-
-
-class OllamaError(BaseModel):
-    error: str
-
-
-_ERRORS = {"poly": PolyError, "openai": OpenAIError, "ollama": OllamaError}
-_registry: dict[str, type[BaseModel]] = {m.__name__: m for m in _ERRORS.values()}
+_registry: dict[str, type[BaseModel]] = {}
 
 
 def ref(model: type[BaseModel]) -> dict:
@@ -77,7 +50,6 @@ def ref(model: type[BaseModel]) -> dict:
 
 def doc(
     *,
-    family: Literal["poly", "openai", "ollama"] = "poly",
     body: type[BaseModel] | None = None,
     query: type[BaseModel] | None = None,
     ok: type[BaseModel] | dict | None = None,
@@ -87,7 +59,8 @@ def doc(
 ) -> dict:
     """``openapi_extra`` for a route: its JSON body or query parameters, its answer
     (``ok``: a model or a schema; ``accepted``: a 202's body; ``streams``: other media types it may answer
-    with, by their schema) and the error statuses it may answer."""
+    with, by their schema) and the error statuses it may answer (in the shape of the route's family:
+    ``family.FamilyRoute`` adds it)."""
     extra: dict[str, Any] = {}
     if body is not None:
         extra["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref(body)}}}
@@ -97,12 +70,11 @@ def doc(
     if ok is not None:
         content["application/json"] = {"schema": ref(ok) if isinstance(ok, type) else ok}
     content.update({media: {"schema": schema} for media, schema in (streams or {}).items()})
-    error = {"application/json": {"schema": ref(_ERRORS[family])}}
     extra["responses"] = {
         "200": {"description": "Success", "content": content},
         **({"202": {"description": "Accepted: runs as a job", "content": {"application/json": {"schema": ref(accepted)}}}}
            if accepted else {}),
-        **{str(s): {"description": _DESCRIPTIONS[s], "content": error} for s in errors},
+        **{str(s): {"description": _DESCRIPTIONS[s]} for s in errors},
     }
     return extra
 

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from starlette.staticfiles import StaticFiles
 
+from poly_ray.api.family import POLY, attach
 from poly_ray.web import STATIC
 
 # connect-src allows other servers: the page's "Server" field may name one (it needs allowed_origins there).
@@ -29,8 +30,11 @@ class _Files(StaticFiles):
 
 
 def register(app: FastAPI) -> None:
-    @app.get("/", include_in_schema=False)
+    router = POLY.router()
+
+    @router.get("/", include_in_schema=False)
     async def playground():
         return FileResponse(STATIC / "index.html", headers={**HEADERS, "Cache-Control": "no-cache"})
 
     app.mount("/playground", _Files(directory=STATIC), name="playground")
+    attach(app, router)

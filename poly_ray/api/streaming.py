@@ -1,25 +1,71 @@
-"""Streamed generations: the response that always cleans up after itself, and
-the SSE body of Poly's ``/live`` with keep-alives while the model is quiet."""
+"""The one stream driver: every streamed answer of every family goes through ``respond``.
+
+A family says only how its frames are written (a ``Framer``); the driver owns
+what must be the same everywhere:
+
+- keep-alive frames while the model is quiet (formats that have one: SSE comments),
+- the end: exactly one of ``done`` or ``error`` is written, and a stream that
+  ends without ``Done`` is an error in the family's own shape, never a silent end
+  or a success marker,
+- an unexpected exception is logged and written as an internal error, never a
+  dropped connection,
+- a client that goes away cancels the model stream and gives back its place.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi.responses import StreamingResponse
 
-from poly_ray.errors import PolyError
-from poly_ray.generation import Chunk, Done, Event, ToolCallDelta
+from poly_ray.errors import ModelError, PolyError
+from poly_ray.generation import Done
 
 from . import sse
+from .family import POLY, Family
 
 log = logging.getLogger(__name__)
 
 KEEP_ALIVE_S = 10.0
+# Proxies (nginx) must pass each frame on at once; nothing of a stream is cacheable.
+HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+_END = object()
+
+
+class Framer:
+    """How one stream is written. The driver calls ``opening`` once, ``event`` for
+    each item before the end, then ``done`` (on ``Done``) or ``error`` (on a failure),
+    or ``exhausted`` when the source ended without ``Done``; then ``closing``. It
+    calls ``gone`` instead when the client went away before the end was written."""
+
+    family: Family = POLY
+    media_type = "text/event-stream"
+    keep_alive: bytes | None = sse.KEEP_ALIVE  # None: the format has no frame that says nothing
+
+    def opening(self) -> list[bytes]:
+        return []
+
+    def event(self, ev: Any) -> list[bytes]:
+        return []
+
+    async def done(self, done: Done) -> list[bytes]:
+        return []
+
+    async def error(self, err: PolyError) -> list[bytes]:
+        return [self.family.stream_error(err)]
+
+    async def exhausted(self) -> list[bytes]:
+        return await self.error(ModelError("the stream ended before it was done"))
+
+    def closing(self) -> list[bytes]:
+        return []
+
+    def gone(self) -> None:
+        pass
 
 
 class GenerationStream(StreamingResponse):
@@ -40,67 +86,51 @@ class GenerationStream(StreamingResponse):
                 await self._events.aclose()
 
 
-async def sse_body(first: Event, events: AsyncGenerator[Event, None], on_close) -> AsyncIterator[bytes]:
-    """Frame events as SSE, with keep-alive comments while the model is quiet.
+def respond(events: AsyncIterator, framer: Framer, release: Callable[[], None] = lambda: None) -> GenerationStream:
+    """The streamed response of ``events`` (after its first, accepted event), written by ``framer``."""
+    return GenerationStream(frames(events, framer, release), events=events, release=release,
+                            media_type=framer.media_type, headers=HEADERS)
 
-    A separate task pulls from ``events``; when the client goes away this body is
-    cancelled, and cancelling that task closes the stream down to the model.
-    """
-    queue: asyncio.Queue = asyncio.Queue()
-    pump = asyncio.create_task(_pump(events, queue))
-    ev: Any = first
-    call: dict | None = None  # a task's tool call being written; sent whole
+
+async def frames(events: AsyncIterator, framer: Framer, on_close: Callable[[], None]) -> AsyncIterator[bytes]:
+    """The bytes of the stream. One ``anext`` is pending at a time, so a slow client
+    slows the model (no queue grows) and a keep-alive never cancels a read."""
+    pending: asyncio.Future | None = None
+    ended = False
     try:
-        while True:
-            try:
-                ev = await asyncio.wait_for(queue.get(), KEEP_ALIVE_S)
-            except TimeoutError:
-                yield sse.KEEP_ALIVE
+        for frame in framer.opening():
+            yield frame
+        while not ended:
+            pending = pending or asyncio.ensure_future(anext(events, _END))
+            ready, _ = await asyncio.wait({pending}, timeout=KEEP_ALIVE_S if framer.keep_alive else None)
+            if not ready:
+                yield framer.keep_alive
                 continue
-            if isinstance(ev, Chunk) and ev.text:
-                yield sse.event(ev.text)
-            elif isinstance(ev, ToolCallDelta):
-                if ev.id and call:
-                    yield _tool_call_event(call)
-                if ev.id:
-                    call = {"id": ev.id, "name": ev.name, "arguments": ev.arguments}
+            read, pending = pending, None
+            try:
+                ev = read.result()
+                if ev is _END:
+                    out, ended = await framer.exhausted(), True
+                elif isinstance(ev, Done):
+                    out, ended = await framer.done(ev), True
                 else:
-                    call["arguments"] += ev.arguments
-            elif isinstance(ev, Done):
-                if call and ev.finish_reason != "length":
-                    yield _tool_call_event(call)
-                yield sse.json_event("done", ev.to_dict())
-                return
-            elif isinstance(ev, PolyError):
-                yield sse.json_event("error", ev.to_body()["error"])
-                return
-            elif isinstance(ev, BaseException):
-                log.error("stream failed: %r", ev)
-                yield sse.json_event("error", {"code": "internal_error", "message": "internal server error"})
-                return
-            elif ev is _END:
-                yield sse.json_event("error", {"code": "model_error", "message": "the stream ended before it was done"})
-                return
+                    out = framer.event(ev)
+            except Exception as err:
+                out, ended = await framer.error(_as_poly(err)), True
+            for frame in out:
+                yield frame
+        for frame in framer.closing():
+            yield frame
     finally:
-        pump.cancel()
+        if pending is not None:
+            pending.cancel()
         on_close()
+        if not ended:
+            framer.gone()
 
 
-_END = object()
-
-
-def _tool_call_event(call: dict) -> bytes:
-    return sse.json_event("tool_call", {**call, "arguments": json.loads(call["arguments"])})
-
-
-async def _pump(events: AsyncGenerator[Event, None], queue: asyncio.Queue) -> None:
-    try:
-        async for ev in events:
-            queue.put_nowait(ev)
-        queue.put_nowait(_END)
-    except asyncio.CancelledError:
-        raise
-    except Exception as e:
-        queue.put_nowait(e)
-    finally:
-        await events.aclose()
+def _as_poly(err: Exception) -> PolyError:
+    if isinstance(err, PolyError):
+        return err
+    log.error("a stream failed", exc_info=err)
+    return PolyError("internal server error")

@@ -55,6 +55,7 @@ async def test_quiet_stream_sends_keep_alive_comments(monkeypatch):
     monkeypatch.setattr(streaming, "KEEP_ALIVE_S", 0.02)
     client, model = make_client()
     pending = asyncio.create_task(client.get("/v1/task/echo/live", params={"prompt": "WAIT here"}))
+    await model.waiting.wait()
     await asyncio.sleep(0.2)
     model.gate.set()
     body = (await pending).text

@@ -8,23 +8,27 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
 from poly_ray.api.auth import Access, Principal, check_target, owner_of
+from poly_ray.api.family import OPENAI, attach
 from poly_ray.api.limits import StreamLimits
 from poly_ray.api.openapi import AUTHORIZED, GENERATES, SSE, WITH_BODY, doc
 from poly_ray.api.parsing import parse_params
 from poly_ray.api.responses.routes import state_of
+from poly_ray.api.streaming import respond
 from poly_ray.errors import BadRequest, NotFound
 
 from . import protocol as p
 from .protocol import ACTIVE, ASSISTANT, MESSAGE, RUN, STEP, THREAD
-from .runs import Runs
+from .runs import Framer, Runs
 
 POLL = {"openai-poll-after-ms": "200"}  # create_and_poll's interval (its default is a second)
 
 
 def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None:
+    router = OPENAI.router()
+
     def store():
         return state_of(backend)
 
@@ -66,24 +70,24 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None
 
     # -- assistants
 
-    @app.post("/v1/assistants", openapi_extra=doc(family="openai", body=p.AssistantCreate, errors=WITH_BODY))
+    @router.post("/v1/assistants", openapi_extra=doc(body=p.AssistantCreate, errors=WITH_BODY))
     async def create_assistant(request: Request):
         who, owner = caller(request)
         body = await parse_params(request, p.AssistantCreate)
         await check_assistant(who, body)
         return await store().create(owner, ASSISTANT, p.assistant_object(body))
 
-    @app.get("/v1/assistants", openapi_extra=doc(family="openai", query=p.ListQuery, errors=AUTHORIZED))
+    @router.get("/v1/assistants", openapi_extra=doc(query=p.ListQuery, errors=AUTHORIZED))
     async def list_assistants(request: Request):
         _, owner = caller(request)
         query = await parse_params(request, p.ListQuery)
         return await store().list(owner, ASSISTANT, **query.page())
 
-    @app.get("/v1/assistants/{aid}", openapi_extra=doc(family="openai", errors=AUTHORIZED))
+    @router.get("/v1/assistants/{aid}", openapi_extra=doc(errors=AUTHORIZED))
     async def retrieve_assistant(request: Request, aid: str):
         return await store().get(caller(request)[1], ASSISTANT, aid)
 
-    @app.post("/v1/assistants/{aid}", openapi_extra=doc(family="openai", body=p.AssistantUpdate, errors=WITH_BODY))
+    @router.post("/v1/assistants/{aid}", openapi_extra=doc(body=p.AssistantUpdate, errors=WITH_BODY))
     async def update_assistant(request: Request, aid: str):
         who, owner = caller(request)
         body = await parse_params(request, p.AssistantUpdate)
@@ -91,15 +95,15 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None
         await check_assistant(who, body)
         return await store().update(owner, ASSISTANT, aid, body.model_dump(exclude_unset=True))
 
-    @app.delete("/v1/assistants/{aid}", openapi_extra=doc(family="openai", errors=AUTHORIZED))
+    @router.delete("/v1/assistants/{aid}", openapi_extra=doc(errors=AUTHORIZED))
     async def delete_assistant(request: Request, aid: str):
         await store().delete(caller(request)[1], ASSISTANT, aid)
         return p.deleted(aid, "assistant")
 
     # -- threads and messages (POST /v1/threads/runs before /v1/threads/{tid} matches it)
 
-    @app.post("/v1/threads/runs", openapi_extra=doc(
-        family="openai", body=p.ThreadAndRunCreate, streams=SSE, errors=GENERATES))
+    @router.post("/v1/threads/runs", openapi_extra=doc(
+        body=p.ThreadAndRunCreate, streams=SSE, errors=GENERATES))
     async def create_thread_and_run(request: Request):
         who, owner = caller(request)
         body = await parse_params(request, p.ThreadAndRunCreate)
@@ -120,16 +124,16 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None
             await store().create(owner, MESSAGE, message, parent=thread["id"])
         return thread
 
-    @app.post("/v1/threads", openapi_extra=doc(family="openai", body=p.ThreadCreate, errors=WITH_BODY))
+    @router.post("/v1/threads", openapi_extra=doc(body=p.ThreadCreate, errors=WITH_BODY))
     async def create_thread(request: Request):
         _, owner = caller(request)
         return await new_thread(owner, await parse_params(request, p.ThreadCreate))
 
-    @app.get("/v1/threads/{tid}", openapi_extra=doc(family="openai", errors=AUTHORIZED))
+    @router.get("/v1/threads/{tid}", openapi_extra=doc(errors=AUTHORIZED))
     async def retrieve_thread(request: Request, tid: str):
         return await store().get(caller(request)[1], THREAD, tid)
 
-    @app.post("/v1/threads/{tid}", openapi_extra=doc(family="openai", body=p.ThreadUpdate, errors=WITH_BODY))
+    @router.post("/v1/threads/{tid}", openapi_extra=doc(body=p.ThreadUpdate, errors=WITH_BODY))
     async def update_thread(request: Request, tid: str):
         _, owner = caller(request)
         body = await parse_params(request, p.ThreadUpdate)
@@ -137,19 +141,19 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None
         await check_resources(body.tool_resources)
         return await store().update(owner, THREAD, tid, body.model_dump(exclude_unset=True))
 
-    @app.delete("/v1/threads/{tid}", openapi_extra=doc(family="openai", errors=AUTHORIZED))
+    @router.delete("/v1/threads/{tid}", openapi_extra=doc(errors=AUTHORIZED))
     async def delete_thread(request: Request, tid: str):
         await store().delete(caller(request)[1], THREAD, tid)  # its messages, runs and steps with it
         return p.deleted(tid, "thread")
 
-    @app.post("/v1/threads/{tid}/messages", openapi_extra=doc(family="openai", body=p.MessageCreate, errors=WITH_BODY))
+    @router.post("/v1/threads/{tid}/messages", openapi_extra=doc(body=p.MessageCreate, errors=WITH_BODY))
     async def create_message(request: Request, tid: str):
         _, owner = caller(request)
         body = await parse_params(request, p.MessageCreate)
         await store().get(owner, THREAD, tid)
         return await store().create(owner, MESSAGE, p.new_message(tid, body, ""), parent=tid)
 
-    @app.get("/v1/threads/{tid}/messages", openapi_extra=doc(family="openai", query=p.ListQuery, errors=AUTHORIZED))
+    @router.get("/v1/threads/{tid}/messages", openapi_extra=doc(query=p.ListQuery, errors=AUTHORIZED))
     async def list_messages(request: Request, tid: str):
         _, owner = caller(request)
         query = await parse_params(request, p.ListQuery)
@@ -159,19 +163,19 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None
             page["data"] = [m for m in page["data"] if m.get("run_id") == query.run_id]
         return page
 
-    @app.get("/v1/threads/{tid}/messages/{mid}", openapi_extra=doc(family="openai", errors=AUTHORIZED))
+    @router.get("/v1/threads/{tid}/messages/{mid}", openapi_extra=doc(errors=AUTHORIZED))
     async def retrieve_message(request: Request, tid: str, mid: str):
         return await child(caller(request)[1], MESSAGE, mid, tid)
 
-    @app.post("/v1/threads/{tid}/messages/{mid}", openapi_extra=doc(
-        family="openai", body=p.MessageUpdate, errors=WITH_BODY))
+    @router.post("/v1/threads/{tid}/messages/{mid}", openapi_extra=doc(
+        body=p.MessageUpdate, errors=WITH_BODY))
     async def update_message(request: Request, tid: str, mid: str):
         _, owner = caller(request)
         body = await parse_params(request, p.MessageUpdate)
         await child(owner, MESSAGE, mid, tid)
         return await store().update(owner, MESSAGE, mid, {"metadata": body.metadata or {}})
 
-    @app.delete("/v1/threads/{tid}/messages/{mid}", openapi_extra=doc(family="openai", errors=AUTHORIZED))
+    @router.delete("/v1/threads/{tid}/messages/{mid}", openapi_extra=doc(errors=AUTHORIZED))
     async def delete_message(request: Request, tid: str, mid: str):
         _, owner = caller(request)
         await child(owner, MESSAGE, mid, tid)
@@ -201,58 +205,58 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None
     def answer(run: dict, events):
         if events is None:
             return JSONResponse(run, headers=POLL)
-        return StreamingResponse(events, media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return respond(events, Framer())  # the run keeps its place in the background
 
-    @app.post("/v1/threads/{tid}/runs", openapi_extra=doc(
-        family="openai", body=p.RunCreate, streams=SSE, errors=GENERATES))
+    @router.post("/v1/threads/{tid}/runs", openapi_extra=doc(
+        body=p.RunCreate, streams=SSE, errors=GENERATES))
     async def create_run(request: Request, tid: str):
         who, owner = caller(request)
         body = await parse_params(request, p.RunCreate)
         await store().get(owner, THREAD, tid)
         return await start_run(who, owner, tid, body, [])
 
-    @app.get("/v1/threads/{tid}/runs", openapi_extra=doc(family="openai", query=p.ListQuery, errors=AUTHORIZED))
+    @router.get("/v1/threads/{tid}/runs", openapi_extra=doc(query=p.ListQuery, errors=AUTHORIZED))
     async def list_runs(request: Request, tid: str):
         _, owner = caller(request)
         query = await parse_params(request, p.ListQuery)
         await store().get(owner, THREAD, tid)
         return await store().list(owner, RUN, parent=tid, **query.page())
 
-    @app.get("/v1/threads/{tid}/runs/{rid}", openapi_extra=doc(family="openai", errors=AUTHORIZED))
+    @router.get("/v1/threads/{tid}/runs/{rid}", openapi_extra=doc(errors=AUTHORIZED))
     async def retrieve_run(request: Request, tid: str, rid: str):
         return JSONResponse(await child(caller(request)[1], RUN, rid, tid), headers=POLL)
 
-    @app.post("/v1/threads/{tid}/runs/{rid}", openapi_extra=doc(family="openai", body=p.MessageUpdate, errors=WITH_BODY))
+    @router.post("/v1/threads/{tid}/runs/{rid}", openapi_extra=doc(body=p.MessageUpdate, errors=WITH_BODY))
     async def update_run(request: Request, tid: str, rid: str):
         _, owner = caller(request)
         body = await parse_params(request, p.MessageUpdate)
         await child(owner, RUN, rid, tid)
         return await store().update(owner, RUN, rid, {"metadata": body.metadata or {}})
 
-    @app.post("/v1/threads/{tid}/runs/{rid}/cancel", openapi_extra=doc(family="openai", errors=AUTHORIZED))
+    @router.post("/v1/threads/{tid}/runs/{rid}/cancel", openapi_extra=doc(errors=AUTHORIZED))
     async def cancel_run(request: Request, tid: str, rid: str):
         _, owner = caller(request)
         return await runs.cancel(owner, await child(owner, RUN, rid, tid))
 
-    @app.post("/v1/threads/{tid}/runs/{rid}/submit_tool_outputs", openapi_extra=doc(
-        family="openai", body=p.SubmitToolOutputs, streams=SSE, errors=GENERATES))
+    @router.post("/v1/threads/{tid}/runs/{rid}/submit_tool_outputs", openapi_extra=doc(
+        body=p.SubmitToolOutputs, streams=SSE, errors=GENERATES))
     async def submit_tool_outputs(request: Request, tid: str, rid: str):
         who, owner = caller(request)
         body = await parse_params(request, p.SubmitToolOutputs)
         run = await runs.submit(owner, await child(owner, RUN, rid, tid), body.tool_outputs)
         return answer(run, runs.start(owner, who.credential, run, [("thread.run.queued", run)], body.stream))
 
-    @app.get("/v1/threads/{tid}/runs/{rid}/steps", openapi_extra=doc(
-        family="openai", query=p.ListQuery, errors=AUTHORIZED))
+    @router.get("/v1/threads/{tid}/runs/{rid}/steps", openapi_extra=doc(
+        query=p.ListQuery, errors=AUTHORIZED))
     async def list_steps(request: Request, tid: str, rid: str):
         _, owner = caller(request)
         query = await parse_params(request, p.ListQuery)
         await child(owner, RUN, rid, tid)
         return await store().list(owner, STEP, parent=rid, **query.page())
 
-    @app.get("/v1/threads/{tid}/runs/{rid}/steps/{sid}", openapi_extra=doc(family="openai", errors=AUTHORIZED))
+    @router.get("/v1/threads/{tid}/runs/{rid}/steps/{sid}", openapi_extra=doc(errors=AUTHORIZED))
     async def retrieve_step(request: Request, tid: str, rid: str, sid: str):
         _, owner = caller(request)
         await child(owner, RUN, rid, tid)
         return await child(owner, STEP, sid, rid)
+    attach(app, router)

@@ -17,7 +17,8 @@ import logging
 from collections.abc import AsyncIterator
 
 from poly_ray import tools as tool_calls
-from poly_ray.api import sse
+from poly_ray.api import sse, streaming
+from poly_ray.api.family import OPENAI
 from poly_ray.api.responses.run import keep, watch
 from poly_ray.errors import BadRequest, PolyError
 from poly_ray.generation import Chunk, Done, ToolCallDelta
@@ -46,7 +47,7 @@ class Runs:
         return run
 
     def start(self, owner: str, credential: str, run: dict, first: list[tuple[str, dict]],
-              stream: bool) -> AsyncIterator[bytes] | None:
+              stream: bool) -> AsyncIterator[tuple[str, dict]] | None:
         """Run it in the background; with ``stream``, the SSE events as they come
         (``first``: the events that announce it), else None (the client polls)."""
         queue: asyncio.Queue | None = asyncio.Queue() if stream else None
@@ -246,7 +247,19 @@ def _add_usage(before: dict | None, done: Done) -> dict:
                    before["prompt_tokens_details"]["cached_tokens"] + cached)
 
 
-async def _events(queue: asyncio.Queue) -> AsyncIterator[bytes]:
+async def _events(queue: asyncio.Queue) -> AsyncIterator[tuple[str, dict]]:
     while (item := await queue.get()) is not None:
-        yield sse.json_event(*item)
-    yield b"event: done\ndata: [DONE]\n\n"
+        yield item
+
+
+class Framer(streaming.Framer):
+    """A run's stored events as they come; the run's own last event (completed, failed,
+    requires_action, …) says how it ended, so the stream ends with ``done`` when they do."""
+
+    family = OPENAI
+
+    def event(self, item: tuple[str, dict]) -> list[bytes]:
+        return [sse.json_event(*item)]
+
+    async def exhausted(self) -> list[bytes]:
+        return [b"event: done\ndata: [DONE]\n\n"]

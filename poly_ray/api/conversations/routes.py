@@ -11,9 +11,11 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from poly_ray.api.auth import Access, owner_of
+from poly_ray.api.family import OPENAI, attach
 from poly_ray.api.openapi import AUTHORIZED, WITH_BODY, doc
 from poly_ray.api.parsing import parse_params
-from poly_ray.api.responses.routes import CONVERSATION, ITEM, ItemsQuery, append, state_of
+from poly_ray.api.responses.routes import CONVERSATION, ITEM, ItemsQuery, state_of
+from poly_ray.api.responses.run import append
 from poly_ray.errors import NotFound
 
 from . import protocol
@@ -45,6 +47,8 @@ def _list(items: list[dict]) -> dict:
 
 
 def register(app: FastAPI, backend, access: Access) -> None:
+    router = OPENAI.router()
+
     async def item_of(request: Request, cid: str, iid: str) -> tuple[Any, str, dict]:
         owner = owner_of(access.principal(request))
         state = state_of(backend)
@@ -54,7 +58,7 @@ def register(app: FastAPI, backend, access: Access) -> None:
             raise NotFound(f"No item found with id '{iid}'.")
         return state, owner, item
 
-    @app.post("/v1/conversations", openapi_extra=doc(family="openai", body=ConversationCreate, errors=WITH_BODY))
+    @router.post("/v1/conversations", openapi_extra=doc(body=ConversationCreate, errors=WITH_BODY))
     async def create(request: Request):
         owner = owner_of(access.principal(request))
         body = await parse_params(request, ConversationCreate)
@@ -65,22 +69,22 @@ def register(app: FastAPI, backend, access: Access) -> None:
         await append(state, owner, conversation["id"], items)
         return conversation
 
-    @app.get("/v1/conversations/{cid}", openapi_extra=doc(family="openai", errors=AUTHORIZED))
+    @router.get("/v1/conversations/{cid}", openapi_extra=doc(errors=AUTHORIZED))
     async def retrieve(request: Request, cid: str):
         return await state_of(backend).get(owner_of(access.principal(request)), CONVERSATION, cid)
 
-    @app.post("/v1/conversations/{cid}", openapi_extra=doc(family="openai", body=ConversationUpdate, errors=WITH_BODY))
+    @router.post("/v1/conversations/{cid}", openapi_extra=doc(body=ConversationUpdate, errors=WITH_BODY))
     async def update(request: Request, cid: str):
         owner = owner_of(access.principal(request))
         body = await parse_params(request, ConversationUpdate)
         return await state_of(backend).update(owner, CONVERSATION, cid, {"metadata": protocol.metadata(body.metadata)})
 
-    @app.delete("/v1/conversations/{cid}", openapi_extra=doc(family="openai", errors=AUTHORIZED))
+    @router.delete("/v1/conversations/{cid}", openapi_extra=doc(errors=AUTHORIZED))
     async def delete(request: Request, cid: str):
         await state_of(backend).delete(owner_of(access.principal(request)), CONVERSATION, cid)  # items with it
         return protocol.deleted(cid)
 
-    @app.get("/v1/conversations/{cid}/items", openapi_extra=doc(family="openai", query=ItemsQuery, errors=AUTHORIZED))
+    @router.get("/v1/conversations/{cid}/items", openapi_extra=doc(query=ItemsQuery, errors=AUTHORIZED))
     async def list_items(request: Request, cid: str):
         owner = owner_of(access.principal(request))
         query = await parse_params(request, ItemsQuery)
@@ -88,7 +92,7 @@ def register(app: FastAPI, backend, access: Access) -> None:
         await state.get(owner, CONVERSATION, cid)
         return await state.list(owner, ITEM, parent=cid, limit=query.limit, after=query.after, order=query.order)
 
-    @app.post("/v1/conversations/{cid}/items", openapi_extra=doc(family="openai", body=ItemsCreate, errors=WITH_BODY))
+    @router.post("/v1/conversations/{cid}/items", openapi_extra=doc(body=ItemsCreate, errors=WITH_BODY))
     async def add_items(request: Request, cid: str):
         owner = owner_of(access.principal(request))
         body = await parse_params(request, ItemsCreate)
@@ -97,13 +101,14 @@ def register(app: FastAPI, backend, access: Access) -> None:
         await state.get(owner, CONVERSATION, cid)
         return _list(await append(state, owner, cid, items))
 
-    @app.get("/v1/conversations/{cid}/items/{iid}", openapi_extra=doc(family="openai", errors=AUTHORIZED))
+    @router.get("/v1/conversations/{cid}/items/{iid}", openapi_extra=doc(errors=AUTHORIZED))
     async def retrieve_item(request: Request, cid: str, iid: str):
         _, _, item = await item_of(request, cid, iid)
         return item
 
-    @app.delete("/v1/conversations/{cid}/items/{iid}", openapi_extra=doc(family="openai", errors=AUTHORIZED))
+    @router.delete("/v1/conversations/{cid}/items/{iid}", openapi_extra=doc(errors=AUTHORIZED))
     async def delete_item(request: Request, cid: str, iid: str):
         state, owner, _ = await item_of(request, cid, iid)
         await state.delete(owner, ITEM, iid)
         return await state.get(owner, CONVERSATION, cid)  # OpenAI answers with the conversation
+    attach(app, router)

@@ -13,6 +13,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from poly_ray.api.auth import Access
+from poly_ray.api.family import POLY, attach
 from poly_ray.api.openapi import WITH_BODY, doc
 from poly_ray.api.parsing import parse_params, read_body
 from poly_ray.errors import BadRequest, NotFound, PayloadTooLarge
@@ -49,19 +50,21 @@ INGEST_BODY = {
 
 
 def register(app: FastAPI, memories, access: Access) -> None:
+    router = POLY.router()
+
     def backend():
         if memories is None:
             raise NotFound("no memory is configured")
         return memories
 
-    @app.get("/v1/memory", openapi_extra=doc(ok=MemoryList))
+    @router.get("/v1/memory", openapi_extra=doc(ok=MemoryList))
     async def list_memories(request: Request):
         who = access.principal(request)
         names = await backend().names() if memories is not None else {}
         return {"memories": [m for m in names if who.allows("memory", m)]}
 
-    @app.get("/v1/memory/{memory}", name="recall_get", openapi_extra=doc(query=RecallParams, ok=Recall))
-    @app.post("/v1/memory/{memory}", openapi_extra=doc(body=RecallParams, ok=Recall, errors=WITH_BODY))
+    @router.get("/v1/memory/{memory}", name="recall_get", openapi_extra=doc(query=RecallParams, ok=Recall))
+    @router.post("/v1/memory/{memory}", openapi_extra=doc(body=RecallParams, ok=Recall, errors=WITH_BODY))
     async def recall(memory: str, request: Request):
         who = await access.authorize(request, "memory", memory)
         params = await parse_params(request, RecallParams)
@@ -77,7 +80,7 @@ def register(app: FastAPI, memories, access: Access) -> None:
         texts = [c["text"] for c in chunks]
         return {"chunks": texts, "memories": texts, "results": chunks}
 
-    @app.put(
+    @router.put(
         "/v1/memory/{memory}", openapi_extra=doc(ok=Stored, accepted=JobStarted, errors=INGEST_ERRORS) | INGEST_BODY
     )
     async def ingest(memory: str, request: Request, wait: bool = True):
@@ -86,25 +89,26 @@ def register(app: FastAPI, memories, access: Access) -> None:
         result = await backend().ingest(memory, uploads, wait=wait, owner=who.credential)
         return JSONResponse(result, status_code=200 if wait else 202)
 
-    @app.get("/v1/memory/{memory}/jobs/{job}", openapi_extra=doc(ok=JobState))
+    @router.get("/v1/memory/{memory}/jobs/{job}", openapi_extra=doc(ok=JobState))
     async def job(memory: str, job: str, request: Request):
         await access.authorize(request, "memory", memory)
         return await backend().job(memory, job)
 
-    @app.get("/v1/memory/{memory}/documents", openapi_extra=doc(ok=Documents))
+    @router.get("/v1/memory/{memory}/documents", openapi_extra=doc(ok=Documents))
     async def documents(memory: str, request: Request):
         who = await access.authorize(request, "memory", memory)
         return {"documents": await backend().documents(memory, owner=who.credential), **await backend().info(memory)}
 
-    @app.delete("/v1/memory/{memory}/documents/{document}", openapi_extra=doc(ok=Deleted))
+    @router.delete("/v1/memory/{memory}/documents/{document}", openapi_extra=doc(ok=Deleted))
     async def delete_document(memory: str, document: str, request: Request):
         await access.authorize(request, "memory", memory, write=True)
         return await backend().delete(memory, document)
 
-    @app.delete("/v1/memory/{memory}", openapi_extra=doc(ok=Cleared))
+    @router.delete("/v1/memory/{memory}", openapi_extra=doc(ok=Cleared))
     async def clear(memory: str, request: Request):
         await access.authorize(request, "memory", memory, write=True)
         return await backend().clear(memory)
+    attach(app, router)
 
 
 async def _uploads(request: Request) -> list[Upload]:

@@ -12,7 +12,6 @@ from poly_ray import grammars, tools
 from poly_ray.api.parsing import StopList
 from poly_ray.errors import BadRequest
 
-PREFIX = "/api/"
 VERSION = "0.6.0"  # the Ollama API version whose shapes these routes follow
 
 
@@ -338,7 +337,3 @@ class OllamaEmbedResponse(BaseModel):
     embeddings: list[list[float]]
     total_duration: int
     load_duration: int
-
-
-def is_ollama_path(path: str) -> bool:
-    return path.startswith(PREFIX)

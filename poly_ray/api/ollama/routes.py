@@ -16,12 +16,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from poly_ray.api.auth import Access, Principal
+from poly_ray.api.family import OLLAMA, attach
 from poly_ray.api.limits import StreamLimits
 from poly_ray.api.openapi import GENERATES, NDJSON, PLAIN, WITH_BODY, doc, ref
-from poly_ray.config import Config
 from poly_ray.api.parsing import overrides_off_loop, parse_params
-from poly_ray.api.streaming import GenerationStream
-from poly_ray.errors import NotFound, PolyError
+from poly_ray.api.streaming import Framer, respond
+from poly_ray.config import Config
+from poly_ray.errors import NotFound
 from poly_ray.generation import Chunk, Done, ToolCall, ToolCallDelta, gather_calls
 
 from . import pull as pulling
@@ -53,6 +54,8 @@ def _now() -> str:
 
 
 def register(app: FastAPI, backend, access: Access, slots: StreamLimits, config: Config) -> None:
+    router = OLLAMA.router()
+
     async def target(who: Principal, name: str) -> dict:
         """The task or model ``name`` may be used by the caller; what it is."""
         tasks, models = await backend.tasks(), await backend.models()
@@ -64,18 +67,18 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits, config:
             return {"kind": "model", **models[name]}
         raise NotFound(f"model '{name}' not found")
 
-    @app.get("/api/version", openapi_extra=doc(family="ollama", ok=OllamaVersion, errors=PLAIN))
+    @router.get("/api/version", openapi_extra=doc(ok=OllamaVersion, errors=PLAIN))
     async def version():
         return {"version": VERSION}
 
-    @app.get("/api/tags", openapi_extra=doc(family="ollama", ok=OllamaTags))
+    @router.get("/api/tags", openapi_extra=doc(ok=OllamaTags))
     async def tags(request: Request):
         who = access.principal(request)
         tasks, models = await backend.tasks(), await backend.models()
         names = [n for n in tasks if who.allows("task", n)] + [n for n in models if who.allows("model", n)]
         return {"models": [_model_entry(n) for n in names]}
 
-    @app.post("/api/show", openapi_extra=doc(family="ollama", body=ShowBody, ok=OllamaShow, errors=WITH_BODY))
+    @router.post("/api/show", openapi_extra=doc(body=ShowBody, ok=OllamaShow, errors=WITH_BODY))
     async def show(request: Request):
         who = access.principal(request)
         body = await parse_params(request, ShowBody)
@@ -85,7 +88,7 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits, config:
         return {"modelfile": "", "parameters": params, "template": "", "details": details,
                 "model_info": info, "capabilities": ["completion", "embedding"]}
 
-    @app.get("/api/ps", openapi_extra=doc(family="ollama", ok=OllamaPs))
+    @router.get("/api/ps", openapi_extra=doc(ok=OllamaPs))
     async def ps(request: Request):
         """The tasks and models the caller may use whose model has a replica that answers (is loaded)."""
         who = access.principal(request)
@@ -96,7 +99,7 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits, config:
         return {"models": [{**_model_entry(n), "expires_at": NEVER, "size_vram": 0,
                             "context_length": models[m]["context_size"]} for n, m in running if loaded.get(m)]}
 
-    @app.post("/api/pull", openapi_extra=doc(family="ollama", body=PullBody, ok=OllamaProgress, streams=NDJSON,
+    @router.post("/api/pull", openapi_extra=doc(body=PullBody, ok=OllamaProgress, streams=NDJSON,
                                              errors=(*WITH_BODY, 502)))
     async def pull(request: Request):
         who = access.principal(request)
@@ -120,8 +123,8 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits, config:
         reason = "unload" if body.unloads else "load"
         return JSONResponse({"model": body.model, "created_at": _now(), **payload, "done": True, "done_reason": reason})
 
-    @app.post("/api/generate", openapi_extra=doc(
-        family="ollama", body=GenerateBody, ok={"anyOf": [ref(OllamaGenerateResponse), ref(OllamaLoaded)]},
+    @router.post("/api/generate", openapi_extra=doc(
+        body=GenerateBody, ok={"anyOf": [ref(OllamaGenerateResponse), ref(OllamaLoaded)]},
         streams=NDJSON, errors=GENERATES))
     async def generate(request: Request):
         who = access.principal(request)
@@ -136,8 +139,8 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits, config:
             events = backend.stream_target(body.model, body.prompt, None, await overrides_off_loop(request.app, body))
         return await _respond(body, events, slots, who.credential, lambda text: {"response": text})
 
-    @app.post("/api/chat", openapi_extra=doc(
-        family="ollama", body=ChatBody, ok={"anyOf": [ref(OllamaChatResponse), ref(OllamaLoaded)]},
+    @router.post("/api/chat", openapi_extra=doc(
+        body=ChatBody, ok={"anyOf": [ref(OllamaChatResponse), ref(OllamaLoaded)]},
         streams=NDJSON, errors=GENERATES))
     async def chat(request: Request):
         who = access.principal(request)
@@ -148,7 +151,7 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits, config:
         events = backend.stream_target(body.model, None, body.conversation(), await overrides_off_loop(request.app, body))
         return await _respond(body, events, slots, who.credential, _chat_message)
 
-    @app.post("/api/embed", openapi_extra=doc(family="ollama", body=EmbedBody, ok=OllamaEmbedResponse, errors=WITH_BODY))
+    @router.post("/api/embed", openapi_extra=doc(body=EmbedBody, ok=OllamaEmbedResponse, errors=WITH_BODY))
     async def embed(request: Request):
         access.principal(request)  # 401 before looking at the body
         body = await parse_params(request, EmbedBody)
@@ -158,6 +161,7 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits, config:
         vectors = await backend.embed(body.model, texts)
         return {"model": body.model, "embeddings": vectors, "total_duration": time.perf_counter_ns() - start,
                 "load_duration": 0}
+    attach(app, router)
 
 
 def _chat_message(text: str, calls: list[ToolCall] = ()) -> dict:
@@ -201,37 +205,43 @@ async def _respond(body: GenerationBody, events, slots: StreamLimits, credential
             return JSONResponse({**final(done, text), **payload(text, calls)})
         return JSONResponse(final(done, text))
 
-    async def lines():
-        def line(obj) -> bytes:
-            return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+    return respond(events, _Framer(body.model, payload, final), release)
 
-        def partial(text: str, calls: list[ToolCall] | None = None) -> bytes:
-            shown = payload(text, calls) if calls else payload(text)
-            return line({"model": body.model, "created_at": _now(), **shown, "done": False})
 
-        call: ToolCall | None = None  # the call being written: Ollama streams whole calls
-        try:
-            async for ev in events:
-                if isinstance(ev, Chunk) and ev.text:
-                    yield partial(ev.text)
-                elif isinstance(ev, ToolCallDelta):
-                    if ev.id:
-                        if call:
-                            yield partial("", [call])
-                        call = ToolCall(ev.id, ev.name, ev.arguments)
-                    else:
-                        call = ToolCall(call.id, call.name, call.arguments + ev.arguments)
-                elif isinstance(ev, Done):
-                    if call and ev.finish_reason != "length":
-                        yield partial("", [call])
-                    yield line(final(ev))
-                    return
-        except PolyError as e:
-            yield line({"error": e.message})
-        except Exception:
-            yield line({"error": "internal server error"})
-        finally:
-            release()
-            await events.aclose()
+class _Framer(Framer):
+    """NDJSON lines: text as it comes, each tool call whole (Ollama does not stream
+    a call's arguments), then the final line with ``done: true`` and the timings."""
 
-    return GenerationStream(lines(), events=events, release=release, media_type="application/x-ndjson")
+    family, media_type, keep_alive = OLLAMA, "application/x-ndjson", None
+
+    def __init__(self, model: str, payload, final):
+        self.model, self.payload, self.final = model, payload, final
+        self.call: ToolCall | None = None  # the call being written
+
+    def event(self, ev) -> list[bytes]:
+        if isinstance(ev, Chunk) and ev.text:
+            return [self._partial(ev.text)]
+        if isinstance(ev, ToolCallDelta):
+            out = self._flush() if ev.id else []
+            if ev.id:
+                self.call = ToolCall(ev.id, ev.name, ev.arguments)
+            else:
+                self.call = ToolCall(self.call.id, self.call.name, self.call.arguments + ev.arguments)
+            return out
+        return []
+
+    async def done(self, done: Done) -> list[bytes]:
+        calls = self._flush() if done.finish_reason != "length" else []
+        return [*calls, _line(self.final(done))]
+
+    def _flush(self) -> list[bytes]:
+        return [self._partial("", [self.call])] if self.call else []
+
+    def _partial(self, text: str, calls: list[ToolCall] | None = None) -> bytes:
+        shown = self.payload(text, calls) if calls else self.payload(text)
+        return _line({"model": self.model, "created_at": _now(), **shown, "done": False})
+
+
+def _line(obj) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+

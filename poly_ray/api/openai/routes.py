@@ -10,22 +10,21 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import logging
 import struct
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from poly_ray.api.auth import Access, check_target
+from poly_ray.api.family import OPENAI, attach
 from poly_ray.api.limits import StreamLimits
 from poly_ray.api.openapi import GENERATES, SSE, WITH_BODY, doc
 from poly_ray.api.parsing import overrides_off_loop, parse_params
-from poly_ray.api.streaming import GenerationStream
+from poly_ray.api.streaming import Framer, respond
 from poly_ray.api.vectors import shorten
-from poly_ray.errors import PolyError
 from poly_ray.generation import Chunk, Done, Event, TokenLogprob, ToolCall, ToolCallDelta, gather_calls
 
 from .protocol import (
@@ -38,26 +37,11 @@ from .protocol import (
     ModelPage,
 )
 
-PATHS = ("/v1/models", "/v1/completions", "/v1/chat/completions", "/v1/embeddings", "/v1/responses",
-         "/v1/conversations", "/v1/assistants", "/v1/threads")
-
-_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
-          429: "rate_limit_error"}
-
-log = logging.getLogger(__name__)
-
-
-def is_openai_path(path: str) -> bool:
-    return path.startswith(PATHS)
-
-
-def error_body(status: int, code: str, message: str) -> dict:
-    kind = _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
-
 
 def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None:
-    @app.get("/v1/models", openapi_extra=doc(family="openai", ok=ModelPage))
+    router = OPENAI.router()
+
+    @router.get("/v1/models", openapi_extra=doc(ok=ModelPage))
     async def list_models(request: Request):
         who = access.principal(request)
         created = int(time.time())
@@ -68,8 +52,8 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None
             "data": [{"id": n, "object": "model", "created": created, "owned_by": "poly-ray"} for n in names],
         }
 
-    @app.post("/v1/completions", openapi_extra=doc(
-        family="openai", body=CompletionRequest, ok=CompletionResponse, streams=SSE, errors=GENERATES))
+    @router.post("/v1/completions", openapi_extra=doc(
+        body=CompletionRequest, ok=CompletionResponse, streams=SSE, errors=GENERATES))
     async def completions(request: Request):
         who = access.principal(request)
         body = await parse_params(request, CompletionRequest)
@@ -78,8 +62,8 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None
         shape = _CompletionShape(body.model, body.logprobs is not None)
         return await _respond(body, events, slots, who.credential, shape)
 
-    @app.post("/v1/chat/completions", openapi_extra=doc(
-        family="openai", body=ChatCompletionRequest, ok=ChatCompletionResponse, streams=SSE, errors=GENERATES))
+    @router.post("/v1/chat/completions", openapi_extra=doc(
+        body=ChatCompletionRequest, ok=ChatCompletionResponse, streams=SSE, errors=GENERATES))
     async def chat_completions(request: Request):
         who = access.principal(request)
         body = await parse_params(request, ChatCompletionRequest)
@@ -87,8 +71,8 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None
         events = backend.stream_target(body.model, None, body.conversation(), await overrides_off_loop(request.app, body))
         return await _respond(body, events, slots, who.credential, _ChatShape(body.model, body.logprobs))
 
-    @app.post("/v1/embeddings", openapi_extra=doc(
-        family="openai", body=EmbeddingRequest, ok=EmbeddingResponse, errors=WITH_BODY))
+    @router.post("/v1/embeddings", openapi_extra=doc(
+        body=EmbeddingRequest, ok=EmbeddingResponse, errors=WITH_BODY))
     async def embeddings(request: Request):
         access.principal(request)  # 401 before looking at the body
         body = await parse_params(request, EmbeddingRequest)
@@ -107,6 +91,7 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None
             "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
             "usage": {"prompt_tokens": (n := sum(map(len, tokens))), "total_tokens": n},
         }
+    attach(app, router)
 
 
 class _CompletionShape:
@@ -189,42 +174,41 @@ async def _respond(body, events: AsyncGenerator[Event, None], slots: StreamLimit
             release()
         return JSONResponse(shape.head([shape.choice(text, _finish(done), logprobs, calls)], usage=done.usage))
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    return GenerationStream(
-        _stream(events, shape, include_usage, release),
-        events=events,
-        release=release,
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return respond(events, _Framer(shape, include_usage), release)
 
 
-async def _stream(events, shape: _CompletionShape, include_usage: bool, on_close) -> AsyncIterator[bytes]:
-    def data(obj) -> bytes:
-        return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+class _Framer(Framer):
+    """OpenAI's chunks as ``data:`` lines: the role first (chat), text and tool-call
+    deltas, the finish reason, the usage when asked, then ``[DONE]``."""
 
-    try:
-        chunk = dict(shape.head([shape.delta(None, None, True, [])]), object=shape.chunk_object)
-        if shape.chunk_object == "chat.completion.chunk":
-            yield data(chunk)
-        async for ev in events:
-            if isinstance(ev, Chunk) and (ev.text or ev.logprobs):
-                yield data(dict(chunk, choices=[shape.delta(ev.text, None, False, list(ev.logprobs))]))
-            elif isinstance(ev, ToolCallDelta) and isinstance(shape, _ChatShape):
-                yield data(dict(chunk, choices=[shape.call_delta(ev)]))
-            elif isinstance(ev, Done):
-                yield data(dict(chunk, choices=[shape.delta(None, _finish(ev), False, [])]))
-                if include_usage:
-                    yield data(dict(chunk, choices=[], usage=ev.usage))
-                break
-    except PolyError as e:
-        yield data(error_body(e.status, e.code, e.message))
-    except Exception:
-        log.exception("a completion stream failed")
-        yield data(error_body(500, "internal_error", "internal server error"))
-    finally:
-        on_close()
-        await events.aclose()
-    yield b"data: [DONE]\n\n"
+    family = OPENAI
+
+    def __init__(self, shape: _CompletionShape, include_usage: bool):
+        self.shape, self.include_usage = shape, include_usage
+        self.chunk = dict(shape.head([shape.delta(None, None, True, [])]), object=shape.chunk_object)
+
+    def opening(self) -> list[bytes]:
+        return [_data(self.chunk)] if isinstance(self.shape, _ChatShape) else []
+
+    def event(self, ev) -> list[bytes]:
+        if isinstance(ev, Chunk) and (ev.text or ev.logprobs):
+            return [_data(dict(self.chunk, choices=[self.shape.delta(ev.text, None, False, list(ev.logprobs))]))]
+        if isinstance(ev, ToolCallDelta) and isinstance(self.shape, _ChatShape):
+            return [_data(dict(self.chunk, choices=[self.shape.call_delta(ev)]))]
+        return []
+
+    async def done(self, done: Done) -> list[bytes]:
+        out = [_data(dict(self.chunk, choices=[self.shape.delta(None, _finish(done), False, [])]))]
+        if self.include_usage:
+            out.append(_data(dict(self.chunk, choices=[], usage=done.usage)))
+        return out
+
+    def closing(self) -> list[bytes]:
+        return [b"data: [DONE]\n\n"]
+
+
+def _data(obj) -> bytes:
+    return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
 
 
 def _finish(done: Done) -> str:

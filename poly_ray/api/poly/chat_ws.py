@@ -35,6 +35,7 @@ from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
 from poly_ray.api.auth import Access, log_refusal
+from poly_ray.api.family import POLY, attach
 from poly_ray.api.limits import StreamLimits
 from poly_ray.api.parsing import describe, loads_json, overrides_off_loop
 from poly_ray.errors import BadRequest, PayloadTooLarge, PolyError, PromptTooLong
@@ -49,7 +50,9 @@ MAX_WAITING_TURNS = 4
 
 
 def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None:
-    @app.websocket("/v1/task/{task}/chat")
+    router = POLY.router()
+
+    @router.websocket("/v1/task/{task}/chat")
     async def chat(websocket: WebSocket, task: str):
         offered = websocket.scope.get("subprotocols") or []
         json_mode = JSON_SUBPROTOCOL in offered or websocket.query_params.get("protocol") == "json"
@@ -67,6 +70,7 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None
             await session.run(slots)
         finally:
             release()
+    attach(app, router)
 
 
 class _Session:

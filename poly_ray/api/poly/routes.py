@@ -4,17 +4,21 @@ tokenization), status, readiness and stats."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from poly_ray.api import sse
 from poly_ray.api.auth import Access
+from poly_ray.api.family import POLY, attach
 from poly_ray.api.limits import StreamLimits
 from poly_ray.api.openapi import GENERATES, PLAIN, SSE, WITH_BODY, doc, ref
 from poly_ray.api.parsing import overrides_off_loop, parse_params
-from poly_ray.api.streaming import GenerationStream, sse_body
+from poly_ray.api.streaming import Framer, respond
 from poly_ray.errors import PayloadTooLarge
+from poly_ray.generation import Chunk, Done, ToolCallDelta
 
 from .protocol import (
     Completion,
@@ -52,13 +56,15 @@ class _SharedReadiness:
 
 
 def register(app: FastAPI, backend, access: Access, limits: StreamLimits) -> None:
+    router = POLY.router()
+
     readiness = _SharedReadiness(backend)
 
-    @app.get("/status", openapi_extra=doc(ok=Status, errors=PLAIN))
+    @router.get("/status", openapi_extra=doc(ok=Status, errors=PLAIN))
     async def status():
         return {"status": "ok"}
 
-    @app.get("/ready", openapi_extra=_not_ready(doc(ok=Readiness, errors=PLAIN)))
+    @router.get("/ready", openapi_extra=_not_ready(doc(ok=Readiness, errors=PLAIN)))
     async def ready():
         """Readiness (``/status`` is liveness): 503 until every model, and the memories, answer."""
         waiting = [name for name, ok in (await readiness.get()).items() if not ok]
@@ -66,7 +72,7 @@ def register(app: FastAPI, backend, access: Access, limits: StreamLimits) -> Non
             return JSONResponse({"ready": False, "waiting": waiting}, status_code=503, headers={"Retry-After": "5"})
         return {"ready": True, "waiting": []}
 
-    @app.get("/v1/stats", openapi_extra=doc(ok=Stats, errors=(400, 401, 503)))
+    @router.get("/v1/stats", openapi_extra=doc(ok=Stats, errors=(400, 401, 503)))
     async def stats(request: Request):
         """Poly's stats: counts per task and each model's engine stats, of what the caller may use."""
         who = access.principal(request)
@@ -77,48 +83,42 @@ def register(app: FastAPI, backend, access: Access, limits: StreamLimits) -> Non
             "models": {m: s for m, s in stats["models"].items() if who.allows("model", m)},
         }
 
-    @app.get("/v1/task", openapi_extra=doc(ok=TaskList))
+    @router.get("/v1/task", openapi_extra=doc(ok=TaskList))
     async def list_tasks(request: Request):
         who = access.principal(request)
         return {"tasks": [t for t in await access.names("task") if who.allows("task", t)]}
 
-    @app.get("/v1/model", openapi_extra=doc(ok=ModelList))
+    @router.get("/v1/model", openapi_extra=doc(ok=ModelList))
     async def list_models(request: Request):
         who = access.principal(request)
         return {"models": [m for m in await access.names("model") if who.allows("model", m)]}
 
-    @app.get("/v1/task/{task}/completion", name="completion_get",
+    @router.get("/v1/task/{task}/completion", name="completion_get",
              openapi_extra=doc(query=CompletionParams, ok=Completion, errors=GENERATES))
-    @app.post("/v1/task/{task}/completion", openapi_extra=doc(body=CompletionParams, ok=Completion, errors=GENERATES))
+    @router.post("/v1/task/{task}/completion", openapi_extra=doc(body=CompletionParams, ok=Completion, errors=GENERATES))
     async def completion(task: str, request: Request):
         who = await access.authorize(request, "task", task)
         params = await parse_params(request, CompletionParams)
         async with limits.held(who.credential):
             return await backend.complete(task, params.prompt, await overrides_off_loop(request.app, params))
 
-    @app.get("/v1/task/{task}/live", name="live_get", openapi_extra=doc(query=CompletionParams, streams=SSE, errors=GENERATES))
-    @app.post("/v1/task/{task}/live", openapi_extra=doc(body=CompletionParams, streams=SSE, errors=GENERATES))
+    @router.get("/v1/task/{task}/live", name="live_get", openapi_extra=doc(query=CompletionParams, streams=SSE, errors=GENERATES))
+    @router.post("/v1/task/{task}/live", openapi_extra=doc(body=CompletionParams, streams=SSE, errors=GENERATES))
     async def live(task: str, request: Request):
         who = await access.authorize(request, "task", task)
         params = await parse_params(request, CompletionParams)
         events = backend.stream(task, params.prompt, await overrides_off_loop(request.app, params))
-        first, release = await limits.accepted(events, who.credential)
-        return GenerationStream(
-            sse_body(first, events, release),
-            events=events,
-            release=release,
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        _, release = await limits.accepted(events, who.credential)
+        return respond(events, _LiveFramer(), release)
 
-    @app.get("/v1/task/{task}/status", name="task_status", openapi_extra=doc(ok=Status))
+    @router.get("/v1/task/{task}/status", name="task_status", openapi_extra=doc(ok=Status))
     async def task_status(task: str, request: Request):
         """Poly's per-task check: the caller may use the task, and it exists."""
         await access.authorize(request, "task", task)
         return {"status": "ok"}
 
-    @app.get("/v1/model/{model}/embedding", name="embedding_get", openapi_extra=doc(query=EmbeddingQuery, ok=Embedding))
-    @app.post("/v1/model/{model}/embedding", openapi_extra=doc(
+    @router.get("/v1/model/{model}/embedding", name="embedding_get", openapi_extra=doc(query=EmbeddingQuery, ok=Embedding))
+    @router.post("/v1/model/{model}/embedding", openapi_extra=doc(
         body=EmbeddingBody, ok={"anyOf": [ref(Embedding), ref(Embeddings)]}, errors=WITH_BODY))
     async def embedding(model: str, request: Request):
         await access.authorize(request, "model", model)
@@ -129,8 +129,8 @@ def register(app: FastAPI, backend, access: Access, limits: StreamLimits) -> Non
             return {"embedding": vectors[0]}
         return {"embeddings": vectors}
 
-    @app.get("/v1/model/{model}/tokenization", name="tokenization_get", openapi_extra=doc(query=PromptBody, ok=Tokenization))
-    @app.post("/v1/model/{model}/tokenization", openapi_extra=doc(body=PromptBody, ok=Tokenization, errors=WITH_BODY))
+    @router.get("/v1/model/{model}/tokenization", name="tokenization_get", openapi_extra=doc(query=PromptBody, ok=Tokenization))
+    @router.post("/v1/model/{model}/tokenization", openapi_extra=doc(body=PromptBody, ok=Tokenization, errors=WITH_BODY))
     async def tokenization(model: str, request: Request):
         await access.authorize(request, "model", model)
         body = await parse_params(request, PromptBody)
@@ -139,6 +139,36 @@ def register(app: FastAPI, backend, access: Access, limits: StreamLimits) -> Non
             raise PayloadTooLarge(f"prompt: {len(body.prompt)} characters, over the limit (max_tokenize_chars) of {limit}")
         # Poly answers each token's id as "token"; "id" stays for this API's older clients.
         return {"tokens": [{"token": t["id"], **t} for t in await backend.tokenize(model, body.prompt)]}
+    attach(app, router)
+
+
+class _LiveFramer(Framer):
+    """``/live``: each piece of text a ``data:`` event, a task's tool call an
+    ``event: tool_call`` sent whole, then ``event: done`` with the stats."""
+
+    def __init__(self):
+        self.call: dict | None = None  # the tool call being written
+
+    def event(self, ev) -> list[bytes]:
+        if isinstance(ev, Chunk) and ev.text:
+            return [sse.event(ev.text)]
+        if isinstance(ev, ToolCallDelta):
+            out = self._call() if ev.id else []
+            if ev.id:
+                self.call = {"id": ev.id, "name": ev.name, "arguments": ev.arguments}
+            else:
+                self.call["arguments"] += ev.arguments
+            return out
+        return []
+
+    async def done(self, done: Done) -> list[bytes]:
+        calls = self._call() if done.finish_reason != "length" else []
+        return [*calls, sse.json_event("done", done.to_dict())]
+
+    def _call(self) -> list[bytes]:
+        if self.call is None:
+            return []
+        return [sse.json_event("tool_call", {**self.call, "arguments": json.loads(self.call["arguments"])})]
 
 
 def _not_ready(extra: dict) -> dict:

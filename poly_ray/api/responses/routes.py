@@ -18,16 +18,17 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from poly_ray.api.auth import Access, check_target, owner_of
+from poly_ray.api.family import OPENAI, attach
 from poly_ray.api.limits import StreamLimits
 from poly_ray.api.openapi import AUTHORIZED, GENERATES, SSE, doc
 from poly_ray.api.parsing import overrides_off_loop, parse_params
-from poly_ray.api.streaming import GenerationStream
+from poly_ray.api.streaming import respond
 from poly_ray.errors import BadRequest, Busy, NotFound, PolyError
 from poly_ray.grammars import DEFAULT_CAPS, Caps
 from poly_ray.state.store import UNFINISHED, new_id
 
 from . import protocol, run
-from .run import INPUT, ITEM, RESPONSE, Record, append, input_id
+from .run import INPUT, ITEM, RESPONSE, Record, input_id
 
 CONVERSATION = "conversation"
 
@@ -84,8 +85,6 @@ class ItemsQuery(BaseModel):
     include: list[str] | None = None
 
 
-
-
 def state_of(backend):
     state = getattr(backend, "state", None)
     if state is None:
@@ -114,12 +113,14 @@ def page(items: list[dict], limit: int, after: str | None, order: str) -> dict:
 
 
 def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None:
+    router = OPENAI.router()
+
     background = run.Background()
 
     def store_of():
         return state_of(backend)
 
-    @app.post("/v1/responses", openapi_extra=doc(family="openai", body=ResponseCreate, streams=SSE, errors=GENERATES))
+    @router.post("/v1/responses", openapi_extra=doc(body=ResponseCreate, streams=SSE, errors=GENERATES))
     async def create(request: Request):
         who = access.principal(request)
         body = await parse_params(request, ResponseCreate)
@@ -175,11 +176,9 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None
             finally:
                 release()
             return JSONResponse(await record.finish(output, done))
-        return GenerationStream(run.stream(events, record, release), events=events, release=release,
-                                media_type="text/event-stream",
-                                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return respond(events, run.Framer(record), release)
 
-    @app.post("/v1/responses/{rid}/cancel", openapi_extra=doc(family="openai", errors=AUTHORIZED))
+    @router.post("/v1/responses/{rid}/cancel", openapi_extra=doc(errors=AUTHORIZED))
     async def cancel(request: Request, rid: str):
         """Cancel a background response: queued or in progress, it ends ``cancelled``;
         one already finished is returned as it is."""
@@ -193,18 +192,18 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None
             background.cancel(rid)
         return response
 
-    @app.get("/v1/responses/{rid}", openapi_extra=doc(family="openai", errors=AUTHORIZED))
+    @router.get("/v1/responses/{rid}", openapi_extra=doc(errors=AUTHORIZED))
     async def retrieve(request: Request, rid: str):
         owner = owner_of(access.principal(request))
         return await store_of().get(owner, RESPONSE, rid)
 
-    @app.delete("/v1/responses/{rid}", openapi_extra=doc(family="openai", errors=AUTHORIZED))
+    @router.delete("/v1/responses/{rid}", openapi_extra=doc(errors=AUTHORIZED))
     async def delete(request: Request, rid: str):
         owner = owner_of(access.principal(request))
         await store_of().delete(owner, RESPONSE, rid)  # its input goes with it (a child)
         return {"id": rid, "object": "response.deleted", "deleted": True}
 
-    @app.get("/v1/responses/{rid}/input_items", openapi_extra=doc(family="openai", query=ItemsQuery, errors=AUTHORIZED))
+    @router.get("/v1/responses/{rid}/input_items", openapi_extra=doc(query=ItemsQuery, errors=AUTHORIZED))
     async def input_items(request: Request, rid: str):
         owner = owner_of(access.principal(request))
         query = await parse_params(request, ItemsQuery)
@@ -212,3 +211,4 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None
         await state.get(owner, RESPONSE, rid)
         stored = await state.get(owner, INPUT, input_id(rid))
         return page(stored["items"], query.limit, query.after, query.order)
+    attach(app, router)

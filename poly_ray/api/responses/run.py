@@ -8,7 +8,8 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 
-from poly_ray.api import sse
+from poly_ray.api import sse, streaming
+from poly_ray.api.family import OPENAI
 from poly_ray.errors import PolyError
 from poly_ray.generation import Chunk, Done, ToolCallDelta, gather_calls
 from poly_ray.state.store import UNFINISHED, new_id
@@ -109,40 +110,40 @@ def keep(coro) -> asyncio.Task:
     return task
 
 
-async def stream(events, record: Record, on_close) -> AsyncIterator[bytes]:
-    def frame(event: dict) -> bytes:
-        return sse.json_event(event["type"], event)
+class Framer(streaming.Framer):
+    """A response's numbered events (``response.created`` … ``response.completed``),
+    the stored response kept in step: completed, incomplete or failed with the
+    stream, and failed when the client goes away before the end."""
 
-    shape = EventStream(record.response)
-    final, closing = None, []
-    try:
-        for event in shape.start():
-            yield frame(event)
-        async for ev in events:
-            if isinstance(ev, Chunk) and ev.text:
-                for event in shape.delta(ev.text):
-                    yield frame(event)
-            elif isinstance(ev, ToolCallDelta):
-                for event in shape.call(ev):
-                    yield frame(event)
-            elif isinstance(ev, Done):
-                closing = shape.end()
-                final = await record.finish(shape.items, ev)
-                break
-        if final is None:
-            raise PolyError("the generation ended without finishing")
-    except Exception as err:
-        if not isinstance(err, PolyError):
-            err = PolyError("internal server error")
-        final = await record.fail(err)
-    finally:
-        on_close()
-        if final is None:  # the client went away (cancelled): the stored response must not stay in_progress
-            keep(record.fail(GONE))
-        await events.aclose()
-    for event in closing:
-        yield frame(event)
-    yield frame(shape.finish(final))
+    family = OPENAI
+
+    def __init__(self, record: Record):
+        self.record, self.shape = record, EventStream(record.response)
+
+    def opening(self) -> list[bytes]:
+        return [_frame(e) for e in self.shape.start()]
+
+    def event(self, ev) -> list[bytes]:
+        if isinstance(ev, Chunk) and ev.text:
+            return [_frame(e) for e in self.shape.delta(ev.text)]
+        if isinstance(ev, ToolCallDelta):
+            return [_frame(e) for e in self.shape.call(ev)]
+        return []
+
+    async def done(self, done: Done) -> list[bytes]:
+        closing = self.shape.end()
+        final = await self.record.finish(self.shape.items, done)
+        return [*map(_frame, closing), _frame(self.shape.finish(final))]
+
+    async def error(self, err: PolyError) -> list[bytes]:
+        return [_frame(self.shape.finish(await self.record.fail(err)))]
+
+    def gone(self) -> None:  # the stored response must not stay in_progress
+        keep(self.record.fail(GONE))
+
+
+def _frame(event: dict) -> bytes:
+    return sse.json_event(event["type"], event)
 
 
 class Background:

@@ -16,18 +16,20 @@ from pydantic import BaseModel
 
 from poly_ray.api import sse
 from poly_ray.api.auth import Access, owner_of
+from poly_ray.api.family import POLY, attach
 from poly_ray.api.limits import StreamLimits
 from poly_ray.api.openapi import GENERATES, SSE, TEXT, WITH_BODY, doc
 from poly_ray.api.parsing import parse_params
-from poly_ray.api.streaming import GenerationStream
+from poly_ray.api.streaming import Framer, respond
 from poly_ray.errors import NotFound, PolyError
-from poly_ray.generation import Chunk, Done
+from poly_ray.generation import Chunk, gather
 
 from .protocol import STREAM_NUM_PREDICT, LlmApiBody, StreamBody, TextBody
 
 
 def register(app: FastAPI, backend, access: Access, slots: StreamLimits, default: tuple[str, str] | None) -> None:
     """``default`` is the (kind, name) these routes run: a task, or a model used bare."""
+    router = POLY.router()
 
     def target() -> tuple[str, str]:
         if default is None:
@@ -55,53 +57,32 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits, default
         _, release = await slots.accepted(events, who.credential)
         return events, release, body
 
-    async def texts(events, release, body):
-        """The generated text, piece by piece; a failure mid-stream raises. llm-api's
-        echo and suffix (llama-cpp-python's meanings) put the prompt before it and the
-        suffix after it."""
-        params = getattr(body, "params", None)
+    @router.post("/generate", openapi_extra=doc(body=LlmApiBody, ok={"type": "string"}, errors=GENERATES))
+    async def generate(request: Request):
+        events, release, body = await start(request, LlmApiBody)
         try:
-            if params and params.echo:
-                yield body.prompt
-            async for ev in events:
-                if isinstance(ev, Chunk) and ev.text:
-                    yield ev.text
-                elif isinstance(ev, Done):
-                    if params and params.suffix:
-                        yield params.suffix
-                    return
+            text, _, _ = await gather(events)
         finally:
             release()
             await events.aclose()
+        params = body.params
+        if params and params.echo:
+            text = body.prompt + text
+        if params and params.suffix:
+            text += params.suffix
+        return text
 
-    async def framed(started, frame, error_frame):
-        try:
-            async for t in texts(*started):
-                yield frame(t)
-        except PolyError as e:
-            yield error_frame(e)
-
-    @app.post("/generate", openapi_extra=doc(body=LlmApiBody, ok={"type": "string"}, errors=GENERATES))
-    async def generate(request: Request):
-        started = await start(request, LlmApiBody)
-        return "".join([t async for t in texts(*started)])
-
-    @app.post("/agenerate", openapi_extra=doc(body=LlmApiBody, streams=SSE, errors=GENERATES))
+    @router.post("/agenerate", openapi_extra=doc(body=LlmApiBody, streams=SSE, errors=GENERATES))
     async def agenerate(request: Request):
-        started = await start(request, LlmApiBody)
-        frames = framed(started, sse.event, lambda e: sse.json_event("error", e.to_body()["error"]))
-        return GenerationStream(
-            frames, events=started[0], release=started[1], media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
-        )
+        events, release, body = await start(request, LlmApiBody)
+        return respond(events, _TextFramer(body, sse.event), release)
 
-    @app.post("/stream", openapi_extra=doc(body=StreamBody, streams=TEXT, errors=GENERATES))
+    @router.post("/stream", openapi_extra=doc(body=StreamBody, streams=TEXT, errors=GENERATES))
     async def stream(request: Request):
-        started = await start(request, StreamBody)
-        # Plain text has no event types: a failure is said in the text, then the stream stops.
-        frames = framed(started, str.encode, lambda e: f"\n[error: {e.message}]".encode())
-        return GenerationStream(frames, events=started[0], release=started[1], media_type="text/plain; charset=utf-8")
+        events, release, body = await start(request, StreamBody)
+        return respond(events, _PlainFramer(body, str.encode), release)
 
-    @app.post("/embeddings", openapi_extra=doc(
+    @router.post("/embeddings", openapi_extra=doc(
         body=TextBody, ok={"type": "array", "items": {"type": "number"}}, errors=WITH_BODY))
     async def embeddings(request: Request):
         kind, name = target()
@@ -109,3 +90,32 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits, default
         await access.authorize(request, "model", model)
         body = await parse_params(request, TextBody)
         return (await backend.embed(model, [body.text]))[0]
+    attach(app, router)
+
+
+class _TextFramer(Framer):
+    """The generated text, piece by piece (SSE events on ``/agenerate``). llm-api's
+    echo and suffix (llama-cpp-python's meanings) put the prompt before it and the
+    suffix after it."""
+
+    def __init__(self, body, frame):
+        self.params, self.prompt, self.frame = getattr(body, "params", None), body.prompt, frame
+
+    def opening(self) -> list[bytes]:
+        return [self.frame(self.prompt)] if self.params and self.params.echo else []
+
+    def event(self, ev) -> list[bytes]:
+        return [self.frame(ev.text)] if isinstance(ev, Chunk) and ev.text else []
+
+    async def done(self, done) -> list[bytes]:
+        return [self.frame(self.params.suffix)] if self.params and self.params.suffix else []
+
+
+class _PlainFramer(_TextFramer):
+    """``/stream``: plain UTF-8 text has no event types and no keep-alive: a failure
+    is said in the text, then the stream stops."""
+
+    media_type, keep_alive = "text/plain; charset=utf-8", None
+
+    async def error(self, err: PolyError) -> list[bytes]:
+        return [f"\n[error: {err.message}]".encode()]
