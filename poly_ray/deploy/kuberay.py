@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import yaml
 
-IMAGE = "poly-ray:0.1.0"  # built as the README's KubeRay section says
+IMAGE = "poly-ray:0.1.0"  # built as docs/operations/deployment.md (On Kubernetes) says
 # API keys, the JWT secret and Ray's own token reach the pods from this Secret, never the manifest.
 SECRET = "poly-ray-keys"
 _FROM_SECRET = [("POLY_ALLOWED_KEYS", "allowed_keys"), ("POLY_JWT_PRIVATE_KEY", "jwt_private_key")]
@@ -22,7 +22,7 @@ HEADER = """\
 # Written by `poly-ray build --kuberay` (make deployments); a test keeps it in sync.
 # kubectl apply -f this file, with the KubeRay operator installed. The image must
 # hold poly-ray, llama-cpp-python (built with CUDA for the GPU group) and the
-# models: see the README, "On Kubernetes (KubeRay)".
+# models: see docs/operations/deployment.md, "On Kubernetes (KubeRay)".
 """
 
 
