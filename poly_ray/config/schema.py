@@ -14,12 +14,12 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from poly_ray import tools as tool_calls
 from poly_ray.chat_template import check as check_template
 from poly_ray.errors import ConfigError
-from poly_ray.grammars import DEFAULT_CAPS, Caps, from_schema
+from poly_ray.grammars import Caps, from_schema
 
 from . import sampler_chain
 from .bounds import Bounds
@@ -232,9 +232,6 @@ class TaskConfig(_Strict):
     # then the biased answer is generated and returned.
     bias_prompt: str | None = None
     memorization: Memorization | None = None
-    # The config's schema_limits (set by Config): the biaser's and tools' grammars
-    # are held to the operator's limits, as requests' are.
-    _schema_caps: Caps = PrivateAttr(default=DEFAULT_CAPS)
     # How message lists (OpenAI/Ollama chat) are written for the model: a Jinja
     # chat template (Hugging Face style). Without one: the model's GGUF template
     # when it has one, else prefix/postfix around each user message.
@@ -281,14 +278,16 @@ class TaskConfig(_Strict):
         # The tools are checked with the whole config, against its schema_limits (loading.validate).
         return self
 
-    @property
-    def tool_plan(self) -> tool_calls.Plan:
-        return tool_calls.plan(self.tools, self.tool_choice, caps=self._schema_caps)
+    # The grammars take the config's schema_limits as an argument, never from the task:
+    # each deployment validates its tasks on its own, and all of them must hold the
+    # biaser and the tools to the same, configured caps (Config.schema_limits.caps()).
+    def tool_plan(self, caps: Caps) -> tool_calls.Plan:
+        """The task's own tools and tool_choice, their schemas held to ``caps``."""
+        return tool_calls.plan(self.tools, self.tool_choice, caps=caps)
 
-    @property
-    def grammar(self) -> str | None:
-        """The task's biaser as a grammar (its schema file is read at start-up)."""
-        return from_schema(self.biaser.json_schema, "biaser.json_schema", self._schema_caps) if self.biaser else None
+    def biaser_grammar(self, caps: Caps) -> str | None:
+        """The task's biaser as a grammar held to ``caps`` (its schema file is read at start-up)."""
+        return from_schema(self.biaser.json_schema, "biaser.json_schema", caps) if self.biaser else None
 
     @field_validator("stop_sequences")
     @classmethod
@@ -526,13 +525,6 @@ class Config(_Strict, Bounds):
             if not re.match(NAME_PATTERN, name):
                 raise ValueError(f"name {name!r} must match {NAME_PATTERN} (it appears in URLs)")
         return v
-
-    @model_validator(mode="after")
-    def _hold_tasks_to_schema_limits(self):
-        # Here, not in loading: each deployment validates the config again from its dict.
-        for task in self.tasks.values():
-            task._schema_caps = self.schema_limits.caps()
-        return self
 
     @property
     def default_target(self) -> tuple[str, str] | None:

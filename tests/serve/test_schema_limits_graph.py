@@ -57,8 +57,7 @@ async def client(server):
         yield c
 
 
-@pytest.mark.parametrize("task", ["wide", pytest.param("wide_recalling", marks=pytest.mark.xfail(
-    strict=True, reason="the orchestrator validates each TaskConfig alone, so its biaser gets the default caps"))])
+@pytest.mark.parametrize("task", ["wide", "wide_recalling"])
 async def test_a_biaser_over_the_default_caps_runs_where_the_config_allows_it(client, task):
     r = await client.post(f"/v1/task/{task}/completion", json={"prompt": "Which are true?", "seed": 1})
     assert r.status_code == 200, r.text
