@@ -45,61 +45,85 @@ def default_state_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or "~/.local/share"
     return Path(base) / "poly-ray"
 
-class SchemaLimits(Strict):
-    """What a request's JSON schema may ask of a grammar (see ``grammars.Caps``); over a
-    limit, the request gets a 400 naming it."""
 
-    max_length: int = Field(Caps.max_length, ge=1, le=100_000)
-    max_items: int = Field(Caps.max_items, ge=1, le=100_000)
-    max_repeat: int = Field(Caps.max_repeat, ge=1, le=1_000_000)
-    max_depth: int = Field(Caps.max_depth, ge=1, le=1000)
-    max_properties: int = Field(Caps.max_properties, ge=1, le=10_000)
-    max_schema_bytes: int = Field(Caps.max_schema_bytes, ge=256, le=1 << 26)
-    max_grammar_bytes: int = Field(Caps.max_grammar_bytes, ge=1024, le=1 << 28)
+class SchemaLimits(Strict):
+    """What a JSON schema may ask of the grammar it becomes (``grammars.Caps``): a request's
+    (``schema``, ``response_format``, ``format``, ``tools``) and a task's ``biaser`` and
+    ``tools``. A request over a limit gets a 400 naming the key; a task over one stops
+    start-up naming it. llama.cpp's grammar parser recurses once per nested group (it
+    refuses ``maxLength`` 2000 and crashes the model replica far beyond), so the grammar is
+    bounded before it reaches the model."""
+
+    max_length: int = Field(Caps.max_length, ge=1, le=100_000, description="A string's `maxLength` / `minLength`.")
+    max_items: int = Field(Caps.max_items, ge=1, le=100_000, description=(
+        "An array's `maxItems` / `minItems` / `prefixItems`."))
+    max_repeat: int = Field(Caps.max_repeat, ge=1, le=1_000_000, description=(
+        "The characters a `pattern` spells out, its repeats multiplied out."))
+    max_depth: int = Field(Caps.max_depth, ge=1, le=1000, description="Schemas nested in schemas.")
+    max_properties: int = Field(Caps.max_properties, ge=1, le=10_000, description="Properties of one object.")
+    max_schema_bytes: int = Field(Caps.max_schema_bytes, ge=256, le=1 << 26, description="The schema's size as JSON.")
+    max_grammar_bytes: int = Field(Caps.max_grammar_bytes, ge=1024, le=1 << 28, description=(
+        "The size of the GBNF grammar the schema becomes."))
     # llama.cpp's GBNF parser recurses once per group; far past ~10,000 it crashes.
-    max_grammar_nesting: int = Field(Caps.max_grammar_nesting, ge=16, le=5000)
-    timeout_s: float = Field(Caps.timeout_s, gt=0, le=600)
+    max_grammar_nesting: int = Field(Caps.max_grammar_nesting, ge=16, le=5000, description=(
+        "Groups open at once in one rule of the converted grammar."))
+    timeout_s: float = Field(Caps.timeout_s, gt=0, le=600, description=(
+        "Seconds a request's schema may take to convert (off the event loop)."))
 
     def caps(self) -> Caps:
         return Caps(**self.model_dump())
 
 
 class Config(Strict, Bounds):
-    bind_address: str = "127.0.0.1:8000"
-    public: bool = False
-    allowed_keys: list[ScopedKey] = []
-    jwt_private_key: SymmetricKey | None = None
-    jwt_public_key: PublicKey | None = None
-    # When set, a token's `aud` / `iss` claim must match (and be present).
-    jwt_audience: str | None = None
-    jwt_issuer: str | None = None
-    allowed_origins: list[str] = []
-    # Host names served besides the bind host, loopback and IP literals (DNS rebinding; "*": any).
-    allowed_hosts: list[str] = []
-    # Proxies (addresses or networks) whose X-Forwarded-For names the client, for the
-    # per-client limits of anonymous callers; none by default: the header is ignored.
-    trusted_proxies: list[str] = []
-    max_concurrent: int = Field(64, ge=1, le=100_000)
-    # Generations in flight and open WebSocket chats per credential (a key, a
-    # token's subject, or an anonymous client's address); beyond, 429.
-    max_streams_per_credential: int = Field(16, ge=1, le=100_000)
-    # Largest request body accepted; larger ones get 413.
-    max_request_bytes: int = Field(8 << 20, ge=1024, le=1 << 32)
-    # Largest document upload (PUT /v1/memory/NAME); larger ones get 413.
-    max_upload_bytes: int = Field(64 << 20, ge=1024, le=1 << 34)
-    # What the simple /generate, /agenerate, /stream and /embeddings routes run:
-    # a task or a model name (default: the first task, else the first model).
-    default_task: str | None = None
-    # Put each request's prompt in its log line (off: prompts are private).
-    log_prompts: bool = False
-    schema_limits: SchemaLimits = SchemaLimits()
-    cache_path: Path = DEFAULT_CACHE
-    # Durable state (conversations, responses, assistants, ingestion jobs, KV snapshots):
-    # one folder to back up. Each feature keeps a subfolder of its own (see state_path).
-    state_dir: Path = Field(default_factory=default_state_dir)
-    models: dict[str, ModelConfig] = {}
-    tasks: dict[str, TaskConfig] = {}
-    memories: dict[str, MemoryConfig] = {}
+    """The whole file: the server's own keys at the top level, then the named tables."""
+
+    bind_address: str = Field("127.0.0.1:8000", description='Where the HTTP server listens: `"HOST:PORT"`.')
+    public: bool = Field(False, description=(
+        "Let requests without credentials in (a request with wrong credentials is refused all the same). A "
+        "public server with no `allowed_keys` and no JWT key lets any key in as anonymous, as OpenAI clients "
+        "always send one."))
+    allowed_keys: list[ScopedKey] = Field([], description="Static API keys: strings, or tables that limit a key.")
+    jwt_private_key: SymmetricKey | None = Field(None, description=(
+        'HS256 JWTs, checked with a shared secret: `{ symmetric = "..." }`.'))
+    jwt_public_key: PublicKey | None = Field(None, description=(
+        "RS256/RS384/RS512/ES256/ES384/ES512 JWTs, checked with a public key."))
+    # A token with an `aud` is refused when no jwt_audience is set.
+    jwt_audience: str | None = Field(None, description="When set, a token's `aud` claim must be present and match.")
+    jwt_issuer: str | None = Field(None, description="When set, a token's `iss` claim must be present and match.")
+    allowed_origins: list[str] = Field([], description=(
+        'CORS: the origins whose pages may call (`["*"]`: any), and open a WebSocket.'))
+    # Against DNS rebinding: a page's own name pointed at the server.
+    allowed_hosts: list[str] = Field([], description=(
+        '`Host` names served besides the bind host, `localhost` and IP addresses (`["*"]`: any); else 400 naming '
+        "the key. Behind a load balancer or a Kubernetes service, list the names clients use."))
+    trusted_proxies: list[str] = Field([], description=(
+        "Addresses or networks of proxies whose `X-Forwarded-For` names the client, for the per-client limits "
+        "of anonymous callers: the client is the last address in it that is not a trusted proxy. None by "
+        "default: the header is ignored, and everyone behind a proxy shares one budget."))
+    max_concurrent: int = Field(64, ge=1, le=100_000, description=(
+        "Generations in flight per ingress replica; beyond, 503."))
+    max_streams_per_credential: int = Field(16, ge=1, le=100_000, description=(
+        "Generations in flight and open WebSocket chats per credential (a key, a token's subject, or an "
+        "anonymous client's address), per ingress replica; beyond, 429."))
+    max_request_bytes: int = Field(8 << 20, ge=1024, le=1 << 32, description=(
+        "Largest request body or WebSocket message; beyond, 413."))
+    max_upload_bytes: int = Field(64 << 20, ge=1024, le=1 << 34, description=(
+        "Largest document upload to a memory (`PUT /v1/memory/NAME`); beyond, 413."))
+    default_task: str | None = Field(None, description=(
+        "The task or model that the simple `/generate`, `/agenerate`, `/stream` and `/embeddings` routes run "
+        "(not set: the first task, else the first model)."))
+    log_prompts: bool = Field(False, description=(
+        "Put each request's prompt in its log line (off: prompts stay out of logs)."))
+    schema_limits: SchemaLimits = Field(SchemaLimits(), description="What a JSON schema may ask of a grammar.")
+    cache_path: Path = Field(DEFAULT_CACHE, description=(
+        "Where downloaded (`url`) and converted (`package`) models are kept."))
+    # Each feature keeps a subfolder of its own (see state_path).
+    state_dir: Path = Field(default_factory=default_state_dir, description=(
+        "Durable state, one folder to back up: conversations, responses, assistants, ingestion jobs, KV "
+        "snapshots."), json_schema_extra={"default_text": "`$XDG_DATA_HOME/poly-ray`, else `~/.local/share/poly-ray`"})
+    models: dict[str, ModelConfig] = Field({}, description="The models, by name.")
+    tasks: dict[str, TaskConfig] = Field({}, description="The tasks, by name (the name appears in URLs).")
+    memories: dict[str, MemoryConfig] = Field({}, description="The memories, by name.")
 
     @field_validator("bind_address")
     @classmethod
