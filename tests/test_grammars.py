@@ -93,7 +93,7 @@ def test_task_biaser_from_a_file_and_refusals_at_start_up(tmp_path):
     (tmp_path / "s.json").write_text(json.dumps(SCHEMAS[0]))
     cfg = config.validate({"models": {"m": GEMMA}, "tasks": {"t": {
         "model": "m", "biaser": {"json_schema_file": "s.json"}, "bias_prompt": "\nJSON:"}}}, env={}, base_dir=tmp_path)
-    assert cfg.tasks["t"].biaser.json_schema == SCHEMAS[0] and "root ::=" in cfg.tasks["t"].grammar
+    assert cfg.tasks["t"].biaser.json_schema == SCHEMAS[0] and "root ::=" in cfg.tasks["t"].biaser_grammar(cfg.schema_limits.caps())
     cases = [
         ({"biaser": {"json_schema_file": "missing.json"}}, "tasks.t.biaser.json_schema_file: cannot read"),
         ({"biaser": {"json_schema": {"type": "number", "max_decimals": 16}}}, "tasks.t.biaser.json_schema.max_decimals"),
@@ -117,10 +117,31 @@ def test_a_task_biaser_is_held_to_the_configured_schema_limits():
         config.validate({"models": {"m": GEMMA}, "tasks": task}, env={})  # default max_length 1000
     roomy = config.validate({"models": {"m": GEMMA}, "tasks": task,
                              "schema_limits": {"max_length": 5000, "max_grammar_nesting": 2000}}, env={})
-    assert len(roomy.tasks["t"].grammar) > 1500
-    # A deployment validates the config again from its dict: the limits hold there too.
-    again = config.Config.model_validate(roomy.model_dump(mode="json"))
-    assert again.tasks["t"].grammar == roomy.tasks["t"].grammar
+    caps = roomy.schema_limits.caps()
+    assert len(roomy.tasks["t"].biaser_grammar(caps)) > 1500
+    # A task carries no caps of its own: one validated alone (as the orchestrator does)
+    # gives the same grammar with the config's caps.
+    alone = config.TaskConfig.model_validate(roomy.tasks["t"].model_dump(mode="json"))
+    assert alone.biaser_grammar(caps) == roomy.tasks["t"].biaser_grammar(caps)
+
+
+async def test_a_runner_holds_its_tasks_biasers_to_the_caps_it_is_given():
+    """The grammar a biased task's requests carry is converted with the runner's caps
+    (each deployment passes the config's), not with defaults hidden in the task."""
+    from scripted import ScriptedModel
+
+    from poly_ray.tasks.runner import TaskRunner
+
+    biaser = {"json_schema": {"type": "object", "properties": {"text": {"type": "string", "maxLength": 1500}}}}
+    cfg = config.validate({"models": {"m": GEMMA}, "tasks": {"t": {"model": "m", "biaser": biaser}},
+                           "schema_limits": {"max_length": 5000, "max_grammar_nesting": 2000}}, env={})
+    tasks = {"t": config.TaskConfig.model_validate(cfg.tasks["t"].model_dump(mode="json"))}
+    model = ScriptedModel()
+    runner = TaskRunner(tasks, cfg.models, {"m": model}, caps=cfg.schema_limits.caps())
+    await runner.complete("t", "hello", {})
+    assert model.requests[-1].grammar == cfg.tasks["t"].biaser_grammar(cfg.schema_limits.caps())
+    with pytest.raises(ConfigError, match=r"^tasks.t.biaser.json_schema.*schema_limits.max_length"):
+        TaskRunner(tasks, cfg.models, {"m": model})  # the default caps refuse it, naming the key
 
 
 @pytest.mark.model
@@ -169,7 +190,7 @@ def test_polys_number_schema_holds_the_model_to_it(gemma_path, tmp_path):
 
     async def one(seed):
         req = GenerationRequest(prompt=(Segment(task.prefix),), max_tokens=16,
-                                sampling=Sampling(seed=seed, temperature=1.5), grammar=task.grammar)
+                                sampling=Sampling(seed=seed, temperature=1.5), grammar=task.biaser_grammar(Caps()))
         events = [ev async for ev in engine.generate(req)]
         return "".join(ev.text for ev in events if isinstance(ev, Chunk))
 

@@ -188,16 +188,17 @@ def _check_references(config: Config) -> Config:
                 raise ConfigError(f"allowed_keys[{i}].{kind}: unknown {kind.removesuffix('s').replace('ie', 'y')} {unknown[0]!r}")
     if config.default_task is not None and config.default_task not in {**config.tasks, **config.models}:
         raise ConfigError(f"default_task: {config.default_task!r} is neither a task nor a model")
+    caps = config.schema_limits.caps()
     for name, task in config.tasks.items():
         if task.biaser is not None:
             try:
-                task.grammar
+                task.biaser_grammar(caps)
             except SchemaError as e:
                 raise ConfigError(f"tasks.{name}.{e.message}") from None
         if task.tools:
             # Requests hold a task's tools to the configured schema_limits: so does start-up.
             try:
-                task.tool_plan.grammar()
+                task.tool_plan(caps).grammar()
             except BadRequest as e:
                 raise ConfigError(f"tasks.{name}.{e.message}") from None
         if task.model not in config.models:

@@ -46,7 +46,7 @@ def build_app(cfg: Config) -> Application:
         )
     orchestrator = serve.deployment(TaskOrchestrator, name="orchestrator", **LIGHT_OPTIONS).bind(
         {name: t.model_dump(mode="json") for name, t in cfg.tasks.items()}, model_configs, models, memory,
-        cfg.log_prompts, cfg.schema_limits.model_dump(mode="json"),
+        log_prompts=cfg.log_prompts, schema_limits=cfg.schema_limits.model_dump(mode="json"),
     )
     state = serve.deployment(StateActor, name="state", **STATE_OPTIONS).bind(cfg.model_dump(mode="json"))
     ingress = serve.deployment(serve.ingress()(Ingress), name="ingress", **ingress_options(cfg))

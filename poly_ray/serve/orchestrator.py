@@ -11,8 +11,10 @@ from .ops import RayMetrics, route_logs_to_serve
 
 
 class TaskOrchestrator:
-    def __init__(self, tasks: dict, models: dict, handles: dict, memory=None, log_prompts: bool = False,
-                 schema_limits: dict | None = None):
+    def __init__(self, tasks: dict, models: dict, handles: dict, memory=None, *, log_prompts: bool,
+                 schema_limits: dict):
+        """``schema_limits``: the config's, which the tasks' biasers and tools are held to
+        here as in the ingress (a TaskConfig carries no caps of its own)."""
         route_logs_to_serve()
         self._runner = TaskRunner(
             {name: TaskConfig.model_validate(t) for name, t in tasks.items()},
@@ -21,7 +23,7 @@ class TaskOrchestrator:
             MemoryHandle(memory) if memory is not None else None,
             sinks=(RayMetrics(),),
             log_prompts=log_prompts,
-            caps=SchemaLimits.model_validate(schema_limits or {}).caps(),
+            caps=SchemaLimits.model_validate(schema_limits).caps(),
         )
 
     async def stream(self, task: str, prompt: str, overrides: dict):

@@ -82,6 +82,7 @@ def build_request(
     overrides: dict | None = None,
     *,
     user_text: str | None = None,
+    grammar: str | None = None,
 ) -> GenerationRequest:
     """The task's settings, with the request's overrides where it may make them.
 
@@ -92,6 +93,9 @@ def build_request(
     max_length, grammar, logprobs), and
     the chat session id the WebSocket route adds (never a client); the
     task's max_tokens is a ceiling, not a default to beat.
+
+    ``grammar`` is the task's biaser as a grammar, which the runner converted once with
+    the configured schema_limits; a request's own (``overrides["grammar"]``) replaces it.
     """
     o = {k: v for k, v in (overrides or {}).items() if v is not None}
     # What the user wrote may not hold private tokens; text recalled from a memory may
@@ -134,7 +138,7 @@ def build_request(
         min_tokens=o.get("min_tokens", 0),
         min_length=o.get("min_length"),
         max_length=o.get("max_length"),
-        grammar=o.get("grammar", task.grammar),
+        grammar=o.get("grammar", grammar),
         logprobs=o.get("logprobs"),
         session=o.get("session"),
         cache_key=o.get("cache_key") or prelude_key(task_name, task),

@@ -16,7 +16,7 @@ from typing import Protocol
 
 from poly_ray import chat_template, grammars, tools
 from poly_ray.config import ModelConfig, TaskConfig
-from poly_ray.errors import BadRequest, NotFound
+from poly_ray.errors import BadRequest, ConfigError, NotFound
 from poly_ray.generation import Chunk, Done, Event, GenerationRequest, Segment, Started, collect
 
 from .observe import Sink, Tally, observe
@@ -55,9 +55,11 @@ class TaskRunner:
         log_prompts: bool = False,
         caps: grammars.Caps = grammars.DEFAULT_CAPS,
     ):
-        """``caps``: the config's schema_limits, which request tools' schemas are held to."""
+        """``caps``: the config's schema_limits (``Config.schema_limits.caps()``), which the
+        tasks' biasers and tools and the requests' tools are held to."""
         self._caps = caps
         self._tasks = tasks
+        self._grammars = _biaser_grammars(tasks, caps)
         self._models = models
         self._clients = clients
         # Also what the HTTP layer's memory routes call, when this runner is its backend.
@@ -91,7 +93,7 @@ class TaskRunner:
             yield event
 
     async def _stream(self, task: str, cfg: TaskConfig, prompt: str, overrides: dict) -> AsyncIterator[Event]:
-        request = build_request(task, cfg, prompt, overrides)
+        request = build_request(task, cfg, prompt, overrides, grammar=self._grammars.get(task))
         if recalled := await self._recall(cfg, prompt, overrides):
             request = replace(request, prompt=assemble(cfg, prompt, recalled=recalled))
         plan, grammar = await self._tools(cfg, overrides)
@@ -128,7 +130,7 @@ class TaskRunner:
         turn = assemble(cfg, prompt, first_turn=context is None and history is None, recalled=recalled)
         if history is not None:
             turn = (*replay(cfg, history), *turn)
-        request = build_request(task, cfg, turn, overrides, user_text=prompt)
+        request = build_request(task, cfg, turn, overrides, user_text=prompt, grammar=self._grammars.get(task))
         async for event in self._remembering(cfg, prompt, self._run(cfg, replace(request, context=context or ())), overrides):
             yield event
 
@@ -163,7 +165,7 @@ class TaskRunner:
         if target in self._tasks:
             task = self._tasks[target]
         elif target in self._models:
-            task = bare_model_task(target, self._models[target].context_size, chat=messages is not None)
+            task = bare_model_task(target, self._models[target].context_size, chat=messages is not None)  # no biaser, no _grammars entry
         else:
             raise NotFound(f"model '{target}' does not exist (neither a task nor a model)")
         events = self._target(target, task, prompt, messages, overrides)
@@ -174,13 +176,14 @@ class TaskRunner:
         if messages is None and overrides.get("raw"):
             # Ollama's raw: the prompt as it is (still as text: it spells no special token), without
             # the task's prelude, prefix, postfix, recall or bias prompt; its limits and stop sequences hold.
-            request = build_request(target, task, (Segment(prompt),), overrides, user_text=prompt)
+            request = build_request(target, task, (Segment(prompt),), overrides, user_text=prompt,
+                                    grammar=self._grammars.get(target))
             async for event in self._remembering(task, prompt, self.client(task.model).generate(request), overrides):
                 yield event
             return
         if messages is None:
             question = prompt
-            request = build_request(target, task, prompt, overrides)
+            request = build_request(target, task, prompt, overrides, grammar=self._grammars.get(target))
             if recalled := await self._recall(task, prompt, overrides):
                 request = replace(request, prompt=assemble(task, prompt, recalled=recalled))
         else:
@@ -191,7 +194,8 @@ class TaskRunner:
                 messages = tools.with_instructions(plan, messages)
                 overrides = {**overrides, "grammar": grammar}
             said = "\n".join(content for _, content in messages)
-            request = build_request(target, task, await self._render(task, messages, recalled), overrides, user_text=said)
+            request = build_request(target, task, await self._render(task, messages, recalled), overrides, user_text=said,
+                                    grammar=self._grammars.get(target))
             if plan.active:
                 # The grammar ends the envelope; a stop sequence inside its strings would cut it.
                 request = replace(request, stop=tuple(task.private_tokens))
@@ -298,6 +302,19 @@ class TaskRunner:
             checks["memories"] = self.memories.names()
         answers = await asyncio.gather(*(_within(c, READY_TIMEOUT_S) for c in checks.values()))
         return {name: answer is not None for name, answer in zip(checks, answers)}
+
+
+def _biaser_grammars(tasks: dict[str, TaskConfig], caps: grammars.Caps) -> dict[str, str]:
+    """Each biased task's grammar, converted once. Start-up (config.loading) has checked
+    them against the same caps, so a failure here means the runner was given others."""
+    converted = {}
+    for name, task in tasks.items():
+        try:
+            if (grammar := task.biaser_grammar(caps)) is not None:
+                converted[name] = grammar
+        except grammars.SchemaError as e:
+            raise ConfigError(f"tasks.{name}.{e.message}") from None
+    return converted
 
 
 def _tool_plan(task: TaskConfig, overrides: dict, caps: grammars.Caps) -> tools.Plan:
