@@ -41,7 +41,7 @@ class StreamBody(BaseModel):
     temp: float | None = Field(None, ge=0, le=100)
     n_batch: int | None = Field(None, ge=1, le=1 << 16)  # the model's batch size is set in its config
     # The Rust server's docs give an integer ("cache": 42); a name works too. Prompt
-    # state is reused by prefix on the replica whatever the id (see README).
+    # state is reused by prefix on the replica whatever the id (see docs/performance.md, durable prompt state).
     cache: Annotated[int, Field(ge=0, lt=1 << 63)] | Annotated[str, Field(min_length=1, max_length=256)] | None = None
 
     @field_validator("cache", mode="before")

@@ -48,7 +48,7 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits, default
         who = await access.authorize(request, *target())
         body = await parse_params(request, model)
         overrides = body.overrides()
-        if getattr(body, "cache", None) is not None:  # durable prompt state (see README)
+        if getattr(body, "cache", None) is not None:  # durable prompt state (docs/api/simple.md)
             # Each credential has its own ids: one caller's 42 never evicts another's.
             overrides["cache_key"] = f"stream/{target()[1]}/{owner_of(who)}/{body.cache}"
         if isinstance(body, StreamBody) and body.num_predict is None:
