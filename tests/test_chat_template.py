@@ -10,6 +10,7 @@ import pytest
 from poly_ray import chat_template, config
 from poly_ray.errors import BadRequest, ConfigError
 from poly_ray.generation import Done, Segment, Started
+from poly_ray.tasks.turn import Overrides, TurnRequest
 
 # Gemma 3's template, less its handling of image content.
 GEMMA = (
@@ -88,7 +89,8 @@ async def test_a_bare_model_chats_through_its_gguf_template(gemma_with_template)
     try:
         assert (await model.chat_template())["bos"] == "<bos>"
         runner = TaskRunner(cfg.tasks, cfg.models, {"gemma": model})
-        events = [e async for e in runner.stream_target("gemma", None, [("user", "Say hi")], {"max_tokens": 8, "seed": 1})]
+        events = [e async for e in runner.stream(TurnRequest("gemma", messages=(("user", "Say hi"),),
+                                                                overrides=Overrides(max_tokens=8, seed=1)))]
         expected = model.engine.tokenize_prompt(
             (Segment("<start_of_turn>user\n", True), Segment("Say hi"), Segment("<end_of_turn>\n<start_of_turn>model\n", True))
         )

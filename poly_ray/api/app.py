@@ -33,7 +33,6 @@ from .memory import routes as memory_routes
 from .ollama import routes as ollama_routes
 from .openai import routes as openai_routes
 from .openapi import document
-from .owned import OwnedBackend
 from .parsing import describe
 from .poly import chat_ws
 from .poly import routes as poly_routes
@@ -72,8 +71,7 @@ def create_app(backend: Backend, config: Config, listen_host: str | None = None)
     limits = StreamLimits(config.max_concurrent, config.max_streams_per_credential)
     authenticator = Authenticator.from_config(config)
     access = Access(authenticator, backend, config.trusted_proxies)
-    memories = getattr(backend, "memories", None)
-    backend = OwnedBackend(backend)  # each generation carries its caller (store_prompts)
+    memories = backend.memories
     if not config.public:
         app.add_middleware(_DocsNeedCredentials, auth=authenticator)
 

@@ -27,7 +27,6 @@ from typing import Any
 import jwt
 from fastapi import Request
 
-from poly_ray.api.owned import caller
 from poly_ray.config import Config, ScopedKey
 from poly_ray.config.jwt_keys import PublicKey, public_keys
 from poly_ray.errors import ConfigError, Forbidden, NotFound, PolyError, Unauthorized
@@ -42,14 +41,6 @@ SCOPE_CLAIMS = ("tasks", "models", "memories", "memories_read")
 
 # The one owner of every anonymous caller's objects on a public server.
 ANONYMOUS_OWNER = "anonymous"
-
-
-def owner_of(who: Principal) -> str:
-    """Whose objects (responses, conversations, KV cache ids) these are: the key id
-    or the token's subject; on a public server every anonymous caller is the one
-    anonymous owner."""
-    credential = who.credential or ANONYMOUS_OWNER
-    return ANONYMOUS_OWNER if credential.startswith("anonymous@") else credential
 
 
 @dataclass(frozen=True)
@@ -70,6 +61,16 @@ class Principal:
             return cls(subject, credential=credential)
         sets = {k: frozenset(scopes.get(k) or ()) for k in SCOPE_CLAIMS}
         return cls(subject, credential=credential, **sets)
+
+    @property
+    def owner(self) -> str:
+        """Whose data the caller's requests store and read, on every route: stored objects
+        (responses, conversations, assistants, threads), KV cache ids, uploaded documents
+        and stored prompts, and what recall sees of the stored prompts. The key id or the
+        token's subject; on a public server every anonymous caller is the one anonymous
+        owner (``credential`` still tells them apart for the per-client limits)."""
+        credential = self.credential or ANONYMOUS_OWNER
+        return ANONYMOUS_OWNER if credential.startswith("anonymous@") else credential
 
     def allows(self, kind: str, name: str, write: bool = False) -> bool:
         """Whether these credentials may use the ``kind`` ("task", "model", "memory") called
@@ -237,7 +238,6 @@ class Access:
             )
         if who.credential is None:
             who = replace(who, credential=f"anonymous@{self.client_address(request)}")
-        caller.set(who.credential)  # the owner of what this request stores (api/owned.py)
         return who
 
     def client_address(self, request: Request) -> str:
@@ -262,7 +262,7 @@ class Access:
 
     async def names(self, kind: str) -> dict:
         if kind == "memory":
-            memories = getattr(self._backend, "memories", None)
+            memories = self._backend.memories
             return await memories.names() if memories is not None else {}
         return await (self._backend.tasks() if kind == "task" else self._backend.models())
 

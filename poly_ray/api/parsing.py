@@ -14,6 +14,7 @@ from pydantic import AfterValidator, BaseModel, ValidationError
 from poly_ray.errors import BadRequest, PayloadTooLarge
 from poly_ray.generation import MAX_STOP_CHARS, MAX_STOPS
 from poly_ray.grammars import SchemaError
+from poly_ray.tasks.turn import Overrides
 
 
 def _bounded_stops(value):
@@ -87,12 +88,12 @@ def describe(errors: list[dict]) -> str:
     return "; ".join(parts)
 
 
-async def overrides_off_loop(app, body) -> dict:
+async def overrides_off_loop(app, body) -> Overrides:
     """``body.overrides(caps)`` in a thread: a schema's grammar is CPU work, kept off the
     event loop and cut off after ``schema_limits.timeout_s`` (the caps keep the thread short)."""
     caps = app.state.schema_caps
     try:
-        return await asyncio.wait_for(asyncio.to_thread(body.overrides, caps), caps.timeout_s)
+        return Overrides.of(await asyncio.wait_for(asyncio.to_thread(body.overrides, caps), caps.timeout_s))
     except TimeoutError:
         raise SchemaError(f"the schema took longer than {caps.timeout_s} s to convert "
                           "(schema_limits.timeout_s)") from None

@@ -17,7 +17,6 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from poly_ray import tools as tool_calls
 from poly_ray.errors import BadRequest, ConfigError
 from poly_ray.grammars import SchemaError
 

@@ -204,13 +204,14 @@ class MemoryService:
             del self._jobs[old.id]
 
     # ``owner``: the caller's credential; of the stored prompts, it sees its own only.
-    async def recall(self, name: str, prompt: str, n: int, mode: str | None = None, owner: str | None = None) -> list[dict]:
+    async def recall(self, name: str, prompt: str, n: int, mode: str | None = None, *,
+                     owner: str | None = None) -> list[dict]:
         return await self.get(name).recall(prompt, n, mode, owner)
 
-    async def remember(self, name: str, text: str, owner: str | None = None) -> dict:
+    async def remember(self, name: str, text: str, *, owner: str | None = None) -> dict:
         return await self.get(name).remember(text, owner)
 
-    async def documents(self, name: str, owner: str | None = None) -> list[dict]:
+    async def documents(self, name: str, *, owner: str | None = None) -> list[dict]:
         return await self.get(name).documents(owner)
 
     async def delete(self, name: str, document: str) -> dict:

@@ -48,7 +48,7 @@ def build_app(cfg: Config) -> Application:
         {name: t.model_dump(mode="json") for name, t in cfg.tasks.items()}, model_configs, models, memory,
         log_prompts=cfg.log_prompts, schema_limits=cfg.schema_limits.model_dump(mode="json"),
     )
-    state = serve.deployment(StateActor, name="state", **STATE_OPTIONS).bind(cfg.model_dump(mode="json"))
+    state = serve.deployment(StateActor, name="state", **STATE_OPTIONS).bind(str(state_path(cfg, "state")))
     ingress = serve.deployment(serve.ingress()(Ingress), name="ingress", **ingress_options(cfg))
     # The ingress calls the models itself for tasks without a memory (serve/ingress.py).
     return ingress.bind(orchestrator, cfg.model_dump(mode="json"), memory, state, models)

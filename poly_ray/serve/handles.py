@@ -126,30 +126,72 @@ class ModelHandle:
         return await retried_call(lambda: self._handle.chat_template.remote(), self._callee)
 
 
+MEMORY, STATE = "the memory deployment", "the state deployment"
+
+
 class MemoryHandle:
-    """The memory deployment seen as a ``memory.service.MemoryService`` (every method async)."""
+    """The memory deployment (serve/memory.MemoryActor, a MemoryService) seen as an
+    ``api.backend.MemoryBackend``."""
 
     def __init__(self, handle):
         self._handle = handle
 
-    def __getattr__(self, method: str):
-        async def remote(*args, **kwargs):
-            return await call(self._handle.call.remote(method, *args, **kwargs), "the memory deployment")
+    async def names(self) -> dict[str, dict]:
+        return await call(self._handle.names.remote(), MEMORY)
 
-        return remote
+    async def info(self, name: str) -> dict:
+        return await call(self._handle.info.remote(name), MEMORY)
+
+    async def ingest(self, name: str, uploads: list, *, wait: bool = True, owner: str | None = None) -> dict:
+        return await call(self._handle.ingest.remote(name, uploads, wait=wait, owner=owner), MEMORY)
+
+    async def job(self, name: str, job_id: str) -> dict:
+        return await call(self._handle.job.remote(name, job_id), MEMORY)
+
+    async def recall(self, name: str, prompt: str, n: int, mode: str | None = None, *,
+                     owner: str | None = None) -> list[dict]:
+        return await call(self._handle.recall.remote(name, prompt, n, mode, owner=owner), MEMORY)
+
+    async def remember(self, name: str, text: str, *, owner: str | None = None) -> dict:
+        return await call(self._handle.remember.remote(name, text, owner=owner), MEMORY)
+
+    async def documents(self, name: str, *, owner: str | None = None) -> list[dict]:
+        return await call(self._handle.documents.remote(name, owner=owner), MEMORY)
+
+    async def delete(self, name: str, document: str) -> dict:
+        return await call(self._handle.delete.remote(name, document), MEMORY)
+
+    async def clear(self, name: str) -> dict:
+        return await call(self._handle.clear.remote(name), MEMORY)
 
 
 class StateHandle:
-    """The state deployment seen as a ``state.service.StateService`` (every method async)."""
+    """The state deployment (serve/state.StateActor, a StateService) seen as an
+    ``api.backend.StateBackend``."""
 
     def __init__(self, handle):
         self._handle = handle
 
-    async def call(self, method: str, *args, **kwargs):
-        return await call(self._handle.call.remote(method, *args, **kwargs), "the state deployment")
+    async def create(self, owner: str, kind: str, body: dict, *, parent: str | None = None) -> dict:
+        return await call(self._handle.create.remote(owner, kind, body, parent=parent), STATE)
 
-    def __getattr__(self, method: str):
-        async def remote(*args, **kwargs):
-            return await self.call(method, *args, **kwargs)
+    async def update(self, owner: str, kind: str, oid: str, changes: dict, *,
+                     only_if: tuple | list | None = None) -> dict:
+        return await call(self._handle.update.remote(owner, kind, oid, changes, only_if=only_if), STATE)
 
-        return remote
+    async def delete(self, owner: str, kind: str, oid: str) -> None:
+        await call(self._handle.delete.remote(owner, kind, oid), STATE)
+
+    async def get(self, owner: str, kind: str, oid: str) -> dict:
+        return await call(self._handle.get.remote(owner, kind, oid), STATE)
+
+    async def parent_of(self, owner: str, kind: str, oid: str) -> str | None:
+        return await call(self._handle.parent_of.remote(owner, kind, oid), STATE)
+
+    async def list(self, owner: str, kind: str, *, parent: str | None = None, limit: int = 20,
+                   after: str | None = None, before: str | None = None, order: str = "desc") -> dict:
+        return await call(self._handle.list.remote(owner, kind, parent=parent, limit=limit, after=after,
+                                                   before=before, order=order), STATE)
+
+    async def all(self, owner: str, kind: str, *, parent: str) -> list[dict]:
+        return await call(self._handle.all.remote(owner, kind, parent=parent), STATE)

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 
 from ray.exceptions import TaskCancelledError
 
 from poly_ray.api import create_app
 from poly_ray.config import Config
+from poly_ray.generation import Event
 from poly_ray.tasks.runner import READY_TIMEOUT_S, TaskRunner
+from poly_ray.tasks.turn import ModelInfo, TaskInfo, TurnRequest
 
 from .handles import MemoryHandle, ModelHandle, StateHandle, call, stream
 from .ops import RayMetrics, route_logs_to_serve
@@ -27,7 +30,7 @@ log = logging.getLogger(__name__)
 ORCHESTRATOR = "the task orchestrator"
 
 
-class OrchestratorBackend:
+class GraphBackend:
     """``api.Backend`` through DeploymentHandles: to the models directly for tasks
     without a memory, to the TaskOrchestrator for the others."""
 
@@ -36,9 +39,9 @@ class OrchestratorBackend:
         self._streaming = handle.options(stream=True)
         self.memories = MemoryHandle(memory) if memory is not None else None
         self.state = StateHandle(state) if state is not None else None
-        self._tasks: dict | None = None
-        self._models: dict | None = None
-        self._direct = None
+        self._tasks: dict[str, TaskInfo] | None = None
+        self._models: dict[str, ModelInfo] | None = None
+        self._direct: TaskRunner | None = None
         self._with_memory: set[str] = set()
         if config is not None and models:
             self._direct = TaskRunner(
@@ -47,53 +50,43 @@ class OrchestratorBackend:
             )
             self._with_memory = {name for name, t in config.tasks.items() if t.memorization is not None}
 
-    def _runs_here(self, target: str) -> bool:
-        return self._direct is not None and target not in self._with_memory
+    def _runs_here(self, req: TurnRequest) -> bool:
+        return self._direct is not None and req.target not in self._with_memory
 
-    def stream(self, task, prompt, overrides):
-        if self._runs_here(task):
-            return self._direct.stream(task, prompt, overrides)
-        return stream(self._streaming.stream.remote(task, prompt, overrides), ORCHESTRATOR)
+    def stream(self, req: TurnRequest) -> AsyncIterator[Event]:
+        if self._runs_here(req):
+            return self._direct.stream(req)
+        return stream(self._streaming.stream.remote(req), ORCHESTRATOR)
 
-    def stream_target(self, target, prompt, messages, overrides):
-        if self._runs_here(target):
-            return self._direct.stream_target(target, prompt, messages, overrides)
-        return stream(self._streaming.stream_target.remote(target, prompt, messages, overrides), ORCHESTRATOR)
+    async def complete(self, req: TurnRequest) -> dict:
+        if self._runs_here(req):
+            return await self._direct.complete(req)
+        return await call(self._handle.complete.remote(req), ORCHESTRATOR)
 
-    def stream_turn(self, task, context, prompt, overrides, history=None):
-        if self._runs_here(task):
-            return self._direct.stream_turn(task, context, prompt, overrides, history)
-        return stream(self._streaming.stream_turn.remote(task, context, prompt, overrides, history), ORCHESTRATOR)
-
-    async def complete(self, task, prompt, overrides):
-        if self._runs_here(task):
-            return await self._direct.complete(task, prompt, overrides)
-        return await call(self._handle.complete.remote(task, prompt, overrides), ORCHESTRATOR)
-
-    async def embed(self, model, texts):
+    async def embed(self, model: str, texts: list[str]) -> list[list[float]]:
         return await call(self._handle.embed.remote(model, texts), ORCHESTRATOR)
 
-    async def tokenize(self, model, text):
+    async def tokenize(self, model: str, text: str) -> list[dict]:
         return await call(self._handle.tokenize.remote(model, text), ORCHESTRATOR)
 
     # The lists come from the config and never change while the graph runs.
-    async def tasks(self):
+    async def tasks(self) -> dict[str, TaskInfo]:
         if self._tasks is None:
             self._tasks = await call(self._handle.tasks.remote(), ORCHESTRATOR)
         return self._tasks
 
-    async def models(self):
+    async def models(self) -> dict[str, ModelInfo]:
         if self._models is None:
             self._models = await call(self._handle.models.remote(), ORCHESTRATOR)
         return self._models
 
-    async def stats(self):
+    async def stats(self) -> dict:
         stats = await call(self._handle.stats.remote(), ORCHESTRATOR)
         if self._direct is not None:  # the tasks run here count here
             stats["tasks"] = merge_tallies(stats["tasks"], (await self._direct.stats_tasks()))
         return stats
 
-    async def ready(self):
+    async def ready(self) -> dict[str, bool]:
         # The orchestrator checks each model within READY_TIMEOUT_S; past twice
         # that, the orchestrator itself is not there yet.
         try:
@@ -135,7 +128,7 @@ class Ingress:
     def __init__(self, orchestrator, config: dict, memory=None, state=None, models: dict | None = None):
         route_logs_to_serve()
         self._config = Config.model_validate(config)
-        self._backend = OrchestratorBackend(orchestrator, memory, state, self._config, models)
+        self._backend = GraphBackend(orchestrator, memory, state, self._config, models)
         # The trusted Host check and the public warning follow where the proxies really listen.
         self._listen_host = serve_listen_host()
 

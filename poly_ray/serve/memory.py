@@ -7,7 +7,6 @@ that model's vocabulary, loaded here (only the vocabulary, not the weights).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 
@@ -26,7 +25,10 @@ from .ops import route_logs_to_serve
 log = logging.getLogger(__name__)
 
 
-class MemoryActor:
+class MemoryActor(MemoryService):
+    """The memories' ``MemoryService``, built from the config: handles call its methods
+    by name (serve/handles.MemoryHandle)."""
+
     def __init__(self, memories: dict, models: dict, handles: dict, cache_path: str, jobs_path: str, bounds: dict):
         """``jobs_path``: the folder of the durable ingestion jobs (under state_dir);
         ``bounds``: MemoryService's max_jobs, per_credential and per_memory."""
@@ -52,16 +54,11 @@ class MemoryActor:
             )
             log.info("memory %s: ready (%s)", name, cfg.store.path or cfg.store.qdrant.url)
         self._vocabularies = vocabularies
-        # Jobs an earlier replica left running resume as soon as this one serves.
-        self.memories = MemoryService(built, JobStore(Path(jobs_path)), **bounds)
-
-    async def call(self, method: str, *args, **kwargs):
-        if self.memories.resumed is None:  # built outside an event loop
-            self.memories.resumed = asyncio.create_task(self.memories.resume())
-        return await getattr(self.memories, method)(*args, **kwargs)
+        # Serve runs the constructor on the replica's event loop: jobs an earlier
+        # replica left running resume as soon as this one serves.
+        super().__init__(built, JobStore(Path(jobs_path)), **bounds)
 
     def __del__(self):
         # Serve is shutting the replica down: flush and release the stores' files.
-        memories = getattr(self, "memories", None)
-        if memories is not None:
-            memories.close()
+        if getattr(self, "_memories", None) is not None:
+            self.close()

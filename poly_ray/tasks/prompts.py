@@ -8,6 +8,8 @@ from poly_ray.config import TaskConfig
 from poly_ray.errors import BadRequest
 from poly_ray.generation import GenerationRequest, Sampling, Segment, check_stops
 
+from .turn import NO_OVERRIDES, Overrides
+
 
 def assemble(task: TaskConfig, prompt: str, *, first_turn: bool = True, recalled: str = "") -> tuple[Segment, ...]:
     """What the model sees for one turn: the prelude once per session, then the
@@ -79,7 +81,7 @@ def build_request(
     task_name: str,
     task: TaskConfig,
     prompt: str | tuple[Segment, ...],
-    overrides: dict | None = None,
+    overrides: Overrides = NO_OVERRIDES,
     *,
     user_text: str | None = None,
     grammar: str | None = None,
@@ -87,38 +89,29 @@ def build_request(
     """The task's settings, with the request's overrides where it may make them.
 
     ``prompt`` is the user's text (wrapped by the task) or an already rendered
-    conversation. ``overrides`` holds only keys the client set (max_tokens,
-    temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n,
-    frequency_penalty, presence_penalty, seed, stop, ignore_eos, min_tokens, min_length,
-    max_length, grammar, logprobs), and
-    the chat session id the WebSocket route adds (never a client); the
-    task's max_tokens is a ceiling, not a default to beat.
-
+    conversation; the task's max_tokens is a ceiling, not a default to beat.
     ``grammar`` is the task's biaser as a grammar, which the runner converted once with
-    the configured schema_limits; a request's own (``overrides["grammar"]``) replaces it.
+    the configured schema_limits; a request's own (``overrides.grammar``) replaces it.
     """
-    o = {k: v for k, v in (overrides or {}).items() if v is not None}
+    o = overrides
     # What the user wrote may not hold private tokens; text recalled from a memory may
     # (it is tokenized as plain text all the same). Default: every non-template part.
     if user_text is None:
         user_text = prompt if isinstance(prompt, str) else "".join(s.text for s in prompt if not s.special)
     check_private(task, user_text)
-    max_tokens = o.get("max_tokens", task.max_tokens)
+    max_tokens = _or(o.max_tokens, task.max_tokens)
     if max_tokens > task.max_tokens:
         raise BadRequest(f"max_tokens {max_tokens} is above the limit of task '{task_name}' ({task.max_tokens})")
-    stop = o.get("stop", [])
-    if isinstance(stop, str):
-        stop = [stop]
-    check_stops(stop)  # the routes bound them too; this holds for every caller of the orchestrator
+    check_stops(list(o.stop))  # the routes bound them too; this holds for every caller of the orchestrator
     sampling = Sampling(
-        temperature=o.get("temperature", task.temperature),
-        top_k=o.get("top_k", task.top_k),
-        top_p=o.get("top_p", task.top_p),
-        min_p=o.get("min_p", task.min_p),
-        repeat_penalty=o.get("repeat_penalty", task.repeat_penalty),
-        repeat_last_n=o.get("repeat_last_n", task.repetition_penalty_last_n),
-        frequency_penalty=o.get("frequency_penalty", task.frequency_penalty),
-        presence_penalty=o.get("presence_penalty", task.presence_penalty),
+        temperature=_or(o.temperature, task.temperature),
+        top_k=_or(o.top_k, task.top_k),
+        top_p=_or(o.top_p, task.top_p),
+        min_p=_or(o.min_p, task.min_p),
+        repeat_penalty=_or(o.repeat_penalty, task.repeat_penalty),
+        repeat_last_n=_or(o.repeat_last_n, task.repetition_penalty_last_n),
+        frequency_penalty=_or(o.frequency_penalty, task.frequency_penalty),
+        presence_penalty=_or(o.presence_penalty, task.presence_penalty),
         mirostat=task.mirostat,
         mirostat_tau=task.mirostat_tau,
         mirostat_eta=task.mirostat_eta,
@@ -126,23 +119,27 @@ def build_request(
         mirostat_n_vocab=task.mirostat_n_vocab or 0,
         typical_p=task.typical_p,
         min_keep=task.min_keep,
-        seed=o.get("seed", task.seed),
+        seed=_or(o.seed, task.seed),
     )
     return GenerationRequest(
         prompt=assemble(task, prompt) if isinstance(prompt, str) else prompt,
         max_tokens=max_tokens,
         # Private tokens are for the operator's templates: the model never shows one.
-        stop=tuple(dict.fromkeys([*task.stop_sequences, *task.private_tokens, *stop])),
+        stop=tuple(dict.fromkeys([*task.stop_sequences, *task.private_tokens, *o.stop])),
         sampling=sampling,
-        ignore_eos=bool(o.get("ignore_eos", False)),
-        min_tokens=o.get("min_tokens", 0),
-        min_length=o.get("min_length"),
-        max_length=o.get("max_length"),
-        grammar=o.get("grammar", grammar),
-        logprobs=o.get("logprobs"),
-        session=o.get("session"),
-        cache_key=o.get("cache_key") or prelude_key(task_name, task),
+        ignore_eos=o.ignore_eos,
+        min_tokens=o.min_tokens or 0,
+        min_length=o.min_length,
+        max_length=o.max_length,
+        grammar=_or(o.grammar, grammar),
+        logprobs=o.logprobs,
+        session=o.session,
+        cache_key=o.cache_key or prelude_key(task_name, task),
     )
+
+
+def _or(value, default):
+    return default if value is None else value
 
 
 def prelude_key(task_name: str, task: TaskConfig) -> str | None:

@@ -12,7 +12,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from poly_ray import chat_template, grammars, tools
 from poly_ray.config import ModelConfig, TaskConfig
@@ -21,6 +21,7 @@ from poly_ray.generation import Chunk, Done, Event, GenerationRequest, Segment, 
 
 from .observe import Sink, Tally, observe
 from .prompts import assemble, bare_model_task, build_request, recalled_text, render_chat, replay
+from .turn import ModelInfo, Overrides, TaskInfo, TurnRequest
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,11 @@ class ModelClient(Protocol):
 
 
 class MemoryClient(Protocol):
-    async def recall(self, memory: str, prompt: str, n: int) -> list[dict]: ...
-    async def remember(self, memory: str, text: str) -> dict: ...
+    """What the runner asks of the memories (``api.backend.MemoryBackend`` is the whole surface)."""
+
+    async def recall(self, memory: str, prompt: str, n: int, mode: str | None = None, *,
+                     owner: str | None = None) -> list[dict]: ...
+    async def remember(self, memory: str, text: str, *, owner: str | None = None) -> dict: ...
     async def names(self) -> dict: ...
 
 
@@ -62,19 +66,15 @@ class TaskRunner:
         self._grammars = _biaser_grammars(tasks, caps)
         self._models = models
         self._clients = clients
-        # Also what the HTTP layer's memory routes call, when this runner is its backend.
+        # When this runner is the HTTP layer's backend itself (one process, tests), what its
+        # memory and stateful routes call (api.backend.Backend); the graph sets neither here.
         self.memories = memories
+        self.state: Any = None
         self._storing: set[asyncio.Task] = set()  # prompts being stored, kept from the GC
         self._templates: dict[str, dict | None] = {}  # per model, asked once
         self._tally = Tally()
         self._sinks = (self._tally, *sinks)
         self._log_prompts = log_prompts
-
-    def task(self, name: str) -> TaskConfig:
-        try:
-            return self._tasks[name]
-        except KeyError:
-            raise NotFound(f"task '{name}' does not exist") from None
 
     def client(self, model: str) -> ModelClient:
         try:
@@ -87,51 +87,92 @@ class TaskRunner:
         logged = (prompt if isinstance(prompt, str) else json.dumps(prompt)) if self._log_prompts else None
         return observe(events, task=target, model=task.model, sinks=self._sinks, prompt=logged)
 
-    async def stream(self, task: str, prompt: str, overrides: dict) -> AsyncIterator[Event]:
-        cfg = self.task(task)
-        async for event in self._observed(task, cfg, prompt, self._stream(task, cfg, prompt, overrides)):
+    async def stream(self, req: TurnRequest) -> AsyncIterator[Event]:
+        """The events of one generation: ``Started``, then ``Chunk`` and ``ToolCallDelta``
+        events, then ``Done``; a refusal (``PolyError``) is raised before ``Started``."""
+        task = self._resolve(req.target, chat=req.messages is not None)
+        said = req.prompt if req.messages is None else [list(m) for m in req.messages]
+        async for event in self._observed(req.target, task, said, self._generate(req, task)):
             yield event
 
-    async def _stream(self, task: str, cfg: TaskConfig, prompt: str, overrides: dict) -> AsyncIterator[Event]:
-        request = build_request(task, cfg, prompt, overrides, grammar=self._grammars.get(task))
-        if recalled := await self._recall(cfg, prompt, overrides):
-            request = replace(request, prompt=assemble(cfg, prompt, recalled=recalled))
-        plan, grammar = await self._tools(cfg, overrides)
-        if plan.active:  # the task's tools: their description goes first, the answer is the envelope
-            request = replace(request, prompt=(Segment(plan.instructions() + "\n\n"), *request.prompt),
-                              grammar=grammar, stop=tuple(cfg.private_tokens))
-            events = tools.decode(self.client(cfg.model).generate(request), plan)
+    async def complete(self, req: TurnRequest) -> dict:
+        return await collect(self.stream(req))
+
+    def _resolve(self, target: str, *, chat: bool) -> TaskConfig:
+        """A task, or a model used bare by its name."""
+        if target in self._tasks:
+            return self._tasks[target]
+        if target in self._models:
+            return bare_model_task(target, self._models[target].context_size, chat=chat)
+        raise NotFound(f"model '{target}' does not exist (neither a task nor a model)")
+
+    def _generate(self, req: TurnRequest, task: TaskConfig) -> AsyncIterator[Event]:
+        if req.messages is not None:
+            return self._chat(req, task)
+        if req.is_turn:
+            return self._turn(req, task)
+        return self._prompt(req, task)
+
+    async def _prompt(self, req: TurnRequest, task: TaskConfig) -> AsyncIterator[Event]:
+        """A prompt wrapped by the task: recall, tools (their description first, the answer
+        their envelope) and the bias-prompt flow; with Ollama's raw, the prompt as it is (still
+        as text: it spells no special token), without the task's prelude, prefix, postfix,
+        recall or bias prompt, while its limits and stop sequences hold."""
+        o, prompt, biaser = req.overrides, req.prompt, self._grammars.get(req.target)
+        if o.raw:
+            request = build_request(req.target, task, (Segment(prompt),), o, user_text=prompt, grammar=biaser)
+            events = self.client(task.model).generate(request)
         else:
-            events = self._run(cfg, request)
-        async for event in self._remembering(cfg, prompt, events, overrides):
+            request = build_request(req.target, task, prompt, o, grammar=biaser)
+            if recalled := await self._recall(task, prompt, req.owner):
+                request = replace(request, prompt=assemble(task, prompt, recalled=recalled))
+            plan, grammar = await self._tools(task, o)
+            if plan.active:
+                request = replace(request, prompt=(Segment(plan.instructions() + "\n\n"), *request.prompt),
+                                  grammar=grammar, stop=tuple(task.private_tokens))
+                events = tools.decode(self.client(task.model).generate(request), plan)
+            else:
+                events = self._run(task, request)
+        async for event in self._remembering(task, prompt, events, req.owner):
             yield event
 
-    async def complete(self, task: str, prompt: str, overrides: dict) -> dict:
-        return await collect(self.stream(task, prompt, overrides))
-
-    async def stream_turn(
-        self,
-        task: str,
-        context: tuple[int, ...] | None,
-        prompt: str,
-        overrides: dict,
-        history: list[tuple[str, str]] | None = None,
-    ) -> AsyncIterator[Event]:
-        """One turn of a chat session. ``context`` is what the model saw so far (None:
-        a new session, which starts with the prelude); ``Done.context`` is the next one.
+    async def _turn(self, req: TurnRequest, task: TaskConfig) -> AsyncIterator[Event]:
+        """One turn of a chat session. ``context`` is what the model saw so far (``()``: a
+        new session, which starts with the prelude); ``Done.context`` is the next one.
         With ``history`` (earlier turns' prompts and answers) instead of a context, the
         session is written out anew: the prelude, those turns, then this one."""
-        cfg = self.task(task)
-        async for event in self._observed(task, cfg, prompt, self._turn(task, cfg, context, prompt, overrides, history)):
+        prompt = req.prompt
+        recalled = await self._recall(task, prompt, req.owner)
+        first = not req.context and req.history is None
+        turn = assemble(task, prompt, first_turn=first, recalled=recalled)
+        if req.history is not None:
+            turn = (*replay(task, list(req.history)), *turn)
+        request = build_request(req.target, task, turn, req.overrides, user_text=prompt,
+                                grammar=self._grammars.get(req.target))
+        events = self._run(task, replace(request, context=req.context or ()))
+        async for event in self._remembering(task, prompt, events, req.owner):
             yield event
 
-    async def _turn(self, task: str, cfg: TaskConfig, context, prompt: str, overrides: dict, history) -> AsyncIterator[Event]:
-        recalled = await self._recall(cfg, prompt, overrides)
-        turn = assemble(cfg, prompt, first_turn=context is None and history is None, recalled=recalled)
-        if history is not None:
-            turn = (*replay(cfg, history), *turn)
-        request = build_request(task, cfg, turn, overrides, user_text=prompt, grammar=self._grammars.get(task))
-        async for event in self._remembering(cfg, prompt, self._run(cfg, replace(request, context=context or ())), overrides):
+    async def _chat(self, req: TurnRequest, task: TaskConfig) -> AsyncIterator[Event]:
+        """Chat messages (``(role, content)`` pairs) through the chat template, with recall
+        for the last user message and the tools in the system turn."""
+        messages, o = list(req.messages), req.overrides
+        question = next((content for role, content in reversed(messages) if role == "user"), "")
+        recalled = await self._recall(task, question, req.owner) if question else ""
+        plan, grammar = await self._tools(task, o)
+        if plan.active:
+            messages = tools.with_instructions(plan, messages)
+            o = replace(o, grammar=grammar)
+        said = "\n".join(content for _, content in messages)
+        request = build_request(req.target, task, await self._render(task, messages, recalled), o, user_text=said,
+                                grammar=self._grammars.get(req.target))
+        if plan.active:
+            # The grammar ends the envelope; a stop sequence inside its strings would cut it.
+            request = replace(request, stop=tuple(task.private_tokens))
+            events = tools.decode(self.client(task.model).generate(request), plan)
+        else:
+            events = self._run(task, request)
+        async for event in self._remembering(task, question, events, req.owner):
             yield event
 
     async def _run(self, task: TaskConfig, request: GenerationRequest) -> AsyncIterator[Event]:
@@ -157,55 +198,6 @@ class TaskRunner:
             if not isinstance(event, Started):
                 yield event
 
-    async def stream_target(
-        self, target: str, prompt: str | None, messages: list[tuple[str, str]] | None, overrides: dict
-    ) -> AsyncIterator[Event]:
-        """Generate for a task or, by its name, a bare model: from a prompt, or
-        from chat messages (``(role, content)`` pairs)."""
-        if target in self._tasks:
-            task = self._tasks[target]
-        elif target in self._models:
-            task = bare_model_task(target, self._models[target].context_size, chat=messages is not None)  # no biaser, no _grammars entry
-        else:
-            raise NotFound(f"model '{target}' does not exist (neither a task nor a model)")
-        events = self._target(target, task, prompt, messages, overrides)
-        async for event in self._observed(target, task, prompt if messages is None else messages, events):
-            yield event
-
-    async def _target(self, target: str, task: TaskConfig, prompt, messages, overrides: dict) -> AsyncIterator[Event]:
-        if messages is None and overrides.get("raw"):
-            # Ollama's raw: the prompt as it is (still as text: it spells no special token), without
-            # the task's prelude, prefix, postfix, recall or bias prompt; its limits and stop sequences hold.
-            request = build_request(target, task, (Segment(prompt),), overrides, user_text=prompt,
-                                    grammar=self._grammars.get(target))
-            async for event in self._remembering(task, prompt, self.client(task.model).generate(request), overrides):
-                yield event
-            return
-        if messages is None:
-            question = prompt
-            request = build_request(target, task, prompt, overrides, grammar=self._grammars.get(target))
-            if recalled := await self._recall(task, prompt, overrides):
-                request = replace(request, prompt=assemble(task, prompt, recalled=recalled))
-        else:
-            question = next((content for role, content in reversed(messages) if role == "user"), "")
-            recalled = await self._recall(task, question, overrides) if question else ""
-            plan, grammar = await self._tools(task, overrides)
-            if plan.active:
-                messages = tools.with_instructions(plan, messages)
-                overrides = {**overrides, "grammar": grammar}
-            said = "\n".join(content for _, content in messages)
-            request = build_request(target, task, await self._render(task, messages, recalled), overrides, user_text=said,
-                                    grammar=self._grammars.get(target))
-            if plan.active:
-                # The grammar ends the envelope; a stop sequence inside its strings would cut it.
-                request = replace(request, stop=tuple(task.private_tokens))
-                events = tools.decode(self.client(task.model).generate(request), plan)
-                async for event in self._remembering(task, question, events, overrides):
-                    yield event
-                return
-        async for event in self._remembering(task, question, self._run(task, request), overrides):
-            yield event
-
     async def _render(self, task: TaskConfig, messages: list[tuple[str, str]], recalled: str) -> tuple[Segment, ...]:
         """Messages as the model sees them: through the task's chat template, else the
         model's own (GGUF), else prefix/postfix around each user message. Recalled
@@ -225,11 +217,11 @@ class TaskRunner:
             self._templates[model] = await ask() if ask else None
         return self._templates[model]
 
-    async def _tools(self, task: TaskConfig, overrides: dict) -> tuple[tools.Plan, str | None]:
+    async def _tools(self, task: TaskConfig, overrides: Overrides) -> tuple[tools.Plan, str | None]:
         """The request's tool plan and its envelope's grammar, held to the config's
         schema_limits; converted on a thread, cut off after schema_limits.timeout_s."""
         caps = self._caps
-        if not (overrides.get("tools") or task.tools):
+        if not (overrides.tools or task.tools) or overrides.tool_choice == "none":
             return _tool_plan(task, overrides, caps), None
 
         def work():
@@ -242,16 +234,16 @@ class TaskRunner:
             raise grammars.SchemaError(f"the tools' schemas took longer than {caps.timeout_s} s to convert "
                                        "(schema_limits.timeout_s)") from None
 
-    async def _recall(self, task: TaskConfig, prompt: str, overrides: dict) -> str:
+    async def _recall(self, task: TaskConfig, prompt: str, owner: str | None) -> str:
         """The text recalled from the task's memory for this prompt ("" without one).
-        Of the stored prompts, only the caller's (the ``owner`` the ingress sets)."""
+        Of the stored prompts, only the caller's."""
         m = task.memorization
         if m is None or self.memories is None or not m.retrieve:
             return ""
-        return recalled_text(await self.memories.recall(m.memory, prompt, m.retrieve, owner=overrides.get("owner")))
+        return recalled_text(await self.memories.recall(m.memory, prompt, m.retrieve, owner=owner))
 
     async def _remembering(
-        self, task: TaskConfig, prompt: str, events: AsyncIterator[Event], overrides: dict
+        self, task: TaskConfig, prompt: str, events: AsyncIterator[Event], owner: str | None
     ) -> AsyncIterator[Event]:
         """``events``; with store_prompts, the prompt is stored (as the caller's) once the
         model has accepted it (a refused prompt is not), beside the generation."""
@@ -259,7 +251,7 @@ class TaskRunner:
         remember = m is not None and m.store_prompts and self.memories is not None and prompt.strip()
         async for event in events:
             if remember and isinstance(event, Started):
-                stored = asyncio.create_task(self.memories.remember(m.memory, prompt, owner=overrides.get("owner")))
+                stored = asyncio.create_task(self.memories.remember(m.memory, prompt, owner=owner))
                 self._storing.add(stored)
                 stored.add_done_callback(self._stored)
             yield event
@@ -275,14 +267,11 @@ class TaskRunner:
     async def tokenize(self, model: str, text: str) -> list[dict]:
         return await self.client(model).tokenize(text)
 
-    async def tasks(self) -> dict[str, dict]:
-        return {
-            name: {"model": t.model, "max_tokens": t.max_tokens, "context_overflow": t.context_overflow}
-            for name, t in self._tasks.items()
-        }
+    async def tasks(self) -> dict[str, TaskInfo]:
+        return {name: TaskInfo(t.model, t.max_tokens, t.context_overflow) for name, t in self._tasks.items()}
 
-    async def models(self) -> dict[str, dict]:
-        return {name: {"context_size": m.context_size, "source": m.source} for name, m in self._models.items()}
+    async def models(self) -> dict[str, ModelInfo]:
+        return {name: ModelInfo(m.context_size, m.source) for name, m in self._models.items()}
 
     async def stats_tasks(self) -> dict[str, dict]:
         """The per-task counts of this runner alone."""
@@ -317,14 +306,14 @@ def _biaser_grammars(tasks: dict[str, TaskConfig], caps: grammars.Caps) -> dict[
     return converted
 
 
-def _tool_plan(task: TaskConfig, overrides: dict, caps: grammars.Caps) -> tools.Plan:
+def _tool_plan(task: TaskConfig, overrides: Overrides, caps: grammars.Caps) -> tools.Plan:
     """The request's tools, else the task's; the request's tool_choice, else the task's."""
-    plan = tools.plan(overrides.get("tools") or task.tools, overrides.get("tool_choice", task.tool_choice),
-                      overrides.get("parallel_tool_calls"), caps)
-    if plan.active and "grammar" in overrides:
+    choice = overrides.tool_choice if overrides.tool_choice is not None else task.tool_choice
+    plan = tools.plan(list(overrides.tools or ()) or task.tools, choice, overrides.parallel_tool_calls, caps)
+    if plan.active and overrides.grammar is not None:
         raise BadRequest("a response format (response_format, format) cannot be combined with tools "
                          "unless tool_choice is 'none'")
-    if plan.active and overrides.get("logprobs") is not None:
+    if plan.active and overrides.logprobs is not None:
         raise BadRequest("logprobs: not supported with tools")
     return plan
 

@@ -2,9 +2,9 @@
 family's router, whatever its path; only unknown paths are placed by prefix."""
 
 import pytest
+from scripted import make_client
 
 from poly_ray.api.family import OLLAMA, OPENAI, POLY
-from scripted import make_client
 
 
 def shape(body: dict) -> str:

@@ -20,12 +20,12 @@ from schemathesis.checks import (
 
 from poly_ray import config
 from poly_ray.api import create_app
-from poly_ray.state.service import StateService
-from poly_ray.state.store import Store
 from poly_ray.generation import Chunk, Done, Started
 from poly_ray.memory.memory import Memory
 from poly_ray.memory.service import MemoryService
 from poly_ray.memory.vectorstore import EdgeStore
+from poly_ray.state.service import StateService
+from poly_ray.state.store import Store
 from poly_ray.tasks.runner import TaskRunner
 
 EXAMPLES_PER_ROUTE = 40

@@ -12,8 +12,8 @@ from openai.types.responses import Response, ResponseStreamEvent
 
 from poly_ray.api.responses import protocol as p
 from poly_ray.api.responses.events import EventStream
-from poly_ray.generation import ToolCallDelta
 from poly_ray.errors import BadRequest
+from poly_ray.generation import ToolCallDelta
 
 
 def test_a_string_input_is_one_user_message():

@@ -5,10 +5,10 @@ import asyncio
 import json
 
 import pytest
+from scripted import make_client, sse_events
 
 from poly_ray.state.service import StateService
 from poly_ray.state.store import Store
-from scripted import make_client, sse_events
 
 # (route, body with the prompt in it): every streamed generation route.
 ROUTES = {

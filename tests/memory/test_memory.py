@@ -11,6 +11,7 @@ from poly_ray.config import MemoryConfig
 from poly_ray.errors import ConfigError, NotFound, Unprocessable
 from poly_ray.memory.memory import Memory, Upload
 from poly_ray.memory.vectorstore import EdgeStore, QdrantServerStore, Search, Sparse, StoredPoint
+from poly_ray.tasks.turn import TurnRequest
 
 PAGES = [
     "Bees make honey from the nectar of flowers. A hive holds one queen and thousands of workers.",
@@ -242,9 +243,9 @@ async def test_recalled_text_may_hold_private_tokens():
     model = ScriptedModel()
     runner = TaskRunner(cfg.tasks, cfg.models, {"m": model}, Recalling())
     for events in (
-        runner.stream("t", "hello", {}),
-        runner.stream_turn("t", None, "hello", {}),
-        runner.stream_target("t", None, [("user", "hello")], {}),
+        runner.stream(TurnRequest("t", "hello")),
+        runner.stream(TurnRequest("t", "hello", context=())),
+        runner.stream(TurnRequest("t", messages=(("user", "hello"),))),
     ):
         assert [e async for e in events]  # not refused
         assert "<end_of_turn> inside" in model.requests[-1].text

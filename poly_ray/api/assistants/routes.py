@@ -10,12 +10,12 @@ import asyncio
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from poly_ray.api.auth import Access, Principal, check_target, owner_of
+from poly_ray.api.auth import Access, Principal, check_target
+from poly_ray.api.backend import require_state
 from poly_ray.api.family import OPENAI, attach
 from poly_ray.api.limits import StreamLimits
 from poly_ray.api.openapi import AUTHORIZED, GENERATES, SSE, WITH_BODY, doc
 from poly_ray.api.parsing import parse_params
-from poly_ray.api.responses.routes import state_of
 from poly_ray.api.streaming import respond
 from poly_ray.errors import BadRequest, NotFound
 
@@ -30,19 +30,19 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None
     router = OPENAI.router()
 
     def store():
-        return state_of(backend)
+        return require_state(backend)
 
-    runs = Runs(backend, store, slots)
+    runs = Runs(backend, slots)
 
     def caller(request: Request) -> tuple[Principal, str]:
         who = access.principal(request)
-        return who, owner_of(who)
+        return who, who.owner
 
     async def check_resources(tool_resources, where: str = "tool_resources") -> None:
         names = p.memory_names(tool_resources, where)
         if not names:
             return
-        memories = getattr(backend, "memories", None)
+        memories = backend.memories
         known = await memories.names() if memories is not None else {}
         for i, name in enumerate(names):
             if name not in known:

@@ -18,11 +18,14 @@ from collections.abc import AsyncIterator
 
 from poly_ray import tools as tool_calls
 from poly_ray.api import sse, streaming
+from poly_ray.api.backend import Backend, StateBackend, require_state
 from poly_ray.api.family import OPENAI
+from poly_ray.api.limits import StreamLimits
 from poly_ray.api.responses.run import keep, watch
 from poly_ray.errors import BadRequest, PolyError
 from poly_ray.generation import Chunk, Done, ToolCallDelta
 from poly_ray.tasks.prompts import recalled_text
+from poly_ray.tasks.turn import Overrides, TurnRequest
 
 from . import protocol as p
 from .protocol import ACTIVE, ASSISTANT, CONTEXT, MESSAGE, RUN, STEP, THREAD
@@ -36,12 +39,15 @@ def context_id(run_id: str) -> str:
 
 
 class Runs:
-    def __init__(self, backend, state_of, slots):
-        self.backend, self.state_of, self.slots = backend, state_of, slots
+    def __init__(self, backend: Backend, slots: StreamLimits):
+        self.backend, self.slots = backend, slots
         self.running: dict[str, asyncio.Task] = {}
 
+    def _state(self) -> StateBackend:
+        return require_state(self.backend)
+
     async def create(self, owner: str, run: dict) -> dict:
-        state = self.state_of()
+        state = self._state()
         run = await state.create(owner, RUN, run, parent=run["thread_id"])
         await state.create(owner, CONTEXT, {"id": context_id(run["id"]), "turns": []}, parent=run["id"])
         return run
@@ -62,7 +68,7 @@ class Runs:
         self.running[run["id"]] = task
 
         async def cancelled() -> bool:
-            return (await self.state_of().get(owner, RUN, run["id"]))["status"] == "cancelled"
+            return (await self._state().get(owner, RUN, run["id"]))["status"] == "cancelled"
 
         keep(watch(task, cancelled))
 
@@ -76,7 +82,7 @@ class Runs:
 
     async def cancel(self, owner: str, run: dict) -> dict:
         if run["status"] in ACTIVE:
-            run = await self.state_of().update(owner, RUN, run["id"], {"status": "cancelled", "cancelled_at": p.now()},
+            run = await self._state().update(owner, RUN, run["id"], {"status": "cancelled", "cancelled_at": p.now()},
                                                only_if=ACTIVE)
             task = self.running.pop(run["id"], None)
             if task is not None:
@@ -95,7 +101,7 @@ class Runs:
         given = {o.tool_call_id: o.output for o in outputs}
         if missing := [c for c in by_id if c not in given]:
             raise BadRequest(f"tool_outputs: the outputs of {', '.join(missing)} are missing")
-        state = self.state_of()
+        state = self._state()
         context = await state.get(owner, CONTEXT, context_id(run["id"]))
         said = tool_calls.envelope([(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in calls])
         turns = [*context["turns"], ["assistant", said],
@@ -109,12 +115,12 @@ class Runs:
                                   only_if=("requires_action",))
 
     async def _save(self, owner: str, rid: str, changes: dict) -> dict:
-        return await self.state_of().update(owner, RUN, rid, changes, only_if=ACTIVE)
+        return await self._state().update(owner, RUN, rid, changes, only_if=ACTIVE)
 
     async def _prompt(self, owner: str, run: dict) -> tuple[list[tuple[str, str]], dict]:
         """The run's turns (instructions, the thread's messages, recalled passages,
         the tool rounds so far) and the chat path's overrides."""
-        state = self.state_of()
+        state = self._state()
         assistant = await state.get(owner, ASSISTANT, run["assistant_id"])
         thread = await state.get(owner, THREAD, run["thread_id"])
         messages = await state.all(owner, MESSAGE, parent=thread["id"])
@@ -141,14 +147,14 @@ class Runs:
         return turns, {k: v for k, v in o.items() if v is not None}
 
     async def _recall(self, names: list[str], query: str, owner: str) -> str:
-        memories = getattr(self.backend, "memories", None)
+        memories = self.backend.memories
         if not names or memories is None:
             return ""
         found = await asyncio.gather(*(memories.recall(n, query, RECALL, owner=owner) for n in names))
         return recalled_text([c for chunks in found for c in chunks])
 
     async def _drive(self, owner: str, credential: str, run: dict, emit) -> None:
-        state, rid = self.state_of(), run["id"]
+        state, rid = self._state(), run["id"]
         message = step = None
         parts: list[str] = []
         try:
@@ -158,7 +164,8 @@ class Runs:
             emit("thread.run.in_progress", run)
             turns, overrides = await self._prompt(owner, run)
             calls, done = {}, None
-            events = self.backend.stream_target(run["model"], None, turns, overrides)
+            turn = TurnRequest(run["model"], messages=tuple(turns), overrides=Overrides.of(overrides), owner=owner)
+            events = self.backend.stream(turn)
             try:
                 _, release = await self.slots.accepted(events, credential)
                 try:
@@ -215,7 +222,7 @@ class Runs:
 
     async def _message(self, owner: str, run: dict, emit) -> tuple[dict, dict]:
         """The assistant message the run writes, and its message_creation step."""
-        state = self.state_of()
+        state = self._state()
         message = await state.create(owner, MESSAGE, p.message_object(
             run["thread_id"], "assistant", "", run_id=run["id"], assistant_id=run["assistant_id"],
             status="in_progress"), parent=run["thread_id"])
@@ -226,7 +233,7 @@ class Runs:
         return message, step
 
     async def _requires_action(self, owner: str, run: dict, calls: list[dict], used: dict, emit) -> None:
-        state = self.state_of()
+        state = self._state()
         wanted = [{"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
                   for c in calls]
         step = await state.create(owner, STEP, p.step_object(run, p.calls_step(wanted)), parent=run["id"])

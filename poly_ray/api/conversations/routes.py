@@ -10,11 +10,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from poly_ray.api.auth import Access, owner_of
+from poly_ray.api.auth import Access
+from poly_ray.api.backend import require_state
 from poly_ray.api.family import OPENAI, attach
 from poly_ray.api.openapi import AUTHORIZED, WITH_BODY, doc
 from poly_ray.api.parsing import parse_params
-from poly_ray.api.responses.routes import CONVERSATION, ITEM, ItemsQuery, state_of
+from poly_ray.api.responses.routes import CONVERSATION, ITEM, ItemsQuery
 from poly_ray.api.responses.run import append
 from poly_ray.errors import NotFound
 
@@ -50,8 +51,8 @@ def register(app: FastAPI, backend, access: Access) -> None:
     router = OPENAI.router()
 
     async def item_of(request: Request, cid: str, iid: str) -> tuple[Any, str, dict]:
-        owner = owner_of(access.principal(request))
-        state = state_of(backend)
+        owner = access.principal(request).owner
+        state = require_state(backend)
         await state.get(owner, CONVERSATION, cid)
         item = await state.get(owner, ITEM, iid)
         if await state.parent_of(owner, ITEM, iid) != cid:
@@ -60,44 +61,44 @@ def register(app: FastAPI, backend, access: Access) -> None:
 
     @router.post("/v1/conversations", openapi_extra=doc(body=ConversationCreate, errors=WITH_BODY))
     async def create(request: Request):
-        owner = owner_of(access.principal(request))
+        owner = access.principal(request).owner
         body = await parse_params(request, ConversationCreate)
         meta = protocol.metadata(body.metadata)
         items = protocol.new_items(body.items)
-        state = state_of(backend)
+        state = require_state(backend)
         conversation = await state.create(owner, CONVERSATION, protocol.conversation_object(meta))
         await append(state, owner, conversation["id"], items)
         return conversation
 
     @router.get("/v1/conversations/{cid}", openapi_extra=doc(errors=AUTHORIZED))
     async def retrieve(request: Request, cid: str):
-        return await state_of(backend).get(owner_of(access.principal(request)), CONVERSATION, cid)
+        return await require_state(backend).get(access.principal(request).owner, CONVERSATION, cid)
 
     @router.post("/v1/conversations/{cid}", openapi_extra=doc(body=ConversationUpdate, errors=WITH_BODY))
     async def update(request: Request, cid: str):
-        owner = owner_of(access.principal(request))
+        owner = access.principal(request).owner
         body = await parse_params(request, ConversationUpdate)
-        return await state_of(backend).update(owner, CONVERSATION, cid, {"metadata": protocol.metadata(body.metadata)})
+        return await require_state(backend).update(owner, CONVERSATION, cid, {"metadata": protocol.metadata(body.metadata)})
 
     @router.delete("/v1/conversations/{cid}", openapi_extra=doc(errors=AUTHORIZED))
     async def delete(request: Request, cid: str):
-        await state_of(backend).delete(owner_of(access.principal(request)), CONVERSATION, cid)  # items with it
+        await require_state(backend).delete(access.principal(request).owner, CONVERSATION, cid)  # items with it
         return protocol.deleted(cid)
 
     @router.get("/v1/conversations/{cid}/items", openapi_extra=doc(query=ItemsQuery, errors=AUTHORIZED))
     async def list_items(request: Request, cid: str):
-        owner = owner_of(access.principal(request))
+        owner = access.principal(request).owner
         query = await parse_params(request, ItemsQuery)
-        state = state_of(backend)
+        state = require_state(backend)
         await state.get(owner, CONVERSATION, cid)
         return await state.list(owner, ITEM, parent=cid, limit=query.limit, after=query.after, order=query.order)
 
     @router.post("/v1/conversations/{cid}/items", openapi_extra=doc(body=ItemsCreate, errors=WITH_BODY))
     async def add_items(request: Request, cid: str):
-        owner = owner_of(access.principal(request))
+        owner = access.principal(request).owner
         body = await parse_params(request, ItemsCreate)
         items = protocol.new_items(body.items)
-        state = state_of(backend)
+        state = require_state(backend)
         await state.get(owner, CONVERSATION, cid)
         return _list(await append(state, owner, cid, items))
 

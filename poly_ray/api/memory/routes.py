@@ -74,7 +74,7 @@ def register(app: FastAPI, memories, access: Access) -> None:
         if len(params.prompt) > bounds.max_recall_chars:
             raise PayloadTooLarge(f"prompt: {len(params.prompt)} characters, over the limit (max_recall_chars)"
                                   f" of {bounds.max_recall_chars}")
-        chunks = await backend().recall(memory, params.prompt, params.n, params.mode, owner=who.credential)
+        chunks = await backend().recall(memory, params.prompt, params.n, params.mode, owner=who.owner)
         # Poly answers the texts as "chunks" (its first versions as "memories");
         # "results" has them with their scores and metadata.
         texts = [c["text"] for c in chunks]
@@ -86,7 +86,7 @@ def register(app: FastAPI, memories, access: Access) -> None:
     async def ingest(memory: str, request: Request, wait: bool = True):
         who = await access.authorize(request, "memory", memory, write=True)
         uploads = await _uploads(request)
-        result = await backend().ingest(memory, uploads, wait=wait, owner=who.credential)
+        result = await backend().ingest(memory, uploads, wait=wait, owner=who.owner)
         return JSONResponse(result, status_code=200 if wait else 202)
 
     @router.get("/v1/memory/{memory}/jobs/{job}", openapi_extra=doc(ok=JobState))
@@ -97,7 +97,7 @@ def register(app: FastAPI, memories, access: Access) -> None:
     @router.get("/v1/memory/{memory}/documents", openapi_extra=doc(ok=Documents))
     async def documents(memory: str, request: Request):
         who = await access.authorize(request, "memory", memory)
-        return {"documents": await backend().documents(memory, owner=who.credential), **await backend().info(memory)}
+        return {"documents": await backend().documents(memory, owner=who.owner), **await backend().info(memory)}
 
     @router.delete("/v1/memory/{memory}/documents/{document}", openapi_extra=doc(ok=Deleted))
     async def delete_document(memory: str, document: str, request: Request):

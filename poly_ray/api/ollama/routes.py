@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 
 from fastapi import FastAPI, Request
@@ -24,6 +25,7 @@ from poly_ray.api.streaming import Framer, respond
 from poly_ray.config import Config
 from poly_ray.errors import NotFound
 from poly_ray.generation import Chunk, Done, ToolCall, ToolCallDelta, gather_calls
+from poly_ray.tasks.turn import TurnRequest
 
 from . import pull as pulling
 from .protocol import (
@@ -61,10 +63,10 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits, config:
         tasks, models = await backend.tasks(), await backend.models()
         if name in tasks:
             who.check("task", name)
-            return {"kind": "task", **tasks[name]}
+            return {"kind": "task", **asdict(tasks[name])}
         if name in models:
             who.check("model", name)
-            return {"kind": "model", **models[name]}
+            return {"kind": "model", **asdict(models[name])}
         raise NotFound(f"model '{name}' not found")
 
     @router.get("/api/version", openapi_extra=doc(ok=OllamaVersion, errors=PLAIN))
@@ -94,10 +96,10 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits, config:
         who = access.principal(request)
         tasks, models = await backend.tasks(), await backend.models()
         loaded = {name.removeprefix("model "): ok for name, ok in (await backend.ready()).items()}
-        running = [(n, tasks[n]["model"]) for n in tasks if who.allows("task", n)]
+        running = [(n, tasks[n].model) for n in tasks if who.allows("task", n)]
         running += [(n, n) for n in models if who.allows("model", n)]
         return {"models": [{**_model_entry(n), "expires_at": NEVER, "size_vram": 0,
-                            "context_length": models[m]["context_size"]} for n, m in running if loaded.get(m)]}
+                            "context_length": models[m].context_size} for n, m in running if loaded.get(m)]}
 
     @router.post("/api/pull", openapi_extra=doc(body=PullBody, ok=OllamaProgress, streams=NDJSON,
                                              errors=(*WITH_BODY, 502)))
@@ -132,11 +134,14 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits, config:
         await target(who, body.model)
         if not body.prompt and not body.system:
             return loaded(body, {"response": ""})
+        # /api/generate cannot show a tool call: a task's tools stay out of it.
+        overrides = replace(await overrides_off_loop(request.app, body), tool_choice="none")
         if body.system:
-            events = backend.stream_target(body.model, None, [("system", body.system), ("user", body.prompt)],
-                                           await overrides_off_loop(request.app, body))
+            turn = TurnRequest(body.model, messages=(("system", body.system), ("user", body.prompt)),
+                               overrides=overrides, owner=who.owner)
         else:
-            events = backend.stream_target(body.model, body.prompt, None, await overrides_off_loop(request.app, body))
+            turn = TurnRequest(body.model, body.prompt, overrides=overrides, owner=who.owner)
+        events = backend.stream(turn)
         return await _respond(body, events, slots, who.credential, lambda text: {"response": text})
 
     @router.post("/api/chat", openapi_extra=doc(
@@ -148,7 +153,9 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits, config:
         await target(who, body.model)
         if not body.messages:
             return loaded(body, {"message": {"role": "assistant", "content": ""}})
-        events = backend.stream_target(body.model, None, body.conversation(), await overrides_off_loop(request.app, body))
+        overrides = await overrides_off_loop(request.app, body)
+        events = backend.stream(TurnRequest(body.model, messages=tuple(body.conversation()), overrides=overrides,
+                                            owner=who.owner))
         return await _respond(body, events, slots, who.credential, _chat_message)
 
     @router.post("/api/embed", openapi_extra=doc(body=EmbedBody, ok=OllamaEmbedResponse, errors=WITH_BODY))

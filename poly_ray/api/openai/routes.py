@@ -14,6 +14,7 @@ import struct
 import time
 import uuid
 from collections.abc import AsyncGenerator
+from dataclasses import replace
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -26,6 +27,7 @@ from poly_ray.api.parsing import overrides_off_loop, parse_params
 from poly_ray.api.streaming import Framer, respond
 from poly_ray.api.vectors import shorten
 from poly_ray.generation import Chunk, Done, Event, TokenLogprob, ToolCall, ToolCallDelta, gather_calls
+from poly_ray.tasks.turn import TurnRequest
 
 from .protocol import (
     ChatCompletionRequest,
@@ -58,7 +60,9 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None
         who = access.principal(request)
         body = await parse_params(request, CompletionRequest)
         await check_target(backend, who, body.model)
-        events = backend.stream_target(body.model, body.text(), None, await overrides_off_loop(request.app, body))
+        # A text completion cannot show a tool call: a task's tools stay out of it.
+        overrides = replace(await overrides_off_loop(request.app, body), tool_choice="none")
+        events = backend.stream(TurnRequest(body.model, body.text(), overrides=overrides, owner=who.owner))
         shape = _CompletionShape(body.model, body.logprobs is not None)
         return await _respond(body, events, slots, who.credential, shape)
 
@@ -68,7 +72,9 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None
         who = access.principal(request)
         body = await parse_params(request, ChatCompletionRequest)
         await check_target(backend, who, body.model)
-        events = backend.stream_target(body.model, None, body.conversation(), await overrides_off_loop(request.app, body))
+        overrides = await overrides_off_loop(request.app, body)
+        events = backend.stream(TurnRequest(body.model, messages=tuple(body.conversation()), overrides=overrides,
+                                            owner=who.owner))
         return await _respond(body, events, slots, who.credential, _ChatShape(body.model, body.logprobs))
 
     @router.post("/v1/embeddings", openapi_extra=doc(

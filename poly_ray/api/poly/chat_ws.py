@@ -30,6 +30,7 @@ import contextlib
 import json
 import logging
 import uuid
+from dataclasses import replace
 
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
@@ -40,6 +41,7 @@ from poly_ray.api.limits import StreamLimits
 from poly_ray.api.parsing import describe, loads_json, overrides_off_loop
 from poly_ray.errors import BadRequest, PayloadTooLarge, PolyError, PromptTooLong
 from poly_ray.generation import Chunk, Done
+from poly_ray.tasks.turn import NO_OVERRIDES, Overrides, TurnRequest
 
 from .protocol import CompletionParams
 
@@ -62,6 +64,7 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None
             who = await access.authorize(websocket, "task", task)
             # The open session counts against its credential's streams until it closes.
             release = slots.take(who.credential, generation=False)
+            session.owner = who.owner
         except PolyError as e:
             log_refusal(e, "WEBSOCKET", websocket.url.path)
             await session.refuse(e)
@@ -76,11 +79,12 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None
 class _Session:
     def __init__(self, websocket: WebSocket, backend, task: str, json_mode: bool):
         self.ws, self.backend, self.task, self.json_mode = websocket, backend, task, json_mode
-        self.context: tuple[int, ...] | None = None  # what the model saw so far
+        self.context: tuple[int, ...] = ()  # what the model saw so far (nothing: a new session)
         self.history: list[tuple[str, str]] = []  # each turn's prompt and answer, to drop the oldest
         self.id = uuid.uuid4().hex  # keeps the session's turns on one model replica
         self.stop = asyncio.Event()  # the client asked to stop the running turn
         self.running = False
+        self.owner: str | None = None  # the caller's (Principal.owner), once authorized
 
     async def refuse(self, err: PolyError) -> None:
         """Say why, then close: used before the session starts."""
@@ -160,9 +164,9 @@ class _Session:
             except ValidationError as e:
                 raise BadRequest(describe(e.errors())) from None
             return params.prompt, await overrides_off_loop(self.ws.app, params)
-        return frame, {}
+        return frame, NO_OVERRIDES
 
-    async def _turn(self, prompt: str, overrides: dict, reader: asyncio.Task) -> None:
+    async def _turn(self, prompt: str, overrides: Overrides, reader: asyncio.Task) -> None:
         events, first, dropped = await self._start(prompt, overrides)
         answer: list[str] = []
         stopped = asyncio.ensure_future(self.stop.wait())
@@ -175,7 +179,7 @@ class _Session:
                     answer.append(ev.text)
                     await self._send_text(ev.text)
                 elif isinstance(ev, Done):
-                    self.context = ev.context
+                    self.context = ev.context or ()
                     if await self._drops_oldest():  # only then are the turns' texts needed
                         self.history = [*self.history[dropped:], (prompt, "".join(answer))]
                     if self.json_mode:
@@ -200,17 +204,19 @@ class _Session:
             stopped.cancel()
             await events.aclose()
 
-    async def _start(self, prompt: str, overrides: dict):
+    async def _start(self, prompt: str, overrides: Overrides):
         """The turn's events and first event. When the session no longer fits the
         context and the task says so, the oldest turns are dropped (the prelude stays)
         until it fits; else ContextFull goes to the client."""
-        overrides = {**overrides, "session": self.id}
+        overrides = replace(overrides, session=self.id)
         dropped = 0
         while True:
             if dropped:  # written out anew from the prelude and the turns kept
-                events = self.backend.stream_turn(self.task, None, prompt, overrides, self.history[dropped:])
+                turn = TurnRequest(self.task, prompt, history=tuple(self.history[dropped:]), overrides=overrides,
+                                   owner=self.owner)
             else:
-                events = self.backend.stream_turn(self.task, self.context, prompt, overrides)
+                turn = TurnRequest(self.task, prompt, context=self.context, overrides=overrides, owner=self.owner)
+            events = self.backend.stream(turn)
             try:
                 return events, await anext(events), dropped
             except PromptTooLong:
@@ -220,7 +226,7 @@ class _Session:
                 dropped += 1
 
     async def _drops_oldest(self) -> bool:
-        return (await self.backend.tasks())[self.task].get("context_overflow") == "drop_oldest"
+        return (await self.backend.tasks())[self.task].context_overflow == "drop_oldest"
 
     async def _send_text(self, text: str) -> None:
         if self.json_mode:

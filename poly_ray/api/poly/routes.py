@@ -19,6 +19,7 @@ from poly_ray.api.parsing import overrides_off_loop, parse_params
 from poly_ray.api.streaming import Framer, respond
 from poly_ray.errors import PayloadTooLarge
 from poly_ray.generation import Chunk, Done, ToolCallDelta
+from poly_ray.tasks.turn import TurnRequest
 
 from .protocol import (
     Completion,
@@ -100,14 +101,16 @@ def register(app: FastAPI, backend, access: Access, limits: StreamLimits) -> Non
         who = await access.authorize(request, "task", task)
         params = await parse_params(request, CompletionParams)
         async with limits.held(who.credential):
-            return await backend.complete(task, params.prompt, await overrides_off_loop(request.app, params))
+            overrides = await overrides_off_loop(request.app, params)
+            return await backend.complete(TurnRequest(task, params.prompt, overrides=overrides, owner=who.owner))
 
     @router.get("/v1/task/{task}/live", name="live_get", openapi_extra=doc(query=CompletionParams, streams=SSE, errors=GENERATES))
     @router.post("/v1/task/{task}/live", openapi_extra=doc(body=CompletionParams, streams=SSE, errors=GENERATES))
     async def live(task: str, request: Request):
         who = await access.authorize(request, "task", task)
         params = await parse_params(request, CompletionParams)
-        events = backend.stream(task, params.prompt, await overrides_off_loop(request.app, params))
+        overrides = await overrides_off_loop(request.app, params)
+        events = backend.stream(TurnRequest(task, params.prompt, overrides=overrides, owner=who.owner))
         _, release = await limits.accepted(events, who.credential)
         return respond(events, _LiveFramer(), release)
 

@@ -1,7 +1,7 @@
 """The Responses API: create (plain or streamed), retrieve, delete, input_items.
 
 A response runs through the chat path the OpenAI chat route uses
-(``backend.stream_target`` with the turns), so a chained response's prompt is
+(``backend.stream`` of a ``TurnRequest`` with the turns as messages), so a chained response's prompt is
 the previous turns' text followed by the new input: the replica's cached
 prefix is reused, and ``usage.input_tokens_details.cached_tokens`` says how much.
 
@@ -17,15 +17,17 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from poly_ray.api.auth import Access, check_target, owner_of
+from poly_ray.api.auth import Access, check_target
+from poly_ray.api.backend import require_state
 from poly_ray.api.family import OPENAI, attach
 from poly_ray.api.limits import StreamLimits
 from poly_ray.api.openapi import AUTHORIZED, GENERATES, SSE, doc
 from poly_ray.api.parsing import overrides_off_loop, parse_params
 from poly_ray.api.streaming import respond
-from poly_ray.errors import BadRequest, Busy, NotFound, PolyError
+from poly_ray.errors import BadRequest, NotFound, PolyError
 from poly_ray.grammars import DEFAULT_CAPS, Caps
 from poly_ray.state.store import UNFINISHED, new_id
+from poly_ray.tasks.turn import TurnRequest
 
 from . import protocol, run
 from .run import INPUT, ITEM, RESPONSE, Record, input_id
@@ -85,13 +87,6 @@ class ItemsQuery(BaseModel):
     include: list[str] | None = None
 
 
-def state_of(backend):
-    state = getattr(backend, "state", None)
-    if state is None:
-        raise Busy("the state store is not available on this server (no state deployment)")
-    return state
-
-
 def _conversation_id(value) -> str:
     cid = value.get("id") if isinstance(value, dict) else value
     if not isinstance(cid, str):
@@ -118,13 +113,13 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None
     background = run.Background()
 
     def store_of():
-        return state_of(backend)
+        return require_state(backend)
 
     @router.post("/v1/responses", openapi_extra=doc(body=ResponseCreate, streams=SSE, errors=GENERATES))
     async def create(request: Request):
         who = access.principal(request)
         body = await parse_params(request, ResponseCreate)
-        owner = owner_of(who)
+        owner = who.owner
         await check_target(backend, who, body.model)
         if body.background and (body.stream or not body.store):
             raise BadRequest("background: needs store = true and stream = false (poll the response instead)")
@@ -157,11 +152,11 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None
         if cid is not None:  # the turn joins the conversation once it is done
             record.conversation = (store_of(), cid, items)
         await record.begin(items, history)
+        turn = TurnRequest(body.model, messages=tuple(turns), overrides=overrides, owner=owner)
         if body.background:
-            background.start(record, lambda: backend.stream_target(body.model, None, turns, overrides),
-                             lambda events: slots.accepted(events, who.credential))
+            background.start(record, lambda: backend.stream(turn), lambda events: slots.accepted(events, who.credential))
             return JSONResponse(record.response)
-        events = backend.stream_target(body.model, None, turns, overrides)
+        events = backend.stream(turn)
         try:
             _, release = await slots.accepted(events, who.credential)
         except PolyError as err:
@@ -182,7 +177,7 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None
     async def cancel(request: Request, rid: str):
         """Cancel a background response: queued or in progress, it ends ``cancelled``;
         one already finished is returned as it is."""
-        owner = owner_of(access.principal(request))
+        owner = access.principal(request).owner
         state = store_of()
         response = await state.get(owner, RESPONSE, rid)
         if not response.get("background"):
@@ -194,18 +189,18 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None
 
     @router.get("/v1/responses/{rid}", openapi_extra=doc(errors=AUTHORIZED))
     async def retrieve(request: Request, rid: str):
-        owner = owner_of(access.principal(request))
+        owner = access.principal(request).owner
         return await store_of().get(owner, RESPONSE, rid)
 
     @router.delete("/v1/responses/{rid}", openapi_extra=doc(errors=AUTHORIZED))
     async def delete(request: Request, rid: str):
-        owner = owner_of(access.principal(request))
+        owner = access.principal(request).owner
         await store_of().delete(owner, RESPONSE, rid)  # its input goes with it (a child)
         return {"id": rid, "object": "response.deleted", "deleted": True}
 
     @router.get("/v1/responses/{rid}/input_items", openapi_extra=doc(query=ItemsQuery, errors=AUTHORIZED))
     async def input_items(request: Request, rid: str):
-        owner = owner_of(access.principal(request))
+        owner = access.principal(request).owner
         query = await parse_params(request, ItemsQuery)
         state = store_of()
         await state.get(owner, RESPONSE, rid)

@@ -15,7 +15,7 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel
 
 from poly_ray.api import sse
-from poly_ray.api.auth import Access, owner_of
+from poly_ray.api.auth import Access
 from poly_ray.api.family import POLY, attach
 from poly_ray.api.limits import StreamLimits
 from poly_ray.api.openapi import GENERATES, SSE, TEXT, WITH_BODY, doc
@@ -23,6 +23,7 @@ from poly_ray.api.parsing import parse_params
 from poly_ray.api.streaming import Framer, respond
 from poly_ray.errors import NotFound, PolyError
 from poly_ray.generation import Chunk, gather
+from poly_ray.tasks.turn import Overrides, TurnRequest
 
 from .protocol import STREAM_NUM_PREDICT, LlmApiBody, StreamBody, TextBody
 
@@ -40,20 +41,22 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits, default
         """The most tokens the target may generate: a task's max_tokens, a bare model's context."""
         kind, name = target()
         if kind == "task":
-            return (await backend.tasks())[name]["max_tokens"]
-        return (await backend.models())[name]["context_size"]
+            return (await backend.tasks())[name].max_tokens
+        return (await backend.models())[name].context_size
 
     async def start(request: Request, model: type[BaseModel]):
         """Who calls, what they asked for, and its accepted stream with the place's release."""
         who = await access.authorize(request, *target())
         body = await parse_params(request, model)
-        overrides = body.overrides()
+        # A task's tools stay out: these APIs cannot show a tool call.
+        overrides = {**body.overrides(), "tool_choice": "none"}
         if getattr(body, "cache", None) is not None:  # durable prompt state (docs/api/simple.md)
             # Each credential has its own ids: one caller's 42 never evicts another's.
-            overrides["cache_key"] = f"stream/{target()[1]}/{owner_of(who)}/{body.cache}"
+            overrides["cache_key"] = f"stream/{target()[1]}/{who.owner}/{body.cache}"
         if isinstance(body, StreamBody) and body.num_predict is None:
             overrides["max_tokens"] = min(STREAM_NUM_PREDICT, await limit())
-        events = backend.stream_target(target()[1], body.prompt, None, overrides)
+        turn = TurnRequest(target()[1], body.prompt, overrides=Overrides.of(overrides), owner=who.owner)
+        events = backend.stream(turn)
         _, release = await slots.accepted(events, who.credential)
         return events, release, body
 
@@ -86,7 +89,7 @@ def register(app: FastAPI, backend, access: Access, slots: StreamLimits, default
         body=TextBody, ok={"type": "array", "items": {"type": "number"}}, errors=WITH_BODY))
     async def embeddings(request: Request):
         kind, name = target()
-        model = (await backend.tasks())[name]["model"] if kind == "task" else name
+        model = (await backend.tasks())[name].model if kind == "task" else name
         await access.authorize(request, "model", model)
         body = await parse_params(request, TextBody)
         return (await backend.embed(model, [body.text]))[0]
