@@ -34,6 +34,7 @@ from .ollama import routes as ollama_routes
 from .openai import routes as openai_routes
 from .openapi import document
 from .parsing import describe
+from .services import Services
 from .poly import chat_ws
 from .poly import routes as poly_routes
 from .responses import routes as responses_routes
@@ -72,6 +73,7 @@ def create_app(backend: Backend, config: Config, listen_host: str | None = None)
     authenticator = Authenticator.from_config(config)
     access = Access(authenticator, backend, config.trusted_proxies)
     memories = backend.memories
+    app.state.services = Services(backend, access, limits, config)
     if not config.public:
         app.add_middleware(_DocsNeedCredentials, auth=authenticator)
 
