@@ -23,24 +23,32 @@ from poly_ray.errors import BadRequest, PolyError
 
 from . import playground
 from .assistants import routes as assistants_routes
+from .assistants.runs import Runs
 from .auth import Access, Authenticator, log_refusal, loggable, token_from
 from .backend import Backend
 from .browser_guard import BrowserGuard
 from .conversations import routes as conversations_routes
-from .family import family_of
+from .family import attach, family_of
 from .limits import StreamLimits
 from .memory import routes as memory_routes
 from .ollama import routes as ollama_routes
 from .openai import routes as openai_routes
 from .openapi import document
 from .parsing import describe
-from .services import Services
 from .poly import chat_ws
 from .poly import routes as poly_routes
+from .poly.readiness import ReadyCache
 from .responses import routes as responses_routes
+from .responses import run as responses_run
+from .services import Services
 from .simple import routes as simple_routes
 
 log = logging.getLogger(__name__)
+
+# Every family's routes; each router's family shapes its errors (family.py).
+ROUTERS = (poly_routes.router, openai_routes.router, responses_routes.router, conversations_routes.router,
+           assistants_routes.router, ollama_routes.router, simple_routes.router, chat_ws.router,
+           memory_routes.router, playground.router)
 
 def error_response(request: Request, status: int, code: str, message: str, headers=None) -> JSONResponse:
     """One place that shapes errors: in the family of the route the request is for."""
@@ -72,8 +80,8 @@ def create_app(backend: Backend, config: Config, listen_host: str | None = None)
     limits = StreamLimits(config.max_concurrent, config.max_streams_per_credential)
     authenticator = Authenticator.from_config(config)
     access = Access(authenticator, backend, config.trusted_proxies)
-    memories = backend.memories
-    app.state.services = Services(backend, access, limits, config)
+    app.state.services = Services(backend, access, limits, config, readiness=ReadyCache(backend),
+                                  background=responses_run.Background(), runs=Runs(backend, limits))
     if not config.public:
         app.add_middleware(_DocsNeedCredentials, auth=authenticator)
 
@@ -96,16 +104,9 @@ def create_app(backend: Backend, config: Config, listen_host: str | None = None)
         log.exception("unhandled error on %s", loggable(request.url.path))
         return error_response(request, 500, "internal_error", "internal server error")
 
-    poly_routes.register(app, backend, access, limits)
-    openai_routes.register(app, backend, access, limits)
-    responses_routes.register(app, backend, access, limits)
-    conversations_routes.register(app, backend, access)
-    assistants_routes.register(app, backend, access, limits)
-    ollama_routes.register(app, backend, access, limits, config)
-    simple_routes.register(app, backend, access, limits, config.default_target)
-    chat_ws.register(app, backend, access, limits)
-    memory_routes.register(app, memories, access)
-    playground.register(app)
+    for router in ROUTERS:
+        attach(app, router)
+    playground.mount(app)
 
     def openapi() -> dict:
         if app.openapi_schema is None:

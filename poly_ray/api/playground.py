@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from starlette.staticfiles import StaticFiles
 
-from poly_ray.api.family import POLY, attach
+from poly_ray.api.family import POLY
 from poly_ray.web import STATIC
 
 # connect-src allows other servers: the page's "Server" field may name one (it needs allowed_origins there).
@@ -29,12 +29,14 @@ class _Files(StaticFiles):
         return response
 
 
-def register(app: FastAPI) -> None:
-    router = POLY.router()
+router = POLY.router()
 
-    @router.get("/", include_in_schema=False)
-    async def playground():
-        return FileResponse(STATIC / "index.html", headers={**HEADERS, "Cache-Control": "no-cache"})
 
+@router.get("/", include_in_schema=False)
+async def playground():
+    return FileResponse(STATIC / "index.html", headers={**HEADERS, "Cache-Control": "no-cache"})
+
+
+def mount(app: FastAPI) -> None:
+    """The page's modules and styles, beside the router's ``/``."""
     app.mount("/playground", _Files(directory=STATIC), name="playground")
-    attach(app, router)

@@ -5,6 +5,7 @@ module-level values and a handler names only what it uses."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from starlette.requests import HTTPConnection
 
@@ -14,6 +15,11 @@ from .auth import Access
 from .backend import Backend, MemoryBackend
 from .limits import StreamLimits
 
+if TYPE_CHECKING:
+    from .assistants.runs import Runs
+    from .poly.readiness import ReadyCache
+    from .responses.run import Background
+
 
 @dataclass(frozen=True)
 class Services:
@@ -21,6 +27,11 @@ class Services:
     access: Access
     limits: StreamLimits
     config: Config
+    # What this ingress replica keeps between requests: /ready's shared answer, and the
+    # Responses and Assistants runs going on in its background.
+    readiness: ReadyCache
+    background: Background
+    runs: Runs
 
     @property
     def memories(self) -> MemoryBackend | None:

@@ -7,16 +7,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from poly_ray.api.auth import Access
 from poly_ray.api.backend import require_state
-from poly_ray.api.family import OPENAI, attach
+from poly_ray.api.family import OPENAI
 from poly_ray.api.openapi import AUTHORIZED, WITH_BODY, doc
 from poly_ray.api.parsing import parse_params
 from poly_ray.api.responses.routes import CONVERSATION, ITEM, ItemsQuery
 from poly_ray.api.responses.run import append
+from poly_ray.api.services import services
 from poly_ray.errors import NotFound
 
 from . import protocol
@@ -47,69 +47,83 @@ def _list(items: list[dict]) -> dict:
             "last_id": items[-1]["id"] if items else None, "has_more": False}
 
 
-def register(app: FastAPI, backend, access: Access) -> None:
-    router = OPENAI.router()
+router = OPENAI.router()
 
-    async def item_of(request: Request, cid: str, iid: str) -> tuple[Any, str, dict]:
-        owner = access.principal(request).owner
-        state = require_state(backend)
-        await state.get(owner, CONVERSATION, cid)
-        item = await state.get(owner, ITEM, iid)
-        if await state.parent_of(owner, ITEM, iid) != cid:
-            raise NotFound(f"No item found with id '{iid}'.")
-        return state, owner, item
 
-    @router.post("/v1/conversations", openapi_extra=doc(body=ConversationCreate, errors=WITH_BODY))
-    async def create(request: Request):
-        owner = access.principal(request).owner
-        body = await parse_params(request, ConversationCreate)
-        meta = protocol.metadata(body.metadata)
-        items = protocol.new_items(body.items)
-        state = require_state(backend)
-        conversation = await state.create(owner, CONVERSATION, protocol.conversation_object(meta))
-        await append(state, owner, conversation["id"], items)
-        return conversation
+async def item_of(request: Request, cid: str, iid: str) -> tuple[Any, str, dict]:
+    svc = services(request)
+    owner = svc.access.principal(request).owner
+    state = require_state(svc.backend)
+    await state.get(owner, CONVERSATION, cid)
+    item = await state.get(owner, ITEM, iid)
+    if await state.parent_of(owner, ITEM, iid) != cid:
+        raise NotFound(f"No item found with id '{iid}'.")
+    return state, owner, item
 
-    @router.get("/v1/conversations/{cid}", openapi_extra=doc(errors=AUTHORIZED))
-    async def retrieve(request: Request, cid: str):
-        return await require_state(backend).get(access.principal(request).owner, CONVERSATION, cid)
 
-    @router.post("/v1/conversations/{cid}", openapi_extra=doc(body=ConversationUpdate, errors=WITH_BODY))
-    async def update(request: Request, cid: str):
-        owner = access.principal(request).owner
-        body = await parse_params(request, ConversationUpdate)
-        return await require_state(backend).update(owner, CONVERSATION, cid, {"metadata": protocol.metadata(body.metadata)})
+@router.post("/v1/conversations", openapi_extra=doc(body=ConversationCreate, errors=WITH_BODY))
+async def create(request: Request):
+    svc = services(request)
+    owner = svc.access.principal(request).owner
+    body = await parse_params(request, ConversationCreate)
+    meta = protocol.metadata(body.metadata)
+    items = protocol.new_items(body.items)
+    state = require_state(svc.backend)
+    conversation = await state.create(owner, CONVERSATION, protocol.conversation_object(meta))
+    await append(state, owner, conversation["id"], items)
+    return conversation
 
-    @router.delete("/v1/conversations/{cid}", openapi_extra=doc(errors=AUTHORIZED))
-    async def delete(request: Request, cid: str):
-        await require_state(backend).delete(access.principal(request).owner, CONVERSATION, cid)  # items with it
-        return protocol.deleted(cid)
 
-    @router.get("/v1/conversations/{cid}/items", openapi_extra=doc(query=ItemsQuery, errors=AUTHORIZED))
-    async def list_items(request: Request, cid: str):
-        owner = access.principal(request).owner
-        query = await parse_params(request, ItemsQuery)
-        state = require_state(backend)
-        await state.get(owner, CONVERSATION, cid)
-        return await state.list(owner, ITEM, parent=cid, limit=query.limit, after=query.after, order=query.order)
+@router.get("/v1/conversations/{cid}", openapi_extra=doc(errors=AUTHORIZED))
+async def retrieve(request: Request, cid: str):
+    svc = services(request)
+    return await require_state(svc.backend).get(svc.access.principal(request).owner, CONVERSATION, cid)
 
-    @router.post("/v1/conversations/{cid}/items", openapi_extra=doc(body=ItemsCreate, errors=WITH_BODY))
-    async def add_items(request: Request, cid: str):
-        owner = access.principal(request).owner
-        body = await parse_params(request, ItemsCreate)
-        items = protocol.new_items(body.items)
-        state = require_state(backend)
-        await state.get(owner, CONVERSATION, cid)
-        return _list(await append(state, owner, cid, items))
 
-    @router.get("/v1/conversations/{cid}/items/{iid}", openapi_extra=doc(errors=AUTHORIZED))
-    async def retrieve_item(request: Request, cid: str, iid: str):
-        _, _, item = await item_of(request, cid, iid)
-        return item
+@router.post("/v1/conversations/{cid}", openapi_extra=doc(body=ConversationUpdate, errors=WITH_BODY))
+async def update(request: Request, cid: str):
+    svc = services(request)
+    owner = svc.access.principal(request).owner
+    body = await parse_params(request, ConversationUpdate)
+    return await require_state(svc.backend).update(owner, CONVERSATION, cid, {"metadata": protocol.metadata(body.metadata)})
 
-    @router.delete("/v1/conversations/{cid}/items/{iid}", openapi_extra=doc(errors=AUTHORIZED))
-    async def delete_item(request: Request, cid: str, iid: str):
-        state, owner, _ = await item_of(request, cid, iid)
-        await state.delete(owner, ITEM, iid)
-        return await state.get(owner, CONVERSATION, cid)  # OpenAI answers with the conversation
-    attach(app, router)
+
+@router.delete("/v1/conversations/{cid}", openapi_extra=doc(errors=AUTHORIZED))
+async def delete(request: Request, cid: str):
+    svc = services(request)
+    await require_state(svc.backend).delete(svc.access.principal(request).owner, CONVERSATION, cid)  # items with it
+    return protocol.deleted(cid)
+
+
+@router.get("/v1/conversations/{cid}/items", openapi_extra=doc(query=ItemsQuery, errors=AUTHORIZED))
+async def list_items(request: Request, cid: str):
+    svc = services(request)
+    owner = svc.access.principal(request).owner
+    query = await parse_params(request, ItemsQuery)
+    state = require_state(svc.backend)
+    await state.get(owner, CONVERSATION, cid)
+    return await state.list(owner, ITEM, parent=cid, limit=query.limit, after=query.after, order=query.order)
+
+
+@router.post("/v1/conversations/{cid}/items", openapi_extra=doc(body=ItemsCreate, errors=WITH_BODY))
+async def add_items(request: Request, cid: str):
+    svc = services(request)
+    owner = svc.access.principal(request).owner
+    body = await parse_params(request, ItemsCreate)
+    items = protocol.new_items(body.items)
+    state = require_state(svc.backend)
+    await state.get(owner, CONVERSATION, cid)
+    return _list(await append(state, owner, cid, items))
+
+
+@router.get("/v1/conversations/{cid}/items/{iid}", openapi_extra=doc(errors=AUTHORIZED))
+async def retrieve_item(request: Request, cid: str, iid: str):
+    _, _, item = await item_of(request, cid, iid)
+    return item
+
+
+@router.delete("/v1/conversations/{cid}/items/{iid}", openapi_extra=doc(errors=AUTHORIZED))
+async def delete_item(request: Request, cid: str, iid: str):
+    state, owner, _ = await item_of(request, cid, iid)
+    await state.delete(owner, ITEM, iid)
+    return await state.get(owner, CONVERSATION, cid)  # OpenAI answers with the conversation

@@ -7,15 +7,16 @@ object itself in tests, a handle to the memory deployment in the graph.
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from poly_ray.api.auth import Access
-from poly_ray.api.family import POLY, attach
+from poly_ray.api.backend import MemoryBackend
+from poly_ray.api.family import POLY
 from poly_ray.api.openapi import WITH_BODY, doc
 from poly_ray.api.parsing import parse_params, read_body
+from poly_ray.api.services import Services, services
 from poly_ray.errors import BadRequest, NotFound, PayloadTooLarge
 from poly_ray.memory.memory import Upload
 
@@ -49,66 +50,79 @@ INGEST_BODY = {
 }
 
 
-def register(app: FastAPI, memories, access: Access) -> None:
-    router = POLY.router()
+router = POLY.router()
 
-    def backend():
-        if memories is None:
-            raise NotFound("no memory is configured")
-        return memories
 
-    @router.get("/v1/memory", openapi_extra=doc(ok=MemoryList))
-    async def list_memories(request: Request):
-        who = access.principal(request)
-        names = await backend().names() if memories is not None else {}
-        return {"memories": [m for m in names if who.allows("memory", m)]}
+def memories_of(svc: Services) -> MemoryBackend:
+    if svc.memories is None:
+        raise NotFound("no memory is configured")
+    return svc.memories
 
-    @router.get("/v1/memory/{memory}", name="recall_get", openapi_extra=doc(query=RecallParams, ok=Recall))
-    @router.post("/v1/memory/{memory}", openapi_extra=doc(body=RecallParams, ok=Recall, errors=WITH_BODY))
-    async def recall(memory: str, request: Request):
-        who = await access.authorize(request, "memory", memory)
-        params = await parse_params(request, RecallParams)
-        bounds = request.app.state.config
-        if params.n > bounds.max_recall:
-            raise BadRequest(f"n: {params.n} is over the limit (max_recall) of {bounds.max_recall}")
-        if len(params.prompt) > bounds.max_recall_chars:
-            raise PayloadTooLarge(f"prompt: {len(params.prompt)} characters, over the limit (max_recall_chars)"
-                                  f" of {bounds.max_recall_chars}")
-        chunks = await backend().recall(memory, params.prompt, params.n, params.mode, owner=who.owner)
-        # Poly answers the texts as "chunks" (its first versions as "memories");
-        # "results" has them with their scores and metadata.
-        texts = [c["text"] for c in chunks]
-        return {"chunks": texts, "memories": texts, "results": chunks}
 
-    @router.put(
-        "/v1/memory/{memory}", openapi_extra=doc(ok=Stored, accepted=JobStarted, errors=INGEST_ERRORS) | INGEST_BODY
-    )
-    async def ingest(memory: str, request: Request, wait: bool = True):
-        who = await access.authorize(request, "memory", memory, write=True)
-        uploads = await _uploads(request)
-        result = await backend().ingest(memory, uploads, wait=wait, owner=who.owner)
-        return JSONResponse(result, status_code=200 if wait else 202)
+@router.get("/v1/memory", openapi_extra=doc(ok=MemoryList))
+async def list_memories(request: Request):
+    svc = services(request)
+    who = svc.access.principal(request)
+    names = await svc.memories.names() if svc.memories is not None else {}
+    return {"memories": [m for m in names if who.allows("memory", m)]}
 
-    @router.get("/v1/memory/{memory}/jobs/{job}", openapi_extra=doc(ok=JobState))
-    async def job(memory: str, job: str, request: Request):
-        await access.authorize(request, "memory", memory)
-        return await backend().job(memory, job)
 
-    @router.get("/v1/memory/{memory}/documents", openapi_extra=doc(ok=Documents))
-    async def documents(memory: str, request: Request):
-        who = await access.authorize(request, "memory", memory)
-        return {"documents": await backend().documents(memory, owner=who.owner), **await backend().info(memory)}
+@router.get("/v1/memory/{memory}", name="recall_get", openapi_extra=doc(query=RecallParams, ok=Recall))
+@router.post("/v1/memory/{memory}", openapi_extra=doc(body=RecallParams, ok=Recall, errors=WITH_BODY))
+async def recall(memory: str, request: Request):
+    svc = services(request)
+    who = await svc.access.authorize(request, "memory", memory)
+    params = await parse_params(request, RecallParams)
+    bounds = request.app.state.config
+    if params.n > bounds.max_recall:
+        raise BadRequest(f"n: {params.n} is over the limit (max_recall) of {bounds.max_recall}")
+    if len(params.prompt) > bounds.max_recall_chars:
+        raise PayloadTooLarge(f"prompt: {len(params.prompt)} characters, over the limit (max_recall_chars)"
+                              f" of {bounds.max_recall_chars}")
+    chunks = await memories_of(svc).recall(memory, params.prompt, params.n, params.mode, owner=who.owner)
+    # Poly answers the texts as "chunks" (its first versions as "memories");
+    # "results" has them with their scores and metadata.
+    texts = [c["text"] for c in chunks]
+    return {"chunks": texts, "memories": texts, "results": chunks}
 
-    @router.delete("/v1/memory/{memory}/documents/{document}", openapi_extra=doc(ok=Deleted))
-    async def delete_document(memory: str, document: str, request: Request):
-        await access.authorize(request, "memory", memory, write=True)
-        return await backend().delete(memory, document)
 
-    @router.delete("/v1/memory/{memory}", openapi_extra=doc(ok=Cleared))
-    async def clear(memory: str, request: Request):
-        await access.authorize(request, "memory", memory, write=True)
-        return await backend().clear(memory)
-    attach(app, router)
+@router.put(
+    "/v1/memory/{memory}", openapi_extra=doc(ok=Stored, accepted=JobStarted, errors=INGEST_ERRORS) | INGEST_BODY
+)
+async def ingest(memory: str, request: Request, wait: bool = True):
+    svc = services(request)
+    who = await svc.access.authorize(request, "memory", memory, write=True)
+    uploads = await _uploads(request)
+    result = await memories_of(svc).ingest(memory, uploads, wait=wait, owner=who.owner)
+    return JSONResponse(result, status_code=200 if wait else 202)
+
+
+@router.get("/v1/memory/{memory}/jobs/{job}", openapi_extra=doc(ok=JobState))
+async def job(memory: str, job: str, request: Request):
+    svc = services(request)
+    await svc.access.authorize(request, "memory", memory)
+    return await memories_of(svc).job(memory, job)
+
+
+@router.get("/v1/memory/{memory}/documents", openapi_extra=doc(ok=Documents))
+async def documents(memory: str, request: Request):
+    svc = services(request)
+    who = await svc.access.authorize(request, "memory", memory)
+    return {"documents": await memories_of(svc).documents(memory, owner=who.owner), **await memories_of(svc).info(memory)}
+
+
+@router.delete("/v1/memory/{memory}/documents/{document}", openapi_extra=doc(ok=Deleted))
+async def delete_document(memory: str, document: str, request: Request):
+    svc = services(request)
+    await svc.access.authorize(request, "memory", memory, write=True)
+    return await memories_of(svc).delete(memory, document)
+
+
+@router.delete("/v1/memory/{memory}", openapi_extra=doc(ok=Cleared))
+async def clear(memory: str, request: Request):
+    svc = services(request)
+    await svc.access.authorize(request, "memory", memory, write=True)
+    return await memories_of(svc).clear(memory)
 
 
 async def _uploads(request: Request) -> list[Upload]:

@@ -13,16 +13,16 @@ import time
 from dataclasses import asdict, replace
 from datetime import datetime, timezone
 
-from fastapi import FastAPI, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from poly_ray.api.auth import Access, Principal
-from poly_ray.api.family import OLLAMA, attach
+from poly_ray.api.auth import Principal
+from poly_ray.api.family import OLLAMA
 from poly_ray.api.limits import StreamLimits
 from poly_ray.api.openapi import GENERATES, NDJSON, PLAIN, WITH_BODY, doc, ref
 from poly_ray.api.parsing import overrides_off_loop, parse_params
+from poly_ray.api.services import Services, services
 from poly_ray.api.streaming import Framer, respond
-from poly_ray.config import Config
 from poly_ray.errors import NotFound
 from poly_ray.generation import Chunk, Done, ToolCall, ToolCallDelta, gather_calls
 from poly_ray.tasks.turn import TurnRequest
@@ -55,120 +55,135 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def register(app: FastAPI, backend, access: Access, slots: StreamLimits, config: Config) -> None:
-    router = OLLAMA.router()
+router = OLLAMA.router()
 
-    async def target(who: Principal, name: str) -> dict:
-        """The task or model ``name`` may be used by the caller; what it is."""
-        tasks, models = await backend.tasks(), await backend.models()
-        if name in tasks:
-            who.check("task", name)
-            return {"kind": "task", **asdict(tasks[name])}
-        if name in models:
-            who.check("model", name)
-            return {"kind": "model", **asdict(models[name])}
-        raise NotFound(f"model '{name}' not found")
 
-    @router.get("/api/version", openapi_extra=doc(ok=OllamaVersion, errors=PLAIN))
-    async def version():
-        return {"version": VERSION}
+async def target(svc: Services, who: Principal, name: str) -> dict:
+    """The task or model ``name`` may be used by the caller; what it is."""
+    tasks, models = await svc.backend.tasks(), await svc.backend.models()
+    if name in tasks:
+        who.check("task", name)
+        return {"kind": "task", **asdict(tasks[name])}
+    if name in models:
+        who.check("model", name)
+        return {"kind": "model", **asdict(models[name])}
+    raise NotFound(f"model '{name}' not found")
 
-    @router.get("/api/tags", openapi_extra=doc(ok=OllamaTags))
-    async def tags(request: Request):
-        who = access.principal(request)
-        tasks, models = await backend.tasks(), await backend.models()
-        names = [n for n in tasks if who.allows("task", n)] + [n for n in models if who.allows("model", n)]
-        return {"models": [_model_entry(n) for n in names]}
 
-    @router.post("/api/show", openapi_extra=doc(body=ShowBody, ok=OllamaShow, errors=WITH_BODY))
-    async def show(request: Request):
-        who = access.principal(request)
-        body = await parse_params(request, ShowBody)
-        info = await target(who, body.model)
-        details = {"format": "gguf", "family": "", "parameter_size": "", "quantization_level": ""}
-        params = "\n".join(f"{k} {v}" for k, v in info.items() if k != "kind")
-        return {"modelfile": "", "parameters": params, "template": "", "details": details,
-                "model_info": info, "capabilities": ["completion", "embedding"]}
+@router.get("/api/version", openapi_extra=doc(ok=OllamaVersion, errors=PLAIN))
+async def version():
+    return {"version": VERSION}
 
-    @router.get("/api/ps", openapi_extra=doc(ok=OllamaPs))
-    async def ps(request: Request):
-        """The tasks and models the caller may use whose model has a replica that answers (is loaded)."""
-        who = access.principal(request)
-        tasks, models = await backend.tasks(), await backend.models()
-        loaded = {name.removeprefix("model "): ok for name, ok in (await backend.ready()).items()}
-        running = [(n, tasks[n].model) for n in tasks if who.allows("task", n)]
-        running += [(n, n) for n in models if who.allows("model", n)]
-        return {"models": [{**_model_entry(n), "expires_at": NEVER, "size_vram": 0,
-                            "context_length": models[m].context_size} for n, m in running if loaded.get(m)]}
 
-    @router.post("/api/pull", openapi_extra=doc(body=PullBody, ok=OllamaProgress, streams=NDJSON,
-                                             errors=(*WITH_BODY, 502)))
-    async def pull(request: Request):
-        who = access.principal(request)
-        body = await parse_params(request, PullBody)
-        kind, model, model_cfg = pulling.model_of(config, body.model)
-        who.check(kind, body.model)
-        progress = pulling.lines(model, model_cfg, config.cache_path)
-        if not body.stream:
-            last = [line async for line in progress][-1]
-            return JSONResponse(last, status_code=502 if "error" in last else 200)
+@router.get("/api/tags", openapi_extra=doc(ok=OllamaTags))
+async def tags(request: Request):
+    svc = services(request)
+    who = svc.access.principal(request)
+    tasks, models = await svc.backend.tasks(), await svc.backend.models()
+    names = [n for n in tasks if who.allows("task", n)] + [n for n in models if who.allows("model", n)]
+    return {"models": [_model_entry(n) for n in names]}
 
-        async def ndjson():
-            async for line in progress:
-                yield json.dumps(line, separators=(",", ":")).encode() + b"\n"
 
-        return StreamingResponse(ndjson(), media_type="application/x-ndjson")
+@router.post("/api/show", openapi_extra=doc(body=ShowBody, ok=OllamaShow, errors=WITH_BODY))
+async def show(request: Request):
+    svc = services(request)
+    who = svc.access.principal(request)
+    body = await parse_params(request, ShowBody)
+    info = await target(svc, who, body.model)
+    details = {"format": "gguf", "family": "", "parameter_size": "", "quantization_level": ""}
+    params = "\n".join(f"{k} {v}" for k, v in info.items() if k != "kind")
+    return {"modelfile": "", "parameters": params, "template": "", "details": details,
+            "model_info": info, "capabilities": ["completion", "embedding"]}
 
-    def loaded(body: GenerationBody, payload: dict) -> JSONResponse:
-        """Ollama's answer to a request with nothing to generate: the model is loaded (it is, while Serve
-        runs its replicas) or, with keep_alive 0, "unloaded" (it stays: Serve decides that)."""
-        reason = "unload" if body.unloads else "load"
-        return JSONResponse({"model": body.model, "created_at": _now(), **payload, "done": True, "done_reason": reason})
 
-    @router.post("/api/generate", openapi_extra=doc(
-        body=GenerateBody, ok={"anyOf": [ref(OllamaGenerateResponse), ref(OllamaLoaded)]},
-        streams=NDJSON, errors=GENERATES))
-    async def generate(request: Request):
-        who = access.principal(request)
-        body = await parse_params(request, GenerateBody)
-        await target(who, body.model)
-        if not body.prompt and not body.system:
-            return loaded(body, {"response": ""})
-        # /api/generate cannot show a tool call: a task's tools stay out of it.
-        overrides = replace(await overrides_off_loop(request.app, body), tool_choice="none")
-        if body.system:
-            turn = TurnRequest(body.model, messages=(("system", body.system), ("user", body.prompt)),
-                               overrides=overrides, owner=who.owner)
-        else:
-            turn = TurnRequest(body.model, body.prompt, overrides=overrides, owner=who.owner)
-        events = backend.stream(turn)
-        return await _respond(body, events, slots, who.credential, lambda text: {"response": text})
+@router.get("/api/ps", openapi_extra=doc(ok=OllamaPs))
+async def ps(request: Request):
+    """The tasks and models the caller may use whose model has a replica that answers (is loaded)."""
+    svc = services(request)
+    who = svc.access.principal(request)
+    tasks, models = await svc.backend.tasks(), await svc.backend.models()
+    loaded = {name.removeprefix("model "): ok for name, ok in (await svc.backend.ready()).items()}
+    running = [(n, tasks[n].model) for n in tasks if who.allows("task", n)]
+    running += [(n, n) for n in models if who.allows("model", n)]
+    return {"models": [{**_model_entry(n), "expires_at": NEVER, "size_vram": 0,
+                        "context_length": models[m].context_size} for n, m in running if loaded.get(m)]}
 
-    @router.post("/api/chat", openapi_extra=doc(
-        body=ChatBody, ok={"anyOf": [ref(OllamaChatResponse), ref(OllamaLoaded)]},
-        streams=NDJSON, errors=GENERATES))
-    async def chat(request: Request):
-        who = access.principal(request)
-        body = await parse_params(request, ChatBody)
-        await target(who, body.model)
-        if not body.messages:
-            return loaded(body, {"message": {"role": "assistant", "content": ""}})
-        overrides = await overrides_off_loop(request.app, body)
-        events = backend.stream(TurnRequest(body.model, messages=tuple(body.conversation()), overrides=overrides,
-                                            owner=who.owner))
-        return await _respond(body, events, slots, who.credential, _chat_message)
 
-    @router.post("/api/embed", openapi_extra=doc(body=EmbedBody, ok=OllamaEmbedResponse, errors=WITH_BODY))
-    async def embed(request: Request):
-        access.principal(request)  # 401 before looking at the body
-        body = await parse_params(request, EmbedBody)
-        await access.authorize(request, "model", body.model)
-        start = time.perf_counter_ns()
-        texts = [body.input] if isinstance(body.input, str) else body.input
-        vectors = await backend.embed(body.model, texts)
-        return {"model": body.model, "embeddings": vectors, "total_duration": time.perf_counter_ns() - start,
-                "load_duration": 0}
-    attach(app, router)
+@router.post("/api/pull", openapi_extra=doc(body=PullBody, ok=OllamaProgress, streams=NDJSON,
+                                         errors=(*WITH_BODY, 502)))
+async def pull(request: Request):
+    svc = services(request)
+    who = svc.access.principal(request)
+    body = await parse_params(request, PullBody)
+    kind, model, model_cfg = pulling.model_of(svc.config, body.model)
+    who.check(kind, body.model)
+    progress = pulling.lines(model, model_cfg, svc.config.cache_path)
+    if not body.stream:
+        last = [line async for line in progress][-1]
+        return JSONResponse(last, status_code=502 if "error" in last else 200)
+
+    async def ndjson():
+        async for line in progress:
+            yield json.dumps(line, separators=(",", ":")).encode() + b"\n"
+
+    return StreamingResponse(ndjson(), media_type="application/x-ndjson")
+
+
+def loaded(body: GenerationBody, payload: dict) -> JSONResponse:
+    """Ollama's answer to a request with nothing to generate: the model is loaded (it is, while Serve
+    runs its replicas) or, with keep_alive 0, "unloaded" (it stays: Serve decides that)."""
+    reason = "unload" if body.unloads else "load"
+    return JSONResponse({"model": body.model, "created_at": _now(), **payload, "done": True, "done_reason": reason})
+
+
+@router.post("/api/generate", openapi_extra=doc(
+    body=GenerateBody, ok={"anyOf": [ref(OllamaGenerateResponse), ref(OllamaLoaded)]},
+    streams=NDJSON, errors=GENERATES))
+async def generate(request: Request):
+    svc = services(request)
+    who = svc.access.principal(request)
+    body = await parse_params(request, GenerateBody)
+    await target(svc, who, body.model)
+    if not body.prompt and not body.system:
+        return loaded(body, {"response": ""})
+    # /api/generate cannot show a tool call: a task's tools stay out of it.
+    overrides = replace(await overrides_off_loop(request.app, body), tool_choice="none")
+    if body.system:
+        turn = TurnRequest(body.model, messages=(("system", body.system), ("user", body.prompt)),
+                           overrides=overrides, owner=who.owner)
+    else:
+        turn = TurnRequest(body.model, body.prompt, overrides=overrides, owner=who.owner)
+    events = svc.backend.stream(turn)
+    return await _respond(body, events, svc.limits, who.credential, lambda text: {"response": text})
+
+
+@router.post("/api/chat", openapi_extra=doc(
+    body=ChatBody, ok={"anyOf": [ref(OllamaChatResponse), ref(OllamaLoaded)]},
+    streams=NDJSON, errors=GENERATES))
+async def chat(request: Request):
+    svc = services(request)
+    who = svc.access.principal(request)
+    body = await parse_params(request, ChatBody)
+    await target(svc, who, body.model)
+    if not body.messages:
+        return loaded(body, {"message": {"role": "assistant", "content": ""}})
+    overrides = await overrides_off_loop(request.app, body)
+    events = svc.backend.stream(TurnRequest(body.model, messages=tuple(body.conversation()), overrides=overrides,
+                                        owner=who.owner))
+    return await _respond(body, events, svc.limits, who.credential, _chat_message)
+
+
+@router.post("/api/embed", openapi_extra=doc(body=EmbedBody, ok=OllamaEmbedResponse, errors=WITH_BODY))
+async def embed(request: Request):
+    svc = services(request)
+    svc.access.principal(request)  # 401 before looking at the body
+    body = await parse_params(request, EmbedBody)
+    await svc.access.authorize(request, "model", body.model)
+    start = time.perf_counter_ns()
+    texts = [body.input] if isinstance(body.input, str) else body.input
+    vectors = await svc.backend.embed(body.model, texts)
+    return {"model": body.model, "embeddings": vectors, "total_duration": time.perf_counter_ns() - start,
+            "load_duration": 0}
 
 
 def _chat_message(text: str, calls: list[ToolCall] = ()) -> dict:

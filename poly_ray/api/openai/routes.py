@@ -16,14 +16,15 @@ import uuid
 from collections.abc import AsyncGenerator
 from dataclasses import replace
 
-from fastapi import FastAPI, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse
 
-from poly_ray.api.auth import Access, check_target
-from poly_ray.api.family import OPENAI, attach
+from poly_ray.api.auth import check_target
+from poly_ray.api.family import OPENAI
 from poly_ray.api.limits import StreamLimits
 from poly_ray.api.openapi import GENERATES, SSE, WITH_BODY, doc
 from poly_ray.api.parsing import overrides_off_loop, parse_params
+from poly_ray.api.services import services
 from poly_ray.api.streaming import Framer, respond
 from poly_ray.api.vectors import shorten
 from poly_ray.generation import Chunk, Done, Event, TokenLogprob, ToolCall, ToolCallDelta, gather_calls
@@ -39,65 +40,70 @@ from .protocol import (
     ModelPage,
 )
 
+router = OPENAI.router()
 
-def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None:
-    router = OPENAI.router()
 
-    @router.get("/v1/models", openapi_extra=doc(ok=ModelPage))
-    async def list_models(request: Request):
-        who = access.principal(request)
-        created = int(time.time())
-        names = [t for t in await backend.tasks() if who.allows("task", t)]
-        names += [m for m in await backend.models() if who.allows("model", m)]
-        return {
-            "object": "list",
-            "data": [{"id": n, "object": "model", "created": created, "owned_by": "poly-ray"} for n in names],
-        }
+@router.get("/v1/models", openapi_extra=doc(ok=ModelPage))
+async def list_models(request: Request):
+    svc = services(request)
+    who = svc.access.principal(request)
+    created = int(time.time())
+    names = [t for t in await svc.backend.tasks() if who.allows("task", t)]
+    names += [m for m in await svc.backend.models() if who.allows("model", m)]
+    return {
+        "object": "list",
+        "data": [{"id": n, "object": "model", "created": created, "owned_by": "poly-ray"} for n in names],
+    }
 
-    @router.post("/v1/completions", openapi_extra=doc(
-        body=CompletionRequest, ok=CompletionResponse, streams=SSE, errors=GENERATES))
-    async def completions(request: Request):
-        who = access.principal(request)
-        body = await parse_params(request, CompletionRequest)
-        await check_target(backend, who, body.model)
-        # A text completion cannot show a tool call: a task's tools stay out of it.
-        overrides = replace(await overrides_off_loop(request.app, body), tool_choice="none")
-        events = backend.stream(TurnRequest(body.model, body.text(), overrides=overrides, owner=who.owner))
-        shape = _CompletionShape(body.model, body.logprobs is not None)
-        return await _respond(body, events, slots, who.credential, shape)
 
-    @router.post("/v1/chat/completions", openapi_extra=doc(
-        body=ChatCompletionRequest, ok=ChatCompletionResponse, streams=SSE, errors=GENERATES))
-    async def chat_completions(request: Request):
-        who = access.principal(request)
-        body = await parse_params(request, ChatCompletionRequest)
-        await check_target(backend, who, body.model)
-        overrides = await overrides_off_loop(request.app, body)
-        events = backend.stream(TurnRequest(body.model, messages=tuple(body.conversation()), overrides=overrides,
-                                            owner=who.owner))
-        return await _respond(body, events, slots, who.credential, _ChatShape(body.model, body.logprobs))
+@router.post("/v1/completions", openapi_extra=doc(
+    body=CompletionRequest, ok=CompletionResponse, streams=SSE, errors=GENERATES))
+async def completions(request: Request):
+    svc = services(request)
+    who = svc.access.principal(request)
+    body = await parse_params(request, CompletionRequest)
+    await check_target(svc.backend, who, body.model)
+    # A text completion cannot show a tool call: a task's tools stay out of it.
+    overrides = replace(await overrides_off_loop(request.app, body), tool_choice="none")
+    events = svc.backend.stream(TurnRequest(body.model, body.text(), overrides=overrides, owner=who.owner))
+    shape = _CompletionShape(body.model, body.logprobs is not None)
+    return await _respond(body, events, svc.limits, who.credential, shape)
 
-    @router.post("/v1/embeddings", openapi_extra=doc(
-        body=EmbeddingRequest, ok=EmbeddingResponse, errors=WITH_BODY))
-    async def embeddings(request: Request):
-        access.principal(request)  # 401 before looking at the body
-        body = await parse_params(request, EmbeddingRequest)
-        await access.authorize(request, "model", body.model)
-        texts = [body.input] if isinstance(body.input, str) else body.input
-        vectors, tokens = await asyncio.gather(
-            backend.embed(body.model, texts), asyncio.gather(*(backend.tokenize(body.model, t) for t in texts))
-        )
-        if body.dimensions is not None:
-            vectors = [shorten(v, body.dimensions, body.model) for v in vectors]
-        if body.encoding_format == "base64":  # little-endian float32, as OpenAI sends it
-            vectors = [base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode() for v in vectors]
-        return {
-            "object": "list",
-            "model": body.model,
-            "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
-            "usage": {"prompt_tokens": (n := sum(map(len, tokens))), "total_tokens": n},
-        }
-    attach(app, router)
+
+@router.post("/v1/chat/completions", openapi_extra=doc(
+    body=ChatCompletionRequest, ok=ChatCompletionResponse, streams=SSE, errors=GENERATES))
+async def chat_completions(request: Request):
+    svc = services(request)
+    who = svc.access.principal(request)
+    body = await parse_params(request, ChatCompletionRequest)
+    await check_target(svc.backend, who, body.model)
+    overrides = await overrides_off_loop(request.app, body)
+    events = svc.backend.stream(TurnRequest(body.model, messages=tuple(body.conversation()), overrides=overrides,
+                                        owner=who.owner))
+    return await _respond(body, events, svc.limits, who.credential, _ChatShape(body.model, body.logprobs))
+
+
+@router.post("/v1/embeddings", openapi_extra=doc(
+    body=EmbeddingRequest, ok=EmbeddingResponse, errors=WITH_BODY))
+async def embeddings(request: Request):
+    svc = services(request)
+    svc.access.principal(request)  # 401 before looking at the body
+    body = await parse_params(request, EmbeddingRequest)
+    await svc.access.authorize(request, "model", body.model)
+    texts = [body.input] if isinstance(body.input, str) else body.input
+    vectors, tokens = await asyncio.gather(
+        svc.backend.embed(body.model, texts), asyncio.gather(*(svc.backend.tokenize(body.model, t) for t in texts))
+    )
+    if body.dimensions is not None:
+        vectors = [shorten(v, body.dimensions, body.model) for v in vectors]
+    if body.encoding_format == "base64":  # little-endian float32, as OpenAI sends it
+        vectors = [base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode() for v in vectors]
+    return {
+        "object": "list",
+        "model": body.model,
+        "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
+        "usage": {"prompt_tokens": (n := sum(map(len, tokens))), "total_tokens": n},
+    }
 
 
 class _CompletionShape:

@@ -32,13 +32,14 @@ import logging
 import uuid
 from dataclasses import replace
 
-from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+from fastapi import WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
-from poly_ray.api.auth import Access, log_refusal
-from poly_ray.api.family import POLY, attach
+from poly_ray.api.auth import log_refusal
+from poly_ray.api.family import POLY
 from poly_ray.api.limits import StreamLimits
 from poly_ray.api.parsing import describe, loads_json, overrides_off_loop
+from poly_ray.api.services import services
 from poly_ray.errors import BadRequest, PayloadTooLarge, PolyError, PromptTooLong
 from poly_ray.generation import Chunk, Done
 from poly_ray.tasks.turn import NO_OVERRIDES, Overrides, TurnRequest
@@ -51,29 +52,29 @@ JSON_SUBPROTOCOL = "poly.json"
 MAX_WAITING_TURNS = 4
 
 
-def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None:
-    router = POLY.router()
+router = POLY.router()
 
-    @router.websocket("/v1/task/{task}/chat")
-    async def chat(websocket: WebSocket, task: str):
-        offered = websocket.scope.get("subprotocols") or []
-        json_mode = JSON_SUBPROTOCOL in offered or websocket.query_params.get("protocol") == "json"
-        await websocket.accept(subprotocol=JSON_SUBPROTOCOL if JSON_SUBPROTOCOL in offered else None)
-        session = _Session(websocket, backend, task, json_mode)
-        try:
-            who = await access.authorize(websocket, "task", task)
-            # The open session counts against its credential's streams until it closes.
-            release = slots.take(who.credential, generation=False)
-            session.owner = who.owner
-        except PolyError as e:
-            log_refusal(e, "WEBSOCKET", websocket.url.path)
-            await session.refuse(e)
-            return
-        try:
-            await session.run(slots)
-        finally:
-            release()
-    attach(app, router)
+
+@router.websocket("/v1/task/{task}/chat")
+async def chat(websocket: WebSocket, task: str):
+    svc = services(websocket)
+    offered = websocket.scope.get("subprotocols") or []
+    json_mode = JSON_SUBPROTOCOL in offered or websocket.query_params.get("protocol") == "json"
+    await websocket.accept(subprotocol=JSON_SUBPROTOCOL if JSON_SUBPROTOCOL in offered else None)
+    session = _Session(websocket, svc.backend, task, json_mode)
+    try:
+        who = await svc.access.authorize(websocket, "task", task)
+        # The open session counts against its credential's streams until it closes.
+        release = svc.limits.take(who.credential, generation=False)
+        session.owner = who.owner
+    except PolyError as e:
+        log_refusal(e, "WEBSOCKET", websocket.url.path)
+        await session.refuse(e)
+        return
+    try:
+        await session.run(svc.limits)
+    finally:
+        release()
 
 
 class _Session:

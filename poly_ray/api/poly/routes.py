@@ -3,19 +3,16 @@ tokenization), status, readiness and stats."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 
-from fastapi import FastAPI, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from poly_ray.api import sse
-from poly_ray.api.auth import Access
-from poly_ray.api.family import POLY, attach
-from poly_ray.api.limits import StreamLimits
+from poly_ray.api.family import POLY
 from poly_ray.api.openapi import GENERATES, PLAIN, SSE, WITH_BODY, doc, ref
 from poly_ray.api.parsing import overrides_off_loop, parse_params
+from poly_ray.api.services import services
 from poly_ray.api.streaming import Framer, respond
 from poly_ray.errors import PayloadTooLarge
 from poly_ray.generation import Chunk, Done, ToolCallDelta
@@ -37,112 +34,115 @@ from .protocol import (
     Tokenization,
 )
 
-# /ready needs no credentials, and each check asks every model: one answer is
-# shared by the calls within this many seconds (and by those that arrive meanwhile).
-READY_CACHE_S = 2.0
+
+def _not_ready(extra: dict) -> dict:
+    extra["responses"]["503"] = {"description": "Not ready: what is still loading",
+                                 "content": {"application/json": {"schema": ref(Readiness)}}}
+    return extra
 
 
-class _SharedReadiness:
-    def __init__(self, backend):
-        self._backend = backend
-        self._lock = asyncio.Lock()
-        self._answer: dict | None = None
-        self._at = 0.0
-
-    async def get(self) -> dict:
-        async with self._lock:
-            if self._answer is None or time.monotonic() - self._at > READY_CACHE_S:
-                self._answer, self._at = await self._backend.ready(), time.monotonic()
-            return self._answer
+router = POLY.router()
 
 
-def register(app: FastAPI, backend, access: Access, limits: StreamLimits) -> None:
-    router = POLY.router()
+@router.get("/status", openapi_extra=doc(ok=Status, errors=PLAIN))
+async def status():
+    return {"status": "ok"}
 
-    readiness = _SharedReadiness(backend)
 
-    @router.get("/status", openapi_extra=doc(ok=Status, errors=PLAIN))
-    async def status():
-        return {"status": "ok"}
+@router.get("/ready", openapi_extra=_not_ready(doc(ok=Readiness, errors=PLAIN)))
+async def ready(request: Request):
+    """Readiness (``/status`` is liveness): 503 until every model, and the memories, answer."""
+    svc = services(request)
+    waiting = [name for name, ok in (await svc.readiness.get()).items() if not ok]
+    if waiting:
+        return JSONResponse({"ready": False, "waiting": waiting}, status_code=503, headers={"Retry-After": "5"})
+    return {"ready": True, "waiting": []}
 
-    @router.get("/ready", openapi_extra=_not_ready(doc(ok=Readiness, errors=PLAIN)))
-    async def ready():
-        """Readiness (``/status`` is liveness): 503 until every model, and the memories, answer."""
-        waiting = [name for name, ok in (await readiness.get()).items() if not ok]
-        if waiting:
-            return JSONResponse({"ready": False, "waiting": waiting}, status_code=503, headers={"Retry-After": "5"})
-        return {"ready": True, "waiting": []}
 
-    @router.get("/v1/stats", openapi_extra=doc(ok=Stats, errors=(400, 401, 503)))
-    async def stats(request: Request):
-        """Poly's stats: counts per task and each model's engine stats, of what the caller may use."""
-        who = access.principal(request)
-        stats, tasks = await backend.stats(), await access.names("task")
-        return {
-            # A model used bare (OpenAI, Ollama, simple APIs) counts under its own name.
-            "tasks": {t: s for t, s in stats["tasks"].items() if who.allows("task" if t in tasks else "model", t)},
-            "models": {m: s for m, s in stats["models"].items() if who.allows("model", m)},
-        }
+@router.get("/v1/stats", openapi_extra=doc(ok=Stats, errors=(400, 401, 503)))
+async def stats(request: Request):
+    """Poly's stats: counts per task and each model's engine stats, of what the caller may use."""
+    svc = services(request)
+    who = svc.access.principal(request)
+    stats, tasks = await svc.backend.stats(), await svc.access.names("task")
+    return {
+        # A model used bare (OpenAI, Ollama, simple APIs) counts under its own name.
+        "tasks": {t: s for t, s in stats["tasks"].items() if who.allows("task" if t in tasks else "model", t)},
+        "models": {m: s for m, s in stats["models"].items() if who.allows("model", m)},
+    }
 
-    @router.get("/v1/task", openapi_extra=doc(ok=TaskList))
-    async def list_tasks(request: Request):
-        who = access.principal(request)
-        return {"tasks": [t for t in await access.names("task") if who.allows("task", t)]}
 
-    @router.get("/v1/model", openapi_extra=doc(ok=ModelList))
-    async def list_models(request: Request):
-        who = access.principal(request)
-        return {"models": [m for m in await access.names("model") if who.allows("model", m)]}
+@router.get("/v1/task", openapi_extra=doc(ok=TaskList))
+async def list_tasks(request: Request):
+    svc = services(request)
+    who = svc.access.principal(request)
+    return {"tasks": [t for t in await svc.access.names("task") if who.allows("task", t)]}
 
-    @router.get("/v1/task/{task}/completion", name="completion_get",
-             openapi_extra=doc(query=CompletionParams, ok=Completion, errors=GENERATES))
-    @router.post("/v1/task/{task}/completion", openapi_extra=doc(body=CompletionParams, ok=Completion, errors=GENERATES))
-    async def completion(task: str, request: Request):
-        who = await access.authorize(request, "task", task)
-        params = await parse_params(request, CompletionParams)
-        async with limits.held(who.credential):
-            overrides = await overrides_off_loop(request.app, params)
-            return await backend.complete(TurnRequest(task, params.prompt, overrides=overrides, owner=who.owner))
 
-    @router.get("/v1/task/{task}/live", name="live_get", openapi_extra=doc(query=CompletionParams, streams=SSE, errors=GENERATES))
-    @router.post("/v1/task/{task}/live", openapi_extra=doc(body=CompletionParams, streams=SSE, errors=GENERATES))
-    async def live(task: str, request: Request):
-        who = await access.authorize(request, "task", task)
-        params = await parse_params(request, CompletionParams)
+@router.get("/v1/model", openapi_extra=doc(ok=ModelList))
+async def list_models(request: Request):
+    svc = services(request)
+    who = svc.access.principal(request)
+    return {"models": [m for m in await svc.access.names("model") if who.allows("model", m)]}
+
+
+@router.get("/v1/task/{task}/completion", name="completion_get",
+         openapi_extra=doc(query=CompletionParams, ok=Completion, errors=GENERATES))
+@router.post("/v1/task/{task}/completion", openapi_extra=doc(body=CompletionParams, ok=Completion, errors=GENERATES))
+async def completion(task: str, request: Request):
+    svc = services(request)
+    who = await svc.access.authorize(request, "task", task)
+    params = await parse_params(request, CompletionParams)
+    async with svc.limits.held(who.credential):
         overrides = await overrides_off_loop(request.app, params)
-        events = backend.stream(TurnRequest(task, params.prompt, overrides=overrides, owner=who.owner))
-        _, release = await limits.accepted(events, who.credential)
-        return respond(events, _LiveFramer(), release)
+        return await svc.backend.complete(TurnRequest(task, params.prompt, overrides=overrides, owner=who.owner))
 
-    @router.get("/v1/task/{task}/status", name="task_status", openapi_extra=doc(ok=Status))
-    async def task_status(task: str, request: Request):
-        """Poly's per-task check: the caller may use the task, and it exists."""
-        await access.authorize(request, "task", task)
-        return {"status": "ok"}
 
-    @router.get("/v1/model/{model}/embedding", name="embedding_get", openapi_extra=doc(query=EmbeddingQuery, ok=Embedding))
-    @router.post("/v1/model/{model}/embedding", openapi_extra=doc(
-        body=EmbeddingBody, ok={"anyOf": [ref(Embedding), ref(Embeddings)]}, errors=WITH_BODY))
-    async def embedding(model: str, request: Request):
-        await access.authorize(request, "model", model)
-        body = await parse_params(request, EmbeddingBody if request.method == "POST" else EmbeddingQuery)
-        texts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
-        vectors = await backend.embed(model, texts)
-        if isinstance(body.prompt, str):
-            return {"embedding": vectors[0]}
-        return {"embeddings": vectors}
+@router.get("/v1/task/{task}/live", name="live_get", openapi_extra=doc(query=CompletionParams, streams=SSE, errors=GENERATES))
+@router.post("/v1/task/{task}/live", openapi_extra=doc(body=CompletionParams, streams=SSE, errors=GENERATES))
+async def live(task: str, request: Request):
+    svc = services(request)
+    who = await svc.access.authorize(request, "task", task)
+    params = await parse_params(request, CompletionParams)
+    overrides = await overrides_off_loop(request.app, params)
+    events = svc.backend.stream(TurnRequest(task, params.prompt, overrides=overrides, owner=who.owner))
+    _, release = await svc.limits.accepted(events, who.credential)
+    return respond(events, _LiveFramer(), release)
 
-    @router.get("/v1/model/{model}/tokenization", name="tokenization_get", openapi_extra=doc(query=PromptBody, ok=Tokenization))
-    @router.post("/v1/model/{model}/tokenization", openapi_extra=doc(body=PromptBody, ok=Tokenization, errors=WITH_BODY))
-    async def tokenization(model: str, request: Request):
-        await access.authorize(request, "model", model)
-        body = await parse_params(request, PromptBody)
-        limit = request.app.state.config.max_tokenize_chars
-        if len(body.prompt) > limit:
-            raise PayloadTooLarge(f"prompt: {len(body.prompt)} characters, over the limit (max_tokenize_chars) of {limit}")
-        # Poly answers each token's id as "token"; "id" stays for this API's older clients.
-        return {"tokens": [{"token": t["id"], **t} for t in await backend.tokenize(model, body.prompt)]}
-    attach(app, router)
+
+@router.get("/v1/task/{task}/status", name="task_status", openapi_extra=doc(ok=Status))
+async def task_status(task: str, request: Request):
+    """Poly's per-task check: the caller may use the task, and it exists."""
+    svc = services(request)
+    await svc.access.authorize(request, "task", task)
+    return {"status": "ok"}
+
+
+@router.get("/v1/model/{model}/embedding", name="embedding_get", openapi_extra=doc(query=EmbeddingQuery, ok=Embedding))
+@router.post("/v1/model/{model}/embedding", openapi_extra=doc(
+    body=EmbeddingBody, ok={"anyOf": [ref(Embedding), ref(Embeddings)]}, errors=WITH_BODY))
+async def embedding(model: str, request: Request):
+    svc = services(request)
+    await svc.access.authorize(request, "model", model)
+    body = await parse_params(request, EmbeddingBody if request.method == "POST" else EmbeddingQuery)
+    texts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+    vectors = await svc.backend.embed(model, texts)
+    if isinstance(body.prompt, str):
+        return {"embedding": vectors[0]}
+    return {"embeddings": vectors}
+
+
+@router.get("/v1/model/{model}/tokenization", name="tokenization_get", openapi_extra=doc(query=PromptBody, ok=Tokenization))
+@router.post("/v1/model/{model}/tokenization", openapi_extra=doc(body=PromptBody, ok=Tokenization, errors=WITH_BODY))
+async def tokenization(model: str, request: Request):
+    svc = services(request)
+    await svc.access.authorize(request, "model", model)
+    body = await parse_params(request, PromptBody)
+    limit = request.app.state.config.max_tokenize_chars
+    if len(body.prompt) > limit:
+        raise PayloadTooLarge(f"prompt: {len(body.prompt)} characters, over the limit (max_tokenize_chars) of {limit}")
+    # Poly answers each token's id as "token"; "id" stays for this API's older clients.
+    return {"tokens": [{"token": t["id"], **t} for t in await svc.backend.tokenize(model, body.prompt)]}
 
 
 class _LiveFramer(Framer):
@@ -172,9 +172,3 @@ class _LiveFramer(Framer):
         if self.call is None:
             return []
         return [sse.json_event("tool_call", {**self.call, "arguments": json.loads(self.call["arguments"])})]
-
-
-def _not_ready(extra: dict) -> dict:
-    extra["responses"]["503"] = {"description": "Not ready: what is still loading",
-                                 "content": {"application/json": {"schema": ref(Readiness)}}}
-    return extra

@@ -13,16 +13,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from poly_ray.api.auth import Access, check_target
+from poly_ray.api.auth import check_target
 from poly_ray.api.backend import require_state
-from poly_ray.api.family import OPENAI, attach
-from poly_ray.api.limits import StreamLimits
+from poly_ray.api.family import OPENAI
 from poly_ray.api.openapi import AUTHORIZED, GENERATES, SSE, doc
 from poly_ray.api.parsing import overrides_off_loop, parse_params
+from poly_ray.api.services import services
 from poly_ray.api.streaming import respond
 from poly_ray.errors import BadRequest, NotFound, PolyError
 from poly_ray.grammars import DEFAULT_CAPS, Caps
@@ -107,103 +107,109 @@ def page(items: list[dict], limit: int, after: str | None, order: str) -> dict:
             "last_id": data[-1]["id"] if data else None, "has_more": len(ordered) > limit}
 
 
-def register(app: FastAPI, backend, access: Access, slots: StreamLimits) -> None:
-    router = OPENAI.router()
+router = OPENAI.router()
 
-    background = run.Background()
 
-    def store_of():
-        return require_state(backend)
+background = run.Background()
 
-    @router.post("/v1/responses", openapi_extra=doc(body=ResponseCreate, streams=SSE, errors=GENERATES))
-    async def create(request: Request):
-        who = access.principal(request)
-        body = await parse_params(request, ResponseCreate)
-        owner = who.owner
-        await check_target(backend, who, body.model)
-        if body.background and (body.stream or not body.store):
-            raise BadRequest("background: needs store = true and stream = false (poll the response instead)")
-        overrides = await overrides_off_loop(request.app, body)
-        items = protocol.input_items(body.input)
-        history: list[dict] = []
+
+@router.post("/v1/responses", openapi_extra=doc(body=ResponseCreate, streams=SSE, errors=GENERATES))
+async def create(request: Request):
+    svc = services(request)
+    who = svc.access.principal(request)
+    body = await parse_params(request, ResponseCreate)
+    owner = who.owner
+    await check_target(svc.backend, who, body.model)
+    if body.background and (body.stream or not body.store):
+        raise BadRequest("background: needs store = true and stream = false (poll the response instead)")
+    overrides = await overrides_off_loop(request.app, body)
+    items = protocol.input_items(body.input)
+    history: list[dict] = []
+    if body.previous_response_id is not None:
+        state = require_state(svc.backend)
+        previous = await state.get(owner, RESPONSE, body.previous_response_id)
+        stored = await state.get(owner, INPUT, input_id(previous["id"]))
+        history = stored["history"] + stored["items"] + previous["output"]
+    cid = None
+    if body.conversation is not None:
         if body.previous_response_id is not None:
-            state = store_of()
-            previous = await state.get(owner, RESPONSE, body.previous_response_id)
-            stored = await state.get(owner, INPUT, input_id(previous["id"]))
-            history = stored["history"] + stored["items"] + previous["output"]
-        cid = None
-        if body.conversation is not None:
-            if body.previous_response_id is not None:
-                raise BadRequest("conversation: not together with previous_response_id")
-            cid = _conversation_id(body.conversation)
-            state = store_of()
-            await state.get(owner, CONVERSATION, cid)
-            history = await state.all(owner, ITEM, parent=cid)
-        turns = protocol.to_turns(history + items)
-        if body.instructions:  # not carried over from the previous response, as OpenAI does
-            turns = [("system", body.instructions), *turns]
-        rid = new_id("resp")
-        fields = {"instructions": body.instructions, "previous_response_id": body.previous_response_id,
-                  "store": body.store, "max_output_tokens": body.max_output_tokens,
-                  "temperature": body.temperature, "top_p": body.top_p, "metadata": body.metadata or {},
-                  "user": body.user, "conversation": {"id": cid} if cid else None, **body.echoed()}
-        record = Record(store_of() if body.store else None, owner, rid, body.model, fields,
-                        status="queued" if body.background else "in_progress")
-        if cid is not None:  # the turn joins the conversation once it is done
-            record.conversation = (store_of(), cid, items)
-        await record.begin(items, history)
-        turn = TurnRequest(body.model, messages=tuple(turns), overrides=overrides, owner=owner)
-        if body.background:
-            background.start(record, lambda: backend.stream(turn), lambda events: slots.accepted(events, who.credential))
-            return JSONResponse(record.response)
-        events = backend.stream(turn)
+            raise BadRequest("conversation: not together with previous_response_id")
+        cid = _conversation_id(body.conversation)
+        state = require_state(svc.backend)
+        await state.get(owner, CONVERSATION, cid)
+        history = await state.all(owner, ITEM, parent=cid)
+    turns = protocol.to_turns(history + items)
+    if body.instructions:  # not carried over from the previous response, as OpenAI does
+        turns = [("system", body.instructions), *turns]
+    rid = new_id("resp")
+    fields = {"instructions": body.instructions, "previous_response_id": body.previous_response_id,
+              "store": body.store, "max_output_tokens": body.max_output_tokens,
+              "temperature": body.temperature, "top_p": body.top_p, "metadata": body.metadata or {},
+              "user": body.user, "conversation": {"id": cid} if cid else None, **body.echoed()}
+    record = Record(require_state(svc.backend) if body.store else None, owner, rid, body.model, fields,
+                    status="queued" if body.background else "in_progress")
+    if cid is not None:  # the turn joins the conversation once it is done
+        record.conversation = (require_state(svc.backend), cid, items)
+    await record.begin(items, history)
+    turn = TurnRequest(body.model, messages=tuple(turns), overrides=overrides, owner=owner)
+    if body.background:
+        svc.background.start(record, lambda: svc.backend.stream(turn), lambda events: svc.limits.accepted(events, who.credential))
+        return JSONResponse(record.response)
+    events = svc.backend.stream(turn)
+    try:
+        _, release = await svc.limits.accepted(events, who.credential)
+    except PolyError as err:
+        await record.fail(err)
+        raise
+    if not body.stream:
         try:
-            _, release = await slots.accepted(events, who.credential)
+            output, done = await run.answer(events)
         except PolyError as err:
             await record.fail(err)
             raise
-        if not body.stream:
-            try:
-                output, done = await run.answer(events)
-            except PolyError as err:
-                await record.fail(err)
-                raise
-            finally:
-                release()
-            return JSONResponse(await record.finish(output, done))
-        return respond(events, run.Framer(record), release)
+        finally:
+            release()
+        return JSONResponse(await record.finish(output, done))
+    return respond(events, run.Framer(record), release)
 
-    @router.post("/v1/responses/{rid}/cancel", openapi_extra=doc(errors=AUTHORIZED))
-    async def cancel(request: Request, rid: str):
-        """Cancel a background response: queued or in progress, it ends ``cancelled``;
-        one already finished is returned as it is."""
-        owner = access.principal(request).owner
-        state = store_of()
-        response = await state.get(owner, RESPONSE, rid)
-        if not response.get("background"):
-            raise BadRequest("only a response created with background = true can be cancelled")
-        if response["status"] in UNFINISHED:
-            response = await state.update(owner, RESPONSE, rid, {"status": "cancelled"}, only_if=UNFINISHED)
-            background.cancel(rid)
-        return response
 
-    @router.get("/v1/responses/{rid}", openapi_extra=doc(errors=AUTHORIZED))
-    async def retrieve(request: Request, rid: str):
-        owner = access.principal(request).owner
-        return await store_of().get(owner, RESPONSE, rid)
+@router.post("/v1/responses/{rid}/cancel", openapi_extra=doc(errors=AUTHORIZED))
+async def cancel(request: Request, rid: str):
+    """Cancel a background response: queued or in progress, it ends ``cancelled``;
+    one already finished is returned as it is."""
+    svc = services(request)
+    owner = svc.access.principal(request).owner
+    state = require_state(svc.backend)
+    response = await state.get(owner, RESPONSE, rid)
+    if not response.get("background"):
+        raise BadRequest("only a response created with background = true can be cancelled")
+    if response["status"] in UNFINISHED:
+        response = await state.update(owner, RESPONSE, rid, {"status": "cancelled"}, only_if=UNFINISHED)
+        svc.background.cancel(rid)
+    return response
 
-    @router.delete("/v1/responses/{rid}", openapi_extra=doc(errors=AUTHORIZED))
-    async def delete(request: Request, rid: str):
-        owner = access.principal(request).owner
-        await store_of().delete(owner, RESPONSE, rid)  # its input goes with it (a child)
-        return {"id": rid, "object": "response.deleted", "deleted": True}
 
-    @router.get("/v1/responses/{rid}/input_items", openapi_extra=doc(query=ItemsQuery, errors=AUTHORIZED))
-    async def input_items(request: Request, rid: str):
-        owner = access.principal(request).owner
-        query = await parse_params(request, ItemsQuery)
-        state = store_of()
-        await state.get(owner, RESPONSE, rid)
-        stored = await state.get(owner, INPUT, input_id(rid))
-        return page(stored["items"], query.limit, query.after, query.order)
-    attach(app, router)
+@router.get("/v1/responses/{rid}", openapi_extra=doc(errors=AUTHORIZED))
+async def retrieve(request: Request, rid: str):
+    svc = services(request)
+    owner = svc.access.principal(request).owner
+    return await require_state(svc.backend).get(owner, RESPONSE, rid)
+
+
+@router.delete("/v1/responses/{rid}", openapi_extra=doc(errors=AUTHORIZED))
+async def delete(request: Request, rid: str):
+    svc = services(request)
+    owner = svc.access.principal(request).owner
+    await require_state(svc.backend).delete(owner, RESPONSE, rid)  # its input goes with it (a child)
+    return {"id": rid, "object": "response.deleted", "deleted": True}
+
+
+@router.get("/v1/responses/{rid}/input_items", openapi_extra=doc(query=ItemsQuery, errors=AUTHORIZED))
+async def input_items(request: Request, rid: str):
+    svc = services(request)
+    owner = svc.access.principal(request).owner
+    query = await parse_params(request, ItemsQuery)
+    state = require_state(svc.backend)
+    await state.get(owner, RESPONSE, rid)
+    stored = await state.get(owner, INPUT, input_id(rid))
+    return page(stored["items"], query.limit, query.after, query.order)

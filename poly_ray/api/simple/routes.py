@@ -11,15 +11,14 @@ They run the config's ``default_task`` (else its first task, else its first mode
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
+from fastapi import Request
 from pydantic import BaseModel
 
 from poly_ray.api import sse
-from poly_ray.api.auth import Access
-from poly_ray.api.family import POLY, attach
-from poly_ray.api.limits import StreamLimits
+from poly_ray.api.family import POLY
 from poly_ray.api.openapi import GENERATES, SSE, TEXT, WITH_BODY, doc
 from poly_ray.api.parsing import parse_params
+from poly_ray.api.services import Services, services
 from poly_ray.api.streaming import Framer, respond
 from poly_ray.errors import NotFound, PolyError
 from poly_ray.generation import Chunk, gather
@@ -27,73 +26,79 @@ from poly_ray.tasks.turn import Overrides, TurnRequest
 
 from .protocol import STREAM_NUM_PREDICT, LlmApiBody, StreamBody, TextBody
 
+router = POLY.router()
 
-def register(app: FastAPI, backend, access: Access, slots: StreamLimits, default: tuple[str, str] | None) -> None:
-    """``default`` is the (kind, name) these routes run: a task, or a model used bare."""
-    router = POLY.router()
 
-    def target() -> tuple[str, str]:
-        if default is None:
-            raise NotFound("no task or model is configured")
-        return default
+def target(svc: Services) -> tuple[str, str]:
+    """The (kind, name) these routes run: the config's default task, or a model used bare."""
+    if svc.config.default_target is None:
+        raise NotFound("no task or model is configured")
+    return svc.config.default_target
 
-    async def limit() -> int:
-        """The most tokens the target may generate: a task's max_tokens, a bare model's context."""
-        kind, name = target()
-        if kind == "task":
-            return (await backend.tasks())[name].max_tokens
-        return (await backend.models())[name].context_size
 
-    async def start(request: Request, model: type[BaseModel]):
-        """Who calls, what they asked for, and its accepted stream with the place's release."""
-        who = await access.authorize(request, *target())
-        body = await parse_params(request, model)
-        # A task's tools stay out: these APIs cannot show a tool call.
-        overrides = {**body.overrides(), "tool_choice": "none"}
-        if getattr(body, "cache", None) is not None:  # durable prompt state (docs/api/simple.md)
-            # Each credential has its own ids: one caller's 42 never evicts another's.
-            overrides["cache_key"] = f"stream/{target()[1]}/{who.owner}/{body.cache}"
-        if isinstance(body, StreamBody) and body.num_predict is None:
-            overrides["max_tokens"] = min(STREAM_NUM_PREDICT, await limit())
-        turn = TurnRequest(target()[1], body.prompt, overrides=Overrides.of(overrides), owner=who.owner)
-        events = backend.stream(turn)
-        _, release = await slots.accepted(events, who.credential)
-        return events, release, body
+async def limit(svc: Services) -> int:
+    """The most tokens the target may generate: a task's max_tokens, a bare model's context."""
+    kind, name = target(svc)
+    if kind == "task":
+        return (await svc.backend.tasks())[name].max_tokens
+    return (await svc.backend.models())[name].context_size
 
-    @router.post("/generate", openapi_extra=doc(body=LlmApiBody, ok={"type": "string"}, errors=GENERATES))
-    async def generate(request: Request):
-        events, release, body = await start(request, LlmApiBody)
-        try:
-            text, _, _ = await gather(events)
-        finally:
-            release()
-            await events.aclose()
-        params = body.params
-        if params and params.echo:
-            text = body.prompt + text
-        if params and params.suffix:
-            text += params.suffix
-        return text
 
-    @router.post("/agenerate", openapi_extra=doc(body=LlmApiBody, streams=SSE, errors=GENERATES))
-    async def agenerate(request: Request):
-        events, release, body = await start(request, LlmApiBody)
-        return respond(events, _TextFramer(body, sse.event), release)
+async def start(request: Request, model: type[BaseModel]):
+    """Who calls, what they asked for, and its accepted stream with the place's release."""
+    svc = services(request)
+    who = await svc.access.authorize(request, *target(svc))
+    body = await parse_params(request, model)
+    # A task's tools stay out: these APIs cannot show a tool call.
+    overrides = {**body.overrides(), "tool_choice": "none"}
+    if getattr(body, "cache", None) is not None:  # durable prompt state (docs/api/simple.md)
+        # Each credential has its own ids: one caller's 42 never evicts another's.
+        overrides["cache_key"] = f"stream/{target(svc)[1]}/{who.owner}/{body.cache}"
+    if isinstance(body, StreamBody) and body.num_predict is None:
+        overrides["max_tokens"] = min(STREAM_NUM_PREDICT, await limit(svc))
+    turn = TurnRequest(target(svc)[1], body.prompt, overrides=Overrides.of(overrides), owner=who.owner)
+    events = svc.backend.stream(turn)
+    _, release = await svc.limits.accepted(events, who.credential)
+    return events, release, body
 
-    @router.post("/stream", openapi_extra=doc(body=StreamBody, streams=TEXT, errors=GENERATES))
-    async def stream(request: Request):
-        events, release, body = await start(request, StreamBody)
-        return respond(events, _PlainFramer(body, str.encode), release)
 
-    @router.post("/embeddings", openapi_extra=doc(
-        body=TextBody, ok={"type": "array", "items": {"type": "number"}}, errors=WITH_BODY))
-    async def embeddings(request: Request):
-        kind, name = target()
-        model = (await backend.tasks())[name].model if kind == "task" else name
-        await access.authorize(request, "model", model)
-        body = await parse_params(request, TextBody)
-        return (await backend.embed(model, [body.text]))[0]
-    attach(app, router)
+@router.post("/generate", openapi_extra=doc(body=LlmApiBody, ok={"type": "string"}, errors=GENERATES))
+async def generate(request: Request):
+    events, release, body = await start(request, LlmApiBody)
+    try:
+        text, _, _ = await gather(events)
+    finally:
+        release()
+        await events.aclose()
+    params = body.params
+    if params and params.echo:
+        text = body.prompt + text
+    if params and params.suffix:
+        text += params.suffix
+    return text
+
+
+@router.post("/agenerate", openapi_extra=doc(body=LlmApiBody, streams=SSE, errors=GENERATES))
+async def agenerate(request: Request):
+    events, release, body = await start(request, LlmApiBody)
+    return respond(events, _TextFramer(body, sse.event), release)
+
+
+@router.post("/stream", openapi_extra=doc(body=StreamBody, streams=TEXT, errors=GENERATES))
+async def stream(request: Request):
+    events, release, body = await start(request, StreamBody)
+    return respond(events, _PlainFramer(body, str.encode), release)
+
+
+@router.post("/embeddings", openapi_extra=doc(
+    body=TextBody, ok={"type": "array", "items": {"type": "number"}}, errors=WITH_BODY))
+async def embeddings(request: Request):
+    svc = services(request)
+    kind, name = target(svc)
+    model = (await svc.backend.tasks())[name].model if kind == "task" else name
+    await svc.access.authorize(request, "model", model)
+    body = await parse_params(request, TextBody)
+    return (await svc.backend.embed(model, [body.text]))[0]
 
 
 class _TextFramer(Framer):
