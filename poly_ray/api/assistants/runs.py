@@ -193,18 +193,7 @@ class Runs:
                 return
             if message is None:
                 message, step = await self._message(owner, run, emit)
-            text = "".join(parts)
-            message = await state.update(owner, MESSAGE, message["id"], {
-                "status": "completed", "content": [p.text_part(text)], "completed_at": p.now()})
-            emit("thread.message.completed", message)
-            step = await state.update(owner, STEP, step["id"], {"status": "completed", "completed_at": p.now(),
-                                                                "usage": used})
-            emit("thread.run.step.completed", step)
-            cut = done.finish_reason == "length"
-            run = await self._save(owner, rid, {
-                "status": "incomplete" if cut else "completed", "completed_at": p.now(), "usage": used,
-                "incomplete_details": {"reason": "max_completion_tokens"} if cut else None})
-            emit(f"thread.run.{run['status']}", run)
+            await self._answered(owner, run, message, step, "".join(parts), used, done, emit)
         except asyncio.CancelledError:
             emit("thread.run.cancelled", dict(run, status="cancelled"))  # the cancel route has stored it
             if message is not None:  # what was written so far stays, marked cut short
@@ -219,6 +208,22 @@ class Runs:
             run = await self._save(owner, rid, {"status": "failed", "failed_at": p.now(),
                                                 "last_error": {"code": "server_error", "message": err.message}})
             emit("thread.run.failed", run)
+
+    async def _answered(self, owner: str, run: dict, message: dict, step: dict, text: str, used: dict, done: Done,
+                        emit) -> None:
+        """The run answered in text: its message and step complete, then the run (incomplete when cut)."""
+        state = self._state()
+        message = await state.update(owner, MESSAGE, message["id"], {
+            "status": "completed", "content": [p.text_part(text)], "completed_at": p.now()})
+        emit("thread.message.completed", message)
+        step = await state.update(owner, STEP, step["id"], {"status": "completed", "completed_at": p.now(),
+                                                            "usage": used})
+        emit("thread.run.step.completed", step)
+        cut = done.finish_reason == "length"
+        run = await self._save(owner, run["id"], {
+            "status": "incomplete" if cut else "completed", "completed_at": p.now(), "usage": used,
+            "incomplete_details": {"reason": "max_completion_tokens"} if cut else None})
+        emit(f"thread.run.{run['status']}", run)
 
     async def _message(self, owner: str, run: dict, emit) -> tuple[dict, dict]:
         """The assistant message the run writes, and its message_creation step."""
