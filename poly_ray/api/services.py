@@ -5,20 +5,25 @@ module-level values and a handler names only what it uses."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
-from starlette.requests import HTTPConnection
+from pydantic import BaseModel
+from starlette.requests import HTTPConnection, Request
 
 from poly_ray.config import Config
 
-from .auth import Access
-from .backend import Backend, MemoryBackend
+from .auth import Access, Principal, check_target
+from .backend import Backend, MemoryBackend, StateBackend, require_state
 from .limits import StreamLimits
+from .parsing import parse_params
 
 if TYPE_CHECKING:
     from .assistants.runs import Runs
     from .poly.readiness import ReadyCache
     from .responses.run import Background
+
+
+B = TypeVar("B", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -41,3 +46,21 @@ class Services:
 def services(conn: HTTPConnection) -> Services:
     """The app's services, for a request or a WebSocket."""
     return conn.app.state.services
+
+
+def stateful(request: HTTPConnection) -> tuple[StateBackend, Principal]:
+    """What a stateful route (Responses, Conversations, Assistants) starts with: the
+    store (503 without one) and the caller, whose ``owner`` its objects are (401 first)."""
+    svc = services(request)
+    who = svc.access.principal(request)
+    return require_state(svc.backend), who
+
+
+async def generation(request: Request, body_model: type[B]) -> tuple[Services, Principal, B]:
+    """What an OpenAI-style generation route starts with: the caller (401 first), the body,
+    and its ``model``: a task or a model the caller may use (else 404 or 403)."""
+    svc = services(request)
+    who = svc.access.principal(request)
+    body = await parse_params(request, body_model)
+    await check_target(svc.backend, who, body.model)
+    return svc, who, body

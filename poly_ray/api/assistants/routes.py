@@ -11,11 +11,11 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from poly_ray.api.auth import Principal, check_target
-from poly_ray.api.backend import StateBackend, require_state
+from poly_ray.api.backend import StateBackend
 from poly_ray.api.family import OPENAI
 from poly_ray.api.openapi import AUTHORIZED, GENERATES, SSE, WITH_BODY, doc
 from poly_ray.api.parsing import parse_params
-from poly_ray.api.services import services
+from poly_ray.api.services import services, stateful
 from poly_ray.api.streaming import respond
 from poly_ray.errors import BadRequest, NotFound
 
@@ -30,11 +30,11 @@ router = OPENAI.router()
 
 
 def store(request: Request) -> StateBackend:
-    return require_state(services(request).backend)
+    return stateful(request)[0]
 
 
 def caller(request: Request) -> tuple[Principal, str]:
-    who = services(request).access.principal(request)
+    who = stateful(request)[1]
     return who, who.owner
 
 

@@ -16,7 +16,7 @@ from poly_ray.api.openapi import AUTHORIZED, WITH_BODY, doc
 from poly_ray.api.parsing import parse_params
 from poly_ray.api.responses.routes import CONVERSATION, ITEM, ItemsQuery
 from poly_ray.api.responses.run import append
-from poly_ray.api.services import services
+from poly_ray.api.services import services, stateful
 from poly_ray.errors import NotFound
 
 from . import protocol
@@ -51,9 +51,8 @@ router = OPENAI.router()
 
 
 async def item_of(request: Request, cid: str, iid: str) -> tuple[Any, str, dict]:
-    svc = services(request)
-    owner = svc.access.principal(request).owner
-    state = require_state(svc.backend)
+    state, who = stateful(request)
+    owner = who.owner
     await state.get(owner, CONVERSATION, cid)
     item = await state.get(owner, ITEM, iid)
     if await state.parent_of(owner, ITEM, iid) != cid:
@@ -76,31 +75,29 @@ async def create(request: Request):
 
 @router.get("/v1/conversations/{cid}", openapi_extra=doc(errors=AUTHORIZED))
 async def retrieve(request: Request, cid: str):
-    svc = services(request)
-    return await require_state(svc.backend).get(svc.access.principal(request).owner, CONVERSATION, cid)
+    state, who = stateful(request)
+    return await state.get(who.owner, CONVERSATION, cid)
 
 
 @router.post("/v1/conversations/{cid}", openapi_extra=doc(body=ConversationUpdate, errors=WITH_BODY))
 async def update(request: Request, cid: str):
-    svc = services(request)
-    owner = svc.access.principal(request).owner
+    state, who = stateful(request)
     body = await parse_params(request, ConversationUpdate)
-    return await require_state(svc.backend).update(owner, CONVERSATION, cid, {"metadata": protocol.metadata(body.metadata)})
+    return await state.update(who.owner, CONVERSATION, cid, {"metadata": protocol.metadata(body.metadata)})
 
 
 @router.delete("/v1/conversations/{cid}", openapi_extra=doc(errors=AUTHORIZED))
 async def delete(request: Request, cid: str):
-    svc = services(request)
-    await require_state(svc.backend).delete(svc.access.principal(request).owner, CONVERSATION, cid)  # items with it
+    state, who = stateful(request)
+    await state.delete(who.owner, CONVERSATION, cid)  # items with it
     return protocol.deleted(cid)
 
 
 @router.get("/v1/conversations/{cid}/items", openapi_extra=doc(query=ItemsQuery, errors=AUTHORIZED))
 async def list_items(request: Request, cid: str):
-    svc = services(request)
-    owner = svc.access.principal(request).owner
+    state, who = stateful(request)
+    owner = who.owner
     query = await parse_params(request, ItemsQuery)
-    state = require_state(svc.backend)
     await state.get(owner, CONVERSATION, cid)
     return await state.list(owner, ITEM, parent=cid, limit=query.limit, after=query.after, order=query.order)
 

@@ -19,12 +19,11 @@ from dataclasses import replace
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
-from poly_ray.api.auth import check_target
 from poly_ray.api.family import OPENAI
 from poly_ray.api.limits import StreamLimits
 from poly_ray.api.openapi import GENERATES, SSE, WITH_BODY, doc
 from poly_ray.api.parsing import overrides_off_loop, parse_params
-from poly_ray.api.services import services
+from poly_ray.api.services import generation, services
 from poly_ray.api.streaming import Framer, respond
 from poly_ray.api.vectors import shorten
 from poly_ray.generation import Chunk, Done, Event, TokenLogprob, ToolCall, ToolCallDelta, gather_calls
@@ -59,10 +58,7 @@ async def list_models(request: Request):
 @router.post("/v1/completions", openapi_extra=doc(
     body=CompletionRequest, ok=CompletionResponse, streams=SSE, errors=GENERATES))
 async def completions(request: Request):
-    svc = services(request)
-    who = svc.access.principal(request)
-    body = await parse_params(request, CompletionRequest)
-    await check_target(svc.backend, who, body.model)
+    svc, who, body = await generation(request, CompletionRequest)
     # A text completion cannot show a tool call: a task's tools stay out of it.
     overrides = replace(await overrides_off_loop(request.app, body), tool_choice="none")
     events = svc.backend.stream(TurnRequest(body.model, body.text(), overrides=overrides, owner=who.owner))
@@ -73,10 +69,7 @@ async def completions(request: Request):
 @router.post("/v1/chat/completions", openapi_extra=doc(
     body=ChatCompletionRequest, ok=ChatCompletionResponse, streams=SSE, errors=GENERATES))
 async def chat_completions(request: Request):
-    svc = services(request)
-    who = svc.access.principal(request)
-    body = await parse_params(request, ChatCompletionRequest)
-    await check_target(svc.backend, who, body.model)
+    svc, who, body = await generation(request, ChatCompletionRequest)
     overrides = await overrides_off_loop(request.app, body)
     events = svc.backend.stream(TurnRequest(body.model, messages=tuple(body.conversation()), overrides=overrides,
                                         owner=who.owner))

@@ -17,12 +17,11 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from poly_ray.api.auth import check_target
 from poly_ray.api.backend import require_state
 from poly_ray.api.family import OPENAI
 from poly_ray.api.openapi import AUTHORIZED, GENERATES, SSE, doc
 from poly_ray.api.parsing import overrides_off_loop, parse_params
-from poly_ray.api.services import services
+from poly_ray.api.services import generation, services, stateful
 from poly_ray.api.streaming import respond
 from poly_ray.errors import BadRequest, NotFound, PolyError
 from poly_ray.grammars import DEFAULT_CAPS, Caps
@@ -115,11 +114,8 @@ background = run.Background()
 
 @router.post("/v1/responses", openapi_extra=doc(body=ResponseCreate, streams=SSE, errors=GENERATES))
 async def create(request: Request):
-    svc = services(request)
-    who = svc.access.principal(request)
-    body = await parse_params(request, ResponseCreate)
+    svc, who, body = await generation(request, ResponseCreate)
     owner = who.owner
-    await check_target(svc.backend, who, body.model)
     if body.background and (body.stream or not body.store):
         raise BadRequest("background: needs store = true and stream = false (poll the response instead)")
     overrides = await overrides_off_loop(request.app, body)
@@ -177,39 +173,35 @@ async def create(request: Request):
 async def cancel(request: Request, rid: str):
     """Cancel a background response: queued or in progress, it ends ``cancelled``;
     one already finished is returned as it is."""
-    svc = services(request)
-    owner = svc.access.principal(request).owner
-    state = require_state(svc.backend)
+    state, who = stateful(request)
+    owner = who.owner
     response = await state.get(owner, RESPONSE, rid)
     if not response.get("background"):
         raise BadRequest("only a response created with background = true can be cancelled")
     if response["status"] in UNFINISHED:
         response = await state.update(owner, RESPONSE, rid, {"status": "cancelled"}, only_if=UNFINISHED)
-        svc.background.cancel(rid)
+        services(request).background.cancel(rid)
     return response
 
 
 @router.get("/v1/responses/{rid}", openapi_extra=doc(errors=AUTHORIZED))
 async def retrieve(request: Request, rid: str):
-    svc = services(request)
-    owner = svc.access.principal(request).owner
-    return await require_state(svc.backend).get(owner, RESPONSE, rid)
+    state, who = stateful(request)
+    return await state.get(who.owner, RESPONSE, rid)
 
 
 @router.delete("/v1/responses/{rid}", openapi_extra=doc(errors=AUTHORIZED))
 async def delete(request: Request, rid: str):
-    svc = services(request)
-    owner = svc.access.principal(request).owner
-    await require_state(svc.backend).delete(owner, RESPONSE, rid)  # its input goes with it (a child)
+    state, who = stateful(request)
+    await state.delete(who.owner, RESPONSE, rid)  # its input goes with it (a child)
     return {"id": rid, "object": "response.deleted", "deleted": True}
 
 
 @router.get("/v1/responses/{rid}/input_items", openapi_extra=doc(query=ItemsQuery, errors=AUTHORIZED))
 async def input_items(request: Request, rid: str):
-    svc = services(request)
-    owner = svc.access.principal(request).owner
+    state, who = stateful(request)
+    owner = who.owner
     query = await parse_params(request, ItemsQuery)
-    state = require_state(svc.backend)
     await state.get(owner, RESPONSE, rid)
     stored = await state.get(owner, INPUT, input_id(rid))
     return page(stored["items"], query.limit, query.after, query.order)
