@@ -8,10 +8,11 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from poly_ray import grammars
 from poly_ray import tools as tool_calls
+from poly_ray.api.fields import Body, Tokens
 from poly_ray.api.openai.protocol import ResponseFormat
 from poly_ray.errors import BadRequest
 from poly_ray.state.store import new_id
@@ -21,22 +22,18 @@ ACTIVE = ("queued", "in_progress", "requires_action", "cancelling")
 TOOL_TYPES = ("function", "file_search")
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-
-class MessageCreate(_Body):
+class MessageCreate(Body):
     role: Literal["user", "assistant"]
     content: str | list[Any]
     attachments: list[Any] | None = None
     metadata: dict[str, str] | None = None
 
 
-class MessageUpdate(_Body):
+class MessageUpdate(Body):
     metadata: dict[str, str] | None = None
 
 
-class AssistantCreate(_Body):
+class AssistantCreate(Body):
     model: str
     name: str | None = Field(None, max_length=256)
     description: str | None = Field(None, max_length=512)
@@ -54,18 +51,18 @@ class AssistantUpdate(AssistantCreate):
     tools: list[Any] | None = None  # type: ignore[assignment]
 
 
-class ThreadCreate(_Body):
+class ThreadCreate(Body):
     messages: list[MessageCreate] = Field(default_factory=list)
     metadata: dict[str, str] | None = None
     tool_resources: dict[str, Any] | None = None
 
 
-class ThreadUpdate(_Body):
+class ThreadUpdate(Body):
     metadata: dict[str, str] | None = None
     tool_resources: dict[str, Any] | None = None
 
 
-class RunCreate(_Body):
+class RunCreate(Body):
     assistant_id: str
     model: str | None = None
     instructions: str | None = None
@@ -79,7 +76,7 @@ class RunCreate(_Body):
     stream: bool = False
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
-    max_completion_tokens: int | None = Field(None, ge=1, le=1 << 20)
+    max_completion_tokens: Tokens | None = None
     max_prompt_tokens: int | None = Field(None, ge=1)
     truncation_strategy: dict[str, Any] | None = None  # accepted; the task's context_overflow applies
 
@@ -89,17 +86,17 @@ class ThreadAndRunCreate(RunCreate):
     tool_resources: dict[str, Any] | None = None
 
 
-class ToolOutput(_Body):
+class ToolOutput(Body):
     tool_call_id: str
     output: str
 
 
-class SubmitToolOutputs(_Body):
+class SubmitToolOutputs(Body):
     tool_outputs: list[ToolOutput]
     stream: bool = False
 
 
-class ListQuery(_Body):
+class ListQuery(Body):
     limit: int = Field(20, ge=1, le=100)
     after: str | None = None
     before: str | None = None

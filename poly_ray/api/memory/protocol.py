@@ -7,12 +7,12 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from poly_ray.api.poly.protocol import _Body
+from poly_ray.api.fields import Body
 
 MAX_FILES = 100
 
 
-class RecallParams(_Body):
+class RecallParams(Body):
     prompt: str = Field(min_length=1, max_length=100_000)
     n: int = Field(3, ge=1, le=100)
     mode: Literal["hybrid", "dense", "keyword"] | None = None

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from poly_ray import grammars, tools
+from poly_ray.api.fields import Body, Count
 from poly_ray.api.parsing import StopList
 from poly_ray.errors import BadRequest
 
@@ -21,20 +22,18 @@ _SERVER_OPTIONS = ("numa", "num_ctx", "num_batch", "num_gpu", "main_gpu", "low_v
                    "vocab_only", "use_mmap", "use_mlock", "embedding_only", "num_thread", "num_keep")
 
 
-class Options(BaseModel):
+class Options(Body):
     """Ollama's runtime options."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     num_predict: int | None = Field(None, ge=-2, le=1 << 20)
     temperature: float | None = Field(None, ge=0, le=100)
-    top_k: int | None = Field(None, ge=0, le=1 << 20)
+    top_k: Count | None = None
     top_p: float | None = Field(None, gt=0, le=1)
     min_p: float | None = Field(None, ge=0, le=1)
     seed: int | None = Field(None, ge=0, lt=1 << 32)
     stop: StopList = None
     repeat_penalty: float | None = Field(None, gt=0, le=100)
-    repeat_last_n: int | None = Field(None, ge=0, le=1 << 20)
+    repeat_last_n: Count | None = None
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     presence_penalty: float | None = Field(None, ge=-2, le=2)
 
@@ -67,9 +66,7 @@ class Options(BaseModel):
         return o
 
 
-class GenerationBody(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
+class GenerationBody(Body):
     model: str
     stream: bool = True
     format: Literal["", "json"] | dict[str, Any] | None = None
@@ -188,9 +185,7 @@ class ChatBody(GenerationBody):
         return o
 
 
-class EmbedBody(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
+class EmbedBody(Body):
     model: str
     input: str | list[str] = Field(min_length=1)
     truncate: bool = True

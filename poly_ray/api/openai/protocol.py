@@ -9,32 +9,28 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from poly_ray import grammars, tools
+from poly_ray.api.fields import Body, Tokens
 from poly_ray.api.parsing import Stop
 from poly_ray.errors import BadRequest
 
 _UINT32 = 1 << 32
 
 
-class _Body(BaseModel):
-    # NaN and Infinity would pass range checks (every comparison with NaN is false).
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-
-class StreamOptions(_Body):
+class StreamOptions(Body):
     include_usage: bool = False
 
 
-class JsonSchemaFormat(_Body):
+class JsonSchemaFormat(Body):
     name: str = "response"
     description: str | None = None
     schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
     strict: bool | None = None
 
 
-class ResponseFormat(_Body):
+class ResponseFormat(Body):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaFormat | None = None
 
@@ -49,9 +45,9 @@ class ResponseFormat(_Body):
         return None
 
 
-class _Sampling(_Body):
+class _Sampling(Body):
     model: str
-    max_tokens: int | None = Field(None, ge=1, le=1 << 20)
+    max_tokens: Tokens | None = None
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     seed: int | None = Field(None, ge=0, lt=_UINT32)
@@ -111,18 +107,18 @@ class CompletionRequest(_Sampling):
         return o
 
 
-class FunctionCall(_Body):
+class FunctionCall(Body):
     name: str
     arguments: str = "{}"  # JSON text, as the model wrote it
 
 
-class MessageToolCall(_Body):
+class MessageToolCall(Body):
     id: str = Field(min_length=1, max_length=256)
     type: Literal["function"] = "function"
     function: FunctionCall
 
 
-class ChatMessage(_Body):
+class ChatMessage(Body):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None
     name: str | None = None
@@ -144,7 +140,7 @@ class ChatMessage(_Body):
 
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1, max_length=10_000)
-    max_completion_tokens: int | None = Field(None, ge=1, le=1 << 20)
+    max_completion_tokens: Tokens | None = None
     response_format: ResponseFormat | None = None
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
@@ -196,7 +192,7 @@ class ChatCompletionRequest(_Sampling):
         return o
 
 
-class EmbeddingRequest(_Body):
+class EmbeddingRequest(Body):
     model: str
     input: str | list[str] = Field(min_length=1)
     encoding_format: Literal["float", "base64"] = "float"

@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from poly_ray import grammars
+from poly_ray.api.fields import Body, Count, Tokens
 from poly_ray.api.parsing import Stop
 
 _UINT32 = 1 << 32
 
 
-class _Body(BaseModel):
-    # NaN and Infinity would pass range checks (every comparison with NaN is false).
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-
-class CompletionParams(_Body):
+class CompletionParams(Body):
     """A prompt and the sampling settings a request may override (within the task's limits)."""
 
     prompt: str = Field(max_length=1_000_000)
-    max_tokens: int | None = Field(None, ge=1, le=1 << 20)
+    max_tokens: Tokens | None = None
     temperature: float | None = Field(None, ge=0, le=100)
-    top_k: int | None = Field(None, ge=0, le=1 << 20)
+    top_k: Count | None = None
     top_p: float | None = Field(None, gt=0, le=1)
     seed: int | None = Field(None, ge=0, lt=_UINT32)
     stop: Stop = None
@@ -36,15 +32,15 @@ class CompletionParams(_Body):
         return o
 
 
-class PromptBody(_Body):
+class PromptBody(Body):
     prompt: str = Field(max_length=1_000_000)
 
 
-class EmbeddingBody(_Body):
+class EmbeddingBody(Body):
     prompt: str | list[str] = Field(min_length=1)
 
 
-class EmbeddingQuery(_Body):
+class EmbeddingQuery(Body):
     """``GET /v1/model/{m}/embedding?prompt=...`` (Poly's): one text."""
 
     prompt: str = Field(min_length=1, max_length=1_000_000)

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from poly_ray.api.backend import require_state
 from poly_ray.api.family import OPENAI
+from poly_ray.api.fields import Body, Tokens
 from poly_ray.api.openapi import AUTHORIZED, GENERATES, SSE, doc
 from poly_ray.api.parsing import overrides_off_loop, parse_params
 from poly_ray.api.services import generation, services, stateful
@@ -34,10 +35,8 @@ from .run import INPUT, ITEM, RESPONSE, Record, input_id
 CONVERSATION = "conversation"
 
 
-class ResponseCreate(BaseModel):
-    # Unsupported fields are refused naming the field, never ignored.
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
+class ResponseCreate(Body):
+    # Unsupported fields are refused naming the field, never ignored (Body).
     model: str
     input: str | list[Any]
     instructions: str | None = None
@@ -45,7 +44,7 @@ class ResponseCreate(BaseModel):
     conversation: str | dict[str, Any] | None = None
     store: bool = True
     stream: bool = False
-    max_output_tokens: int | None = Field(None, ge=1, le=1 << 20)
+    max_output_tokens: Tokens | None = None
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     metadata: dict[str, str] | None = None

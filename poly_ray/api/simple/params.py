@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import difflib
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from poly_ray.api.fields import Body, Count, Tokens
 from poly_ray.api.parsing import Stop
 
 # Names with no meaning here, and what to use instead.
@@ -44,15 +45,14 @@ BEAM_ONLY = {"num_beams": 1, "num_beam_groups": 1, "length_penalty": 1.0, "early
              "diversity_penalty": 0.0}
 
 
-class Params(BaseModel):
+class Params(Body):
     """llama-cpp-python's, Hugging Face's and GPTQ-for-LLaMa's generation parameters."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     # llama-cpp-python
-    max_tokens: int | None = Field(None, ge=1, le=1 << 20)
+    max_tokens: Tokens | None = None
     temperature: float | None = Field(None, ge=0, le=100)
-    top_k: int | None = Field(None, ge=0, le=1 << 20)
+    top_k: Count | None = None
     top_p: float | None = Field(None, gt=0, le=1)
     min_p: float | None = Field(None, ge=0, le=1)
     repeat_penalty: float | None = Field(None, gt=0, le=100)
@@ -64,10 +64,10 @@ class Params(BaseModel):
     echo: bool | None = None  # the text starts with the prompt
     logprobs: int | None = Field(None, ge=0, le=20)
     # Hugging Face GenerationConfig
-    max_new_tokens: int | None = Field(None, ge=1, le=1 << 20)
-    min_new_tokens: int | None = Field(None, ge=0, le=1 << 20)
-    max_length: int | None = Field(None, ge=1, le=1 << 20)  # prompt tokens included
-    min_length: int | None = Field(None, ge=0, le=1 << 20)  # prompt tokens included
+    max_new_tokens: Tokens | None = None
+    min_new_tokens: Count | None = None
+    max_length: Tokens | None = None  # prompt tokens included
+    min_length: Count | None = None  # prompt tokens included
     do_sample: bool | None = None
     repetition_penalty: float | None = Field(None, gt=0, le=100)
     num_return_sequences: int | None = Field(None, ge=1, le=1)

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from poly_ray.api.fields import Body, Count, Tokens
 
 from .params import Params
 
 
-class LlmApiBody(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
+class LlmApiBody(Body):
     prompt: str = Field(max_length=1_000_000)
     params: Params | None = None
 
@@ -20,9 +20,7 @@ class LlmApiBody(BaseModel):
         return self.params.overrides() if self.params else {}
 
 
-class TextBody(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
+class TextBody(Body):
     text: str = Field(max_length=1_000_000)
 
 
@@ -30,12 +28,10 @@ class TextBody(BaseModel):
 STREAM_NUM_PREDICT = 32
 
 
-class StreamBody(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
+class StreamBody(Body):
     prompt: str = Field(max_length=1_000_000)
-    num_predict: int | None = Field(None, ge=1, le=1 << 20)
-    top_k: int | None = Field(None, ge=0, le=1 << 20)
+    num_predict: Tokens | None = None
+    top_k: Count | None = None
     top_p: float | None = Field(None, gt=0, le=1)
     repeat_penalty: float | None = Field(None, gt=0, le=100)
     temp: float | None = Field(None, ge=0, le=100)
