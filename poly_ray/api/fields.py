@@ -4,9 +4,11 @@ reaches (a count past them is a mistake, refused before any work)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from poly_ray.errors import BadRequest
 
 COUNT_BOUND = 1 << 20  # tokens: past any model's context
 
@@ -22,3 +24,34 @@ class Body(BaseModel):
 Tokens = Annotated[int, Field(ge=1, le=COUNT_BOUND)]
 # A count that may be 0 (top_k, repeat_last_n, min_tokens, min_length).
 Count = Annotated[int, Field(ge=0, le=COUNT_BOUND)]
+
+
+class ListQuery(Body):
+    """One pagination for every listing (the store's, and ``page`` over items held in one
+    object): ``limit``, ``after``/``before`` (ids from a previous page), ``order``; an
+    unknown cursor is a 400 naming it."""
+
+    limit: int = Field(20, ge=1, le=100)
+    after: str | None = None
+    before: str | None = None
+    order: Literal["asc", "desc"] = "desc"
+    include: list[str] | None = None  # accepted: nothing extra to include
+
+    def page(self) -> dict:
+        """The store's ``list`` arguments."""
+        return {"limit": self.limit, "after": self.after, "before": self.before, "order": self.order}
+
+
+def page(items: list[dict], query: ListQuery, kind: str = "item") -> dict:
+    """A list body over items held in one object (a response's input), as the store pages."""
+    ordered = items if query.order == "asc" else items[::-1]
+    ids = [i["id"] for i in ordered]
+    for name, cursor in (("after", query.after), ("before", query.before)):
+        if cursor is not None and cursor not in ids:
+            raise BadRequest(f"{name}: no {kind} with id '{cursor}'")
+    start = ids.index(query.after) + 1 if query.after is not None else 0
+    end = ids.index(query.before) if query.before is not None else len(ids)
+    ordered = ordered[start:end]
+    data = ordered[:query.limit]
+    return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None, "has_more": len(ordered) > query.limit}

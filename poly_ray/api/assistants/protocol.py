@@ -12,7 +12,7 @@ from pydantic import Field
 
 from poly_ray import grammars
 from poly_ray import tools as tool_calls
-from poly_ray.api.fields import Body, Tokens
+from poly_ray.api.fields import Body, ListQuery, Tokens
 from poly_ray.api.openai.protocol import ResponseFormat
 from poly_ray.errors import BadRequest
 from poly_ray.state.store import new_id
@@ -96,16 +96,8 @@ class SubmitToolOutputs(Body):
     stream: bool = False
 
 
-class ListQuery(Body):
-    limit: int = Field(20, ge=1, le=100)
-    after: str | None = None
-    before: str | None = None
-    order: str = Field("desc", pattern="^(asc|desc)$")
-    run_id: str | None = None  # messages: only a run's
-    include: list[str] | None = None  # run steps: accepted, nothing extra to include
-
-    def page(self) -> dict:
-        return {"limit": self.limit, "after": self.after, "before": self.before, "order": self.order}
+class MessagesQuery(ListQuery):
+    run_id: str | None = None  # only a run's
 
 
 def check_tools(tools: list, where: str = "tools", caps: grammars.Caps = grammars.DEFAULT_CAPS) -> list[dict]:

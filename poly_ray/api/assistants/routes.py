@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from poly_ray.api.auth import Principal, check_target
 from poly_ray.api.backend import StateBackend
 from poly_ray.api.family import OPENAI
+from poly_ray.api.fields import ListQuery
 from poly_ray.api.openapi import AUTHORIZED, GENERATES, SSE, WITH_BODY, doc
 from poly_ray.api.parsing import parse_params
 from poly_ray.api.services import services, stateful
@@ -83,10 +84,10 @@ async def create_assistant(request: Request):
     return await store(request).create(owner, ASSISTANT, p.assistant_object(body))
 
 
-@router.get("/v1/assistants", openapi_extra=doc(query=p.ListQuery, errors=AUTHORIZED))
+@router.get("/v1/assistants", openapi_extra=doc(query=ListQuery, errors=AUTHORIZED))
 async def list_assistants(request: Request):
     _, owner = caller(request)
-    query = await parse_params(request, p.ListQuery)
+    query = await parse_params(request, ListQuery)
     return await store(request).list(owner, ASSISTANT, **query.page())
 
 
@@ -170,10 +171,10 @@ async def create_message(request: Request, tid: str):
     return await store(request).create(owner, MESSAGE, p.new_message(tid, body, ""), parent=tid)
 
 
-@router.get("/v1/threads/{tid}/messages", openapi_extra=doc(query=p.ListQuery, errors=AUTHORIZED))
+@router.get("/v1/threads/{tid}/messages", openapi_extra=doc(query=p.MessagesQuery, errors=AUTHORIZED))
 async def list_messages(request: Request, tid: str):
     _, owner = caller(request)
-    query = await parse_params(request, p.ListQuery)
+    query = await parse_params(request, p.MessagesQuery)
     await store(request).get(owner, THREAD, tid)
     page = await store(request).list(owner, MESSAGE, parent=tid, **query.page())
     if query.run_id is not None:
@@ -240,10 +241,10 @@ async def create_run(request: Request, tid: str):
     return await start_run(request, who, owner, tid, body, [])
 
 
-@router.get("/v1/threads/{tid}/runs", openapi_extra=doc(query=p.ListQuery, errors=AUTHORIZED))
+@router.get("/v1/threads/{tid}/runs", openapi_extra=doc(query=ListQuery, errors=AUTHORIZED))
 async def list_runs(request: Request, tid: str):
     _, owner = caller(request)
-    query = await parse_params(request, p.ListQuery)
+    query = await parse_params(request, ListQuery)
     await store(request).get(owner, THREAD, tid)
     return await store(request).list(owner, RUN, parent=tid, **query.page())
 
@@ -277,10 +278,10 @@ async def submit_tool_outputs(request: Request, tid: str, rid: str):
 
 
 @router.get("/v1/threads/{tid}/runs/{rid}/steps", openapi_extra=doc(
-    query=p.ListQuery, errors=AUTHORIZED))
+    query=ListQuery, errors=AUTHORIZED))
 async def list_steps(request: Request, tid: str, rid: str):
     _, owner = caller(request)
-    query = await parse_params(request, p.ListQuery)
+    query = await parse_params(request, ListQuery)
     await child(request, owner, RUN, rid, tid)
     return await store(request).list(owner, STEP, parent=rid, **query.page())
 

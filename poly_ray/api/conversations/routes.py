@@ -12,9 +12,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from poly_ray.api.backend import require_state
 from poly_ray.api.family import OPENAI
+from poly_ray.api.fields import ListQuery
 from poly_ray.api.openapi import AUTHORIZED, WITH_BODY, doc
 from poly_ray.api.parsing import parse_params
-from poly_ray.api.responses.routes import CONVERSATION, ITEM, ItemsQuery
+from poly_ray.api.responses.routes import CONVERSATION, ITEM
 from poly_ray.api.responses.run import append
 from poly_ray.api.services import services, stateful
 from poly_ray.errors import NotFound
@@ -93,13 +94,13 @@ async def delete(request: Request, cid: str):
     return protocol.deleted(cid)
 
 
-@router.get("/v1/conversations/{cid}/items", openapi_extra=doc(query=ItemsQuery, errors=AUTHORIZED))
+@router.get("/v1/conversations/{cid}/items", openapi_extra=doc(query=ListQuery, errors=AUTHORIZED))
 async def list_items(request: Request, cid: str):
     state, who = stateful(request)
     owner = who.owner
-    query = await parse_params(request, ItemsQuery)
+    query = await parse_params(request, ListQuery)
     await state.get(owner, CONVERSATION, cid)
-    return await state.list(owner, ITEM, parent=cid, limit=query.limit, after=query.after, order=query.order)
+    return await state.list(owner, ITEM, parent=cid, **query.page())
 
 
 @router.post("/v1/conversations/{cid}/items", openapi_extra=doc(body=ItemsCreate, errors=WITH_BODY))

@@ -15,16 +15,16 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from poly_ray.api.backend import require_state
 from poly_ray.api.family import OPENAI
-from poly_ray.api.fields import Body, Tokens
+from poly_ray.api.fields import Body, ListQuery, Tokens, page
 from poly_ray.api.openapi import AUTHORIZED, GENERATES, SSE, doc
 from poly_ray.api.parsing import overrides_off_loop, parse_params
 from poly_ray.api.services import generation, services, stateful
 from poly_ray.api.streaming import respond
-from poly_ray.errors import BadRequest, NotFound, PolyError
+from poly_ray.errors import BadRequest, PolyError
 from poly_ray.grammars import DEFAULT_CAPS, Caps
 from poly_ray.state.store import UNFINISHED, new_id
 from poly_ray.tasks.turn import TurnRequest
@@ -76,15 +76,6 @@ class ResponseCreate(Body):
                 "text": self.text if self.text and self.text.get("format") else {"format": {"type": "text"}}}
 
 
-class ItemsQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    limit: int = Field(20, ge=1, le=100)
-    after: str | None = None
-    order: str = Field("desc", pattern="^(asc|desc)$")
-    include: list[str] | None = None
-
-
 def _conversation_id(value) -> str:
     cid = value.get("id") if isinstance(value, dict) else value
     if not isinstance(cid, str):
@@ -92,23 +83,7 @@ def _conversation_id(value) -> str:
     return cid
 
 
-def page(items: list[dict], limit: int, after: str | None, order: str) -> dict:
-    """A list body over items held in one object (a response's input)."""
-    ordered = items if order == "asc" else items[::-1]
-    if after is not None:
-        ids = [i["id"] for i in ordered]
-        if after not in ids:
-            raise NotFound(f"No item found with id '{after}'.")
-        ordered = ordered[ids.index(after) + 1:]
-    data = ordered[:limit]
-    return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None, "has_more": len(ordered) > limit}
-
-
 router = OPENAI.router()
-
-
-background = run.Background()
 
 
 @router.post("/v1/responses", openapi_extra=doc(body=ResponseCreate, streams=SSE, errors=GENERATES))
@@ -148,7 +123,8 @@ async def create(request: Request):
     await record.begin(items, history)
     turn = TurnRequest(body.model, messages=tuple(turns), overrides=overrides, owner=owner)
     if body.background:
-        svc.background.start(record, lambda: svc.backend.stream(turn), lambda events: svc.limits.accepted(events, who.credential))
+        svc.background.start(record, lambda: svc.backend.stream(turn),
+                             lambda events: svc.limits.accepted(events, who.credential))
         return JSONResponse(record.response)
     events = svc.backend.stream(turn)
     try:
@@ -196,11 +172,11 @@ async def delete(request: Request, rid: str):
     return {"id": rid, "object": "response.deleted", "deleted": True}
 
 
-@router.get("/v1/responses/{rid}/input_items", openapi_extra=doc(query=ItemsQuery, errors=AUTHORIZED))
+@router.get("/v1/responses/{rid}/input_items", openapi_extra=doc(query=ListQuery, errors=AUTHORIZED))
 async def input_items(request: Request, rid: str):
     state, who = stateful(request)
     owner = who.owner
-    query = await parse_params(request, ItemsQuery)
+    query = await parse_params(request, ListQuery)
     await state.get(owner, RESPONSE, rid)
     stored = await state.get(owner, INPUT, input_id(rid))
-    return page(stored["items"], query.limit, query.after, query.order)
+    return page(stored["items"], query)
