@@ -12,6 +12,7 @@ from pydantic import Field
 
 from poly_ray import grammars
 from poly_ray import tools as tool_calls
+from poly_ray.api.content import text_of
 from poly_ray.api.fields import Body, ListQuery, Tokens
 from poly_ray.api.openai.protocol import ResponseFormat
 from poly_ray.errors import BadRequest
@@ -141,17 +142,7 @@ def memory_names(tool_resources: dict | None, where: str = "tool_resources") -> 
 
 def message_text(content, where: str) -> str:
     """A message's content (a string, or text parts) as its text."""
-    if isinstance(content, str):
-        return content
-    out = []
-    for j, part in enumerate(content):
-        kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-        if kind != "text":
-            raise BadRequest(f"{where}[{j}].type: only 'text' parts are supported, not {kind!r}")
-        if not isinstance(part.get("text"), str):
-            raise BadRequest(f"{where}[{j}].text must be a string")
-        out.append(part["text"])
-    return "".join(out)
+    return text_of(content, where)
 
 
 def now() -> int:

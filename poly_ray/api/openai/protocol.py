@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, model_validator
 
 from poly_ray import grammars, tools
+from poly_ray.api.content import text_of
 from poly_ray.api.fields import Body, Tokens
 from poly_ray.api.parsing import Stop
 from poly_ray.errors import BadRequest
@@ -125,17 +126,8 @@ class ChatMessage(Body):
     tool_calls: list[MessageToolCall] | None = None  # an assistant's earlier calls
     tool_call_id: str | None = None  # a tool's result answers this call
 
-    def text(self) -> str:
-        if self.content is None:
-            return ""
-        if isinstance(self.content, str):
-            return self.content
-        parts = []
-        for part in self.content:
-            if part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise BadRequest("messages: only text content parts are supported")
-            parts.append(part["text"])
-        return "".join(parts)
+    def text(self, where: str) -> str:
+        return text_of(self.content, f"{where}.content")
 
 
 class ChatCompletionRequest(_Sampling):
@@ -159,7 +151,7 @@ class ChatCompletionRequest(_Sampling):
                 if m.tool_call_id not in names:
                     raise BadRequest(f"messages[{i}].tool_call_id: {m.tool_call_id!r} is not the id of a tool call "
                                      "in an earlier assistant message")
-                out.append(tools.tool_result(names[m.tool_call_id], m.text()))
+                out.append(tools.tool_result(names[m.tool_call_id], m.text(f"messages[{i}]")))
             elif m.tool_calls:
                 if m.role != "assistant":
                     raise BadRequest(f"messages[{i}].tool_calls: only assistant messages carry tool calls")
@@ -171,9 +163,9 @@ class ChatCompletionRequest(_Sampling):
                         raise BadRequest(f"messages[{i}].tool_calls[{j}].function.arguments is not valid JSON") from None
                     names[call.id] = call.function.name
                     calls.append((call.function.name, arguments))
-                out.append(("assistant", tools.envelope(calls, m.text())))
+                out.append(("assistant", tools.envelope(calls, m.text(f"messages[{i}]"))))
             else:
-                out.append((m.role, m.text()))
+                out.append((m.role, m.text(f"messages[{i}]")))
         return out
 
     def overrides(self, caps: grammars.Caps = grammars.DEFAULT_CAPS) -> dict:

@@ -12,6 +12,7 @@ import time
 
 from poly_ray import grammars
 from poly_ray import tools as tool_calls
+from poly_ray.api.content import text_of
 from poly_ray.errors import BadRequest
 from poly_ray.state.store import new_id
 
@@ -78,20 +79,7 @@ def format_grammar(text, caps: grammars.Caps = grammars.DEFAULT_CAPS) -> str | N
 
 
 def _text(content, where: str) -> str:
-    if isinstance(content, str):
-        return content
-    if not isinstance(content, list):
-        raise BadRequest(f"{where}: a string or a list of text parts")
-    out = []
-    for j, part in enumerate(content):
-        if not isinstance(part, dict) or part.get("type") not in TEXT_PARTS:
-            kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-            allowed = ", ".join(TEXT_PARTS)
-            raise BadRequest(f"{where}[{j}].type: only text parts ({allowed}) are supported, not {kind!r}")
-        if not isinstance(part.get("text"), str):
-            raise BadRequest(f"{where}[{j}].text must be a string")
-        out.append(part["text"])
-    return "".join(out)
+    return text_of(content, where, TEXT_PARTS)
 
 
 def input_items(value, where: str = "input") -> list[dict]:
