@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from poly_ray import grammars, tools
 from poly_ray.api.fields import Body, Count
+from poly_ray.api.formats import format_grammar
 from poly_ray.api.parsing import StopList
 from poly_ray.errors import BadRequest
 
@@ -95,10 +96,9 @@ class GenerationBody(Body):
 
     def overrides(self, caps: grammars.Caps = grammars.DEFAULT_CAPS) -> dict:
         o = self.options.overrides()
-        if self.format == "json":
-            o["grammar"] = grammars.ANY_JSON
-        elif isinstance(self.format, dict):
-            o["grammar"] = grammars.from_schema(self.format, "format", caps)
+        if self.format == "json" or isinstance(self.format, dict):  # any JSON, or a schema's
+            kind = "json_object" if self.format == "json" else "json_schema"
+            o["grammar"] = format_grammar(kind, self.format, "format", caps)
         return o
 
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field, model_validator
 from poly_ray import grammars, tools
 from poly_ray.api.content import text_of
 from poly_ray.api.fields import Body, Tokens
+from poly_ray.api.formats import format_grammar
 from poly_ray.api.parsing import Stop
 from poly_ray.errors import BadRequest
 
@@ -37,13 +38,8 @@ class ResponseFormat(Body):
 
     def grammar(self, caps: grammars.Caps = grammars.DEFAULT_CAPS) -> str | None:
         """The GBNF grammar that enforces this format, or None for free text."""
-        if self.type == "json_object":
-            return grammars.ANY_JSON
-        if self.type == "json_schema":
-            if self.json_schema is None:
-                raise BadRequest("response_format.json_schema is required when type is 'json_schema'")
-            return grammars.from_schema(self.json_schema.schema_, "response_format.json_schema.schema", caps)
-        return None
+        schema = self.json_schema.schema_ if self.json_schema is not None else None
+        return format_grammar(self.type, schema, "response_format.json_schema.schema", caps)
 
 
 class _Sampling(Body):

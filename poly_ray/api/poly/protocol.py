@@ -6,6 +6,7 @@ from pydantic import BaseModel, Field
 
 from poly_ray import grammars
 from poly_ray.api.fields import Body, Count, Tokens
+from poly_ray.api.formats import format_grammar
 from poly_ray.api.parsing import Stop
 
 _UINT32 = 1 << 32
@@ -28,7 +29,7 @@ class CompletionParams(Body):
     def overrides(self, caps: grammars.Caps = grammars.DEFAULT_CAPS) -> dict:
         o = self.model_dump(exclude={"prompt", "schema_"}, exclude_none=True)
         if self.schema_ is not None:
-            o["grammar"] = grammars.from_schema(self.schema_, "schema", caps)
+            o["grammar"] = format_grammar("json_schema", self.schema_, "schema", caps)
         return o
 
 

@@ -12,6 +12,7 @@ import time
 
 from poly_ray import grammars
 from poly_ray import tools as tool_calls
+from poly_ray.api import formats
 from poly_ray.api.content import text_of
 from poly_ray.errors import BadRequest
 from poly_ray.state.store import new_id
@@ -66,16 +67,9 @@ def format_grammar(text, caps: grammars.Caps = grammars.DEFAULT_CAPS) -> str | N
     fmt = text.get("format")
     if fmt is None:
         return None
-    kind = fmt.get("type") if isinstance(fmt, dict) else None
-    if kind == "text":
-        return None
-    if kind == "json_object":
-        return grammars.ANY_JSON
-    if kind == "json_schema":
-        if not isinstance(fmt.get("schema"), dict):
-            raise BadRequest("text.format.schema: a JSON schema object is required with type 'json_schema'")
-        return grammars.from_schema(fmt["schema"], "text.format.schema", caps)
-    raise BadRequest(f"text.format.type: 'text', 'json_object' or 'json_schema', not {kind!r}")
+    if not isinstance(fmt, dict):
+        raise BadRequest("text.format: an object with a type")
+    return formats.format_grammar(fmt.get("type"), fmt.get("schema"), "text.format.schema", caps)
 
 
 def _text(content, where: str) -> str:
