@@ -206,7 +206,7 @@ def test_polys_example_mirostat_task_starts(tmp_path):
     assert (t.mirostat, t.mirostat_n_vocab, t.mirostat_tau, t.mirostat_eta) == (1, 32000, 5.0, 0.1)
     assert (t.repeat_penalty, t.repetition_penalty_last_n, t.temperature) == (1.3, 64, 0.8)
     from poly_ray.tasks.prompts import build_request
-    s = build_request("llama2_13b_chat_mirostat", t, "hi", {}).sampling
+    s = build_request("llama2_13b_chat_mirostat", t, "hi").sampling
     assert (s.mirostat, s.mirostat_n_vocab, s.mirostat_m, s.top_k, s.top_p) == (1, 32000, 100, 0, 1.0)
 
 
