@@ -22,12 +22,13 @@ from poly_ray.config import Config
 from poly_ray.errors import BadRequest, PolyError
 
 from . import playground
+from .anthropic import routes as anthropic_routes
 from .assistants import routes as assistants_routes
 from .auth import Access, Authenticator, log_refusal, loggable, token_from
 from .backend import Backend
 from .browser_guard import BrowserGuard
 from .conversations import routes as conversations_routes
-from .family import family_of
+from .family import attach, family_of
 from .limits import StreamLimits
 from .memory import routes as memory_routes
 from .ollama import routes as ollama_routes
@@ -106,6 +107,7 @@ def create_app(backend: Backend, config: Config, listen_host: str | None = None)
     chat_ws.register(app, backend, access, limits)
     memory_routes.register(app, memories, access)
     playground.register(app)
+    attach(app, anthropic_routes.router)
 
     def openapi() -> dict:
         if app.openapi_schema is None:
