@@ -157,7 +157,8 @@ class Authenticator:
         if token is None:
             if self.public:
                 return ANONYMOUS
-            raise Unauthorized("credentials required: send 'Authorization: Bearer <key>' or ?api_key=<key>")
+            raise Unauthorized("credentials required: send 'Authorization: Bearer <key>', 'x-api-key: <key>' "
+                               "or ?api_key=<key>")
         # Compare digests against every key: the time taken says neither which key
         # matched nor how long the keys are.
         digest = hashlib.sha256(token.encode(errors="surrogateescape")).digest()

@@ -189,6 +189,8 @@ async def test_x_api_key_and_bearer_auth():
     bearer = anthropic.AsyncAnthropic(auth_token="key-1", base_url="http://localhost", max_retries=0,
                                       http_client=httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app)))
     assert (await bearer.messages.create(model="m", max_tokens=5, messages=ASK)).content
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost")
+    assert (await http.get("/v1/models", headers={"x-api-key": "key-1"})).status_code == 200  # every family's
     with pytest.raises(anthropic.AuthenticationError) as e:
         await client(app, key="wrong").messages.create(model="m", max_tokens=5, messages=ASK)
     assert e.value.body["error"]["type"] == "authentication_error"
