@@ -191,6 +191,9 @@ async def test_x_api_key_and_bearer_auth():
     assert (await bearer.messages.create(model="m", max_tokens=5, messages=ASK)).content
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost")
     assert (await http.get("/v1/models", headers={"x-api-key": "key-1"})).status_code == 200  # every family's
+    r = await http.post("/v1/messages?beta=true", headers={"x-api-key": "key-1", "anthropic-beta": "x"},
+                        json={"model": "m", "max_tokens": 5, "messages": ASK})  # as Claude Code sends it
+    assert r.status_code == 200 and r.json()["content"][0]["type"] == "text"
     with pytest.raises(anthropic.AuthenticationError) as e:
         await client(app, key="wrong").messages.create(model="m", max_tokens=5, messages=ASK)
     assert e.value.body["error"]["type"] == "authentication_error"
