@@ -131,6 +131,7 @@ class Done:
     completion_tokens: int
     timings: dict = field(default_factory=dict)
     context: tuple[int, ...] | None = None  # prompt + generated tokens, when the request had a context
+    stop_sequence: str | None = None  # the stop sequence that ended the text, if one did
 
     @property
     def usage(self) -> dict:

@@ -22,6 +22,7 @@ from poly_ray.config import Config
 from poly_ray.errors import BadRequest, PolyError
 
 from . import playground
+from .anthropic import routes as anthropic_routes
 from .assistants import routes as assistants_routes
 from .assistants.runs import Runs
 from .auth import Access, Authenticator, log_refusal, loggable, token_from
@@ -47,8 +48,8 @@ log = logging.getLogger(__name__)
 
 # Every family's routes; each router's family shapes its errors (family.py).
 ROUTERS = (poly_routes.router, openai_routes.router, responses_routes.router, conversations_routes.router,
-           assistants_routes.router, ollama_routes.router, simple_routes.router, chat_ws.router,
-           memory_routes.router, playground.router)
+           assistants_routes.router, anthropic_routes.router, ollama_routes.router, simple_routes.router,
+           chat_ws.router, memory_routes.router, playground.router)
 
 def error_response(request: Request, status: int, code: str, message: str, headers=None) -> JSONResponse:
     """One place that shapes errors: in the family of the route the request is for."""

@@ -1,7 +1,7 @@
 """Who is calling: static API keys (optionally scoped) and JWTs.
 
-A token comes from ``Authorization: Bearer <token>`` or ``?api_key=`` (browsers,
-WebSockets); the header wins when both are present.
+A token comes from ``Authorization: Bearer <token>``, ``x-api-key: <token>``
+(Anthropic's clients) or ``?api_key=`` (browsers, WebSockets), in that order.
 
 JWTs are HS256 with Poly's ``jwt_private_key.symmetric``, and/or RS*/ES* with
 ``jwt_public_key`` (a PEM key or a JWKS). A token's ``alg`` picks the key among
@@ -89,13 +89,14 @@ class Principal:
 ANONYMOUS = Principal()
 
 
-def token_from(authorization: str | None, api_key: str | None) -> str | None:
+def token_from(authorization: str | None, api_key: str | None, x_api_key: str | None = None) -> str | None:
+    """The token of ``Authorization: Bearer``, else of ``x-api-key`` (Anthropic's clients), else of ``?api_key=``."""
     if authorization:
         scheme, _, value = authorization.partition(" ")
         if scheme.lower() != "bearer" or not value.strip():
             raise Unauthorized("the Authorization header must be 'Bearer <token>'")
         return value.strip()
-    return api_key or None
+    return x_api_key or api_key or None
 
 
 def loggable(text: str) -> str:
@@ -156,7 +157,8 @@ class Authenticator:
         if token is None:
             if self.public:
                 return ANONYMOUS
-            raise Unauthorized("credentials required: send 'Authorization: Bearer <key>' or ?api_key=<key>")
+            raise Unauthorized("credentials required: send 'Authorization: Bearer <key>', 'x-api-key: <key>' "
+                               "or ?api_key=<key>")
         # Compare digests against every key: the time taken says neither which key
         # matched nor how long the keys are.
         digest = hashlib.sha256(token.encode(errors="surrogateescape")).digest()
@@ -234,7 +236,8 @@ class Access:
             who = ANONYMOUS
         else:
             who = self._auth.authenticate(
-                token_from(request.headers.get("authorization"), request.query_params.get("api_key"))
+                token_from(request.headers.get("authorization"), request.query_params.get("api_key"),
+                           request.headers.get("x-api-key"))
             )
         if who.credential is None:
             who = replace(who, credential=f"anonymous@{self.client_address(request)}")

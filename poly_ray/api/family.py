@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
@@ -50,6 +50,16 @@ class OpenAIErrorBody(BaseModel):
 
 class OllamaErrorBody(BaseModel):
     error: str
+
+
+class AnthropicErrorDetail(BaseModel):
+    type: str
+    message: str
+
+
+class AnthropicErrorBody(BaseModel):
+    type: Literal["error"]
+    error: AnthropicErrorDetail
 
 
 class Family:
@@ -101,6 +111,17 @@ def _openai_body(status: int, code: str, message: str) -> dict:
     return {"error": {"message": message, "type": kind, "param": None, "code": code}}
 
 
+# Anthropic's error types by status (its SDK picks the exception class by status; the type is for people).
+_ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 500: "api_error",
+                    503: "overloaded_error", 529: "overloaded_error"}
+
+
+def _anthropic_body(status: int, code: str, message: str) -> dict:
+    kind = _ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
+
 def _compact(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
@@ -116,7 +137,12 @@ OPENAI = Family("openai", error_model=OpenAIErrorBody, body=_openai_body,
 OLLAMA = Family("ollama", error_model=OllamaErrorBody, body=lambda status, code, message: {"error": message},
                 stream_error=lambda err: _compact({"error": err.message}) + b"\n", prefixes=("/api/",))
 
-FAMILIES = (POLY, OPENAI, OLLAMA)
+# The SDK raises on an `event: error` frame whose data is the error body.
+ANTHROPIC = Family("anthropic", error_model=AnthropicErrorBody, body=_anthropic_body,
+                   stream_error=lambda err: sse.json_event("error", _anthropic_body(err.status, err.code, err.message)),
+                   prefixes=("/v1/messages",))
+
+FAMILIES = (POLY, OPENAI, OLLAMA, ANTHROPIC)
 
 
 def attach(app: FastAPI, router: APIRouter) -> None:

@@ -516,7 +516,7 @@ class Engine:
         self._release(run, keep_cells=True)
         self._save_snapshot(run)
         context = tuple(run.job.tokens + run.output) if run.job.request.context is not None else None
-        run.job.send(Done(reason, len(run.job.tokens), n, timings, context))
+        run.job.send(Done(reason, len(run.job.tokens), n, timings, context, run.stops.matched))
 
     def _save_snapshot(self, run: _Run) -> None:
         """A cache id is saved each time, with what its sequence holds now; a task's

@@ -13,6 +13,7 @@ class StopMatcher:
         self.stops = tuple(s for s in stops if s)
         self._held = ""
         self.stopped = False
+        self.matched: str | None = None  # the stop sequence that was found
 
     def feed(self, text: str) -> str:
         """Add generated text; return what can be released to the client now."""
@@ -21,7 +22,7 @@ class StopMatcher:
         buf = self._held + text
         first = min(((i, s) for s in self.stops if (i := buf.find(s)) >= 0), default=None)
         if first is not None:
-            self.stopped = True
+            self.stopped, self.matched = True, first[1]
             self._held = ""
             return buf[: first[0]]
         keep = self._longest_partial(buf)

@@ -4,10 +4,12 @@ family's router, whatever its path; only unknown paths are placed by prefix."""
 import pytest
 from scripted import make_client
 
-from poly_ray.api.family import OLLAMA, OPENAI, POLY
+from poly_ray.api.family import ANTHROPIC, OLLAMA, OPENAI, POLY
 
 
 def shape(body: dict) -> str:
+    if body.get("type") == "error":
+        return "anthropic"
     if isinstance(body["error"], str):
         return "ollama"
     return "openai" if "type" in body["error"] else "poly"
@@ -22,6 +24,7 @@ async def test_every_route_of_the_app_belongs_to_a_family():
     families = {r.path: r.family for r in ours}
     assert families["/v1/chat/completions"] is OPENAI and families["/v1/threads/{tid}/runs"] is OPENAI
     assert families["/api/chat"] is OLLAMA and families["/v1/task/{task}/live"] is POLY and families["/stream"] is POLY
+    assert families["/v1/messages"] is ANTHROPIC and families["/v1/messages/count_tokens"] is ANTHROPIC
 
 
 @pytest.mark.parametrize(("method", "path", "family"), [
@@ -32,6 +35,9 @@ async def test_every_route_of_the_app_belongs_to_a_family():
     ("POST", "/v1/task/echo/live", "poly"),
     ("GET", "/v1/responses/nothing/here/at/all", "openai"),  # no route: its prefix
     ("GET", "/api/nothing", "ollama"),
+    ("POST", "/v1/messages", "anthropic"),
+    ("GET", "/v1/messages", "anthropic"),
+    ("GET", "/v1/messages/nothing", "anthropic"),
     ("GET", "/nothing", "poly"),
 ])
 async def test_errors_take_the_shape_of_the_family(method, path, family):
@@ -42,6 +48,7 @@ async def test_errors_take_the_shape_of_the_family(method, path, family):
 
 
 @pytest.mark.parametrize(("path", "family"), [("/api/chat", "ollama"), ("/v1/chat/completions", "openai"),
+                                              ("/v1/messages", "anthropic"),
                                               ("/v1/task/echo/live", "poly")])
 async def test_a_refusal_before_routing_is_in_the_family_shape_too(path, family):
     client, _ = make_client()
@@ -58,6 +65,7 @@ async def test_the_openapi_document_names_each_family_error_body():
 
     assert error_schema("/v1/chat/completions").endswith("/OpenAIErrorBody")
     assert error_schema("/api/chat").endswith("/OllamaErrorBody")
+    assert error_schema("/v1/messages").endswith("/AnthropicErrorBody")
     assert error_schema("/v1/task/{task}/live").endswith("/PolyErrorBody")
 
 

@@ -162,6 +162,23 @@ async def test_ollama_raw_skips_the_template_and_the_tasks_prefix():
     assert r.status_code == 400 and "raw" in r.json()["error"]
 
 
+async def test_a_template_that_places_the_prompt_alone_is_raw():
+    """Tabby's Ollama binding sends "template": "{{ .Prompt }}"."""
+    app, model = make_app(tasks={"echo": {"model": "m", "prefix": "> ", "max_tokens": 50}})
+    client = ollama_client(app)
+    for template in ("{{ .Prompt }}", "{{.Prompt}}", " {{- .Prompt -}}\n"):
+        r = await client.generate(model="echo", prompt="def f():", template=template, stream=False,
+                                  options={"num_predict": 8})
+        assert r.response == "def\nf():\n", template
+        [segment] = model.requests[-1].prompt
+        assert segment.text == "def f():"
+    seen = len(model.requests)
+    r = await http_client(app).post("/api/generate", json={"model": "echo", "prompt": "x",
+                                                           "template": "<s>{{ .System }} {{ .Prompt }}"})
+    assert r.status_code == 400 and "template: only a template that places the prompt alone" in r.json()["error"]
+    assert "{{ .Prompt }}" in r.json()["error"] and len(model.requests) == seen
+
+
 async def test_ollama_keep_alive_and_load_unload_shapes():
     """Ollama's docs: an empty prompt loads the model; keep_alive 0 with it unloads."""
     app, model = make_app()

@@ -1,6 +1,8 @@
 """The OpenAI-compatible routes, driven by the official openai client over the
 ASGI app with a scripted model (no Ray, no model)."""
 
+import dataclasses
+
 import httpx
 import openai
 import pytest
@@ -9,7 +11,7 @@ from scripted import ScriptedModel
 from poly_ray import config
 from poly_ray.api import create_app
 from poly_ray.config import TaskConfig
-from poly_ray.generation import Segment
+from poly_ray.generation import Done, Segment
 from poly_ray.tasks.prompts import render_chat
 from poly_ray.tasks.runner import TaskRunner
 
@@ -63,6 +65,24 @@ async def test_chat_stream_with_usage():
     assert finish == ["stop"]
     assert chunks[-1].usage.total_tokens > 0
     assert model.requests[-1].stop == ("\nUser:",)
+
+
+async def test_usage_says_the_cached_prompt_tokens():
+    client, model = make_client()
+    scripted = model.generate
+
+    async def cached(request):  # the engine's figure: prompt tokens its prefix cache served
+        async for event in scripted(request):
+            yield dataclasses.replace(event, timings={"cached_tokens": 2}) if isinstance(event, Done) else event
+
+    model.generate = cached
+    r = await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+    assert (r.usage.prompt_tokens, r.usage.prompt_tokens_details.cached_tokens) == (3, 2)
+    r = await client.completions.create(model="echo", prompt="one two")
+    assert r.usage.prompt_tokens_details.cached_tokens == 2
+    stream = await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}],
+                                                  stream=True, stream_options={"include_usage": True})
+    assert [c async for c in stream][-1].usage.prompt_tokens_details.cached_tokens == 2
 
 
 async def test_completion_stream_with_usage_and_ignore_eos():

@@ -88,6 +88,20 @@ async def test_streamed_deltas_reassemble():
     assert [(n, json.loads(a)) for _, n, a in calls.values()] == [("get_weather", {"city": "Paris"}), ("now", {})]
 
 
+async def test_the_sdk_stream_helper_accumulates_each_call_once():
+    """The name, id and type come in a call's first delta only: clients that concatenate
+    deltas (the SDK's helper, LangChain) read each name once."""
+    app, _ = make_app()
+    async with openai_client(app).chat.completions.stream(model="m", messages=ASK, tools=[WEATHER, CLOCK]) as s:
+        done = [(e.name, e.arguments) async for e in s if e.type == "tool_calls.function.arguments.done"]
+        final = await s.get_final_completion()
+    assert done == [("get_weather", '{"city": "Paris"}'), ("now", "{}")]
+    calls = final.choices[0].message.tool_calls
+    assert [(c.type, c.function.name, c.function.arguments) for c in calls] == [
+        ("function", "get_weather", '{"city": "Paris"}'), ("function", "now", "{}")]
+    assert calls[0].id.startswith("call_") and final.choices[0].finish_reason == "tool_calls"
+
+
 async def test_auto_may_answer_in_text():
     app, model = make_app()
     model.answer = '{"content": "Sunny, \\"22\\" degrees"}'

@@ -10,7 +10,7 @@ def feed_all(matcher, pieces):
 def test_stop_across_tokens():
     m = StopMatcher(["\nQuestion:"])
     assert feed_all(m, ["Paris", ".\n", "Quest", "ion:", " more"]) == "Paris."
-    assert m.stopped
+    assert m.stopped and m.matched == "\nQuestion:"
 
 
 def test_partial_stop_is_released_when_it_does_not_complete():

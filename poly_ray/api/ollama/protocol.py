@@ -67,6 +67,10 @@ class Options(Body):
         return o
 
 
+# Tabby's template: the prompt as it is, which is what `raw` means.
+PROMPT_ONLY = re.compile(r"\s*\{\{-?\s*\.Prompt\s*-?\}\}\s*")
+
+
 class GenerationBody(Body):
     model: str
     stream: bool = True
@@ -80,9 +84,13 @@ class GenerationBody(Body):
     @model_validator(mode="after")
     def _supported(self):
         # Sent by clients with empty values; refused only when asked for.
-        for name in ("think", "logprobs", "top_logprobs", "images", "suffix", "template", "context"):
+        for name in ("think", "logprobs", "top_logprobs", "images", "suffix", "context"):
             if getattr(self, name, None):
                 raise ValueError(f"{name}: not supported")
+        template = getattr(self, "template", None)
+        if template and not PROMPT_ONLY.fullmatch(template):
+            raise ValueError("template: only a template that places the prompt alone ('{{ .Prompt }}', the raw "
+                             "prompt) is supported; the task's prefix and postfix are its template")
         return self
 
     @property
@@ -111,15 +119,20 @@ class GenerateBody(GenerationBody):
     context: list[int] | None = None
     images: list[Any] | None = None
 
+    @property
+    def raw_prompt(self) -> bool:
+        """``raw``, or a template that places the prompt alone (the validator refuses any other)."""
+        return self.raw or bool(self.template)
+
     @model_validator(mode="after")
     def _raw(self):
-        if self.raw and self.system:
+        if self.raw_prompt and self.system:
             raise ValueError("system: a raw prompt is sent to the model as it is; put the system text in the prompt")
         return self
 
     def overrides(self, caps: grammars.Caps = grammars.DEFAULT_CAPS) -> dict:
         o = super().overrides(caps)
-        if self.raw:
+        if self.raw_prompt:
             o["raw"] = True  # no prelude, prefix, postfix or recall: the prompt as it is
         return o
 

@@ -210,13 +210,17 @@ class CompletionChoice(BaseModel):
     finish_reason: Literal["stop", "length"] | None
 
 
+# prompt_tokens, completion_tokens, total_tokens; prompt_tokens_details.cached_tokens on completions and chat.
+Usage = dict[str, int | dict[str, int]]
+
+
 class CompletionResponse(BaseModel):
     id: str
     object: Literal["text_completion"]
     created: int
     model: str
     choices: list[CompletionChoice]
-    usage: dict[str, int]
+    usage: Usage
 
 
 class ToolCallFunction(BaseModel):
@@ -249,7 +253,7 @@ class ChatCompletionResponse(BaseModel):
     created: int
     model: str
     choices: list[ChatChoice]
-    usage: dict[str, int]
+    usage: Usage
 
 
 class EmbeddingData(BaseModel):

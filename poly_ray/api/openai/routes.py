@@ -177,7 +177,7 @@ async def _respond(body, events: AsyncGenerator[Event, None], slots: StreamLimit
             text, logprobs, calls, done = await gather_calls(events)
         finally:
             release()
-        return JSONResponse(shape.head([shape.choice(text, _finish(done), logprobs, calls)], usage=done.usage))
+        return JSONResponse(shape.head([shape.choice(text, _finish(done), logprobs, calls)], usage=_usage(done)))
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return respond(events, _Framer(shape, include_usage), release)
 
@@ -205,7 +205,7 @@ class _Framer(Framer):
     async def done(self, done: Done) -> list[bytes]:
         out = [_data(dict(self.chunk, choices=[self.shape.delta(None, _finish(done), False, [])]))]
         if self.include_usage:
-            out.append(_data(dict(self.chunk, choices=[], usage=done.usage)))
+            out.append(_data(dict(self.chunk, choices=[], usage=_usage(done))))
         return out
 
     def closing(self) -> list[bytes]:
@@ -214,6 +214,11 @@ class _Framer(Framer):
 
 def _data(obj) -> bytes:
     return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+
+
+def _usage(done: Done) -> dict:
+    """OpenAI's usage, with the prompt's tokens the replica's prefix cache served (agent frameworks read them)."""
+    return {**done.usage, "prompt_tokens_details": {"cached_tokens": int(done.timings.get("cached_tokens") or 0)}}
 
 
 def _finish(done: Done) -> str:
