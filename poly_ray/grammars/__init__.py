@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from llama_cpp.llama_grammar import JSON_GBNF
 
-from poly_ray.errors import BadRequest
+from poly_ray.errors import BadRequest, Busy
 
 from . import isolated
 from .patterns import PatternError, pattern_shape, places
@@ -304,16 +304,30 @@ def from_schema(schema: dict, where: str = "schema", caps: Caps = DEFAULT_CAPS) 
     if len(schema_json) > caps.max_schema_bytes:
         raise SchemaError(f"{where} is {len(schema_json)} bytes as JSON; at most {caps.max_schema_bytes} "
                           "(schema_limits.max_schema_bytes)")
-    return _grammar(schema_json, where, caps)
+    grammar, refusal = _grammar(schema_json, where, caps)
+    if refusal:
+        raise SchemaError(refusal)
+    return grammar
 
 
 @functools.lru_cache(maxsize=256)
-def _grammar(schema_json: str, where: str, caps: Caps) -> str:
-    # The same task schema comes with every request: convert it once.
+def _grammar(schema_json: str, where: str, caps: Caps) -> tuple[str | None, str | None]:
+    """The grammar, or why not. Both are kept: the same task schema comes with every request,
+    and a refused one, sent again, costs nothing again (a timeout held a child for timeout_s)."""
+    try:
+        return _convert(schema_json, where, caps), None
+    except SchemaError as e:
+        return None, e.message
+
+
+def _convert(schema_json: str, where: str, caps: Caps) -> str:
     normalised = normalise(json.loads(schema_json), where, caps)
     try:  # in a child process: what the caps do not foresee is killed there (isolated)
         answer = isolated.convert(json.dumps(normalised), caps.max_grammar_bytes, caps.timeout_s)
     except isolated.Failed as e:
+        if e.reason == "busy":  # raised through _grammar, so not kept as the schema's answer
+            raise Busy(f"no grammar converter came free within {caps.timeout_s} s (schema_limits.timeout_s); "
+                       "try again") from None
         if e.reason == "timeout":
             raise SchemaError(f"{where} took longer than {caps.timeout_s} s to convert "
                               "(schema_limits.timeout_s)") from None

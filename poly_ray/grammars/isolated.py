@@ -27,7 +27,8 @@ _WORKER = str(Path(__file__).with_name("_worker.py"))
 
 
 class Failed(Exception):
-    """The conversion did not finish: ``reason`` is "timeout" or "memory"."""
+    """The conversion did not finish: ``reason`` is "timeout", "memory" or "busy" (no child
+    came free within the timeout: the only one not about the schema itself)."""
 
     def __init__(self, reason: str):
         super().__init__(reason)
@@ -48,7 +49,8 @@ class _Child:
         self.buffer = b""
 
     def ask(self, request: dict, deadline: float) -> dict:
-        os.write(self.proc.stdin.fileno(), json.dumps(request).encode() + b"\n")
+        self.proc.stdin.write(json.dumps(request).encode() + b"\n")  # all of it (a large schema too)
+        self.proc.stdin.flush()
         fd = self.proc.stdout.fileno()
         with selectors.DefaultSelector() as sel:
             sel.register(fd, selectors.EVENT_READ)
@@ -80,7 +82,7 @@ def convert(schema_json: str, max_bytes: int, timeout_s: float) -> dict:
     (waiting for a free child included) or when the child dies. Blocking."""
     deadline = time.monotonic() + timeout_s
     if not _slots.acquire(timeout=timeout_s):
-        raise Failed("timeout")
+        raise Failed("busy")
     try:
         with _lock:
             child = _idle.pop() if _idle else None
