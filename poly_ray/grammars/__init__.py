@@ -32,7 +32,7 @@ from llama_cpp.llama_grammar import JSON_GBNF
 from poly_ray.errors import BadRequest, Busy
 
 from . import isolated
-from .patterns import PatternError, pattern_shape, places
+from .patterns import PatternError, crowded_union, pattern_shape, places
 
 ANY_JSON = JSON_GBNF
 
@@ -322,6 +322,9 @@ def _grammar(schema_json: str, where: str, caps: Caps) -> tuple[str | None, str 
 
 def _convert(schema_json: str, where: str, caps: Caps) -> str:
     normalised = normalise(json.loads(schema_json), where, caps)
+    if crowded := crowded_union(normalised, where, caps.max_pattern_stacks):
+        raise SchemaError(f"{crowded[0]}: its alternatives' patterns can match at {crowded[1]} places at once; "
+                          f"at most {caps.max_pattern_stacks} (schema_limits.max_pattern_stacks)")
     try:  # in a child process: what the caps do not foresee is killed there (isolated)
         answer = isolated.convert(json.dumps(normalised), caps.max_grammar_bytes, caps.timeout_s)
     except isolated.Failed as e:
