@@ -59,6 +59,9 @@ class SchemaLimits(Strict):
         "An array's `maxItems` / `minItems` / `prefixItems`."))
     max_repeat: int = Field(Caps.max_repeat, ge=1, le=1_000_000, description=(
         "The characters a `pattern` spells out, its repeats multiplied out."))
+    max_pattern_stacks: int = Field(Caps.max_pattern_stacks, ge=1, le=10_000, description=(
+        "Places a `pattern` can match at once (optional parts in a row, alternatives): llama.cpp "
+        "checks the whole vocabulary once per place for every token, and more than linearly."))
     max_depth: int = Field(Caps.max_depth, ge=1, le=1000, description="Schemas nested in schemas.")
     max_properties: int = Field(Caps.max_properties, ge=1, le=10_000, description="Properties of one object.")
     max_schema_bytes: int = Field(Caps.max_schema_bytes, ge=256, le=1 << 26, description="The schema's size as JSON.")

@@ -93,3 +93,20 @@ async def test_sixteen_stops_of_256_characters_are_accepted():
     r = await client.post("/v1/task/echo/completion", json={"prompt": "x", "stop": ["s" * 256] * 16})
     assert r.status_code == 200
     assert len(model.requests[0].stop) == 1  # the same sequence once (plus the task's none)
+
+
+async def test_the_grammar_attacks_of_the_2026_12_07_review_are_400s_naming_the_field():
+    client, model = make_client()
+    attacks = [
+        ({"type": "array", "items": [{"type": "string", "maxLength": 1_000_000_000}]},
+         "schema.items[0].maxLength is 1000000000; at most 1000 can be enforced (schema_limits.max_length)"),
+        ({"type": "string", "pattern": "^a{,10000000}$"}, "(schema_limits.max_repeat)"),
+        ({"type": "string", "pattern": "^(a?){1000}$"}, "(schema_limits.max_pattern_stacks)"),
+        ({"type": "string", "pattern": "^a}$"}, "schema.pattern cannot be converted"),
+    ]
+    for schema, message in attacks:
+        r = await client.post("/v1/task/echo/completion", json={"prompt": "x", "schema": schema})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "unsupported_schema", r.text
+        assert message in r.json()["error"]["message"], r.text
+    assert model.requests == []
+    await still_answers(client)

@@ -11,6 +11,13 @@ walks recursively (a crash of the model replica), and nested pattern repeats
 multiply the grammar's size on the ingress. So every bound is capped (``Caps``,
 the config's ``schema_limits``), remote ``$ref`` is refused, and the grammar's
 size and nesting are checked before it leaves the ingress.
+
+Every place a schema can hold a schema is walked (a tuple ``items`` list included), a
+``pattern`` is read exactly as the converter reads it (``patterns``), and the converter
+itself runs in a warm child process with a memory limit that a timeout kills
+(``isolated``): what the caps do not foresee costs that child, never the ingress. A
+pattern that keeps llama.cpp at many places at once (``(a?){1000}``) is refused: every
+sampled token would cost a pass over the vocabulary per place, and more (see patterns).
 """
 
 from __future__ import annotations
@@ -20,9 +27,12 @@ import json
 import re
 from dataclasses import dataclass
 
-from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
+from llama_cpp.llama_grammar import JSON_GBNF
 
-from .errors import BadRequest
+from poly_ray.errors import BadRequest, Busy
+
+from . import isolated
+from .patterns import PatternError, crowded_union, pattern_shape, places
 
 ANY_JSON = JSON_GBNF
 
@@ -50,6 +60,9 @@ class Caps:
     max_length: int = 1000  # maxLength / minLength of a string
     max_items: int = 100  # maxItems / minItems / prefixItems of an array
     max_repeat: int = 1000  # characters a `pattern` expands to, repeats multiplied out
+    # places a `pattern` can be at once; llama.cpp checks the vocabulary once per place and
+    # token, and more than linearly: (a?){N} measured 0.10 s/token at 32, 0.47 at 64, 7 at 128
+    max_pattern_stacks: int = 32
     max_depth: int = 32  # schemas nested in schemas
     max_properties: int = 100  # properties of one object
     max_schema_bytes: int = 64 << 10  # the schema as JSON
@@ -81,6 +94,8 @@ def normalise(schema, where: str = "schema", caps: Caps = DEFAULT_CAPS, depth: i
             raise SchemaError(f"{where}.max_decimals is enforced on numbers only (type = \"number\")")
         elif key not in _ENFORCED:
             raise SchemaError(f"{here} cannot be enforced by a grammar")
+        elif key in _ANNOTATIONS:
+            continue  # no part of the grammar; and the converter would follow a "$ref" inside one
         _check_bound(key, value, here, caps)
         if key in ("properties", "$defs", "definitions"):
             if not isinstance(value, dict):
@@ -88,12 +103,30 @@ def normalise(schema, where: str = "schema", caps: Caps = DEFAULT_CAPS, depth: i
             value = {name: normalise(sub, f"{here}.{name}", caps, depth + 1) for name, sub in value.items()}
         elif key in ("items", "additionalProperties") and isinstance(value, dict):
             value = normalise(value, here, caps, depth + 1)
-        elif key in ("anyOf", "oneOf", "allOf", "prefixItems"):
+        elif key in ("anyOf", "oneOf", "allOf", "prefixItems") or (key == "items" and isinstance(value, list)):
+            # A list of "items" is a tuple (an older prefixItems): the converter reads it so.
             if not isinstance(value, list):
                 raise SchemaError(f"{here} must be a list")
             value = [normalise(sub, f"{here}[{i}]", caps, depth + 1) for i, sub in enumerate(value)]
+        elif key in ("const", "enum") and _holds_ref(value):
+            raise SchemaError(f"{here} holds a \"$ref\" key, which the converter would follow as a reference")
+        elif key in ("items", "additionalProperties") and not isinstance(value, bool):
+            raise SchemaError(f"{here} must be a schema or a boolean")
         out[key] = value
     return out
+
+
+def _holds_ref(value) -> bool:
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            if "$ref" in v:
+                return True
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return False
 
 
 def _check_bound(key: str, value, here: str, caps: Caps) -> None:
@@ -103,7 +136,7 @@ def _check_bound(key: str, value, here: str, caps: Caps) -> None:
             raise SchemaError(f"{here} must be a non-negative integer")
         if value > cap:
             raise SchemaError(f"{here} is {value}; at most {cap} can be enforced (schema_limits.{_LENGTHS[key]})")
-    elif key == "prefixItems" and isinstance(value, list) and len(value) > caps.max_items:
+    elif key in ("prefixItems", "items") and isinstance(value, list) and len(value) > caps.max_items:
         raise SchemaError(f"{here} has {len(value)} items; at most {caps.max_items} (schema_limits.max_items)")
     elif key == "properties" and isinstance(value, dict) and len(value) > caps.max_properties:
         raise SchemaError(f"{here} has {len(value)} properties; at most {caps.max_properties} "
@@ -113,67 +146,26 @@ def _check_bound(key: str, value, here: str, caps: Caps) -> None:
     elif key == "pattern":
         if not isinstance(value, str):
             raise SchemaError(f"{here} must be a string")
-        size = pattern_size(value)
-        if size > caps.max_repeat:
-            raise SchemaError(f"{here} expands to {size} characters; at most {caps.max_repeat} "
+        try:
+            shape = pattern_shape(value, caps.max_pattern_stacks)
+        except PatternError as e:
+            raise SchemaError(f"{here} cannot be converted: {e}") from None
+        if shape.size > caps.max_repeat:
+            raise SchemaError(f"{here} expands to {shape.size} characters; at most {caps.max_repeat} "
                               "(schema_limits.max_repeat)")
+        stacks = places(shape)
+        if stacks > caps.max_pattern_stacks:
+            raise SchemaError(f"{here} can match at more than {caps.max_pattern_stacks} places at once (optional parts in a row, "
+                              f"alternatives); at most {caps.max_pattern_stacks} (schema_limits.max_pattern_stacks): "
+                              "write a{0,9} rather than (a?){9}, and [abc] rather than (a|b|c)")
 
 
 def pattern_size(pattern: str) -> int:
     """How many characters a regex's grammar spells out with its repeats multiplied out
-    (`(ab){3}` is 6, `a*` is 1): an upper bound of what the converter writes."""
-    stack: list[list[int]] = [[0, 0]]  # per open group: [best alternative so far, this alternative]
-    last = 0  # the size of the atom a quantifier applies to
-    i = 0
-    while i < len(pattern):
-        c = pattern[i]
-        if c == "\\":
-            i += 2
-            last = 1
-            stack[-1][1] += 1
-            continue
-        if c == "[":
-            j = i + 1
-            while j < len(pattern) and pattern[j] != "]":
-                j += 2 if pattern[j] == "\\" else 1
-            i = j + 1
-            last = 1
-            stack[-1][1] += 1
-            continue
-        if c == "(":
-            stack.append([0, 0])
-            i += 3 if pattern.startswith("(?:", i) else 1
-            continue
-        if c == ")" and len(stack) > 1:
-            best, this = stack.pop()
-            last = max(best, this)
-            stack[-1][1] += last
-        elif c == "|":
-            stack[-1][0] = max(stack[-1][0], stack[-1][1])
-            stack[-1][1] = 0
-        elif c == "{":
-            j = pattern.find("}", i)
-            bounds = pattern[i + 1:j].split(",") if j > 0 else []
-            if bounds and all(b.strip().isdigit() or b.strip() == "" for b in bounds) and bounds[0].strip():
-                times = max(int(b) for b in bounds if b.strip())
-                stack[-1][1] += last * (times - 1)
-                last *= times
-                i = j + 1
-                continue
-            stack[-1][1] += 1
-            last = 1
-        elif c not in "*+?^$":
-            last = 1
-            stack[-1][1] += 1
-        i += 1
-    while len(stack) > 1:  # an unclosed group: the converter refuses it, count it anyway
-        best, this = stack.pop()
-        stack[-1][1] += max(best, this)
-    return max(stack[0])
+    (`(ab){3}` is 6, `a*` is 1, `a{,9}` is 9): an upper bound of what the converter writes.
+    PatternError (a ValueError) where the converter could not read it."""
+    return pattern_shape(pattern, 0).size
 
-
-# The converter skips integer bounds; a bounded range is enforced as its values.
-_MAX_RANGE = 1000
 
 # Bounded numbers and their decimals (Poly's { type = "number", min, max, max_decimals }) are
 # grammar rules of their own: normalise leaves a marker (a string constant) that the
@@ -279,18 +271,27 @@ def _same_length(lo: str, hi: str) -> str:
 
 
 def _bounded_integer(schema: dict, where: str) -> dict:
+    """An integer's minimum/maximum as a number marker with no decimals: digit ranges
+    (``uint_range``), which keep llama.cpp at a few places at once where an enum of the
+    values kept it at one per value (0..1000 as an enum measured 1.4 s per token)."""
     if schema.get("type") != "integer":
         raise SchemaError(f"{where}: minimum/maximum can only be enforced on integers, not on {schema.get('type')!r}")
+    for key in schema:
+        if key not in _INTEGER_BOUNDS | _ANNOTATIONS | {"type"}:
+            raise SchemaError(f"{where}.{key} cannot be enforced by a grammar beside minimum/maximum on an integer")
     lo = schema.get("minimum", schema.get("exclusiveMinimum", None))
     hi = schema.get("maximum", schema.get("exclusiveMaximum", None))
-    if lo is None or hi is None or not isinstance(lo, int) or not isinstance(hi, int):
-        raise SchemaError(f"{where}: an integer range is enforced only with both bounds as integers")
-    lo += "exclusiveMinimum" in schema
-    hi -= "exclusiveMaximum" in schema
-    if hi - lo > _MAX_RANGE:
-        raise SchemaError(f"{where}: an integer range of more than {_MAX_RANGE} values cannot be enforced")
-    rest = {k: v for k, v in schema.items() if k not in _INTEGER_BOUNDS and k != "type"}
-    return {**rest, "enum": list(range(lo, hi + 1))}
+    for bound in (lo, hi):
+        if bound is not None and (isinstance(bound, bool) or not isinstance(bound, int)):
+            raise SchemaError(f"{where}: an integer range is enforced only with integer bounds, not {bound!r}")
+    if lo is not None:
+        lo += "exclusiveMinimum" in schema
+    if hi is not None:
+        hi -= "exclusiveMaximum" in schema
+    if lo is not None and hi is not None and lo > hi:
+        raise SchemaError(f"{where}: the minimum {lo} is above the maximum {hi}")
+    text = lambda b: "" if b is None else str(b)  # noqa: E731
+    return {"const": f"@@number|{text(lo)}|{text(hi)}|0@@"}
 
 
 def from_schema(schema: dict, where: str = "schema", caps: Caps = DEFAULT_CAPS) -> str:
@@ -303,19 +304,48 @@ def from_schema(schema: dict, where: str = "schema", caps: Caps = DEFAULT_CAPS) 
     if len(schema_json) > caps.max_schema_bytes:
         raise SchemaError(f"{where} is {len(schema_json)} bytes as JSON; at most {caps.max_schema_bytes} "
                           "(schema_limits.max_schema_bytes)")
-    return _grammar(schema_json, where, caps)
+    grammar, refusal = _grammar(schema_json, where, caps)
+    if refusal:
+        raise SchemaError(refusal)
+    return grammar
 
 
 @functools.lru_cache(maxsize=256)
-def _grammar(schema_json: str, where: str, caps: Caps) -> str:
-    # The same task schema comes with every request: convert it once.
-    normalised = normalise(json.loads(schema_json), where, caps)
+def _grammar(schema_json: str, where: str, caps: Caps) -> tuple[str | None, str | None]:
+    """The grammar, or why not. Both are kept: the same task schema comes with every request,
+    and a refused one, sent again, costs nothing again (a timeout held a child for timeout_s)."""
     try:
-        grammar = _numbers(json_schema_to_gbnf(json.dumps(normalised)))
-    except RecursionError:
-        raise SchemaError(f"{where} refers to itself too deeply") from None
-    except Exception as e:
-        raise SchemaError(f"{where} is not supported: {e}") from None
+        return _convert(schema_json, where, caps), None
+    except SchemaError as e:
+        return None, e.message
+
+
+def _convert(schema_json: str, where: str, caps: Caps) -> str:
+    normalised = normalise(json.loads(schema_json), where, caps)
+    if crowded := crowded_union(normalised, where, caps.max_pattern_stacks):
+        raise SchemaError(f"{crowded[0]}: its alternatives' patterns can match at {crowded[1]} places at once; "
+                          f"at most {caps.max_pattern_stacks} (schema_limits.max_pattern_stacks)")
+    try:  # in a child process: what the caps do not foresee is killed there (isolated)
+        answer = isolated.convert(json.dumps(normalised), caps.max_grammar_bytes, caps.timeout_s)
+    except isolated.Failed as e:
+        if e.reason == "busy":  # raised through _grammar, so not kept as the schema's answer
+            raise Busy(f"no grammar converter came free within {caps.timeout_s} s (schema_limits.timeout_s); "
+                       "try again") from None
+        if e.reason == "timeout":
+            raise SchemaError(f"{where} took longer than {caps.timeout_s} s to convert "
+                              "(schema_limits.timeout_s)") from None
+        answer = {"memory": True}
+    if answer.get("memory"):
+        raise SchemaError(f"{where} needs more than {isolated.MEMORY_BYTES >> 20} MiB to convert "
+                          f"(schema_limits.max_grammar_bytes is {caps.max_grammar_bytes})")
+    if "too_big" in answer:
+        raise SchemaError(f"{where} becomes a grammar of {answer['too_big']} bytes; at most {caps.max_grammar_bytes} "
+                          "(schema_limits.max_grammar_bytes)")
+    if answer.get("error") == "recursion":
+        raise SchemaError(f"{where} refers to itself too deeply")
+    if "error" in answer:
+        raise SchemaError(f"{where} is not supported: {answer['error'].partition(': ')[2] or answer['error']}")
+    grammar = _numbers(answer["grammar"])
     check_grammar(grammar, where, caps)
     return grammar
 
