@@ -131,6 +131,7 @@ async def test_a_runner_holds_its_tasks_biasers_to_the_caps_it_is_given():
     from scripted import ScriptedModel
 
     from poly_ray.tasks.runner import TaskRunner
+    from poly_ray.tasks.turn import TurnRequest
 
     biaser = {"json_schema": {"type": "object", "properties": {"text": {"type": "string", "maxLength": 1500}}}}
     cfg = config.validate({"models": {"m": GEMMA}, "tasks": {"t": {"model": "m", "biaser": biaser}},
@@ -138,7 +139,7 @@ async def test_a_runner_holds_its_tasks_biasers_to_the_caps_it_is_given():
     tasks = {"t": config.TaskConfig.model_validate(cfg.tasks["t"].model_dump(mode="json"))}
     model = ScriptedModel()
     runner = TaskRunner(tasks, cfg.models, {"m": model}, caps=cfg.schema_limits.caps())
-    await runner.complete("t", "hello", {})
+    await runner.complete(TurnRequest("t", "hello"))
     assert model.requests[-1].grammar == cfg.tasks["t"].biaser_grammar(cfg.schema_limits.caps())
     with pytest.raises(ConfigError, match=r"^tasks.t.biaser.json_schema.*schema_limits.max_length"):
         TaskRunner(tasks, cfg.models, {"m": model})  # the default caps refuse it, naming the key

@@ -82,7 +82,7 @@ def create_app(backend: Backend, config: Config, listen_host: str | None = None)
     authenticator = Authenticator.from_config(config)
     access = Access(authenticator, backend, config.trusted_proxies)
     app.state.services = Services(backend, access, limits, config, readiness=ReadyCache(backend),
-                                  background=responses_run.Background(), runs=Runs(backend, limits))
+                                  background=responses_run.Background(), runs=Runs(backend, limits, config.schema_limits.caps()))
     if not config.public:
         app.add_middleware(_DocsNeedCredentials, auth=authenticator)
 

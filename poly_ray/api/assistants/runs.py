@@ -16,6 +16,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 
+from poly_ray import grammars
 from poly_ray import tools as tool_calls
 from poly_ray.api import sse, streaming
 from poly_ray.api.backend import Backend, StateBackend, require_state
@@ -39,8 +40,9 @@ def context_id(run_id: str) -> str:
 
 
 class Runs:
-    def __init__(self, backend: Backend, slots: StreamLimits):
-        self.backend, self.slots = backend, slots
+    def __init__(self, backend: Backend, slots: StreamLimits, caps: grammars.Caps):
+        """``caps``: the config's schema_limits, which a run's response_format is held to."""
+        self.backend, self.slots, self.caps = backend, slots, caps
         self.running: dict[str, asyncio.Task] = {}
 
     def _state(self) -> StateBackend:
@@ -143,7 +145,8 @@ class Runs:
         if functions:
             o.update(tools=functions, tool_choice=choice, parallel_tool_calls=run["parallel_tool_calls"])
         if not functions or choice == "none":
-            o["grammar"] = await asyncio.to_thread(p.format_grammar, run["response_format"])
+            o["grammar"] = await asyncio.to_thread(p.format_grammar, run["response_format"], "response_format",
+                                                   self.caps)
         return turns, {k: v for k, v in o.items() if v is not None}
 
     async def _recall(self, names: list[str], query: str, owner: str) -> str:
