@@ -58,8 +58,11 @@ async def stream(response, callee: str) -> AsyncIterator:
 
 # A replica that dies before it generated anything is tried again on another one:
 # Serve's router drops a replica from its set once a call to it fails that way,
-# so the retry goes elsewhere. Waits between tries, in seconds.
-_RETRY_WAITS = (0.2, 0.5, 1.0)
+# so the retry goes elsewhere. Waits between tries, in seconds: about 8 s in all,
+# because on a loaded node the router learns of a lost node only after seconds
+# (three tries within 1.7 s were all sent to the dead replica on a 2-core machine
+# at load 11).
+_RETRY_WAITS = (0.2, 0.5, 1.0, 2.0, 4.0)
 
 
 async def retried_stream(start: Callable, callee: str) -> AsyncIterator:
