@@ -18,7 +18,6 @@ from poly_ray.api.openai.protocol import ResponseFormat
 from poly_ray.errors import BadRequest
 from poly_ray.state.store import new_id
 
-ASSISTANT, THREAD, MESSAGE, RUN, STEP, CONTEXT = "assistant", "thread", "message", "run", "step", "run_context"
 ACTIVE = ("queued", "in_progress", "requires_action", "cancelling")
 TOOL_TYPES = ("function", "file_search")
 

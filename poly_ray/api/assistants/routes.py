@@ -19,9 +19,10 @@ from poly_ray.api.parsing import parse_params
 from poly_ray.api.services import services, stateful
 from poly_ray.api.streaming import respond
 from poly_ray.errors import BadRequest, NotFound
+from poly_ray.state.kinds import ASSISTANT, MESSAGE, RUN, STEP, THREAD
 
 from . import protocol as p
-from .protocol import ACTIVE, ASSISTANT, MESSAGE, RUN, STEP, THREAD
+from .protocol import ACTIVE
 from .runs import Framer
 
 POLL = {"openai-poll-after-ms": "200"}  # create_and_poll's interval (its default is a second)

@@ -25,11 +25,12 @@ from poly_ray.api.limits import StreamLimits
 from poly_ray.api.responses.run import keep, watch
 from poly_ray.errors import BadRequest, PolyError
 from poly_ray.generation import Chunk, Done, ToolCallDelta
+from poly_ray.state.kinds import ASSISTANT, CONTEXT, MESSAGE, RUN, STEP, THREAD
 from poly_ray.tasks.prompts import recalled_text
 from poly_ray.tasks.turn import Overrides, TurnRequest
 
 from . import protocol as p
-from .protocol import ACTIVE, ASSISTANT, CONTEXT, MESSAGE, RUN, STEP, THREAD
+from .protocol import ACTIVE
 
 RECALL = 4  # passages file_search puts in a run's context, per memory
 log = logging.getLogger(__name__)

@@ -15,10 +15,10 @@ from poly_ray.api.family import OPENAI
 from poly_ray.api.fields import ListQuery
 from poly_ray.api.openapi import AUTHORIZED, WITH_BODY, doc
 from poly_ray.api.parsing import parse_params
-from poly_ray.api.responses.routes import CONVERSATION, ITEM
 from poly_ray.api.responses.run import append
 from poly_ray.api.services import services, stateful
 from poly_ray.errors import NotFound
+from poly_ray.state.kinds import CONVERSATION, ITEM
 
 from . import protocol
 

@@ -26,13 +26,12 @@ from poly_ray.api.services import generation, services, stateful
 from poly_ray.api.streaming import respond
 from poly_ray.errors import BadRequest, PolyError
 from poly_ray.grammars import DEFAULT_CAPS, Caps
+from poly_ray.state.kinds import CONVERSATION, INPUT, ITEM, RESPONSE
 from poly_ray.state.store import UNFINISHED, new_id
 from poly_ray.tasks.turn import TurnRequest
 
 from . import protocol, run
-from .run import INPUT, ITEM, RESPONSE, Record, input_id
-
-CONVERSATION = "conversation"
+from .run import Record, input_id
 
 
 class ResponseCreate(Body):

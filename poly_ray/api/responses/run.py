@@ -12,12 +12,12 @@ from poly_ray.api import sse, streaming
 from poly_ray.api.family import OPENAI
 from poly_ray.errors import PolyError
 from poly_ray.generation import Chunk, Done, ToolCallDelta, gather_calls
+from poly_ray.state.kinds import INPUT, ITEM, RESPONSE
 from poly_ray.state.store import UNFINISHED, new_id
 
 from . import protocol
 from .events import EventStream
 
-RESPONSE, INPUT, ITEM = "response", "response_input", "item"
 GONE = PolyError("the client went away before the response was complete")
 
 log = logging.getLogger(__name__)
