@@ -9,6 +9,7 @@ The memory and state deployments serve those same classes, and
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import AsyncIterator
 from typing import Protocol
 
@@ -44,7 +45,7 @@ class StateBackend(Protocol):
     async def parent_of(self, owner: str, kind: str, oid: str) -> str | None: ...
     async def list(self, owner: str, kind: str, *, parent: str | None = None, limit: int = 20,
                    after: str | None = None, before: str | None = None, order: str = "desc") -> dict: ...
-    async def all(self, owner: str, kind: str, *, parent: str) -> list[dict]: ...
+    async def all(self, owner: str, kind: str, *, parent: str) -> builtins.list[dict]: ...  # list: the method above
 
 
 class Backend(Protocol):

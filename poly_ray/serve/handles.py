@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import contextmanager
 
@@ -193,5 +194,5 @@ class StateHandle:
         return await call(self._handle.list.remote(owner, kind, parent=parent, limit=limit, after=after,
                                                    before=before, order=order), STATE)
 
-    async def all(self, owner: str, kind: str, *, parent: str) -> list[dict]:
+    async def all(self, owner: str, kind: str, *, parent: str) -> builtins.list[dict]:  # list: the method above
         return await call(self._handle.all.remote(owner, kind, parent=parent), STATE)
