@@ -156,7 +156,7 @@ class TaskRunner:
     async def _chat(self, req: TurnRequest, task: TaskConfig) -> AsyncIterator[Event]:
         """Chat messages (``(role, content)`` pairs) through the chat template, with recall
         for the last user message and the tools in the system turn."""
-        messages, o = list(req.messages), req.overrides
+        messages, o = list(req.messages or ()), req.overrides  # _generate sends only chats here
         question = next((content for role, content in reversed(messages) if role == "user"), "")
         recalled = await self._recall(task, question, req.owner) if question else ""
         plan, grammar = await self._tools(task, o)
@@ -247,11 +247,11 @@ class TaskRunner:
     ) -> AsyncIterator[Event]:
         """``events``; with store_prompts, the prompt is stored (as the caller's) once the
         model has accepted it (a refused prompt is not), beside the generation."""
-        m = task.memorization
-        remember = m is not None and m.store_prompts and self.memories is not None and prompt.strip()
+        m, memories = task.memorization, self.memories
+        memory = m.memory if m is not None and m.store_prompts and prompt.strip() else None
         async for event in events:
-            if remember and isinstance(event, Started):
-                stored = asyncio.create_task(self.memories.remember(m.memory, prompt, owner=owner))
+            if memory is not None and memories is not None and isinstance(event, Started):
+                stored = asyncio.create_task(memories.remember(memory, prompt, owner=owner))
                 self._storing.add(stored)
                 stored.add_done_callback(self._stored)
             yield event
