@@ -66,9 +66,11 @@ class Backend(Protocol):
     async def ready(self) -> dict[str, bool]: ...
 
     # None: no memory is configured (the memory routes answer 404) / no state store
-    # (the stateful routes answer 503).
-    memories: MemoryBackend | None
-    state: StateBackend | None
+    # (the stateful routes answer 503). Read-only here, so that a backend may hold a narrower type.
+    @property
+    def memories(self) -> MemoryBackend | None: ...
+    @property
+    def state(self) -> StateBackend | None: ...
 
 
 def require_state(backend: Backend) -> StateBackend:

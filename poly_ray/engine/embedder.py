@@ -123,7 +123,7 @@ class EmbeddingEngine:
         raise BadRequest(f"model '{self.name}' is an embedding model: it embeds text but cannot generate it")
         yield  # an async generator, like Engine.generate
 
-    def chat_template(self) -> None:
+    def chat_template(self) -> dict | None:  # the Engine's interface: an embedding model has none
         return None
 
     def stats(self) -> dict:
