@@ -10,7 +10,7 @@ The memory and state deployments serve those same classes, and
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Protocol
 
 from poly_ray.errors import Busy
@@ -56,7 +56,7 @@ class Backend(Protocol):
     before ``Started``, a failure after it ends the stream with its ``PolyError``.
     """
 
-    def stream(self, req: TurnRequest) -> AsyncIterator[Event]: ...
+    def stream(self, req: TurnRequest) -> AsyncGenerator[Event, None]: ...
     async def complete(self, req: TurnRequest) -> dict: ...
     async def embed(self, model: str, texts: list[str]) -> list[list[float]]: ...
     async def tokenize(self, model: str, text: str) -> list[dict]: ...

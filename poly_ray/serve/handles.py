@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import contextmanager
 
 from ray.exceptions import RayActorError, RayTaskError
@@ -44,7 +44,7 @@ async def call(response: Awaitable, callee: str):
         return await response
 
 
-async def stream(response, callee: str) -> AsyncIterator:
+async def stream(response, callee: str) -> AsyncGenerator:
     """Iterate a streaming handle response; closing this iterator cancels the remote call."""
     finished = False
     try:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from ray.exceptions import TaskCancelledError
@@ -55,7 +55,7 @@ class GraphBackend:
         """The ingress's own runner where it runs ``req`` (a task without memory), else None."""
         return self._direct if req.target not in self._with_memory else None
 
-    def stream(self, req: TurnRequest) -> AsyncIterator[Event]:
+    def stream(self, req: TurnRequest) -> AsyncGenerator[Event, None]:
         if (direct := self._runs_here(req)) is not None:
             return direct.stream(req)
         return stream(self._streaming.stream.remote(req), ORCHESTRATOR)

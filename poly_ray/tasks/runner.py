@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -87,7 +87,7 @@ class TaskRunner:
         logged = (prompt if isinstance(prompt, str) else json.dumps(prompt)) if self._log_prompts else None
         return observe(events, task=target, model=task.model, sinks=self._sinks, prompt=logged)
 
-    async def stream(self, req: TurnRequest) -> AsyncIterator[Event]:
+    async def stream(self, req: TurnRequest) -> AsyncGenerator[Event, None]:
         """The events of one generation: ``Started``, then ``Chunk`` and ``ToolCallDelta``
         events, then ``Done``; a refusal (``PolyError``) is raised before ``Started``."""
         task = self._resolve(req.target, chat=req.messages is not None)
