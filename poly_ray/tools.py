@@ -270,7 +270,7 @@ class EnvelopeDecoder:
 
     def _string(self, emit):
         """A JSON string's body after its opening quote, decoded piece by piece."""
-        text = []
+        text: list[str] = []
         while True:
             c = yield
             if c == '"':

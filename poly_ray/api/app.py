@@ -114,7 +114,7 @@ def create_app(backend: Backend, config: Config, listen_host: str | None = None)
             app.openapi_schema = document(app, list(config.tasks), list(config.models), list(config.memories))
         return app.openapi_schema
 
-    app.openapi = openapi
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to finish the schema
     return app
 
 
@@ -126,7 +126,7 @@ class _CORS(CORSMiddleware):
         if response.status_code == 200:
             return response
         # The path is not passed here; the shape is Poly's (browsers do not show it anyway).
-        message = f"{response.body.decode()} (allowed_origins: {', '.join(self.allow_origins)})"
+        message = f"{bytes(response.body).decode()} (allowed_origins: {', '.join(self.allow_origins)})"
         body = {"error": {"code": "cors_refused", "message": message}}
         headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
         return JSONResponse(body, status_code=response.status_code, headers=headers)

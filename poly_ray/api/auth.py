@@ -21,11 +21,12 @@ import ipaddress
 import logging
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import jwt
-from fastapi import Request
+from starlette.requests import HTTPConnection
 
 from poly_ray.config import Config, ScopedKey
 from poly_ray.config.jwt_keys import PublicKey, public_keys
@@ -123,7 +124,7 @@ class Authenticator:
         self,
         *,
         public: bool,
-        keys: list[str | ScopedKey],
+        keys: Sequence[str | ScopedKey],
         jwt_secret: str | None = None,
         jwt_public_key: PublicKey | None = None,
         audience: str | None = None,
@@ -225,12 +226,12 @@ async def check_target(backend, who: Principal, name: str, where: str = "") -> N
 class Access:
     """Authentication and authorization of requests against the graph's names."""
 
-    def __init__(self, auth: Authenticator, backend, trusted_proxies: list[str] = ()):
+    def __init__(self, auth: Authenticator, backend, trusted_proxies: Sequence[str] = ()):
         self._auth = auth
         self._backend = backend
         self._proxies = [ipaddress.ip_network(p, strict=False) for p in trusted_proxies]
 
-    def principal(self, request: Request) -> Principal:
+    def principal(self, request: HTTPConnection) -> Principal:
         """The caller; an anonymous one is counted against per-credential limits by its address."""
         if self._auth.open:
             who = ANONYMOUS
@@ -243,7 +244,7 @@ class Access:
             who = replace(who, credential=f"anonymous@{self.client_address(request)}")
         return who
 
-    def client_address(self, request: Request) -> str:
+    def client_address(self, request: HTTPConnection) -> str:
         """The client's address: behind a trusted proxy, the last address in
         X-Forwarded-For that is not one of the trusted proxies (the ones before it
         are the client's to write, so they are not believed)."""
@@ -269,7 +270,7 @@ class Access:
             return await memories.names() if memories is not None else {}
         return await (self._backend.tasks() if kind == "task" else self._backend.models())
 
-    async def authorize(self, request: Request, kind: str, name: str, write: bool = False) -> Principal:
+    async def authorize(self, request: HTTPConnection, kind: str, name: str, write: bool = False) -> Principal:
         """The caller, who may use (or ``write``: change) the existing ``name`` (else 401/404/403)."""
         who = self.principal(request)
         if name not in await self.names(kind):

@@ -9,7 +9,8 @@ The memory and state deployments serve those same classes, and
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import builtins
+from collections.abc import AsyncGenerator
 from typing import Protocol
 
 from poly_ray.errors import Busy
@@ -44,7 +45,7 @@ class StateBackend(Protocol):
     async def parent_of(self, owner: str, kind: str, oid: str) -> str | None: ...
     async def list(self, owner: str, kind: str, *, parent: str | None = None, limit: int = 20,
                    after: str | None = None, before: str | None = None, order: str = "desc") -> dict: ...
-    async def all(self, owner: str, kind: str, *, parent: str) -> list[dict]: ...
+    async def all(self, owner: str, kind: str, *, parent: str) -> builtins.list[dict]: ...  # list: the method above
 
 
 class Backend(Protocol):
@@ -55,7 +56,7 @@ class Backend(Protocol):
     before ``Started``, a failure after it ends the stream with its ``PolyError``.
     """
 
-    def stream(self, req: TurnRequest) -> AsyncIterator[Event]: ...
+    def stream(self, req: TurnRequest) -> AsyncGenerator[Event, None]: ...
     async def complete(self, req: TurnRequest) -> dict: ...
     async def embed(self, model: str, texts: list[str]) -> list[list[float]]: ...
     async def tokenize(self, model: str, text: str) -> list[dict]: ...
@@ -65,9 +66,11 @@ class Backend(Protocol):
     async def ready(self) -> dict[str, bool]: ...
 
     # None: no memory is configured (the memory routes answer 404) / no state store
-    # (the stateful routes answer 503).
-    memories: MemoryBackend | None
-    state: StateBackend | None
+    # (the stateful routes answer 503). Read-only here, so that a backend may hold a narrower type.
+    @property
+    def memories(self) -> MemoryBackend | None: ...
+    @property
+    def state(self) -> StateBackend | None: ...
 
 
 def require_state(backend: Backend) -> StateBackend:

@@ -9,6 +9,7 @@ answer in its family's shape, and the names of the configured tasks and models.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI
@@ -90,7 +91,7 @@ def _query_parameters(model: type[BaseModel]) -> list[dict]:
     return params
 
 
-def document(app: FastAPI, tasks: list[str], models: list[str], memories: list[str] = ()) -> dict:
+def document(app: FastAPI, tasks: list[str], models: list[str], memories: Sequence[str] = ()) -> dict:
     """FastAPI's document, finished with the declared models and the configured names."""
     spec = get_openapi(title=app.title, version=app.version, routes=app.routes)
     _, definitions = models_json_schema([(m, "validation") for m in _registry.values()], ref_template=REF)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
 from fastapi import Request
@@ -79,7 +80,7 @@ async def read_body(request: Request, limit_key: str = "max_request_bytes") -> b
     return b"".join(parts)
 
 
-def describe(errors: list[dict]) -> str:
+def describe(errors: Sequence[Mapping[str, Any]]) -> str:
     parts = []
     for err in errors:
         loc = ".".join(str(p) for p in err["loc"] if p not in ("body", "query", "path"))

@@ -103,8 +103,9 @@ async def frames(events: AsyncIterator, framer: Framer, on_close: Callable[[], N
         while not ended:
             pending = pending or asyncio.ensure_future(anext(events, _END))
             ready, _ = await asyncio.wait({pending}, timeout=KEEP_ALIVE_S if framer.keep_alive else None)
-            if not ready:
-                yield framer.keep_alive
+            if not ready:  # only a framer with a keep-alive frame waits with a timeout
+                if framer.keep_alive is not None:
+                    yield framer.keep_alive
                 continue
             read, pending = pending, None
             try:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
@@ -27,7 +27,8 @@ class SymmetricKey(Strict):
         return v
 
 
-JWT_PUBLIC_ALGORITHMS = ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512")
+JwtPublicAlgorithm = Literal["RS256", "RS384", "RS512", "ES256", "ES384", "ES512"]
+JWT_PUBLIC_ALGORITHMS: tuple[str, ...] = get_args(JwtPublicAlgorithm)
 
 
 class PublicKey(Strict):
@@ -40,7 +41,7 @@ class PublicKey(Strict):
     The files are read at start-up, so the config carries the key itself (``pem`` or
     ``jwks``) to every ingress replica."""
 
-    algorithm: Literal[JWT_PUBLIC_ALGORITHMS] = Field(
+    algorithm: JwtPublicAlgorithm = Field(
         description="The tokens' `alg`; tokens signed otherwise are refused.")
     pem_file: Path | None = Field(None, description="A PEM public key file, relative to the config.")
     jwks_file: Path | None = Field(None, description=(

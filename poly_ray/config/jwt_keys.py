@@ -30,6 +30,8 @@ def public_keys(spec: PublicKey) -> dict[str | None, Any]:
             raise BadKey("not a PEM public key (-----BEGIN PUBLIC KEY-----)") from None
         _check_family(key, spec.algorithm, "the key")
         return {None: key}
+    if spec.jwks is None:  # load() reads pem_file / jwks_file into pem / jwks
+        raise BadKey("the key's file was not read: load the config with load()")
     entries = spec.jwks.get("keys")
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise BadKey("a JWKS is an object with a 'keys' list of keys")

@@ -12,6 +12,7 @@ import json
 import os
 import tomllib
 from importlib.resources import files
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -82,7 +83,7 @@ def _format_loc(loc: tuple) -> str:
     return ".".join(str(p) for p in loc if p not in ("function-after", "function-before"))
 
 
-def validate(data: dict, *, base_dir: Path | None = None, env: dict[str, str] | None = None) -> Config:
+def validate(data: dict, *, base_dir: Path | None = None, env: Mapping[str, str] | None = None) -> Config:
     """Validate a parsed TOML document (plus ``POLY_*`` overrides) into a Config."""
     data = dict(data)
     env_origin: dict[str, str] = {}
@@ -226,8 +227,8 @@ def _check_references(config: Config) -> Config:
                 f"memories.{name}.chunk_max_tokens: {EMBED_BATCH} chunks of {memory.chunk_max_tokens} tokens (one call) "
                 f"are above models.{memory.embedding_model}.max_embedding_tokens ({model.max_embedding_tokens})"
             )
-        q = memory.store.qdrant
-        place = memory.store.path if memory.store.path is not None else (q.url.rstrip("/"), q.collection)
+        q = memory.store.qdrant  # set exactly when the store has no path
+        place = memory.store.path if q is None else (q.url.rstrip("/"), q.collection)
         if place in places:
             raise ConfigError(f"memories.{name}.store: memory '{places[place]}' uses the same store")
         places[place] = name

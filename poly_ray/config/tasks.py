@@ -173,7 +173,11 @@ class TaskConfig(Strict):
 
     def biaser_grammar(self, caps: Caps) -> str | None:
         """The task's biaser as a grammar held to ``caps`` (its schema file is read at start-up)."""
-        return from_schema(self.biaser.json_schema, "biaser.json_schema", caps) if self.biaser else None
+        if self.biaser is None:
+            return None
+        if self.biaser.json_schema is None:  # load() reads json_schema_file into json_schema
+            raise ConfigError("biaser.json_schema_file was not read: load the config with load()")
+        return from_schema(self.biaser.json_schema, "biaser.json_schema", caps)
 
     @field_validator("stop_sequences")
     @classmethod

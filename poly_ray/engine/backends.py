@@ -105,7 +105,7 @@ def _features(base, reg) -> dict[str, str]:
 def pick(scores: dict[str, int]) -> str | None:
     """The variant to load: ggml's best score for this CPU, the AMX ones left out."""
     usable = {name: s for name, s in scores.items() if s > 0 and name not in EXCLUDED}
-    return max(usable, key=usable.get) if usable else None
+    return max(usable, key=lambda name: usable[name]) if usable else None
 
 
 def _cpu_reg(base, ggml):

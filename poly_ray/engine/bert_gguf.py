@@ -148,7 +148,8 @@ def _vocab(tokenizer: dict, vocab_size: int | None) -> tuple[list[str], list[int
     size = vocab_size or max(by_id) + 1
     if max(by_id) >= size:
         raise ConversionError(f"tokenizer.json: token id {max(by_id)} is beyond config.json's vocab_size {size}")
-    tokens, types = [], []
+    tokens: list[str] = []
+    types: list[int] = []
     for i in range(size):
         if i not in by_id:
             tokens.append(f"[PAD{i}]")

@@ -9,6 +9,7 @@ mean-pooled. Vectors are L2-normalised, so cosine similarity is a dot product.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import llama_cpp
@@ -46,7 +47,7 @@ class Embedder:
         gpu_layers: int = 0,
         own_pooling: bool,
         name: str = "model",
-        lora_adapters: list[tuple[str, float]] = (),
+        lora_adapters: Sequence[tuple[str, float]] = (),
     ):
         self.name = name
         self.context_size = context_size
@@ -103,7 +104,7 @@ class EmbeddingEngine:
     alive = True
 
     def __init__(self, model_path: str | Path, *, context_size: int, threads: int, gpu_layers: int = 0, name: str,
-                 lora_adapters: list[tuple[str, float]] = ()):
+                 lora_adapters: Sequence[tuple[str, float]] = ()):
         self.name = name
         self.context_size = context_size
         self._embedder = Embedder(model_path, context_size=context_size, threads=threads, gpu_layers=gpu_layers,
@@ -122,7 +123,7 @@ class EmbeddingEngine:
         raise BadRequest(f"model '{self.name}' is an embedding model: it embeds text but cannot generate it")
         yield  # an async generator, like Engine.generate
 
-    def chat_template(self) -> None:
+    def chat_template(self) -> dict | None:  # the Engine's interface: an embedding model has none
         return None
 
     def stats(self) -> dict:

@@ -59,6 +59,6 @@ def place(slots: list[Slot], prompt: list[int]) -> Placement | None:
     target = min(free, key=lambda s: (bool(s.tokens), s.last_used))
     if target is best:
         return Placement(target.seq, best_n)
-    if best_n < MIN_COPY:
+    if best is None or best_n < MIN_COPY:  # best_n > 0 only when best is set
         return Placement(target.seq, 0)
     return Placement(target.seq, best_n, copy_from=best.seq)

@@ -32,7 +32,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -132,7 +132,7 @@ class Engine:
         name: str = "model",
         snapshot_dir: str | Path | None = None,
         snapshot_bytes: int | None = None,
-        lora_adapters: list[tuple[str, float]] = (),
+        lora_adapters: Sequence[tuple[str, float]] = (),
     ):
         self.name = name
         self.model_path = str(model_path)
@@ -186,7 +186,7 @@ class Engine:
         self.reused_tokens = 0  # prompt tokens served from cached cells, since start
         self.steps = 0  # llama_decode calls, since start
         self.snapshots_saved = self.snapshots_restored = 0  # durable KV snapshots, since start
-        self._embedder = None
+        self._embedder: Embedder | None = None
         self._embed_lock = threading.Lock()
         # Durable KV snapshots of cache-keyed requests (None: off). Only the worker
         # thread touches them, between decode steps.
@@ -424,9 +424,9 @@ class Engine:
                 sample_at.append((run, n))
             n += 1
 
-        generating = [r for r in runs if r.next_token is not None]
-        for run in generating:
-            add(run, run.next_token, True)
+        generating = [(r, r.next_token) for r in runs if r.next_token is not None]
+        for run, next_token in generating:
+            add(run, next_token, True)
             run.next_token = None
         # Prompts are read in chunks: alone, a prompt takes the whole batch; beside
         # streams that are generating it takes a slice, so they keep flowing.
@@ -553,7 +553,7 @@ class Engine:
         row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx.ctx, index), shape=(self._n_vocab,))
         peak = float(row.max())
         lse = peak + float(np.log(np.exp(row - peak).sum()))
-        top = ()
+        top: tuple[tuple[str, float], ...] = ()
         if top_n > 0:
             best = np.argpartition(row, -top_n)[-top_n:]
             best = best[np.argsort(-row[best])]

@@ -32,7 +32,7 @@ class SamplerChain:
         eog: list[int] | None = None,
     ):
         # The first min_tokens draws cannot end the generation (HF's min_new_tokens).
-        self._hold, self._eog = (min_tokens, eog) if min_tokens and eog else (0, None)
+        self._hold, self._eog = (min_tokens, eog) if min_tokens and eog else (0, [])
         self._chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
         self.seed = s.seed if s.seed is not None else random.getrandbits(32)
         self._s = s
@@ -46,7 +46,8 @@ class SamplerChain:
             if banned:  # ignore_eos: end-of-generation tokens can never be drawn
                 bias = (llama_cpp.llama_logit_bias * len(banned))()
                 for i, token in enumerate(banned):
-                    bias[i].token, bias[i].bias = token, float("-inf")
+                    # llama_cpp declares the fields as their ctypes types; ctypes converts a Python int.
+                    bias[i].token, bias[i].bias = token, float("-inf")  # type: ignore[assignment]
                 self._add(llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(banned), bias))
             if grammar is not None:
                 g = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")

@@ -69,6 +69,8 @@ def _resolve(name: str, model: ModelConfig, cache_path: Path, progress: Progress
                         name, name)
         return download(model.url, cache_path / "downloads", sha256=model.sha256, key=f"models.{name}.url",
                         progress=progress)
+    if model.hf is None:  # the config's validation asks for exactly one source
+        raise ConfigError(f"models.{name}: no model_path, package, url or hf to load it from")
     return _from_hf(name, model.hf, model.sha256, cache_path, progress)
 
 
@@ -139,10 +141,13 @@ def _converted(key: str, package: str, checkpoint: Path, directory: Path) -> Pat
         try:
             if checkpoint.suffix != ".zip":
                 return bert_gguf.convert(checkpoint, target)
+            folder = _zipped_checkpoint(checkpoint)
+            if folder is None:  # _hf_checkpoint picks a model.zip only when it holds one
+                raise bert_gguf.ConversionError("no folder with config.json and model.safetensors in it")
             with tempfile.TemporaryDirectory(dir=directory, prefix=f".{target.name}.") as tmp:
                 with zipfile.ZipFile(checkpoint) as z:
                     z.extractall(tmp)
-                return bert_gguf.convert(Path(tmp) / _zipped_checkpoint(checkpoint), target)
+                return bert_gguf.convert(Path(tmp) / folder, target)
         except Exception as e:
             why = str(e) if isinstance(e, bert_gguf.ConversionError) else f"{type(e).__name__}: {e}"
             raise ModelSourceError(f"{key}: cannot convert {package}'s {checkpoint} to GGUF: {why}") from None

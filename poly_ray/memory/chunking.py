@@ -42,7 +42,7 @@ class Chunker:
     def __call__(self, text: str, sections: tuple[tuple[int, int], ...] = ()) -> list[DocumentChunk]:
         """Chunks of ``text``; with ``sections`` (e.g. PDF pages), no chunk crosses
         from one section into the next, so each has one page."""
-        chunks = []
+        chunks: list[DocumentChunk] = []
         for first, last in sections or ((0, len(text)),):
             pieces = self._pieces(text, first, last, self.separators)
             for start, end in self._merge(text, pieces):

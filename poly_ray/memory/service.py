@@ -21,6 +21,7 @@ from poly_ray.errors import BadRequest, NotFound, PolyError, TooMany
 
 from .jobs import MAX_ATTEMPTS, MAX_FINISHED_JOBS, Job, JobStore
 from .memory import Memory, Prepared, Upload
+from .vectorstore import Mode
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +115,11 @@ class MemoryService:
 
     async def resume(self) -> list[str]:
         """Take up the jobs an earlier process left running; the ids resumed."""
+        store = self._store
+        if store is None:
+            return []
         resumed = []
-        for job, uploads in await asyncio.to_thread(self._store.unfinished) if self._store else []:
+        for job, uploads in await asyncio.to_thread(store.unfinished):
             if job.memory not in self._memories:
                 why = f"memory '{job.memory}' is no longer configured"
             elif uploads is None:
@@ -126,33 +130,34 @@ class MemoryService:
                 job.attempts, job.chunks_done = job.attempts + 1, 0
                 log.info("ingestion job %s into memory '%s': resumed (run %d)", job.id, job.memory, job.attempts)
                 self._remember(job)
-                await asyncio.to_thread(self._store.save, job)
-                self._start(self._background(self._memories[job.memory], job, uploads))
+                await asyncio.to_thread(store.save, job)
+                self._start(self._background(self._memories[job.memory], job, [], uploads=uploads))
                 resumed.append(job.id)
                 continue
             log.warning("ingestion job %s: failed on restart: %s", job.id, why)
             job.state, job.finished = "failed", time.time()
             job.error = {"code": "interrupted", "message": why, "status": 500}
-            await asyncio.to_thread(self._store.save, job)
+            await asyncio.to_thread(store.save, job)
         return resumed
 
     async def _prepare(self, memory: Memory, uploads: list[Upload]) -> list[Prepared]:
         return list(await asyncio.gather(*(asyncio.to_thread(memory.prepare, u) for u in uploads)))
 
-    async def _background(self, memory: Memory, job: Job, work: list[Prepared] | list[Upload]) -> None:
+    async def _background(self, memory: Memory, job: Job, prepared: list[Prepared], *,
+                          uploads: list[Upload] | None = None) -> None:
         """A background job: its failure is in its record, not an unretrieved exception.
         Cancelled (the process stopping), it stays running in the store, to be resumed."""
         with contextlib.suppress(Exception):
-            if work and isinstance(work[0], Upload):  # resumed: its documents are read again
+            if uploads:  # resumed: its documents are read again
                 try:
-                    work = await self._prepare(memory, work)
+                    prepared = await self._prepare(memory, uploads)
                 except Exception as e:
                     job.state, job.finished = "failed", time.time()
                     job.error = _error(e) if isinstance(e, PolyError) else {
                         "code": "ingest_failed", "message": str(e), "status": 500}
                     raise
-                job.chunks_total = sum(len(p.chunks) for p in work)
-            await self._run(memory, job, work)
+                job.chunks_total = sum(len(p.chunks) for p in prepared)
+            await self._run(memory, job, prepared)
         if self._store is not None and job.state != "running":
             await asyncio.to_thread(self._store.save, job)
             self._jobs.pop(job.id, None)  # the store answers for it now
@@ -204,7 +209,7 @@ class MemoryService:
             del self._jobs[old.id]
 
     # ``owner``: the caller's credential; of the stored prompts, it sees its own only.
-    async def recall(self, name: str, prompt: str, n: int, mode: str | None = None, *,
+    async def recall(self, name: str, prompt: str, n: int, mode: Mode | None = None, *,
                      owner: str | None = None) -> list[dict]:
         return await self.get(name).recall(prompt, n, mode, owner)
 

@@ -24,19 +24,21 @@ from .state import StateActor
 
 
 def build_app(cfg: Config) -> Application:
+    # serve.deployment(**options)(cls): Ray types serve.deployment(cls, ...) as the decorator
+    # it returns without a class, so the bound form is spelled as the decorator's call.
     # The deployments' arguments leave placement out: a new replica count is then
     # a change of options only, which Serve applies by scaling, without restarting
     # the replicas that run.
     model_configs = {name: m.model_dump(mode="json", exclude=PLACEMENT_KEYS) for name, m in cfg.models.items()}
     models = {
-        name: serve.deployment(LlamaModel, name=f"model-{name}", **model_options(m)).bind(
+        name: serve.deployment(name=f"model-{name}", **model_options(m))(LlamaModel).bind(
             name, model_configs[name], str(cfg.cache_path), str(state_path(cfg, "kv", name))
         )
         for name, m in cfg.models.items()
     }
     memory = None
     if cfg.memories:
-        memory = serve.deployment(MemoryActor, name="memory", **MEMORY_OPTIONS).bind(
+        memory = serve.deployment(name="memory", **MEMORY_OPTIONS)(MemoryActor).bind(
             {name: m.model_dump(mode="json") for name, m in cfg.memories.items()},
             model_configs,
             {m.embedding_model: models[m.embedding_model] for m in cfg.memories.values()},
@@ -44,11 +46,11 @@ def build_app(cfg: Config) -> Application:
             str(state_path(cfg, "jobs")),
             bounds(cfg),
         )
-    orchestrator = serve.deployment(TaskOrchestrator, name="orchestrator", **LIGHT_OPTIONS).bind(
+    orchestrator = serve.deployment(name="orchestrator", **LIGHT_OPTIONS)(TaskOrchestrator).bind(
         {name: t.model_dump(mode="json") for name, t in cfg.tasks.items()}, model_configs, models, memory,
         log_prompts=cfg.log_prompts, schema_limits=cfg.schema_limits.model_dump(mode="json"),
     )
-    state = serve.deployment(StateActor, name="state", **STATE_OPTIONS).bind(str(state_path(cfg, "state")))
-    ingress = serve.deployment(serve.ingress()(Ingress), name="ingress", **ingress_options(cfg))
+    state = serve.deployment(name="state", **STATE_OPTIONS)(StateActor).bind(str(state_path(cfg, "state")))
+    ingress = serve.deployment(name="ingress", **ingress_options(cfg))(serve.ingress()(Ingress))
     # The ingress calls the models itself for tasks without a memory (serve/ingress.py).
     return ingress.bind(orchestrator, cfg.model_dump(mode="json"), memory, state, models)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+import builtins
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import contextmanager
 
 from ray.exceptions import RayActorError, RayTaskError
@@ -43,7 +44,7 @@ async def call(response: Awaitable, callee: str):
         return await response
 
 
-async def stream(response, callee: str) -> AsyncIterator:
+async def stream(response, callee: str) -> AsyncGenerator:
     """Iterate a streaming handle response; closing this iterator cancels the remote call."""
     finished = False
     try:
@@ -196,5 +197,5 @@ class StateHandle:
         return await call(self._handle.list.remote(owner, kind, parent=parent, limit=limit, after=after,
                                                    before=before, order=order), STATE)
 
-    async def all(self, owner: str, kind: str, *, parent: str) -> list[dict]:
+    async def all(self, owner: str, kind: str, *, parent: str) -> builtins.list[dict]:  # list: the method above
         return await call(self._handle.all.remote(owner, kind, parent=parent), STATE)

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from typing import Any
 
 from ray.exceptions import TaskCancelledError
 
@@ -50,17 +51,18 @@ class GraphBackend:
             )
             self._with_memory = {name for name, t in config.tasks.items() if t.memorization is not None}
 
-    def _runs_here(self, req: TurnRequest) -> bool:
-        return self._direct is not None and req.target not in self._with_memory
+    def _runs_here(self, req: TurnRequest) -> TaskRunner | None:
+        """The ingress's own runner where it runs ``req`` (a task without memory), else None."""
+        return self._direct if req.target not in self._with_memory else None
 
-    def stream(self, req: TurnRequest) -> AsyncIterator[Event]:
-        if self._runs_here(req):
-            return self._direct.stream(req)
+    def stream(self, req: TurnRequest) -> AsyncGenerator[Event, None]:
+        if (direct := self._runs_here(req)) is not None:
+            return direct.stream(req)
         return stream(self._streaming.stream.remote(req), ORCHESTRATOR)
 
     async def complete(self, req: TurnRequest) -> dict:
-        if self._runs_here(req):
-            return await self._direct.complete(req)
+        if (direct := self._runs_here(req)) is not None:
+            return await direct.complete(req)
         return await call(self._handle.complete.remote(req), ORCHESTRATOR)
 
     async def embed(self, model: str, texts: list[str]) -> list[list[float]]:
@@ -118,7 +120,9 @@ def serve_listen_host() -> str | None:
         controller = ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
         # On a thread: a replica's constructor runs on its event loop, where Ray frowns on ray.get.
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            return pool.submit(ray.get, controller.get_http_config.remote(), timeout=30).result().host
+            # Serve's HTTPOptions (ray.get's overloads cannot say which object a call returns).
+            http: concurrent.futures.Future[Any] = pool.submit(ray.get, controller.get_http_config.remote(), timeout=30)
+            return http.result().host
     except Exception as e:
         log.warning("cannot ask Serve where it listens (%s); using bind_address", e)
         return None

@@ -8,6 +8,7 @@ that model's vocabulary, loaded here (only the vocabulary, not the weights).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import llama_cpp
@@ -49,10 +50,11 @@ class MemoryActor(MemoryService):
                 cfg,
                 store=open_store(name, cfg),
                 embed=ModelHandle(handles[model], model).embed,
-                count=lambda text, v=vocab: len(v.tokenize(text.encode(), add_bos=False, special=False)),
+                count=_counter(vocab),
                 context=model_cfg.context_size,
             )
-            log.info("memory %s: ready (%s)", name, cfg.store.path or cfg.store.qdrant.url)
+            q = cfg.store.qdrant
+            log.info("memory %s: ready (%s)", name, cfg.store.path if q is None else q.url)
         self._vocabularies = vocabularies
         # Serve runs the constructor on the replica's event loop: jobs an earlier
         # replica left running resume as soon as this one serves.
@@ -62,3 +64,8 @@ class MemoryActor(MemoryService):
         # Serve is shutting the replica down: flush and release the stores' files.
         if getattr(self, "_memories", None) is not None:
             self.close()
+
+
+def _counter(vocab: llama_cpp.Llama) -> Callable[[str], int]:
+    """How many tokens a text is in ``vocab`` (a chunk's size, as its embedding model reads it)."""
+    return lambda text: len(vocab.tokenize(text.encode(), add_bos=False, special=False))

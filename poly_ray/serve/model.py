@@ -30,6 +30,7 @@ class LlamaModel:
         path = resolve(name, cfg, Path(cache_path))
         log.info("model %s: loading %s", name, path)
         adapters = [(str(a.path), a.scale) for a in cfg.lora_adapters]
+        self.engine: Engine | EmbeddingEngine
         if is_embedding_model(model_metadata(path)):
             self.engine = EmbeddingEngine(path, context_size=cfg.context_size, threads=cfg.threads_per_session,
                                           gpu_layers=cfg.n_gpu_layers, name=name, lora_adapters=adapters)

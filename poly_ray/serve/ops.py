@@ -24,9 +24,9 @@ log = logging.getLogger(__name__)
 
 _TAGS = ("task", "model")
 # Seconds. Time to first token spans a cached prompt (tens of ms) to a long cold one on a CPU (seconds).
-_TTFT_BUCKETS = [0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
-_PER_TOKEN_BUCKETS = [0.005, 0.01, 0.02, 0.04, 0.08, 0.15, 0.3, 0.6, 1.2]
-_TOKENS_PER_S_BUCKETS = [1, 2, 5, 10, 20, 40, 80, 160, 320, 640]
+_TTFT_BUCKETS: list[float] = [0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
+_PER_TOKEN_BUCKETS: list[float] = [0.005, 0.01, 0.02, 0.04, 0.08, 0.15, 0.3, 0.6, 1.2]
+_TOKENS_PER_S_BUCKETS: list[float] = [1, 2, 5, 10, 20, 40, 80, 160, 320, 640]
 
 
 class RayMetrics:
@@ -35,20 +35,22 @@ class RayMetrics:
     def __init__(self):
         self.requests = metrics.Counter(
             "poly_requests", "Generation requests that ended, by status (ok, an error code, cancelled).",
-            tag_keys=(*_TAGS, "status"))
+            tag_keys=(*_TAGS, "status"))  # type: ignore[arg-type]  # Ray types tag_keys as a 1-tuple
         self.errors = metrics.Counter("poly_request_errors", "Generation requests that failed, by error code.",
-                                      tag_keys=(*_TAGS, "code"))
+                                      tag_keys=(*_TAGS, "code"))  # type: ignore[arg-type]  # as above
         self.prompt_tokens = metrics.Counter("poly_prompt_tokens", "Prompt tokens of generation requests.",
-                                             tag_keys=_TAGS)
-        self.generated_tokens = metrics.Counter("poly_generated_tokens", "Tokens generated.", tag_keys=_TAGS)
+                                             tag_keys=_TAGS)  # type: ignore[arg-type]  # as above
+        self.generated_tokens = metrics.Counter(
+            "poly_generated_tokens", "Tokens generated.", tag_keys=_TAGS)  # type: ignore[arg-type]  # as above
         self.ttft = metrics.Histogram("poly_time_to_first_token_seconds",
                                       "From the orchestrator's call to the first text.",
-                                      boundaries=_TTFT_BUCKETS, tag_keys=_TAGS)
+                                      boundaries=_TTFT_BUCKETS, tag_keys=_TAGS)  # type: ignore[arg-type]
         self.per_token = metrics.Histogram("poly_time_per_output_token_seconds",
                                            "Decode time per generated token after the first, per request.",
-                                           boundaries=_PER_TOKEN_BUCKETS, tag_keys=_TAGS)
-        self.tokens_per_s = metrics.Histogram("poly_decode_tokens_per_second", "Decode speed, per request.",
-                                              boundaries=_TOKENS_PER_S_BUCKETS, tag_keys=_TAGS)
+                                           boundaries=_PER_TOKEN_BUCKETS, tag_keys=_TAGS)  # type: ignore[arg-type]
+        self.tokens_per_s = metrics.Histogram(
+            "poly_decode_tokens_per_second", "Decode speed, per request.",
+            boundaries=_TOKENS_PER_S_BUCKETS, tag_keys=_TAGS)  # type: ignore[arg-type]
 
     def record(self, o: Outcome) -> None:
         tags = {"task": o.task, "model": o.model}
@@ -63,6 +65,7 @@ class RayMetrics:
             self.ttft.observe(o.ttft_s, tags=tags)
         if o.time_per_token_s is not None:
             self.per_token.observe(o.time_per_token_s, tags=tags)
+        if o.tokens_per_s is not None:
             self.tokens_per_s.observe(o.tokens_per_s, tags=tags)
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from poly_ray.config import ModelConfig
+from typing import Any
+
+from poly_ray.config import Config, ModelConfig
 
 # A replica that Serve stops (scaling down, a new version) takes no new requests
 # and lets the ones in flight finish for up to this long; streams still running
@@ -17,9 +19,9 @@ PLACEMENT_KEYS = {"gpus", "cpus", "replicas", "autoscaling"}
 _QUICK_CALLS = 8
 
 
-def model_options(model: ModelConfig) -> dict:
+def model_options(model: ModelConfig) -> dict[str, Any]:
     """Options for ``serve.deployment`` of one model: GPU share, replicas, queue bounds."""
-    options: dict = {
+    options: dict[str, Any] = {
         "ray_actor_options": {"num_cpus": model.cpus, "num_gpus": model.gpus},
         # The engine generates in `slots` sequences and holds max_queued_requests
         # waiting; past that it answers Busy (503) itself, clearer than Ray's queue.
@@ -56,14 +58,14 @@ ON_HEAD = {"node:__internal_head__": 0.001}
 
 # The ingress and orchestrator only pass messages: they take no whole CPU, so
 # that a 2-core laptop can place the graph next to a model.
-LIGHT_OPTIONS = {
+LIGHT_OPTIONS: dict[str, Any] = {
     "ray_actor_options": {"num_cpus": 0, "resources": ON_HEAD},
     "max_ongoing_requests": 1000,
     # Streams pass through: let them drain as long as the models do.
     "graceful_shutdown_timeout_s": DRAIN_S,
 }
 
-def ingress_options(cfg) -> dict:
+def ingress_options(cfg: Config) -> dict[str, Any]:
     """The ingress: ``ingress_max_ongoing`` requests at once, ``ingress_max_queued`` more
     waiting in Serve's queue; beyond, Serve's proxy answers 503 with Retry-After at once
     instead of letting requests pile up in memory."""
@@ -78,7 +80,7 @@ def ingress_options(cfg) -> dict:
 # The memory actor: one replica, because an embedded store's files have one
 # owner, and on the head, where its files stay when worker nodes come and go.
 # It reads documents and runs BM25; the embedding happens in the model deployments.
-MEMORY_OPTIONS = {
+MEMORY_OPTIONS: dict[str, Any] = {
     "ray_actor_options": {"num_cpus": 0, "resources": ON_HEAD},
     "num_replicas": 1,
     "max_ongoing_requests": 100,
@@ -86,7 +88,7 @@ MEMORY_OPTIONS = {
 
 # The state store: one replica, the SQLite file's one writer; on the head with
 # the memory actor, for the same reason. Its calls are short database reads and writes.
-STATE_OPTIONS = {
+STATE_OPTIONS: dict[str, Any] = {
     "ray_actor_options": {"num_cpus": 0, "resources": ON_HEAD},
     "num_replicas": 1,
     "max_ongoing_requests": 200,

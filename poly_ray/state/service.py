@@ -6,6 +6,7 @@ are short but blocking, so they run on a worker thread, never on the event loop.
 from __future__ import annotations
 
 import asyncio
+import builtins
 
 from poly_ray.state.store import Store
 
@@ -37,7 +38,7 @@ class StateService:
                                        before=before, order=order)
         return page.to_body()
 
-    async def all(self, owner: str, kind: str, *, parent: str) -> list[dict]:
+    async def all(self, owner: str, kind: str, *, parent: str) -> builtins.list[dict]:  # list: the method above
         return await asyncio.to_thread(self.store.all, owner, kind, parent=parent)
 
     def close(self) -> None:

@@ -9,6 +9,7 @@ exactly like a missing one, so ids never leak across credentials.
 
 from __future__ import annotations
 
+import builtins
 import json
 import secrets
 import sqlite3
@@ -209,7 +210,7 @@ class Store:
         data = [json.loads(r[0]) for r in rows[:limit]]
         return Page(data=data, has_more=len(rows) > limit)
 
-    def all(self, owner: str, kind: str, *, parent: str) -> list[dict]:
+    def all(self, owner: str, kind: str, *, parent: str) -> builtins.list[dict]:  # list: the method above
         """Every object of ``kind`` under ``parent``, oldest first (a thread's
         messages, a conversation's items, to build a prompt)."""
         with self._lock:

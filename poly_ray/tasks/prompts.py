@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+from typing import TypeVar
 
 from poly_ray.config import TaskConfig
 from poly_ray.errors import BadRequest
 from poly_ray.generation import GenerationRequest, Sampling, Segment, check_stops
 
 from .turn import NO_OVERRIDES, Overrides
+
+T = TypeVar("T")
 
 
 def assemble(task: TaskConfig, prompt: str, *, first_turn: bool = True, recalled: str = "") -> tuple[Segment, ...]:
@@ -19,6 +22,7 @@ def assemble(task: TaskConfig, prompt: str, *, first_turn: bool = True, recalled
     documents are kept apart so that they are tokenized as plain text.
     """
     prelude = task.prelude if first_turn else ""
+    head: tuple[Segment, ...]
     if recalled:
         head = (Segment(prelude, special=True), Segment(recalled), Segment(task.prefix, special=True))
     else:  # one piece, tokenized as before memories existed
@@ -138,7 +142,7 @@ def build_request(
     )
 
 
-def _or(value, default):
+def _or(value: T | None, default: T) -> T:
     return default if value is None else value
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -87,7 +87,7 @@ class TaskRunner:
         logged = (prompt if isinstance(prompt, str) else json.dumps(prompt)) if self._log_prompts else None
         return observe(events, task=target, model=task.model, sinks=self._sinks, prompt=logged)
 
-    async def stream(self, req: TurnRequest) -> AsyncIterator[Event]:
+    async def stream(self, req: TurnRequest) -> AsyncGenerator[Event, None]:
         """The events of one generation: ``Started``, then ``Chunk`` and ``ToolCallDelta``
         events, then ``Done``; a refusal (``PolyError``) is raised before ``Started``."""
         task = self._resolve(req.target, chat=req.messages is not None)
@@ -156,7 +156,7 @@ class TaskRunner:
     async def _chat(self, req: TurnRequest, task: TaskConfig) -> AsyncIterator[Event]:
         """Chat messages (``(role, content)`` pairs) through the chat template, with recall
         for the last user message and the tools in the system turn."""
-        messages, o = list(req.messages), req.overrides
+        messages, o = list(req.messages or ()), req.overrides  # _generate sends only chats here
         question = next((content for role, content in reversed(messages) if role == "user"), "")
         recalled = await self._recall(task, question, req.owner) if question else ""
         plan, grammar = await self._tools(task, o)
@@ -247,11 +247,11 @@ class TaskRunner:
     ) -> AsyncIterator[Event]:
         """``events``; with store_prompts, the prompt is stored (as the caller's) once the
         model has accepted it (a refused prompt is not), beside the generation."""
-        m = task.memorization
-        remember = m is not None and m.store_prompts and self.memories is not None and prompt.strip()
+        m, memories = task.memorization, self.memories
+        memory = m.memory if m is not None and m.store_prompts and prompt.strip() else None
         async for event in events:
-            if remember and isinstance(event, Started):
-                stored = asyncio.create_task(self.memories.remember(m.memory, prompt, owner=owner))
+            if memory is not None and memories is not None and isinstance(event, Started):
+                stored = asyncio.create_task(memories.remember(memory, prompt, owner=owner))
                 self._storing.add(stored)
                 stored.add_done_callback(self._stored)
             yield event

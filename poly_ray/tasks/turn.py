@@ -56,7 +56,7 @@ class Overrides:
     def of(cls, fields: Mapping[str, Any]) -> Overrides:
         """From a request body's fields (a key left out or None: not set; a list becomes a
         tuple). A key that is not a field here is a bug, and raises TypeError."""
-        given = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items() if v is not None}
+        given: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items() if v is not None}
         if isinstance(given.get("stop"), str):
             given["stop"] = (given["stop"],)
         return cls(**given)

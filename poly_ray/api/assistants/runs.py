@@ -55,7 +55,7 @@ class Runs:
         await state.create(owner, CONTEXT, {"id": context_id(run["id"]), "turns": []}, parent=run["id"])
         return run
 
-    def start(self, owner: str, credential: str, run: dict, first: list[tuple[str, dict]],
+    def start(self, owner: str, credential: str | None, run: dict, first: list[tuple[str, dict]],
               stream: bool) -> AsyncIterator[tuple[str, dict]] | None:
         """Run it in the background; with ``stream``, the SSE events as they come
         (``first``: the events that announce it), else None (the client polls)."""
@@ -157,9 +157,10 @@ class Runs:
         found = await asyncio.gather(*(memories.recall(n, query, RECALL, owner=owner) for n in names))
         return recalled_text([c for chunks in found for c in chunks])
 
-    async def _drive(self, owner: str, credential: str, run: dict, emit) -> None:
+    async def _drive(self, owner: str, credential: str | None, run: dict, emit) -> None:
         state, rid = self._state(), run["id"]
-        message = step = None
+        message: dict | None = None
+        step: dict | None = None  # set with message
         parts: list[str] = []
         try:
             run = await self._save(owner, rid, {"status": "in_progress", "started_at": run["started_at"] or p.now()})
@@ -167,7 +168,8 @@ class Runs:
                 return  # cancelled while queued
             emit("thread.run.in_progress", run)
             turns, overrides = await self._prompt(owner, run)
-            calls, done = {}, None
+            calls: dict[int, dict[str, str]] = {}
+            done: Done | None = None
             turn = TurnRequest(run["model"], messages=tuple(turns), overrides=Overrides.of(overrides), owner=owner)
             events = self.backend.stream(turn)
             try:
@@ -195,12 +197,12 @@ class Runs:
             if calls and done.finish_reason == "tool_calls":
                 await self._requires_action(owner, run, [calls[i] for i in sorted(calls)], used, emit)
                 return
-            if message is None:
+            if message is None or step is None:
                 message, step = await self._message(owner, run, emit)
             await self._answered(owner, run, message, step, "".join(parts), used, done, emit)
         except asyncio.CancelledError:
             emit("thread.run.cancelled", dict(run, status="cancelled"))  # the cancel route has stored it
-            if message is not None:  # what was written so far stays, marked cut short
+            if message is not None and step is not None:  # what was written so far stays, marked cut short
                 await state.update(owner, MESSAGE, message["id"], {
                     "status": "incomplete", "incomplete_at": p.now(), "incomplete_details": {"reason": "run_cancelled"},
                     "content": [p.text_part("".join(parts))]})

@@ -37,6 +37,8 @@ def _what(model: ModelConfig) -> str:
     if model.hf:
         repo, _, filename = parse_hf(model.hf)
         return f"{repo}/{filename}"
+    if model.url is None:  # lines() downloads only a model with hf or url
+        raise ValueError("a model to pull has hf or url")
     return PurePosixPath(urlparse(model.url).path).name or model.url
 
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, replace
 from datetime import datetime, timezone
+from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -186,8 +188,8 @@ async def embed(request: Request):
             "load_duration": 0}
 
 
-def _chat_message(text: str, calls: list[ToolCall] = ()) -> dict:
-    message = {"role": "assistant", "content": text}
+def _chat_message(text: str, calls: Sequence[ToolCall] = ()) -> dict:
+    message: dict[str, Any] = {"role": "assistant", "content": text}
     whole = []
     for c in calls:  # Ollama's shape: the arguments as an object; a call cut by num_predict is left out
         try:
@@ -204,7 +206,7 @@ def _model_entry(name: str) -> dict:
             "details": {"format": "gguf", "family": "", "parameter_size": "", "quantization_level": ""}}
 
 
-async def _respond(body: GenerationBody, events, slots: StreamLimits, credential: str, payload):
+async def _respond(body: GenerationBody, events, slots: StreamLimits, credential: str | None, payload):
     """Wait for the prompt to be accepted, then answer whole or as NDJSON lines."""
     started = time.perf_counter_ns()
     _, release = await slots.accepted(events, credential)
@@ -247,6 +249,8 @@ class _Framer(Framer):
             out = self._flush() if ev.id else []
             if ev.id:
                 self.call = ToolCall(ev.id, ev.name, ev.arguments)
+            elif self.call is None:
+                raise RuntimeError("a tool call's arguments came before its id")
             else:
                 self.call = ToolCall(self.call.id, self.call.name, self.call.arguments + ev.arguments)
             return out

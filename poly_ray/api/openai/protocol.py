@@ -65,7 +65,7 @@ class _Sampling(Body):
         return self
 
     def overrides(self, caps: grammars.Caps = grammars.DEFAULT_CAPS) -> dict:
-        o = {
+        o: dict[str, Any] = {
             "max_tokens": self.max_tokens,
             "temperature": self.temperature,
             "top_p": self.top_p,

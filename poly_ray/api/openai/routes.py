@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator
 from dataclasses import replace
+from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
@@ -140,7 +141,7 @@ class _ChatShape(_CompletionShape):
         self.id = f"chatcmpl-{uuid.uuid4().hex}"
 
     def choice(self, text: str, finish: str | None, logprobs: list[TokenLogprob], calls: list[ToolCall]) -> dict:
-        message = {"role": "assistant", "content": text}
+        message: dict[str, Any] = {"role": "assistant", "content": text}
         if calls:  # OpenAI's shape: no content beside the calls
             message = {"role": "assistant", "content": text or None, "tool_calls": [
                 {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
@@ -170,7 +171,8 @@ class _ChatShape(_CompletionShape):
                             for e in entries]}
 
 
-async def _respond(body, events: AsyncGenerator[Event, None], slots: StreamLimits, credential: str, shape: _CompletionShape):
+async def _respond(body, events: AsyncGenerator[Event, None], slots: StreamLimits, credential: str | None,
+                   shape: _CompletionShape):
     _, release = await slots.accepted(events, credential)
     if not body.stream:
         try:

@@ -156,7 +156,7 @@ class _Session:
             with contextlib.suppress(asyncio.QueueFull):
                 turns.put_nowait(None)
 
-    async def _parse(self, frame) -> tuple[str, dict]:
+    async def _parse(self, frame) -> tuple[str, Overrides]:
         if isinstance(frame, PolyError):
             raise frame
         if self.json_mode and frame.lstrip().startswith("{"):

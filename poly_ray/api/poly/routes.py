@@ -159,6 +159,8 @@ class _LiveFramer(Framer):
             out = self._call() if ev.id else []
             if ev.id:
                 self.call = {"id": ev.id, "name": ev.name, "arguments": ev.arguments}
+            elif self.call is None:
+                raise RuntimeError("a tool call's arguments came before its id")
             else:
                 self.call["arguments"] += ev.arguments
             return out

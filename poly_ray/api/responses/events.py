@@ -31,6 +31,8 @@ class EventStream:
         return event
 
     def _where(self) -> dict:
+        if self.open is None:
+            raise RuntimeError("no output item is open")
         where = {"item_id": self.open["id"], "output_index": len(self.items)}
         return dict(where, content_index=0) if self.open["type"] == "message" else where
 

@@ -57,7 +57,7 @@ class ResponseCreate(Body):
 
     def overrides(self, caps: Caps = DEFAULT_CAPS) -> dict:
         """The chat path's overrides; CPU-bound with tools or a schema (off the loop)."""
-        o = {"max_tokens": self.max_output_tokens, "temperature": self.temperature, "top_p": self.top_p,
+        o: dict[str, Any] = {"max_tokens": self.max_output_tokens, "temperature": self.temperature, "top_p": self.top_p,
              "parallel_tool_calls": self.parallel_tool_calls}
         if self.tools:
             protocol.flat_tools(self.tools)  # refused here naming the flat path, before anything is stored

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 
 from poly_ray.api import sse, streaming
+from poly_ray.api.backend import StateBackend
 from poly_ray.api.family import OPENAI
 from poly_ray.errors import PolyError
 from poly_ray.generation import Chunk, Done, ToolCallDelta, gather_calls
@@ -44,7 +45,8 @@ class Record:
     def __init__(self, state, owner: str, rid: str, model: str, fields: dict, status: str = "in_progress"):
         self.state, self.owner, self.rid, self.fields = state, owner, rid, fields
         self.response = protocol.response_object(rid, model, status=status, output=[], **fields)
-        self.conversation = None  # (state, conversation id, input items) to append to when done
+        # (state, conversation id, input items) to append to when done
+        self.conversation: tuple[StateBackend, str, list[dict]] | None = None
 
     async def begin(self, items: list[dict], history: list[dict]) -> None:
         if self.state is None:
@@ -154,7 +156,7 @@ class Background:
     def __init__(self):
         self.running: dict[str, asyncio.Task] = {}
 
-    def start(self, record: Record, events: Callable[[], AsyncIterator], accept) -> None:
+    def start(self, record: Record, events: Callable[[], AsyncGenerator], accept) -> None:
         async def run():
             try:
                 await record.save({"status": "in_progress"})
