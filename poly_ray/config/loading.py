@@ -11,8 +11,8 @@ import importlib.util
 import json
 import os
 import tomllib
-from importlib.resources import files
 from collections.abc import Mapping
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
 

@@ -17,8 +17,7 @@ from llama_cpp import _logger as llama_log
 
 from poly_ray.errors import BadRequest, PromptTooLong
 
-from . import backends
-from . import lora
+from . import backends, lora
 
 
 def model_metadata(model_path: str | Path) -> dict[str, str]:

@@ -305,8 +305,8 @@ def from_schema(schema: dict, where: str = "schema", caps: Caps = DEFAULT_CAPS) 
         raise SchemaError(f"{where} is {len(schema_json)} bytes as JSON; at most {caps.max_schema_bytes} "
                           "(schema_limits.max_schema_bytes)")
     grammar, refusal = _grammar(schema_json, where, caps)
-    if refusal:
-        raise SchemaError(refusal)
+    if grammar is None:
+        raise SchemaError(refusal or f"{where} could not be converted")
     return grammar
 
 

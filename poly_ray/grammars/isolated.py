@@ -46,12 +46,14 @@ class _Child:
         self.proc = subprocess.Popen(
             [sys.executable, "-I", _WORKER, _converter_path(), str(MEMORY_BYTES)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, close_fds=True)
+        assert self.proc.stdin is not None and self.proc.stdout is not None  # both piped above
+        self.stdin, self.stdout = self.proc.stdin, self.proc.stdout
         self.buffer = b""
 
     def ask(self, request: dict, deadline: float) -> dict:
-        self.proc.stdin.write(json.dumps(request).encode() + b"\n")  # all of it (a large schema too)
-        self.proc.stdin.flush()
-        fd = self.proc.stdout.fileno()
+        self.stdin.write(json.dumps(request).encode() + b"\n")  # all of it (a large schema too)
+        self.stdin.flush()
+        fd = self.stdout.fileno()
         with selectors.DefaultSelector() as sel:
             sel.register(fd, selectors.EVENT_READ)
             while b"\n" not in self.buffer:
@@ -68,7 +70,7 @@ class _Child:
     def kill(self) -> None:
         self.proc.kill()
         self.proc.wait()
-        for f in (self.proc.stdin, self.proc.stdout):
+        for f in (self.stdin, self.stdout):
             f.close()
 
 

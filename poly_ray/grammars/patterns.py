@@ -12,6 +12,8 @@ costs what any string does.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
 _NEG = -(1 << 60)  # "no position" in the follow counts below
 
 
@@ -199,8 +201,8 @@ def crowded_union(schema: dict, where: str, cap: int) -> tuple[str, int] | None:
     memo: dict[str, int] = {}
     found: list[tuple[str, int]] = []
 
-    def target(ref: str):
-        node = schema
+    def target(ref: str) -> Any:
+        node: Any = schema
         for part in ref.lstrip("#").split("/")[1:]:
             node = node.get(part) if isinstance(node, dict) else None
         return node

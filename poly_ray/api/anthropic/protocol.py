@@ -191,12 +191,13 @@ class MessagesRequest(CountTokensRequest):
         return {k: v for k, v in o.items() if v is not None}
 
 
-_BLOCKS = {"text": TextBlock, "tool_use": ToolUseBlock, "tool_result": ToolResultBlock}
+Block = TextBlock | ToolUseBlock | ToolResultBlock
+_BLOCKS: dict[str, type[Block]] = {"text": TextBlock, "tool_use": ToolUseBlock, "tool_result": ToolResultBlock}
 _ROLES = {"text": ("user", "assistant"), "tool_use": ("assistant",), "tool_result": ("user",)}
 _IMAGES = ("image", "document")
 
 
-def _block(raw: dict, where: str, role: str) -> TextBlock | ToolUseBlock | ToolResultBlock:
+def _block(raw: dict, where: str, role: str) -> Block:
     kind = raw.get("type")
     if kind in _IMAGES:
         raise BadRequest(f"{where}: {kind} blocks are not supported (images are not supported)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
@@ -49,7 +50,7 @@ async def create_message(request: Request):
         text, _, calls, done = await gather_calls(events)
     finally:
         release()
-    content = [{"type": "text", "text": text}] if text or not calls else []
+    content: list[dict[str, Any]] = [{"type": "text", "text": text}] if text or not calls else []
     content += [{"type": "tool_use", "id": c.id, "name": c.name, "input": tool_input(c.arguments)} for c in calls]
     return JSONResponse(dict(shape.head(), content=content, **shape.end(done)))
 
