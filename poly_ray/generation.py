@@ -74,7 +74,8 @@ class GenerationRequest:
     # A conversation so far, as the model saw it (BOS included): the prompt
     # continues it instead of starting afresh, and Done returns the new context.
     context: tuple[int, ...] | None = None
-    # A chat session's id: its turns are routed to the replica that holds its cells.
+    # The key of a chain of turns (a chat session, a Responses chain, a thread, ...): its
+    # generations are routed to the model replica that holds its prefix.
     session: str | None = None
     # A durable prompt-state id (`/stream`'s "cache", a task prelude): the sequence's
     # KV cells are saved to disk under it and restored from there after a restart.

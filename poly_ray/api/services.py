@@ -64,3 +64,4 @@ async def generation(request: Request, body_model: type[B]) -> tuple[Services, P
     body = await parse_params(request, body_model)
     await check_target(svc.backend, who, body.model)
     return svc, who, body
+

@@ -111,9 +111,9 @@ class ModelHandle:
     def generate(self, request):
         handle = self._streaming
         if request.session:
-            # Serve's multiplexing routes a model id to a replica that has "loaded" it:
-            # a session's turns go where its cells are (anywhere else still works, slower).
-            handle = handle.options(multiplexed_model_id=request.session)
+            # The model deployment's router (serve/options.AFFINITY_ROUTER) sends a key's
+            # turns to the replica that holds its prefix (anywhere else still works, slower).
+            handle = handle.options(session_id=request.session)
         # Generation has no side effect until its first token arrives.
         return retried_stream(lambda: handle.generate.remote(request), self._callee)
 

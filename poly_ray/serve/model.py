@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ray import serve
-
 from poly_ray.config import ModelConfig
 from poly_ray.engine.embedder import EmbeddingEngine, is_embedding_model, model_metadata
 from poly_ray.engine.embedding_gate import EmbeddingGate
@@ -18,9 +16,6 @@ from poly_ray.generation import GenerationRequest
 from .ops import EngineGauges, replica, route_logs_to_serve
 
 log = logging.getLogger(__name__)
-# Chat sessions a replica is marked as holding, least recently used first out;
-# beyond the slots they hold, their cells may be gone, but affinity costs nothing.
-SESSIONS_PER_REPLICA = 256
 
 
 class LlamaModel:
@@ -56,16 +51,8 @@ class LlamaModel:
         log.info("model %s: loaded", name)
 
     async def generate(self, request: GenerationRequest):
-        if request.session and replica():
-            await self._session(serve.get_multiplexed_model_id())
         async for event in self.engine.generate(request):
             yield event
-
-    @serve.multiplexed(max_num_models_per_replica=SESSIONS_PER_REPLICA)
-    async def _session(self, session: str) -> str:
-        """Marks a chat session as held here, so Serve routes its next turns here.
-        Nothing is loaded: the session's cells are already in the engine's slots."""
-        return session
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
         return await self._embedding.embed(texts)

@@ -47,7 +47,20 @@ def model_options(model: ModelConfig) -> dict[str, Any]:
         }
     else:
         options["num_replicas"] = model.replicas or 1
+    options["request_router_config"] = AFFINITY_ROUTER
     return options
+
+
+# A generation with a routing key (its chain: a chat session, a Responses chain or
+# conversation, an Assistants thread, a /stream cache id, a prompt_cache_key) goes to the
+# replica a consistent-hash ring gives that key, the one that holds its prefix; one without
+# a key goes anywhere (uniformly). A replica at its max_ongoing_requests refuses, and the
+# request takes the next replica on the ring (two at most), so a hot key spills over
+# instead of queueing without bound. When replicas come or go, only their keys move.
+AFFINITY_ROUTER = {
+    "request_router_class": "ray.serve.experimental.consistent_hash_router.ConsistentHashRouter",
+    "request_router_kwargs": {"num_virtual_nodes": 100, "num_fallback_replicas": 2},
+}
 
 
 # The head node, which every Ray cluster has (a laptop's one node is its head);

@@ -47,8 +47,10 @@ class Overrides:
     parallel_tool_calls: bool | None = None
     # Ollama's raw: the prompt as it is, without the task's prelude, prefix, postfix or recall.
     raw: bool = False
-    # Set by routes, never by a client's body: a chat session's id (routed to the replica
-    # holding its cells) and a durable prompt-state id (`/stream`'s "cache").
+    # Set by routes, never by a client's body: the key that routes a chain's turns to the
+    # model replica holding its prefix (a chat session, a Responses chain or conversation,
+    # an Assistants thread, a cache id, a prompt_cache_key; always the owner's), and a
+    # durable prompt-state id (`/stream`'s "cache").
     session: str | None = None
     cache_key: str | None = None
 
@@ -60,6 +62,12 @@ class Overrides:
         if isinstance(given.get("stop"), str):
             given["stop"] = (given["stop"],)
         return cls(**given)
+
+
+def chain_key(owner: str, kind: str, key: str | None) -> str | None:
+    """The routing key of a chain of turns (``Overrides.session``), the owner's own: two
+    credentials' equal keys are two chains, and no key reaches another's."""
+    return None if key is None else f"{owner}/{kind}/{key}"
 
 
 NO_OVERRIDES = Overrides()

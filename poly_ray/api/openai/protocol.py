@@ -55,6 +55,9 @@ class _Sampling(Body):
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     user: str | None = None
+    # OpenAI's cache hint: requests with the same key go to the model replica that holds
+    # their prefix (docs/guides/clusters.md); the key is the caller's own.
+    prompt_cache_key: str | None = Field(None, max_length=256)
     # vLLM's and llama-server's extension: generate max_tokens whatever the model says (benchmarks).
     ignore_eos: bool | None = None
 

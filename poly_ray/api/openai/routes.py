@@ -28,7 +28,7 @@ from poly_ray.api.services import generation, services
 from poly_ray.api.streaming import Framer, respond
 from poly_ray.api.vectors import shorten
 from poly_ray.generation import Chunk, Done, Event, TokenLogprob, ToolCall, ToolCallDelta, gather_calls
-from poly_ray.tasks.turn import TurnRequest
+from poly_ray.tasks.turn import TurnRequest, chain_key
 
 from .protocol import (
     ChatCompletionRequest,
@@ -61,7 +61,8 @@ async def list_models(request: Request):
 async def completions(request: Request):
     svc, who, body = await generation(request, CompletionRequest)
     # A text completion cannot show a tool call: a task's tools stay out of it.
-    overrides = replace(await overrides_off_loop(request.app, body), tool_choice="none")
+    overrides = replace(await overrides_off_loop(request.app, body), tool_choice="none",
+                        session=chain_key(who.owner, "pck", body.prompt_cache_key))
     events = svc.backend.stream(TurnRequest(body.model, body.text(), overrides=overrides, owner=who.owner))
     shape = _CompletionShape(body.model, body.logprobs is not None)
     return await _respond(body, events, svc.limits, who.credential, shape)
@@ -71,7 +72,8 @@ async def completions(request: Request):
     body=ChatCompletionRequest, ok=ChatCompletionResponse, streams=SSE, errors=GENERATES))
 async def chat_completions(request: Request):
     svc, who, body = await generation(request, ChatCompletionRequest)
-    overrides = await overrides_off_loop(request.app, body)
+    overrides = replace(await overrides_off_loop(request.app, body),
+                        session=chain_key(who.owner, "pck", body.prompt_cache_key))
     events = svc.backend.stream(TurnRequest(body.model, messages=tuple(body.conversation()), overrides=overrides,
                                         owner=who.owner))
     return await _respond(body, events, svc.limits, who.credential, _ChatShape(body.model, body.logprobs))

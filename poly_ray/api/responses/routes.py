@@ -11,6 +11,7 @@ credential's id reads as a missing one (404).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from fastapi import Request
@@ -28,7 +29,7 @@ from poly_ray.errors import BadRequest, PolyError
 from poly_ray.grammars import DEFAULT_CAPS, Caps
 from poly_ray.state.kinds import CONVERSATION, INPUT, ITEM, RESPONSE
 from poly_ray.state.store import UNFINISHED, new_id
-from poly_ray.tasks.turn import TurnRequest
+from poly_ray.tasks.turn import TurnRequest, chain_key
 
 from . import protocol, run
 from .run import Record, input_id
@@ -48,6 +49,7 @@ class ResponseCreate(Body):
     top_p: float | None = Field(None, gt=0, le=1)
     metadata: dict[str, str] | None = None
     user: str | None = None
+    prompt_cache_key: str | None = Field(None, max_length=256)  # as on chat: a routing key
     background: bool = False
     # flat function tools, checked by the chat path's rules (each problem named by its field)
     tools: list[Any] | None = None
@@ -94,11 +96,13 @@ async def create(request: Request):
     overrides = await overrides_off_loop(request.app, body)
     items = protocol.input_items(body.input)
     history: list[dict] = []
+    chain = None  # the first response of the chain (or the conversation): its turns' routing key
     if body.previous_response_id is not None:
         state = require_state(svc.backend)
         previous = await state.get(owner, RESPONSE, body.previous_response_id)
         stored = await state.get(owner, INPUT, input_id(previous["id"]))
         history = stored["history"] + stored["items"] + previous["output"]
+        chain = stored.get("chain") or previous["id"]
     cid = None
     if body.conversation is not None:
         if body.previous_response_id is not None:
@@ -107,10 +111,16 @@ async def create(request: Request):
         state = require_state(svc.backend)
         await state.get(owner, CONVERSATION, cid)
         history = await state.all(owner, ITEM, parent=cid)
+        chain = cid
     turns = protocol.to_turns(history + items)
     if body.instructions:  # not carried over from the previous response, as OpenAI does
         turns = [("system", body.instructions), *turns]
     rid = new_id("resp")
+    chain = chain or rid
+    # The chain's turns go to the model replica that holds its prefix (a prompt_cache_key
+    # names another chain).
+    overrides = replace(overrides, session=chain_key(owner, "pck", body.prompt_cache_key)
+                        or chain_key(owner, "chain", chain))
     fields = {"instructions": body.instructions, "previous_response_id": body.previous_response_id,
               "store": body.store, "max_output_tokens": body.max_output_tokens,
               "temperature": body.temperature, "top_p": body.top_p, "metadata": body.metadata or {},
@@ -119,7 +129,7 @@ async def create(request: Request):
                     status="queued" if body.background else "in_progress")
     if cid is not None:  # the turn joins the conversation once it is done
         record.conversation = (require_state(svc.backend), cid, items)
-    await record.begin(items, history)
+    await record.begin(items, history, chain)
     turn = TurnRequest(body.model, messages=tuple(turns), overrides=overrides, owner=owner)
     if body.background:
         svc.background.start(record, lambda: svc.backend.stream(turn),

@@ -48,12 +48,13 @@ class Record:
         # (state, conversation id, input items) to append to when done
         self.conversation: tuple[StateBackend, str, list[dict]] | None = None
 
-    async def begin(self, items: list[dict], history: list[dict]) -> None:
+    async def begin(self, items: list[dict], history: list[dict], chain: str) -> None:
+        """``chain``: the first response of its chain (or its conversation), which routes its turns."""
         if self.state is None:
             return
         await self.state.create(self.owner, RESPONSE, self.response)
-        await self.state.create(self.owner, INPUT, {"id": input_id(self.rid), "items": items, "history": history},
-                                parent=self.rid)
+        await self.state.create(self.owner, INPUT, {"id": input_id(self.rid), "items": items, "history": history,
+                                                    "chain": chain}, parent=self.rid)
 
     async def save(self, changes: dict) -> dict:
         if self.state is None:

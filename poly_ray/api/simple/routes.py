@@ -54,6 +54,7 @@ async def start(request: Request, model: type[BaseModel]):
     if getattr(body, "cache", None) is not None:  # durable prompt state (docs/api/simple.md)
         # Each credential has its own ids: one caller's 42 never evicts another's.
         overrides["cache_key"] = f"stream/{target(svc)[1]}/{who.owner}/{body.cache}"
+        overrides["session"] = overrides["cache_key"]  # to the replica that holds it
     if isinstance(body, StreamBody) and body.num_predict is None:
         overrides["max_tokens"] = min(STREAM_NUM_PREDICT, await limit(svc))
     turn = TurnRequest(target(svc)[1], body.prompt, overrides=Overrides.of(overrides), owner=who.owner)
