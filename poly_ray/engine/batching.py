@@ -9,19 +9,22 @@ prompt: it waits for the next step and goes in with the generating tokens. That
 is how it is evaluated when the rest of the prompt came from cached KV cells (a
 repeated request, a task's prelude, a chat's earlier turns), so the logits of the
 first token sampled do not depend on whether the prefix was cached. They would
-otherwise: llama.cpp's CPU matrix products take one path for a batch of one token
-(ggml's dot products) and another for several (llamafile's tinyBLAS), which round
-differently, and on an AVX2 CPU (ggml's ``haswell`` variant) a seeded mirostat
-request was seen to give another text when repeated from the cache. It costs a
-fresh prompt one more decode step of one token (or a share of one, beside others).
+otherwise: llama.cpp's CPU kernels round a row differently depending on the batch
+around it (repacked weights take a 4-row GEMM for whole groups of 4 rows and a
+GEMV for the rest; in ggml's source flash attention is tiled from 64 query rows
+on), and on an AVX2 CPU (ggml's ``haswell`` variant) seeded requests drew another
+text when their prompt came back from the cache (a 20-token prompt every time).
+It costs a fresh prompt one more decode step of one token (or a share of one,
+beside others).
 
 Reproducible therefore means: the same request on the same machine, CPU variant
-and engine settings gives the same text whether or not its prefix is cached, as
-long as the steps it is decoded in hold the same tokens. Requests decoded beside
-others share steps whose shape depends on what else is running, and a prefix
-cached from another prompt (a chat's earlier answer, evaluated token by token)
-holds cells that were computed another way: seeded generations are best-effort
-there (llama.cpp's CPU kernels are not batch-invariant).
+and engine settings gives the same text, read afresh or from the cache, as long
+as the steps it is decoded in hold the same tokens. Best-effort only: requests
+decoded beside others (which share a step depends on when each arrived), and a
+prefix of 16 tokens or more cached from another prompt (a chat's earlier answer
+was evaluated token by token): those cells were computed in another batch shape.
+Shorter shared prefixes are never reused (``kv_slots.MIN_COPY``). The tests run
+these checks under ``POLY_RAY_CPU_VARIANT=haswell`` too (``backends``).
 """
 
 from __future__ import annotations

@@ -76,7 +76,7 @@ def test_the_environment_can_name_the_avx2_variant():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["haswell", "True", "1", "0"]
     env[backends.ENV_VARIANT] = "avx9"
-    bad = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    bad = subprocess.run([sys.executable, "-c", code], check=False, env=env, capture_output=True, text=True)
     assert bad.returncode != 0 and "no such CPU variant" in bad.stderr
 
 
