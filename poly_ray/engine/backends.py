@@ -13,6 +13,12 @@ every variant for ggml's score of this CPU (0: it cannot run here), leaves the
 AMX variants out, and loads the best one. Other backends found there (CUDA,
 Vulkan: one library each) are loaded as they are.
 
+``POLY_RAY_CPU_VARIANT`` names the variant to load instead (``haswell``: what an
+AVX2-only machine runs), so that another kind of machine's floating-point paths
+can be checked on this one; it must be one this CPU can run, never an AMX one.
+It is read once, at the first ``load`` of the process (a Ray replica inherits
+it from the environment its node was started in).
+
 A build without ``GGML_BACKEND_DL`` has its CPU backend linked in: then nothing
 is loaded and ``chosen()`` says ``built-in``.
 """
@@ -20,12 +26,15 @@ is loaded and ``chosen()`` says ``built-in``.
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 # Variants that use ggml's AMX kernel (ggml_backend_amx_mul_mat).
 EXCLUDED = frozenset({"sapphirerapids"})
+# Names the CPU variant to load instead of the best one (e.g. "haswell").
+ENV_VARIANT = "POLY_RAY_CPU_VARIANT"
 _CPU_PREFIX = "libggml-cpu-"
 _NOT_BACKENDS = {"libggml.so", "libggml-base.so", "libggml-cpu.so", "libllama.so", "libmtmd.so"}
 
@@ -36,6 +45,7 @@ class CpuBackend:
     path: str | None  # the library loaded (None when built in)
     scores: dict[str, int]  # every variant found and ggml's score of this CPU for it (0: cannot run here)
     features: dict[str, str]  # what the loaded CPU backend reports (ggml_backend_get_features)
+    forced: bool = False  # named by POLY_RAY_CPU_VARIANT rather than picked
 
 
 _lock = threading.Lock()
@@ -108,6 +118,17 @@ def pick(scores: dict[str, int]) -> str | None:
     return max(usable, key=lambda name: usable[name]) if usable else None
 
 
+def forced_variant(scores: dict[str, int], wanted: str) -> str:
+    """The variant ``POLY_RAY_CPU_VARIANT`` names, checked against what this build and CPU offer."""
+    if wanted not in scores:
+        raise RuntimeError(f"{ENV_VARIANT}={wanted}: this llama.cpp build has no such CPU variant: {sorted(scores)}")
+    if wanted in EXCLUDED:
+        raise RuntimeError(f"{ENV_VARIANT}={wanted}: the AMX variants are never loaded (ggml's AMX kernel crashed)")
+    if scores[wanted] <= 0:
+        raise RuntimeError(f"{ENV_VARIANT}={wanted}: this CPU cannot run that variant (ggml's score is 0)")
+    return wanted
+
+
 def _cpu_reg(base, ggml):
     for i in range(ggml.ggml_backend_reg_count()):
         reg = ggml.ggml_backend_reg_get(i)
@@ -125,12 +146,15 @@ def load() -> CpuBackend:
         base, ggml = _libs()
         folder = lib_dir()
         variants = sorted(folder.glob(f"{_CPU_PREFIX}*.so"))
+        wanted = os.environ.get(ENV_VARIANT, "").strip()
         if not variants or _cpu_reg(base, ggml) is not None:
+            if wanted:
+                raise RuntimeError(f"{ENV_VARIANT}={wanted}: this llama.cpp build has its CPU backend built in")
             reg = _cpu_reg(base, ggml)
             _loaded = CpuBackend("built-in", None, {}, _features(base, reg) if reg else {})
             return _loaded
         scores = {p.name[len(_CPU_PREFIX) : -3]: score(p) for p in variants}
-        best = pick(scores)
+        best = forced_variant(scores, wanted) if wanted else pick(scores)
         if best is None:
             raise RuntimeError(f"none of llama.cpp's CPU variants in {folder} runs on this CPU: {scores}")
         path = folder / f"{_CPU_PREFIX}{best}.so"
@@ -139,7 +163,7 @@ def load() -> CpuBackend:
         for other in sorted(folder.glob("libggml-*.so")):  # GPU backends: one library each
             if other.name not in _NOT_BACKENDS and not other.name.startswith(_CPU_PREFIX):
                 ggml.ggml_backend_load(str(other).encode())
-        _loaded = CpuBackend(best, str(path), scores, _features(base, _cpu_reg(base, ggml)))
+        _loaded = CpuBackend(best, str(path), scores, _features(base, _cpu_reg(base, ggml)), forced=bool(wanted))
         return _loaded
 
 

@@ -4,14 +4,20 @@ A context holds one sequence per slot. A slot keeps its KV cells after its
 request ends, so a later request whose prompt starts the same way (a task's
 prelude, the earlier turns of a chat) evaluates only the rest: in place when an
 idle slot holds the prefix, or by copying the prefix from a busy slot.
+
+A prefix shorter than ``MIN_COPY`` tokens is not reused at all: it saves next to
+nothing, and cells computed for another prompt were computed in another batch
+shape, which llama.cpp's CPU kernels round differently (a seeded request would
+then draw another text depending on what the slots held). A short prompt is read
+whole, the same way every time.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# Copying a handful of cells saves next to nothing: below this many tokens a
-# prompt is evaluated afresh in its slot.
+# Reusing a handful of cells saves next to nothing: below this many tokens a
+# prompt is evaluated afresh.
 MIN_COPY = 16
 
 
@@ -51,14 +57,14 @@ def place(slots: list[Slot], prompt: list[int]) -> Placement | None:
         n = min(common_prefix(s.tokens, prompt), limit)
         if n > best_n:
             best, best_n = s, n
+    if best_n < MIN_COPY:
+        best, best_n = None, 0
     if best is not None and not best.busy and best_n == len(best.tokens):
         # The prompt continues what an idle slot holds (the next turn of a chat).
         return Placement(best.seq, best_n)
     # Otherwise run in the least valuable free slot: an empty one, else the least
     # recently used; the shared prefix is copied in, leaving its owner intact.
     target = min(free, key=lambda s: (bool(s.tokens), s.last_used))
-    if target is best:
+    if best is None or target is best:
         return Placement(target.seq, best_n)
-    if best is None or best_n < MIN_COPY:  # best_n > 0 only when best is set
-        return Placement(target.seq, 0)
     return Placement(target.seq, best_n, copy_from=best.seq)

@@ -3,10 +3,11 @@
 One worker thread owns the context (a llama.cpp context is not thread-safe)
 and runs a decode loop. The context has ``slots`` sequences. Each step, every
 generating sequence adds its last token to one ``llama_decode`` batch, and
-sequences still reading their prompt add a chunk of it; then each generating
-sequence samples its next token with its own sampler chain (seed, penalties,
-grammar). Requests join between steps and leave as soon as they finish or
-their caller goes away.
+sequences still reading their prompt add a chunk of it (``batching.compose``:
+a prompt's last token is evaluated as it would be after a cached prefix, so a
+seeded request repeats its text); then each generating sequence samples its
+next token with its own sampler chain (seed, penalties, grammar). Requests
+join between steps and leave as soon as they finish or their caller goes away.
 
 A slot keeps its KV cells when its request ends, and a new request reuses the
 longest prefix any slot holds (see ``slots.place``): a task's prelude or a
@@ -45,7 +46,7 @@ from llama_cpp import _logger as llama_log
 from poly_ray.errors import BadRequest, Busy, ContextFull, ModelError, PromptTooLong
 from poly_ray.generation import Chunk, Done, Event, GenerationRequest, Segment, Started, TokenLogprob
 
-from . import backends, lora
+from . import backends, batching, lora
 from .embedder import Embedder
 from .kv_slots import Placement, Slot, common_prefix, place
 from .kv_snapshots import DEFAULT_BUDGET, SnapshotIndex, SnapshotTooLarge, fingerprint
@@ -411,9 +412,7 @@ class Engine:
         batch = self._batch
         n = 0
         sample_at: list[tuple[_Run, int]] = []
-
-        def add(run: _Run, token: int, logits: bool) -> None:
-            nonlocal n
+        for run, token, logits in batching.compose(runs, self._batch_size):
             batch.token[n] = token
             batch.pos[n] = len(run.slot.tokens)
             batch.n_seq_id[n] = 1
@@ -423,24 +422,6 @@ class Engine:
             if logits:
                 sample_at.append((run, n))
             n += 1
-
-        generating = [(r, r.next_token) for r in runs if r.next_token is not None]
-        for run, next_token in generating:
-            add(run, next_token, True)
-            run.next_token = None
-        # Prompts are read in chunks: alone, a prompt takes the whole batch; beside
-        # streams that are generating it takes a slice, so they keep flowing.
-        room = self._batch_size - n
-        if generating:
-            room = min(room, max(32, self._batch_size // 4))
-        for run in (r for r in runs if r.pending):
-            take = min(len(run.pending), room)
-            for i, token in enumerate(run.pending[:take]):
-                add(run, token, i == len(run.pending) - 1)
-            run.pending = run.pending[take:]
-            room -= take
-            if room <= 0:
-                break
         if n == 0:
             return
         batch.n_tokens = n

@@ -3,6 +3,9 @@ variants, and poly-ray loads the best one this CPU runs, never the AMX one."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,6 +30,17 @@ def test_pick_takes_the_best_score_and_never_amx():
     assert backends.pick({"haswell": 0, "sapphirerapids": 4029}) is None
 
 
+def test_a_named_variant_is_checked_against_the_build_and_the_cpu():
+    scores = {"x64": 1, "haswell": 61, "zen4": 0, "sapphirerapids": 4029}
+    assert backends.forced_variant(scores, "haswell") == "haswell"
+    with pytest.raises(RuntimeError, match="no such CPU variant"):
+        backends.forced_variant(scores, "avx9")
+    with pytest.raises(RuntimeError, match="cannot run"):
+        backends.forced_variant(scores, "zen4")
+    with pytest.raises(RuntimeError, match="AMX"):
+        backends.forced_variant(scores, "sapphirerapids")
+
+
 def test_the_installed_build_carries_several_cpu_variants():
     variants = sorted(p.name for p in backends.lib_dir().glob("libggml-cpu-*.so"))
     # x64, sse42, ..., haswell, skylakex, icelake, zen4, ...: a build without
@@ -39,6 +53,9 @@ def test_the_loaded_variant_is_the_best_this_cpu_runs():
     cpu = backends.load()
     print(f"\nllama.cpp CPU backend: {cpu.variant} ({cpu.path})\nscores: {cpu.scores}\nfeatures: {cpu.features}")
     assert backends.load() is cpu and backends.chosen() is cpu  # once per process
+    if cpu.forced:  # POLY_RAY_CPU_VARIANT names it: the rest holds for the best variant only
+        assert cpu.variant == os.environ[backends.ENV_VARIANT] and cpu.variant not in backends.EXCLUDED
+        return
     assert cpu.variant == backends.pick(cpu.scores) and cpu.variant not in backends.EXCLUDED
     assert Path(cpu.path).name == f"libggml-cpu-{cpu.variant}.so"
     assert cpu.scores["x64"] > 0  # the baseline runs anywhere
@@ -47,6 +64,20 @@ def test_the_loaded_variant_is_the_best_this_cpu_runs():
     assert (cpu.features.get("AVX2") == "1") == (HASWELL <= flags)
     assert (cpu.features.get("AVX512") == "1") == ((HASWELL | AVX512) <= flags)
     assert "AMX_INT8" not in cpu.features
+
+
+def test_the_environment_can_name_the_avx2_variant():
+    # What an AVX2-only machine loads, loaded here instead of the best variant.
+    if backends.load().scores.get("haswell", 0) <= 0:
+        pytest.skip("this CPU cannot run the haswell variant")
+    code = ("from poly_ray.engine import backends; c = backends.load(); "
+            "print(c.variant, c.forced, c.features.get('AVX2'), c.features.get('AVX512', '0'))")
+    env = {**os.environ, backends.ENV_VARIANT: "haswell"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["haswell", "True", "1", "0"]
+    env[backends.ENV_VARIANT] = "avx9"
+    bad = subprocess.run([sys.executable, "-c", code], check=False, env=env, capture_output=True, text=True)
+    assert bad.returncode != 0 and "no such CPU variant" in bad.stderr
 
 
 @pytest.mark.model
@@ -69,6 +100,8 @@ def test_the_engine_reports_the_variant_it_runs_on(gemma_path):
     engine = Engine(gemma_path, context_size=256, slots=1, threads=2, name="g")
     try:
         # What /v1/stats shows per model: the variant this process loaded, not a guess.
-        assert engine.stats()["cpu_backend"] == backends.chosen().variant == backends.pick(backends.chosen().scores)
+        assert engine.stats()["cpu_backend"] == backends.chosen().variant
+        if not backends.chosen().forced:
+            assert engine.stats()["cpu_backend"] == backends.pick(backends.chosen().scores)
     finally:
         engine.close()

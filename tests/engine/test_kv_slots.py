@@ -16,12 +16,20 @@ def test_empty_slots_first():
     assert place(slots, [1, 2, 3]) == Placement(1, 0)
 
 
-def test_next_turn_stays_in_its_slot():
-    slots = [Slot(0), Slot(1, tokens=[1, 2, 3], last_used=5.0)]
-    assert place(slots, [1, 2, 3, 4, 5]) == Placement(1, 3)
-
-
 PRELUDE = list(range(100, 100 + MIN_COPY))
+
+
+def test_next_turn_stays_in_its_slot():
+    slots = [Slot(0), Slot(1, tokens=PRELUDE, last_used=5.0)]
+    assert place(slots, PRELUDE + [4, 5]) == Placement(1, MIN_COPY)
+
+
+def test_a_short_prefix_is_read_afresh_even_in_place():
+    # Its cells were computed beside other tokens than this prompt's: read whole, the
+    # prompt is evaluated the same way each time (and a seeded request repeats its text).
+    slots = [Slot(0, tokens=[1, 2, 3], last_used=5.0)]
+    assert place(slots, [1, 2, 3, 4, 5]) == Placement(0, 0)
+    assert place(slots, [1, 2, 3]) == Placement(0, 0)
 
 
 def test_shared_prelude_is_copied_from_a_busy_slot():
@@ -46,5 +54,5 @@ def test_lru_eviction_when_nothing_matches():
 
 
 def test_one_prompt_token_is_always_left_to_evaluate():
-    slots = [Slot(0, tokens=[1, 2, 3])]
-    assert place(slots, [1, 2, 3]) == Placement(0, 2)
+    slots = [Slot(0, tokens=PRELUDE + [1])]
+    assert place(slots, PRELUDE + [1]) == Placement(0, MIN_COPY)

@@ -2,10 +2,15 @@
 
 import asyncio
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import llama_cpp
 import pytest
 
+from poly_ray.engine import backends
 from poly_ray.engine.llama_engine import Engine
 from poly_ray.errors import BadRequest, Busy, PromptTooLong
 from poly_ray.generation import Chunk, Done, GenerationRequest, Sampling, Segment, Started
@@ -59,9 +64,18 @@ async def test_concurrent_generations_keep_their_own_seeds_and_replay_exactly(ge
     reqs = [request(p, seed=100 + i, max_tokens=32, ignore_eos=True) for i, p in enumerate(prompts + prompts[:1])]
 
     async def workload():
-        e = Engine(gemma_path, context_size=512, slots=SLOTS, threads=2, max_queued=1, flush_interval=0)
+        e = Engine(gemma_path, context_size=512, slots=SLOTS, threads=2, max_queued=2, flush_interval=0)
         try:
-            return [t for t, _ in await asyncio.gather(*(run(e, r) for r in reqs))]
+            # The requests arrive while the worker reads a long prompt, so all of them join
+            # at its next step, whatever the threads' timing: which tokens share a step
+            # changes how llama.cpp's CPU kernels round, so arriving in two waves instead
+            # of one can change a text (seen on both CPU variants).
+            blocker = asyncio.ensure_future(run(e, request("word " * 400, max_tokens=1)))
+            while e.stats()["active"] == 0:
+                await asyncio.sleep(0.001)
+            texts = [t for t, _ in await asyncio.gather(*(run(e, r) for r in reqs))]
+            await blocker
+            return texts
         finally:
             e.close()
 
@@ -86,6 +100,51 @@ async def test_every_sampler_chain_generates_reproducibly(engine, sampling):
     first, events = await run(engine, req)
     assert events[-1].completion_tokens == 16 and first.strip()
     assert (await run(engine, req))[0] == first
+
+
+async def logged(engine, req):
+    """The text and every token's log-probabilities (its own and the 3 best) as floats."""
+    text, events = await run(engine, req)
+    return text, [lp for ev in events if isinstance(ev, Chunk) for lp in ev.logprobs], events[-1]
+
+
+async def test_a_seeded_request_repeats_to_the_last_bit_whether_or_not_its_prefix_was_cached(gemma_path):
+    # Exact log-probabilities, not only the text: a sampler draws the same token from
+    # slightly different logits most of the time, so a text comparison alone would flake.
+    # ggml's CPU kernels work on groups of 4 rows: prompts of each length modulo 4.
+    base = "The weather today is cold, and the forecast for the rest of the week says that"
+    lengths = set()
+    for tail in ("", " it", " it will", " it will be"):
+        e = Engine(gemma_path, context_size=256, slots=2, threads=2, flush_interval=0, name="gemma")
+        req = GenerationRequest(prompt=(Segment(base + tail),), max_tokens=8, ignore_eos=True, logprobs=3,
+                                sampling=Sampling(seed=5, mirostat=1, mirostat_tau=5.0))
+        try:
+            fresh = await logged(e, req)  # read afresh in an empty slot
+            copied = await logged(e, req)  # its prefix copied from that slot into the other one
+            in_place = await logged(e, req)  # its prefix kept in the slot it was used in last
+        finally:
+            e.close()
+        n = fresh[2].prompt_tokens
+        lengths.add(n % 4)
+        assert [r[2].timings["cached_tokens"] for r in (fresh, copied, in_place)] == [0, n - 1, n - 1]
+        assert fresh[:2] == copied[:2] == in_place[:2] and len(fresh[1]) == 8, (n, fresh[0], copied[0], in_place[0])
+    assert lengths == {0, 1, 2, 3}
+
+
+def test_seeded_requests_repeat_on_the_avx2_variant_too(gemma_path):
+    # Floating-point paths differ between ggml's CPU variants: an AVX2-only machine
+    # (haswell) once repeated a seeded request with another text where AVX-512 did not.
+    if os.environ.get(backends.ENV_VARIANT):
+        pytest.skip(f"this run already names its CPU variant ({os.environ[backends.ENV_VARIANT]})")
+    if backends.load().scores.get("haswell", 0) <= 0:
+        pytest.skip("this CPU cannot run the haswell variant")
+    tests = [f"{__file__}::test_a_seeded_request_repeats_to_the_last_bit_whether_or_not_its_prefix_was_cached",
+             f"{__file__}::test_every_sampler_chain_generates_reproducibly"]
+    env = {**os.environ, backends.ENV_VARIANT: "haswell"}
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests], check=False,
+                         env=env, cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert "7 passed" in out.stdout, out.stdout[-500:]
 
 
 async def test_locally_typical_and_min_keep_reach_llama_cpp(engine):
