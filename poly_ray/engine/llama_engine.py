@@ -501,8 +501,10 @@ class Engine:
 
     def _save_snapshot(self, run: _Run) -> None:
         """A cache id is saved each time, with what its sequence holds now; a task's
-        prelude once, and only the operator's text: the cells past the leading special
-        segments (a caller's prompt and answer) are dropped first, never written to disk."""
+        prelude once, and only the operator's text: the cells of the leading special
+        segments are copied into a spare idle slot and saved from there, so a caller's
+        prompt and answer are never written to disk and stay in the caller's slot (its
+        next turn reads them from the cache). With no spare slot, a later request saves it."""
         request, slot = run.job.request, run.slot
         key = request.cache_key
         if key is None or self._snapshots is None:
@@ -512,11 +514,14 @@ class Engine:
                 return
             head = tuple(itertools.takewhile(lambda seg: seg.special, request.prompt))
             kept = self.tokenize_prompt(head)
-            n = len(kept)
-            if slot.tokens[:n] != kept:
+            spare = min((s for s in self._slots if not s.busy and s is not slot),
+                        key=lambda s: (bool(s.tokens), s.last_used), default=None)
+            if slot.tokens[:len(kept)] != kept or spare is None:
                 return
-            llama_cpp.llama_memory_seq_rm(self._mem, slot.seq, n, -1)
-            slot.tokens = slot.tokens[:n]
+            llama_cpp.llama_memory_seq_rm(self._mem, spare.seq, -1, -1)
+            llama_cpp.llama_memory_seq_cp(self._mem, slot.seq, spare.seq, 0, len(kept))
+            spare.tokens = list(kept)
+            slot = spare  # it holds the prelude alone: where the next new conversation starts
         try:
             self._snapshots.save(self._ctx.ctx, slot.seq, slot.tokens, key)
             self.snapshots_saved += 1

@@ -84,6 +84,22 @@ async def test_a_prelude_snapshot_holds_the_operators_text_only_and_a_new_replic
         restarted.close()
 
 
+async def test_saving_the_prelude_leaves_the_first_callers_turn_in_its_slot(gemma_path, tmp_path):
+    """The prelude is saved from a copy: the first caller's next turn still reads its whole
+    earlier prompt from the cache (it once found only the prelude: its cells were cut)."""
+    e = engine(gemma_path, tmp_path)
+    try:
+        first = task_request("which lighthouse is the oldest?")
+        text, done = await run(e, first)
+        assert e.stats()["kv_snapshots"]["saved"] == 1
+        follow = GenerationRequest(prompt=(*first.prompt, Segment(text + "\n"), Segment("and the tallest?")),
+                                   max_tokens=4, sampling=Sampling(temperature=0.0), cache_key="prelude/keeper")
+        _, again = await run(e, follow)
+        assert again.timings["cached_tokens"] >= done.prompt_tokens
+    finally:
+        e.close()
+
+
 async def test_corrupt_snapshot_is_ignored_and_evaluated(gemma_path, tmp_path):
     e = engine(gemma_path, tmp_path)
     try:
