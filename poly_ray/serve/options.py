@@ -11,8 +11,8 @@ from poly_ray.config import Config, ModelConfig
 # after it end with a replica_lost error event.
 DRAIN_S = 60
 
-# Model keys that only say where and how many replicas run (the options below).
-PLACEMENT_KEYS = {"gpus", "cpus", "replicas", "autoscaling"}
+# Model keys that only say where, how many and how requests reach the replicas (the options below).
+PLACEMENT_KEYS = {"gpus", "cpus", "replicas", "autoscaling", "cache_affinity"}
 
 # Room above the generation queue for quick calls (tokenize, embed, stats), so
 # they are not refused while generations wait.
@@ -47,7 +47,8 @@ def model_options(model: ModelConfig) -> dict[str, Any]:
         }
     else:
         options["num_replicas"] = model.replicas or 1
-    options["request_router_config"] = AFFINITY_ROUTER
+    if model.cache_affinity:
+        options["request_router_config"] = AFFINITY_ROUTER
     return options
 
 
