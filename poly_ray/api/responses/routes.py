@@ -23,7 +23,7 @@ from poly_ray.api.family import OPENAI
 from poly_ray.api.fields import Body, ListQuery, Tokens, page
 from poly_ray.api.openapi import AUTHORIZED, GENERATES, SSE, doc
 from poly_ray.api.parsing import overrides_off_loop, parse_params
-from poly_ray.api.services import generation, services, stateful
+from poly_ray.api.services import Services, generation, services, stateful
 from poly_ray.api.streaming import respond
 from poly_ray.errors import BadRequest, PolyError
 from poly_ray.grammars import DEFAULT_CAPS, Caps
@@ -87,6 +87,25 @@ def _conversation_id(value) -> str:
 router = OPENAI.router()
 
 
+async def _earlier(svc: Services, owner: str, body: ResponseCreate) -> tuple[list[dict], str | None, str | None]:
+    """What the response continues: the earlier items (of its previous response's chain, or
+    of its conversation), the chain's routing key (its first response, or the conversation)
+    and the conversation's id."""
+    if body.previous_response_id is not None:
+        if body.conversation is not None:
+            raise BadRequest("conversation: not together with previous_response_id")
+        state = require_state(svc.backend)
+        previous = await state.get(owner, RESPONSE, body.previous_response_id)
+        stored = await state.get(owner, INPUT, input_id(previous["id"]))
+        return stored["history"] + stored["items"] + previous["output"], stored.get("chain") or previous["id"], None
+    if body.conversation is not None:
+        cid = _conversation_id(body.conversation)
+        state = require_state(svc.backend)
+        await state.get(owner, CONVERSATION, cid)
+        return await state.all(owner, ITEM, parent=cid), cid, cid
+    return [], None, None
+
+
 @router.post("/v1/responses", openapi_extra=doc(body=ResponseCreate, streams=SSE, errors=GENERATES))
 async def create(request: Request):
     svc, who, body = await generation(request, ResponseCreate)
@@ -95,23 +114,7 @@ async def create(request: Request):
         raise BadRequest("background: needs store = true and stream = false (poll the response instead)")
     overrides = await overrides_off_loop(request.app, body)
     items = protocol.input_items(body.input)
-    history: list[dict] = []
-    chain = None  # the first response of the chain (or the conversation): its turns' routing key
-    if body.previous_response_id is not None:
-        state = require_state(svc.backend)
-        previous = await state.get(owner, RESPONSE, body.previous_response_id)
-        stored = await state.get(owner, INPUT, input_id(previous["id"]))
-        history = stored["history"] + stored["items"] + previous["output"]
-        chain = stored.get("chain") or previous["id"]
-    cid = None
-    if body.conversation is not None:
-        if body.previous_response_id is not None:
-            raise BadRequest("conversation: not together with previous_response_id")
-        cid = _conversation_id(body.conversation)
-        state = require_state(svc.backend)
-        await state.get(owner, CONVERSATION, cid)
-        history = await state.all(owner, ITEM, parent=cid)
-        chain = cid
+    history, chain, cid = await _earlier(svc, owner, body)
     turns = protocol.to_turns(history + items)
     if body.instructions:  # not carried over from the previous response, as OpenAI does
         turns = [("system", body.instructions), *turns]
