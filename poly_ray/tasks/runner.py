@@ -127,12 +127,10 @@ class TaskRunner:
             if recalled := await self._recall(task, prompt, req.owner):
                 request = replace(request, prompt=assemble(task, prompt, recalled=recalled))
             plan, grammar = await self._tools(task, o)
-            if plan.active:
+            if plan.active:  # the tools' description first, the answer their envelope
                 request = replace(request, prompt=(Segment(plan.instructions() + "\n\n"), *request.prompt),
-                                  grammar=grammar, stop=tuple(task.private_tokens))
-                events = tools.decode(self.client(task.model).generate(request), plan)
-            else:
-                events = self._run(task, request)
+                                  grammar=grammar)
+            events = self._answer(task, request, plan)
         async for event in self._remembering(task, prompt, events, req.owner):
             yield event
 
@@ -166,14 +164,17 @@ class TaskRunner:
         said = "\n".join(content for _, content in messages)
         request = build_request(req.target, task, await self._render(task, messages, recalled), o, user_text=said,
                                 grammar=self._grammars.get(req.target))
-        if plan.active:
-            # The grammar ends the envelope; a stop sequence inside its strings would cut it.
-            request = replace(request, stop=tuple(task.private_tokens))
-            events = tools.decode(self.client(task.model).generate(request), plan)
-        else:
-            events = self._run(task, request)
-        async for event in self._remembering(task, question, events, req.owner):
+        async for event in self._remembering(task, question, self._answer(task, request, plan), req.owner):
             yield event
+
+    def _answer(self, task: TaskConfig, request: GenerationRequest, plan: tools.Plan) -> AsyncIterator[Event]:
+        """With active tools, the envelope decoded into text and calls (the grammar ends the
+        envelope, and a stop sequence inside its strings would cut it: only the private
+        tokens stop it); else the task's own flow."""
+        if plan.active:
+            request = replace(request, stop=tuple(task.private_tokens))
+            return tools.decode(self.client(task.model).generate(request), plan)
+        return self._run(task, request)
 
     async def _run(self, task: TaskConfig, request: GenerationRequest) -> AsyncIterator[Event]:
         """Generate, with Poly's bias-prompt flow when the task has one: the free
