@@ -145,12 +145,11 @@ def main() -> int:
     os.environ.setdefault("RAY_worker_niceness", "0")
 
     import ray
+    from benchcfg import gemma_only
     from ray import serve
 
     from poly_ray.engine.sources import resolve
     from poly_ray.serve.builder import build_app
-
-    from benchcfg import gemma_only
 
     updates = {"threads_per_session": args.threads, "slots": 8, "context_size": 2048}
     if args.interval_ms is not None:

@@ -219,11 +219,10 @@ def main() -> int:
         return 0
 
     import ray
+    from benchcfg import gemma_only
     from ray import serve
 
     from poly_ray.serve.builder import build_app
-
-    from benchcfg import gemma_only
 
     updates = {"threads_per_session": args.threads, "slots": 8, "context_size": 2048}
     if args.interval_ms is not None:

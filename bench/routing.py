@@ -1,6 +1,6 @@
-"""Cache-aware routing: chained Responses turns across 1, 2 and 3 model replicas, with
-the consistent-hash router (``cache_affinity = true``, the default) against Serve's
-default router (``cache_affinity = false``), in one run.
+"""Cache-aware routing: chained Responses turns across 1, 2 and 3 model replicas, each
+chain routed to the replica that holds it (``cache_affinity = true``, the default)
+against any replica (``cache_affinity = false``), in one run.
 
 Each configuration runs CHAINS interleaved Responses chains of TURNS turns (a distinct
 question each, ``previous_response_id``); a turn is served from cache when its cached

@@ -82,12 +82,11 @@ def main() -> int:
     os.environ.setdefault("RAY_worker_niceness", "0")
     import llama_cpp
     import ray
+    from benchcfg import gemma_only
     from ray import serve
 
     from poly_ray.engine.sources import resolve
     from poly_ray.serve.builder import build_app
-
-    from benchcfg import gemma_only
 
     updates = {"threads_per_session": args.threads}
     if args.interval_ms is not None:

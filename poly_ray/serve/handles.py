@@ -103,17 +103,19 @@ async def retried_call(start: Callable, callee: str):
 class ModelHandle:
     """A model deployment seen as a ``tasks.ModelClient``."""
 
-    def __init__(self, handle, name: str):
+    def __init__(self, handle, name: str, affinity: bool = True):
+        """``affinity``: the model's cache_affinity (route a chain's turns to one replica)."""
         self._handle = handle
         self._streaming = handle.options(stream=True)
         self._callee = f"model '{name}'"
+        self._affinity = affinity
 
     def generate(self, request):
         handle = self._streaming
-        if request.session:
-            # The model deployment's router (serve/options.AFFINITY_ROUTER) sends a key's
-            # turns to the replica that holds its prefix (anywhere else still works, slower).
-            handle = handle.options(session_id=request.session)
+        if request.session and self._affinity:
+            # Serve's multiplexing routes a model id to a replica that has "loaded" it: a
+            # chain's turns go where its prefix is (anywhere else still works, slower).
+            handle = handle.options(multiplexed_model_id=request.session)
         # Generation has no side effect until its first token arrives.
         return retried_stream(lambda: handle.generate.remote(request), self._callee)
 

@@ -46,7 +46,8 @@ class GraphBackend:
         self._with_memory: set[str] = set()
         if config is not None and models:
             self._direct = TaskRunner(
-                config.tasks, config.models, {name: ModelHandle(h, name) for name, h in models.items()},
+                config.tasks, config.models, {name: ModelHandle(h, name, config.models[name].cache_affinity)
+                                                  for name, h in models.items()},
                 sinks=(RayMetrics(),), log_prompts=config.log_prompts, caps=config.schema_limits.caps(),
             )
             self._with_memory = {name for name, t in config.tasks.items() if t.memorization is not None}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from ray import serve
+
 from poly_ray.config import ModelConfig
 from poly_ray.engine.embedder import EmbeddingEngine, is_embedding_model, model_metadata
 from poly_ray.engine.embedding_gate import EmbeddingGate
@@ -16,6 +18,10 @@ from poly_ray.generation import GenerationRequest
 from .ops import EngineGauges, replica, route_logs_to_serve
 
 log = logging.getLogger(__name__)
+# Chains of turns (chat sessions, Responses chains, threads, cache ids) a replica is marked
+# as holding, least recently used first out; beyond its slots their cells may be gone,
+# but affinity costs nothing.
+CHAINS_PER_REPLICA = 256
 
 
 class LlamaModel:
@@ -51,8 +57,16 @@ class LlamaModel:
         log.info("model %s: loaded", name)
 
     async def generate(self, request: GenerationRequest):
+        if request.session and replica():
+            await self._chain(serve.get_multiplexed_model_id())
         async for event in self.engine.generate(request):
             yield event
+
+    @serve.multiplexed(max_num_models_per_replica=CHAINS_PER_REPLICA)
+    async def _chain(self, key: str) -> str:
+        """Marks a chain of turns as held here, so Serve routes its next turns here.
+        Nothing is loaded: the chain's cells are already in the engine's slots."""
+        return key
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
         return await self._embedding.embed(texts)

@@ -11,8 +11,8 @@ from poly_ray.config import Config, ModelConfig
 # after it end with a replica_lost error event.
 DRAIN_S = 60
 
-# Model keys that only say where, how many and how requests reach the replicas (the options below).
-PLACEMENT_KEYS = {"gpus", "cpus", "replicas", "autoscaling", "cache_affinity"}
+# Model keys that only say where and how many replicas run (the options below).
+PLACEMENT_KEYS = {"gpus", "cpus", "replicas", "autoscaling"}
 
 # Room above the generation queue for quick calls (tokenize, embed, stats), so
 # they are not refused while generations wait.
@@ -47,21 +47,7 @@ def model_options(model: ModelConfig) -> dict[str, Any]:
         }
     else:
         options["num_replicas"] = model.replicas or 1
-    if model.cache_affinity:
-        options["request_router_config"] = AFFINITY_ROUTER
     return options
-
-
-# A generation with a routing key (its chain: a chat session, a Responses chain or
-# conversation, an Assistants thread, a /stream cache id, a prompt_cache_key) goes to the
-# replica a consistent-hash ring gives that key, the one that holds its prefix; one without
-# a key goes anywhere (uniformly). A replica at its max_ongoing_requests refuses, and the
-# request takes the next replica on the ring (two at most), so a hot key spills over
-# instead of queueing without bound. When replicas come or go, only their keys move.
-AFFINITY_ROUTER = {
-    "request_router_class": "ray.serve.experimental.consistent_hash_router.ConsistentHashRouter",
-    "request_router_kwargs": {"num_virtual_nodes": 100, "num_fallback_replicas": 2},
-}
 
 
 # The head node, which every Ray cluster has (a laptop's one node is its head);

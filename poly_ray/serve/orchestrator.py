@@ -18,10 +18,11 @@ class TaskOrchestrator(TaskRunner):
         """``schema_limits``: the config's, which the tasks' biasers and tools are held to
         here as in the ingress (a TaskConfig carries no caps of its own)."""
         route_logs_to_serve()
+        model_configs = {name: ModelConfig.model_validate(m) for name, m in models.items()}
         super().__init__(
             {name: TaskConfig.model_validate(t) for name, t in tasks.items()},
-            {name: ModelConfig.model_validate(m) for name, m in models.items()},
-            {name: ModelHandle(h, name) for name, h in handles.items()},
+            model_configs,
+            {name: ModelHandle(h, name, model_configs[name].cache_affinity) for name, h in handles.items()},
             MemoryHandle(memory) if memory is not None else None,
             sinks=(RayMetrics(),),
             log_prompts=log_prompts,
