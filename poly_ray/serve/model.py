@@ -57,8 +57,8 @@ class LlamaModel:
         log.info("model %s: loaded", name)
 
     async def generate(self, request: GenerationRequest):
-        if request.session and replica():
-            await self._chain(serve.get_multiplexed_model_id())
+        if replica() and (chain := serve.get_multiplexed_model_id()):  # none with cache_affinity off
+            await self._chain(chain)
         async for event in self.engine.generate(request):
             yield event
 
