@@ -73,7 +73,8 @@ def create_app(backend: Backend, config: Config, listen_host: str | None = None)
             _CORS,
             allow_origins=config.allowed_origins,
             allow_methods=["GET", "POST", "PUT", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "X-Filename"],
+            allow_headers=["Authorization", "Content-Type", "X-Filename", "X-Api-Key", "Anthropic-Version",
+                           "Anthropic-Beta"],
         )
     app.add_middleware(_RefuseInvalidUTF8)
     app.add_middleware(BrowserGuard, bind_host=host, allowed_hosts=config.allowed_hosts,

@@ -199,6 +199,9 @@ async def test_cors_preflight_for_configured_origins_only():
     async with serving(app) as url, httpx.AsyncClient(base_url=url) as http:
         r = await http.options("/v1/task/echo/completion", headers=pre)
         assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "https://app.example"
+        # Anthropic's browser clients send their key and version headers.
+        anthropic = {**pre, "Access-Control-Request-Headers": "x-api-key, anthropic-version, content-type"}
+        assert (await http.options("/v1/messages", headers=anthropic)).status_code == 200
         r = await http.options("/v1/task/echo/completion", headers={**pre, "Origin": "https://evil.example"})
         assert r.status_code == 400 and "access-control-allow-origin" not in r.headers
         assert r.json()["error"]["code"] == "cors_refused"
