@@ -45,8 +45,10 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
-def place(slots: list[Slot], prompt: list[int]) -> Placement | None:
-    """Pick a free slot for ``prompt``; None when every slot is busy."""
+def place(slots: list[Slot], prompt: list[int], *, session: bool = False) -> Placement | None:
+    """Pick a free slot for ``prompt``; None when every slot is busy. ``session``: the
+    prompt continues a chat session's context, whose cells are its own to reuse however
+    short (a short prefix computed for another prompt is not reused: see MIN_COPY)."""
     free = [s for s in slots if not s.busy]
     if not free:
         return None
@@ -57,7 +59,7 @@ def place(slots: list[Slot], prompt: list[int]) -> Placement | None:
         n = min(common_prefix(s.tokens, prompt), limit)
         if n > best_n:
             best, best_n = s, n
-    if best_n < MIN_COPY:
+    if best_n < MIN_COPY and not (session and best is not None and best_n == len(best.tokens)):
         best, best_n = None, 0
     if best is not None and not best.busy and best_n == len(best.tokens):
         # The prompt continues what an idle slot holds (the next turn of a chat).

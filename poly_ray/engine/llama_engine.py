@@ -367,7 +367,7 @@ class Engine:
                 with self._lock:
                     self._queued -= 1
                 continue
-            placement = place(self._slots, job.tokens)
+            placement = place(self._slots, job.tokens, session=bool(job.request.context))
             if placement is None:
                 return
             self._waiting.pop(0)

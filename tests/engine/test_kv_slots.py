@@ -56,3 +56,12 @@ def test_lru_eviction_when_nothing_matches():
 def test_one_prompt_token_is_always_left_to_evaluate():
     slots = [Slot(0, tokens=PRELUDE + [1])]
     assert place(slots, PRELUDE + [1]) == Placement(0, MIN_COPY)
+
+
+def test_a_short_chat_session_continues_in_its_own_slot():
+    """A session's next turn reuses its own cells however short (the first turn of a chat
+    may be a dozen tokens); only a short prefix of another prompt is read afresh."""
+    held = list(range(MIN_COPY - 4))
+    slots = [Slot(0, held), Slot(1)]
+    assert place(slots, held + [99, 98], session=True) == Placement(0, len(held))
+    assert place(slots, held + [99, 98]) == Placement(1, 0)

@@ -92,7 +92,11 @@ def test_an_agent_loop_with_a_function_tool(server):
                                       {"type": "function_call_output", "call_id": calls[0].call_id,
                                        "output": '{"sky": "sunny", "celsius": 21}'}])
     assert second.output[0].type == "message" and second.output_text
-    assert second.usage.input_tokens_details.cached_tokens > 0
+    # The chain's next turn reads all of this one from the replica's cache (this one shares
+    # only a few tokens with the first: that prompt began with the tools' instructions).
+    third = oai.responses.create(model="gemma", previous_response_id=second.id, input="And tomorrow?", tools=WEATHER,
+                                 tool_choice="none", max_output_tokens=8, temperature=0)
+    assert third.usage.input_tokens_details.cached_tokens >= second.usage.input_tokens
 
     with oai.responses.stream(model="gemma", input="Weather in Rome?", tools=WEATHER, tool_choice="required",
                               max_output_tokens=40, temperature=0) as stream:
