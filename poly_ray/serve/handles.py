@@ -59,11 +59,11 @@ async def stream(response, callee: str) -> AsyncGenerator:
 
 # A replica that dies before it generated anything is tried again on another one:
 # Serve's router drops a replica from its set once a call to it fails that way,
-# so the retry goes elsewhere. Waits between tries, in seconds: about 8 s in all,
-# because on a loaded node the router learns of a lost node only after seconds
-# (three tries within 1.7 s were all sent to the dead replica on a 2-core machine
-# at load 11).
-_RETRY_WAITS = (0.2, 0.5, 1.0, 2.0, 4.0)
+# so the retry goes elsewhere. Waits between tries, in seconds: about 30 s in all,
+# as long as Ray may take to declare a lost node dead, because until then the router
+# can still send a try there (on a 2-core machine at load 10, tries within 1.7 s and
+# then within 8 s all went to a removed node's replica, in 1 run of 3).
+_RETRY_WAITS = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
 
 
 async def retried_stream(start: Callable, callee: str) -> AsyncIterator:
