@@ -79,9 +79,6 @@ class Family:
         """A router whose routes answer errors in this family's shape."""
         return APIRouter(route_class=self.route_class)
 
-    def error_body(self, err: PolyError) -> dict:
-        return self.body(err.status, err.code, err.message)
-
     def response(self, status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
         return JSONResponse(self.body(status, code, message), status_code=status, headers=headers)
 
