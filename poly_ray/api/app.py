@@ -56,9 +56,12 @@ def error_response(request: Request, status: int, code: str, message: str, heade
     return family_of(request.scope).response(status, code, message, headers)
 
 
-def create_app(backend: Backend, config: Config, listen_host: str | None = None) -> FastAPI:
+def create_app(backend: Backend, config: Config, listen_host: str | None = None,
+               limits: StreamLimits | None = None) -> FastAPI:
     """``listen_host``: where the server really listens (Serve's http_options), when
-    that is not the config's bind_address (``serve run`` and Serve configs decide it)."""
+    that is not the config's bind_address (``serve run`` and Serve configs decide it).
+    ``limits``: shared with other ingress replicas (serve/coordinator.py); by default
+    this process's own."""
     app = FastAPI(title="poly-ray", version="0.1.0")
     host = listen_host or config.host
     app.state.max_request_bytes = config.max_request_bytes
@@ -79,7 +82,7 @@ def create_app(backend: Backend, config: Config, listen_host: str | None = None)
     app.add_middleware(_RefuseInvalidUTF8)
     app.add_middleware(BrowserGuard, bind_host=host, allowed_hosts=config.allowed_hosts,
                        allowed_origins=config.allowed_origins, error=error_response)
-    limits = StreamLimits(config.max_concurrent, config.max_streams_per_credential)
+    limits = limits or StreamLimits.local(config.max_concurrent, config.max_streams_per_credential)
     authenticator = Authenticator.from_config(config)
     access = Access(authenticator, backend, config.trusted_proxies)
     app.state.services = Services(backend, access, limits, config, readiness=ReadyCache(backend),

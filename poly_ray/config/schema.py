@@ -27,11 +27,12 @@ from .credentials import JWT_PUBLIC_ALGORITHMS, PublicKey, ScopedKey, SymmetricK
 from .memories import EMBED_BATCH, FileStore, MemoryConfig, QdrantStore, StoreConfig
 from .models import Autoscaling, LoraAdapter, ModelConfig, parse_hf
 from .tasks import Biaser, Memorization, TaskConfig
+from .tiers import Tier
 
 __all__ = [
     "DEFAULT_CACHE", "EMBED_BATCH", "JWT_PUBLIC_ALGORITHMS", "NAME_PATTERN", "Autoscaling", "Biaser", "Config",
     "FileStore", "LoraAdapter", "Memorization", "MemoryConfig", "ModelConfig", "PublicKey", "QdrantStore",
-    "SchemaLimits", "ScopedKey", "StoreConfig", "SymmetricKey", "TaskConfig", "default_state_dir", "parse_hf",
+    "SchemaLimits", "ScopedKey", "StoreConfig", "SymmetricKey", "TaskConfig", "Tier", "default_state_dir", "parse_hf",
     "state_path",
 ]
 
@@ -104,10 +105,10 @@ class Config(Strict, Bounds):
         "of anonymous callers: the client is the last address in it that is not a trusted proxy. None by "
         "default: the header is ignored, and everyone behind a proxy shares one budget."))
     max_concurrent: int = Field(64, ge=1, le=100_000, description=(
-        "Generations in flight per ingress replica; beyond, 503."))
+        "Generations in flight through the server, all ingress replicas together; beyond, 503."))
     max_streams_per_credential: int = Field(16, ge=1, le=100_000, description=(
         "Generations in flight and open WebSocket chats per credential (a key, a token's subject, or an "
-        "anonymous client's address), per ingress replica; beyond, 429."))
+        "anonymous client's address), all ingress replicas together; beyond, 429."))
     max_request_bytes: int = Field(8 << 20, ge=1024, le=1 << 32, description=(
         "Largest request body or WebSocket message; beyond, 413."))
     max_upload_bytes: int = Field(64 << 20, ge=1024, le=1 << 34, description=(
@@ -127,6 +128,9 @@ class Config(Strict, Bounds):
     models: dict[str, ModelConfig] = Field({}, description="The models, by name.")
     tasks: dict[str, TaskConfig] = Field({}, description="The tasks, by name (the name appears in URLs).")
     memories: dict[str, MemoryConfig] = Field({}, description="The memories, by name.")
+    ingress: Tier = Field(Tier(), description=(
+        "Replicas of the ingress (the HTTP app): more than one spreads the HTTP tier over the nodes."))
+    orchestrator: Tier = Field(Tier(), description="Replicas of the task orchestrator (the tasks with a memory).")
 
     @field_validator("bind_address")
     @classmethod

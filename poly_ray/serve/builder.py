@@ -4,7 +4,9 @@ Ingress → TaskOrchestrator → one LlamaModel deployment per configured model
 (the ingress also calls the models directly, for tasks without a memory),
 and, with memories configured, a MemoryActor that the ingress and the
 orchestrator both call (it embeds through the embedding models' deployments),
-and a StateActor holding the stateful APIs' store (one writer of its SQLite file).
+a StateActor holding the stateful APIs' store (one writer of its SQLite file),
+and the Coordinator, which holds the limits across ingress replicas and the
+figures every replica reports.
 """
 
 from __future__ import annotations
@@ -15,10 +17,19 @@ from ray.serve import Application
 from poly_ray.config import Config, state_path
 from poly_ray.memory.service import bounds
 
+from .coordinator import Coordinator
 from .ingress import Ingress
 from .memory import MemoryActor
 from .model import LlamaModel
-from .options import LIGHT_OPTIONS, MEMORY_OPTIONS, PLACEMENT_KEYS, STATE_OPTIONS, ingress_options, model_options
+from .options import (
+    COORDINATOR_OPTIONS,
+    MEMORY_OPTIONS,
+    PLACEMENT_KEYS,
+    STATE_OPTIONS,
+    ingress_options,
+    model_options,
+    tier_options,
+)
 from .orchestrator import TaskOrchestrator
 from .state import StateActor
 
@@ -30,9 +41,11 @@ def build_app(cfg: Config) -> Application:
     # a change of options only, which Serve applies by scaling, without restarting
     # the replicas that run.
     model_configs = {name: m.model_dump(mode="json", exclude=PLACEMENT_KEYS) for name, m in cfg.models.items()}
+    coordinator = serve.deployment(name="coordinator", **COORDINATOR_OPTIONS)(Coordinator).bind(
+        cfg.max_concurrent, cfg.max_streams_per_credential)
     models = {
         name: serve.deployment(name=f"model-{name}", **model_options(m))(LlamaModel).bind(
-            name, model_configs[name], str(cfg.cache_path), str(state_path(cfg, "kv", name))
+            name, model_configs[name], str(cfg.cache_path), str(state_path(cfg, "kv", name)), coordinator
         )
         for name, m in cfg.models.items()
     }
@@ -46,11 +59,12 @@ def build_app(cfg: Config) -> Application:
             str(state_path(cfg, "jobs")),
             bounds(cfg),
         )
-    orchestrator = serve.deployment(name="orchestrator", **LIGHT_OPTIONS)(TaskOrchestrator).bind(
+    orchestrator = serve.deployment(name="orchestrator", **tier_options(cfg.orchestrator))(TaskOrchestrator).bind(
         {name: t.model_dump(mode="json") for name, t in cfg.tasks.items()}, model_configs, models, memory,
         log_prompts=cfg.log_prompts, schema_limits=cfg.schema_limits.model_dump(mode="json"),
+        coordinator=coordinator,
     )
     state = serve.deployment(name="state", **STATE_OPTIONS)(StateActor).bind(str(state_path(cfg, "state")))
     ingress = serve.deployment(name="ingress", **ingress_options(cfg))(serve.ingress()(Ingress))
     # The ingress calls the models itself for tasks without a memory (serve/ingress.py).
-    return ingress.bind(orchestrator, cfg.model_dump(mode="json"), memory, state, models)
+    return ingress.bind(orchestrator, cfg.model_dump(mode="json"), memory, state, models, coordinator)

@@ -19,11 +19,13 @@ from typing import Any
 from ray.exceptions import TaskCancelledError
 
 from poly_ray.api import create_app
+from poly_ray.api.limits import StreamLimits
 from poly_ray.config import Config
 from poly_ray.generation import Event
 from poly_ray.tasks.runner import READY_TIMEOUT_S, TaskRunner
 from poly_ray.tasks.turn import ModelInfo, TaskInfo, TurnRequest
 
+from .coordinator import COORDINATOR, Reporter, SharedLedger, merge_tallies
 from .handles import MemoryHandle, ModelHandle, StateHandle, call, stream
 from .ops import RayMetrics, route_logs_to_serve
 
@@ -35,8 +37,13 @@ class GraphBackend:
     """``api.Backend`` through DeploymentHandles: to the models directly for tasks
     without a memory, to the TaskOrchestrator for the others."""
 
-    def __init__(self, handle, memory=None, state=None, config: Config | None = None, models: dict | None = None):
+    def __init__(self, handle, memory=None, state=None, config: Config | None = None, models: dict | None = None,
+                 coordinator=None):
+        """``coordinator``: where every replica's figures are (/v1/stats); this replica's
+        own task counts are reported there and added live."""
         self._handle = handle
+        self._coordinator = coordinator
+        self._reporter: Reporter | None = None
         self._streaming = handle.options(stream=True)
         self.memories = MemoryHandle(memory) if memory is not None else None
         self.state = StateHandle(state) if state is not None else None
@@ -51,6 +58,8 @@ class GraphBackend:
                 sinks=(RayMetrics(),), log_prompts=config.log_prompts, caps=config.schema_limits.caps(),
             )
             self._with_memory = {name for name, t in config.tasks.items() if t.memorization is not None}
+            if coordinator is not None:
+                self._reporter = Reporter(coordinator, "tasks", "runner", self._direct.tally.snapshot)
 
     def _runs_here(self, req: TurnRequest) -> TaskRunner | None:
         """The ingress's own runner where it runs ``req`` (a task without memory), else None."""
@@ -84,10 +93,18 @@ class GraphBackend:
         return self._models
 
     async def stats(self) -> dict:
-        stats = await call(self._handle.stats.remote(), ORCHESTRATOR)
-        if self._direct is not None:  # the tasks run here count here
-            stats["tasks"] = merge_tallies(stats["tasks"], (await self._direct.stats_tasks()))
-        return stats
+        if self._coordinator is None:
+            stats = await call(self._handle.stats.remote(), ORCHESTRATOR)
+            if self._direct is not None:  # the tasks run here count here
+                stats["tasks"] = merge_tallies(stats["tasks"], self._direct.tally.snapshot())
+            return stats
+        # Every replica's figures, as reported within REPORT_S; this replica's own counts live.
+        exclude = self._reporter.reporter if self._reporter is not None else None
+        models, tasks = await asyncio.gather(call(self._coordinator.models.remote(), COORDINATOR),
+                                             call(self._coordinator.tasks.remote(exclude), COORDINATOR))
+        if self._direct is not None:
+            tasks = merge_tallies(tasks, self._direct.tally.snapshot())
+        return {"tasks": tasks, "models": {name: models.get(name) for name in (await self.models())}}
 
     async def ready(self) -> dict[str, bool]:
         # The orchestrator checks each model within READY_TIMEOUT_S; past twice
@@ -97,16 +114,6 @@ class GraphBackend:
         except Exception as e:
             log.info("readiness: %s", e or type(e).__name__)
             return {"orchestrator": False}
-
-
-def merge_tallies(a: dict[str, dict], b: dict[str, dict]) -> dict[str, dict]:
-    """Two runners' per-task counts (``Tally.snapshot``) as one."""
-    out = {task: dict(counts) for task, counts in a.items()}
-    for task, counts in b.items():
-        mine = out.setdefault(task, {})
-        for key, value in counts.items():
-            mine[key] = mine.get(key, 0) + value
-    return out
 
 
 def serve_listen_host() -> str | None:
@@ -130,15 +137,20 @@ def serve_listen_host() -> str | None:
 
 
 class Ingress:
-    def __init__(self, orchestrator, config: dict, memory=None, state=None, models: dict | None = None):
+    def __init__(self, orchestrator, config: dict, memory=None, state=None, models: dict | None = None,
+                 coordinator=None):
         route_logs_to_serve()
         self._config = Config.model_validate(config)
-        self._backend = GraphBackend(orchestrator, memory, state, self._config, models)
+        self._backend = GraphBackend(orchestrator, memory, state, self._config, models, coordinator)
+        # Several ingress replicas count the limits in the coordinator's one book.
+        self._limits = None
+        if coordinator is not None and self._config.ingress.most > 1:
+            self._limits = StreamLimits(SharedLedger(coordinator))
         # The trusted Host check and the public warning follow where the proxies really listen.
         self._listen_host = serve_listen_host()
 
     def __serve_build_asgi_app__(self):
-        app = create_app(self._backend, self._config, listen_host=self._listen_host)
+        app = create_app(self._backend, self._config, listen_host=self._listen_host, limits=self._limits)
         app.add_middleware(_CancelledIsDisconnect)
         return app
 

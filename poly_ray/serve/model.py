@@ -15,6 +15,7 @@ from poly_ray.engine.sources import resolve
 from poly_ray.errors import ModelError
 from poly_ray.generation import GenerationRequest
 
+from .coordinator import Reporter
 from .ops import EngineGauges, replica, route_logs_to_serve
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,8 @@ CHAINS_PER_REPLICA = 256
 
 
 class LlamaModel:
-    def __init__(self, name: str, model: dict, cache_path: str, kv_path: str | None = None):
+    def __init__(self, name: str, model: dict, cache_path: str, kv_path: str | None = None, coordinator=None):
+        """``coordinator``: where this replica's figures are reported (/v1/stats)."""
         route_logs_to_serve()
         cfg = ModelConfig.model_validate(model)
         path = resolve(name, cfg, Path(cache_path))
@@ -54,6 +56,8 @@ class LlamaModel:
                                         max_tokens=cfg.max_embedding_tokens, max_queued=cfg.max_queued_requests)
         self._gauges = EngineGauges(name, self.engine.stats)
         self._where = replica()
+        if coordinator is not None:
+            Reporter(coordinator, "model", name, self.figures)
         log.info("model %s: loaded", name)
 
     async def generate(self, request: GenerationRequest):
@@ -79,7 +83,10 @@ class LlamaModel:
         return self.engine.chat_template()
 
     async def stats(self) -> dict:
-        """The engine's stats, and which node this replica runs on (a call reaches one replica)."""
+        return self.figures()
+
+    def figures(self) -> dict:
+        """The engine's stats, and which replica and node they are of (a call reaches one replica)."""
         return {**self.engine.stats(), **self._embedding.stats(), **self._where}
 
     def check_health(self) -> None:

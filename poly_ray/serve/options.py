@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from poly_ray.config import Config, ModelConfig
+from poly_ray.config import Autoscaling, Config, ModelConfig
+from poly_ray.config.tiers import Tier
 
 # A replica that Serve stops (scaling down, a new version) takes no new requests
 # and lets the ones in flight finish for up to this long; streams still running
@@ -34,20 +35,21 @@ def model_options(model: ModelConfig) -> dict[str, Any]:
         "health_check_timeout_s": 30,
         "graceful_shutdown_timeout_s": DRAIN_S,
     }
-    if model.autoscaling is not None:
-        a = model.autoscaling
-        options["autoscaling_config"] = {
-            "min_replicas": a.min_replicas,
-            "max_replicas": a.max_replicas,
-            "initial_replicas": a.initial_replicas,
-            "target_ongoing_requests": a.target_ongoing_requests,
-            "upscale_delay_s": a.upscale_delay_s,
-            "downscale_delay_s": a.downscale_delay_s,
-            "look_back_period_s": a.look_back_period_s,
-        }
-    else:
-        options["num_replicas"] = model.replicas or 1
-    return options
+    return {**options, **_scaling(model.replicas, model.autoscaling)}
+
+
+def _scaling(replicas: int | None, a: Autoscaling | None) -> dict[str, Any]:
+    if a is None:
+        return {"num_replicas": replicas or 1}
+    return {"autoscaling_config": {
+        "min_replicas": a.min_replicas,
+        "max_replicas": a.max_replicas,
+        "initial_replicas": a.initial_replicas,
+        "target_ongoing_requests": a.target_ongoing_requests,
+        "upscale_delay_s": a.upscale_delay_s,
+        "downscale_delay_s": a.downscale_delay_s,
+        "look_back_period_s": a.look_back_period_s,
+    }}
 
 
 # The head node, which every Ray cluster has (a laptop's one node is its head);
@@ -56,25 +58,40 @@ def model_options(model: ModelConfig) -> dict[str, Any]:
 # one that the cluster's autoscaler takes away when its models are idle.
 ON_HEAD = {"node:__internal_head__": 0.001}
 
-# The ingress and orchestrator only pass messages: they take no whole CPU, so
-# that a 2-core laptop can place the graph next to a model.
-LIGHT_OPTIONS: dict[str, Any] = {
-    "ray_actor_options": {"num_cpus": 0, "resources": ON_HEAD},
-    "max_ongoing_requests": 1000,
-    # Streams pass through: let them drain as long as the models do.
-    "graceful_shutdown_timeout_s": DRAIN_S,
-}
+def tier_options(tier: Tier) -> dict[str, Any]:
+    """The ingress or the orchestrator: they only pass messages, so they take no whole
+    CPU (a 2-core laptop places the graph next to a model). One replica runs on the
+    head; more run on any node (or those with the tier's ``resources``), which Serve
+    spreads them over."""
+    resources = tier.resources or (ON_HEAD if tier.most == 1 else {})
+    return {
+        "ray_actor_options": {"num_cpus": 0, **({"resources": resources} if resources else {})},
+        "max_ongoing_requests": 1000,
+        # Streams pass through: let them drain as long as the models do.
+        "graceful_shutdown_timeout_s": DRAIN_S,
+        **_scaling(tier.replicas, tier.autoscaling),
+    }
+
 
 def ingress_options(cfg: Config) -> dict[str, Any]:
     """The ingress: ``ingress_max_ongoing`` requests at once, ``ingress_max_queued`` more
     waiting in Serve's queue; beyond, Serve's proxy answers 503 with Retry-After at once
     instead of letting requests pile up in memory."""
     return {
-        **LIGHT_OPTIONS,
+        **tier_options(cfg.ingress),
         "max_ongoing_requests": cfg.ingress_max_ongoing,
         "max_queued_requests": cfg.ingress_max_queued,
         "backpressure_config": {"status_code": 503, "retry_after_s": 1},
     }
+
+
+# The coordinator: the one book of the limits that hold across ingress replicas, and
+# the figures every replica reports for /v1/stats. One replica, on the head.
+COORDINATOR_OPTIONS: dict[str, Any] = {
+    "ray_actor_options": {"num_cpus": 0, "resources": ON_HEAD},
+    "num_replicas": 1,
+    "max_ongoing_requests": 1000,
+}
 
 
 # The memory actor: one replica, because an embedded store's files have one

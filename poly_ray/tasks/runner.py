@@ -72,8 +72,8 @@ class TaskRunner:
         self.state: Any = None
         self._storing: set[asyncio.Task] = set()  # prompts being stored, kept from the GC
         self._templates: dict[str, dict | None] = {}  # per model, asked once
-        self._tally = Tally()
-        self._sinks = (self._tally, *sinks)
+        self.tally = Tally()
+        self._sinks = (self.tally, *sinks)
         self._log_prompts = log_prompts
 
     def client(self, model: str) -> ModelClient:
@@ -276,14 +276,14 @@ class TaskRunner:
 
     async def stats_tasks(self) -> dict[str, dict]:
         """The per-task counts of this runner alone."""
-        return self._tally.snapshot()
+        return self.tally.snapshot()
 
     async def stats(self) -> dict:
         """Poly's ``/v1/stats``: counts per task (of this runner) and each model's engine
         stats (None for a model that does not answer within READY_TIMEOUT_S)."""
         names = list(self._clients)
         answers = await asyncio.gather(*(_within(self._clients[n].stats(), READY_TIMEOUT_S) for n in names))
-        return {"tasks": self._tally.snapshot(), "models": dict(zip(names, answers))}
+        return {"tasks": self.tally.snapshot(), "models": dict(zip(names, answers))}
 
     async def ready(self) -> dict[str, bool]:
         """Whether each model (and the memories) answers within READY_TIMEOUT_S."""

@@ -2,10 +2,11 @@
 with the real Gemma model: fractional GPUs, autoscaling, a replica killed mid-stream,
 draining on scale-down, a node removed, and the metrics in Ray's Prometheus export.
 
-The nodes: a head with no CPUs (Serve's controller and proxy, the ingress, the
-orchestrator and the memory actor, which ask for none), a "GPU node" that declares
-2 CPUs and 1 GPU (llama.cpp still runs on the CPU), and two 1-CPU nodes for the
-replicas of the model `auto`. One cluster for the module. The graph is deployed
+The nodes: a head with no CPUs (Serve's controller and proxy, the coordinator and
+the memory actor, which ask for none), a "GPU node" that declares 2 CPUs and 1 GPU
+(llama.cpp still runs on the CPU), and two 1-CPU nodes for the replicas of the
+model `auto`. The head and the GPU node offer the resource `http`: the two ingress
+and two orchestrator replicas run one on each, so the HTTP tier spans two nodes. One cluster for the module. The graph is deployed
 as on a real cluster: a TOML file, what `poly-ray build` makes of it, sent to
 Serve's REST API (`serve deploy`); a test that needs another replica count
 writes it and deploys again, which only scales (running replicas stay).
@@ -40,7 +41,14 @@ FAST_AUTOSCALING_ENV = {
     "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "0.5",
     "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "0.5",
     "RAY_SERVE_AUTOSCALING_METRIC_RECORD_INTERVAL_FACTOR": "0.05",
+    # One machine has room for one proxy on the port (HeadOnly below); on a real cluster
+    # each node's proxy prefers its own node's ingress replica. Here the one proxy
+    # spreads requests over both, as the proxies of two nodes would.
+    "RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING": "0",
 }
+# Each credential's streams across both ingress replicas (the scale-down test opens 4).
+STREAM_CAP = 4
+TIER = {"replicas": 2, "resources": {"http": 1}}
 
 
 def settings(store: Path, port: int, **auto) -> dict:
@@ -49,6 +57,9 @@ def settings(store: Path, port: int, **auto) -> dict:
     return {
         "bind_address": f"127.0.0.1:{port}",
         "public": True,
+        "max_streams_per_credential": STREAM_CAP,
+        "ingress": TIER,
+        "orchestrator": TIER,
         "models": {
             "left": half_gpu,
             "right": half_gpu,
@@ -75,8 +86,10 @@ def toml(data: dict) -> str:
 
     lines = [f"{k} = {value(v)}" for k, v in data.items() if not isinstance(v, dict)]
     for section, entries in ((k, v) for k, v in data.items() if isinstance(v, dict)):
+        if section in ("ingress", "orchestrator"):  # a table, not tables by name
+            entries = {"": entries}
         for name, entry in entries.items():
-            lines += [f"[{section}.{name}]", *(f"{k} = {value(v)}" for k, v in entry.items())]
+            lines += [f"[{section}{'.' + name if name else ''}]", *(f"{k} = {value(v)}" for k, v in entry.items())]
     return "\n".join(lines) + "\n"
 
 
@@ -102,8 +115,9 @@ def cluster(gemma_path, tmp_path_factory):
         dashboard = free_port()
         head = {"num_cpus": 0, "include_dashboard": True, "dashboard_port": dashboard,
                 "_system_config": {"metrics_report_interval_ms": 1000}}
-        c = Cluster(initialize_head=True, head_node_args=head)
-        nodes = {"gpu": c.add_node(num_cpus=2, num_gpus=1), "a": c.add_node(num_cpus=1), "b": c.add_node(num_cpus=1)}
+        c = Cluster(initialize_head=True, head_node_args={**head, "resources": {"http": 1}})
+        nodes = {"gpu": c.add_node(num_cpus=2, num_gpus=1, resources={"http": 1}), "a": c.add_node(num_cpus=1),
+                 "b": c.add_node(num_cpus=1)}
         c.connect()
         port = free_port()
         info = {"url": f"http://127.0.0.1:{port}", "port": port, "dashboard": f"http://127.0.0.1:{dashboard}",
@@ -202,16 +216,50 @@ async def test_two_half_gpu_models_share_the_gpu_node(cluster, client):
         assert replica.node_id == gpu_node
     assert ray.available_resources().get("GPU", 0) == 0  # two halves take the one GPU
     head = cluster["cluster"].head_node.node_id
-    for light in ("ingress", "orchestrator", "memory"):
-        assert [r.node_id for r in replicas(cluster, light)] == [head]
+    for tier in ("ingress", "orchestrator"):
+        assert sorted(r.node_id for r in replicas(cluster, tier)) == sorted([head, gpu_node])
+    for one in ("coordinator", "memory", "state"):
+        assert [r.node_id for r in replicas(cluster, one)] == [head]
     r = await client.get("/ready")
     assert r.status_code == 200 and r.json() == {"ready": True, "waiting": []}
     for task in ("left", "right"):
         r = await client.post(f"/v1/task/{task}/completion", json={"prompt": "Hello"})
         assert r.status_code == 200, r.text
     stats = (await client.get("/v1/stats")).json()
-    assert stats["models"]["left"]["node"] == stats["models"]["right"]["node"] == gpu_node
+    for model in ("left", "right"):
+        assert stats["models"][model]["replicas"] == 1
+        assert stats["models"][model]["per_replica"][0]["node"] == gpu_node
     assert stats["tasks"]["left"]["cycles"] == 1
+
+
+async def test_a_credentials_stream_cap_holds_across_both_ingress_replicas(cluster, client):
+    """Four streams (the cap) spread over the two ingress replicas, two each: counted
+    per replica, a fifth would start; counted in the coordinator, it is refused."""
+    async with contextlib.AsyncExitStack() as streams:
+        for _ in range(STREAM_CAP):
+            r = await streams.enter_async_context(client.stream("POST", "/v1/task/story/live", json=story(1000)))
+            assert r.status_code == 200
+        r = await client.post("/v1/task/left/completion", json={"prompt": "Hello"})
+        assert r.status_code == 429 and "max_streams_per_credential" in r.json()["error"]["message"], r.text
+    # Ended streams give their places back (the release is not waited for; the next take carries it).
+    r = await client.post("/v1/task/left/completion", json={"prompt": "Hello"})
+    assert r.status_code == 200, r.text
+
+    # Both replicas served the streams, and /v1/stats counts what each of them ran.
+    logs = Path(cluster["cluster"].head_node.get_session_dir_path()) / "logs" / "serve"
+
+    def served(f: Path) -> int:
+        return sum("task=story" in line for line in f.read_text().splitlines())
+    await until(lambda: sorted(served(f) > 0 for f in logs.glob("replica_poly-ray_ingress_*.log")) == [True, True],
+                "a story stream logged by each ingress replica", timeout=30)
+
+    async def story_requests() -> int:
+        return (await client.get("/v1/stats")).json()["tasks"].get("story", {}).get("requests", 0)
+
+    start = time.perf_counter()
+    while (seen := await story_requests()) < STREAM_CAP:
+        assert time.perf_counter() - start < 30, f"/v1/stats counts {seen} story requests"
+        await asyncio.sleep(0.25)
 
 
 async def test_a_model_autoscales_under_load_and_back_down(cluster, client):

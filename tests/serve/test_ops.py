@@ -241,7 +241,7 @@ def test_the_config_digest_ignores_placement_and_build_refuses_a_changed_config(
 
 
 def test_the_ingress_and_orchestrator_counts_add_up():
-    from poly_ray.serve.ingress import merge_tallies
+    from poly_ray.serve.coordinator import merge_tallies
 
     a = {"qa": {"requests": 2, "cycles": 2, "predict_duration_s": 1.5}, "docs": {"requests": 1, "cycles": 0}}
     b = {"qa": {"requests": 1, "cycles": 0, "predict_duration_s": 0.5}, "story": {"requests": 4, "cycles": 4}}

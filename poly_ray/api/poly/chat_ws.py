@@ -65,7 +65,7 @@ async def chat(websocket: WebSocket, task: str):
     try:
         who = await svc.access.authorize(websocket, "task", task)
         # The open session counts against its credential's streams until it closes.
-        release = svc.limits.take(who.credential, generation=False)
+        release = await svc.limits.take(who.credential, generation=False)
         session.owner = who.owner
     except PolyError as e:
         log_refusal(e, "WEBSOCKET", websocket.url.path)
