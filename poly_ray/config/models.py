@@ -123,8 +123,9 @@ class ModelConfig(Strict):
     autoscaling: Autoscaling | None = Field(None, description="Replicas that follow the load, instead of `replicas`.")
     cache_affinity: bool = Field(True, description=(
         "Route each chain of turns (a chat session, a Responses chain or conversation, a thread, a cache id, a "
-        "`prompt_cache_key`) to the replica that holds its prefix (Serve's multiplexed routing, keyed by the "
-        "chain); off: any replica, as Serve's router chooses."))
+        "`prompt_cache_key`), and each prompt of 1,024 characters or more by its start, to the replica that "
+        "holds its prefix, while that replica carries at most `slots` requests more than the least loaded one "
+        "(docs/guides/clusters.md); off: any replica, as Serve's default router chooses."))
     max_queued_requests: int = Field(16, ge=0, le=100_000, description=(
         "Requests waiting per replica beyond its slots (generations and embeddings apart); beyond, 503 with "
         "Retry-After."))

@@ -24,7 +24,7 @@ class Tier(Strict):
         "Replicas that follow the load, instead of `replicas` (`min_replicas` at least 1)."))
     resources: dict[str, float] = Field({}, description=(
         "Custom Ray resources each replica asks for, to keep the tier on the nodes that offer them (e.g. "
-        "`{ http = 1 }` on nodes that stay while the autoscaler removes others; a node offering 1 then "
+        "`{ ingress = 1 }` on nodes that stay while the autoscaler removes others; a node offering 1 then "
         "runs at most one replica)."))
 
     @model_validator(mode="after")

@@ -10,6 +10,11 @@ under a byte budget; the least recently used go first.
 
 The index logic is pure; only ``save``/``load`` touch llama.cpp, and the engine
 calls them on its worker thread while the sequence is not decoding.
+
+In a graph, a replica's folder is a cache of its own, and the durable copy is in the
+``Vault`` on the head (a deployment, serve/builder.py): every snapshot saved is sent
+there, and a replica that lacks one asks it there, so a cache id or a prelude saved
+on one node is restored on any other.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from poly_ray.errors import PolyError
 
@@ -53,10 +59,20 @@ class Entry:
     tokens: list[int] = field(default_factory=list)  # what it holds: matched before any file is read
 
 
+_SAMPLE = 1 << 20
+
+
 def fingerprint(model_path: str, context_size: int) -> str:
-    """What a snapshot is valid for: this model file (path, size, mtime) and context size."""
-    st = os.stat(model_path)
-    return f"{os.path.abspath(model_path)}|{st.st_size}|{int(st.st_mtime)}|ctx={context_size}"
+    """What a snapshot is valid for: this model file and context size. The file is known
+    by its size and a digest of its first and last MiB, not its path or time, which
+    differ between nodes that hold the same model."""
+    size = os.path.getsize(model_path)
+    digest = hashlib.sha256(str(size).encode())
+    with open(model_path, "rb") as f:
+        digest.update(f.read(_SAMPLE))
+        f.seek(max(0, size - _SAMPLE))
+        digest.update(f.read(_SAMPLE))
+    return f"{digest.hexdigest()[:32]}|ctx={context_size}"
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -159,6 +175,24 @@ class SnapshotIndex:
         self._write()
         return evicted
 
+    def store(self, key: str, tokens: list[int], data: bytes) -> None:
+        """Keep a snapshot's bytes (from the vault, or sent to it) as ``key``."""
+        _atomic_write(self.file_for(key), data)
+        self.admit(key, len(data), len(tokens), tokens)
+
+    def read(self, key: str) -> tuple[list[int], bytes] | None:
+        """``key``'s tokens and file bytes, if it is here and valid for this model."""
+        entry = self.lookup(key)
+        if entry is None:
+            return None
+        try:
+            data = (self.folder / entry.file).read_bytes()
+        except OSError:
+            self.forget(key)
+            return None
+        self.touch(key)
+        return entry.tokens, data
+
     # -- llama.cpp --------------------------------------------------------
     def save(self, ctx, seq: int, tokens: list[int], key: str) -> int:
         """Write sequence ``seq`` of ``ctx`` (holding ``tokens``) as ``key``; bytes written."""
@@ -193,3 +227,38 @@ class SnapshotIndex:
             return None
         self.touch(key)
         return list(arr[: n_out.value])
+
+
+class SharedSnapshots(Protocol):
+    """Where an engine sends the snapshots it saves and asks for those it lacks (the vault)."""
+
+    async def fetch(self, fp: str, key: str) -> tuple[list[int], bytes] | None: ...
+
+    def publish(self, fp: str, key: str, tokens: list[int], data: bytes) -> None:
+        """Returns at once (it is called on the engine's worker thread)."""
+
+
+class Vault:
+    """The durable copy of every replica's snapshots, one index per model under
+    ``folder`` (the head's ``state_dir/kv``), each under its model's byte budget. A
+    request names the fingerprint of the replica's model: a snapshot made by another
+    file or context size is never handed out."""
+
+    def __init__(self, folder: str | Path, budgets: dict[str, int]):
+        self.folder, self.budgets = Path(folder), budgets
+        self._indexes: dict[str, SnapshotIndex] = {}
+
+    def _index(self, model: str, fp: str) -> SnapshotIndex:
+        index = self._indexes.get(model)
+        if index is None or index.fp != fp:  # the model's file changed: its old snapshots are ignored
+            index = self._indexes[model] = SnapshotIndex(self.folder / model, fp, self.budgets.get(model, DEFAULT_BUDGET))
+        return index
+
+    async def put(self, model: str, fp: str, key: str, tokens: list[int], data: bytes) -> None:
+        try:
+            self._index(model, fp).store(key, tokens, data)
+        except SnapshotTooLarge as e:
+            log.info("vault: %s", e)
+
+    async def get(self, model: str, fp: str, key: str) -> tuple[list[int], bytes] | None:
+        return self._index(model, fp).read(key)

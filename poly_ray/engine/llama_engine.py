@@ -49,7 +49,7 @@ from poly_ray.generation import Chunk, Done, Event, GenerationRequest, Segment, 
 from . import backends, batching, lora
 from .embedder import Embedder
 from .kv_slots import Placement, Slot, common_prefix, place
-from .kv_snapshots import DEFAULT_BUDGET, SnapshotIndex, SnapshotTooLarge, fingerprint
+from .kv_snapshots import DEFAULT_BUDGET, SharedSnapshots, SnapshotIndex, SnapshotTooLarge, fingerprint
 from .sampler import SamplerChain
 from .stops import StopMatcher
 
@@ -67,6 +67,7 @@ class _Job:
     out: asyncio.Queue
     submitted: float = field(default_factory=time.perf_counter)
     cancelled: threading.Event = field(default_factory=threading.Event)
+    fetched: tuple[list[int], bytes] | None = None  # the cache id's snapshot, from the vault
 
     def send(self, item) -> None:
         try:
@@ -134,6 +135,7 @@ class Engine:
         snapshot_dir: str | Path | None = None,
         snapshot_bytes: int | None = None,
         lora_adapters: Sequence[tuple[str, float]] = (),
+        shared_snapshots: SharedSnapshots | None = None,
     ):
         self.name = name
         self.model_path = str(model_path)
@@ -196,6 +198,7 @@ class Engine:
             self._snapshots = SnapshotIndex(
                 Path(snapshot_dir), fingerprint(self.model_path, context_size), snapshot_bytes or DEFAULT_BUDGET
             )
+        self._shared = shared_snapshots if self._snapshots is not None else None
         self._worker = threading.Thread(target=self._loop, name=f"engine-{name}", daemon=True)
         self._worker.start()
 
@@ -265,6 +268,9 @@ class Engine:
         if request.grammar is not None:
             SamplerChain(self._vocab, self._n_vocab, request.sampling, grammar=request.grammar).close()
         job = _Job(tokens, request, asyncio.get_running_loop(), asyncio.Queue())
+        if self._shared and self._snapshots and (key := request.cache_key) and key not in self._snapshots.entries:
+            # Saved by a replica elsewhere (or before this one started): the worker keeps it.
+            job.fetched = await self._shared.fetch(self._snapshots.fp, key)
         with self._lock:
             # Past the free slots, at most max_queued requests wait.
             if self._active + self._queued >= len(self._slots) + self.max_queued:
@@ -525,6 +531,9 @@ class Engine:
         try:
             self._snapshots.save(self._ctx.ctx, slot.seq, slot.tokens, key)
             self.snapshots_saved += 1
+            if self._shared is not None:
+                self._shared.publish(self._snapshots.fp, key, list(slot.tokens),
+                                     self._snapshots.file_for(key).read_bytes())
         except (SnapshotTooLarge, OSError) as e:
             # The answer stands; the size learnt here refuses such prompts up front.
             log.warning("model %s: KV snapshot not saved: %s", self.name, e)
@@ -561,6 +570,11 @@ class Engine:
         key = job.request.cache_key
         if key is None or self._snapshots is None:
             return placement
+        if job.fetched is not None and self._snapshots.lookup(key) is None:
+            try:
+                self._snapshots.store(key, *job.fetched)
+            except (SnapshotTooLarge, OSError) as e:
+                log.warning("model %s: a KV snapshot from the vault not kept: %s", self.name, e)
         entry = self._snapshots.lookup(key)
         limit = len(job.tokens) - 1  # at least one token is evaluated, for logits
         if entry is None or min(common_prefix(entry.tokens, job.tokens), limit) <= placement.reuse:

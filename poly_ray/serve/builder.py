@@ -5,6 +5,7 @@ Ingress → TaskOrchestrator → one LlamaModel deployment per configured model
 and, with memories configured, a MemoryActor that the ingress and the
 orchestrator both call (it embeds through the embedding models' deployments),
 a StateActor holding the stateful APIs' store (one writer of its SQLite file),
+the KV snapshots' Vault (their durable copy, which replicas on any node restore from),
 and the Coordinator, which holds the limits across ingress replicas and the
 figures every replica reports.
 """
@@ -15,6 +16,7 @@ from ray import serve
 from ray.serve import Application
 
 from poly_ray.config import Config, state_path
+from poly_ray.engine.kv_snapshots import Vault
 from poly_ray.memory.service import bounds
 
 from .coordinator import Coordinator
@@ -26,6 +28,7 @@ from .options import (
     MEMORY_OPTIONS,
     PLACEMENT_KEYS,
     STATE_OPTIONS,
+    VAULT_OPTIONS,
     ingress_options,
     model_options,
     tier_options,
@@ -43,9 +46,13 @@ def build_app(cfg: Config) -> Application:
     model_configs = {name: m.model_dump(mode="json", exclude=PLACEMENT_KEYS) for name, m in cfg.models.items()}
     coordinator = serve.deployment(name="coordinator", **COORDINATOR_OPTIONS)(Coordinator).bind(
         cfg.max_concurrent, cfg.max_streams_per_credential)
+    # The KV snapshots' durable copy, which every model replica on any node reads.
+    budgets = {name: m.kv_snapshot_bytes for name, m in cfg.models.items() if m.kv_snapshot_bytes}
+    vault = serve.deployment(name="kv-vault", **VAULT_OPTIONS)(Vault).bind(str(state_path(cfg, "kv")), budgets) \
+        if budgets else None
     models = {
         name: serve.deployment(name=f"model-{name}", **model_options(m))(LlamaModel).bind(
-            name, model_configs[name], str(cfg.cache_path), str(state_path(cfg, "kv", name)), coordinator
+            name, model_configs[name], str(cfg.cache_path), None, coordinator, vault if name in budgets else None
         )
         for name, m in cfg.models.items()
     }

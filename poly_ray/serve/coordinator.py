@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 COORDINATOR = "the coordinator"
 RENEW_S = 5.0
-REPORT_S = 0.5
+REPORT_S = 1.0
 EXPIRE_S = 20.0
 # Figures that are not added up: where a replica is, and a ratio recomputed from the sums.
 _NOT_SUMMED = {"replica", "node", "kv_cache_usage"}
@@ -156,7 +156,11 @@ class SharedLedger:
         self._releasing.add(lease_id)
         task = asyncio.get_running_loop().create_task(self._send(self._handle.release.remote(self.holder, lease_id)))
         self._calls.add(task)
-        task.add_done_callback(lambda _: (self._calls.discard(task), self._releasing.discard(lease_id)))
+        def sent(_) -> None:
+            self._calls.discard(task)
+            self._releasing.discard(lease_id)
+
+        task.add_done_callback(sent)
 
     async def _send(self, response) -> None:
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import hashlib
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import contextmanager
 
@@ -100,6 +101,19 @@ async def retried_call(start: Callable, callee: str):
         await asyncio.sleep(wait)
 
 
+# A request without a chain is routed by its prompt's first PREFIX_CHARS characters
+# (about 250 tokens): requests that share a long system prompt or document go to the
+# replica that read it. A shorter prompt has little to share and goes anywhere.
+PREFIX_CHARS = 1024
+
+
+def prefix_key(request) -> str | None:
+    text = "".join(segment.text for segment in request.prompt)
+    if len(text) < PREFIX_CHARS:
+        return None
+    return "prefix:" + hashlib.sha256(text[:PREFIX_CHARS].encode()).hexdigest()[:24]
+
+
 class ModelHandle:
     """A model deployment seen as a ``tasks.ModelClient``."""
 
@@ -112,10 +126,10 @@ class ModelHandle:
 
     def generate(self, request):
         handle = self._streaming
-        if request.session and self._affinity:
-            # Serve's multiplexing routes a model id to a replica that has "loaded" it: a
-            # chain's turns go where its prefix is (anywhere else still works, slower).
-            handle = handle.options(multiplexed_model_id=request.session)
+        if self._affinity and (key := request.session or prefix_key(request)):
+            # The model's ChainRouter (serve/routing.py) prefers a replica that has "loaded"
+            # this id, within a bounded imbalance: a chain's turns go where its prefix is.
+            handle = handle.options(multiplexed_model_id=key)
         # Generation has no side effect until its first token arrives.
         return retried_stream(lambda: handle.generate.remote(request), self._callee)
 

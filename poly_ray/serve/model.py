@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ray import serve
@@ -26,13 +28,21 @@ CHAINS_PER_REPLICA = 256
 
 
 class LlamaModel:
-    def __init__(self, name: str, model: dict, cache_path: str, kv_path: str | None = None, coordinator=None):
-        """``coordinator``: where this replica's figures are reported (/v1/stats)."""
+    def __init__(self, name: str, model: dict, cache_path: str, kv_path: str | None = None, coordinator=None,
+                 vault=None):
+        """``kv_path``: the folder of the KV snapshots, unless a ``vault`` (the graph's
+        durable copy on the head) is given: the replica then keeps them in a temporary
+        folder of its own, a cache of the vault's. ``coordinator``: where this replica's
+        figures are reported (/v1/stats)."""
         route_logs_to_serve()
         cfg = ModelConfig.model_validate(model)
         path = resolve(name, cfg, Path(cache_path))
         log.info("model %s: loading %s", name, path)
         adapters = [(str(a.path), a.scale) for a in cfg.lora_adapters]
+        shared = None
+        if vault is not None:
+            self._kv_cache = tempfile.TemporaryDirectory(prefix=f"poly-ray-kv-{name}-")
+            kv_path, shared = self._kv_cache.name, VaultHandle(vault, name)
         self.engine: Engine | EmbeddingEngine
         if is_embedding_model(model_metadata(path)):
             self.engine = EmbeddingEngine(path, context_size=cfg.context_size, threads=cfg.threads_per_session,
@@ -51,6 +61,7 @@ class LlamaModel:
                 snapshot_dir=kv_path if cfg.kv_snapshot_bytes else None,
                 snapshot_bytes=cfg.kv_snapshot_bytes,
                 lora_adapters=adapters,
+                shared_snapshots=shared,
             )
         self._embedding = EmbeddingGate(name, self.engine.embed, serves=cfg.embeddings, max_inputs=cfg.max_embedding_inputs,
                                         max_tokens=cfg.max_embedding_tokens, max_queued=cfg.max_queued_requests)
@@ -92,3 +103,29 @@ class LlamaModel:
     def check_health(self) -> None:
         if not self.engine.alive:
             raise ModelError(f"model '{self.engine.name}': the engine thread has stopped")
+
+
+class VaultHandle:
+    """The vault deployment (``engine.kv_snapshots.Vault``) as one model's ``SharedSnapshots``."""
+
+    def __init__(self, handle, model: str):
+        self._handle, self._model = handle, model
+        # One sender: snapshots reach the vault in the order they were saved.
+        self._sender = ThreadPoolExecutor(1, thread_name_prefix=f"vault-{model}")
+
+    async def fetch(self, fp: str, key: str) -> tuple[list[int], bytes] | None:
+        try:
+            return await self._handle.get.remote(self._model, fp, key)
+        except Exception as e:  # the prompt is read instead: slower, not wrong
+            log.warning("model %s: the KV snapshot vault did not answer (%s)", self._model, e)
+            return None
+
+    def publish(self, fp: str, key: str, tokens: list[int], data: bytes) -> None:
+        self._sender.submit(self._send, fp, key, tokens, data)
+
+    def _send(self, fp: str, key: str, tokens: list[int], data: bytes) -> None:
+        try:
+            self._handle.put.remote(self._model, fp, key, tokens, data).result(timeout_s=120)
+        except Exception as e:
+            log.warning("model %s: a KV snapshot did not reach the vault (%s); it stays on this replica",
+                        self._model, e)

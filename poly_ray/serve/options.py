@@ -35,6 +35,11 @@ def model_options(model: ModelConfig) -> dict[str, Any]:
         "health_check_timeout_s": 30,
         "graceful_shutdown_timeout_s": DRAIN_S,
     }
+    if model.cache_affinity:
+        # A chain's replica is preferred while it carries at most `slots` requests more
+        # than the lightest one (serve/routing.py).
+        options["request_router_config"] = {"request_router_class": "poly_ray.serve.routing.ChainRouter",
+                                             "request_router_kwargs": {"max_imbalance": model.slots}}
     return {**options, **_scaling(model.replicas, model.autoscaling)}
 
 
@@ -91,6 +96,8 @@ COORDINATOR_OPTIONS: dict[str, Any] = {
     "ray_actor_options": {"num_cpus": 0, "resources": ON_HEAD},
     "num_replicas": 1,
     "max_ongoing_requests": 1000,
+    # Every replica reports each second: an access-log line per call would drown the log.
+    "logging_config": {"enable_access_log": False},
 }
 
 
@@ -109,4 +116,13 @@ STATE_OPTIONS: dict[str, Any] = {
     "ray_actor_options": {"num_cpus": 0, "resources": ON_HEAD},
     "num_replicas": 1,
     "max_ongoing_requests": 200,
+}
+
+
+# The KV snapshots' vault: one replica on the head, where state_dir stays; its calls
+# carry a snapshot's bytes (megabytes), a few at a time.
+VAULT_OPTIONS: dict[str, Any] = {
+    "ray_actor_options": {"num_cpus": 0, "resources": ON_HEAD},
+    "num_replicas": 1,
+    "max_ongoing_requests": 16,
 }

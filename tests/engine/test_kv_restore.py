@@ -1,8 +1,10 @@
 """Durable KV snapshots with the real Gemma 3 270M model: save, restart, restore."""
 
+import asyncio
+
 import pytest
 
-from poly_ray.engine.kv_snapshots import SnapshotTooLarge
+from poly_ray.engine.kv_snapshots import SnapshotTooLarge, Vault
 from poly_ray.engine.llama_engine import Engine
 from poly_ray.generation import Chunk, Done, GenerationRequest, Sampling, Segment
 
@@ -144,3 +146,42 @@ async def test_snapshot_over_budget_is_507(gemma_path, tmp_path):
         assert err.value.status == 507 and "kv_snapshot_bytes" in err.value.message
     finally:
         e.close()
+
+
+class InProcessVault:
+    """The real ``Vault``, called in this process as a replica's VaultHandle calls the deployment."""
+
+    def __init__(self, vault):
+        self.vault, self.sent = vault, []
+
+    async def fetch(self, fp, key):
+        return await self.vault.get("gemma", fp, key)
+
+    def publish(self, fp, key, tokens, data):  # on the engine's thread, while the test's loop awaits
+        self.sent.append(key)
+        asyncio.run_coroutine_threadsafe(self.vault.put("gemma", fp, key, tokens, data), self.loop).result(30)
+
+
+async def test_a_replica_elsewhere_restores_a_snapshot_through_the_vault(gemma_path, tmp_path):
+    """Two replicas with folders of their own (two nodes): what one saves, the other
+    restores from the vault and answers the same, without reading the prompt again."""
+    shared = InProcessVault(Vault(tmp_path / "head", {"gemma": 1 << 30}))
+    shared.loop = asyncio.get_running_loop()
+    first = engine(gemma_path, tmp_path / "node-a", shared_snapshots=shared)
+    try:
+        cold, done = await run(first, request())
+        assert done.timings["cached_tokens"] == 0 and shared.sent == ["42"]
+    finally:
+        first.close()
+    assert list((tmp_path / "head" / "gemma").glob("*.kv"))
+    second = engine(gemma_path, tmp_path / "node-b", shared_snapshots=shared)
+    try:
+        warm, done = await run(second, request())
+        assert done.timings["cached_tokens"] == done.prompt_tokens - 1 and warm == cold
+        assert second.stats()["kv_snapshots"]["restored"] == 1
+        # An id nobody saved is read afresh, and a snapshot of another model is never handed out.
+        _, done = await run(second, request("Ships sail the grey sea at night. " * 6, key="never-saved"))
+        assert done.timings["cached_tokens"] == 0
+        assert await shared.vault.get("gemma", "another-model|ctx=512", "42") is None
+    finally:
+        second.close()

@@ -5,8 +5,9 @@ draining on scale-down, a node removed, and the metrics in Ray's Prometheus expo
 The nodes: a head with no CPUs (Serve's controller and proxy, the coordinator and
 the memory actor, which ask for none), a "GPU node" that declares 2 CPUs and 1 GPU
 (llama.cpp still runs on the CPU), and two 1-CPU nodes for the replicas of the
-model `auto`. The head and the GPU node offer the resource `http`: the two ingress
-and two orchestrator replicas run one on each, so the HTTP tier spans two nodes. One cluster for the module. The graph is deployed
+model `auto`. The head and the GPU node offer the resources `ingress` and
+`orchestrator`: the two replicas of each run one on each, so the HTTP tier spans
+two nodes. One cluster for the module. The graph is deployed
 as on a real cluster: a TOML file, what `poly-ray build` makes of it, sent to
 Serve's REST API (`serve deploy`); a test that needs another replica count
 writes it and deploys again, which only scales (running replicas stay).
@@ -48,7 +49,8 @@ FAST_AUTOSCALING_ENV = {
 }
 # Each credential's streams across both ingress replicas (the scale-down test opens 4).
 STREAM_CAP = 4
-TIER = {"replicas": 2, "resources": {"http": 1}}
+# Each node of the HTTP tier offers one of each: one replica of each tier per node.
+HTTP_TIER = {"ingress": 1, "orchestrator": 1}
 
 
 def settings(store: Path, port: int, **auto) -> dict:
@@ -58,8 +60,8 @@ def settings(store: Path, port: int, **auto) -> dict:
         "bind_address": f"127.0.0.1:{port}",
         "public": True,
         "max_streams_per_credential": STREAM_CAP,
-        "ingress": TIER,
-        "orchestrator": TIER,
+        "ingress": {"replicas": 2, "resources": {"ingress": 1}},
+        "orchestrator": {"replicas": 2, "resources": {"orchestrator": 1}},
         "models": {
             "left": half_gpu,
             "right": half_gpu,
@@ -115,8 +117,8 @@ def cluster(gemma_path, tmp_path_factory):
         dashboard = free_port()
         head = {"num_cpus": 0, "include_dashboard": True, "dashboard_port": dashboard,
                 "_system_config": {"metrics_report_interval_ms": 1000}}
-        c = Cluster(initialize_head=True, head_node_args={**head, "resources": {"http": 1}})
-        nodes = {"gpu": c.add_node(num_cpus=2, num_gpus=1, resources={"http": 1}), "a": c.add_node(num_cpus=1),
+        c = Cluster(initialize_head=True, head_node_args={**head, "resources": HTTP_TIER})
+        nodes = {"gpu": c.add_node(num_cpus=2, num_gpus=1, resources=HTTP_TIER), "a": c.add_node(num_cpus=1),
                  "b": c.add_node(num_cpus=1)}
         c.connect()
         port = free_port()
@@ -262,6 +264,32 @@ async def test_a_credentials_stream_cap_holds_across_both_ingress_replicas(clust
         await asyncio.sleep(0.25)
 
 
+async def test_a_background_response_is_cancelled_from_either_ingress_replica(cluster, client):
+    """The generation runs on one ingress replica; the cancel may reach the other, which
+    marks it in the state store, where the running one sees it within a second."""
+    for _ in range(2):  # twice: the cancel lands on the other replica at least half the time
+        r = await client.post("/v1/responses", json={"model": "story", "input": "Once upon a time",
+                                                     "background": True, "max_output_tokens": 1000})
+        assert r.status_code == 200, r.text
+        rid = r.json()["id"]
+
+        async def busy() -> int:
+            auto = (await client.get("/v1/stats")).json()["models"]["auto"]
+            return auto["active"] if auto else 0
+
+        start = time.perf_counter()
+        while not await busy():
+            assert time.perf_counter() - start < 30, "the background response did not start"
+            await asyncio.sleep(0.25)
+        r = await client.post(f"/v1/responses/{rid}/cancel")
+        assert r.status_code == 200 and r.json()["status"] == "cancelled", r.text
+        start = time.perf_counter()
+        while await busy():  # the model stops generating it
+            assert time.perf_counter() - start < 30, "the cancelled generation went on"
+            await asyncio.sleep(0.25)
+        assert (await client.get(f"/v1/responses/{rid}")).json()["status"] == "cancelled"
+
+
 async def test_a_model_autoscales_under_load_and_back_down(cluster, client):
     assert running() == 1
     async with contextlib.AsyncExitStack() as streams:
@@ -331,19 +359,40 @@ async def test_scaling_down_lets_the_streams_in_flight_finish(cluster, client):
 
 
 async def test_requests_succeed_after_the_node_of_a_replica_is_removed(cluster, client):
+    """The node of the replica that saved a /stream cache id is removed: requests go on,
+    and the other replica restores the id's snapshot from the vault on the head."""
     deploy(cluster, replicas=2)
     by_node = {n.node_id: key for key, n in cluster["nodes"].items()}
     hosts = sorted(by_node[r.node_id] for r in replicas(cluster))
     assert hosts == ["a", "b"]
-    cluster["cluster"].remove_node(cluster["nodes"].pop("a"), allow_graceful=False)
+    prompt = "The keeper of the lighthouse wrote in his log every evening, by the lamp. " * 4
+    r = await client.post("/stream", json={"prompt": prompt, "num_predict": 4, "cache": "log"})
+    assert r.status_code == 200, r.text
+
+    async def per_replica() -> list[dict]:
+        return (await client.get("/v1/stats")).json()["models"]["auto"]["per_replica"]
+
+    start = time.perf_counter()
+    while not (saved := [f for f in await per_replica() if f["kv_snapshots"]["saved"]]):
+        assert time.perf_counter() - start < 30, "no replica reports the saved snapshot"
+        await asyncio.sleep(0.25)
+    lost = by_node[saved[0]["node"]]
+    kept = "b" if lost == "a" else "a"
+    cluster["cluster"].remove_node(cluster["nodes"].pop(lost), allow_graceful=False)
     for _ in range(4):
         r = await client.post("/v1/task/story/completion", json=story(4))
         assert r.status_code == 200, r.text
+    r = await client.post("/stream", json={"prompt": prompt + "Tonight", "num_predict": 4, "cache": "log"})
+    assert r.status_code == 200, r.text
+    start = time.perf_counter()
+    while not any(f["kv_snapshots"]["restored"] and by_node.get(f["node"]) == kept for f in await per_replica()):
+        assert time.perf_counter() - start < 30, f"the replica on {kept} did not restore: {await per_replica()}"
+        await asyncio.sleep(0.25)
     # A node joins, and Serve puts the lost replica back on it.
     cluster["nodes"]["c"] = cluster["cluster"].add_node(num_cpus=1)
     by_node[cluster["nodes"]["c"].node_id] = "c"
-    healed = await until(lambda: running() == 2 and sorted(by_node.get(r.node_id) for r in replicas(cluster)) == ["b", "c"],
-                         "replicas on nodes b and c")
+    healed = await until(lambda: running() == 2 and sorted(by_node.get(r.node_id) for r in replicas(cluster)) == [kept, "c"],
+                         f"replicas on nodes {kept} and c")
     print(f"\nnode removal: 2 replicas again {healed:.1f} s after a new node joined")
 
 

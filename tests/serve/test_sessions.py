@@ -1,6 +1,7 @@
 """Chains of turns with two model replicas: every turn of a chat session, of a chained
 Responses conversation and of a /stream cache id lands on the replica that holds its
-prefix (the model deployment's consistent-hash router, keyed by the chain)."""
+prefix (the model deployment's ChainRouter, keyed by the chain), and requests that
+share a long start find the replica that read it, within the router's bound."""
 
 import json
 
@@ -88,3 +89,46 @@ def test_each_chained_response_lands_where_its_chain_is(server):
         for before, after in zip(chain, chain[1:]):
             seen = before.usage.input_tokens + before.usage.output_tokens
             assert after.usage.input_tokens_details.cached_tokens >= seen - 2, (before.usage, after.usage)
+
+
+# A shared document of more than PREFIX_CHARS (serve/handles.py), then each request's own question.
+DOCUMENT = "".join(f"Note {i}: the old city's gate number {i} opens at {6 + i % 4} in the morning.\n" for i in range(17))
+
+
+async def test_requests_without_a_chain_that_share_a_long_start_go_where_it_was_read(server):
+    import httpx
+
+    assert len(DOCUMENT) > 1024
+    async with httpx.AsyncClient(base_url=server, timeout=120) as client:
+        cached = []
+        for gate in range(5):
+            r = await client.post("/v1/completions", json={"model": "gemma", "max_tokens": 2, "temperature": 0,
+                                                           "prompt": f"{DOCUMENT}When does gate {gate} open?"})
+            assert r.status_code == 200, r.text
+            cached.append(r.json()["usage"]["prompt_tokens_details"]["cached_tokens"])
+    # Each after the first reads the document from the cache (Serve's default router: about half would not).
+    assert all(n > 250 for n in cached[1:]), cached
+
+
+async def test_a_prefix_piles_no_more_than_slots_more_on_its_replica(server):
+    """Fourteen streams with the same long start on two replicas of 6 slots: its replica is
+    preferred only while it carries at most 6 more than the other (serve/routing.py)."""
+    import asyncio
+    import contextlib
+
+    import httpx
+
+    body = {"model": "gemma", "prompt": DOCUMENT + "Tell me about the gates.", "max_tokens": 80,
+            "ignore_eos": True, "stream": True}
+    async with httpx.AsyncClient(base_url=server, timeout=120) as client, contextlib.AsyncExitStack() as streams:
+        for _ in range(14):
+            r = await streams.enter_async_context(client.stream("POST", "/v1/completions", json=body))
+            assert r.status_code == 200
+        for _ in range(120):
+            gemma = (await client.get("/v1/stats")).json()["models"]["gemma"]
+            loads = [r["active"] + r["waiting"] for r in gemma["per_replica"]]
+            if sum(loads) == 14:
+                break
+            await asyncio.sleep(0.25)
+        assert gemma["replicas"] == 2 and sum(loads) == 14, gemma
+        assert max(loads) - min(loads) <= 6 + 2, loads  # the rule, and two routed on probes a moment old
