@@ -27,6 +27,7 @@ class Slot:
     tokens: list[int] = field(default_factory=list)  # what its KV cells hold, in order
     busy: bool = False
     last_used: float = 0.0
+    chain: str | None = None  # the chain of turns whose cells these are (GenerationRequest.session)
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,6 @@ import asyncio
 import codecs
 import ctypes
 import functools
-import itertools
 import logging
 import queue
 import threading
@@ -48,14 +47,23 @@ from poly_ray.generation import Chunk, Done, Event, GenerationRequest, Segment, 
 
 from . import backends, batching, lora
 from .embedder import Embedder
-from .kv_slots import Placement, Slot, common_prefix, place
-from .kv_snapshots import DEFAULT_BUDGET, SharedSnapshots, SnapshotIndex, SnapshotTooLarge, fingerprint
+from .kv_persist import Persistence
+from .kv_slots import Slot, place
+from .kv_snapshots import DEFAULT_BUDGET, SharedSnapshots, SnapshotIndex, fingerprint
 from .sampler import SamplerChain
 from .stops import StopMatcher
 
 log = logging.getLogger(__name__)
 
 _STOP = object()
+
+
+@dataclass
+class _HandOff:
+    """A command for the worker: hand the slots' chains to the vault (Engine.hand_off)."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+    sent: int = 0
 MESSAGES_PER_S = 12.0
 
 
@@ -188,17 +196,15 @@ class Engine:
         self._active = 0
         self.reused_tokens = 0  # prompt tokens served from cached cells, since start
         self.steps = 0  # llama_decode calls, since start
-        self.snapshots_saved = self.snapshots_restored = 0  # durable KV snapshots, since start
         self._embedder: Embedder | None = None
         self._embed_lock = threading.Lock()
-        # Durable KV snapshots of cache-keyed requests (None: off). Only the worker
-        # thread touches them, between decode steps.
-        self._snapshots = None
+        # Durable KV snapshots: cache ids, preludes, chains handed off (None: off).
+        self._persist = None
         if snapshot_dir is not None:
-            self._snapshots = SnapshotIndex(
-                Path(snapshot_dir), fingerprint(self.model_path, context_size), snapshot_bytes or DEFAULT_BUDGET
-            )
-        self._shared = shared_snapshots if self._snapshots is not None else None
+            index = SnapshotIndex(Path(snapshot_dir), fingerprint(self.model_path, context_size),
+                                  snapshot_bytes or DEFAULT_BUDGET)
+            self._persist = Persistence(name, index, shared_snapshots, self._ctx, self._mem, context_size,
+                                        self.tokenize_prompt)
         self._worker = threading.Thread(target=self._loop, name=f"engine-{name}", daemon=True)
         self._worker.start()
 
@@ -245,9 +251,7 @@ class Engine:
                 "kv_cache_capacity": capacity,
                 "kv_cache_usage": round(held / capacity, 4),
                 "cpu_backend": self.cpu_backend,
-                **({"kv_snapshots": {"saved": self.snapshots_saved, "restored": self.snapshots_restored,
-                                     "bytes": self._snapshots.total(), "budget": self._snapshots.budget}}
-                   if self._snapshots is not None else {}),
+                **({"kv_snapshots": self._persist.stats()} if self._persist is not None else {}),
             }
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Event]:
@@ -263,14 +267,13 @@ class Engine:
                 f"the prompt is {len(tokens)} tokens; the context of model '{self.name}' holds {self.context_size}"
             )
         request = _resolve_lengths(request, len(tokens))
-        if request.cache_key is not None and self._snapshots is not None:
-            self._snapshots.check_fits(len(tokens))
+        if request.cache_key is not None and self._persist is not None:
+            self._persist.index.check_fits(len(tokens))
         if request.grammar is not None:
             SamplerChain(self._vocab, self._n_vocab, request.sampling, grammar=request.grammar).close()
         job = _Job(tokens, request, asyncio.get_running_loop(), asyncio.Queue())
-        if self._shared and self._snapshots and (key := request.cache_key) and key not in self._snapshots.entries:
-            # Saved by a replica elsewhere (or before this one started): the worker keeps it.
-            job.fetched = await self._shared.fetch(self._snapshots.fp, key)
+        if self._persist is not None:  # saved by a replica elsewhere, or before this one started
+            job.fetched = await self._persist.prefetch(request, self._slots)
         with self._lock:
             # Past the free slots, at most max_queued requests wait.
             if self._active + self._queued >= len(self._slots) + self.max_queued:
@@ -307,6 +310,14 @@ class Engine:
                     lora_adapters=self._lora,
                 )
         return self._embedder.embed(texts, max_tokens)
+
+    def hand_off(self, timeout: float = 60) -> int:
+        """Send the chains held in the slots to the vault (the replica is stopping, its
+        requests drained); how many were sent. Blocks until the worker has saved them."""
+        command = _HandOff()
+        self._jobs.put(command)
+        command.done.wait(timeout)
+        return command.sent
 
     def close(self) -> None:
         self._jobs.put(_STOP)
@@ -348,7 +359,11 @@ class Engine:
                 while True:
                     if item is _STOP:
                         return
-                    self._waiting.append(item)
+                    if isinstance(item, _HandOff):
+                        item.sent = self._persist.hand_off(self._slots) if self._persist is not None else 0
+                        item.done.set()
+                    else:
+                        self._waiting.append(item)
                     item = self._jobs.get_nowait()
             except queue.Empty:
                 pass
@@ -379,7 +394,9 @@ class Engine:
             self._waiting.pop(0)
             slot = self._slots[placement.slot]
             seq = slot.seq
-            placement = self._restore(job, slot, placement)
+            slot.chain = job.request.session
+            if self._persist is not None:
+                placement = self._persist.restore(job.request, job.tokens, job.fetched, slot, placement)
             if placement.copy_from is not None:
                 llama_cpp.llama_memory_seq_rm(self._mem, seq, -1, -1)
                 llama_cpp.llama_memory_seq_cp(self._mem, placement.copy_from, seq, 0, placement.reuse)
@@ -501,42 +518,10 @@ class Engine:
         # Free the slot before the caller hears Done, so that it is free for
         # whatever the caller sends next.
         self._release(run, keep_cells=True)
-        self._save_snapshot(run)
+        if self._persist is not None:
+            self._persist.save(run.job.request, run.slot, self._slots)
         context = tuple(run.job.tokens + run.output) if run.job.request.context is not None else None
         run.job.send(Done(reason, len(run.job.tokens), n, timings, context, run.stops.matched))
-
-    def _save_snapshot(self, run: _Run) -> None:
-        """A cache id is saved each time, with what its sequence holds now; a task's
-        prelude once, and only the operator's text: the cells of the leading special
-        segments are copied into a spare idle slot and saved from there, so a caller's
-        prompt and answer are never written to disk and stay in the caller's slot (its
-        next turn reads them from the cache). With no spare slot, a later request saves it."""
-        request, slot = run.job.request, run.slot
-        key = request.cache_key
-        if key is None or self._snapshots is None:
-            return
-        if key.startswith("prelude/"):
-            if self._snapshots.lookup(key) or request.context is not None:
-                return
-            head = tuple(itertools.takewhile(lambda seg: seg.special, request.prompt))
-            kept = self.tokenize_prompt(head)
-            spare = min((s for s in self._slots if not s.busy and s is not slot),
-                        key=lambda s: (bool(s.tokens), s.last_used), default=None)
-            if slot.tokens[:len(kept)] != kept or spare is None:
-                return
-            llama_cpp.llama_memory_seq_rm(self._mem, spare.seq, -1, -1)
-            llama_cpp.llama_memory_seq_cp(self._mem, slot.seq, spare.seq, 0, len(kept))
-            spare.tokens = list(kept)
-            slot = spare  # it holds the prelude alone: where the next new conversation starts
-        try:
-            self._snapshots.save(self._ctx.ctx, slot.seq, slot.tokens, key)
-            self.snapshots_saved += 1
-            if self._shared is not None:
-                self._shared.publish(self._snapshots.fp, key, list(slot.tokens),
-                                     self._snapshots.file_for(key).read_bytes())
-        except (SnapshotTooLarge, OSError) as e:
-            # The answer stands; the size learnt here refuses such prompts up front.
-            log.warning("model %s: KV snapshot not saved: %s", self.name, e)
 
     def _send_text(self, run: _Run, now: float) -> None:
         run.job.send(Chunk(run.unsent, run.held, tuple(run.unsent_logprobs)))
@@ -563,29 +548,6 @@ class Engine:
             return False
         self._release(run, keep_cells=True)
         return True
-
-    def _restore(self, job: _Job, slot: Slot, placement):
-        """Load the request's durable snapshot into ``slot`` when it gives a longer
-        prefix than the cells in memory; the placement to use then."""
-        key = job.request.cache_key
-        if key is None or self._snapshots is None:
-            return placement
-        if job.fetched is not None and self._snapshots.lookup(key) is None:
-            try:
-                self._snapshots.store(key, *job.fetched)
-            except (SnapshotTooLarge, OSError) as e:
-                log.warning("model %s: a KV snapshot from the vault not kept: %s", self.name, e)
-        entry = self._snapshots.lookup(key)
-        limit = len(job.tokens) - 1  # at least one token is evaluated, for logits
-        if entry is None or min(common_prefix(entry.tokens, job.tokens), limit) <= placement.reuse:
-            return placement
-        llama_cpp.llama_memory_seq_rm(self._mem, slot.seq, -1, -1)
-        saved = self._snapshots.load(self._ctx.ctx, slot.seq, key, self.context_size)
-        n = min(common_prefix(saved or [], job.tokens), limit)
-        self.snapshots_restored += n > 0
-        llama_cpp.llama_memory_seq_rm(self._mem, slot.seq, n, -1)
-        slot.tokens = job.tokens[:n]
-        return Placement(slot.seq, n)
 
     def _release(self, run: _Run, *, keep_cells: bool) -> None:
         run.sampler.close()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
+from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,6 +27,8 @@ log = logging.getLogger(__name__)
 # as holding, least recently used first out; beyond its slots their cells may be gone,
 # but affinity costs nothing.
 CHAINS_PER_REPLICA = 256
+# Seconds a stopping replica spends handing its chains to the vault, and one send's limit.
+HAND_OFF_S, SEND_S = 10.0, 30.0
 
 
 class LlamaModel:
@@ -39,10 +43,10 @@ class LlamaModel:
         path = resolve(name, cfg, Path(cache_path))
         log.info("model %s: loading %s", name, path)
         adapters = [(str(a.path), a.scale) for a in cfg.lora_adapters]
-        shared = None
+        self._vault = None
         if vault is not None:
             self._kv_cache = tempfile.TemporaryDirectory(prefix=f"poly-ray-kv-{name}-")
-            kv_path, shared = self._kv_cache.name, VaultHandle(vault, name)
+            kv_path, self._vault = self._kv_cache.name, VaultHandle(vault, name)
         self.engine: Engine | EmbeddingEngine
         if is_embedding_model(model_metadata(path)):
             self.engine = EmbeddingEngine(path, context_size=cfg.context_size, threads=cfg.threads_per_session,
@@ -61,7 +65,7 @@ class LlamaModel:
                 snapshot_dir=kv_path if cfg.kv_snapshot_bytes else None,
                 snapshot_bytes=cfg.kv_snapshot_bytes,
                 lora_adapters=adapters,
-                shared_snapshots=shared,
+                shared_snapshots=self._vault,
             )
         self._embedding = EmbeddingGate(name, self.engine.embed, serves=cfg.embeddings, max_inputs=cfg.max_embedding_inputs,
                                         max_tokens=cfg.max_embedding_tokens, max_queued=cfg.max_queued_requests)
@@ -100,6 +104,21 @@ class LlamaModel:
         """The engine's stats, and which replica and node they are of (a call reaches one replica)."""
         return {**self.engine.stats(), **self._embedding.stats(), **self._where}
 
+    def __del__(self):
+        """Serve calls this when it stops the replica, once its requests have drained (a
+        scale-down, a new version): the chains whose cells are here go to the vault, so
+        that their next turns, elsewhere, restore them instead of reading them again."""
+        vault = getattr(self, "_vault", None)
+        if vault is None or not isinstance(self.engine, Engine):
+            return
+        # Bounded: when the whole application is deleted, the vault may be stopping too,
+        # and Serve waits for this replica only DRAIN_S.
+        deadline = time.monotonic() + HAND_OFF_S
+        sent = self.engine.hand_off(timeout=HAND_OFF_S)
+        delivered = vault.flush(timeout=max(0.0, deadline - time.monotonic()))
+        log.info("model %s: %d chains handed to the KV snapshot vault%s", self.engine.name, sent,
+                 "" if delivered else f" (not all sent within {HAND_OFF_S:.0f} s)")
+
     def check_health(self) -> None:
         if not self.engine.alive:
             raise ModelError(f"model '{self.engine.name}': the engine thread has stopped")
@@ -112,6 +131,7 @@ class VaultHandle:
         self._handle, self._model = handle, model
         # One sender: snapshots reach the vault in the order they were saved.
         self._sender = ThreadPoolExecutor(1, thread_name_prefix=f"vault-{model}")
+        self._pending: set[futures.Future] = set()
 
     async def fetch(self, fp: str, key: str) -> tuple[list[int], bytes] | None:
         try:
@@ -121,11 +141,21 @@ class VaultHandle:
             return None
 
     def publish(self, fp: str, key: str, tokens: list[int], data: bytes) -> None:
-        self._sender.submit(self._send, fp, key, tokens, data)
+        future = self._sender.submit(self._send, fp, key, tokens, data)
+        self._pending.add(future)
+        future.add_done_callback(self._pending.discard)
 
-    def _send(self, fp: str, key: str, tokens: list[int], data: bytes) -> None:
+    def flush(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for the snapshots published to be sent; whether they all were."""
+        _, late = futures.wait(list(self._pending), timeout=timeout)
+        self._sender.shutdown(wait=False, cancel_futures=True)
+        return not late
+
+    def _send(self, fp: str, key: str, tokens: list[int], data: bytes) -> bool:
         try:
-            self._handle.put.remote(self._model, fp, key, tokens, data).result(timeout_s=120)
+            self._handle.put.remote(self._model, fp, key, tokens, data).result(timeout_s=SEND_S)
+            return True
         except Exception as e:
             log.warning("model %s: a KV snapshot did not reach the vault (%s); it stays on this replica",
                         self._model, e)
+            return False

@@ -185,3 +185,31 @@ async def test_a_replica_elsewhere_restores_a_snapshot_through_the_vault(gemma_p
         assert await shared.vault.get("gemma", "another-model|ctx=512", "42") is None
     finally:
         second.close()
+
+
+async def test_a_stopping_replica_hands_its_chains_to_the_vault_and_another_restores_them(gemma_path, tmp_path):
+    """A chain's cells are not saved turn by turn; when its replica stops (scale-down),
+    they go to the vault, and its next turn on another replica restores them."""
+    shared = InProcessVault(Vault(tmp_path / "head", {"gemma": 1 << 30}))
+    shared.loop = asyncio.get_running_loop()
+
+    def turn(prompt):
+        return GenerationRequest(prompt=(Segment(prompt),), max_tokens=6, sampling=Sampling(temperature=0.0),
+                                 session="chain-of-ann")
+
+    first = engine(gemma_path, tmp_path / "node-a", shared_snapshots=shared)
+    try:
+        said, done = await run(first, turn(PROMPT))
+        history = done.prompt_tokens  # and some of the answer, as its text tokenizes again
+        assert shared.sent == []  # nothing saved while the replica runs
+        assert await asyncio.to_thread(first.hand_off) == 1  # the loop stays free for the vault's put
+        assert shared.sent == ["chain/chain-of-ann"]
+    finally:
+        first.close()
+    second = engine(gemma_path, tmp_path / "node-b", shared_snapshots=shared)
+    try:
+        _, done = await run(second, turn(PROMPT + said + " And then?"))
+        assert done.timings["cached_tokens"] >= history - 1, (done.timings, history)
+        assert second.stats()["kv_snapshots"]["restored"] == 1
+    finally:
+        second.close()

@@ -358,6 +358,31 @@ async def test_scaling_down_lets_the_streams_in_flight_finish(cluster, client):
     assert {r.actor_id for r in replicas(cluster)} < before  # one of the two that streamed
 
 
+async def test_chains_of_a_replica_stopped_by_a_scale_down_go_on_from_the_vault(cluster, client):
+    """Two Responses chains over two replicas; one replica is stopped (a scale-down) and
+    hands its chains' cells to the vault: each chain's next turn reads its history from
+    the cache, on the replica that stays (from the vault, or its own memory)."""
+    deploy(cluster, replicas=2)
+    firsts = []
+    for topic in ("the sea", "the hills"):
+        r = await client.post("/v1/responses", json={"model": "story", "input": f"Tell me about {topic}.",
+                                                     "max_output_tokens": 6, "temperature": 0})
+        assert r.status_code == 200, r.text
+        firsts.append(r.json())
+    deploy(cluster, replicas=1)
+    await until(lambda: len(replicas(cluster)) == 1, "one replica left")
+    logs = Path(cluster["cluster"].head_node.get_session_dir_path()) / "logs" / "serve"
+    handed = [line for f in logs.glob("replica_poly-ray_model-auto_*.log") for line in f.read_text().splitlines()
+              if "chains handed to the KV snapshot vault" in line]
+    assert handed, "the stopped replica handed nothing to the vault"
+    for first in firsts:
+        r = await client.post("/v1/responses", json={"model": "story", "input": "And then?", "max_output_tokens": 4,
+                                                     "previous_response_id": first["id"], "temperature": 0})
+        assert r.status_code == 200, r.text
+        seen = first["usage"]["input_tokens"] + first["usage"]["output_tokens"]
+        assert r.json()["usage"]["input_tokens_details"]["cached_tokens"] >= seen - 2, (first["usage"], r.json()["usage"])
+
+
 async def test_requests_succeed_after_the_node_of_a_replica_is_removed(cluster, client):
     """The node of the replica that saved a /stream cache id is removed: requests go on,
     and the other replica restores the id's snapshot from the vault on the head."""
@@ -368,6 +393,9 @@ async def test_requests_succeed_after_the_node_of_a_replica_is_removed(cluster, 
     prompt = "The keeper of the lighthouse wrote in his log every evening, by the lamp. " * 4
     r = await client.post("/stream", json={"prompt": prompt, "num_predict": 4, "cache": "log"})
     assert r.status_code == 200, r.text
+    # A conversation whose turns ran on one of the replicas: it goes on after the removal.
+    first = await client.post("/v1/responses", json={"model": "story", "input": "Name a colour.", "max_output_tokens": 4})
+    assert first.status_code == 200, first.text
 
     async def per_replica() -> list[dict]:
         return (await client.get("/v1/stats")).json()["models"]["auto"]["per_replica"]
@@ -384,6 +412,9 @@ async def test_requests_succeed_after_the_node_of_a_replica_is_removed(cluster, 
         assert r.status_code == 200, r.text
     r = await client.post("/stream", json={"prompt": prompt + "Tonight", "num_predict": 4, "cache": "log"})
     assert r.status_code == 200, r.text
+    r = await client.post("/v1/responses", json={"model": "story", "input": "And another?", "max_output_tokens": 4,
+                                                 "previous_response_id": first.json()["id"]})
+    assert r.status_code == 200 and r.json()["usage"]["input_tokens"] > first.json()["usage"]["input_tokens"], r.text
     start = time.perf_counter()
     while not any(f["kv_snapshots"]["restored"] and by_node.get(f["node"]) == kept for f in await per_replica()):
         assert time.perf_counter() - start < 30, f"the replica on {kept} did not restore: {await per_replica()}"
