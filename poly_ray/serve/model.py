@@ -109,7 +109,7 @@ class LlamaModel:
         scale-down, a new version): the chains whose cells are here go to the vault, so
         that their next turns, elsewhere, restore them instead of reading them again."""
         vault = getattr(self, "_vault", None)
-        if vault is None or not isinstance(self.engine, Engine):
+        if vault is None or not isinstance(self.engine, Engine) or _application_deleted():
             return
         # Bounded: when the whole application is deleted, the vault may be stopping too,
         # and Serve waits for this replica only DRAIN_S.
@@ -122,6 +122,18 @@ class LlamaModel:
     def check_health(self) -> None:
         if not self.engine.alive:
             raise ModelError(f"model '{self.engine.name}': the engine thread has stopped")
+
+
+def _application_deleted() -> bool:
+    """Whether the whole application is being deleted (the vault is stopping too, and
+    no replica is left to take the chains over)."""
+    try:
+        app = serve.get_replica_context().app_name
+        status = serve.status().applications.get(app)
+        return status is None or status.status == "DELETING"
+    except Exception as e:  # no answer: hand off all the same, within HAND_OFF_S
+        log.info("cannot ask Serve whether the application is being deleted: %s", e)
+        return False
 
 
 class VaultHandle:
