@@ -228,7 +228,7 @@ def test_serve_build_writes_a_deployable_config(tmp_path):
     subprocess.run([*serve_cli, "build", "poly_ray.app:app", "-o", str(out)], check=True, capture_output=True, env=env)
     app = yaml.safe_load(out.read_text())["applications"][0]
     deployments = {d["name"]: d for d in app["deployments"]}
-    assert set(deployments) == {"ingress", "orchestrator", "model-gemma", "state", "coordinator"}
+    assert set(deployments) == {"ingress", "orchestrator", "model-gemma", "state", "coordinator", "kv-vault"}
     model = deployments["model-gemma"]
     assert model["ray_actor_options"]["num_gpus"] == 0.5
     assert model["autoscaling_config"]["max_replicas"] == 3

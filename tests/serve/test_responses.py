@@ -149,16 +149,23 @@ RUST_STREAM_BODY = {"prompt": "Once upon a time", "n_batch": 8, "top_k": 40, "to
                     "repeat_penalty": 1.3, "temp": 0.8, "num_predict": 128, "cache": 42}
 
 
-def snapshots(url) -> dict:
-    r = httpx.get(f"{url}/v1/stats", headers={"Authorization": f"Bearer {KEY}"}, timeout=60)
-    return r.json()["models"]["gemma"]["kv_snapshots"]
+def snapshots(url, at_least: str) -> dict:
+    """The model's snapshot counts once ``at_least`` of them is 1 or more (the replicas
+    report their figures every second)."""
+    deadline = time.monotonic() + 30
+    while True:
+        r = httpx.get(f"{url}/v1/stats", headers={"Authorization": f"Bearer {KEY}"}, timeout=60)
+        counts = r.json()["models"]["gemma"]["kv_snapshots"]
+        if counts[at_least] >= 1 or time.monotonic() > deadline:
+            return counts
+        time.sleep(0.25)
 
 
 @pytest.fixture(scope="module")
 def streamed(server):
     r = httpx.post(f"{server}/stream", json=RUST_STREAM_BODY, headers={"Authorization": f"Bearer {KEY}"}, timeout=120)
     assert r.status_code == 200 and r.text, r.text
-    assert snapshots(server)["saved"] >= 1
+    assert snapshots(server, "saved")["saved"] >= 1
     return r.text
 
 
@@ -175,4 +182,4 @@ def test_responses_survive_a_restart_of_serve_and_ray(ray_serve, server, state_d
     # The same cache id after the restart: the new replica restores the prompt from disk.
     r = httpx.post(f"{url}/stream", json=RUST_STREAM_BODY, headers={"Authorization": f"Bearer {KEY}"}, timeout=120)
     assert r.status_code == 200 and r.text, r.text
-    assert snapshots(url)["restored"] == 1
+    assert snapshots(url, "restored")["restored"] == 1
