@@ -24,6 +24,16 @@ TokenId = Annotated[int, Field(ge=0, lt=_UINT32)]
 Bias = Annotated[float, Field(ge=-100, le=100)]
 
 
+def logprob_content(entries) -> list[dict]:
+    """Log-probabilities (``generation.TokenLogprob``) as chat's ``logprobs.content`` and the
+    Responses API's ``output_text.logprobs`` write them."""
+
+    def entry(token: str, logprob: float) -> dict:
+        return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
+
+    return [{**entry(e.token, e.logprob), "top_logprobs": [entry(t, lp) for t, lp in e.top]} for e in entries]
+
+
 class StreamOptions(Body):
     include_usage: bool = False
 
