@@ -407,7 +407,9 @@ def from_schema(schema: dict, where: str = "schema", caps: Caps = DEFAULT_CAPS) 
     """The grammar of a JSON schema (standard or Poly's dialect); SchemaError if it cannot be
     enforced or asks more than ``caps``. CPU-bound: call it off the event loop."""
     try:
-        schema_json = json.dumps(schema, sort_keys=True)
+        # Not sorted: the converter writes properties in the schema's order, and the model must
+        # too ("reasoning" before "answer" is a schema's way to have it think first).
+        schema_json = json.dumps(schema)
     except (TypeError, ValueError, RecursionError):
         raise SchemaError(f"{where} must be JSON") from None
     if len(schema_json) > caps.max_schema_bytes:
