@@ -42,6 +42,8 @@ def test_tool_choice():
     assert not tools.plan([WEATHER], "none").active
     named = tools.plan([WEATHER, CLOCK], {"type": "function", "function": {"name": "now"}})
     assert (named.mode, named.forced, [t.name for t in named.callable()]) == ("required", "now", ["now"])
+    # One call of a named function, unless more are asked for.
+    assert not named.parallel and tools.plan([CLOCK], {"type": "function", "function": {"name": "now"}}, True).parallel
     with pytest.raises(BadRequest, match=r"tool_choice.function.name: 'nope' is not an offered tool \(tools: get_weather\)"):
         tools.plan([WEATHER], {"type": "function", "function": {"name": "nope"}})
     with pytest.raises(BadRequest, match="'required' needs tools"):
