@@ -2,7 +2,7 @@
 ASGI app (no Ray; tests/api/test_anthropic_model.py does the same for the anthropic package):
 LangChain's ChatOpenAI (bind_tools, streamed and whole; with_structured_output with
 method="json_schema" on a model with bounded fields) and the OpenAI Agents SDK (an agent with a
-function tool over the Responses API). Greedy where an answer is checked, so nothing flakes."""
+function tool over the Responses API, and one with an output_type, streamed). Greedy where an answer is checked, so nothing flakes."""
 
 import httpx2
 import jsonschema
@@ -105,3 +105,19 @@ async def test_openai_agents_sdk_agent_with_a_function_tool(app):
     assert called and result.final_output == get_weather(called[0])
     [response] = result.raw_responses
     assert response.usage.input_tokens > 0 and response.response_id.startswith("resp_")
+
+
+async def test_openai_agents_sdk_structured_output_streamed(app):
+    """An agent's output_type becomes the Responses API's text.format json_schema (a grammar),
+    read back from the streamed events."""
+    import openai
+    from agents import Agent, ModelSettings, OpenAIResponsesModel, Runner, set_tracing_disabled
+
+    set_tracing_disabled(True)
+    client = openai.AsyncOpenAI(api_key="key-1", base_url="http://localhost/v1", http_client=http(app), max_retries=0)
+    agent = Agent(name="inventor", instructions="Invent a person.", output_type=Person,
+                  model=OpenAIResponsesModel(model="g", openai_client=client),
+                  model_settings=ModelSettings(temperature=0, max_tokens=96))
+    run = Runner.run_streamed(agent, "Invent a person.")
+    kinds = {event.type async for event in run.stream_events()}
+    assert isinstance(run.final_output, Person) and "raw_response_event" in kinds
