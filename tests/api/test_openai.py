@@ -117,7 +117,10 @@ async def test_extra_body_sampling_reaches_the_sampler():
             await client.completions.create(model="echo", prompt="x", extra_body=bad)
     with pytest.raises(openai.BadRequestError, match="n: only n = 1") as e:
         await client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "x"}], n=2)
-    assert e.value.body["type"] == "invalid_request_error"
+    assert (e.value.body["type"], e.value.param) == ("invalid_request_error", "n")  # OpenAI's shape names it
+    with pytest.raises(openai.BadRequestError) as e:
+        await client.completions.create(model="echo", prompt="x", extra_body={"logit_bias": {"1": 101}})
+    assert e.value.param == "logit_bias.1"
 
 
 async def test_response_format_becomes_a_grammar():

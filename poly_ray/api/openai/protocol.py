@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from poly_ray import grammars, tools
 from poly_ray.api.content import text_of
@@ -80,10 +81,15 @@ class _Sampling(Body):
     # vLLM's and llama-server's extension: generate max_tokens whatever the model says (benchmarks).
     ignore_eos: bool | None = None
 
+    @field_validator("n")
+    @classmethod
+    def _one(cls, n: int) -> int:
+        if n != 1:  # named in the error's param too, for the SDK's BadRequestError.param
+            raise PydanticCustomError("unsupported", "only n = 1 is supported")
+        return n
+
     @model_validator(mode="after")
     def _supported(self):
-        if self.n != 1:
-            raise ValueError("n: only n = 1 is supported")
         if None not in (self.repeat_penalty, self.repetition_penalty) and self.repeat_penalty != self.repetition_penalty:
             raise ValueError("repeat_penalty and repetition_penalty are one setting: send one of them")
         return self
