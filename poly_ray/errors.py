@@ -41,10 +41,12 @@ class PolyError(Exception):
     status = 500
     code = "internal_error"
 
-    def __init__(self, message: str, *, headers: dict[str, str] | None = None):
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None, param: str | None = None):
         super().__init__(message)
         self.message = message
         self.headers = headers or {}
+        # The request field the error is about, where one is (OpenAI's error shape carries it).
+        self.param = param
 
     def __reduce__(self):
         return (_rebuild, (type(self), self.message, self.headers, self.__dict__))
@@ -55,7 +57,7 @@ class PolyError(Exception):
 
 def _rebuild(cls, message, headers, state):
     err = cls.__new__(cls)
-    PolyError.__init__(err, message, headers=headers)
+    PolyError.__init__(err, message, headers=headers)  # param, and a subclass's own fields, are in state
     err.__dict__.update(state)
     return err
 

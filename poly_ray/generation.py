@@ -43,6 +43,7 @@ class Sampling:
     typical_p: float = 1.0  # locally typical sampling; 1.0 is off
     min_keep: int = 1  # the tokens top-k, top-p, min-p and typical keep whatever their probability
     seed: int | None = None
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias) added to the logits; -inf bans
 
 
 @dataclass(frozen=True)

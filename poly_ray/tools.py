@@ -149,7 +149,10 @@ def plan(tools, tool_choice=None, parallel_tool_calls: bool | None = None,
         if name not in {t.name for t in checked}:
             offered = ", ".join(t.name for t in checked) or "none"
             raise BadRequest(f"tool_choice.function.name: '{name}' is not an offered tool (tools: {offered})")
-        return Plan(checked, "required", forced=name, parallel=parallel, caps=caps)
+        # One call of a named function unless the request asks for more: the clients that force
+        # one for structured output (instructor's TOOLS mode, LangChain's function calling) read
+        # one, and a small model repeated the call until max_tokens.
+        return Plan(checked, "required", forced=name, parallel=bool(parallel_tool_calls), caps=caps)
     raise BadRequest("tool_choice: 'auto', 'none', 'required' or {'type': 'function', 'function': {'name': ...}}")
 
 

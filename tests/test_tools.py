@@ -23,9 +23,9 @@ def test_definitions_are_checked_field_by_field():
         "tools[0].type: only 'function'": [{"type": "code_interpreter"}],
         "tools[1].function.name: 'now' is offered twice": [CLOCK, CLOCK],
         "tools[0].function.name: 1-64": [{"type": "function", "function": {"name": "a b"}}],
-        "tools[0].function.parameters.properties.x.minimum: a number's bounds are enforced when they are whole":
+        "tools[0].function.parameters.properties.x.multipleOf cannot be enforced":
             [{"type": "function", "function": {"name": "f", "parameters": {
-                "type": "object", "properties": {"x": {"type": "number", "minimum": 0.5}}}}}],
+                "type": "object", "properties": {"x": {"type": "number", "multipleOf": 0.5}}}}}],
         "tools[0].function.parameters must be a JSON schema of an object": [{"type": "function", "function": {
             "name": "f", "parameters": {"type": "string"}}}],
         "tools[0].function.color: unknown field": [{"type": "function", "function": {"name": "f", "color": 1}}],
@@ -42,6 +42,8 @@ def test_tool_choice():
     assert not tools.plan([WEATHER], "none").active
     named = tools.plan([WEATHER, CLOCK], {"type": "function", "function": {"name": "now"}})
     assert (named.mode, named.forced, [t.name for t in named.callable()]) == ("required", "now", ["now"])
+    # One call of a named function, unless more are asked for.
+    assert not named.parallel and tools.plan([CLOCK], {"type": "function", "function": {"name": "now"}}, True).parallel
     with pytest.raises(BadRequest, match=r"tool_choice.function.name: 'nope' is not an offered tool \(tools: get_weather\)"):
         tools.plan([WEATHER], {"type": "function", "function": {"name": "nope"}})
     with pytest.raises(BadRequest, match="'required' needs tools"):

@@ -35,7 +35,7 @@ from .memory import routes as memory_routes
 from .ollama import routes as ollama_routes
 from .openai import routes as openai_routes
 from .openapi import document
-from .parsing import describe
+from .parsing import describe, first_field
 from .poly import chat_ws
 from .poly import routes as poly_routes
 from .poly.readiness import ReadyCache
@@ -51,9 +51,10 @@ ROUTERS = (poly_routes.router, openai_routes.router, responses_routes.router, co
            assistants_routes.router, anthropic_routes.router, ollama_routes.router, simple_routes.router,
            chat_ws.router, memory_routes.router, playground.router)
 
-def error_response(request: Request, status: int, code: str, message: str, headers=None) -> JSONResponse:
+def error_response(request: Request, status: int, code: str, message: str, headers=None,
+                   param: str | None = None) -> JSONResponse:
     """One place that shapes errors: in the family of the route the request is for."""
-    return family_of(request.scope).response(status, code, message, headers)
+    return family_of(request.scope).response(status, code, message, headers, param)
 
 
 def create_app(backend: Backend, config: Config, listen_host: str | None = None,
@@ -93,7 +94,7 @@ def create_app(backend: Backend, config: Config, listen_host: str | None = None,
     @app.exception_handler(PolyError)
     async def _poly_error(request: Request, err: PolyError):
         log_refusal(err, request.method, request.url.path)
-        return error_response(request, err.status, err.code, err.message, err.headers)
+        return error_response(request, err.status, err.code, err.message, err.headers, err.param)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, err: StarletteHTTPException):
@@ -102,7 +103,7 @@ def create_app(backend: Backend, config: Config, listen_host: str | None = None,
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, err: RequestValidationError):
-        return error_response(request, 400, BadRequest.code, describe(err.errors()))
+        return error_response(request, 400, BadRequest.code, describe(err.errors()), param=first_field(err.errors()))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, err: Exception):
@@ -153,7 +154,7 @@ class _DocsNeedCredentials:
                                                   request.query_params.get("api_key")))
             except PolyError as err:
                 log_refusal(err, request.method, request.url.path)
-                await error_response(request, err.status, err.code, err.message, err.headers)(scope, receive, send)
+                await error_response(request, err.status, err.code, err.message, err.headers, err.param)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 

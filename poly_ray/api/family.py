@@ -63,10 +63,11 @@ class AnthropicErrorBody(BaseModel):
 
 
 class Family:
-    """One API family. ``body(status, code, message)`` is its error body;
-    ``stream_error(err)`` the frame that ends one of its streams with an error."""
+    """One API family. ``body(status, code, message, param)`` is its error body (``param``: the
+    request field it is about, or None); ``stream_error(err)`` the frame that ends one of its
+    streams with an error."""
 
-    def __init__(self, name: str, *, error_model: type[BaseModel], body: Callable[[int, str, str], dict],
+    def __init__(self, name: str, *, error_model: type[BaseModel], body: Callable[[int, str, str, str | None], dict],
                  stream_error: Callable[[PolyError], bytes], prefixes: tuple[str, ...] = ()):
         self.name, self.error_model, self.body = name, error_model, body
         self.stream_error, self.prefixes = stream_error, prefixes
@@ -79,8 +80,9 @@ class Family:
         """A router whose routes answer errors in this family's shape."""
         return APIRouter(route_class=self.route_class)
 
-    def response(self, status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
-        return JSONResponse(self.body(status, code, message), status_code=status, headers=headers)
+    def response(self, status: int, code: str, message: str, headers: dict | None = None,
+                 param: str | None = None) -> JSONResponse:
+        return JSONResponse(self.body(status, code, message, param), status_code=status, headers=headers)
 
 
 class FamilyRoute(APIRoute):
@@ -95,7 +97,7 @@ class FamilyRoute(APIRoute):
         super().__init__(path, endpoint, **kwargs)
 
 
-def _poly_body(status: int, code: str, message: str) -> dict:
+def _poly_body(status: int, code: str, message: str, param: str | None = None) -> dict:
     return {"error": {"code": code, "message": message}}
 
 
@@ -103,9 +105,9 @@ _OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403:
                  404: "not_found_error", 429: "rate_limit_error"}
 
 
-def _openai_body(status: int, code: str, message: str) -> dict:
+def _openai_body(status: int, code: str, message: str, param: str | None = None) -> dict:
     kind = _OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
 # Anthropic's error types by status (its SDK picks the exception class by status; the type is for people).
@@ -114,7 +116,7 @@ _ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 4
                     503: "overloaded_error", 529: "overloaded_error"}
 
 
-def _anthropic_body(status: int, code: str, message: str) -> dict:
+def _anthropic_body(status: int, code: str, message: str, param: str | None = None) -> dict:
     kind = _ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
     return {"type": "error", "error": {"type": kind, "message": message}}
 
@@ -127,11 +129,12 @@ POLY = Family("poly", error_model=PolyErrorBody, body=_poly_body,
               stream_error=lambda err: sse.json_event("error", err.to_body()["error"]))
 # The SDKs raise on a `data:` whose object has "error" (as vLLM and llama-server send it).
 OPENAI = Family("openai", error_model=OpenAIErrorBody, body=_openai_body,
-                stream_error=lambda err: b"data: " + _compact(_openai_body(err.status, err.code, err.message)) + b"\n\n",
+                stream_error=lambda err: b"data: " + _compact(_openai_body(err.status, err.code, err.message, err.param))
+                + b"\n\n",
                 prefixes=("/v1/models", "/v1/completions", "/v1/chat/completions", "/v1/embeddings",
                           "/v1/responses", "/v1/conversations", "/v1/assistants", "/v1/threads"))
 # Ollama's clients read {"error": "..."} as a line of the NDJSON stream too.
-OLLAMA = Family("ollama", error_model=OllamaErrorBody, body=lambda status, code, message: {"error": message},
+OLLAMA = Family("ollama", error_model=OllamaErrorBody, body=lambda status, code, message, param: {"error": message},
                 stream_error=lambda err: _compact({"error": err.message}) + b"\n", prefixes=("/api/",))
 
 # The SDK raises on an `event: error` frame whose data is the error body.

@@ -50,7 +50,7 @@ async def parse_params(request: Request, model: type[BaseModel]) -> Any:
     try:
         return model.model_validate(data, strict=False)
     except ValidationError as e:
-        raise BadRequest(describe(e.errors())) from None
+        raise BadRequest(describe(e.errors()), param=first_field(e.errors())) from None
 
 
 def loads_json(raw: str | bytes, what: str) -> Any:
@@ -87,6 +87,12 @@ def describe(errors: Sequence[Mapping[str, Any]]) -> str:
         msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
         parts.append(f"{loc}: {msg}" if loc else msg)
     return "; ".join(parts)
+
+
+def first_field(errors: Sequence[Mapping[str, Any]]) -> str | None:
+    """The field the first error names (dotted, as ``describe`` writes it), if it names one."""
+    loc = [str(p) for p in errors[0]["loc"] if p not in ("body", "query", "path")] if errors else []
+    return ".".join(loc) or None
 
 
 async def overrides_off_loop(app, body) -> Overrides:

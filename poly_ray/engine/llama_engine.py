@@ -269,6 +269,9 @@ class Engine:
         request = _resolve_lengths(request, len(tokens))
         if request.cache_key is not None and self._persist is not None:
             self._persist.index.check_fits(len(tokens))
+        if outside := [t for t, _ in request.sampling.logit_bias if t >= self._n_vocab]:
+            raise BadRequest(f"logit_bias: token {outside[0]} is not in the vocabulary of model '{self.name}' "
+                             f"(0 to {self._n_vocab - 1})")
         if request.grammar is not None:
             SamplerChain(self._vocab, self._n_vocab, request.sampling, grammar=request.grammar).close()
         job = _Job(tokens, request, asyncio.get_running_loop(), asyncio.Queue())

@@ -43,12 +43,14 @@ class SamplerChain:
         penalised = s.repeat_last_n > 0 and (s.repeat_penalty != 1.0 or s.frequency_penalty or s.presence_penalty)
         self._history = deque((history or [])[-s.repeat_last_n :], maxlen=s.repeat_last_n) if penalised else None
         try:
-            if banned:  # ignore_eos: end-of-generation tokens can never be drawn
-                bias = (llama_cpp.llama_logit_bias * len(banned))()
-                for i, token in enumerate(banned):
+            # A request's logit_bias, and ignore_eos's end-of-generation tokens that can never be drawn.
+            biases = [*s.logit_bias, *((token, float("-inf")) for token in banned or ())]
+            if biases:
+                bias = (llama_cpp.llama_logit_bias * len(biases))()
+                for i, (token, value) in enumerate(biases):
                     # llama_cpp declares the fields as their ctypes types; ctypes converts a Python int.
-                    bias[i].token, bias[i].bias = token, float("-inf")  # type: ignore[assignment]
-                self._add(llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(banned), bias))
+                    bias[i].token, bias[i].bias = token, value  # type: ignore[assignment]
+                self._add(llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(biases), bias))
             if grammar is not None:
                 g = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
                 if not g:

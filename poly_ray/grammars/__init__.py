@@ -26,6 +26,7 @@ import functools
 import json
 import re
 from dataclasses import dataclass
+from decimal import ROUND_FLOOR, Decimal
 
 from llama_cpp.llama_grammar import JSON_GBNF
 
@@ -82,7 +83,7 @@ def normalise(schema, where: str = "schema", caps: Caps = DEFAULT_CAPS, depth: i
         raise SchemaError(f"{where} must be a JSON object")
     if depth > caps.max_depth:
         raise SchemaError(f"{where}: schemas are nested more than {caps.max_depth} deep (schema_limits.max_depth)")
-    if schema.get("type") == "number" and ({"min", "max", "max_decimals", "minimum", "maximum"} & schema.keys()):
+    if schema.get("type") == "number" and (_NUMBER_BOUNDS & schema.keys()):
         return _number(schema, where)
     schema = {_POLY.get(k, k): v for k, v in schema.items()}
     if _INTEGER_BOUNDS & schema.keys():
@@ -167,44 +168,82 @@ def pattern_size(pattern: str) -> int:
     return pattern_shape(pattern, 0).size
 
 
-# Bounded numbers and their decimals (Poly's { type = "number", min, max, max_decimals }) are
-# grammar rules of their own: normalise leaves a marker (a string constant) that the
-# converter writes as a literal, and _numbers puts the rule in its place.
-_MARK = re.compile(r'"\\"@@number\|(-?\d*)\|(-?\d*)\|(\d+)@@\\""')
+# Bounded numbers and their decimals (Poly's { type = "number", min, max, max_decimals }, JSON
+# Schema's minimum, maximum, exclusiveMinimum, exclusiveMaximum on a number or an integer, one
+# side or both) are grammar rules of their own: normalise leaves a marker (a string constant)
+# that the converter writes as a literal, and _numbers puts the rule in its place. A bound in
+# the marker is a plain decimal, after "!" when it is exclusive.
+_MARK = re.compile(r'"\\"@@number\|(!?-?[0-9.]*)\|(!?-?[0-9.]*)\|(\d+)@@\\""')
 _MAX_DECIMALS = 15
 _MAX_DIGITS = 15  # an unbounded side: integer parts of at most this many digits (a double's precision)
+_NUMBER_BOUNDS = {"min", "max", "max_decimals"} | _INTEGER_BOUNDS
+
+
+@dataclass(frozen=True)
+class Bound:
+    """One side of a range: a decimal, and whether it is itself excluded."""
+
+    value: Decimal
+    open: bool = False
+
+    def marker(self) -> str:
+        return ("!" if self.open else "") + format(self.value, "f")
+
+    @classmethod
+    def read(cls, text: str) -> Bound | None:
+        return cls(Decimal(text.lstrip("!")), text.startswith("!")) if text else None
+
+
+def _bounds(schema: dict, where: str) -> tuple[Bound | None, Bound | None]:
+    """The lower and upper bound a schema's minimum/maximum/exclusive* (Poly's min/max) set, the
+    stricter where two set one side; an exclusive bound may be draft 4's boolean beside its bound."""
+    def number(key: str) -> Decimal | None:
+        value = schema.get(key)
+        if value is None or (isinstance(value, bool) and key.startswith("exclusive")):
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise SchemaError(f"{where}.{key} must be a number, not {value!r}")
+        return Decimal(str(value))
+
+    def side(inclusive: str, poly: str, exclusive: str) -> list[Bound]:
+        found = [Bound(v, schema.get(exclusive) is True) for v in (number(inclusive), number(poly)) if v is not None]
+        if (v := number(exclusive)) is not None:
+            found.append(Bound(v, True))
+        return found
+
+    # The stricter of each side's bounds; on a tie the exclusive one.
+    lo = max(side("minimum", "min", "exclusiveMinimum"), key=lambda b: (b.value, b.open), default=None)
+    hi = min(side("maximum", "max", "exclusiveMaximum"), key=lambda b: (b.value, not b.open), default=None)
+    if lo is not None and hi is not None and (lo.value > hi.value or (lo.value == hi.value and (lo.open or hi.open))):
+        raise SchemaError(f"{where}: no number is above the minimum {lo.value} and below the maximum {hi.value}")
+    return lo, hi
+
+
+def _marker(lo: Bound | None, hi: Bound | None, decimals: int) -> dict:
+    low, high = ("" if b is None else b.marker() for b in (lo, hi))
+    return {"const": f"@@number|{low}|{high}|{decimals}@@"}
 
 
 def _number(schema: dict, where: str) -> dict:
-    """Poly's number schema (or JSON Schema's minimum/maximum on a number) as a marker."""
+    """Poly's number schema (or JSON Schema's bounds on a number) as a marker."""
     poly = bool({"min", "max", "max_decimals"} & schema.keys())
     for key in schema:
-        if key not in {"type", "min", "max", "max_decimals", "minimum", "maximum"} | _ANNOTATIONS:
-            raise SchemaError(f"{where}.{key} cannot be enforced by a grammar beside minimum/maximum on a number")
-    lo, hi = schema.get("min", schema.get("minimum")), schema.get("max", schema.get("maximum"))
-    names = ("min" if "min" in schema else "minimum", "max" if "max" in schema else "maximum")
-    for name, bound in zip(names, (lo, hi), strict=True):
-        if bound is None:
-            continue
-        if isinstance(bound, bool) or not isinstance(bound, int | float) or bound != int(bound):
-            raise SchemaError(f"{where}.{name}: a number's bounds are enforced when they are whole numbers, "
-                              f"not {bound!r}")
-    lo, hi = (None if b is None else int(b) for b in (lo, hi))
-    if lo is not None and hi is not None and lo > hi:
-        raise SchemaError(f"{where}: the minimum {lo} is above the maximum {hi}")
+        if key not in _NUMBER_BOUNDS | _ANNOTATIONS | {"type"}:
+            raise SchemaError(f"{where}.{key} cannot be enforced by a grammar beside the bounds of a number")
+    lo, hi = _bounds(schema, where)
     # Poly writes a number without max_decimals as a whole number; JSON Schema allows any decimals.
     decimals = schema.get("max_decimals", 0 if poly else _MAX_DECIMALS)
     if isinstance(decimals, bool) or not isinstance(decimals, int) or not 0 <= decimals <= _MAX_DECIMALS:
         raise SchemaError(f"{where}.max_decimals must be a whole number from 0 to {_MAX_DECIMALS}")
-    text = lambda b: "" if b is None else str(b)  # noqa: E731
-    return {"const": f"@@number|{text(lo)}|{text(hi)}|{decimals}@@"}
+    if number_expression(lo, hi, decimals) == "":
+        raise SchemaError(f"{where}: no number with at most {decimals} decimals is within its bounds")
+    return _marker(lo, hi, decimals)
 
 
 def _numbers(grammar: str) -> str:
     """The converter's grammar with each number marker replaced by its rule."""
     def rule(m: re.Match) -> str:
-        lo, hi = (int(g) if g else None for g in m.groups()[:2])
-        return f"( {number_expression(lo, hi, int(m.group(3)))} ) space"
+        return f"( {number_expression(Bound.read(m.group(1)), Bound.read(m.group(2)), int(m.group(3)))} ) space"
 
     out = _MARK.sub(rule, grammar)
     if out != grammar and not re.search(r"^space ::=", out, re.M):
@@ -212,31 +251,102 @@ def _numbers(grammar: str) -> str:
     return out
 
 
-def number_expression(lo: int | None, hi: int | None, decimals: int) -> str:
-    """A GBNF expression for JSON numbers in [lo, hi] (None: unbounded) with at most
-    ``decimals`` digits after the point. Whole bounds keep it exact: a value below hi
-    has an integer part below hi (any decimals), or is hi with only zeros after it."""
-    frac = f' ("." [0-9]{{1,{decimals}}})?' if decimals else ""
-    zeros = f' ("." "0"{{1,{decimals}}})?' if decimals else ""
-
-    def side(low: int, high: int | None, sign: str) -> list[str]:
-        if high is None:
-            return [f"{sign}({uint_range(low, None)}){frac}"]
-        alts = [f"{sign}({uint_range(low, high - 1)}){frac}"] if low <= high - 1 else []
-        return [*alts, f'{sign}"{high}"{zeros}']
-
+def number_expression(lo: Bound | int | None, hi: Bound | int | None, decimals: int) -> str:
+    """A GBNF expression for the JSON numbers between lo and hi (None: unbounded; an int: an
+    inclusive bound) with at most ``decimals`` digits after the point ("" when there are none).
+    Exact for decimal bounds: a value's integer part is compared first, then its decimals as
+    digits (``_fraction``)."""
+    lo, hi = (Bound(Decimal(b)) if isinstance(b, int) else b for b in (lo, hi))
+    zero = Bound(Decimal(0))
     alts = []
-    if hi is None or hi >= 0:
-        alts += side(max(lo, 0) if lo is not None else 0, hi, "")
-    if lo is None or lo < 0:  # magnitudes after a minus: [-hi, -lo]
-        alts += side(max(-hi, 0) if hi is not None else 0, None if lo is None else -lo, '"-" ')
-    return " | ".join(f"( {a} )" for a in alts)
+    # Non-negative values: magnitudes from max(lo, 0) to hi.
+    if hi is None or hi.value > 0 or (hi.value == 0 and not hi.open):
+        alts += _magnitudes(lo if lo is not None and lo.value >= 0 else zero, hi, decimals, "")
+    # Negative values: magnitudes from max(-hi, 0) to -lo, after a minus.
+    if lo is None or lo.value < 0:
+        low = Bound(-hi.value, hi.open) if hi is not None and hi.value <= 0 else zero
+        if low.value == 0 and not low.open:
+            low = Bound(Decimal(0), True)  # zero is written without a minus
+        alts += _magnitudes(low, None if lo is None else Bound(-lo.value, lo.open), decimals, '"-" ')
+    return alts[0] if len(alts) == 1 else " | ".join(f"( {a} )" for a in alts)
+
+
+def _magnitudes(low: Bound, high: Bound | None, decimals: int, sign: str) -> list[str]:
+    """Alternatives for the non-negative numbers from low to high (None: unbounded): integer
+    parts strictly between the bounds' as one digit range with any decimals, each bound's own
+    integer part with the decimals on its side of it."""
+    if decimals == 0:  # whole numbers: one digit range
+        first = _floor(low.value) + 1 if low.open else -_floor(-low.value)
+        last = None if high is None else (-_floor(-high.value) - 1 if high.open else _floor(high.value))
+        return [f"{sign}({uint_range(first, last)})"] if last is None or first <= last else []
+    low_int, low_frac = _split(low.value)
+    anyfrac = f' ("." [0-9]{{1,{decimals}}})?'
+    # An inclusive whole low bound takes any decimals: its integer part joins the range.
+    first = low_int if not low_frac and not low.open else low_int + 1
+    alts = [] if first == low_int else [
+        _with_fraction(f'{sign}"{low_int}"', _fraction(low_frac, low.open, None, False, decimals))]
+    if high is None:
+        alts.append(f"{sign}({uint_range(first, None)}){anyfrac}")
+        return [a for a in alts if a]
+    high_int, high_frac = _split(high.value)
+    if high_int == low_int:
+        return [a for a in [_with_fraction(f'{sign}"{low_int}"', _fraction(low_frac, low.open, high_frac, high.open,
+                                                                           decimals))] if a]
+    if first <= high_int - 1:
+        alts.append(f"{sign}({uint_range(first, high_int - 1)}){anyfrac}")
+    alts.append(_with_fraction(f'{sign}"{high_int}"', _fraction("", False, high_frac, high.open, decimals)))
+    return [a for a in alts if a]
+
+
+def _split(value: Decimal) -> tuple[int, str]:
+    """A non-negative decimal's integer part and the digits after its point (no trailing zeros)."""
+    whole, _, digits = format(value, "f").partition(".")
+    return int(whole), digits.rstrip("0")
+
+
+def _with_fraction(integer: str, fraction: tuple[str | None, bool]) -> str:
+    """An integer part and the decimals that may follow it ("" when none may: no such number)."""
+    expr, bare = fraction
+    if expr is None:
+        return integer if bare else ""
+    return f'{integer} ("." ({expr})){"?" if bare else ""}'
+
+
+def _fraction(lo: str, lo_open: bool, hi: str | None, hi_open: bool, n: int) -> tuple[str | None, bool]:
+    """The digit strings s of 0 to n digits whose value 0.s lies between 0.lo and 0.hi (hi None:
+    below 1), each end excluded when open: a GBNF expression of the non-empty ones (None: there
+    are none), and whether the empty one (the value 0) is in. Decimals compare digit by digit,
+    a missing digit read as 0, so each level settles one digit."""
+    bare = (not lo.strip("0") and not lo_open) and (hi is None or not hi_open or bool(hi.strip("0")))
+    if n == 0:
+        return None, bare
+    low, low_rest = (int(lo[0]), lo[1:]) if lo else (0, "")
+    high, high_rest = (10, None) if hi is None else ((int(hi[0]), hi[1:]) if hi else (0, ""))
+    alts = []
+    if low == high:  # both ends hold the first digit
+        alts.append(_with_fraction_digit(low, _fraction(low_rest, lo_open, high_rest, hi_open, n - 1)))
+    else:
+        alts.append(_with_fraction_digit(low, _fraction(low_rest, lo_open, None, False, n - 1)))
+        if low + 1 <= min(high - 1, 9):
+            rest = f" [0-9]{{0,{n - 1}}}" if n > 1 else ""
+            alts.append(f"[{low + 1}-{min(high - 1, 9)}]{rest}")
+        if high <= 9:
+            alts.append(_with_fraction_digit(high, _fraction("", False, high_rest, hi_open, n - 1)))
+    alts = [a for a in alts if a]
+    return (" | ".join(f"( {a} )" for a in alts) if alts else None), bare
+
+
+def _with_fraction_digit(digit: int, rest: tuple[str | None, bool]) -> str:
+    expr, bare = rest
+    if expr is None:
+        return f'"{digit}"' if bare else ""
+    return f'"{digit}" ({expr}){"?" if bare else ""}'
 
 
 def uint_range(lo: int, hi: int | None) -> str:
     """A GBNF expression for the decimal integers in [lo, hi] written without leading zeros
-    (hi None: up to _MAX_DIGITS digits)."""
-    top = 10 ** _MAX_DIGITS - 1 if hi is None else hi
+    (hi None: up to _MAX_DIGITS digits, or as many as lo has)."""
+    top = 10 ** max(_MAX_DIGITS, len(str(lo))) - 1 if hi is None else hi
     alts = []
     for length in range(len(str(lo)), len(str(top)) + 1):
         a, b = max(lo, 10 ** (length - 1) if length > 1 else 0), min(top, 10 ** length - 1)
@@ -270,35 +380,36 @@ def _same_length(lo: str, hi: str) -> str:
     return " | ".join(f"( {p} )" for p in parts) if len(parts) > 1 else parts[0]
 
 
+def _floor(value: Decimal) -> int:
+    return int(value.to_integral_value(ROUND_FLOOR))
+
+
 def _bounded_integer(schema: dict, where: str) -> dict:
-    """An integer's minimum/maximum as a number marker with no decimals: digit ranges
-    (``uint_range``), which keep llama.cpp at a few places at once where an enum of the
-    values kept it at one per value (0..1000 as an enum measured 1.4 s per token)."""
+    """An integer's bounds (either side or both, inclusive or exclusive, whole or not) as the
+    whole numbers between them: digit ranges (``uint_range``), which keep llama.cpp at a few
+    places at once where an enum of the values kept it at one per value (0..1000 as an enum
+    measured 1.4 s per token)."""
     if schema.get("type") != "integer":
-        raise SchemaError(f"{where}: minimum/maximum can only be enforced on integers, not on {schema.get('type')!r}")
+        raise SchemaError(f"{where}: minimum/maximum are enforced on numbers and integers, not on {schema.get('type')!r}")
     for key in schema:
         if key not in _INTEGER_BOUNDS | _ANNOTATIONS | {"type"}:
-            raise SchemaError(f"{where}.{key} cannot be enforced by a grammar beside minimum/maximum on an integer")
-    lo = schema.get("minimum", schema.get("exclusiveMinimum", None))
-    hi = schema.get("maximum", schema.get("exclusiveMaximum", None))
-    for bound in (lo, hi):
-        if bound is not None and (isinstance(bound, bool) or not isinstance(bound, int)):
-            raise SchemaError(f"{where}: an integer range is enforced only with integer bounds, not {bound!r}")
-    if lo is not None:
-        lo += "exclusiveMinimum" in schema
-    if hi is not None:
-        hi -= "exclusiveMaximum" in schema
-    if lo is not None and hi is not None and lo > hi:
-        raise SchemaError(f"{where}: the minimum {lo} is above the maximum {hi}")
-    text = lambda b: "" if b is None else str(b)  # noqa: E731
-    return {"const": f"@@number|{text(lo)}|{text(hi)}|0@@"}
+            raise SchemaError(f"{where}.{key} cannot be enforced by a grammar beside the bounds of an integer")
+    lo, hi = _bounds(schema, where)
+    # The whole numbers within: from 3 above 2.5 or 2 (exclusive), to 6 below 7 (exclusive) or 6.5.
+    low = None if lo is None else (_floor(lo.value) + 1 if lo.open else -_floor(-lo.value))
+    high = None if hi is None else (-_floor(-hi.value) - 1 if hi.open else _floor(hi.value))
+    if low is not None and high is not None and low > high:
+        raise SchemaError(f"{where}: no integer is within its bounds")
+    return _marker(None if low is None else Bound(Decimal(low)), None if high is None else Bound(Decimal(high)), 0)
 
 
 def from_schema(schema: dict, where: str = "schema", caps: Caps = DEFAULT_CAPS) -> str:
     """The grammar of a JSON schema (standard or Poly's dialect); SchemaError if it cannot be
     enforced or asks more than ``caps``. CPU-bound: call it off the event loop."""
     try:
-        schema_json = json.dumps(schema, sort_keys=True)
+        # Not sorted: the converter writes properties in the schema's order, and the model must
+        # too ("reasoning" before "answer" is a schema's way to have it think first).
+        schema_json = json.dumps(schema)
     except (TypeError, ValueError, RecursionError):
         raise SchemaError(f"{where} must be JSON") from None
     if len(schema_json) > caps.max_schema_bytes:

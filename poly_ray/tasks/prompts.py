@@ -124,6 +124,7 @@ def build_request(
         typical_p=task.typical_p,
         min_keep=task.min_keep,
         seed=_or(o.seed, task.seed),
+        logit_bias=o.logit_bias,
     )
     return GenerationRequest(
         prompt=assemble(task, prompt) if isinstance(prompt, str) else prompt,

@@ -29,6 +29,8 @@ class Overrides:
     frequency_penalty: float | None = None
     presence_penalty: float | None = None
     seed: int | None = None
+    # (token id, bias) pairs added to the logits: OpenAI's logit_bias.
+    logit_bias: tuple[tuple[int, float], ...] = ()
     stop: tuple[str, ...] = ()
     # Generate max_tokens whatever the model's end-of-text says.
     ignore_eos: bool = False

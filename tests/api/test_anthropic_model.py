@@ -55,8 +55,10 @@ async def test_a_forced_tool_call_follows_its_schema(client):
     [call] = [b for b in final.content if b.type == "tool_use"]
     assert call.name == "book_table"
     jsonschema.validate(call.input, BOOK["input_schema"])
+    # One call: a greedy small model repeats parallel calls (the same booking) until max_tokens.
     whole = await client.messages.create(model="g", max_tokens=256, messages=ask, tools=[WEATHER, BOOK],
-                                         tool_choice={"type": "any"}, extra_body={"temperature": 0})
+                                         tool_choice={"type": "any", "disable_parallel_tool_use": True},
+                                         extra_body={"temperature": 0})
     assert whole.stop_reason == "tool_use" and whole.usage.input_tokens + whole.usage.cache_read_input_tokens > 0
     for call in whole.content:
         jsonschema.validate(call.input, {b["name"]: b for b in (WEATHER, BOOK)}[call.name]["input_schema"])

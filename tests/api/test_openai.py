@@ -98,6 +98,31 @@ async def test_completion_stream_with_usage_and_ignore_eos():
     assert model.requests[-1].ignore_eos is True
 
 
+async def test_extra_body_sampling_reaches_the_sampler():
+    """What clients pass through extra_body (as llama-server and vLLM take it) is honoured, not refused."""
+    client, model = make_client()
+    extra = {"top_k": 7, "min_p": 0.2, "repetition_penalty": 1.3}
+    await client.chat.completions.create(
+        model="echo", messages=[{"role": "user", "content": "x"}], seed=5, presence_penalty=0.5,
+        frequency_penalty=0.25, logit_bias={"17": -100, "3": 2.5}, extra_body=extra)
+    s = model.requests[-1].sampling
+    assert (s.top_k, s.min_p, s.repeat_penalty, s.seed, s.presence_penalty, s.frequency_penalty) == (
+        7, 0.2, 1.3, 5, 0.5, 0.25)
+    assert s.logit_bias == ((3, 2.5), (17, -100.0))
+    await client.completions.create(model="echo", prompt="x", extra_body={"repeat_penalty": 1.2, "top_k": 0})
+    assert (model.requests[-1].sampling.repeat_penalty, model.requests[-1].sampling.top_k) == (1.2, 0)
+    for bad, field in (({"logit_bias": {"x": 1}}, "logit_bias.x"), ({"logit_bias": {"1": 101}}, "logit_bias.1"),
+                       ({"min_p": 2}, "min_p"), ({"repeat_penalty": 1.1, "repetition_penalty": 1.2}, "one setting")):
+        with pytest.raises(openai.BadRequestError, match=field):
+            await client.completions.create(model="echo", prompt="x", extra_body=bad)
+    with pytest.raises(openai.BadRequestError, match="n: only n = 1") as e:
+        await client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "x"}], n=2)
+    assert (e.value.body["type"], e.value.param) == ("invalid_request_error", "n")  # OpenAI's shape names it
+    with pytest.raises(openai.BadRequestError) as e:
+        await client.completions.create(model="echo", prompt="x", extra_body={"logit_bias": {"1": 101}})
+    assert e.value.param == "logit_bias.1"
+
+
 async def test_response_format_becomes_a_grammar():
     client, model = make_client()
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}

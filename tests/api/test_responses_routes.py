@@ -12,7 +12,8 @@ import pytest
 
 from poly_ray import config
 from poly_ray.api import create_app
-from poly_ray.generation import Chunk, Done, Started
+from poly_ray.errors import PromptTooLong
+from poly_ray.generation import Chunk, Done, Started, TokenLogprob
 from poly_ray.state.service import StateService
 from poly_ray.state.store import Store
 from poly_ray.tasks.runner import TaskRunner
@@ -25,6 +26,7 @@ class TurnModel:
     def __init__(self):
         self.requests = []
         self.hold = None  # an Event to wait on after the first word
+        self.context = None  # a prompt of more characters is refused (PromptTooLong)
 
     async def generate(self, request):
         previous = self.requests[-1].text if self.requests else ""
@@ -32,10 +34,14 @@ class TurnModel:
         shared = 0
         while shared < min(len(previous), len(request.text)) and previous[shared] == request.text[shared]:
             shared += 1
+        if self.context is not None and len(request.text) > self.context:
+            raise PromptTooLong(f"the prompt is {len(request.text)} tokens; the context holds {self.context}")
         words = f"answer {len(self.requests)}".split()[: request.max_tokens]
         yield Started(prompt_tokens=len(request.text))
         for i, word in enumerate(words):
-            yield Chunk(word if i == 0 else " " + word, 1)
+            text = word if i == 0 else " " + word
+            logprobs = () if request.logprobs is None else (TokenLogprob(text, -0.5, (("x", -2.0),) * request.logprobs),)
+            yield Chunk(text, 1, logprobs)
             if self.hold is not None:
                 await self.hold.wait()
         finish = "length" if request.max_tokens < 2 else "stop"
@@ -151,6 +157,80 @@ async def test_bad_requests_name_the_field(server):
         await oai.responses.create(model="nope", input="x")
     with pytest.raises(openai.NotFoundError):
         await oai.responses.retrieve("resp_missing")
+
+
+async def test_every_field_the_clients_send_is_accepted(server):
+    """What the OpenAI Agents SDK and the official client send (ResponseCreateParams): hints are
+    accepted and ignored, what has a meaning here is honoured and shown in the response."""
+    app, model = server
+    oai = client(app)
+    r = await oai.responses.create(
+        model="chat", input=[{"role": "user", "content": "Hi"}], include=["reasoning.encrypted_content"],
+        truncation="auto", parallel_tool_calls=True, prompt_cache_key="k", service_tier="auto", user="u",
+        reasoning={"effort": "low", "summary": "auto"}, store=True, metadata={"a": "b"}, text={"verbosity": "low"},
+        max_tool_calls=3, safety_identifier="hashed", prompt_cache_retention="24h",
+        prompt_cache_options={"ttl": "30m"}, access_programs={"cyber": "standard"}, image={"context_compression": "auto"},
+        background=False)
+    assert r.status == "completed" and r.output_text == "answer 1" and model.requests[-1].logprobs is None
+    assert (r.truncation, r.prompt_cache_key, r.safety_identifier, r.max_tool_calls, r.metadata, r.user) == (
+        "auto", "k", "hashed", 3, {"a": "b"}, "u")
+    assert r.reasoning.effort == "low" and r.text.format.type == "text" and r.store is True
+    async with oai.responses.stream(model="chat", input="Hi", stream_options={"include_obfuscation": False},
+                                    store=None) as stream:
+        assert (await stream.get_final_response()).output_text == "answer 2"
+
+
+async def test_what_cannot_be_done_is_refused_naming_the_field(server):
+    app, _ = server
+    oai = client(app)
+    for field, value, says in (("prompt", {"id": "pmpt_1"}, "prompt: stored prompt templates"),
+                               ("moderation", {"model": "omni-moderation-latest"}, "moderation:"),
+                               ("context_management", [{"type": "compaction"}], "context_management:"),
+                               ("prompt_cache_options", {"prewarm": True}, r"prompt_cache_options\.prewarm"),
+                               ("truncation", "middle", "truncation")):
+        with pytest.raises(openai.BadRequestError, match=says):
+            await oai.responses.create(model="m", input="x", extra_body={field: value})
+
+
+async def test_included_logprobs_come_whole_and_streamed(server):
+    app, model = server
+    oai = client(app)
+    r = await oai.responses.create(model="m", input="Hi", include=["message.output_text.logprobs"], top_logprobs=2)
+    assert model.requests[-1].logprobs == 2
+    part = r.output[0].content[0]
+    assert [(lp.token, lp.logprob, len(lp.top_logprobs)) for lp in part.logprobs] == [
+        ("answer", -0.5, 2), (" 1", -0.5, 2)]
+    assert part.logprobs[1].bytes == list(b" 1") and r.top_logprobs == 2
+    async with oai.responses.stream(model="m", input="Hi", include=["message.output_text.logprobs"]) as stream:
+        deltas = [e.logprobs for e in [e async for e in stream] if e.type == "response.output_text.delta"]
+        final = await stream.get_final_response()
+    assert [[lp.token for lp in d] for d in deltas] == [["answer"], [" 2"]] and model.requests[-1].logprobs == 0
+    assert [lp.token for lp in final.output[0].content[0].logprobs] == ["answer", " 2"]
+    plain = await oai.responses.create(model="m", input="Hi")
+    assert plain.output[0].content[0].logprobs is None and model.requests[-1].logprobs is None
+
+
+async def test_truncation_auto_drops_the_oldest_turns_until_the_prompt_fits(server):
+    app, model = server
+    oai = client(app)
+    first = await oai.responses.create(model="chat", input="The first turn is long " * 5)
+    second = await oai.responses.create(model="chat", input="Second turn.", previous_response_id=first.id)
+    model.context = len(model.requests[-1].text)  # the next turn does not fit whole
+    with pytest.raises(openai.BadRequestError, match="the context holds"):
+        await oai.responses.create(model="chat", input="Third?", previous_response_id=second.id)
+    third = await oai.responses.create(model="chat", input="Third?", previous_response_id=second.id,
+                                      instructions="Be brief.", truncation="auto", background=True)
+    for _ in range(100):
+        third = await oai.responses.retrieve(third.id)
+        if third.status == "completed":
+            break
+        await asyncio.sleep(0.01)
+    assert third.status == "completed"
+    seen = model.requests[-1].text
+    assert "Be brief." in seen and "Third?" in seen and "The first turn" not in seen
+    model.context = 5  # not even the newest turn fits
+    with pytest.raises(openai.BadRequestError, match="the context holds"):
+        await oai.responses.create(model="chat", input="Fourth?", previous_response_id=third.id, truncation="auto")
 
 
 async def test_a_public_server_keeps_one_anonymous_owner(tmp_path):

@@ -115,6 +115,31 @@ async def test_llm_api_params_map_onto_the_request():
         assert (sent.sampling.temperature, sent.sampling.repeat_penalty, sent.min_tokens) == (0.0, 1.3, 4)
 
 
+async def test_langchain_llm_api_bodies_run_the_default_task():
+    """langchain-llm-api's LLMAPI, as its docs show it (params={"n_predict": 300, "temp": 0.2}): no model in
+    the body, its stop list always sent, no credential (a public server)."""
+    app, model = make_app(default_task="short",
+                          tasks={"echo": {"model": "m", "max_tokens": 256},
+                                 "short": {"model": "m", "max_tokens": 300, "prefix": "> "}})
+    async with http_client(app) as http:
+        for path in ("/generate", "/agenerate"):
+            body = {"prompt": "What is the capital of France?", "params": {"n_predict": 300, "temp": 0.2, "stop": []}}
+            r = await http.post(path, json=body, headers={"Accept": "text/event-stream"})
+            assert r.status_code == 200, r.text
+            sent = model.requests[-1]
+            assert (sent.max_tokens, sent.sampling.temperature, sent.stop) == (300, 0.2, ())
+            assert sent.text.startswith("> What")  # the default task's prefix
+        await http.post("/generate", json={"prompt": "a", "params": {
+            "n_predict": -1, "top_k": 20, "top_p": 0.5, "repeat_penalty": 1.2, "repeat_last_n": 16, "stop": ["\n"]}})
+        sent = model.requests[-1]
+        assert (sent.max_tokens, sent.sampling.top_k, sent.sampling.top_p, sent.sampling.repeat_penalty,
+                sent.sampling.repeat_last_n, sent.stop) == (300, 20, 0.5, 1.2, 16, ("\n",))
+        r = await http.post("/generate", json={"prompt": "a", "params": {"n_predict": 301}})
+        assert r.status_code == 400 and "above the limit of task 'short'" in r.json()["error"]["message"]
+        r = await http.post("/generate", json={"prompt": "a", "params": {"n_predict": 0}})
+        assert r.status_code == 400 and "params.n_predict: at least 1 token, or -1" in r.json()["error"]["message"]
+
+
 async def test_llm_api_echo_and_suffix():
     app, _ = llm_api_app()
     async with http_client(app) as http:

@@ -5,6 +5,7 @@ import math
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import llama_cpp
@@ -191,6 +192,21 @@ async def test_grammar_constrains_the_output(engine):
         assert events[-1].finish_reason == "stop"
     with pytest.raises(BadRequest, match="grammar"):
         await run(engine, request(grammar="root ::= ("))
+
+
+async def test_logit_bias_forces_and_bans_tokens(engine):
+    yes = engine.tokenize_prompt((Segment(" yes"),), None)[-1]
+    greedy = Sampling(temperature=0, seed=1)
+    forced = GenerationRequest(prompt=(Segment("Is the sky blue?"),), max_tokens=3,
+                               sampling=replace(greedy, logit_bias=((yes, 100.0),)))
+    text, _ = await run(engine, forced)
+    assert text == " yes yes yes"
+    first, _ = await run(engine, replace(forced, sampling=greedy, max_tokens=1))
+    banned_token = engine.tokenize_prompt((Segment(first),), None)[-1]
+    banned = replace(forced, max_tokens=1, sampling=replace(greedy, logit_bias=((banned_token, -100.0),)))
+    assert (await run(engine, banned))[0] != first
+    with pytest.raises(BadRequest, match="logit_bias: token 999999 is not in the vocabulary"):
+        await run(engine, replace(forced, sampling=Sampling(logit_bias=((999999, 1.0),))))
 
 
 async def test_ignore_eos_generates_max_tokens(engine):

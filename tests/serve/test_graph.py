@@ -446,10 +446,10 @@ async def test_request_schema_and_private_tokens(client):
     schema = {"type": "object", "properties": {"n": {"type": "integer", "min": 1, "max": 9}}, "required": ["n"]}
     r = await client.post("/v1/task/complete/completion", json={"prompt": "A number:", "schema": schema, "max_tokens": 30})
     jsonschema.validate(json.loads(r.json()["text"]), {**schema, "properties": {"n": {"type": "integer", "minimum": 1, "maximum": 9}}})
-    r = await client.post("/v1/task/complete/completion", json={"prompt": "x", "schema": {"type": "number", "min": 0.5}})
+    r = await client.post("/v1/task/complete/completion", json={"prompt": "x", "schema": {
+        "type": "number", "min": 0.2, "max": 0.8}})
     assert r.status_code == 400 and r.json()["error"] == {
-        "code": "unsupported_schema",
-        "message": "schema.min: a number's bounds are enforced when they are whole numbers, not 0.5"}
+        "code": "unsupported_schema", "message": "schema: no number with at most 0 decimals is within its bounds"}
     r = await client.post("/v1/task/verdict/completion", json={"prompt": "tell me <|secret|>"})
     assert r.status_code == 400 and "private token" in r.json()["error"]["message"]
 

@@ -7,18 +7,32 @@ Fields OpenAI clients commonly send are accepted; values poly-ray cannot honour
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from poly_ray import grammars, tools
 from poly_ray.api.content import text_of
-from poly_ray.api.fields import Body, Tokens
+from poly_ray.api.fields import Body, Count, Tokens
 from poly_ray.api.formats import format_grammar
 from poly_ray.api.parsing import Stop
 from poly_ray.errors import BadRequest
 
 _UINT32 = 1 << 32
+# OpenAI's logit_bias: a token id (a JSON key, so a string) to a bias from -100 (banned) to 100 (forced).
+TokenId = Annotated[int, Field(ge=0, lt=_UINT32)]
+Bias = Annotated[float, Field(ge=-100, le=100)]
+
+
+def logprob_content(entries) -> list[dict]:
+    """Log-probabilities (``generation.TokenLogprob``) as chat's ``logprobs.content`` and the
+    Responses API's ``output_text.logprobs`` write them."""
+
+    def entry(token: str, logprob: float) -> dict:
+        return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
+
+    return [{**entry(e.token, e.logprob), "top_logprobs": [entry(t, lp) for t, lp in e.top]} for e in entries]
 
 
 class StreamOptions(Body):
@@ -55,16 +69,29 @@ class _Sampling(Body):
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     user: str | None = None
+    # What clients pass through the SDK's extra_body, as llama-server and vLLM take them.
+    top_k: Count | None = None
+    min_p: float | None = Field(None, ge=0, le=1)
+    repetition_penalty: float | None = Field(None, gt=0, le=100)  # vLLM's name
+    repeat_penalty: float | None = Field(None, gt=0, le=100)  # llama-server's
+    logit_bias: dict[TokenId, Bias] | None = Field(None, max_length=1024)
     # OpenAI's cache hint: requests with the same key go to the model replica that holds
     # their prefix (docs/guides/clusters.md); the key is the caller's own.
     prompt_cache_key: str | None = Field(None, max_length=256)
     # vLLM's and llama-server's extension: generate max_tokens whatever the model says (benchmarks).
     ignore_eos: bool | None = None
 
+    @field_validator("n")
+    @classmethod
+    def _one(cls, n: int) -> int:
+        if n != 1:  # named in the error's param too, for the SDK's BadRequestError.param
+            raise PydanticCustomError("unsupported", "only n = 1 is supported")
+        return n
+
     @model_validator(mode="after")
     def _supported(self):
-        if self.n != 1:
-            raise ValueError("n: only n = 1 is supported")
+        if None not in (self.repeat_penalty, self.repetition_penalty) and self.repeat_penalty != self.repetition_penalty:
+            raise ValueError("repeat_penalty and repetition_penalty are one setting: send one of them")
         return self
 
     def overrides(self, caps: grammars.Caps = grammars.DEFAULT_CAPS) -> dict:
@@ -75,6 +102,10 @@ class _Sampling(Body):
             "seed": self.seed,
             "frequency_penalty": self.frequency_penalty,
             "presence_penalty": self.presence_penalty,
+            "top_k": self.top_k,
+            "min_p": self.min_p,
+            "repeat_penalty": self.repeat_penalty if self.repeat_penalty is not None else self.repetition_penalty,
+            "logit_bias": tuple(sorted(self.logit_bias.items())) if self.logit_bias else None,
             "ignore_eos": self.ignore_eos or None,
         }
         if self.stop:

@@ -38,6 +38,7 @@ from .protocol import (
     EmbeddingRequest,
     EmbeddingResponse,
     ModelPage,
+    logprob_content,
 )
 
 router = OPENAI.router()
@@ -163,14 +164,7 @@ class _ChatShape(_CompletionShape):
                 "finish_reason": finish}
 
     def format_logprobs(self, entries: list[TokenLogprob]) -> dict | None:
-        if not self.logprobs:
-            return None
-
-        def entry(token: str, logprob: float) -> dict:
-            return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
-
-        return {"content": [{**entry(e.token, e.logprob), "top_logprobs": [entry(t, lp) for t, lp in e.top]}
-                            for e in entries]}
+        return {"content": logprob_content(entries)} if self.logprobs else None
 
 
 async def _respond(body, events: AsyncGenerator[Event, None], slots: StreamLimits, credential: str | None,

@@ -12,14 +12,18 @@ delta (its id and name) opens a function_call item and closes the one before.
 
 from __future__ import annotations
 
-from poly_ray.generation import ToolCallDelta
+from collections.abc import Sequence
+
+from poly_ray.api.openai.protocol import logprob_content
+from poly_ray.generation import TokenLogprob, ToolCallDelta
 
 from .protocol import function_call, output_message
 
 
 class EventStream:
-    def __init__(self, response: dict):
+    def __init__(self, response: dict, logprobs: bool = False):
         self.response = dict(response, status="in_progress", output=[])
+        self.logprobs: list[dict] | None = [] if logprobs else None  # the open message's, when included
         self.items: list[dict] = []  # the finished output items
         self.open: dict | None = None  # the item being written
         self._parts: list[str] = []  # its text or arguments so far
@@ -49,11 +53,14 @@ class EventStream:
                                       part={"type": "output_text", "text": "", "annotations": []}))
         return events
 
-    def delta(self, text: str) -> list[dict]:
+    def delta(self, text: str, logprobs: Sequence[TokenLogprob] = ()) -> list[dict]:
         events = [] if self.open and self.open["type"] == "message" else self._open(
             output_message("", status="in_progress"))
         self._parts.append(text)
-        events.append(self._event("response.output_text.delta", delta=text, logprobs=[], **self._where()))
+        entries = logprob_content(logprobs) if self.logprobs is not None else []
+        if self.logprobs is not None:
+            self.logprobs += entries
+        events.append(self._event("response.output_text.delta", delta=text, logprobs=entries, **self._where()))
         return events
 
     def call(self, d: ToolCallDelta) -> list[dict]:
@@ -69,10 +76,12 @@ class EventStream:
             return []
         whole, where, item = "".join(self._parts), self._where(), self.open
         if item["type"] == "message":
-            part = {"type": "output_text", "text": whole, "annotations": []}
-            events = [self._event("response.output_text.done", text=whole, logprobs=[], **where),
+            done = output_message(whole, item_id=item["id"], logprobs=self.logprobs)
+            part = done["content"][0]
+            events = [self._event("response.output_text.done", text=whole, logprobs=self.logprobs or [], **where),
                       self._event("response.content_part.done", part=part, **where)]
-            done = output_message(whole, item_id=item["id"])
+            if self.logprobs is not None:
+                self.logprobs = []
         else:
             events = [self._event("response.function_call_arguments.done", arguments=whole, name=item["name"], **where)]
             done = function_call(item["call_id"], item["name"], whole, item_id=item["id"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 from poly_ray import grammars
 from poly_ray import tools as tool_calls
@@ -150,9 +151,14 @@ def to_turns(items: list[dict]) -> list[tuple[str, str]]:
     return turns
 
 
-def output_message(text: str, *, item_id: str | None = None, status: str = "completed") -> dict:
+def output_message(text: str, *, item_id: str | None = None, status: str = "completed",
+                   logprobs: list[dict] | None = None) -> dict:
+    """An assistant message; ``logprobs`` (chat's entries) when the request included them."""
+    part: dict[str, Any] = {"type": "output_text", "text": text, "annotations": []}
+    if logprobs is not None:
+        part["logprobs"] = logprobs
     return {"id": item_id or new_id("msg"), "type": "message", "role": "assistant", "status": status,
-            "content": [{"type": "output_text", "text": text, "annotations": []}]}
+            "content": [part]}
 
 
 def function_call(call_id: str, name: str, arguments: str, *, item_id: str | None = None,
@@ -173,10 +179,10 @@ def cut_short(item: dict) -> dict:
         return dict(item, status="incomplete")
 
 
-def output_items(text: str, calls) -> list[dict]:
+def output_items(text: str, calls, logprobs: list[dict] | None = None) -> list[dict]:
     """A whole answer's output: its text as a message (always one when nothing
     was called), then one function_call item per call (``generation.ToolCall``)."""
-    out = [output_message(text)] if text or not calls else []
+    out = [output_message(text, logprobs=logprobs)] if text or not calls else []
     return out + [function_call(c.id, c.name, c.arguments) for c in calls]
 
 

@@ -11,12 +11,13 @@ credential's id reads as a missing one (404).
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from poly_ray.api.backend import require_state
 from poly_ray.api.family import OPENAI
@@ -25,7 +26,7 @@ from poly_ray.api.openapi import AUTHORIZED, GENERATES, SSE, doc
 from poly_ray.api.parsing import overrides_off_loop, parse_params
 from poly_ray.api.services import Services, generation, services, stateful
 from poly_ray.api.streaming import respond
-from poly_ray.errors import BadRequest, PolyError
+from poly_ray.errors import BadRequest, PolyError, PromptTooLong
 from poly_ray.grammars import DEFAULT_CAPS, Caps
 from poly_ray.state.kinds import CONVERSATION, INPUT, ITEM, RESPONSE
 from poly_ray.state.store import UNFINISHED, new_id
@@ -34,15 +35,32 @@ from poly_ray.tasks.turn import TurnRequest, chain_key
 from . import protocol, run
 from .run import Record, input_id
 
+# include's one value with a meaning here; the others name outputs of OpenAI's built-in tools, of
+# reasoning items and of image inputs, none of which a response here has: nothing to include.
+LOGPROBS = "message.output_text.logprobs"
+
+
+class PromptCacheOptions(BaseModel):
+    """Hints about OpenAI's cache breakpoints (the prefix cache here keeps what it can by itself),
+    but ``prewarm`` asks for no output at all."""
+
+    prewarm: bool = False
+    mode: str | None = None
+    ttl: str | None = None
+    comparison_response_id: str | None = None
+
 
 class ResponseCreate(Body):
-    # Unsupported fields are refused naming the field, never ignored (Body).
+    """What the official client and the Agents SDK send (ResponseCreateParams): fields with
+    a meaning here are honoured, pure hints accepted and ignored (docs/api/responses.md says
+    which), and what would change the answer but cannot be done is refused naming the field."""
+
     model: str
     input: str | list[Any]
     instructions: str | None = None
     previous_response_id: str | None = None
     conversation: str | dict[str, Any] | None = None
-    store: bool = True
+    store: bool | None = None  # None: stored, as OpenAI does
     stream: bool = False
     max_output_tokens: Tokens | None = None
     temperature: float | None = Field(None, ge=0, le=2)
@@ -50,17 +68,63 @@ class ResponseCreate(Body):
     metadata: dict[str, str] | None = None
     user: str | None = None
     prompt_cache_key: str | None = Field(None, max_length=256)  # as on chat: a routing key
-    background: bool = False
+    background: bool | None = None
     # flat function tools, checked by the chat path's rules (each problem named by its field)
     tools: list[Any] | None = None
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
     text: dict[str, Any] | None = None  # text.format: text, json_object or json_schema (grammar-enforced)
+    include: list[str] | None = Field(None, max_length=64)
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    # auto: a prompt past the context loses its oldest turns; disabled (the default): a 400.
+    truncation: Literal["auto", "disabled"] | None = None
+    # Hints, accepted and ignored: how hard a reasoning model thinks (no reasoning items here), the
+    # tier, abuse tracking, OpenAI's cache retention and access programs, built-in tools' call cap
+    # (there are none), stream obfuscation (never added), image and background-window options.
+    reasoning: dict[str, Any] | None = None
+    service_tier: str | None = None
+    safety_identifier: str | None = Field(None, max_length=256)
+    prompt_cache_retention: str | None = None
+    prompt_cache_options: PromptCacheOptions | None = None
+    access_programs: dict[str, Any] | None = None
+    max_tool_calls: int | None = Field(None, ge=0)
+    stream_options: dict[str, Any] | None = None
+    image: dict[str, Any] | None = None
+    background_options: dict[str, Any] | None = None
+    # Would change the answer and cannot be done here: refused when set.
+    prompt: dict[str, Any] | None = None  # a prompt template stored at OpenAI
+    moderation: dict[str, Any] | None = None
+    context_management: list[dict[str, Any]] | None = None  # compaction by a summary
+
+    @property
+    def stored(self) -> bool:
+        return self.store is not False
+
+    def refused(self) -> None:
+        """BadRequest naming the first field set that would change the answer and cannot be done."""
+        if self.prompt is not None:
+            raise BadRequest("prompt: stored prompt templates are not supported; send the text as "
+                             "instructions and input")
+        if self.moderation is not None:
+            raise BadRequest("moderation: no moderation model runs here")
+        if self.context_management:
+            raise BadRequest("context_management: compaction is not supported (truncation: 'auto' "
+                             "drops the oldest turns instead)")
+        if self.prompt_cache_options is not None and self.prompt_cache_options.prewarm:
+            raise BadRequest("prompt_cache_options.prewarm: a response without output is not supported")
+
+    @property
+    def logprobs(self) -> int | None:
+        """How many alternatives per token the output's logprobs show (None: no logprobs)."""
+        if LOGPROBS in (self.include or ()) or self.top_logprobs is not None:
+            return self.top_logprobs or 0
+        return None
 
     def overrides(self, caps: Caps = DEFAULT_CAPS) -> dict:
         """The chat path's overrides; CPU-bound with tools or a schema (off the loop)."""
+        self.refused()
         o: dict[str, Any] = {"max_tokens": self.max_output_tokens, "temperature": self.temperature, "top_p": self.top_p,
-             "parallel_tool_calls": self.parallel_tool_calls}
+             "parallel_tool_calls": self.parallel_tool_calls, "logprobs": self.logprobs}
         if self.tools:
             protocol.flat_tools(self.tools)  # refused here naming the flat path, before anything is stored
             o["tools"] = protocol.chat_tools(self.tools)
@@ -72,9 +136,13 @@ class ResponseCreate(Body):
 
     def echoed(self) -> dict:
         """The request's fields the response object shows."""
+        fmt = self.text.get("format") if self.text else None
         return {"tools": self.tools or [], "tool_choice": self.tool_choice or "auto",
-                "parallel_tool_calls": self.parallel_tool_calls is not False, "background": self.background,
-                "text": self.text if self.text and self.text.get("format") else {"format": {"type": "text"}}}
+                "parallel_tool_calls": self.parallel_tool_calls is not False, "background": bool(self.background),
+                "text": {"format": fmt or {"type": "text"}}, "truncation": self.truncation or "disabled",
+                "top_logprobs": self.top_logprobs, "prompt_cache_key": self.prompt_cache_key,
+                "safety_identifier": self.safety_identifier, "reasoning": self.reasoning,
+                "max_tool_calls": self.max_tool_calls, "service_tier": "default"}
 
 
 def _conversation_id(value) -> str:
@@ -110,7 +178,7 @@ async def _earlier(svc: Services, owner: str, body: ResponseCreate) -> tuple[lis
 async def create(request: Request):
     svc, who, body = await generation(request, ResponseCreate)
     owner = who.owner
-    if body.background and (body.stream or not body.store):
+    if body.background and (body.stream or not body.stored):
         raise BadRequest("background: needs store = true and stream = false (poll the response instead)")
     overrides = await overrides_off_loop(request.app, body)
     items = protocol.input_items(body.input)
@@ -125,28 +193,31 @@ async def create(request: Request):
     overrides = replace(overrides, session=chain_key(owner, "pck", body.prompt_cache_key)
                         or chain_key(owner, "chain", chain))
     fields = {"instructions": body.instructions, "previous_response_id": body.previous_response_id,
-              "store": body.store, "max_output_tokens": body.max_output_tokens,
+              "store": body.stored, "max_output_tokens": body.max_output_tokens,
               "temperature": body.temperature, "top_p": body.top_p, "metadata": body.metadata or {},
               "user": body.user, "conversation": {"id": cid} if cid else None, **body.echoed()}
-    record = Record(require_state(svc.backend) if body.store else None, owner, rid, body.model, fields,
-                    status="queued" if body.background else "in_progress")
+    record = Record(require_state(svc.backend) if body.stored else None, owner, rid, body.model, fields,
+                    status="queued" if body.background else "in_progress", logprobs=body.logprobs is not None)
     if cid is not None:  # the turn joins the conversation once it is done
         record.conversation = (require_state(svc.backend), cid, items)
     await record.begin(items, history, chain)
     turn = TurnRequest(body.model, messages=tuple(turns), overrides=overrides, owner=owner)
+
+    def start() -> Awaitable[tuple[AsyncGenerator, Callable[[], None]]]:
+        return _start(svc, who.credential, turn, truncate=body.truncation == "auto",
+                      kept=1 if body.instructions else 0)
+
     if body.background:
-        svc.background.start(record, lambda: svc.backend.stream(turn),
-                             lambda events: svc.limits.accepted(events, who.credential))
+        svc.background.start(record, start)
         return JSONResponse(record.response)
-    events = svc.backend.stream(turn)
     try:
-        _, release = await svc.limits.accepted(events, who.credential)
+        events, release = await start()
     except PolyError as err:
         await record.fail(err)
         raise
     if not body.stream:
         try:
-            output, done = await run.answer(events)
+            output, done = await run.answer(events, record.logprobs)
         except PolyError as err:
             await record.fail(err)
             raise
@@ -154,6 +225,26 @@ async def create(request: Request):
             release()
         return JSONResponse(await record.finish(output, done))
     return respond(events, run.Framer(record), release)
+
+
+async def _start(svc: Services, credential: str | None, turn: TurnRequest, *, truncate: bool,
+                 kept: int) -> tuple[AsyncGenerator, Callable[[], None]]:
+    """The turn's stream once the model has accepted its prompt, and the release of its place.
+    With truncation 'auto' a prompt too long for the context loses its oldest turns (1, 2, 4 ...
+    of them, past the ``kept`` first: the instructions) until it fits; the newest turn stays."""
+    messages = turn.messages or ()
+    dropped = 0
+    while True:
+        events = svc.backend.stream(replace(turn, messages=messages[:kept] + messages[kept + dropped:]))
+        try:
+            _, release = await svc.limits.accepted(events, credential)
+            return events, release
+        except BaseException as err:
+            await events.aclose()
+            droppable = len(messages) - kept - 1
+            if not (truncate and isinstance(err, PromptTooLong)) or dropped >= droppable:
+                raise
+            dropped = min(2 * dropped or 1, droppable)
 
 
 @router.post("/v1/responses/{rid}/cancel", openapi_extra=doc(errors=AUTHORIZED))

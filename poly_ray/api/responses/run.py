@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from poly_ray.api import sse, streaming
 from poly_ray.api.backend import StateBackend
 from poly_ray.api.family import OPENAI
+from poly_ray.api.openai.protocol import logprob_content
 from poly_ray.errors import PolyError
 from poly_ray.generation import Chunk, Done, ToolCallDelta, gather_calls
 from poly_ray.state.kinds import INPUT, ITEM, RESPONSE
@@ -42,8 +43,10 @@ class Record:
     to the restart sweep (failed), never stuck; then completed, incomplete or
     failed, unless it was cancelled meanwhile (a cancelled one is never overwritten)."""
 
-    def __init__(self, state, owner: str, rid: str, model: str, fields: dict, status: str = "in_progress"):
+    def __init__(self, state, owner: str, rid: str, model: str, fields: dict, status: str = "in_progress",
+                 logprobs: bool = False):
         self.state, self.owner, self.rid, self.fields = state, owner, rid, fields
+        self.logprobs = logprobs  # the request included the output's log-probabilities
         self.response = protocol.response_object(rid, model, status=status, output=[], **fields)
         # (state, conversation id, input items) to append to when done
         self.conversation: tuple[StateBackend, str, list[dict]] | None = None
@@ -83,10 +86,11 @@ class Record:
         return await self.save({"status": "failed", "error": {"code": err.code, "message": err.message}})
 
 
-async def answer(events) -> tuple[list[dict], Done]:
-    """A whole answer's output items (text and function calls) and its end."""
-    text, _, calls, done = await gather_calls(events)
-    return protocol.output_items(text, calls), done
+async def answer(events, logprobs: bool = False) -> tuple[list[dict], Done]:
+    """A whole answer's output items (text and function calls) and its end; ``logprobs``: the
+    request included them."""
+    text, entries, calls, done = await gather_calls(events)
+    return protocol.output_items(text, calls, logprob_content(entries) if logprobs else None), done
 
 
 _ending: set = set()  # tasks that must outlive their request, kept until done
@@ -121,14 +125,14 @@ class Framer(streaming.Framer):
     family = OPENAI
 
     def __init__(self, record: Record):
-        self.record, self.shape = record, EventStream(record.response)
+        self.record, self.shape = record, EventStream(record.response, record.logprobs)
 
     def opening(self) -> list[bytes]:
         return [_frame(e) for e in self.shape.start()]
 
     def event(self, ev) -> list[bytes]:
         if isinstance(ev, Chunk) and ev.text:
-            return [_frame(e) for e in self.shape.delta(ev.text)]
+            return [_frame(e) for e in self.shape.delta(ev.text, ev.logprobs)]
         if isinstance(ev, ToolCallDelta):
             return [_frame(e) for e in self.shape.call(ev)]
         return []
@@ -157,20 +161,18 @@ class Background:
     def __init__(self):
         self.running: dict[str, asyncio.Task] = {}
 
-    def start(self, record: Record, events: Callable[[], AsyncGenerator], accept) -> None:
+    def start(self, record: Record, start: Callable[[], Awaitable[tuple[AsyncGenerator, Callable[[], None]]]]) -> None:
+        """``start()``: the stream once the model has accepted the prompt, and the release of its place."""
         async def run():
             try:
                 await record.save({"status": "in_progress"})
                 if record.response["status"] != "in_progress":
                     return  # cancelled while queued
-                stream = events()
+                stream, release = await start()
                 try:
-                    _, release = await accept(stream)
-                    try:
-                        output, done = await answer(stream)
-                    finally:
-                        release()
+                    output, done = await answer(stream, record.logprobs)
                 finally:
+                    release()
                     await stream.aclose()
                 await record.finish(output, done)
             except asyncio.CancelledError:

@@ -15,7 +15,7 @@ import difflib
 from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from poly_ray.api.fields import Body, Count, Tokens
+from poly_ray.api.fields import COUNT_BOUND, Body, Count, Tokens
 from poly_ray.api.parsing import Stop
 
 # Names with no meaning here, and what to use instead.
@@ -77,8 +77,11 @@ class Params(Body):
     length_penalty: float | None = Field(None, ge=-100, le=100)
     early_stopping: bool | None = None
     diversity_penalty: float | None = Field(None, ge=0, le=100)
-    # GPTQ-for-LLaMa
+    # GPTQ-for-LLaMa, and llm-api's first llama.cpp back-end (what langchain-llm-api's docs send:
+    # {"n_predict": 300, "temp": 0.2}); n_predict -1 is llama.cpp's "until the end": the task's limit.
     temp: float | None = Field(None, ge=0, le=100)
+    n_predict: int | None = Field(None, ge=-1, le=COUNT_BOUND)
+    repeat_last_n: Count | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -113,6 +116,13 @@ class Params(Body):
             )
         return v
 
+    @field_validator("n_predict")
+    @classmethod
+    def _predict(cls, v):
+        if v == 0:
+            raise PydanticCustomError("unsupported", "at least 1 token, or -1 for as many as the task allows")
+        return v
+
     @field_validator("num_return_sequences", mode="before")
     @classmethod
     def _one(cls, v):
@@ -123,12 +133,13 @@ class Params(Body):
     def overrides(self) -> dict:
         """The task overrides these stand for (suffix and echo are the route's)."""
         o = {
-            "max_tokens": self.max_new_tokens or self.max_tokens,
+            "max_tokens": self.max_new_tokens or self.max_tokens or (self.n_predict if self.n_predict != -1 else None),
             "temperature": self.temperature if self.temperature is not None else self.temp,
             "top_k": self.top_k,
             "top_p": self.top_p,
             "min_p": self.min_p,
             "repeat_penalty": self.repeat_penalty if self.repeat_penalty is not None else self.repetition_penalty,
+            "repeat_last_n": self.repeat_last_n,
             "frequency_penalty": self.frequency_penalty,
             "presence_penalty": self.presence_penalty,
             "seed": self.seed,
