@@ -259,3 +259,10 @@ async def test_a_stream_cut_short_ends_with_an_error_event():
     with pytest.raises(anthropic.APIStatusError, match="the stream ended before it was done"):
         async with client(app).messages.stream(model="m", max_tokens=50, messages=ASK) as stream:
             await stream.get_final_message()
+
+
+async def test_the_anthropic_sdk_lists_the_models_and_tasks():
+    app, _ = make_app()
+    page = await client(app).models.list()
+    assert [(m.id, m.type, m.display_name) for m in page.data] == [("helper", "model", "helper"), ("m", "model", "m")]
+    assert page.data[0].created_at.year >= 2026 and page.has_more is False and page.last_id == "m"

@@ -226,15 +226,23 @@ class EmbeddingRequest(Body):
 # fuzz test checks every answer against these.
 
 class ModelCard(BaseModel):
+    """A task or model, in OpenAI's fields and Anthropic's (type, display_name, created_at)."""
+
     id: str
     object: Literal["model"]
     created: int
     owned_by: str
+    type: Literal["model"]
+    display_name: str
+    created_at: str
 
 
 class ModelPage(BaseModel):
     object: Literal["list"]
     data: list[ModelCard]
+    has_more: bool
+    first_id: str | None
+    last_id: str | None
 
 
 class CompletionChoice(BaseModel):

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import Request
@@ -51,9 +52,16 @@ async def list_models(request: Request):
     created = int(time.time())
     names = [t for t in await svc.backend.tasks() if who.allows("task", t)]
     names += [m for m in await svc.backend.models() if who.allows("model", m)]
+    # One answer for both SDKs that list models here: OpenAI's fields and Anthropic's
+    # (type, display_name, created_at, and the page's has_more / first_id / last_id).
+    since = datetime.fromtimestamp(created, UTC).isoformat().replace("+00:00", "Z")
     return {
         "object": "list",
-        "data": [{"id": n, "object": "model", "created": created, "owned_by": "poly-ray"} for n in names],
+        "data": [{"id": n, "object": "model", "created": created, "owned_by": "poly-ray",
+                  "type": "model", "display_name": n, "created_at": since} for n in names],
+        "has_more": False,
+        "first_id": names[0] if names else None,
+        "last_id": names[-1] if names else None,
     }
 
 
