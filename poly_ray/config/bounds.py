@@ -16,6 +16,10 @@ class Bounds(BaseModel):
     # Each token comes back as an object, so the answer is some 30 times the text's size.
     max_tokenize_chars: int = Field(200_000, ge=1, le=8 << 20, description=(
         "Characters of one `/v1/model/NAME/tokenization` text; beyond, 413."))
+    # Checked in the ingress before any call: the model's own caps (max_embedding_inputs and
+    # max_embedding_tokens) apply only once the request has crossed Ray.
+    max_embedding_chars: int = Field(1_000_000, ge=1, le=64 << 20, description=(
+        "Characters of one embedding request's texts in all (every embedding route); beyond, 413."))
     max_recall: int = Field(100, ge=1, le=100, description=(
         "Chunks one recall (`GET|POST /v1/memory/NAME`) may ask for (`n`); beyond, 400."))
     max_recall_chars: int = Field(16_384, ge=1, le=100_000, description="Characters of a recall's query; beyond, 413.")

@@ -4,6 +4,7 @@ the config key, and the server answers normally right after."""
 
 import asyncio
 import json
+import time
 
 import httpx
 import pytest
@@ -29,10 +30,16 @@ class GatedModel(ScriptedModel):
         super().__init__()
         self.embedding = asyncio.Event()
         self.embedding.set()
+        self.calls = []
 
     async def embed(self, texts):
+        self.calls.append(("embed", len(texts)))
         await self.embedding.wait()
         return await super().embed(texts)
+
+    async def count_tokens(self, texts):
+        self.calls.append(("count_tokens", len(texts)))
+        return await super().count_tokens(texts)
 
 
 def make(tmp_path, **extra):
@@ -74,6 +81,27 @@ async def test_tokenization_is_bounded(tmp_path):
     assert r.status_code == 413 and "max_tokenize_chars" in r.json()["error"]["message"]
     r = await ann.post("/v1/model/m/tokenization", json={"prompt": "two words"})
     assert r.status_code == 200 and len(r.json()["tokens"]) == 2
+
+
+async def test_an_embedding_flood_is_refused_at_the_door_on_every_route(tmp_path):
+    app, model = make(tmp_path, max_embedding_chars=5000)
+    ann = client(app, "ann")
+    flood = [""] * 20_000  # over models.m.max_embedding_inputs (256)
+    start = time.perf_counter()
+    for path, body in [("/v1/embeddings", {"model": "m", "input": flood}), ("/api/embed", {"model": "m", "input": flood}),
+                       ("/v1/model/m/embedding", {"prompt": flood})]:
+        r = await ann.post(path, json=body)
+        assert r.status_code == 400 and "20000 inputs" in r.text and "models.m.max_embedding_inputs" in r.text, path
+    long = ["word " * 200] * 10  # 10,000 characters, over max_embedding_chars
+    for path, body in [("/v1/embeddings", {"model": "m", "input": long}), ("/api/embed", {"model": "m", "input": long}),
+                       ("/v1/model/m/embedding", {"prompt": long}), ("/embeddings", {"text": long[0] * 10})]:
+        r = await ann.post(path, json=body)
+        assert r.status_code == 413 and "max_embedding_chars" in r.text, (path, r.text)
+    assert time.perf_counter() - start < 5
+    assert model.calls == []  # nothing crossed to the model
+    r = await ann.post("/v1/embeddings", json={"model": "m", "input": ["two words", "and three more"]})
+    assert r.status_code == 200 and len(r.json()["data"]) == 2 and r.json()["usage"]["prompt_tokens"] == 5
+    assert model.calls == [("embed", 2), ("count_tokens", 2)]  # usage in one call, not one per input
 
 
 async def test_recall_is_bounded(tmp_path):
