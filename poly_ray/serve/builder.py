@@ -18,7 +18,7 @@ from poly_ray.memory.service import bounds
 from .ingress import Ingress
 from .memory import MemoryActor
 from .model import LlamaModel
-from .options import LIGHT_OPTIONS, MEMORY_OPTIONS, PLACEMENT_KEYS, STATE_OPTIONS, ingress_options, model_options
+from .options import MEMORY_OPTIONS, ORCHESTRATOR_OPTIONS, PLACEMENT_KEYS, STATE_OPTIONS, ingress_options, model_options
 from .orchestrator import TaskOrchestrator
 from .state import StateActor
 
@@ -46,7 +46,7 @@ def build_app(cfg: Config) -> Application:
             str(state_path(cfg, "jobs")),
             bounds(cfg),
         )
-    orchestrator = serve.deployment(name="orchestrator", **LIGHT_OPTIONS)(TaskOrchestrator).bind(
+    orchestrator = serve.deployment(name="orchestrator", **ORCHESTRATOR_OPTIONS)(TaskOrchestrator).bind(
         {name: t.model_dump(mode="json") for name, t in cfg.tasks.items()}, model_configs, models, memory,
         log_prompts=cfg.log_prompts, schema_limits=cfg.schema_limits.model_dump(mode="json"),
     )

@@ -65,6 +65,14 @@ LIGHT_OPTIONS: dict[str, Any] = {
     "graceful_shutdown_timeout_s": DRAIN_S,
 }
 
+# Calls waiting for the orchestrator, memory or state replica in their callers (the
+# ingress): past it the caller gets BackPressure, a 503, instead of an unbounded queue
+# in the ingress's memory (a fan-out of one request once queued millions of calls).
+CALLERS_QUEUE = 1000
+
+ORCHESTRATOR_OPTIONS: dict[str, Any] = {**LIGHT_OPTIONS, "max_queued_requests": CALLERS_QUEUE}
+
+
 def ingress_options(cfg: Config) -> dict[str, Any]:
     """The ingress: ``ingress_max_ongoing`` requests at once, ``ingress_max_queued`` more
     waiting in Serve's queue; beyond, Serve's proxy answers 503 with Retry-After at once
@@ -84,6 +92,7 @@ MEMORY_OPTIONS: dict[str, Any] = {
     "ray_actor_options": {"num_cpus": 0, "resources": ON_HEAD},
     "num_replicas": 1,
     "max_ongoing_requests": 100,
+    "max_queued_requests": CALLERS_QUEUE,
 }
 
 # The state store: one replica, the SQLite file's one writer; on the head with
@@ -92,4 +101,5 @@ STATE_OPTIONS: dict[str, Any] = {
     "ray_actor_options": {"num_cpus": 0, "resources": ON_HEAD},
     "num_replicas": 1,
     "max_ongoing_requests": 200,
+    "max_queued_requests": CALLERS_QUEUE,
 }
