@@ -82,8 +82,10 @@ def create_app(backend: Backend, config: Config, listen_host: str | None = None)
     limits = StreamLimits(config.max_concurrent, config.max_streams_per_credential)
     authenticator = Authenticator.from_config(config)
     access = Access(authenticator, backend, config.trusted_proxies)
+    runs = Runs(backend, limits, config.schema_limits.caps(), max_memories=config.max_file_search_memories,
+                max_query_chars=config.max_recall_chars)
     app.state.services = Services(backend, access, limits, config, readiness=ReadyCache(backend),
-                                  background=responses_run.Background(), runs=Runs(backend, limits, config.schema_limits.caps()))
+                                  background=responses_run.Background(), runs=runs)
     if not config.public:
         app.add_middleware(_DocsNeedCredentials, auth=authenticator)
 

@@ -23,6 +23,10 @@ class Bounds(BaseModel):
     max_recall: int = Field(100, ge=1, le=100, description=(
         "Chunks one recall (`GET|POST /v1/memory/NAME`) may ask for (`n`); beyond, 400."))
     max_recall_chars: int = Field(16_384, ge=1, le=100_000, description="Characters of a recall's query; beyond, 413.")
+    # Each memory named is one recall per run, over the run's last message.
+    max_file_search_memories: int = Field(4, ge=1, le=100, description=(
+        "Memories an assistant, thread or run may name for file_search (`tool_resources.file_search."
+        "vector_store_ids`); beyond, 400."))
     max_uploads_per_credential: int = Field(2, ge=1, le=1000, description=(
         "Document uploads in flight (being read, embedded or stored; jobs included) per credential; beyond, 429 "
         "with Retry-After."))

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from poly_ray import grammars
 from poly_ray import tools as tool_calls
 from poly_ray.api import sse, streaming
+from poly_ray.api.auth import Principal
 from poly_ray.api.backend import Backend, StateBackend, require_state
 from poly_ray.api.family import OPENAI
 from poly_ray.api.limits import StreamLimits
@@ -40,10 +41,19 @@ def context_id(run_id: str) -> str:
     return "ctx_" + run_id.removeprefix("run_")
 
 
+def file_search_memories(assistant: dict, thread: dict) -> list[str]:
+    """The memories a run's file_search recalls from: its thread's, else its assistant's."""
+    return p.memory_names(thread.get("tool_resources")) or p.memory_names(assistant.get("tool_resources"))
+
+
 class Runs:
-    def __init__(self, backend: Backend, slots: StreamLimits, caps: grammars.Caps):
-        """``caps``: the config's schema_limits, which a run's response_format is held to."""
+    def __init__(self, backend: Backend, slots: StreamLimits, caps: grammars.Caps, *, max_memories: int,
+                 max_query_chars: int):
+        """``caps``: the config's schema_limits, which a run's response_format is held to;
+        ``max_memories`` and ``max_query_chars``: max_file_search_memories and
+        max_recall_chars, which bound a run's recalls."""
         self.backend, self.slots, self.caps = backend, slots, caps
+        self.max_memories, self.max_query_chars = max_memories, max_query_chars
         self.running: dict[str, asyncio.Task] = {}
 
     def _state(self) -> StateBackend:
@@ -55,10 +65,11 @@ class Runs:
         await state.create(owner, CONTEXT, {"id": context_id(run["id"]), "turns": []}, parent=run["id"])
         return run
 
-    def start(self, owner: str, credential: str | None, run: dict, first: list[tuple[str, dict]],
+    def start(self, who: Principal, run: dict, first: list[tuple[str, dict]],
               stream: bool) -> AsyncIterator[tuple[str, dict]] | None:
-        """Run it in the background; with ``stream``, the SSE events as they come
+        """Run it in the background for ``who``; with ``stream``, the SSE events as they come
         (``first``: the events that announce it), else None (the client polls)."""
+        owner = who.owner
         queue: asyncio.Queue | None = asyncio.Queue() if stream else None
 
         def emit(name: str, data: dict) -> None:
@@ -67,7 +78,7 @@ class Runs:
 
         for name, data in first:
             emit(name, data)
-        task = keep(self._drive(owner, credential, run, emit))
+        task = keep(self._drive(who, run, emit))
         self.running[run["id"]] = task
 
         async def cancelled() -> bool:
@@ -120,18 +131,17 @@ class Runs:
     async def _save(self, owner: str, rid: str, changes: dict) -> dict:
         return await self._state().update(owner, RUN, rid, changes, only_if=ACTIVE)
 
-    async def _prompt(self, owner: str, run: dict) -> tuple[list[tuple[str, str]], dict]:
+    async def _prompt(self, who: Principal, run: dict) -> tuple[list[tuple[str, str]], dict]:
         """The run's turns (instructions, the thread's messages, recalled passages,
         the tool rounds so far) and the chat path's overrides."""
-        state = self._state()
+        state, owner = self._state(), who.owner
         assistant = await state.get(owner, ASSISTANT, run["assistant_id"])
         thread = await state.get(owner, THREAD, run["thread_id"])
         messages = await state.all(owner, MESSAGE, parent=thread["id"])
         turns = [(m["role"], "".join(c["text"]["value"] for c in m["content"] if c["type"] == "text"))
                  for m in messages if m["status"] == "completed"]
         if any(t.get("type") == "file_search" for t in run["tools"]) and turns and turns[-1][0] == "user":
-            names = p.memory_names(thread.get("tool_resources")) or p.memory_names(assistant.get("tool_resources"))
-            passages = await self._recall(names, turns[-1][1], owner)
+            passages = await self._recall(file_search_memories(assistant, thread), turns[-1][1], who)
             if passages:  # beside the question, so the earlier turns stay a cached prefix
                 turns[-1] = ("user", f"Passages that may help:\n\n{passages}{turns[-1][1]}")
         if run["instructions"]:
@@ -150,15 +160,24 @@ class Runs:
                                                    self.caps)
         return turns, {k: v for k, v in o.items() if v is not None}
 
-    async def _recall(self, names: list[str], query: str, owner: str) -> str:
+    async def _recall(self, names: list[str], query: str, who: Principal) -> str:
         memories = self.backend.memories
         if not names or memories is None:
             return ""
-        found = await asyncio.gather(*(memories.recall(n, query, RECALL, owner=owner) for n in names))
+        # Checked again here: the names were stored by an earlier request, maybe under other
+        # scopes (a JWT's claims change, a config lowered the cap).
+        names = list(dict.fromkeys(names))
+        if len(names) > self.max_memories:
+            raise BadRequest(f"file_search names {len(names)} memories; at most {self.max_memories} "
+                             "(max_file_search_memories)")
+        for name in names:
+            who.check("memory", name)
+        query = query[-self.max_query_chars:]  # the end of the message, where its question usually is
+        found = await asyncio.gather(*(memories.recall(n, query, RECALL, owner=who.owner) for n in names))
         return recalled_text([c for chunks in found for c in chunks])
 
-    async def _drive(self, owner: str, credential: str | None, run: dict, emit) -> None:
-        state, rid = self._state(), run["id"]
+    async def _drive(self, who: Principal, run: dict, emit) -> None:
+        state, rid, owner = self._state(), run["id"], who.owner
         message: dict | None = None
         step: dict | None = None  # set with message
         parts: list[str] = []
@@ -167,7 +186,7 @@ class Runs:
             if run["status"] != "in_progress":
                 return  # cancelled while queued
             emit("thread.run.in_progress", run)
-            turns, overrides = await self._prompt(owner, run)
+            turns, overrides = await self._prompt(who, run)
             calls: dict[int, dict[str, str]] = {}
             done: Done | None = None
             # A thread's runs go to the model replica that holds its prefix.
@@ -175,7 +194,7 @@ class Runs:
             turn = TurnRequest(run["model"], messages=tuple(turns), overrides=Overrides.of(overrides), owner=owner)
             events = self.backend.stream(turn)
             try:
-                _, release = await self.slots.accepted(events, credential)
+                _, release = await self.slots.accepted(events, who.credential)
                 try:
                     async for ev in events:
                         if isinstance(ev, Chunk) and ev.text:
