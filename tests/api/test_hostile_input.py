@@ -103,6 +103,7 @@ async def test_the_grammar_attacks_of_the_2026_12_07_review_are_400s_naming_the_
         ({"type": "string", "pattern": "^a{,10000000}$"}, "(schema_limits.max_repeat)"),
         ({"type": "string", "pattern": "^(a?){1000}$"}, "(schema_limits.max_pattern_stacks)"),
         ({"type": "string", "pattern": "^a}$"}, "schema.pattern cannot be converted"),
+        ({"enum": [f"word{i}" for i in range(1000)]}, "schema.enum has 1000 values; at most 128 (schema_limits.max_enum)"),
     ]
     for schema, message in attacks:
         r = await client.post("/v1/task/echo/completion", json={"prompt": "x", "schema": schema})
