@@ -63,6 +63,8 @@ def loads_json(raw: str | bytes, what: str) -> Any:
         return json.loads(raw.decode() if isinstance(raw, bytes) else raw, parse_constant=refuse)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise BadRequest(f"{what} is not valid JSON: {e}") from None
+    except RecursionError:  # json's parser recurses per nested array or object
+        raise BadRequest(f"{what} is nested too deeply") from None
 
 
 async def read_body(request: Request, limit_key: str = "max_request_bytes") -> bytes:

@@ -111,3 +111,28 @@ async def test_the_grammar_attacks_of_the_2026_12_07_review_are_400s_naming_the_
         assert message in r.json()["error"]["message"], r.text
     assert model.requests == []
     await still_answers(client)
+
+
+async def test_deeply_nested_json_is_a_400_not_a_500(tmp_path):
+    """N13: json's parser recurses per level, and a RecursionError was a 500 with a traceback."""
+    from poly_ray.state.service import StateService
+    from poly_ray.state.store import Store
+
+    state = StateService(Store(tmp_path / "state.sqlite3"))
+    client, model = make_client(state=state)
+    deep = "[" * 100_000
+    for path in ["/v1/chat/completions", "/v1/completions", "/v1/responses", "/api/generate", "/api/chat",
+                 "/v1/messages", "/v1/task/echo/completion", "/generate"]:
+        r = await client.post(path, content=deep, headers={"Content-Type": "application/json"})
+        assert r.status_code == 400 and "nested too deeply" in r.text, (path, r.status_code, r.text)
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": deep}}
+    r = await client.post("/v1/chat/completions", json={"model": "echo", "messages": [
+        {"role": "assistant", "content": None, "tool_calls": [call]}, {"role": "tool", "tool_call_id": "c1", "content": "x"}]})
+    assert r.status_code == 400 and "arguments is not valid JSON" in r.text, r.text
+    r = await client.post("/v1/responses", json={"model": "echo", "input": [
+        {"type": "function_call", "call_id": "c1", "name": "f", "arguments": deep},
+        {"type": "function_call_output", "call_id": "c1", "output": "x"}]})
+    assert r.status_code == 400 and "arguments: not JSON" in r.text, r.text
+    assert model.requests == []
+    await still_answers(client)
+    state.close()

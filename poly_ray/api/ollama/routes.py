@@ -195,7 +195,7 @@ def _chat_message(text: str, calls: Sequence[ToolCall] = ()) -> dict:
     for c in calls:  # Ollama's shape: the arguments as an object; a call cut by num_predict is left out
         try:
             whole.append({"function": {"name": c.name, "arguments": json.loads(c.arguments)}})
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             pass
     if whole:
         message["tool_calls"] = whole
