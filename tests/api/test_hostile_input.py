@@ -136,3 +136,30 @@ async def test_deeply_nested_json_is_a_400_not_a_500(tmp_path):
     assert model.requests == []
     await still_answers(client)
     state.close()
+
+
+async def test_metadata_is_bounded_on_every_object_that_stores_it(tmp_path):
+    """N14: only Conversations held metadata to OpenAI's bounds; a response, an assistant,
+    a thread, a message or a run stored whatever came (megabytes per object)."""
+    from poly_ray.state.service import StateService
+    from poly_ray.state.store import Store
+
+    state = StateService(Store(tmp_path / "state.sqlite3"))
+    client, model = make_client(state=state)
+    assistant = (await client.post("/v1/assistants", json={"model": "echo"})).json()
+    thread = (await client.post("/v1/threads", json={})).json()
+    bad = [({f"k{i}": "v" for i in range(17)}, "at most 16 items"), ({"k" * 65: "v"}, "at most 64 characters"),
+           ({"k": "v" * 513}, "at most 512 characters"), ({"k": {"nested": "x"}}, "valid string")]
+    for metadata, message in bad:
+        for path, body in [("/v1/responses", {"model": "echo", "input": "x"}), ("/v1/assistants", {"model": "echo"}),
+                           (f"/v1/assistants/{assistant['id']}", {}), ("/v1/threads", {}),
+                           (f"/v1/threads/{thread['id']}", {}),
+                           (f"/v1/threads/{thread['id']}/messages", {"role": "user", "content": "x"}),
+                           (f"/v1/threads/{thread['id']}/runs", {"assistant_id": assistant["id"]})]:
+            r = await client.post(path, json={**body, "metadata": metadata})
+            assert r.status_code == 400 and "metadata" in r.text and message in r.text, (path, r.text)
+    r = await client.post("/v1/assistants", json={"model": "echo", "metadata": {f"k{i}": "v" * 512 for i in range(16)}})
+    assert r.status_code == 200
+    assert model.requests == []
+    await still_answers(client)
+    state.close()

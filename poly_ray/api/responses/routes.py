@@ -20,7 +20,7 @@ from pydantic import Field
 
 from poly_ray.api.backend import require_state
 from poly_ray.api.family import OPENAI
-from poly_ray.api.fields import Body, ListQuery, Tokens, page
+from poly_ray.api.fields import Body, ListQuery, Metadata, Tokens, page
 from poly_ray.api.openapi import AUTHORIZED, GENERATES, SSE, doc
 from poly_ray.api.parsing import overrides_off_loop, parse_params
 from poly_ray.api.services import Services, generation, services, stateful
@@ -47,7 +47,7 @@ class ResponseCreate(Body):
     max_output_tokens: Tokens | None = None
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
-    metadata: dict[str, str] | None = None
+    metadata: Metadata | None = None
     user: str | None = None
     prompt_cache_key: str | None = Field(None, max_length=256)  # as on chat: a routing key
     background: bool = False
