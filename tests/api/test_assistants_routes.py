@@ -205,3 +205,23 @@ async def test_a_run_cancelled_in_the_store_by_another_replica_stops(app, monkey
         await asyncio.sleep(0.01)
     assert app.model.released == 1
     assert (await oai.beta.threads.runs.retrieve(run.id, thread_id=thread.id)).status == "cancelled"
+
+
+async def test_tool_outputs_submitted_twice_at_once_drive_the_run_once(app):
+    """N15: both submits passed the status check, added the outputs and started the run."""
+    oai = client(app)
+    assistant = await oai.beta.assistants.create(model="m", tools=TOOLS)
+    thread = await oai.beta.threads.create(messages=[{"role": "user", "content": "Weather in Oslo?"}])
+    run = await oai.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id,
+                                                      tool_choice="required")
+    [call] = run.required_action.submit_tool_outputs.tool_calls
+    outputs = [{"tool_call_id": call.id, "output": '{"sky": "sunny"}'}]
+    answers = await asyncio.gather(*(oai.beta.threads.runs.submit_tool_outputs(run.id, thread_id=thread.id,
+                                                                               tool_outputs=outputs) for _ in range(2)),
+                                   return_exceptions=True)
+    refused = [a for a in answers if isinstance(a, Exception)]
+    assert len(refused) == 1 and isinstance(refused[0], openai.BadRequestError), answers
+    assert "submitted already" in str(refused[0]) or "not waiting" in str(refused[0])
+    done = await oai.beta.threads.runs.poll(run.id, thread_id=thread.id)
+    assert done.status == "completed" and len(app.model.requests) == 2  # the call, then one answer
+    assert app.model.requests[1].text.count("Result of the tool weather") == 1

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import uuid
 from collections.abc import AsyncIterator
 
 from poly_ray import grammars
@@ -34,6 +35,7 @@ from . import protocol as p
 from .protocol import ACTIVE
 
 RECALL = 4  # passages file_search puts in a run's context, per memory
+WAITING = "waiting"  # a run's context while the run waits on tool outputs
 log = logging.getLogger(__name__)
 
 
@@ -120,7 +122,14 @@ class Runs:
         said = tool_calls.envelope([(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in calls])
         turns = [*context["turns"], ["assistant", said],
                  *(list(tool_calls.tool_result(c["function"]["name"], given[c["id"]])) for c in calls)]
-        await state.update(owner, CONTEXT, context["id"], {"turns": turns})
+        # Claimed in one store update: of two submits at once (on any ingress replica) only the
+        # one whose mark is stored goes on; the other would add the outputs again and drive the
+        # run twice. The context is internal, so the mark is never shown.
+        mark = f"submitted {uuid.uuid4().hex}"
+        claimed = await state.update(owner, CONTEXT, context["id"], {"turns": turns, "status": mark},
+                                     only_if=(WAITING, None))  # None: a context saved before the mark
+        if claimed.get("status") != mark:
+            raise BadRequest("the run is not waiting for tool outputs (they were submitted already)")
         if step_id := context.get("step_id"):
             done = [dict(c, function=dict(c["function"], output=given[c["id"]])) for c in calls]
             await state.update(owner, STEP, step_id, {"status": "completed", "completed_at": p.now(),
@@ -270,7 +279,7 @@ class Runs:
                   for c in calls]
         step = await state.create(owner, STEP, p.step_object(run, p.calls_step(wanted)), parent=run["id"])
         emit("thread.run.step.created", step)
-        await state.update(owner, CONTEXT, context_id(run["id"]), {"step_id": step["id"]})
+        await state.update(owner, CONTEXT, context_id(run["id"]), {"step_id": step["id"], "status": WAITING})
         run = await self._save(owner, run["id"], {"status": "requires_action", "usage": used, "required_action": {
             "type": "submit_tool_outputs", "submit_tool_outputs": {"tool_calls": wanted}}})
         emit("thread.run.requires_action", run)
