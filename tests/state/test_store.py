@@ -101,6 +101,19 @@ def test_delete_cascades_to_children(store):
     assert [r[0] for r in store._db.execute("SELECT id FROM objects ORDER BY seq")] == ["thread_2", "msg_2"]
 
 
+def test_a_parent_with_more_children_than_sqlite_binds_is_deleted(store):
+    """N15: the children were bound as IN (?, ...): past the variable limit (32,766 on stock
+    SQLite, 250,000 on Debian's) the parent could not be deleted."""
+    store._db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)  # as a small build would have it
+    store.create("a", "thread", {"id": "thread_1"})
+    store.create("b", "message", {"id": "msg_b"}, parent="thread_1")  # another owner's row stays
+    n = 5000
+    store._db.executemany("INSERT INTO objects (id, owner, kind, parent, created_at, status, body) "
+                          "VALUES (?, 'a', 'message', 'thread_1', 0, NULL, '{}')", ((f"msg_{i}",) for i in range(n)))
+    store.delete("a", "thread", "thread_1")
+    assert [r[0] for r in store._db.execute("SELECT id FROM objects")] == ["msg_b"]
+
+
 def test_restart_ends_unfinished_objects_failed(tmp_path):
     path = tmp_path / "state.sqlite3"
     s = Store(path)
