@@ -103,6 +103,11 @@ class Store:
         body = dict(body)
         body.setdefault("created_at", int(time.time()))
         with self._lock:
+            # A parent deleted meanwhile (a thread deleted while its run writes) would leave a
+            # row that no one can list or delete.
+            if parent is not None and self._db.execute(
+                    "SELECT 1 FROM objects WHERE id = ? AND owner = ?", (parent, owner)).fetchone() is None:
+                raise NotFound(f"No object found with id '{parent}' to hold this {kind}.")
             try:
                 self._db.execute(
                     "INSERT INTO objects (id, owner, kind, parent, created_at, status, body)"

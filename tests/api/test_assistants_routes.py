@@ -225,3 +225,30 @@ async def test_tool_outputs_submitted_twice_at_once_drive_the_run_once(app):
     done = await oai.beta.threads.runs.poll(run.id, thread_id=thread.id)
     assert done.status == "completed" and len(app.model.requests) == 2  # the call, then one answer
     assert app.model.requests[1].text.count("Result of the tool weather") == 1
+
+
+async def test_a_thread_deleted_while_its_run_generates_stops_it_and_leaves_nothing(app, monkeypatch, caplog):
+    """N15: the run went on to its end, logging every second, and wrote rows under a thread that was gone."""
+    from poly_ray.api.responses import run as watching
+
+    monkeypatch.setattr(watching, "WATCH_S", 0.01)
+    oai = client(app)
+    assistant = await oai.beta.assistants.create(model="m")
+    thread = await oai.beta.threads.create(messages=[{"role": "user", "content": "Hi"}])
+    app.model.hold = asyncio.Event()  # never set
+    run = await oai.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id)
+    for _ in range(200):
+        if app.model.requests:
+            break
+        await asyncio.sleep(0.01)
+    await oai.beta.threads.delete(thread.id)
+    for _ in range(200):
+        if app.model.released:
+            break
+        await asyncio.sleep(0.01)
+    assert app.model.released == 1  # the generation was closed
+    await asyncio.sleep(0.05)
+    kinds = [r[0] for r in app.store._db.execute("SELECT kind FROM objects")]
+    assert kinds == ["assistant"], kinds  # the thread's run, messages and context went with it
+    assert run.id not in app.state.services.runs.running
+    assert "could not read" not in caplog.text and "Traceback" not in caplog.text

@@ -12,6 +12,7 @@ as it wrote them and the results as turns) and the run goes on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import uuid
@@ -25,7 +26,7 @@ from poly_ray.api.backend import Backend, StateBackend, require_state
 from poly_ray.api.family import OPENAI
 from poly_ray.api.limits import StreamLimits
 from poly_ray.api.responses.run import keep, watch
-from poly_ray.errors import BadRequest, PolyError
+from poly_ray.errors import BadRequest, NotFound, PolyError
 from poly_ray.generation import Chunk, Done, ToolCallDelta
 from poly_ray.state.kinds import ASSISTANT, CONTEXT, MESSAGE, RUN, STEP, THREAD
 from poly_ray.tasks.prompts import recalled_text
@@ -232,17 +233,22 @@ class Runs:
             await self._answered(owner, run, message, step, "".join(parts), used, done, emit)
         except asyncio.CancelledError:
             emit("thread.run.cancelled", dict(run, status="cancelled"))  # the cancel route has stored it
-            if message is not None and step is not None:  # what was written so far stays, marked cut short
-                await state.update(owner, MESSAGE, message["id"], {
-                    "status": "incomplete", "incomplete_at": p.now(), "incomplete_details": {"reason": "run_cancelled"},
-                    "content": [p.text_part("".join(parts))]})
-                await state.update(owner, STEP, step["id"], {"status": "cancelled", "cancelled_at": p.now()})
+            # What was written so far stays, marked cut short (unless the thread was deleted: the watch's cancel).
+            if message is not None and step is not None:
+                with contextlib.suppress(NotFound):
+                    await state.update(owner, MESSAGE, message["id"], {
+                        "status": "incomplete", "incomplete_at": p.now(),
+                        "incomplete_details": {"reason": "run_cancelled"}, "content": [p.text_part("".join(parts))]})
+                    await state.update(owner, STEP, step["id"], {"status": "cancelled", "cancelled_at": p.now()})
         except Exception as err:
             if not isinstance(err, PolyError):
                 log.exception("a run failed")
                 err = PolyError("internal server error")
-            run = await self._save(owner, rid, {"status": "failed", "failed_at": p.now(),
-                                                "last_error": {"code": "server_error", "message": err.message}})
+            try:
+                run = await self._save(owner, rid, {"status": "failed", "failed_at": p.now(),
+                                                    "last_error": {"code": "server_error", "message": err.message}})
+            except NotFound:  # its thread was deleted meanwhile
+                return
             emit("thread.run.failed", run)
 
     async def _answered(self, owner: str, run: dict, message: dict, step: dict, text: str, used: dict, done: Done,

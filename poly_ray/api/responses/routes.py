@@ -25,7 +25,7 @@ from poly_ray.api.openapi import AUTHORIZED, GENERATES, SSE, doc
 from poly_ray.api.parsing import overrides_off_loop, parse_params
 from poly_ray.api.services import Services, generation, services, stateful
 from poly_ray.api.streaming import respond
-from poly_ray.errors import BadRequest, PolyError
+from poly_ray.errors import BadRequest
 from poly_ray.grammars import DEFAULT_CAPS, Caps
 from poly_ray.state.kinds import CONVERSATION, INPUT, ITEM, RESPONSE
 from poly_ray.state.store import UNFINISHED, new_id
@@ -139,17 +139,12 @@ async def create(request: Request):
                              lambda events: svc.limits.accepted(events, who.credential))
         return JSONResponse(record.response)
     events = svc.backend.stream(turn)
-    try:
+    async with run.failing(record):
         _, release = await svc.limits.accepted(events, who.credential)
-    except PolyError as err:
-        await record.fail(err)
-        raise
     if not body.stream:
         try:
-            output, done = await run.answer(events)
-        except PolyError as err:
-            await record.fail(err)
-            raise
+            async with run.failing(record):
+                output, done = await run.answer(events)
         finally:
             release()
         return JSONResponse(await record.finish(output, done))
