@@ -105,7 +105,8 @@ async def ps(request: Request):
     svc = services(request)
     who = svc.access.principal(request)
     tasks, models = await svc.backend.tasks(), await svc.backend.models()
-    loaded = {name.removeprefix("model "): ok for name, ok in (await svc.backend.ready()).items()}
+    # The readiness answer /ready shares: each call asks every model, so many at once were many fan-outs.
+    loaded = {name.removeprefix("model "): ok for name, ok in (await svc.readiness.get()).items()}
     running = [(n, tasks[n].model) for n in tasks if who.allows("task", n)]
     running += [(n, n) for n in models if who.allows("model", n)]
     return {"models": [{**_model_entry(n), "expires_at": NEVER, "size_vram": 0,
