@@ -252,3 +252,18 @@ async def test_a_thread_deleted_while_its_run_generates_stops_it_and_leaves_noth
     assert kinds == ["assistant"], kinds  # the thread's run, messages and context went with it
     assert run.id not in app.state.services.runs.running
     assert "could not read" not in caplog.text and "Traceback" not in caplog.text
+
+
+async def test_two_runs_started_at_once_on_a_thread_make_one(app):
+    """N15: "one active run per thread" was a list, then a create: both starts found the thread idle."""
+    oai = client(app)
+    assistant = await oai.beta.assistants.create(model="m")
+    thread = await oai.beta.threads.create(messages=[{"role": "user", "content": "Hi"}])
+    app.model.hold = asyncio.Event()
+    answers = await asyncio.gather(*(oai.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id)
+                                     for _ in range(3)), return_exceptions=True)
+    refused = [a for a in answers if isinstance(a, openai.BadRequestError)]
+    assert len(refused) == 2 and all("already has an active run" in str(a) for a in refused), answers
+    app.model.hold.set()
+    [run] = [a for a in answers if not isinstance(a, Exception)]
+    assert (await oai.beta.threads.runs.poll(run.id, thread_id=thread.id)).status == "completed"

@@ -224,12 +224,14 @@ async def start_run(request: Request, who: Principal, owner: str, tid: str, body
     if body.tools is not None:
         await asyncio.to_thread(p.check_tools, body.tools, "tools", caps)
     await asyncio.to_thread(p.format_grammar, body.response_format, "response_format", caps)
-    latest = (await store(request).list(owner, RUN, parent=tid, limit=1))["data"]
-    if latest and latest[0]["status"] in ACTIVE:
-        raise BadRequest(f"thread {tid} already has an active run ({latest[0]['id']}, {latest[0]['status']})")
-    for i, m in enumerate(body.additional_messages or []):
-        await store(request).create(owner, MESSAGE, p.new_message(tid, m, f"additional_messages[{i}]"), parent=tid)
-    run = await services(request).runs.create(owner, run)
+    async with services(request).runs.starting:  # "one active run" is a check, then a create
+        latest = (await store(request).list(owner, RUN, parent=tid, limit=1))["data"]
+        if latest and latest[0]["status"] in ACTIVE:
+            raise BadRequest(f"thread {tid} already has an active run ({latest[0]['id']}, {latest[0]['status']})")
+        for i, m in enumerate(body.additional_messages or []):
+            await store(request).create(owner, MESSAGE, p.new_message(tid, m, f"additional_messages[{i}]"),
+                                        parent=tid)
+        run = await services(request).runs.create(owner, run)
     events = services(request).runs.start(who, run,
                         [*first, ("thread.run.created", run), ("thread.run.queued", run)], body.stream)
     return answer(run, events)

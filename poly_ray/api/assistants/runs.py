@@ -58,6 +58,10 @@ class Runs:
         self.backend, self.slots, self.caps = backend, slots, caps
         self.max_memories, self.max_query_chars = max_memories, max_query_chars
         self.running: dict[str, asyncio.Task] = {}
+        # Run starts one at a time in this replica: two at once on a thread both found it idle
+        # (a start is a few store calls, which the one SQLite writer serialises anyway). Two
+        # ingress replicas can still race: the store has no per-thread claim.
+        self.starting = asyncio.Lock()
 
     def _state(self) -> StateBackend:
         return require_state(self.backend)
