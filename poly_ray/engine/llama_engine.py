@@ -194,7 +194,7 @@ class Engine:
         self._snapshots = None
         if snapshot_dir is not None:
             self._snapshots = SnapshotIndex(
-                Path(snapshot_dir), fingerprint(self.model_path, context_size), snapshot_bytes or DEFAULT_BUDGET
+                Path(snapshot_dir), fingerprint(self.model_path, context_size, self._lora), snapshot_bytes or DEFAULT_BUDGET
             )
         self._worker = threading.Thread(target=self._loop, name=f"engine-{name}", daemon=True)
         self._worker.start()
