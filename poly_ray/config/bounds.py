@@ -34,6 +34,9 @@ class Bounds(BaseModel):
         "Document uploads in flight per memory; beyond, 429 with Retry-After."))
     max_background_jobs: int = Field(16, ge=1, le=10_000, description=(
         "Background ingestion jobs (`?wait=false`) not yet finished, in all; beyond, 429 with Retry-After."))
+    # A slow body holds one of the ingress's places (ingress_max_ongoing) while it trickles in.
+    body_timeout_s: float = Field(120, gt=0, le=3600, description=(
+        "Seconds a client may take to send a request body, an upload's included; beyond, 408."))
     ws_idle_timeout_s: float = Field(300, gt=0, le=86_400, description=(
         "A chat WebSocket with no message for this long is closed, code 4408 with the reason (JSON sessions get "
         "an `idle_timeout` error frame first)."))

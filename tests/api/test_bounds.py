@@ -174,3 +174,29 @@ def test_an_idle_websocket_is_closed_with_a_reason(tmp_path):
         with http.websocket_connect("/v1/task/chat/chat?api_key=ann") as ws:  # a new session works
             ws.send_text("again")
             assert ws.receive_text() == "again\n"
+
+
+async def test_a_body_that_trickles_in_is_a_408_and_the_server_answers_after(tmp_path):
+    """N22: no deadline on reading a body, so slow clients held the ingress's places for ever."""
+    app, _ = make(tmp_path, body_timeout_s=0.3)
+    sent = []
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/v1/task/chat/completion", "raw_path": b"/v1/task/chat/completion", "query_string": b"",
+             "root_path": "", "client": ("127.0.0.1", 5000), "server": ("localhost", 80),
+             "headers": [(b"host", b"localhost"), (b"authorization", b"Bearer ann"),
+                         (b"content-type", b"application/json"), (b"content-length", b"1000")]}
+    chunks = [{"type": "http.request", "body": b'{"prompt": "', "more_body": True}]
+
+    async def receive():
+        return chunks.pop() if chunks else await asyncio.Event().wait()  # then nothing more comes
+
+    async def send(message):
+        sent.append(message)
+
+    start = time.perf_counter()
+    await asyncio.wait_for(app(scope, receive, send), 5)
+    assert time.perf_counter() - start < 2
+    assert sent[0]["status"] == 408
+    assert b"body_timeout_s" in b"".join(m.get("body", b"") for m in sent[1:])
+    r = await client(app, "ann").post("/v1/task/chat/completion", json={"prompt": "still here"})
+    assert r.status_code == 200
