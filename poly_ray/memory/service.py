@@ -26,6 +26,12 @@ from .vectorstore import Mode
 log = logging.getLogger(__name__)
 
 
+# What a job that failed on a bug says to its poller: the exception (paths, internals) goes
+# to the log only, as for a 500.
+_INTERNAL = {"code": "ingest_failed", "message": "internal server error (the server's log has the details)",
+             "status": 500}
+
+
 def bounds(cfg) -> dict:
     """A ``Config``'s bounds on uploads and jobs, as MemoryService's keyword arguments."""
     return {"max_jobs": cfg.max_background_jobs, "per_credential": cfg.max_uploads_per_credential,
@@ -152,9 +158,10 @@ class MemoryService:
                 try:
                     prepared = await self._prepare(memory, uploads)
                 except Exception as e:
+                    if not isinstance(e, PolyError):
+                        log.exception("reading documents for memory '%s' failed", job.memory)
                     job.state, job.finished = "failed", time.time()
-                    job.error = _error(e) if isinstance(e, PolyError) else {
-                        "code": "ingest_failed", "message": str(e), "status": 500}
+                    job.error = _error(e) if isinstance(e, PolyError) else _INTERNAL
                     raise
                 job.chunks_total = sum(len(p.chunks) for p in prepared)
             await self._run(memory, job, prepared)
@@ -179,10 +186,10 @@ class MemoryService:
         except PolyError as e:
             job.state, job.error, job.finished = "failed", _error(e), time.time()
             raise
-        except Exception as e:
+        except Exception:
             log.exception("ingestion into memory '%s' failed", job.memory)
             job.state, job.finished = "failed", time.time()
-            job.error = {"code": "ingest_failed", "message": str(e), "status": 500}
+            job.error = _INTERNAL
             raise
         job.state, job.chunks_done, job.finished = "done", job.chunks_total, time.time()
         job.result = {"documents": results}

@@ -200,3 +200,23 @@ async def test_a_body_that_trickles_in_is_a_408_and_the_server_answers_after(tmp
     assert b"body_timeout_s" in b"".join(m.get("body", b"") for m in sent[1:])
     r = await client(app, "ann").post("/v1/task/chat/completion", json={"prompt": "still here"})
     assert r.status_code == 200
+
+
+async def test_a_job_that_fails_on_a_bug_says_so_without_its_internals(tmp_path, caplog):
+    """L3: a job's error carried str(e) of any exception (paths, internals) to whoever polled it."""
+    app, model = make(tmp_path)
+
+    async def broken(texts):
+        raise RuntimeError("/srv/secret/store.bin: internals")
+
+    model.service._memories["notes"]._embed = broken
+    ann = client(app, "ann")
+    r = await ann.put("/v1/memory/notes?wait=false", content=b"a note", headers={"Content-Type": "text/plain"})
+    job = r.json()["job"]
+    for _ in range(100):
+        state = (await ann.get(f"/v1/memory/notes/jobs/{job}")).json()
+        if state["state"] != "running":
+            break
+        await asyncio.sleep(0.02)
+    assert state["state"] == "failed" and "internal server error" in state["error"]["message"], state
+    assert "/srv/secret" not in json.dumps(state) and "/srv/secret" in caplog.text  # the log has it
