@@ -220,3 +220,32 @@ async def test_a_job_that_fails_on_a_bug_says_so_without_its_internals(tmp_path,
         await asyncio.sleep(0.02)
     assert state["state"] == "failed" and "internal server error" in state["error"]["message"], state
     assert "/srv/secret" not in json.dumps(state) and "/srv/secret" in caplog.text  # the log has it
+
+
+async def test_recall_answers_while_an_upload_of_many_documents_is_read(tmp_path, monkeypatch):
+    """N8: reading 100 documents held every thread of the default executor, and recall
+    (its search runs on one) waited for all of them."""
+    import threading
+
+    from poly_ray.memory.memory import Memory, Upload
+
+    _, model = make(tmp_path)
+    service = model.service
+    await service.ingest("notes", [Upload(b"Bees make honey.", "text/plain")], owner="ann")
+    reading = threading.Event()
+    prepare = Memory.prepare
+
+    def slow(self, upload):
+        reading.wait(10)  # a PDF waiting for an extraction process
+        return prepare(self, upload)
+
+    monkeypatch.setattr(Memory, "prepare", slow)
+    upload = asyncio.create_task(service.ingest(
+        "notes", [Upload(f"note {i}".encode(), "text/plain") for i in range(50)], owner="bob"))
+    await asyncio.sleep(0.2)  # every document is being read
+    try:
+        found = await asyncio.wait_for(service.recall("notes", "bees honey", 1), 3)
+        assert [c["text"] for c in found] == ["Bees make honey."]
+    finally:
+        reading.set()
+    assert len((await upload)["documents"]) == 50
