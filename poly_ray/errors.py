@@ -12,6 +12,7 @@ place. Errors cross Ray handles, so they must pickle with their fields.
     ├── Unauthorized        401  unauthorized
     ├── Forbidden           403  forbidden
     ├── NotFound            404  not_found
+    ├── RequestTimeout      408  request_timeout (a body that took too long to arrive)
     ├── PayloadTooLarge     413  payload_too_large
     ├── UnsupportedMedia    415  unsupported_media_type
     ├── Unprocessable       422  unprocessable_document (a document that cannot be read)
@@ -92,6 +93,11 @@ class Forbidden(PolyError):
 class NotFound(PolyError):
     status = 404
     code = "not_found"
+
+
+class RequestTimeout(PolyError):
+    status = 408
+    code = "request_timeout"
 
 
 class PayloadTooLarge(PolyError):

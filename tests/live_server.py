@@ -46,6 +46,9 @@ class EngineClient:
     async def tokenize(self, text):
         return [{"id": t, "text": self.engine.detokenize([t])} for t in self.engine.tokenize(text)]
 
+    async def count_tokens(self, texts):
+        return sum(len(self.engine.tokenize(t)) for t in texts)
+
     async def chat_template(self):
         return self.engine.chat_template()
 

@@ -52,6 +52,9 @@ class ScriptedModel:
     async def tokenize(self, text):
         return [{"id": i, "text": w} for i, w in enumerate(text.split())]
 
+    async def count_tokens(self, texts):
+        return sum(len(t.split()) for t in texts)
+
     async def stats(self):
         return {"slots": 1, "active": 0, "waiting": 0}
 

@@ -27,6 +27,11 @@ ATTACKS = [
     ({"type": "string", "pattern": "^((a?){8}){8}$"}, "schema.pattern can match at more than 32 places"),
     ({"type": "string", "pattern": "^(a|b|c|d|e|f|g|h|i|j|k|l|m|n|o|p|q|r|s|t|u|v|w|x|y|z|0|1|2|3|4|5|6)$"},
      "schema.pattern can match at more than 32 places"),
+    # an enum's values (or a union's alternatives) are each tried at once: 1,000 cost 1.7 s per token
+    ({"type": "string", "enum": [f"v{i}" for i in range(1000)]},
+     "schema.enum has 1000 values; at most 128 (schema_limits.max_enum)"),
+    ({"type": "object", "properties": {"p": {"anyOf": [{"const": i} for i in range(129)]}}},
+     "schema.properties.p.anyOf has 129 alternatives; at most 128 (schema_limits.max_enum)"),
     # patterns the converter would loop on for ever, or turn into a left-recursive rule
     ({"type": "string", "pattern": "^a}$"}, "schema.pattern cannot be converted: a '}' at 1 must be escaped"),
     ({"type": "string", "pattern": "^]$"}, "schema.pattern cannot be converted: a ']' at 0 must be escaped"),
@@ -112,6 +117,15 @@ def test_the_stack_cap_is_a_config_key():
     with pytest.raises(SchemaError, match=r"at most 4 \(schema_limits\.max_pattern_stacks\)"):
         from_schema({"type": "string", "pattern": "^a?b?c?d?$"}, caps=cfg.caps())
     assert from_schema({"type": "string", "pattern": "^a?b?c?$"}, caps=cfg.caps())
+
+
+def test_the_enum_cap_is_a_config_key():
+    from poly_ray import config
+
+    values = {"type": "string", "enum": [f"v{i}" for i in range(128)]}
+    assert from_schema(values)  # at the default, accepted
+    with pytest.raises(SchemaError, match=r"has 128 values; at most 64 \(schema_limits\.max_enum\)"):
+        from_schema(values, caps=config.schema.SchemaLimits(max_enum=64).caps())
 
 
 def test_alternatives_add_their_patterns_places_up():

@@ -86,10 +86,13 @@ def create_app(backend: Backend, config: Config, listen_host: str | None = None,
     limits = limits or StreamLimits.local(config.max_concurrent, config.max_streams_per_credential)
     authenticator = Authenticator.from_config(config)
     access = Access(authenticator, backend, config.trusted_proxies)
+    runs = Runs(backend, limits, config.schema_limits.caps(), max_memories=config.max_file_search_memories,
+                max_query_chars=config.max_recall_chars)
     app.state.services = Services(backend, access, limits, config, readiness=ReadyCache(backend),
-                                  background=responses_run.Background(), runs=Runs(backend, limits, config.schema_limits.caps()))
+                                  background=responses_run.Background(), runs=runs)
     if not config.public:
         app.add_middleware(_DocsNeedCredentials, auth=authenticator)
+    app.add_middleware(_NoSniff)  # outermost: every answer, refusals included
 
     @app.exception_handler(PolyError)
     async def _poly_error(request: Request, err: PolyError):
@@ -157,6 +160,28 @@ class _DocsNeedCredentials:
                 await error_response(request, err.status, err.code, err.message, err.headers, err.param)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+class _NoSniff:
+    """``X-Content-Type-Options: nosniff`` on every HTTP answer: a browser never reads an
+    answer (model text in JSON or plain text) as HTML or script because it looks like one."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def sending(message):
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", ()))
+                if not any(k.lower() == b"x-content-type-options" for k, _ in headers):
+                    headers.append((b"x-content-type-options", b"nosniff"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, sending)
 
 
 class _RefuseInvalidUTF8:

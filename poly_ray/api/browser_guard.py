@@ -11,6 +11,12 @@ machine or network, refused before any route runs.
 - A cross-origin POST with ``text/plain`` (or a form type) needs no preflight, so
   a POST body is read only when it says ``application/json``. Uploads are PUTs,
   which always need a preflight, so they keep their own types.
+- A GET needs no preflight either: an ``<img src>`` or a link on another site's
+  page runs a generation (and, with ``store_prompts``, plants text in the visitor's
+  own recalls). A request the browser marks ``Sec-Fetch-Site: cross-site`` or
+  ``same-site`` is refused (403) unless its ``Origin`` is trusted (a CORS call from
+  ``allowed_origins``) or it opens one of the server's pages (the playground, the docs).
+  Clients outside browsers send no ``Sec-Fetch-Site`` and are let through.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from urllib.parse import urlsplit
 from starlette.requests import Request
 
 LOOPBACK_NAMES = ("localhost", "localhost.")
+# What a page on another site may open (a link, a bookmark's redirect): pages, never the API.
+PAGES = ("/", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
 _ANY_HOST = ("0.0.0.0", "::", "")
 
 
@@ -51,6 +59,9 @@ class BrowserGuard:
             if origin is not None and not self.trusted_origin(origin, host):
                 message = f"WebSocket connections from {origin!r} are refused: add the origin to allowed_origins"
                 refusal = (403, "origin_refused", message)
+        elif headers.get("sec-fetch-site") in ("cross-site", "same-site") and not self.trusted_site(scope, headers, host):
+            message = "requests from another site's page are refused: add its origin to allowed_origins to let it call"
+            refusal = (403, "cross_site_refused", message)
         elif scope["method"] == "POST" and _has_body(headers) and not is_json(headers.get("content-type", "")):
             refusal = (415, "unsupported_media_type",
                        "a POST body must be JSON sent with Content-Type: application/json")
@@ -73,6 +84,16 @@ class BrowserGuard:
             return True
         except ValueError:
             return False
+
+    def trusted_site(self, scope, headers: dict, host: str) -> bool:
+        """A request from another site's page that may go on: a CORS call from a trusted
+        origin, or opening one of the server's pages."""
+        origin = headers.get("origin")
+        if origin is not None and origin != "null" and self.trusted_origin(origin, host):
+            return True
+        path = scope.get("path", "")
+        return (headers.get("sec-fetch-mode") == "navigate" and scope["method"] == "GET"
+                and (path in PAGES or path.startswith("/playground/")))
 
     def trusted_origin(self, origin: str, host: str) -> bool:
         if "*" in self.origins or origin in self.origins:

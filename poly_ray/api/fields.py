@@ -24,6 +24,10 @@ class Body(BaseModel):
 Tokens = Annotated[int, Field(ge=1, le=COUNT_BOUND)]
 # A count that may be 0 (top_k, repeat_last_n, min_tokens, min_length).
 Count = Annotated[int, Field(ge=0, le=COUNT_BOUND)]
+# An object's metadata, stored with it: OpenAI's bounds (16 keys of at most 64 characters,
+# string values of at most 512), so that a request cannot store megabytes per object.
+Metadata = Annotated[dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]],
+                     Field(max_length=16)]
 
 
 class ListQuery(Body):

@@ -23,7 +23,7 @@ REF = "#/components/schemas/{model}"
 # string that is not UTF-8.
 PLAIN = (400,)
 AUTHORIZED = (400, 401, 403, 404)
-WITH_BODY = (*AUTHORIZED, 413)
+WITH_BODY = (*AUTHORIZED, 408, 413)
 GENERATES = (*WITH_BODY, 429, 503)
 
 # Streamed answers, by media type; the schema is that of one event or line.
@@ -33,7 +33,8 @@ NDJSON = {"application/x-ndjson": {"type": "object"}}
 TEXT = {"text/plain": {"type": "string"}}
 
 _DESCRIPTIONS = {400: "Bad request", 401: "No valid credentials", 403: "Outside the credentials' scope",
-                 404: "No such task, model, memory or route", 413: "The body is over max_request_bytes",
+                 404: "No such task, model, memory or route", 408: "The body took over body_timeout_s to arrive",
+                 413: "The body is over max_request_bytes",
                  415: "Not a document type the memory reads", 422: "A document that cannot be read (or is empty)",
                  429: "Over max_streams_per_credential", 502: "A download from the model's source failed",
                  503: "Busy (max_concurrent, or the model's queue)"}

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import Request
 from pydantic import AfterValidator, BaseModel, ValidationError
 
-from poly_ray.errors import BadRequest, PayloadTooLarge
+from poly_ray.errors import BadRequest, PayloadTooLarge, RequestTimeout
 from poly_ray.generation import MAX_STOP_CHARS, MAX_STOPS
 from poly_ray.grammars import SchemaError
 from poly_ray.tasks.turn import Overrides
@@ -63,6 +63,8 @@ def loads_json(raw: str | bytes, what: str) -> Any:
         return json.loads(raw.decode() if isinstance(raw, bytes) else raw, parse_constant=refuse)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise BadRequest(f"{what} is not valid JSON: {e}") from None
+    except RecursionError:  # json's parser recurses per nested array or object
+        raise BadRequest(f"{what} is nested too deeply") from None
 
 
 async def read_body(request: Request, limit_key: str = "max_request_bytes") -> bytes:
@@ -72,11 +74,16 @@ async def read_body(request: Request, limit_key: str = "max_request_bytes") -> b
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"the request body is {declared} bytes; the limit ({limit_key}) is {limit}")
     parts, size = [], 0
-    async for part in request.stream():
-        size += len(part)
-        if size > limit:
-            raise PayloadTooLarge(f"the request body is over the limit ({limit_key}) of {limit} bytes")
-        parts.append(part)
+    deadline = request.app.state.config.body_timeout_s
+    try:
+        async with asyncio.timeout(deadline):
+            async for part in request.stream():
+                size += len(part)
+                if size > limit:
+                    raise PayloadTooLarge(f"the request body is over the limit ({limit_key}) of {limit} bytes")
+                parts.append(part)
+    except TimeoutError:
+        raise RequestTimeout(f"the request body took longer than {deadline} s to arrive (body_timeout_s)") from None
     return b"".join(parts)
 
 

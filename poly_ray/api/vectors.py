@@ -4,7 +4,23 @@ from __future__ import annotations
 
 import math
 
-from poly_ray.errors import BadRequest
+from poly_ray.config import Config
+from poly_ray.errors import BadRequest, PayloadTooLarge
+
+
+def admitted(config: Config, model: str, texts: list[str]) -> list[str]:
+    """``texts``, if one request may embed them on ``model``; else its 4xx, naming the key.
+
+    Checked at the door, before any call: the model replica holds the same input cap,
+    but an over-long list would first cross Ray (and, for usage, once was one call per text).
+    """
+    if (m := config.models.get(model)) is not None and len(texts) > m.max_embedding_inputs:
+        raise BadRequest(f"{len(texts)} inputs; model '{model}' embeds at most {m.max_embedding_inputs} per request "
+                         f"(models.{model}.max_embedding_inputs)")
+    if (chars := sum(map(len, texts))) > config.max_embedding_chars:
+        raise PayloadTooLarge(f"the inputs are {chars} characters, over the limit (max_embedding_chars) of "
+                              f"{config.max_embedding_chars}")
+    return texts
 
 
 def shorten(vector: list[float], dimensions: int, model: str) -> list[float]:

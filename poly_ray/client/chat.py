@@ -21,11 +21,25 @@ import urllib.request
 from prompt_toolkit import PromptSession
 from prompt_toolkit.history import FileHistory, InMemoryHistory
 from rich.console import Console
+from rich.markup import escape
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.protocol import State
 
 HELP = "/reset starts a new session, /quit leaves (or Ctrl-D); Ctrl-C stops an answer"
+
+
+# Model output and server messages reach the terminal as text only: ESC starts CSI and OSC
+# sequences (move the cursor, rewrite earlier lines, set links or the clipboard), and rich
+# strips only BS, VT, FF and CR. Every C0 control but tab and newline, DEL and the C1
+# controls are shown as \xNN instead; a CR is dropped (a CRLF stays a line break).
+_VISIBLE = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)] if c not in (0x09, 0x0A, 0x0D)}
+_VISIBLE[0x0D] = ""
+
+
+def visible(text: str) -> str:
+    """``text`` with no control sequence the terminal would act on."""
+    return text.translate(_VISIBLE)
 
 
 class ChatError(Exception):
@@ -118,11 +132,12 @@ class Chat:
                 message = json.loads(await ws.recv())
                 kind = message.get("type")
                 if kind == "token":
-                    self.console.print(message["text"], end="", markup=False, highlight=False, soft_wrap=True)
+                    self.console.print(visible(message["text"]), end="", markup=False, highlight=False,
+                                       soft_wrap=True)
                 elif kind == "done":
                     self.console.print()
                     note = "stopped" if message.get("finish_reason") == "cancelled" else describe(message)
-                    self.console.print(f"[dim]{note}[/dim]", highlight=False)
+                    self.console.print(f"[dim]{escape(visible(note))}[/dim]", highlight=False)
                     return
                 elif kind == "error":
                     self.console.print()
@@ -152,15 +167,15 @@ async def main(url: str, task: str | None, key: str | None, history: str | None 
         elif task not in names:
             raise ChatError(f"unknown task '{task}' (tasks: {', '.join(names) or 'none'})")
     except ChatError as e:
-        console.print(f"poly-ray chat: {e}", style="red", markup=False)
+        console.print(f"poly-ray chat: {visible(str(e))}", style="red", markup=False)
         return 1
     chat = Chat(url, task, key, console)
     session = PromptSession(history=FileHistory(history) if history else InMemoryHistory())
-    console.print(f"{task} at {url} · {HELP}", style="bold", markup=False)
+    console.print(f"{visible(task)} at {url} · {HELP}", style="bold", markup=False)
     try:
         while True:
             try:
-                line = await session.prompt_async(f"{task}> ")
+                line = await session.prompt_async(f"{visible(task)}> ")
             except KeyboardInterrupt:
                 continue  # Ctrl-C at the prompt clears the line, as in a shell
             except EOFError:
@@ -180,6 +195,6 @@ async def main(url: str, task: str | None, key: str | None, history: str | None 
             try:
                 await chat.turn(line)
             except ChatError as e:
-                console.print(str(e), style="red", markup=False)
+                console.print(visible(str(e)), style="red", markup=False)
     finally:
         await chat.reset()

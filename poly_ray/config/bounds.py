@@ -16,9 +16,17 @@ class Bounds(BaseModel):
     # Each token comes back as an object, so the answer is some 30 times the text's size.
     max_tokenize_chars: int = Field(200_000, ge=1, le=8 << 20, description=(
         "Characters of one `/v1/model/NAME/tokenization` text; beyond, 413."))
+    # Checked in the ingress before any call: the model's own caps (max_embedding_inputs and
+    # max_embedding_tokens) apply only once the request has crossed Ray.
+    max_embedding_chars: int = Field(1_000_000, ge=1, le=64 << 20, description=(
+        "Characters of one embedding request's texts in all (every embedding route); beyond, 413."))
     max_recall: int = Field(100, ge=1, le=100, description=(
         "Chunks one recall (`GET|POST /v1/memory/NAME`) may ask for (`n`); beyond, 400."))
     max_recall_chars: int = Field(16_384, ge=1, le=100_000, description="Characters of a recall's query; beyond, 413.")
+    # Each memory named is one recall per run, over the run's last message.
+    max_file_search_memories: int = Field(4, ge=1, le=100, description=(
+        "Memories an assistant, thread or run may name for file_search (`tool_resources.file_search."
+        "vector_store_ids`); beyond, 400."))
     max_uploads_per_credential: int = Field(2, ge=1, le=1000, description=(
         "Document uploads in flight (being read, embedded or stored; jobs included) per credential; beyond, 429 "
         "with Retry-After."))
@@ -26,6 +34,9 @@ class Bounds(BaseModel):
         "Document uploads in flight per memory; beyond, 429 with Retry-After."))
     max_background_jobs: int = Field(16, ge=1, le=10_000, description=(
         "Background ingestion jobs (`?wait=false`) not yet finished, in all; beyond, 429 with Retry-After."))
+    # A slow body holds one of the ingress's places (ingress_max_ongoing) while it trickles in.
+    body_timeout_s: float = Field(120, gt=0, le=3600, description=(
+        "Seconds a client may take to send a request body, an upload's included; beyond, 408."))
     ws_idle_timeout_s: float = Field(300, gt=0, le=86_400, description=(
         "A chat WebSocket with no message for this long is closed, code 4408 with the reason (JSON sessions get "
         "an `idle_timeout` error frame first)."))

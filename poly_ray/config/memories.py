@@ -29,7 +29,7 @@ class QdrantStore(Strict):
 
     url: str = Field(pattern=r"^https?://", description="The server's URL (`http://` or `https://`).")
     collection: str = Field(min_length=1, description="The collection's name.")
-    api_key: str | None = Field(None, description="The server's API key, if it wants one.")
+    api_key: str | None = Field(None, repr=False, description="The server's API key, if it wants one.")
 
 
 class StoreConfig(Strict):

@@ -24,7 +24,9 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -34,6 +36,7 @@ from poly_ray.errors import PolyError
 log = logging.getLogger(__name__)
 
 DEFAULT_BUDGET = 2 << 30  # 2 GiB
+_FILE = re.compile(r"[0-9a-f]{32}\.kv")  # what file_for names
 
 
 class SnapshotTooLarge(PolyError):
@@ -62,17 +65,23 @@ class Entry:
 _SAMPLE = 1 << 20
 
 
-def fingerprint(model_path: str, context_size: int) -> str:
-    """What a snapshot is valid for: this model file and context size. The file is known
-    by its size and a digest of its first and last MiB, not its path or time, which
-    differ between nodes that hold the same model."""
-    size = os.path.getsize(model_path)
+def _file(path: str) -> str:
+    """A file known by its size and a digest of its first and last MiB, not its path or
+    time, which differ between nodes that hold the same model."""
+    size = os.path.getsize(path)
     digest = hashlib.sha256(str(size).encode())
-    with open(model_path, "rb") as f:
+    with open(path, "rb") as f:
         digest.update(f.read(_SAMPLE))
         f.seek(max(0, size - _SAMPLE))
         digest.update(f.read(_SAMPLE))
-    return f"{digest.hexdigest()[:32]}|ctx={context_size}"
+    return digest.hexdigest()[:32]
+
+
+def fingerprint(model_path: str, context_size: int, lora_adapters: Sequence[tuple[str, float]] = ()) -> str:
+    """What a snapshot is valid for: this model file, context size and LoRA adapters with
+    their scales (cells computed under other adapters would answer wrong)."""
+    adapters = "".join(f"|lora={_file(path)}@{scale}" for path, scale in lora_adapters)
+    return f"{_file(model_path)}|ctx={context_size}{adapters}"
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -109,8 +118,10 @@ class SnapshotIndex:
         except (ValueError, TypeError) as e:
             log.warning("KV snapshot index %s unreadable (%s): starting empty", path, e)
             self.entries = {}
-        # Forget entries whose file has gone (deleted by hand, or a crash before rename).
-        for key in [k for k, e in self.entries.items() if not (self.folder / e.file).exists()]:
+        # Forget entries whose file has gone (deleted by hand, or a crash before rename), and
+        # any whose file is not one of ours: forget() unlinks it ("../state.sqlite3").
+        for key in [k for k, e in self.entries.items()
+                    if not isinstance(e.file, str) or not _FILE.fullmatch(e.file) or not (self.folder / e.file).exists()]:
             del self.entries[key]
 
     def _write(self) -> None:
@@ -165,12 +176,14 @@ class SnapshotIndex:
             self._write()
             raise SnapshotTooLarge(size, self.budget)
         self.entries[key] = Entry(self.file_for(key).name, size, time.time(), self.fp, n_tokens, list(tokens or []))
-        evicted = []
+        evicted, total = [], self.total()  # a running total: total() per step made eviction O(n²)
         for other in sorted(self.entries, key=lambda k: self.entries[k].last_used):
-            if self.total() <= self.budget:
+            if total <= self.budget:
                 break
             if other != key:
-                (self.folder / self.entries.pop(other).file).unlink(missing_ok=True)
+                gone = self.entries.pop(other)
+                (self.folder / gone.file).unlink(missing_ok=True)
+                total -= gone.bytes
                 evicted.append(other)
         self._write()
         return evicted

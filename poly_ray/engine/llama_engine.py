@@ -201,7 +201,7 @@ class Engine:
         # Durable KV snapshots: cache ids, preludes, chains handed off (None: off).
         self._persist = None
         if snapshot_dir is not None:
-            index = SnapshotIndex(Path(snapshot_dir), fingerprint(self.model_path, context_size),
+            index = SnapshotIndex(Path(snapshot_dir), fingerprint(self.model_path, context_size, self._lora),
                                   snapshot_bytes or DEFAULT_BUDGET)
             self._persist = Persistence(name, index, shared_snapshots, self._ctx, self._mem, context_size,
                                         self.tokenize_prompt)

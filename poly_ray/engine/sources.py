@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import http.client
 import importlib
 import importlib.metadata
 import importlib.resources
@@ -200,13 +201,25 @@ def download_to(url: str, target: Path, *, sha256: str | None = None, key: str =
         try:
             digest = _fetch(url, os.fdopen(fd, "wb"), key, progress)
             if sha256 and digest != sha256.lower():
-                raise ModelSourceError(f"{key}: sha256 mismatch for {url}: expected {sha256.lower()}, got {digest}")
+                raise ModelSourceError(f"{key}: sha256 mismatch for {shown(url)}: expected {sha256.lower()}, "
+                                       f"got {digest}")
             os.replace(tmp, target)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
     return target
+
+
+def shown(url: str) -> str:
+    """``url`` as logs and errors show it: scheme, host and file name only. Its user info,
+    query (a presigned URL's signature) and folders stay out, since errors reach callers
+    of /api/pull."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return f"{parts.scheme}://{host}/…/{posixpath.basename(parts.path)}"
 
 
 def _fetch(url: str, out, key: str, progress: Progress | None = None) -> str:
@@ -224,12 +237,13 @@ def _fetch(url: str, out, key: str, progress: Progress | None = None) -> str:
                 if time.monotonic() - last_log > 2:
                     last_log = time.monotonic()
                     pct = f" ({100 * done / total:.0f}%)" if total else ""
-                    log.info("%s: downloading %s: %.1f MB%s", key, url, done / 1e6, pct)
-    except OSError as e:  # URLError and HTTPError are OSErrors
-        raise ModelSourceError(f"{key}: cannot download {url}: {e}") from None
+                    log.info("%s: downloading %s: %.1f MB%s", key, shown(url), done / 1e6, pct)
+    # URLError and HTTPError are OSErrors; a body cut short is http.client's IncompleteRead.
+    except (OSError, http.client.HTTPException) as e:
+        raise ModelSourceError(f"{key}: cannot download {shown(url)}: {e or type(e).__name__}") from None
     if total and done != total:
-        raise ModelSourceError(f"{key}: download of {url} ended after {done} of {total} bytes")
-    log.info("%s: downloaded %s (%.1f MB)", key, url, done / 1e6)
+        raise ModelSourceError(f"{key}: download of {shown(url)} ended after {done} of {total} bytes")
+    log.info("%s: downloaded %s (%.1f MB)", key, shown(url), done / 1e6)
     return digest.hexdigest()
 
 

@@ -10,6 +10,7 @@ bytes before it is accepted, resumed when the service starts again, or ended
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import itertools
 import logging
@@ -24,6 +25,18 @@ from .memory import Memory, Prepared, Upload
 from .vectorstore import Mode
 
 log = logging.getLogger(__name__)
+
+
+# What a job that failed on a bug says to its poller: the exception (paths, internals) goes
+# to the log only, as for a 500.
+_INTERNAL = {"code": "ingest_failed", "message": "internal server error (the server's log has the details)",
+             "status": 500}
+
+
+# Documents are read on threads of their own. On the default executor (6 threads on 2
+# cores), an upload of 100 PDFs, each waiting up to 60 s for one of the 2 extraction
+# processes, held every thread, and recall's search queued behind them (N8).
+_READING = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="poly-read")
 
 
 def bounds(cfg) -> dict:
@@ -141,7 +154,8 @@ class MemoryService:
         return resumed
 
     async def _prepare(self, memory: Memory, uploads: list[Upload]) -> list[Prepared]:
-        return list(await asyncio.gather(*(asyncio.to_thread(memory.prepare, u) for u in uploads)))
+        loop = asyncio.get_running_loop()
+        return list(await asyncio.gather(*(loop.run_in_executor(_READING, memory.prepare, u) for u in uploads)))
 
     async def _background(self, memory: Memory, job: Job, prepared: list[Prepared], *,
                           uploads: list[Upload] | None = None) -> None:
@@ -152,9 +166,10 @@ class MemoryService:
                 try:
                     prepared = await self._prepare(memory, uploads)
                 except Exception as e:
+                    if not isinstance(e, PolyError):
+                        log.exception("reading documents for memory '%s' failed", job.memory)
                     job.state, job.finished = "failed", time.time()
-                    job.error = _error(e) if isinstance(e, PolyError) else {
-                        "code": "ingest_failed", "message": str(e), "status": 500}
+                    job.error = _error(e) if isinstance(e, PolyError) else _INTERNAL
                     raise
                 job.chunks_total = sum(len(p.chunks) for p in prepared)
             await self._run(memory, job, prepared)
@@ -179,10 +194,10 @@ class MemoryService:
         except PolyError as e:
             job.state, job.error, job.finished = "failed", _error(e), time.time()
             raise
-        except Exception as e:
+        except Exception:
             log.exception("ingestion into memory '%s' failed", job.memory)
             job.state, job.finished = "failed", time.time()
-            job.error = {"code": "ingest_failed", "message": str(e), "status": 500}
+            job.error = _INTERNAL
             raise
         job.state, job.chunks_done, job.finished = "done", job.chunks_total, time.time()
         job.result = {"documents": results}

@@ -139,6 +139,9 @@ class ModelHandle:
     async def tokenize(self, text):
         return await retried_call(lambda: self._handle.tokenize.remote(text), self._callee)
 
+    async def count_tokens(self, texts):
+        return await retried_call(lambda: self._handle.count_tokens.remote(texts), self._callee)
+
     async def stats(self):
         return await retried_call(lambda: self._handle.stats.remote(), self._callee)
 

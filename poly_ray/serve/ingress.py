@@ -81,6 +81,9 @@ class GraphBackend:
     async def tokenize(self, model: str, text: str) -> list[dict]:
         return await call(self._handle.tokenize.remote(model, text), ORCHESTRATOR)
 
+    async def count_tokens(self, model: str, texts: list[str]) -> int:
+        return await call(self._handle.count_tokens.remote(model, texts), ORCHESTRATOR)
+
     # The lists come from the config and never change while the graph runs.
     async def tasks(self) -> dict[str, TaskInfo]:
         if self._tasks is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import tempfile
 import time
@@ -93,6 +94,10 @@ class LlamaModel:
     async def tokenize(self, text: str) -> list[dict]:
         ids = self.engine.tokenize(text, add_bos=False)
         return [{"id": t, "text": self.engine.detokenize([t])} for t in ids]
+
+    async def count_tokens(self, texts: list[str]) -> int:
+        # Off the loop: up to max_embedding_chars of text, and the engine's slots go on decoding.
+        return await asyncio.to_thread(lambda: sum(len(self.engine.tokenize(t, add_bos=False)) for t in texts))
 
     async def chat_template(self) -> dict | None:
         return self.engine.chat_template()

@@ -63,6 +63,13 @@ def _scaling(replicas: int | None, a: Autoscaling | None) -> dict[str, Any]:
 # one that the cluster's autoscaler takes away when its models are idle.
 ON_HEAD = {"node:__internal_head__": 0.001}
 
+# Calls waiting for the orchestrator, memory, state, coordinator or vault replica in
+# their callers (the ingress): past it the caller gets BackPressure, a 503, instead of
+# an unbounded queue in the ingress's memory (a fan-out of one request once queued
+# millions of calls).
+CALLERS_QUEUE = 1000
+
+
 def tier_options(tier: Tier) -> dict[str, Any]:
     """The ingress or the orchestrator: they only pass messages, so they take no whole
     CPU (a 2-core laptop places the graph next to a model). One replica runs on the
@@ -74,6 +81,7 @@ def tier_options(tier: Tier) -> dict[str, Any]:
         "max_ongoing_requests": 1000,
         # Streams pass through: let them drain as long as the models do.
         "graceful_shutdown_timeout_s": DRAIN_S,
+        "max_queued_requests": CALLERS_QUEUE,
         **_scaling(tier.replicas, tier.autoscaling),
     }
 
@@ -96,6 +104,7 @@ COORDINATOR_OPTIONS: dict[str, Any] = {
     "ray_actor_options": {"num_cpus": 0, "resources": ON_HEAD},
     "num_replicas": 1,
     "max_ongoing_requests": 1000,
+    "max_queued_requests": CALLERS_QUEUE,
     # Every replica reports each second: an access-log line per call would drown the log.
     "logging_config": {"enable_access_log": False},
 }
@@ -108,6 +117,7 @@ MEMORY_OPTIONS: dict[str, Any] = {
     "ray_actor_options": {"num_cpus": 0, "resources": ON_HEAD},
     "num_replicas": 1,
     "max_ongoing_requests": 100,
+    "max_queued_requests": CALLERS_QUEUE,
 }
 
 # The state store: one replica, the SQLite file's one writer; on the head with
@@ -116,6 +126,7 @@ STATE_OPTIONS: dict[str, Any] = {
     "ray_actor_options": {"num_cpus": 0, "resources": ON_HEAD},
     "num_replicas": 1,
     "max_ongoing_requests": 200,
+    "max_queued_requests": CALLERS_QUEUE,
 }
 
 
@@ -125,4 +136,5 @@ VAULT_OPTIONS: dict[str, Any] = {
     "ray_actor_options": {"num_cpus": 0, "resources": ON_HEAD},
     "num_replicas": 1,
     "max_ongoing_requests": 16,
+    "max_queued_requests": CALLERS_QUEUE,
 }

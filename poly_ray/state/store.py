@@ -103,6 +103,11 @@ class Store:
         body = dict(body)
         body.setdefault("created_at", int(time.time()))
         with self._lock:
+            # A parent deleted meanwhile (a thread deleted while its run writes) would leave a
+            # row that no one can list or delete.
+            if parent is not None and self._db.execute(
+                    "SELECT 1 FROM objects WHERE id = ? AND owner = ?", (parent, owner)).fetchone() is None:
+                raise NotFound(f"No object found with id '{parent}' to hold this {kind}.")
             try:
                 self._db.execute(
                     "INSERT INTO objects (id, owner, kind, parent, created_at, status, body)"
@@ -141,15 +146,18 @@ class Store:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._get(owner, kind, oid)
-                doomed, frontier = [oid], [oid]
-                while frontier:
-                    marks = ",".join("?" * len(frontier))
-                    frontier = [r[0] for r in self._db.execute(
-                        f"SELECT id FROM objects WHERE owner = ? AND parent IN ({marks})", (owner, *frontier))]
-                    doomed += frontier
-                for i in range(0, len(doomed), 500):
-                    chunk = doomed[i:i + 500]
-                    self._db.execute(f"DELETE FROM objects WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+                # Level by level in a temporary table, however many children: a list bound as
+                # IN (?, ...) stopped at SQLite's variable limit (32,766 on stock builds), so the
+                # parent could not be deleted. Each level is one pass over the owner's rows.
+                self._db.execute("CREATE TEMP TABLE IF NOT EXISTS doomed (id TEXT PRIMARY KEY, level INTEGER)")
+                self._db.execute("DELETE FROM temp.doomed")
+                self._db.execute("INSERT INTO temp.doomed VALUES (?, 0)", (oid,))
+                level = 0
+                while self._db.execute(
+                        "INSERT OR IGNORE INTO temp.doomed SELECT id, ? FROM objects WHERE owner = ? AND parent IN "
+                        "(SELECT id FROM temp.doomed WHERE level = ?)", (level + 1, owner, level)).rowcount:
+                    level += 1
+                self._db.execute("DELETE FROM objects WHERE id IN (SELECT id FROM temp.doomed)")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise

@@ -205,3 +205,65 @@ async def test_a_run_cancelled_in_the_store_by_another_replica_stops(app, monkey
         await asyncio.sleep(0.01)
     assert app.model.released == 1
     assert (await oai.beta.threads.runs.retrieve(run.id, thread_id=thread.id)).status == "cancelled"
+
+
+async def test_tool_outputs_submitted_twice_at_once_drive_the_run_once(app):
+    """N15: both submits passed the status check, added the outputs and started the run."""
+    oai = client(app)
+    assistant = await oai.beta.assistants.create(model="m", tools=TOOLS)
+    thread = await oai.beta.threads.create(messages=[{"role": "user", "content": "Weather in Oslo?"}])
+    run = await oai.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id,
+                                                      tool_choice="required")
+    [call] = run.required_action.submit_tool_outputs.tool_calls
+    outputs = [{"tool_call_id": call.id, "output": '{"sky": "sunny"}'}]
+    answers = await asyncio.gather(*(oai.beta.threads.runs.submit_tool_outputs(run.id, thread_id=thread.id,
+                                                                               tool_outputs=outputs) for _ in range(2)),
+                                   return_exceptions=True)
+    refused = [a for a in answers if isinstance(a, Exception)]
+    assert len(refused) == 1 and isinstance(refused[0], openai.BadRequestError), answers
+    assert "submitted already" in str(refused[0]) or "not waiting" in str(refused[0])
+    done = await oai.beta.threads.runs.poll(run.id, thread_id=thread.id)
+    assert done.status == "completed" and len(app.model.requests) == 2  # the call, then one answer
+    assert app.model.requests[1].text.count("Result of the tool weather") == 1
+
+
+async def test_a_thread_deleted_while_its_run_generates_stops_it_and_leaves_nothing(app, monkeypatch, caplog):
+    """N15: the run went on to its end, logging every second, and wrote rows under a thread that was gone."""
+    from poly_ray.api.responses import run as watching
+
+    monkeypatch.setattr(watching, "WATCH_S", 0.01)
+    oai = client(app)
+    assistant = await oai.beta.assistants.create(model="m")
+    thread = await oai.beta.threads.create(messages=[{"role": "user", "content": "Hi"}])
+    app.model.hold = asyncio.Event()  # never set
+    run = await oai.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id)
+    for _ in range(200):
+        if app.model.requests:
+            break
+        await asyncio.sleep(0.01)
+    await oai.beta.threads.delete(thread.id)
+    for _ in range(200):
+        if app.model.released:
+            break
+        await asyncio.sleep(0.01)
+    assert app.model.released == 1  # the generation was closed
+    await asyncio.sleep(0.05)
+    kinds = [r[0] for r in app.store._db.execute("SELECT kind FROM objects")]
+    assert kinds == ["assistant"], kinds  # the thread's run, messages and context went with it
+    assert run.id not in app.state.services.runs.running
+    assert "could not read" not in caplog.text and "Traceback" not in caplog.text
+
+
+async def test_two_runs_started_at_once_on_a_thread_make_one(app):
+    """N15: "one active run per thread" was a list, then a create: both starts found the thread idle."""
+    oai = client(app)
+    assistant = await oai.beta.assistants.create(model="m")
+    thread = await oai.beta.threads.create(messages=[{"role": "user", "content": "Hi"}])
+    app.model.hold = asyncio.Event()
+    answers = await asyncio.gather(*(oai.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id)
+                                     for _ in range(3)), return_exceptions=True)
+    refused = [a for a in answers if isinstance(a, openai.BadRequestError)]
+    assert len(refused) == 2 and all("already has an active run" in str(a) for a in refused), answers
+    app.model.hold.set()
+    [run] = [a for a in answers if not isinstance(a, Exception)]
+    assert (await oai.beta.threads.runs.poll(run.id, thread_id=thread.id)).status == "completed"

@@ -4,6 +4,7 @@ the config key, and the server answers normally right after."""
 
 import asyncio
 import json
+import time
 
 import httpx
 import pytest
@@ -29,10 +30,16 @@ class GatedModel(ScriptedModel):
         super().__init__()
         self.embedding = asyncio.Event()
         self.embedding.set()
+        self.calls = []
 
     async def embed(self, texts):
+        self.calls.append(("embed", len(texts)))
         await self.embedding.wait()
         return await super().embed(texts)
+
+    async def count_tokens(self, texts):
+        self.calls.append(("count_tokens", len(texts)))
+        return await super().count_tokens(texts)
 
 
 def make(tmp_path, **extra):
@@ -74,6 +81,27 @@ async def test_tokenization_is_bounded(tmp_path):
     assert r.status_code == 413 and "max_tokenize_chars" in r.json()["error"]["message"]
     r = await ann.post("/v1/model/m/tokenization", json={"prompt": "two words"})
     assert r.status_code == 200 and len(r.json()["tokens"]) == 2
+
+
+async def test_an_embedding_flood_is_refused_at_the_door_on_every_route(tmp_path):
+    app, model = make(tmp_path, max_embedding_chars=5000)
+    ann = client(app, "ann")
+    flood = [""] * 20_000  # over models.m.max_embedding_inputs (256)
+    start = time.perf_counter()
+    for path, body in [("/v1/embeddings", {"model": "m", "input": flood}), ("/api/embed", {"model": "m", "input": flood}),
+                       ("/v1/model/m/embedding", {"prompt": flood})]:
+        r = await ann.post(path, json=body)
+        assert r.status_code == 400 and "20000 inputs" in r.text and "models.m.max_embedding_inputs" in r.text, path
+    long = ["word " * 200] * 10  # 10,000 characters, over max_embedding_chars
+    for path, body in [("/v1/embeddings", {"model": "m", "input": long}), ("/api/embed", {"model": "m", "input": long}),
+                       ("/v1/model/m/embedding", {"prompt": long}), ("/embeddings", {"text": long[0] * 10})]:
+        r = await ann.post(path, json=body)
+        assert r.status_code == 413 and "max_embedding_chars" in r.text, (path, r.text)
+    assert time.perf_counter() - start < 5
+    assert model.calls == []  # nothing crossed to the model
+    r = await ann.post("/v1/embeddings", json={"model": "m", "input": ["two words", "and three more"]})
+    assert r.status_code == 200 and len(r.json()["data"]) == 2 and r.json()["usage"]["prompt_tokens"] == 5
+    assert model.calls == [("embed", 2), ("count_tokens", 2)]  # usage in one call, not one per input
 
 
 async def test_recall_is_bounded(tmp_path):
@@ -146,3 +174,78 @@ def test_an_idle_websocket_is_closed_with_a_reason(tmp_path):
         with http.websocket_connect("/v1/task/chat/chat?api_key=ann") as ws:  # a new session works
             ws.send_text("again")
             assert ws.receive_text() == "again\n"
+
+
+async def test_a_body_that_trickles_in_is_a_408_and_the_server_answers_after(tmp_path):
+    """N22: no deadline on reading a body, so slow clients held the ingress's places for ever."""
+    app, _ = make(tmp_path, body_timeout_s=0.3)
+    sent = []
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/v1/task/chat/completion", "raw_path": b"/v1/task/chat/completion", "query_string": b"",
+             "root_path": "", "client": ("127.0.0.1", 5000), "server": ("localhost", 80),
+             "headers": [(b"host", b"localhost"), (b"authorization", b"Bearer ann"),
+                         (b"content-type", b"application/json"), (b"content-length", b"1000")]}
+    chunks = [{"type": "http.request", "body": b'{"prompt": "', "more_body": True}]
+
+    async def receive():
+        return chunks.pop() if chunks else await asyncio.Event().wait()  # then nothing more comes
+
+    async def send(message):
+        sent.append(message)
+
+    start = time.perf_counter()
+    await asyncio.wait_for(app(scope, receive, send), 5)
+    assert time.perf_counter() - start < 2
+    assert sent[0]["status"] == 408
+    assert b"body_timeout_s" in b"".join(m.get("body", b"") for m in sent[1:])
+    r = await client(app, "ann").post("/v1/task/chat/completion", json={"prompt": "still here"})
+    assert r.status_code == 200
+
+
+async def test_a_job_that_fails_on_a_bug_says_so_without_its_internals(tmp_path, caplog):
+    """L3: a job's error carried str(e) of any exception (paths, internals) to whoever polled it."""
+    app, model = make(tmp_path)
+
+    async def broken(texts):
+        raise RuntimeError("/srv/secret/store.bin: internals")
+
+    model.service._memories["notes"]._embed = broken
+    ann = client(app, "ann")
+    r = await ann.put("/v1/memory/notes?wait=false", content=b"a note", headers={"Content-Type": "text/plain"})
+    job = r.json()["job"]
+    for _ in range(100):
+        state = (await ann.get(f"/v1/memory/notes/jobs/{job}")).json()
+        if state["state"] != "running":
+            break
+        await asyncio.sleep(0.02)
+    assert state["state"] == "failed" and "internal server error" in state["error"]["message"], state
+    assert "/srv/secret" not in json.dumps(state) and "/srv/secret" in caplog.text  # the log has it
+
+
+async def test_recall_answers_while_an_upload_of_many_documents_is_read(tmp_path, monkeypatch):
+    """N8: reading 100 documents held every thread of the default executor, and recall
+    (its search runs on one) waited for all of them."""
+    import threading
+
+    from poly_ray.memory.memory import Memory, Upload
+
+    _, model = make(tmp_path)
+    service = model.service
+    await service.ingest("notes", [Upload(b"Bees make honey.", "text/plain")], owner="ann")
+    reading = threading.Event()
+    prepare = Memory.prepare
+
+    def slow(self, upload):
+        reading.wait(10)  # a PDF waiting for an extraction process
+        return prepare(self, upload)
+
+    monkeypatch.setattr(Memory, "prepare", slow)
+    upload = asyncio.create_task(service.ingest(
+        "notes", [Upload(f"note {i}".encode(), "text/plain") for i in range(50)], owner="bob"))
+    await asyncio.sleep(0.2)  # every document is being read
+    try:
+        found = await asyncio.wait_for(service.recall("notes", "bees honey", 1), 3)
+        assert [c["text"] for c in found] == ["Bees make honey."]
+    finally:
+        reading.set()
+    assert len((await upload)["documents"]) == 50

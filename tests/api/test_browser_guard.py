@@ -107,3 +107,26 @@ async def test_control_characters_in_a_path_cannot_forge_a_log_line(caplog):
     message = record.getMessage()
     assert len(message.splitlines()) == 1 and "\x1b" not in message, repr(message)
     assert "echo\\x85403 GET forged\\x0b\\x1b[2J" in message, repr(message)
+
+
+async def test_a_request_from_another_sites_page_is_refused_unless_its_origin_is_allowed():
+    """N17: an <img src> (or a link) on another site ran a generation with a GET, no preflight."""
+    client, model = make_client(allowed_origins=["http://app.example"])
+    img = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Dest": "image"}
+    link = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"}
+    for headers, path in [(img, "/v1/task/echo/completion?prompt=planted"), (link, "/v1/task/echo/live?prompt=x"),
+                          ({**img, "Sec-Fetch-Site": "same-site"}, "/generate?prompt=x"),
+                          ({"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "cors", "Origin": "http://evil.example"},
+                           "/v1/task/echo/completion?prompt=x")]:
+        r = await client.get(path, headers=headers)
+        assert r.status_code == 403 and "another site's page" in r.text, (path, r.text)
+    assert model.requests == []
+    cors = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "cors", "Origin": "http://app.example"}
+    r = await client.get("/v1/task/echo/completion?prompt=allowed", headers=cors)
+    assert r.status_code == 200  # a page of allowed_origins calls through CORS
+    for path in ["/", "/docs"]:  # another site may link to the server's pages
+        assert (await client.get(path, headers=link)).status_code in (200, 401), path
+    # The server's own pages, and clients outside browsers, go on.
+    same = {"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "cors"}
+    assert (await client.get("/v1/task/echo/completion?prompt=mine", headers=same)).status_code == 200
+    assert (await client.get("/v1/task/echo/completion?prompt=cli")).status_code == 200

@@ -17,6 +17,7 @@ def ids(body: dict) -> list[str]:
 
 def test_page_orders_limits_and_follows_cursors_like_the_store(tmp_path):
     store = Store(tmp_path / "s.sqlite3")
+    store.create("a", "conversation", {"id": "p"})
     for item in ITEMS:
         store.create("a", "item", item, parent="p")
     for query in (ListQuery(), ListQuery(order="asc", limit=2), ListQuery(after="i3"), ListQuery(order="asc", after="i1"),
@@ -30,6 +31,7 @@ def test_page_orders_limits_and_follows_cursors_like_the_store(tmp_path):
 @pytest.mark.parametrize("cursor", ["after", "before"])
 def test_an_unknown_cursor_is_the_same_400_everywhere(tmp_path, cursor):
     store = Store(tmp_path / "s.sqlite3")
+    store.create("a", "conversation", {"id": "p"})
     store.create("a", "item", ITEMS[0], parent="p")
     query = ListQuery(**{cursor: "nope"})
     with pytest.raises(BadRequest) as held:

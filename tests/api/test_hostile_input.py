@@ -103,6 +103,7 @@ async def test_the_grammar_attacks_of_the_2026_12_07_review_are_400s_naming_the_
         ({"type": "string", "pattern": "^a{,10000000}$"}, "(schema_limits.max_repeat)"),
         ({"type": "string", "pattern": "^(a?){1000}$"}, "(schema_limits.max_pattern_stacks)"),
         ({"type": "string", "pattern": "^a}$"}, "schema.pattern cannot be converted"),
+        ({"enum": [f"word{i}" for i in range(1000)]}, "schema.enum has 1000 values; at most 128 (schema_limits.max_enum)"),
     ]
     for schema, message in attacks:
         r = await client.post("/v1/task/echo/completion", json={"prompt": "x", "schema": schema})
@@ -110,3 +111,55 @@ async def test_the_grammar_attacks_of_the_2026_12_07_review_are_400s_naming_the_
         assert message in r.json()["error"]["message"], r.text
     assert model.requests == []
     await still_answers(client)
+
+
+async def test_deeply_nested_json_is_a_400_not_a_500(tmp_path):
+    """N13: json's parser recurses per level, and a RecursionError was a 500 with a traceback."""
+    from poly_ray.state.service import StateService
+    from poly_ray.state.store import Store
+
+    state = StateService(Store(tmp_path / "state.sqlite3"))
+    client, model = make_client(state=state)
+    deep = "[" * 100_000
+    for path in ["/v1/chat/completions", "/v1/completions", "/v1/responses", "/api/generate", "/api/chat",
+                 "/v1/messages", "/v1/task/echo/completion", "/generate"]:
+        r = await client.post(path, content=deep, headers={"Content-Type": "application/json"})
+        assert r.status_code == 400 and "nested too deeply" in r.text, (path, r.status_code, r.text)
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": deep}}
+    r = await client.post("/v1/chat/completions", json={"model": "echo", "messages": [
+        {"role": "assistant", "content": None, "tool_calls": [call]}, {"role": "tool", "tool_call_id": "c1", "content": "x"}]})
+    assert r.status_code == 400 and "arguments is not valid JSON" in r.text, r.text
+    r = await client.post("/v1/responses", json={"model": "echo", "input": [
+        {"type": "function_call", "call_id": "c1", "name": "f", "arguments": deep},
+        {"type": "function_call_output", "call_id": "c1", "output": "x"}]})
+    assert r.status_code == 400 and "arguments: not JSON" in r.text, r.text
+    assert model.requests == []
+    await still_answers(client)
+    state.close()
+
+
+async def test_metadata_is_bounded_on_every_object_that_stores_it(tmp_path):
+    """N14: only Conversations held metadata to OpenAI's bounds; a response, an assistant,
+    a thread, a message or a run stored whatever came (megabytes per object)."""
+    from poly_ray.state.service import StateService
+    from poly_ray.state.store import Store
+
+    state = StateService(Store(tmp_path / "state.sqlite3"))
+    client, model = make_client(state=state)
+    assistant = (await client.post("/v1/assistants", json={"model": "echo"})).json()
+    thread = (await client.post("/v1/threads", json={})).json()
+    bad = [({f"k{i}": "v" for i in range(17)}, "at most 16 items"), ({"k" * 65: "v"}, "at most 64 characters"),
+           ({"k": "v" * 513}, "at most 512 characters"), ({"k": {"nested": "x"}}, "valid string")]
+    for metadata, message in bad:
+        for path, body in [("/v1/responses", {"model": "echo", "input": "x"}), ("/v1/assistants", {"model": "echo"}),
+                           (f"/v1/assistants/{assistant['id']}", {}), ("/v1/threads", {}),
+                           (f"/v1/threads/{thread['id']}", {}),
+                           (f"/v1/threads/{thread['id']}/messages", {"role": "user", "content": "x"}),
+                           (f"/v1/threads/{thread['id']}/runs", {"assistant_id": assistant["id"]})]:
+            r = await client.post(path, json={**body, "metadata": metadata})
+            assert r.status_code == 400 and "metadata" in r.text and message in r.text, (path, r.text)
+    r = await client.post("/v1/assistants", json={"model": "echo", "metadata": {f"k{i}": "v" * 512 for i in range(16)}})
+    assert r.status_code == 200
+    assert model.requests == []
+    await still_answers(client)
+    state.close()

@@ -2,6 +2,7 @@
 scripted model (no Ray, no model). The Ollama ones are driven by the official
 ollama client."""
 
+import asyncio
 
 import httpx
 import ollama
@@ -208,6 +209,23 @@ async def test_ollama_ps_lists_what_is_loaded():
     r = await ollama_client(app).ps()
     assert sorted(m.name for m in r.models) == ["echo", "m"]
     assert all(m.context_length == 512 and m.expires_at.year == 9999 for m in r.models)
+
+
+async def test_ollama_ps_shares_the_readiness_answer():
+    """N22: every /api/ps asked every model; many at once were a fan-out each."""
+    app, model = make_app()
+    asked = []
+    stats = model.stats
+
+    async def counted():
+        asked.append(1)
+        return await stats()
+
+    model.stats = counted
+    client = ollama_client(app)
+    answers = await asyncio.gather(*(client.ps() for _ in range(20)))
+    assert all(sorted(m.name for m in r.models) == ["echo", "m"] for r in answers)
+    assert len(asked) == 1
 
 
 async def test_ollama_pull_streams_progress_for_url_and_hf_models(tmp_path, monkeypatch):

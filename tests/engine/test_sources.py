@@ -20,6 +20,13 @@ def http_server():
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
             hits.append(self.path)
+            if self.path.startswith("/short.gguf"):  # says more bytes than it sends
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(PAYLOAD) + 10))
+                self.end_headers()
+                self.wfile.write(PAYLOAD)
+                self.close_connection = True
+                return
             body = {"/model.gguf": PAYLOAD, "/login.gguf": b"<html>please log in</html>"}.get(self.path)
             if body is None:
                 self.send_error(404)
@@ -61,6 +68,25 @@ def test_http_error_is_clear(tmp_path, http_server):
     base, _ = http_server
     with pytest.raises(ModelSourceError, match="cannot download .*404"):
         download(f"{base}/missing.gguf", tmp_path)
+
+
+def test_errors_name_the_file_but_not_the_urls_secrets(tmp_path, http_server, caplog):
+    """N9: /api/pull streams these errors to its caller: a presigned URL's signature, user
+    info and folders stay out."""
+    base, _ = http_server
+    secret = base.replace("http://", "http://user:hunter2@") + "/private/dir/missing.gguf?X-Amz-Signature=s3cr3t"
+    with pytest.raises(ModelSourceError) as err:
+        download(secret, tmp_path, key="models.m.url")
+    shown = base + "/…/missing.gguf"
+    assert str(err.value).startswith(f"models.m.url: cannot download {shown}: "), str(err.value)
+    assert "hunter2" not in str(err.value) and "s3cr3t" not in str(err.value) and "private" not in str(err.value)
+    with pytest.raises(ModelSourceError) as err:
+        download(f"{base}/private/missing.gguf?X-Amz-Signature=s3cr3t", tmp_path, key="models.m.url")
+    assert str(err.value) == f"models.m.url: cannot download {shown}: HTTP Error 404: Not Found", str(err.value)
+    with pytest.raises(ModelSourceError, match=r"download of http://127.0.0.1:\d+/…/short.gguf ended after"):
+        download(f"{base}/short.gguf?sig=s3cr3t", tmp_path, key="models.m.url")
+    assert "s3cr3t" not in caplog.text and "hunter2" not in caplog.text
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []
 
 
 def test_a_downloaded_file_that_is_not_gguf_is_refused(tmp_path, http_server):

@@ -285,7 +285,11 @@ async def test_openai_async_chat_stream_on_a_bare_model(server):
     assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] in (["length"], ["stop"])
     assert chunks[-1].usage.completion_tokens <= 12
     r = await client.embeddings.create(model="gemma", input="the sea")
-    assert len(r.data[0].embedding) == 640
+    assert len(r.data[0].embedding) == 640 and r.usage.prompt_tokens == 2  # counted by the model, in one call
+    # A flood is refused at the door (it once queued a Ray call per input, and the model answered 503 to all).
+    with pytest.raises(openai.BadRequestError, match="max_embedding_inputs"):
+        await client.embeddings.create(model="gemma", input=["x"] * 20_000)
+    assert len((await client.embeddings.create(model="gemma", input=["a", "b"])).data) == 2
 
 
 def test_openai_logprobs_from_the_model(server):

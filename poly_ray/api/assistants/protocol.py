@@ -13,7 +13,7 @@ from pydantic import Field
 from poly_ray import grammars
 from poly_ray import tools as tool_calls
 from poly_ray.api.content import text_of
-from poly_ray.api.fields import Body, ListQuery, Tokens
+from poly_ray.api.fields import Body, ListQuery, Metadata, Tokens
 from poly_ray.api.openai.protocol import ResponseFormat
 from poly_ray.errors import BadRequest
 from poly_ray.state.store import new_id
@@ -26,11 +26,11 @@ class MessageCreate(Body):
     role: Literal["user", "assistant"]
     content: str | list[Any]
     attachments: list[Any] | None = None
-    metadata: dict[str, str] | None = None
+    metadata: Metadata | None = None
 
 
 class MessageUpdate(Body):
-    metadata: dict[str, str] | None = None
+    metadata: Metadata | None = None
 
 
 class AssistantCreate(Body):
@@ -40,7 +40,7 @@ class AssistantCreate(Body):
     instructions: str | None = Field(None, max_length=256_000)
     tools: list[Any] = Field(default_factory=list)
     tool_resources: dict[str, Any] | None = None
-    metadata: dict[str, str] | None = None
+    metadata: Metadata | None = None
     response_format: str | dict[str, Any] | None = None
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
@@ -53,12 +53,12 @@ class AssistantUpdate(AssistantCreate):
 
 class ThreadCreate(Body):
     messages: list[MessageCreate] = Field(default_factory=list)
-    metadata: dict[str, str] | None = None
+    metadata: Metadata | None = None
     tool_resources: dict[str, Any] | None = None
 
 
 class ThreadUpdate(Body):
-    metadata: dict[str, str] | None = None
+    metadata: Metadata | None = None
     tool_resources: dict[str, Any] | None = None
 
 
@@ -72,7 +72,7 @@ class RunCreate(Body):
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
     response_format: str | dict[str, Any] | None = None
-    metadata: dict[str, str] | None = None
+    metadata: Metadata | None = None
     stream: bool = False
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)

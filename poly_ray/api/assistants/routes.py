@@ -40,16 +40,23 @@ def caller(request: Request) -> tuple[Principal, str]:
     return who, who.owner
 
 
-async def check_resources(request: Request, tool_resources, where: str = "tool_resources") -> None:
+async def check_resources(request: Request, who: Principal, tool_resources, where: str = "tool_resources") -> None:
+    """The memories file_search names exist, are few enough, and the caller may read them
+    (a run recalls their passages into its answer, as ``GET /v1/memory/NAME`` would)."""
     names = p.memory_names(tool_resources, where)
     if not names:
         return
+    limit = services(request).config.max_file_search_memories
+    if len(names) > limit:
+        raise BadRequest(f"{where}.file_search.vector_store_ids: {len(names)} memories; at most {limit} "
+                         "(max_file_search_memories)")
     memories = services(request).memories
     known = await memories.names() if memories is not None else {}
     for i, name in enumerate(names):
         if name not in known:
             raise BadRequest(f"{where}.file_search.vector_store_ids[{i}]: no memory named '{name}'"
                              f" (memories: {', '.join(known) or 'none'})")
+        who.check("memory", name)
 
 
 async def check_assistant(request: Request, who, body) -> None:
@@ -59,7 +66,7 @@ async def check_assistant(request: Request, who, body) -> None:
     if body.tools is not None:
         await asyncio.to_thread(p.check_tools, body.tools, "tools", caps)
     await asyncio.to_thread(p.format_grammar, body.response_format, "response_format", caps)
-    await check_resources(request, body.tool_resources)
+    await check_resources(request, who, body.tool_resources)
 
 
 def request_caps(request: Request):
@@ -124,12 +131,13 @@ async def create_thread_and_run(request: Request):
     spec = body.thread or p.ThreadCreate()
     if body.tool_resources is not None and spec.tool_resources is None:  # the request's, for the new thread
         spec = spec.model_copy(update={"tool_resources": body.tool_resources})
-    thread = await new_thread(request, owner, spec, "thread.")
+    thread = await new_thread(request, who, spec, "thread.")
     return await start_run(request, who, owner, thread["id"], body, [("thread.created", thread)])
 
 
-async def new_thread(request: Request, owner: str, body: p.ThreadCreate, where: str = "") -> dict:
-    await check_resources(request, body.tool_resources, f"{where}tool_resources")
+async def new_thread(request: Request, who: Principal, body: p.ThreadCreate, where: str = "") -> dict:
+    owner = who.owner
+    await check_resources(request, who, body.tool_resources, f"{where}tool_resources")
     thread = p.thread_object(body.metadata, body.tool_resources)
     messages = [p.new_message(thread["id"], m, f"{where}messages[{i}]") for i, m in enumerate(body.messages)]
     thread = await store(request).create(owner, THREAD, thread)
@@ -140,8 +148,8 @@ async def new_thread(request: Request, owner: str, body: p.ThreadCreate, where: 
 
 @router.post("/v1/threads", openapi_extra=doc(body=p.ThreadCreate, errors=WITH_BODY))
 async def create_thread(request: Request):
-    _, owner = caller(request)
-    return await new_thread(request, owner, await parse_params(request, p.ThreadCreate))
+    who, _ = caller(request)
+    return await new_thread(request, who, await parse_params(request, p.ThreadCreate))
 
 
 @router.get("/v1/threads/{tid}", openapi_extra=doc(errors=AUTHORIZED))
@@ -151,10 +159,10 @@ async def retrieve_thread(request: Request, tid: str):
 
 @router.post("/v1/threads/{tid}", openapi_extra=doc(body=p.ThreadUpdate, errors=WITH_BODY))
 async def update_thread(request: Request, tid: str):
-    _, owner = caller(request)
+    who, owner = caller(request)
     body = await parse_params(request, p.ThreadUpdate)
     await store(request).get(owner, THREAD, tid)
-    await check_resources(request, body.tool_resources)
+    await check_resources(request, who, body.tool_resources)
     return await store(request).update(owner, THREAD, tid, body.model_dump(exclude_unset=True))
 
 
@@ -216,13 +224,15 @@ async def start_run(request: Request, who: Principal, owner: str, tid: str, body
     if body.tools is not None:
         await asyncio.to_thread(p.check_tools, body.tools, "tools", caps)
     await asyncio.to_thread(p.format_grammar, body.response_format, "response_format", caps)
-    latest = (await store(request).list(owner, RUN, parent=tid, limit=1))["data"]
-    if latest and latest[0]["status"] in ACTIVE:
-        raise BadRequest(f"thread {tid} already has an active run ({latest[0]['id']}, {latest[0]['status']})")
-    for i, m in enumerate(body.additional_messages or []):
-        await store(request).create(owner, MESSAGE, p.new_message(tid, m, f"additional_messages[{i}]"), parent=tid)
-    run = await services(request).runs.create(owner, run)
-    events = services(request).runs.start(owner, who.credential, run,
+    async with services(request).runs.starting:  # "one active run" is a check, then a create
+        latest = (await store(request).list(owner, RUN, parent=tid, limit=1))["data"]
+        if latest and latest[0]["status"] in ACTIVE:
+            raise BadRequest(f"thread {tid} already has an active run ({latest[0]['id']}, {latest[0]['status']})")
+        for i, m in enumerate(body.additional_messages or []):
+            await store(request).create(owner, MESSAGE, p.new_message(tid, m, f"additional_messages[{i}]"),
+                                        parent=tid)
+        run = await services(request).runs.create(owner, run)
+    events = services(request).runs.start(who, run,
                         [*first, ("thread.run.created", run), ("thread.run.queued", run)], body.stream)
     return answer(run, events)
 
@@ -275,7 +285,7 @@ async def submit_tool_outputs(request: Request, tid: str, rid: str):
     who, owner = caller(request)
     body = await parse_params(request, p.SubmitToolOutputs)
     run = await services(request).runs.submit(owner, await child(request, owner, RUN, rid, tid), body.tool_outputs)
-    return answer(run, services(request).runs.start(owner, who.credential, run, [("thread.run.queued", run)], body.stream))
+    return answer(run, services(request).runs.start(who, run, [("thread.run.queued", run)], body.stream))
 
 
 @router.get("/v1/threads/{tid}/runs/{rid}/steps", openapi_extra=doc(

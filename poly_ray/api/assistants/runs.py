@@ -12,18 +12,21 @@ as it wrote them and the results as turns) and the run goes on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import uuid
 from collections.abc import AsyncIterator
 
 from poly_ray import grammars
 from poly_ray import tools as tool_calls
 from poly_ray.api import sse, streaming
+from poly_ray.api.auth import Principal
 from poly_ray.api.backend import Backend, StateBackend, require_state
 from poly_ray.api.family import OPENAI
 from poly_ray.api.limits import StreamLimits
 from poly_ray.api.responses.run import keep, watch
-from poly_ray.errors import BadRequest, PolyError
+from poly_ray.errors import BadRequest, NotFound, PolyError
 from poly_ray.generation import Chunk, Done, ToolCallDelta
 from poly_ray.state.kinds import ASSISTANT, CONTEXT, MESSAGE, RUN, STEP, THREAD
 from poly_ray.tasks.prompts import recalled_text
@@ -33,6 +36,7 @@ from . import protocol as p
 from .protocol import ACTIVE
 
 RECALL = 4  # passages file_search puts in a run's context, per memory
+WAITING = "waiting"  # a run's context while the run waits on tool outputs
 log = logging.getLogger(__name__)
 
 
@@ -40,11 +44,24 @@ def context_id(run_id: str) -> str:
     return "ctx_" + run_id.removeprefix("run_")
 
 
+def file_search_memories(assistant: dict, thread: dict) -> list[str]:
+    """The memories a run's file_search recalls from: its thread's, else its assistant's."""
+    return p.memory_names(thread.get("tool_resources")) or p.memory_names(assistant.get("tool_resources"))
+
+
 class Runs:
-    def __init__(self, backend: Backend, slots: StreamLimits, caps: grammars.Caps):
-        """``caps``: the config's schema_limits, which a run's response_format is held to."""
+    def __init__(self, backend: Backend, slots: StreamLimits, caps: grammars.Caps, *, max_memories: int,
+                 max_query_chars: int):
+        """``caps``: the config's schema_limits, which a run's response_format is held to;
+        ``max_memories`` and ``max_query_chars``: max_file_search_memories and
+        max_recall_chars, which bound a run's recalls."""
         self.backend, self.slots, self.caps = backend, slots, caps
+        self.max_memories, self.max_query_chars = max_memories, max_query_chars
         self.running: dict[str, asyncio.Task] = {}
+        # Run starts one at a time in this replica: two at once on a thread both found it idle
+        # (a start is a few store calls, which the one SQLite writer serialises anyway). Two
+        # ingress replicas can still race: the store has no per-thread claim.
+        self.starting = asyncio.Lock()
 
     def _state(self) -> StateBackend:
         return require_state(self.backend)
@@ -55,10 +72,11 @@ class Runs:
         await state.create(owner, CONTEXT, {"id": context_id(run["id"]), "turns": []}, parent=run["id"])
         return run
 
-    def start(self, owner: str, credential: str | None, run: dict, first: list[tuple[str, dict]],
+    def start(self, who: Principal, run: dict, first: list[tuple[str, dict]],
               stream: bool) -> AsyncIterator[tuple[str, dict]] | None:
-        """Run it in the background; with ``stream``, the SSE events as they come
+        """Run it in the background for ``who``; with ``stream``, the SSE events as they come
         (``first``: the events that announce it), else None (the client polls)."""
+        owner = who.owner
         queue: asyncio.Queue | None = asyncio.Queue() if stream else None
 
         def emit(name: str, data: dict) -> None:
@@ -67,7 +85,7 @@ class Runs:
 
         for name, data in first:
             emit(name, data)
-        task = keep(self._drive(owner, credential, run, emit))
+        task = keep(self._drive(who, run, emit))
         self.running[run["id"]] = task
 
         async def cancelled() -> bool:
@@ -109,7 +127,14 @@ class Runs:
         said = tool_calls.envelope([(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in calls])
         turns = [*context["turns"], ["assistant", said],
                  *(list(tool_calls.tool_result(c["function"]["name"], given[c["id"]])) for c in calls)]
-        await state.update(owner, CONTEXT, context["id"], {"turns": turns})
+        # Claimed in one store update: of two submits at once (on any ingress replica) only the
+        # one whose mark is stored goes on; the other would add the outputs again and drive the
+        # run twice. The context is internal, so the mark is never shown.
+        mark = f"submitted {uuid.uuid4().hex}"
+        claimed = await state.update(owner, CONTEXT, context["id"], {"turns": turns, "status": mark},
+                                     only_if=(WAITING, None))  # None: a context saved before the mark
+        if claimed.get("status") != mark:
+            raise BadRequest("the run is not waiting for tool outputs (they were submitted already)")
         if step_id := context.get("step_id"):
             done = [dict(c, function=dict(c["function"], output=given[c["id"]])) for c in calls]
             await state.update(owner, STEP, step_id, {"status": "completed", "completed_at": p.now(),
@@ -120,18 +145,17 @@ class Runs:
     async def _save(self, owner: str, rid: str, changes: dict) -> dict:
         return await self._state().update(owner, RUN, rid, changes, only_if=ACTIVE)
 
-    async def _prompt(self, owner: str, run: dict) -> tuple[list[tuple[str, str]], dict]:
+    async def _prompt(self, who: Principal, run: dict) -> tuple[list[tuple[str, str]], dict]:
         """The run's turns (instructions, the thread's messages, recalled passages,
         the tool rounds so far) and the chat path's overrides."""
-        state = self._state()
+        state, owner = self._state(), who.owner
         assistant = await state.get(owner, ASSISTANT, run["assistant_id"])
         thread = await state.get(owner, THREAD, run["thread_id"])
         messages = await state.all(owner, MESSAGE, parent=thread["id"])
         turns = [(m["role"], "".join(c["text"]["value"] for c in m["content"] if c["type"] == "text"))
                  for m in messages if m["status"] == "completed"]
         if any(t.get("type") == "file_search" for t in run["tools"]) and turns and turns[-1][0] == "user":
-            names = p.memory_names(thread.get("tool_resources")) or p.memory_names(assistant.get("tool_resources"))
-            passages = await self._recall(names, turns[-1][1], owner)
+            passages = await self._recall(file_search_memories(assistant, thread), turns[-1][1], who)
             if passages:  # beside the question, so the earlier turns stay a cached prefix
                 turns[-1] = ("user", f"Passages that may help:\n\n{passages}{turns[-1][1]}")
         if run["instructions"]:
@@ -150,15 +174,24 @@ class Runs:
                                                    self.caps)
         return turns, {k: v for k, v in o.items() if v is not None}
 
-    async def _recall(self, names: list[str], query: str, owner: str) -> str:
+    async def _recall(self, names: list[str], query: str, who: Principal) -> str:
         memories = self.backend.memories
         if not names or memories is None:
             return ""
-        found = await asyncio.gather(*(memories.recall(n, query, RECALL, owner=owner) for n in names))
+        # Checked again here: the names were stored by an earlier request, maybe under other
+        # scopes (a JWT's claims change, a config lowered the cap).
+        names = list(dict.fromkeys(names))
+        if len(names) > self.max_memories:
+            raise BadRequest(f"file_search names {len(names)} memories; at most {self.max_memories} "
+                             "(max_file_search_memories)")
+        for name in names:
+            who.check("memory", name)
+        query = query[-self.max_query_chars:]  # the end of the message, where its question usually is
+        found = await asyncio.gather(*(memories.recall(n, query, RECALL, owner=who.owner) for n in names))
         return recalled_text([c for chunks in found for c in chunks])
 
-    async def _drive(self, owner: str, credential: str | None, run: dict, emit) -> None:
-        state, rid = self._state(), run["id"]
+    async def _drive(self, who: Principal, run: dict, emit) -> None:
+        state, rid, owner = self._state(), run["id"], who.owner
         message: dict | None = None
         step: dict | None = None  # set with message
         parts: list[str] = []
@@ -167,7 +200,7 @@ class Runs:
             if run["status"] != "in_progress":
                 return  # cancelled while queued
             emit("thread.run.in_progress", run)
-            turns, overrides = await self._prompt(owner, run)
+            turns, overrides = await self._prompt(who, run)
             calls: dict[int, dict[str, str]] = {}
             done: Done | None = None
             # A thread's runs go to the model replica that holds its prefix.
@@ -175,7 +208,7 @@ class Runs:
             turn = TurnRequest(run["model"], messages=tuple(turns), overrides=Overrides.of(overrides), owner=owner)
             events = self.backend.stream(turn)
             try:
-                _, release = await self.slots.accepted(events, credential)
+                _, release = await self.slots.accepted(events, who.credential)
                 try:
                     async for ev in events:
                         if isinstance(ev, Chunk) and ev.text:
@@ -204,17 +237,22 @@ class Runs:
             await self._answered(owner, run, message, step, "".join(parts), used, done, emit)
         except asyncio.CancelledError:
             emit("thread.run.cancelled", dict(run, status="cancelled"))  # the cancel route has stored it
-            if message is not None and step is not None:  # what was written so far stays, marked cut short
-                await state.update(owner, MESSAGE, message["id"], {
-                    "status": "incomplete", "incomplete_at": p.now(), "incomplete_details": {"reason": "run_cancelled"},
-                    "content": [p.text_part("".join(parts))]})
-                await state.update(owner, STEP, step["id"], {"status": "cancelled", "cancelled_at": p.now()})
+            # What was written so far stays, marked cut short (unless the thread was deleted: the watch's cancel).
+            if message is not None and step is not None:
+                with contextlib.suppress(NotFound):
+                    await state.update(owner, MESSAGE, message["id"], {
+                        "status": "incomplete", "incomplete_at": p.now(),
+                        "incomplete_details": {"reason": "run_cancelled"}, "content": [p.text_part("".join(parts))]})
+                    await state.update(owner, STEP, step["id"], {"status": "cancelled", "cancelled_at": p.now()})
         except Exception as err:
             if not isinstance(err, PolyError):
                 log.exception("a run failed")
                 err = PolyError("internal server error")
-            run = await self._save(owner, rid, {"status": "failed", "failed_at": p.now(),
-                                                "last_error": {"code": "server_error", "message": err.message}})
+            try:
+                run = await self._save(owner, rid, {"status": "failed", "failed_at": p.now(),
+                                                    "last_error": {"code": "server_error", "message": err.message}})
+            except NotFound:  # its thread was deleted meanwhile
+                return
             emit("thread.run.failed", run)
 
     async def _answered(self, owner: str, run: dict, message: dict, step: dict, text: str, used: dict, done: Done,
@@ -251,7 +289,7 @@ class Runs:
                   for c in calls]
         step = await state.create(owner, STEP, p.step_object(run, p.calls_step(wanted)), parent=run["id"])
         emit("thread.run.step.created", step)
-        await state.update(owner, CONTEXT, context_id(run["id"]), {"step_id": step["id"]})
+        await state.update(owner, CONTEXT, context_id(run["id"]), {"step_id": step["id"], "status": WAITING})
         run = await self._save(owner, run["id"], {"status": "requires_action", "usage": used, "required_action": {
             "type": "submit_tool_outputs", "submit_tool_outputs": {"tool_calls": wanted}}})
         emit("thread.run.requires_action", run)

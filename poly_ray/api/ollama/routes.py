@@ -25,6 +25,7 @@ from poly_ray.api.openapi import GENERATES, NDJSON, PLAIN, WITH_BODY, doc, ref
 from poly_ray.api.parsing import overrides_off_loop, parse_params
 from poly_ray.api.services import Services, services
 from poly_ray.api.streaming import Framer, respond
+from poly_ray.api.vectors import admitted
 from poly_ray.errors import NotFound
 from poly_ray.generation import Chunk, Done, ToolCall, ToolCallDelta, gather_calls
 from poly_ray.tasks.turn import TurnRequest
@@ -104,7 +105,8 @@ async def ps(request: Request):
     svc = services(request)
     who = svc.access.principal(request)
     tasks, models = await svc.backend.tasks(), await svc.backend.models()
-    loaded = {name.removeprefix("model "): ok for name, ok in (await svc.backend.ready()).items()}
+    # The readiness answer /ready shares: each call asks every model, so many at once were many fan-outs.
+    loaded = {name.removeprefix("model "): ok for name, ok in (await svc.readiness.get()).items()}
     running = [(n, tasks[n].model) for n in tasks if who.allows("task", n)]
     running += [(n, n) for n in models if who.allows("model", n)]
     return {"models": [{**_model_entry(n), "expires_at": NEVER, "size_vram": 0,
@@ -182,7 +184,7 @@ async def embed(request: Request):
     body = await parse_params(request, EmbedBody)
     await svc.access.authorize(request, "model", body.model)
     start = time.perf_counter_ns()
-    texts = [body.input] if isinstance(body.input, str) else body.input
+    texts = admitted(svc.config, body.model, [body.input] if isinstance(body.input, str) else body.input)
     vectors = await svc.backend.embed(body.model, texts)
     return {"model": body.model, "embeddings": vectors, "total_duration": time.perf_counter_ns() - start,
             "load_duration": 0}
@@ -194,7 +196,7 @@ def _chat_message(text: str, calls: Sequence[ToolCall] = ()) -> dict:
     for c in calls:  # Ollama's shape: the arguments as an object; a call cut by num_predict is left out
         try:
             whole.append({"function": {"name": c.name, "arguments": json.loads(c.arguments)}})
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             pass
     if whole:
         message["tool_calls"] = whole

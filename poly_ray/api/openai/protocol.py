@@ -189,7 +189,7 @@ class ChatCompletionRequest(_Sampling):
                 for j, call in enumerate(m.tool_calls):
                     try:
                         arguments = json.loads(call.function.arguments or "{}")
-                    except json.JSONDecodeError:
+                    except (ValueError, RecursionError):  # RecursionError: nested too deeply
                         raise BadRequest(f"messages[{i}].tool_calls[{j}].function.arguments is not valid JSON") from None
                     names[call.id] = call.function.name
                     calls.append((call.function.name, arguments))

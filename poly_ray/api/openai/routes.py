@@ -27,7 +27,7 @@ from poly_ray.api.openapi import GENERATES, SSE, WITH_BODY, doc
 from poly_ray.api.parsing import overrides_off_loop, parse_params
 from poly_ray.api.services import generation, services
 from poly_ray.api.streaming import Framer, respond
-from poly_ray.api.vectors import shorten
+from poly_ray.api.vectors import admitted, shorten
 from poly_ray.generation import Chunk, Done, Event, TokenLogprob, ToolCall, ToolCallDelta, gather_calls
 from poly_ray.tasks.turn import TurnRequest, chain_key
 
@@ -95,19 +95,20 @@ async def embeddings(request: Request):
     svc.access.principal(request)  # 401 before looking at the body
     body = await parse_params(request, EmbeddingRequest)
     await svc.access.authorize(request, "model", body.model)
-    texts = [body.input] if isinstance(body.input, str) else body.input
-    vectors, tokens = await asyncio.gather(
-        svc.backend.embed(body.model, texts), asyncio.gather(*(svc.backend.tokenize(body.model, t) for t in texts))
-    )
+    texts = admitted(svc.config, body.model, [body.input] if isinstance(body.input, str) else body.input)
+    # Usage in one call for all the texts, beside the embedding (one call per text made
+    # an 8 MiB body millions of calls).
+    vectors, n = await asyncio.gather(svc.backend.embed(body.model, texts), svc.backend.count_tokens(body.model, texts))
     if body.dimensions is not None:
         vectors = [shorten(v, body.dimensions, body.model) for v in vectors]
+    sent: list[list[float]] | list[str] = vectors
     if body.encoding_format == "base64":  # little-endian float32, as OpenAI sends it
-        vectors = [base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode() for v in vectors]
+        sent = [base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode() for v in vectors]
     return {
         "object": "list",
         "model": body.model,
-        "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
-        "usage": {"prompt_tokens": (n := sum(map(len, tokens))), "total_tokens": n},
+        "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(sent)],
+        "usage": {"prompt_tokens": n, "total_tokens": n},
     }
 
 

@@ -250,6 +250,6 @@ def _is_stop(text: str) -> bool:
         return False
     try:
         message = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # not a stop; the message's own parse answers it
         return False
     return isinstance(message, dict) and message.get("type") == "stop"

@@ -104,7 +104,7 @@ def input_items(value, where: str = "input") -> list[dict]:
                     raise BadRequest(f"{here}.{key} must be a string")
             try:
                 json.loads(item["arguments"])
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nested too deeply
                 raise BadRequest(f"{here}.arguments: not JSON") from None
             items.append({"id": item.get("id") or new_id("fc"), "type": "function_call", "status": "completed",
                           **{k: item[k] for k in ("call_id", "name", "arguments")}})
@@ -175,7 +175,7 @@ def cut_short(item: dict) -> dict:
     try:
         json.loads(item["arguments"])
         return item
-    except ValueError:
+    except (ValueError, RecursionError):
         return dict(item, status="incomplete")
 
 

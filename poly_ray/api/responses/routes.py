@@ -21,12 +21,12 @@ from pydantic import BaseModel, Field
 
 from poly_ray.api.backend import require_state
 from poly_ray.api.family import OPENAI
-from poly_ray.api.fields import Body, ListQuery, Tokens, page
+from poly_ray.api.fields import Body, ListQuery, Metadata, Tokens, page
 from poly_ray.api.openapi import AUTHORIZED, GENERATES, SSE, doc
 from poly_ray.api.parsing import overrides_off_loop, parse_params
 from poly_ray.api.services import Services, generation, services, stateful
 from poly_ray.api.streaming import respond
-from poly_ray.errors import BadRequest, PolyError, PromptTooLong
+from poly_ray.errors import BadRequest, PromptTooLong
 from poly_ray.grammars import DEFAULT_CAPS, Caps
 from poly_ray.state.kinds import CONVERSATION, INPUT, ITEM, RESPONSE
 from poly_ray.state.store import UNFINISHED, new_id
@@ -65,7 +65,7 @@ class ResponseCreate(Body):
     max_output_tokens: Tokens | None = None
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
-    metadata: dict[str, str] | None = None
+    metadata: Metadata | None = None
     user: str | None = None
     prompt_cache_key: str | None = Field(None, max_length=256)  # as on chat: a routing key
     background: bool | None = None
@@ -210,17 +210,12 @@ async def create(request: Request):
     if body.background:
         svc.background.start(record, start)
         return JSONResponse(record.response)
-    try:
+    async with run.failing(record):
         events, release = await start()
-    except PolyError as err:
-        await record.fail(err)
-        raise
     if not body.stream:
         try:
-            output, done = await run.answer(events, record.logprobs)
-        except PolyError as err:
-            await record.fail(err)
-            raise
+            async with run.failing(record):
+                output, done = await run.answer(events, record.logprobs)
         finally:
             release()
         return JSONResponse(await record.finish(output, done))

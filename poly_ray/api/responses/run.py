@@ -5,6 +5,7 @@ polls it and may cancel it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 
@@ -12,7 +13,7 @@ from poly_ray.api import sse, streaming
 from poly_ray.api.backend import StateBackend
 from poly_ray.api.family import OPENAI
 from poly_ray.api.openai.protocol import logprob_content
-from poly_ray.errors import PolyError
+from poly_ray.errors import NotFound, PolyError
 from poly_ray.generation import Chunk, Done, ToolCallDelta, gather_calls
 from poly_ray.state.kinds import INPUT, ITEM, RESPONSE
 from poly_ray.state.store import UNFINISHED, new_id
@@ -63,7 +64,10 @@ class Record:
         if self.state is None:
             self.response = dict(self.response, **changes)
         else:
-            self.response = await self.state.update(self.owner, RESPONSE, self.rid, changes, only_if=UNFINISHED)
+            try:
+                self.response = await self.state.update(self.owner, RESPONSE, self.rid, changes, only_if=UNFINISHED)
+            except NotFound:  # deleted meanwhile: nothing is left to write the result into
+                self.response = dict(self.response, **changes)
         return self.response
 
     async def finish(self, output: list[dict], done: Done) -> dict:
@@ -86,6 +90,20 @@ class Record:
         return await self.save({"status": "failed", "error": {"code": err.code, "message": err.message}})
 
 
+@contextlib.asynccontextmanager
+async def failing(record: Record):
+    """A refusal, or the client going away, ends the stored response ``failed``: a
+    non-streamed response whose client left stayed ``in_progress`` for ever."""
+    try:
+        yield
+    except PolyError as err:
+        await record.fail(err)
+        raise
+    except asyncio.CancelledError:
+        keep(record.fail(GONE))  # this task is being cancelled: the write runs as its own
+        raise
+
+
 async def answer(events, logprobs: bool = False) -> tuple[list[dict], Done]:
     """A whole answer's output items (text and function calls) and its end; ``logprobs``: the
     request included them."""
@@ -105,6 +123,9 @@ async def watch(task: asyncio.Task, cancelled, every: float | None = None) -> No
         try:
             if not task.done() and await cancelled():
                 task.cancel()
+        except NotFound:  # deleted meanwhile: as good as cancelled
+            task.cancel()
+            return
         except Exception as err:  # the store unreachable a moment: look again later
             log.info("could not read a background job's status: %s", err)
 

@@ -7,6 +7,13 @@ marked.setOptions({ gfm: true, breaks: true });
 
 export function markdown(element, text) {
   element.innerHTML = DOMPurify.sanitize(marked.parse(text), { FORBID_TAGS: ["style", "form", "input"] });
+  // A link is shown as text with its target: a prompt injection (a recalled document) can make
+  // the model write a link whose address carries the conversation, for the reader to click.
+  for (const a of element.querySelectorAll("a")) {
+    const href = a.getAttribute("href") || "";
+    const label = a.textContent;
+    a.replaceWith(document.createTextNode(!href || label === href ? label : `${label} (${href})`));
+  }
 }
 
 // A JSON answer (a task with a schema) is shown formatted; anything else as text.
