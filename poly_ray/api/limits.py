@@ -42,8 +42,11 @@ class LeaseBook:
         self._seen: dict[str, float] = {}
 
     def take(self, holder: str, lease_id: str, lease: Lease) -> None:
-        """Record ``lease`` or raise TooManyStreams (429) / Busy (503) naming the key."""
+        """Record ``lease`` or raise TooManyStreams (429) / Busy (503) naming the key. A
+        lease the holder has already (its renewal arrived first) is kept as it is."""
         self._forget_silent()
+        if lease_id in self._held.get(holder, {}):
+            return
         credential = lease.credential
         if credential is not None and self.by_credential[credential] >= self.per_credential:
             raise TooManyStreams(

@@ -139,15 +139,18 @@ class SharedLedger:
     async def take(self, lease_id: str, lease: Lease) -> None:
         if self._renewing is None:
             self._renewing = asyncio.get_running_loop().create_task(self._renew())
+        # Held from before the call: a renewal sent meanwhile must not free it (the book
+        # takes a lease it already has as a no-op).
+        self._held[lease_id] = lease
         try:
             await call(self._handle.take.remote(self.holder, lease_id, lease, tuple(self._releasing)), COORDINATOR)
-        except PolyError:  # over a limit (429, 503), or the coordinator lost (503)
-            raise
-        except Exception as e:
+        except BaseException as e:
+            del self._held[lease_id]
+            if isinstance(e, PolyError | asyncio.CancelledError):  # over a limit (429, 503), or the coordinator lost
+                raise
             log.warning("limits: the coordinator did not answer (%s)", e)
             raise Busy("the server cannot count its streams right now (the coordinator is away); retry shortly",
                        retry_after=1) from None
-        self._held[lease_id] = lease
 
     def release(self, lease_id: str) -> None:
         if self._held.pop(lease_id, None) is None:
@@ -156,6 +159,7 @@ class SharedLedger:
         self._releasing.add(lease_id)
         task = asyncio.get_running_loop().create_task(self._send(self._handle.release.remote(self.holder, lease_id)))
         self._calls.add(task)
+
         def sent(_) -> None:
             self._calls.discard(task)
             self._releasing.discard(lease_id)

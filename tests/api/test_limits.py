@@ -71,3 +71,10 @@ async def test_stream_limits_release_once_and_hold_across_their_context():
         with pytest.raises(Busy):
             await limits.take(None)
     assert (await limits.take(None))
+
+
+def test_a_take_that_arrives_after_its_renewal_counts_once():
+    book = LeaseBook(limit=5, per_credential=5, expire_s=60)
+    book.renew("a", {"1": Lease("k", True)})  # sent while the take was on its way
+    book.take("a", "1", Lease("k", True))
+    assert (book.used, book.by_credential["k"]) == (1, 1)
