@@ -46,10 +46,11 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
-def place(slots: list[Slot], prompt: list[int], *, session: bool = False) -> Placement | None:
+def place(slots: list[Slot], prompt: list[int], *, session: bool = False, chain: str | None = None) -> Placement | None:
     """Pick a free slot for ``prompt``; None when every slot is busy. ``session``: the
     prompt continues a chat session's context, whose cells are its own to reuse however
-    short (a short prefix computed for another prompt is not reused: see MIN_COPY)."""
+    short; ``chain``: the prompt's chain of turns, whose own cells are reused however
+    short too (a short prefix computed for another prompt is not reused: see MIN_COPY)."""
     free = [s for s in slots if not s.busy]
     if not free:
         return None
@@ -60,7 +61,8 @@ def place(slots: list[Slot], prompt: list[int], *, session: bool = False) -> Pla
         n = min(common_prefix(s.tokens, prompt), limit)
         if n > best_n:
             best, best_n = s, n
-    if best_n < MIN_COPY and not (session and best is not None and best_n == len(best.tokens)):
+    own = best is not None and ((session and best_n == len(best.tokens)) or (chain is not None and best.chain == chain))
+    if best_n < MIN_COPY and not own:
         best, best_n = None, 0
     if best is not None and not best.busy and best_n == len(best.tokens):
         # The prompt continues what an idle slot holds (the next turn of a chat).

@@ -391,7 +391,7 @@ class Engine:
                 with self._lock:
                     self._queued -= 1
                 continue
-            placement = place(self._slots, job.tokens, session=bool(job.request.context))
+            placement = place(self._slots, job.tokens, session=bool(job.request.context), chain=job.request.session)
             if placement is None:
                 return
             self._waiting.pop(0)

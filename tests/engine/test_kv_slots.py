@@ -65,3 +65,14 @@ def test_a_short_chat_session_continues_in_its_own_slot():
     slots = [Slot(0, held), Slot(1)]
     assert place(slots, held + [99, 98], session=True) == Placement(0, len(held))
     assert place(slots, held + [99, 98]) == Placement(1, 0)
+
+
+def test_a_short_chain_of_turns_reuses_its_own_cells_only():
+    """A Responses chain's next turn re-renders its history, so it shares most but not
+    all of its slot's tokens: its own cells are reused however short, another chain's not."""
+    held = list(range(MIN_COPY - 4))
+    slots = [Slot(0, held, chain="owner/chain/resp_1"), Slot(1)]
+    prompt = held[:-1] + [99, 98]
+    assert place(slots, prompt, chain="owner/chain/resp_1") == Placement(1, len(held) - 1, copy_from=0)
+    assert place(slots, prompt, chain="owner/chain/resp_2") == Placement(1, 0)
+    assert place(slots, prompt) == Placement(1, 0)
