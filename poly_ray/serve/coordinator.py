@@ -48,13 +48,19 @@ class Coordinator:
         self._retired_tasks: dict[str, dict] = {}
 
     # -- limits --------------------------------------------------------------
-    async def take(self, holder: str, lease_id: str, lease: Lease, released: tuple[str, ...] = ()) -> None:
-        """``released``: the holder's releases still on their way, which may arrive after
+    async def take(self, holder: str, lease_id: str, lease: Lease, released: tuple[str, ...] = ()) -> PolyError | None:
+        """The refusal (429, 503) if over a limit, else None: returned, not raised, since a
+        refusal is an answer here and Serve would log a raised one as a failed request.
+        ``released``: the holder's releases still on their way, which may arrive after
         this call; applied first, so that a client that ends a stream and starts the next
         is not refused for the one it ended."""
         for done in released:
             self.book.release(holder, done)
-        self.book.take(holder, lease_id, lease)
+        try:
+            self.book.take(holder, lease_id, lease)
+        except PolyError as refused:
+            return refused
+        return None
 
     async def release(self, holder: str, lease_id: str) -> None:
         self.book.release(holder, lease_id)
@@ -143,7 +149,10 @@ class SharedLedger:
         # takes a lease it already has as a no-op).
         self._held[lease_id] = lease
         try:
-            await call(self._handle.take.remote(self.holder, lease_id, lease, tuple(self._releasing)), COORDINATOR)
+            refused = await call(self._handle.take.remote(self.holder, lease_id, lease, tuple(self._releasing)),
+                                 COORDINATOR)
+            if refused is not None:
+                raise refused
         except BaseException as e:
             del self._held[lease_id]
             if isinstance(e, PolyError | asyncio.CancelledError):  # over a limit (429, 503), or the coordinator lost

@@ -31,8 +31,11 @@ def model_options(model: ModelConfig) -> dict[str, Any]:
         # for the moment it takes to pick a replica too, so a bound as tight as
         # the engine's refuses simultaneous requests that would have fit.
         "max_queued_requests": max(64, 4 * model.max_queued_requests),
-        "health_check_period_s": 10,
-        "health_check_timeout_s": 30,
+        # A replica whose node is gone can still answer Serve's probes from its orphaned
+        # process while its calls fail; the controller stops it at its first missed check,
+        # within about 20 s, inside the ~30 s that a generation is retried (serve/handles.py).
+        "health_check_period_s": 5,
+        "health_check_timeout_s": 15,
         "graceful_shutdown_timeout_s": DRAIN_S,
     }
     if model.cache_affinity:
