@@ -56,6 +56,7 @@ from .stops import StopMatcher
 log = logging.getLogger(__name__)
 
 _STOP = object()
+MESSAGES_PER_S = 12.0
 
 
 @dataclass
@@ -64,7 +65,6 @@ class _HandOff:
 
     done: threading.Event = field(default_factory=threading.Event)
     sent: int = 0
-MESSAGES_PER_S = 12.0
 
 
 @dataclass
