@@ -51,7 +51,8 @@ def load(browser, url):
 
 
 def wait(browser, timeout=60):
-    return WebDriverWait(browser, timeout, poll_frequency=0.1)
+    # IndexError: a condition reading the last bubble or note before the page has added it.
+    return WebDriverWait(browser, timeout, poll_frequency=0.1, ignored_exceptions=(IndexError,))
 
 
 def options(browser, select_id):
