@@ -52,7 +52,7 @@ def build_app(cfg: Config) -> Application:
         if budgets else None
     models = {
         name: serve.deployment(name=f"model-{name}", **model_options(m))(LlamaModel).bind(
-            name, model_configs[name], str(cfg.cache_path), None, coordinator, vault if name in budgets else None
+            name, model_configs[name], str(cfg.cache_path), coordinator, vault if name in budgets else None
         )
         for name, m in cfg.models.items()
     }
@@ -74,4 +74,4 @@ def build_app(cfg: Config) -> Application:
     state = serve.deployment(name="state", **STATE_OPTIONS)(StateActor).bind(str(state_path(cfg, "state")))
     ingress = serve.deployment(name="ingress", **ingress_options(cfg))(serve.ingress()(Ingress))
     # The ingress calls the models itself for tasks without a memory (serve/ingress.py).
-    return ingress.bind(orchestrator, cfg.model_dump(mode="json"), memory, state, models, coordinator)
+    return ingress.bind(orchestrator, coordinator, cfg.model_dump(mode="json"), memory, state, models)

@@ -108,10 +108,12 @@ PREFIX_CHARS = 1024
 
 
 def prefix_key(request) -> str | None:
-    text = "".join(segment.text for segment in request.prompt)
-    if len(text) < PREFIX_CHARS:
-        return None
-    return "prefix:" + hashlib.sha256(text[:PREFIX_CHARS].encode()).hexdigest()[:24]
+    text = ""
+    for segment in request.prompt:  # only the start: a prompt may be megabytes long
+        text += segment.text[:PREFIX_CHARS - len(text)]
+        if len(text) == PREFIX_CHARS:
+            return "prefix:" + hashlib.sha256(text.encode()).hexdigest()[:24]
+    return None
 
 
 class ModelHandle:

@@ -37,8 +37,8 @@ class GraphBackend:
     """``api.Backend`` through DeploymentHandles: to the models directly for tasks
     without a memory, to the TaskOrchestrator for the others."""
 
-    def __init__(self, handle, memory=None, state=None, config: Config | None = None, models: dict | None = None,
-                 coordinator=None):
+    def __init__(self, handle, coordinator, memory=None, state=None, config: Config | None = None,
+                 models: dict | None = None):
         """``coordinator``: where every replica's figures are (/v1/stats); this replica's
         own task counts are reported there and added live."""
         self._handle = handle
@@ -58,8 +58,7 @@ class GraphBackend:
                 sinks=(RayMetrics(),), log_prompts=config.log_prompts, caps=config.schema_limits.caps(),
             )
             self._with_memory = {name for name, t in config.tasks.items() if t.memorization is not None}
-            if coordinator is not None:
-                self._reporter = Reporter(coordinator, "tasks", "runner", self._direct.tally.snapshot)
+            self._reporter = Reporter(coordinator, "tasks", "runner", self._direct.tally.snapshot)
 
     def _runs_here(self, req: TurnRequest) -> TaskRunner | None:
         """The ingress's own runner where it runs ``req`` (a task without memory), else None."""
@@ -96,11 +95,6 @@ class GraphBackend:
         return self._models
 
     async def stats(self) -> dict:
-        if self._coordinator is None:
-            stats = await call(self._handle.stats.remote(), ORCHESTRATOR)
-            if self._direct is not None:  # the tasks run here count here
-                stats["tasks"] = merge_tallies(stats["tasks"], self._direct.tally.snapshot())
-            return stats
         # Every replica's figures, as reported within REPORT_S; this replica's own counts live.
         exclude = self._reporter.reporter if self._reporter is not None else None
         models, tasks = await asyncio.gather(call(self._coordinator.models.remote(), COORDINATOR),
@@ -140,14 +134,13 @@ def serve_listen_host() -> str | None:
 
 
 class Ingress:
-    def __init__(self, orchestrator, config: dict, memory=None, state=None, models: dict | None = None,
-                 coordinator=None):
+    def __init__(self, orchestrator, coordinator, config: dict, memory=None, state=None, models: dict | None = None):
         route_logs_to_serve()
         self._config = Config.model_validate(config)
-        self._backend = GraphBackend(orchestrator, memory, state, self._config, models, coordinator)
+        self._backend = GraphBackend(orchestrator, coordinator, memory, state, self._config, models)
         # Several ingress replicas count the limits in the coordinator's one book.
         self._limits = None
-        if coordinator is not None and self._config.ingress.most > 1:
+        if self._config.ingress.most > 1:
             self._limits = StreamLimits(SharedLedger(coordinator))
         # The trusted Host check and the public warning follow where the proxies really listen.
         self._listen_host = serve_listen_host()

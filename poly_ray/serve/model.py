@@ -33,18 +33,16 @@ HAND_OFF_S, SEND_S = 10.0, 30.0
 
 
 class LlamaModel:
-    def __init__(self, name: str, model: dict, cache_path: str, kv_path: str | None = None, coordinator=None,
-                 vault=None):
-        """``kv_path``: the folder of the KV snapshots, unless a ``vault`` (the graph's
-        durable copy on the head) is given: the replica then keeps them in a temporary
-        folder of its own, a cache of the vault's. ``coordinator``: where this replica's
-        figures are reported (/v1/stats)."""
+    def __init__(self, name: str, model: dict, cache_path: str, coordinator=None, vault=None):
+        """``vault``: the KV snapshots' durable copy on the head (none: no snapshots); the
+        replica keeps those it uses in a temporary folder of its own. ``coordinator``:
+        where this replica's figures are reported (/v1/stats)."""
         route_logs_to_serve()
         cfg = ModelConfig.model_validate(model)
         path = resolve(name, cfg, Path(cache_path))
         log.info("model %s: loading %s", name, path)
         adapters = [(str(a.path), a.scale) for a in cfg.lora_adapters]
-        self._vault = None
+        self._vault, kv_path = None, None
         if vault is not None:
             self._kv_cache = tempfile.TemporaryDirectory(prefix=f"poly-ray-kv-{name}-")
             kv_path, self._vault = self._kv_cache.name, VaultHandle(vault, name)

@@ -278,10 +278,6 @@ class TaskRunner:
     async def models(self) -> dict[str, ModelInfo]:
         return {name: ModelInfo(m.context_size, m.source) for name, m in self._models.items()}
 
-    async def stats_tasks(self) -> dict[str, dict]:
-        """The per-task counts of this runner alone."""
-        return self.tally.snapshot()
-
     async def stats(self) -> dict:
         """Poly's ``/v1/stats``: counts per task (of this runner) and each model's engine
         stats (None for a model that does not answer within READY_TIMEOUT_S)."""

