@@ -134,7 +134,7 @@ class Authenticator:
         # Public with nothing to check a credential against: any Authorization is let
         # in as anonymous, as vLLM and llama-server do, since OpenAI clients always send one.
         self.open = public and not keys and not jwt_secret and not jwt_public_key
-        self._keys = [_static_key(i, k) for i, k in enumerate(keys)]
+        self._keys = [_static_key(k) for k in keys]
         # alg → keys by kid: the token's header chooses among these only.
         self._jwt: dict[str, dict[str | None, Any]] = {}
         if jwt_secret:
@@ -295,10 +295,12 @@ def mint(config: Config, subject: str, ttl_s: int, scopes: dict[str, list[str] |
     return jwt.encode(claims, config.jwt_private_key.symmetric, algorithm="HS256")
 
 
-def _static_key(index: int, key: str | ScopedKey) -> _StaticKey:
+def _static_key(key: str | ScopedKey) -> _StaticKey:
     if isinstance(key, str):
         key = ScopedKey(key=key)
-    name = key.name or f"allowed_keys[{index}]"
+    # An unnamed key is named by a digest of itself, not by its place in the list: removing
+    # one key must not hand the next one its objects (they are owned by this name).
+    name = key.name or f"key#{hashlib.sha256(key.key.encode()).hexdigest()[:16]}"
 
     principal = Principal.scoped(name, {k: getattr(key, k) for k in SCOPE_CLAIMS}, f"key:{name}")
     return _StaticKey(hashlib.sha256(key.key.encode()).digest(), principal)

@@ -66,8 +66,9 @@ class ScopedKey(Strict):
     key: str = Field(min_length=1, repr=False, description=(  # repr=False: kept out of logs and tracebacks
         "The key, compared in constant time; sent as `Authorization: Bearer KEY` or `?api_key=KEY`."))
     name: str | None = Field(None, description=(
-        "Stands for the key in logs and per-credential limits (the key itself is never logged; not set: "
-        "`allowed_keys[i]`)."))
+        "Stands for the key in logs and per-credential limits, and owns what the key stores (responses, "
+        "assistants, ...); unique. The key itself is never logged; not set: `key#` and the first 16 hex "
+        "digits of the key's SHA-256."))
     tasks: list[str] | None = Field(None, description="The tasks it may use.")
     models: list[str] | None = Field(None, description="The models it may use bare (without a task).")
     memories: list[str] | None = Field(None, description="The memories it may recall from, store in and forget from.")

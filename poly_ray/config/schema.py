@@ -158,6 +158,11 @@ class Config(Strict, Bounds):
     def _keys(cls, v):
         if len({k.key for k in v}) != len(v):
             raise ValueError("a key is listed twice")
+        names = [k.name for k in v if k.name is not None]
+        if len(set(names)) != len(names):
+            # A name is the owner of the key's responses, assistants, ...: two keys would share them.
+            twice = sorted({n for n in names if names.count(n) > 1})
+            raise ValueError(f"the name {twice[0]!r} is given to two keys (a key's name owns its stored objects)")
         return v
 
     @field_validator("models", "tasks", "memories")

@@ -11,10 +11,11 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from pydantic import ValidationError
 
 from poly_ray import config
 from poly_ray.api.auth import Authenticator, token_from
-from poly_ray.config import ScopedKey
+from poly_ray.config import Config, ScopedKey
 from poly_ray.config.jwt_keys import PublicKey
 from poly_ray.errors import ConfigError, Forbidden, Unauthorized
 
@@ -62,11 +63,24 @@ def test_header_wins_over_query():
 def test_static_keys():
     auth = make()
     who = auth.authenticate("key-1")
-    assert who.subject == "allowed_keys[0]" and who.tasks is None and who.credential == "key:allowed_keys[0]"
+    digest = hashlib.sha256(b"key-1").hexdigest()[:16]
+    assert who.subject == f"key#{digest}" and who.tasks is None and who.credential == f"key:key#{digest}"
     with pytest.raises(Unauthorized, match="invalid credentials"):
         auth.authenticate("key-2")
     with pytest.raises(Unauthorized, match="credentials required"):
         auth.authenticate(None)
+
+
+def test_an_unnamed_key_owns_its_objects_wherever_it_is_listed():
+    # N5: revoking the first key must not give the second one its objects.
+    before = make(keys=["k-alice", "k-bob"]).authenticate("k-bob").owner
+    after = make(keys=["k-bob"]).authenticate("k-bob").owner
+    assert before == after != make(keys=["k-alice", "k-bob"]).authenticate("k-alice").owner
+
+
+def test_two_keys_with_one_name_are_refused():
+    with pytest.raises(ValidationError, match="'ci' is given to two keys"):
+        Config(allowed_keys=[{"key": "a", "name": "ci"}, {"key": "b", "name": "ci"}])
 
 
 def test_scoped_static_keys_beside_plain_ones():
