@@ -7,6 +7,7 @@ import logging
 import os
 import secrets
 import sys
+from pathlib import Path
 
 from .errors import ConfigError
 
@@ -64,7 +65,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.output == "-":
             sys.stdout.write(reference())
         else:
-            from pathlib import Path
 
             Path(args.output).parent.mkdir(parents=True, exist_ok=True)
             Path(args.output).write_text(reference())
@@ -125,9 +125,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.kuberay:
             import ray
 
+            from poly_ray.config import default_state_dir
             from poly_ray.deploy.kuberay import rayservice
 
-            text = rayservice(deploy, ray.__version__)
+            # What lives on the head's disk and must survive it: the state store, the embedded memory stores.
+            # A pod has no XDG_DATA_HOME: without a state_dir it uses the default, not this shell's.
+            default = default_state_dir().expanduser()
+            state = Path("~/.local/share/poly-ray") if cfg.state_dir == default else cfg.state_dir
+            durable = [str(state.expanduser()), *(str(m.store.path) for m in cfg.memories.values() if m.store.path)]
+            text = rayservice(deploy, ray.__version__, durable)
         else:
             text = "# Written by `poly-ray build`; deploy with `serve deploy <this file>`.\n"
             text += yaml.safe_dump(deploy, sort_keys=False)

@@ -3,10 +3,15 @@
 The RayCluster in it mirrors cluster.yaml: a head that runs no model replicas
 (it advertises no CPU; the ingress, orchestrator and memory actor run there, as
 they ask for none), a CPU worker group and a GPU worker group that KubeRay's
-autoscaler grows and shrinks as Serve asks for replicas.
+autoscaler grows and shrinks as Serve asks for replicas. The head keeps what must
+outlive it (``state_dir``, the embedded memory stores) on a PersistentVolumeClaim
+written beside the RayService; every pod runs as the image's unprivileged user.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
 
 import yaml
 
@@ -17,6 +22,9 @@ _FROM_SECRET = [("POLY_ALLOWED_KEYS", "allowed_keys"), ("POLY_JWT_PRIVATE_KEY", 
 # Ray's token authentication (every node, the dashboard and the job API ask for it):
 # on, with the token from the Secret's ray_auth_token; without that key no pod starts.
 RAY_TOKEN_KEY = "ray_auth_token"
+HOME = PurePosixPath("/home/ray")  # the image's user (uid 1000, group users: 100), its working directory
+STATE_CLAIM = "poly-ray-state"
+STATE_SIZE = "20Gi"
 
 HEADER = """\
 # Written by `poly-ray build --kuberay` (make deployments); a test keeps it in sync.
@@ -31,7 +39,8 @@ class _Literal(str):
 
 
 class _Dumper(yaml.SafeDumper):
-    pass
+    def ignore_aliases(self, data) -> bool:  # every pod written out whole, no &id001 anchors
+        return True
 
 
 _Dumper.add_representer(_Literal, lambda dumper, s: dumper.represent_scalar("tag:yaml.org,2002:str", s, style="|"))
@@ -53,6 +62,17 @@ def _container(name: str, cpu: str, memory: str, gpus: int = 0) -> dict:
     }
 
 
+# Ray's images give their user passwordless sudo: no privilege escalation, no capabilities.
+_CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+# fsGroup: the volume is writable by the image's user.
+_POD_SECURITY = {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 100, "fsGroup": 100}
+
+
+def _pod(container: dict, **spec) -> dict:
+    return {"spec": {"securityContext": _POD_SECURITY, "containers": [{**container,
+                                                                      "securityContext": _CONTAINER_SECURITY}], **spec}}
+
+
 def _worker_group(name: str, container: dict, max_replicas: int) -> dict:
     return {
         "groupName": name,
@@ -60,15 +80,37 @@ def _worker_group(name: str, container: dict, max_replicas: int) -> dict:
         "minReplicas": 0,
         "maxReplicas": max_replicas,
         "rayStartParams": {},
-        "template": {"spec": {"containers": [container]}},
+        # Workers never call the Kubernetes API (the head's autoscaler does).
+        "template": _pod(container, automountServiceAccountToken=False),
     }
 
 
-def rayservice(serve_config: dict, ray_version: str, name: str = "poly-ray") -> str:
+def _in_pod(path: str) -> str:
+    """Where ``path`` (from the config, ``~`` expanded here) is in a pod, whose home is HOME."""
+    p = PurePosixPath(path)
+    if p.is_relative_to(Path.home()):
+        return str(HOME / p.relative_to(Path.home()))
+    return str(p if p.is_absolute() else HOME / p)
+
+
+def _claim() -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": STATE_CLAIM},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": STATE_SIZE}}},
+    }
+
+
+def rayservice(serve_config: dict, ray_version: str, durable: Sequence[str] = (), name: str = "poly-ray") -> str:
     """The manifest's text: ``serve_config`` as its serveConfigV2, with the proxies
-    listening on the pods' addresses (0.0.0.0) so that KubeRay's Service reaches them."""
+    listening on the pods' addresses (0.0.0.0) so that KubeRay's Service reaches them;
+    and, when there are ``durable`` paths (the config's state_dir and embedded memory
+    stores, which live on the head), the claim that the head mounts them from."""
     serve = {**serve_config, "http_options": {**serve_config["http_options"], "host": "0.0.0.0"}}
     head = _container("ray-head", "2", "8Gi")
+    # One volume, a sub-folder per path: the head keeps its state across restarts and upgrades.
+    head["volumeMounts"] = [{"name": "state", "mountPath": _in_pod(p), "subPath": f"d{i}"} for i, p in enumerate(durable)]
     # The dashboard runs code on every node: it listens on the pod's loopback only
     # (kubectl port-forward reaches it), and asks for the Ray token.
     head["ports"] = [
@@ -89,7 +131,8 @@ def rayservice(serve_config: dict, ray_version: str, name: str = "poly-ray") -> 
                 "headGroupSpec": {
                     # No CPU for the scheduler: model replicas go to the workers.
                     "rayStartParams": {"num-cpus": "0", "dashboard-host": "127.0.0.1"},
-                    "template": {"spec": {"containers": [head]}},
+                    "template": _pod(head, volumes=[{"name": "state", "persistentVolumeClaim": {
+                        "claimName": STATE_CLAIM}}]) if durable else _pod(head),
                 },
                 "workerGroupSpecs": [
                     _worker_group("cpu", _container("ray-worker", "8", "16Gi"), 4),
@@ -98,4 +141,5 @@ def rayservice(serve_config: dict, ray_version: str, name: str = "poly-ray") -> 
             },
         },
     }
-    return HEADER + yaml.dump(manifest, Dumper=_Dumper, sort_keys=False)
+    documents = [_claim(), manifest] if durable else [manifest]
+    return HEADER + yaml.dump_all(documents, Dumper=_Dumper, sort_keys=False)

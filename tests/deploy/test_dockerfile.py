@@ -55,7 +55,8 @@ def substituted(text: str) -> str:
 
 
 def test_it_builds_the_image_the_rayservice_runs_from_rays_own_image():
-    manifest = list(yaml.safe_load_all((REPO / "deployments" / "rayservice.yaml").read_text()))[0]
+    [manifest] = [d for d in yaml.safe_load_all((REPO / "deployments" / "rayservice.yaml").read_text())
+                  if d["kind"] == "RayService"]
     groups = [manifest["spec"]["rayClusterConfig"]["headGroupSpec"], *manifest["spec"]["rayClusterConfig"]["workerGroupSpecs"]]
     images = {c["image"] for g in groups for c in g["template"]["spec"]["containers"]}
     assert len(images) == 1

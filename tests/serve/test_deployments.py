@@ -9,6 +9,12 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 
 
+def rayservice(text: str) -> dict:
+    """The RayService of a manifest (the claim for the head's state is written before it)."""
+    [service] = [d for d in yaml.safe_load_all(text) if d["kind"] == "RayService"]
+    return service
+
+
 def test_cluster_yaml_passes_the_autoscaler_validation():
     from ray.autoscaler._private.util import prepare_config, validate_config
 
@@ -58,7 +64,7 @@ def test_build_kuberay_refuses_a_public_config_and_keeps_keys_out_of_the_manifes
                             "POLY_JWT_PRIVATE_KEY": "a-jwt-secret-that-is-long-enough-for-hs256"})
     assert "sk-very-secret" not in r.stdout and "POLY_ALLOWED_KEYS is not written into the Serve config" in r.stderr
     assert "a-jwt-secret" not in r.stdout and "POLY_JWT_PRIVATE_KEY is not written" in r.stderr
-    manifest = yaml.safe_load(r.stdout)
+    manifest = rayservice(r.stdout)
     head = manifest["spec"]["rayClusterConfig"]["headGroupSpec"]
     assert head["rayStartParams"]["dashboard-host"] == "127.0.0.1"
     assert 8265 not in [p["containerPort"] for p in head["template"]["spec"]["containers"][0]["ports"]]
@@ -70,7 +76,7 @@ def test_build_kuberay_refuses_a_public_config_and_keeps_keys_out_of_the_manifes
 def test_rayservice_serves_the_serve_config_on_the_pods_addresses():
     from ray.serve.schema import ServeDeploySchema
 
-    manifest = yaml.safe_load((REPO / "deployments" / "rayservice.yaml").read_text())
+    manifest = rayservice((REPO / "deployments" / "rayservice.yaml").read_text())
     assert (manifest["apiVersion"], manifest["kind"]) == ("ray.io/v1", "RayService")
     served = yaml.safe_load(manifest["spec"]["serveConfigV2"])
     ServeDeploySchema.model_validate(served)
@@ -97,7 +103,7 @@ def test_ray_token_auth_is_on_everywhere_the_shipped_deployments_start_ray():
     deploy = [c for c in cfg["head_start_ray_commands"] if "serve deploy" in c]
     assert deploy and "RAY_AUTH_MODE=token serve deploy" in deploy[0]
 
-    manifest = yaml.safe_load((REPO / "deployments" / "rayservice.yaml").read_text())
+    manifest = rayservice((REPO / "deployments" / "rayservice.yaml").read_text())
     cluster = manifest["spec"]["rayClusterConfig"]
     pods = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
     for pod in pods:
@@ -106,3 +112,23 @@ def test_ray_token_auth_is_on_everywhere_the_shipped_deployments_start_ray():
         assert env["RAY_AUTH_MODE"] == {"name": "RAY_AUTH_MODE", "value": "token"}
         assert env["RAY_AUTH_TOKEN"]["valueFrom"] == {"secretKeyRef": {"name": "poly-ray-keys", "key": "ray_auth_token"}}
     assert cluster["headGroupSpec"]["rayStartParams"]["dashboard-host"] == "127.0.0.1"
+
+
+def test_the_heads_durable_state_is_on_a_claim_and_every_pod_runs_unprivileged():
+    """N12: state_dir and the embedded memory store outlive the head pod; N20: no root, no
+    privilege escalation (Ray's images give their user sudo), no capabilities, and no
+    Kubernetes API token on the workers (the head's autoscaler needs its own)."""
+    docs = list(yaml.safe_load_all((REPO / "deployments" / "rayservice.yaml").read_text()))
+    [claim] = [d for d in docs if d["kind"] == "PersistentVolumeClaim"]
+    cluster = rayservice((REPO / "deployments" / "rayservice.yaml").read_text())["spec"]["rayClusterConfig"]
+    head = cluster["headGroupSpec"]["template"]["spec"]
+    assert head["volumes"] == [{"name": "state", "persistentVolumeClaim": {"claimName": claim["metadata"]["name"]}}]
+    mounts = {m["mountPath"]: m["subPath"] for m in head["containers"][0]["volumeMounts"]}
+    # The example config's state_dir (the default) and its embedded store, as the pod's user sees them.
+    assert set(mounts) == {"/home/ray/.local/share/poly-ray", "/home/ray/.cache/poly-ray/memories/docs"}
+    assert len(set(mounts.values())) == 2
+    for pod in [head, *(g["template"]["spec"] for g in cluster["workerGroupSpecs"])]:
+        assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["fsGroup"] == 100
+        assert pod["containers"][0]["securityContext"] == {
+            "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    assert all(g["template"]["spec"]["automountServiceAccountToken"] is False for g in cluster["workerGroupSpecs"])
