@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from poly_ray.errors import BadRequest
 
 COUNT_BOUND = 1 << 20  # tokens: past any model's context
+# Messages (or input items) in one request: each costs work before the prompt's length is known.
+MAX_MESSAGES = 10_000
 
 
 class Body(BaseModel):

@@ -45,3 +45,8 @@ class Bounds(BaseModel):
     ingress_max_queued: int = Field(256, ge=1, le=100_000, description=(
         "Requests waiting for an ingress replica in Serve's queue; beyond, Serve's proxy answers 503 with "
         "`Retry-After: 1` at once."))
+    max_stored_objects: int = Field(100_000, ge=1, le=1 << 40, description=(
+        "Objects the stateful APIs keep per credential (responses with their input, conversations and items, "
+        "assistants, threads, messages, runs); beyond, 403 `storage_quota_exceeded` until some are deleted."))
+    max_stored_bytes: int = Field(1 << 30, ge=1 << 16, le=1 << 50, description=(
+        "Bytes of stored objects (as JSON) kept per credential; beyond, 403 `storage_quota_exceeded`."))

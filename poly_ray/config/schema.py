@@ -183,6 +183,11 @@ class Config(Strict, Bounds):
             return None
         return ("task", name) if name in self.tasks else ("model", name)
 
+    def context_of(self, name: str) -> int | None:
+        """The context size of the model that a task or a model ``name`` runs (None: neither)."""
+        model = self.tasks[name].model if name in self.tasks else name
+        return self.models[model].context_size if model in self.models else None
+
     @property
     def host(self) -> str:
         return self.bind_address.rpartition(":")[0].strip("[]")

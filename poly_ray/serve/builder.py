@@ -18,6 +18,7 @@ from ray.serve import Application
 from poly_ray.config import Config, state_path
 from poly_ray.engine.kv_snapshots import Vault
 from poly_ray.memory.service import bounds
+from poly_ray.state.store import Quota
 
 from .coordinator import Coordinator
 from .ingress import Ingress
@@ -71,7 +72,8 @@ def build_app(cfg: Config) -> Application:
         log_prompts=cfg.log_prompts, schema_limits=cfg.schema_limits.model_dump(mode="json"),
         coordinator=coordinator,
     )
-    state = serve.deployment(name="state", **STATE_OPTIONS)(StateActor).bind(str(state_path(cfg, "state")))
+    state = serve.deployment(name="state", **STATE_OPTIONS)(StateActor).bind(
+        str(state_path(cfg, "state")), Quota(cfg.max_stored_objects, cfg.max_stored_bytes))
     ingress = serve.deployment(name="ingress", **ingress_options(cfg))(serve.ingress()(Ingress))
     # The ingress calls the models itself for tasks without a memory (serve/ingress.py).
     return ingress.bind(orchestrator, coordinator, cfg.model_dump(mode="json"), memory, state, models)

@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 
 from poly_ray.state.service import StateService
-from poly_ray.state.store import open_store
+from poly_ray.state.store import Quota, open_store
 
 from .ops import route_logs_to_serve
 
@@ -17,10 +17,11 @@ log = logging.getLogger(__name__)
 
 
 class StateActor(StateService):
-    def __init__(self, folder: str):
-        """``folder``: the config's ``state_path(cfg, "state")``, where state.sqlite3 lives."""
+    def __init__(self, folder: str, quota: Quota = Quota()):
+        """``folder``: the config's ``state_path(cfg, "state")``, where state.sqlite3 lives;
+        ``quota``: what each owner may keep there."""
         route_logs_to_serve()
-        store = open_store(Path(folder))
+        store = open_store(Path(folder), quota)
         if store.swept:
             log.info("state: %d unfinished objects ended failed (the server restarted)", store.swept)
         log.info("state: %s (schema v%d)", store.path, store.version)

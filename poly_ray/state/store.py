@@ -18,13 +18,28 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from poly_ray.errors import BadRequest, ConfigError, NotFound
+from poly_ray.errors import BadRequest, ConfigError, NotFound, PolyError
 from poly_ray.state.migrations import SCHEMA_VERSION, migrate
 
 FILE_NAME = "state.sqlite3"
 UNFINISHED = ("in_progress", "queued", "cancelling")
 RESTART_REASON = "the server restarted"
 MAX_LIMIT = 100
+
+
+@dataclass(frozen=True)
+class Quota:
+    """What one owner may keep stored: objects, and bytes of their JSON bodies."""
+
+    objects: int = 100_000
+    bytes: int = 1 << 30
+
+
+class QuotaExceeded(PolyError):
+    """Storing this would take its owner past their quota: 403, not 429 (waiting does not help)."""
+
+    status = 403
+    code = "storage_quota_exceeded"
 
 
 @dataclass
@@ -66,9 +81,13 @@ class Store:
     """Owner-scoped CRUD over one SQLite file. Thread-safe: one connection, one lock
     (the store lives in one process; SQLite is fast enough that this is not the limit)."""
 
-    def __init__(self, path: Path | str):
+    def __init__(self, path: Path | str, quota: Quota = Quota()):
         self.path = Path(path)
+        self.quota = quota
         self._lock = threading.Lock()
+        # owner → [objects, bytes], read from the file on an owner's first write and kept up
+        # to date by every write; a delete drops the entry (its subtree's size is not summed).
+        self._usage: dict[str, list[int]] = {}
         # autocommit mode: every statement commits unless inside an explicit BEGIN
         try:
             self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
@@ -98,23 +117,46 @@ class Store:
 
     # -- writes
 
+    def _used(self, owner: str) -> list[int]:
+        if owner not in self._usage:
+            self._usage[owner] = list(self._db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM objects WHERE owner = ?", (owner,)).fetchone())
+        return self._usage[owner]
+
+    def _charge(self, owner: str, objects: int, size: int) -> None:
+        """Count ``objects`` more objects and ``size`` more bytes against the owner's quota, or
+        raise QuotaExceeded (shrinking is always allowed)."""
+        used = self._used(owner)
+        if objects > 0 and used[0] + objects > self.quota.objects:
+            raise QuotaExceeded(f"this credential stores {used[0]} objects, the most it may keep "
+                                "(max_stored_objects): delete some (responses, conversations, threads...) first")
+        if size > 0 and used[1] + size > self.quota.bytes:
+            raise QuotaExceeded(f"this credential stores {used[1]} bytes; {size} more would pass its quota of "
+                                f"{self.quota.bytes} (max_stored_bytes): delete some objects first")
+        used[0] += objects
+        used[1] += size
+
     def create(self, owner: str, kind: str, body: dict, *, parent: str | None = None) -> dict:
         """Store ``body`` (which must carry ``id``; ``created_at`` is filled in)."""
         body = dict(body)
         body.setdefault("created_at", int(time.time()))
+        text = json.dumps(body)
         with self._lock:
             # A parent deleted meanwhile (a thread deleted while its run writes) would leave a
             # row that no one can list or delete.
             if parent is not None and self._db.execute(
                     "SELECT 1 FROM objects WHERE id = ? AND owner = ?", (parent, owner)).fetchone() is None:
                 raise NotFound(f"No object found with id '{parent}' to hold this {kind}.")
+            size = len(text.encode())
+            self._charge(owner, 1, size)
             try:
                 self._db.execute(
                     "INSERT INTO objects (id, owner, kind, parent, created_at, status, body)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (body["id"], owner, kind, parent, body["created_at"], body.get("status"), json.dumps(body)),
+                    (body["id"], owner, kind, parent, body["created_at"], body.get("status"), text),
                 )
             except sqlite3.IntegrityError:
+                self._usage.pop(owner, None)
                 raise BadRequest(f"an object with id '{body['id']}' already exists") from None
         return body
 
@@ -129,10 +171,11 @@ class Store:
                 if only_if is not None and body.get("status") not in only_if:
                     self._db.execute("ROLLBACK")
                     return body
+                before = len(json.dumps(body).encode())
                 body.update(changes)
-                self._db.execute(
-                    "UPDATE objects SET body = ?, status = ? WHERE id = ?", (json.dumps(body), body.get("status"), oid)
-                )
+                text = json.dumps(body)
+                self._charge(owner, 0, len(text.encode()) - before)
+                self._db.execute("UPDATE objects SET body = ?, status = ? WHERE id = ?", (text, body.get("status"), oid))
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
@@ -161,6 +204,8 @@ class Store:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            finally:
+                self._usage.pop(owner, None)  # read again at the next write
             self._db.execute("COMMIT")
 
     # -- reads
@@ -229,9 +274,9 @@ class Store:
         return [json.loads(r[0]) for r in rows]
 
 
-def open_store(state_dir: Path) -> Store:
+def open_store(state_dir: Path, quota: Quota = Quota()) -> Store:
     """The store file under a ``state_path(cfg, "state")`` folder."""
-    return Store(Path(state_dir) / FILE_NAME)
+    return Store(Path(state_dir) / FILE_NAME, quota)
 
 
-__all__ = ["FILE_NAME", "MAX_LIMIT", "Page", "RESTART_REASON", "SCHEMA_VERSION", "Store", "new_id", "open_store"]
+__all__ = ["FILE_NAME", "MAX_LIMIT", "Page", "Quota", "QuotaExceeded", "RESTART_REASON", "SCHEMA_VERSION", "Store", "new_id", "open_store"]

@@ -5,6 +5,7 @@ prefix cache does), so chaining is checked by what reaches the model."""
 
 import asyncio
 import json
+import sqlite3
 
 import httpx
 import openai
@@ -15,7 +16,7 @@ from poly_ray.api import create_app
 from poly_ray.errors import PromptTooLong
 from poly_ray.generation import Chunk, Done, Started, TokenLogprob
 from poly_ray.state.service import StateService
-from poly_ray.state.store import Store
+from poly_ray.state.store import Quota, Store
 from poly_ray.tasks.runner import TaskRunner
 
 
@@ -358,3 +359,49 @@ async def test_a_background_response_deleted_while_it_runs_stops_and_leaves_noth
     assert "could not read" not in caplog.text and "Traceback" not in caplog.text
     model.hold = None
     assert (await oai.responses.create(model="m", input="still here")).status == "completed"
+
+
+async def test_an_input_that_cannot_fit_is_refused_before_it_is_stored(server, tmp_path):
+    """N6: a cheap character check against the context comes before anything is stored, and the
+    input's items are counted."""
+    app, model = server
+    oai = client(app)
+    with pytest.raises(openai.BadRequestError, match=r"input: 131073 characters cannot fit the context of 'm' "
+                                                     r"\(4096 tokens\)") as err:
+        await oai.responses.create(model="m", input="x" * (4096 * 32 + 1))
+    assert err.value.param == "input"
+    with pytest.raises(openai.BadRequestError, match="input.*at most 10000 items"):
+        await oai.responses.create(model="m", input=[{"role": "user", "content": "x"}] * 10_001)
+    with sqlite3.connect(tmp_path / "state.sqlite3") as db:
+        assert db.execute("SELECT COUNT(*) FROM objects").fetchone() == (0,)
+    assert model.requests == []
+
+
+async def test_a_failed_response_is_not_carried_on(server):
+    """N6: a failed response's input may be what failed; chaining from it would store it again."""
+    app, model = server
+    oai = client(app)
+    model.context = 5
+    failed = await oai.responses.create(model="m", input="far too long for the context", background=True)
+
+    async def ended():
+        return (await oai.responses.retrieve(failed.id)).status == "failed"
+
+    await _until(ended, "the background response to fail")
+    model.context = None
+    with pytest.raises(openai.BadRequestError, match=f"previous_response_id: response '{failed.id}' failed") as err:
+        await oai.responses.create(model="m", input="go on", previous_response_id=failed.id)
+    assert err.value.param == "previous_response_id"
+
+
+async def test_past_its_storage_quota_a_credential_gets_a_403_and_others_go_on(server):
+    app, _ = server
+    app.state.services.backend.state.store.quota = Quota(objects=4, bytes=1 << 20)  # a response: 2 objects
+    oai = client(app)
+    for _ in range(2):
+        await oai.responses.create(model="m", input="hi")
+    with pytest.raises(openai.PermissionDeniedError, match="max_stored_objects") as err:
+        await oai.responses.create(model="m", input="hi")
+    assert err.value.code == "storage_quota_exceeded"
+    await oai.responses.create(model="m", input="hi", store=False)  # nothing stored: not counted
+    await client(app, "key-2").responses.create(model="m", input="hi")

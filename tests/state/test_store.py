@@ -10,7 +10,7 @@ from poly_ray.config import Config, state_path
 from poly_ray.errors import BadRequest, ConfigError, NotFound
 from poly_ray.state import SCHEMA_VERSION, Store, open_store
 from poly_ray.state.migrations import MIGRATIONS, migrate
-from poly_ray.state.store import RESTART_REASON, new_id
+from poly_ray.state.store import RESTART_REASON, Quota, QuotaExceeded, new_id
 
 
 @pytest.fixture
@@ -216,3 +216,28 @@ def test_restart_ends_a_run_being_written_with_its_message_incomplete(tmp_path):
     assert again.get("a", "response", "resp_bg")["status"] == "failed"
     assert again.list("a", "message", parent="thread_1").data[0]["status"] == "incomplete"
     again.close()
+
+
+def test_an_owner_past_its_quota_is_refused_and_others_are_not(tmp_path):
+    """N6: per-owner quotas of objects and bytes, counted across restarts, freed by deletes."""
+    store = Store(tmp_path / "s.sqlite3", Quota(objects=3, bytes=600))
+    thread = store.create("alice", "thread", {"id": "t1"})["id"]
+    store.create("alice", "message", {"id": "m1", "text": "x"}, parent=thread)
+    store.create("alice", "message", {"id": "m2", "text": "x"}, parent=thread)
+    with pytest.raises(QuotaExceeded, match="stores 3 objects.*max_stored_objects") as err:
+        store.create("alice", "message", {"id": "m3"}, parent=thread)
+    assert err.value.status == 403
+    store.create("bob", "thread", {"id": "t2"})  # another owner has a quota of its own
+    with pytest.raises(QuotaExceeded, match="max_stored_bytes"):
+        store.update("bob", "thread", "t2", {"metadata": "y" * 600})
+    assert "metadata" not in store.get("bob", "thread", "t2")  # nothing half-written
+    store.close()
+
+    store = Store(tmp_path / "s.sqlite3", Quota(objects=3, bytes=600))  # usage read back from the file
+    with pytest.raises(QuotaExceeded):
+        store.create("alice", "thread", {"id": "t3"})
+    store.delete("alice", "thread", thread)  # its messages go with it
+    for i in range(3):
+        store.create("alice", "thread", {"id": f"t{10 + i}"})
+    with pytest.raises(QuotaExceeded, match="max_stored_bytes"):
+        store.create("bob", "thread", {"id": "t4", "big": "z" * 700})

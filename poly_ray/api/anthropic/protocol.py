@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from poly_ray import grammars, tools
+from poly_ray.api.fields import MAX_MESSAGES
 from poly_ray.api.parsing import StopList, describe
 from poly_ray.errors import BadRequest
 
@@ -93,7 +94,7 @@ class OutputConfig(_Body):
 
 class CountTokensRequest(_Body):
     model: str
-    messages: list[Message] = Field(min_length=1, max_length=10_000)
+    messages: list[Message] = Field(min_length=1, max_length=MAX_MESSAGES)
     system: str | list[TextBlock] | None = None
     tools: list[Tool] | None = None
     tool_choice: ToolChoice | None = None

@@ -14,6 +14,9 @@ from poly_ray import grammars
 from poly_ray import tools as tool_calls
 from poly_ray.api.content import text_of
 from poly_ray.api.fields import Body, ListQuery, Metadata, Tokens
+
+# Messages given with a thread or a run, each stored by a call of its own.
+MAX_GIVEN_MESSAGES = 100
 from poly_ray.api.openai.protocol import ResponseFormat
 from poly_ray.errors import BadRequest
 from poly_ray.state.store import new_id
@@ -52,7 +55,7 @@ class AssistantUpdate(AssistantCreate):
 
 
 class ThreadCreate(Body):
-    messages: list[MessageCreate] = Field(default_factory=list)
+    messages: list[MessageCreate] = Field(default_factory=list, max_length=MAX_GIVEN_MESSAGES)
     metadata: Metadata | None = None
     tool_resources: dict[str, Any] | None = None
 
@@ -67,7 +70,7 @@ class RunCreate(Body):
     model: str | None = None
     instructions: str | None = None
     additional_instructions: str | None = None
-    additional_messages: list[MessageCreate] | None = None
+    additional_messages: list[MessageCreate] | None = Field(None, max_length=MAX_GIVEN_MESSAGES)
     tools: list[Any] | None = None
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from poly_ray import grammars, tools
-from poly_ray.api.fields import Body, Count
+from poly_ray.api.fields import MAX_MESSAGES, Body, Count
 from poly_ray.api.formats import format_grammar
 from poly_ray.api.parsing import StopList
 from poly_ray.errors import BadRequest
@@ -173,7 +173,7 @@ class Message(BaseModel):
 
 class ChatBody(GenerationBody):
     # No messages: Ollama's request to load (or, with keep_alive 0, unload) the model.
-    messages: list[Message] = Field(default_factory=list, max_length=10_000)
+    messages: list[Message] = Field(default_factory=list, max_length=MAX_MESSAGES)
     tools: list[Any] | None = None
 
     def conversation(self) -> list[tuple[str, str]]:

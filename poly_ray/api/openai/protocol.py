@@ -14,7 +14,7 @@ from pydantic_core import PydanticCustomError
 
 from poly_ray import grammars, tools
 from poly_ray.api.content import text_of
-from poly_ray.api.fields import Body, Count, Tokens
+from poly_ray.api.fields import MAX_MESSAGES, Body, Count, Tokens
 from poly_ray.api.formats import format_grammar
 from poly_ray.api.parsing import Stop
 from poly_ray.errors import BadRequest
@@ -161,7 +161,7 @@ class ChatMessage(Body):
 
 
 class ChatCompletionRequest(_Sampling):
-    messages: list[ChatMessage] = Field(min_length=1, max_length=10_000)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
     max_completion_tokens: Tokens | None = None
     response_format: ResponseFormat | None = None
     logprobs: bool = False

@@ -11,9 +11,10 @@ credential's id reads as a missing one (404).
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import replace
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
@@ -21,7 +22,7 @@ from pydantic import BaseModel, Field
 
 from poly_ray.api.backend import require_state
 from poly_ray.api.family import OPENAI
-from poly_ray.api.fields import Body, ListQuery, Metadata, Tokens, page
+from poly_ray.api.fields import MAX_MESSAGES, Body, ListQuery, Metadata, Tokens, page
 from poly_ray.api.openapi import AUTHORIZED, GENERATES, SSE, doc
 from poly_ray.api.parsing import overrides_off_loop, parse_params
 from poly_ray.api.services import Services, generation, services, stateful
@@ -56,7 +57,7 @@ class ResponseCreate(Body):
     which), and what would change the answer but cannot be done is refused naming the field."""
 
     model: str
-    input: str | list[Any]
+    input: str | Annotated[list[Any], Field(max_length=MAX_MESSAGES)]
     instructions: str | None = None
     previous_response_id: str | None = None
     conversation: str | dict[str, Any] | None = None
@@ -164,6 +165,9 @@ async def _earlier(svc: Services, owner: str, body: ResponseCreate) -> tuple[lis
             raise BadRequest("conversation: not together with previous_response_id")
         state = require_state(svc.backend)
         previous = await state.get(owner, RESPONSE, body.previous_response_id)
+        if previous["status"] == "failed":  # its input may be what failed: never carried on
+            raise BadRequest(f"previous_response_id: response '{previous['id']}' failed; continue from one that "
+                             "completed", param="previous_response_id")
         stored = await state.get(owner, INPUT, input_id(previous["id"]))
         return stored["history"] + stored["items"] + previous["output"], stored.get("chain") or previous["id"], None
     if body.conversation is not None:
@@ -180,6 +184,7 @@ async def create(request: Request):
     owner = who.owner
     if body.background and (body.stream or not body.stored):
         raise BadRequest("background: needs store = true and stream = false (poll the response instead)")
+    _fits(svc, body)
     overrides = await overrides_off_loop(request.app, body)
     items = protocol.input_items(body.input)
     history, chain, cid = await _earlier(svc, owner, body)
@@ -220,6 +225,21 @@ async def create(request: Request):
             release()
         return JSONResponse(await record.finish(output, done))
     return respond(events, run.Framer(record), release)
+
+
+# No token of any vocabulary here is longer: an input with more characters than this many per
+# token of context cannot fit, and is refused before anything is stored or tokenized.
+MAX_CHARS_PER_TOKEN = 32
+
+
+def _fits(svc: Services, body: ResponseCreate) -> None:
+    context = svc.config.context_of(body.model)
+    if context is None:
+        return
+    chars = len(body.input) if isinstance(body.input, str) else len(json.dumps(body.input))
+    if chars > context * MAX_CHARS_PER_TOKEN:
+        raise PromptTooLong(f"input: {chars} characters cannot fit the context of '{body.model}' ({context} tokens)",
+                            param="input")
 
 
 async def _start(svc: Services, credential: str | None, turn: TurnRequest, *, truncate: bool,
