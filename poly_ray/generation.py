@@ -81,6 +81,10 @@ class GenerationRequest:
     # A durable prompt-state id (`/stream`'s "cache", a task prelude): the sequence's
     # KV cells are saved to disk under it and restored from there after a restart.
     cache_key: str | None = None
+    # Whose prompt it is (``Principal.owner``): cells another owner left in a slot are reused
+    # only for the prompt's operator-written start (kv_slots.place), so ``cached_tokens`` tells
+    # no caller what another one asked.
+    owner: str | None = None
 
     @property
     def text(self) -> str:

@@ -5,6 +5,11 @@ request ends, so a later request whose prompt starts the same way (a task's
 prelude, the earlier turns of a chat) evaluates only the rest: in place when an
 idle slot holds the prefix, or by copying the prefix from a busy slot.
 
+Cells are reused across owners (credentials) only for the operator-written start
+of a prompt (BOS, a task's prelude, the template's opening): a prompt of another
+owner could otherwise learn from ``cached_tokens`` how far it matches what
+somebody else asked. Within an owner, every matching cell is reused.
+
 A prefix shorter than ``MIN_COPY`` tokens is not reused at all: it saves next to
 nothing, and cells computed for another prompt were computed in another batch
 shape, which llama.cpp's CPU kernels round differently (a seeded request would
@@ -14,7 +19,10 @@ whole, the same way every time.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from poly_ray.generation import GenerationRequest
 
 # Reusing a handful of cells saves next to nothing: below this many tokens a
 # prompt is evaluated afresh.
@@ -28,6 +36,8 @@ class Slot:
     busy: bool = False
     last_used: float = 0.0
     chain: str | None = None  # the chain of turns whose cells these are (GenerationRequest.session)
+    owner: str | None = None  # whose prompt put them there (GenerationRequest.owner)
+    public: int = 0  # how many of them are the operator's text, which any owner may reuse
 
 
 @dataclass(frozen=True)
@@ -46,11 +56,28 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
-def place(slots: list[Slot], prompt: list[int], *, session: bool = False, chain: str | None = None) -> Placement | None:
+def public_prefix(request: GenerationRequest, tokenize: Callable[..., list[int]]) -> int:
+    """How many first tokens of the request's prompt are the operator's: BOS, then its leading
+    special segments (a prelude, the template's opening), tokenized as the engine tokenizes
+    the prompt (segment by segment). A session's context is its owner's: 0."""
+    if request.context:
+        return 0
+    n = len(tokenize("", add_bos=True))
+    for seg in request.prompt:
+        if not seg.special:
+            break
+        n += len(tokenize(seg.text, special=True))
+    return n
+
+
+def place(slots: list[Slot], prompt: list[int], *, session: bool = False, chain: str | None = None,
+          owner: str | None = None, public: int = 0) -> Placement | None:
     """Pick a free slot for ``prompt``; None when every slot is busy. ``session``: the
     prompt continues a chat session's context, whose cells are its own to reuse however
     short; ``chain``: the prompt's chain of turns, whose own cells are reused however
-    short too (a short prefix computed for another prompt is not reused: see MIN_COPY)."""
+    short too (a short prefix computed for another prompt is not reused: see MIN_COPY).
+    ``owner``: whose prompt it is; of another owner's cells only the first ``public``
+    (the prompt's operator-written start), as far as the slot's own are public too."""
     free = [s for s in slots if not s.busy]
     if not free:
         return None
@@ -59,6 +86,8 @@ def place(slots: list[Slot], prompt: list[int], *, session: bool = False, chain:
     best, best_n = None, 0
     for s in slots:
         n = min(common_prefix(s.tokens, prompt), limit)
+        if s.owner != owner:
+            n = min(n, s.public, public)
         if n > best_n:
             best, best_n = s, n
     own = best is not None and ((session and best_n == len(best.tokens)) or (chain is not None and best.chain == chain))

@@ -48,7 +48,7 @@ from poly_ray.generation import Chunk, Done, Event, GenerationRequest, Segment, 
 from . import backends, batching, lora
 from .embedder import Embedder
 from .kv_persist import Persistence
-from .kv_slots import Slot, place
+from .kv_slots import Slot, place, public_prefix
 from .kv_snapshots import DEFAULT_BUDGET, SharedSnapshots, SnapshotIndex, fingerprint
 from .sampler import SamplerChain
 from .stops import StopMatcher
@@ -76,6 +76,7 @@ class _Job:
     submitted: float = field(default_factory=time.perf_counter)
     cancelled: threading.Event = field(default_factory=threading.Event)
     fetched: tuple[list[int], bytes] | None = None  # the cache id's snapshot, from the vault
+    public: int = 0  # tokens of the prompt's operator-written start (kv_slots.place)
 
     def send(self, item) -> None:
         try:
@@ -274,7 +275,8 @@ class Engine:
                              f"(0 to {self._n_vocab - 1})")
         if request.grammar is not None:
             SamplerChain(self._vocab, self._n_vocab, request.sampling, grammar=request.grammar).close()
-        job = _Job(tokens, request, asyncio.get_running_loop(), asyncio.Queue())
+        job = _Job(tokens, request, asyncio.get_running_loop(), asyncio.Queue(),
+                   public=public_prefix(request, self.tokenize))
         if self._persist is not None:  # saved by a replica elsewhere, or before this one started
             job.fetched = await self._persist.prefetch(request, self._slots)
         with self._lock:
@@ -391,13 +393,14 @@ class Engine:
                 with self._lock:
                     self._queued -= 1
                 continue
-            placement = place(self._slots, job.tokens, session=bool(job.request.context), chain=job.request.session)
+            placement = place(self._slots, job.tokens, session=bool(job.request.context), chain=job.request.session,
+                              owner=job.request.owner, public=job.public)
             if placement is None:
                 return
             self._waiting.pop(0)
             slot = self._slots[placement.slot]
             seq = slot.seq
-            slot.chain = job.request.session
+            slot.chain, slot.owner, slot.public = job.request.session, job.request.owner, job.public
             if self._persist is not None:
                 placement = self._persist.restore(job.request, job.tokens, job.fetched, slot, placement)
             if placement.copy_from is not None:

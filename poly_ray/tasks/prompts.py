@@ -89,6 +89,7 @@ def build_request(
     *,
     user_text: str | None = None,
     grammar: str | None = None,
+    owner: str | None = None,
 ) -> GenerationRequest:
     """The task's settings, with the request's overrides where it may make them.
 
@@ -140,6 +141,7 @@ def build_request(
         logprobs=o.logprobs,
         session=o.session,
         cache_key=o.cache_key or prelude_key(task_name, task),
+        owner=owner,
     )
 
 

@@ -121,10 +121,11 @@ class TaskRunner:
         recall or bias prompt, while its limits and stop sequences hold."""
         o, prompt, biaser = req.overrides, req.prompt, self._grammars.get(req.target)
         if o.raw:
-            request = build_request(req.target, task, (Segment(prompt),), o, user_text=prompt, grammar=biaser)
+            request = build_request(req.target, task, (Segment(prompt),), o, user_text=prompt, grammar=biaser,
+                                    owner=req.owner)
             events = self.client(task.model).generate(request)
         else:
-            request = build_request(req.target, task, prompt, o, grammar=biaser)
+            request = build_request(req.target, task, prompt, o, grammar=biaser, owner=req.owner)
             if recalled := await self._recall(task, prompt, req.owner):
                 request = replace(request, prompt=assemble(task, prompt, recalled=recalled))
             plan, grammar = await self._tools(task, o)
@@ -147,7 +148,7 @@ class TaskRunner:
         if req.history is not None:
             turn = (*replay(task, list(req.history)), *turn)
         request = build_request(req.target, task, turn, req.overrides, user_text=prompt,
-                                grammar=self._grammars.get(req.target))
+                                grammar=self._grammars.get(req.target), owner=req.owner)
         events = self._run(task, replace(request, context=req.context or ()))
         async for event in self._remembering(task, prompt, events, req.owner):
             yield event
@@ -164,7 +165,7 @@ class TaskRunner:
             o = replace(o, grammar=grammar)
         said = "\n".join(content for _, content in messages)
         request = build_request(req.target, task, await self._render(task, messages, recalled), o, user_text=said,
-                                grammar=self._grammars.get(req.target))
+                                grammar=self._grammars.get(req.target), owner=req.owner)
         async for event in self._remembering(task, question, self._answer(task, request, plan), req.owner):
             yield event
 

@@ -76,3 +76,16 @@ def test_a_short_chain_of_turns_reuses_its_own_cells_only():
     assert place(slots, prompt, chain="owner/chain/resp_1") == Placement(1, len(held) - 1, copy_from=0)
     assert place(slots, prompt, chain="owner/chain/resp_2") == Placement(1, 0)
     assert place(slots, prompt) == Placement(1, 0)
+
+
+def test_another_owners_cells_are_reused_only_for_the_operators_start():
+    """N7: alice's cells beyond the prelude would tell bob how far his guess matches her prompt."""
+    secret = PRELUDE + list(range(500, 540))
+    slots = [Slot(0, tokens=secret, owner="alice", public=MIN_COPY + 4, last_used=5.0), Slot(1)]
+    guess = secret[:-1] + [999]
+    assert place(slots, guess, owner="alice", public=MIN_COPY) == Placement(1, len(secret) - 1, copy_from=0)
+    assert place(slots, guess, owner="bob", public=MIN_COPY + 4) == Placement(1, MIN_COPY + 4, copy_from=0)
+    # The prompt's own operator start bounds it too (a longer prelude of the slot is not this prompt's).
+    assert place(slots, guess, owner="bob", public=MIN_COPY) == Placement(1, MIN_COPY, copy_from=0)
+    # Below MIN_COPY of public cells, nothing of another owner's is reused.
+    assert place(slots, guess, owner="bob", public=3) == Placement(1, 0)

@@ -237,6 +237,24 @@ async def test_shared_prefix_is_reused(engine):
     assert second[1][-1].timings["cached_tokens"] >= prelude_tokens - 2
 
 
+async def test_another_owner_reuses_only_the_operators_start(engine):
+    """N7: cached_tokens is no oracle for what another credential asked; the task's prelude
+    (special segments) is still shared by everyone."""
+    prelude = Segment("<start_of_turn>user\nYou answer questions about the harbour town. " * 3, special=True)
+    secret = Segment("My account number at the harbour bank is 4481 2290 5531 and my PIN is 7788. " * 3)
+
+    def asked(owner, text=secret):
+        return GenerationRequest(prompt=(prelude, text), max_tokens=2, sampling=Sampling(seed=1), owner=owner)
+
+    public = len(engine.tokenize_prompt((prelude,)))
+    await run(engine, asked("alice"))
+    guess = Segment(secret.text[:-4] + "9999")
+    _, events = await run(engine, asked("bob", guess))
+    assert events[-1].timings["cached_tokens"] == public
+    _, events = await run(engine, asked("alice", guess))
+    assert events[-1].timings["cached_tokens"] > public + 40
+
+
 async def test_a_long_prompt_is_read_in_chunks_beside_running_streams(engine):
     running = engine.generate(request(seed=1, max_tokens=300, ignore_eos=True))
     assert isinstance(await anext(running), Started)
