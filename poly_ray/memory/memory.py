@@ -55,6 +55,13 @@ class Prepared:
     owner: str | None = None  # a stored prompt's credential
 
 
+def prompt_id(owner: str | None, text: str) -> str:
+    """A stored prompt's document id: the owner's and the text's, by another hash function than
+    an upload's (SHA-256 of its bytes), so that no upload can take a prompt's id to learn that
+    the prompt was stored (its ``"stored": false``) or to keep it from being stored."""
+    return hashlib.blake2b(f"{owner or ''}\0{text}".encode(), digest_size=16, person=b"poly-ray prompt").hexdigest()
+
+
 def check_dimensions(name: str, cfg: MemoryConfig, metadata: dict[str, str]) -> None:
     """A memory's ``dimensions`` must be what its embedding model gives (its GGUF says)."""
     width = int(metadata.get(f"{metadata.get('general.architecture')}.embedding_length", 0))
@@ -99,9 +106,8 @@ class Memory:
     async def remember(self, text: str, owner: str | None = None) -> dict:
         """Store a piece of text (a task's prompt, with store_prompts) as ``owner``'s:
         only that credential recalls it. Two owners' same words are two documents."""
-        data = f"{owner}\0{text}".encode() if owner else text.encode()
-        prepared = await asyncio.to_thread(self._prepared, data, Document(text, "text/plain"), "prompt")
-        return await self.store(replace(prepared, owner=owner))
+        prepared = await asyncio.to_thread(self._prepared, text.encode(), Document(text, "text/plain"), "prompt")
+        return await self.store(replace(prepared, document=prompt_id(owner, text), owner=owner))
 
     @contextlib.asynccontextmanager
     async def upload(self, upload: str | None = None) -> AsyncIterator[str]:
@@ -202,8 +208,9 @@ class Memory:
         first = await asyncio.to_thread(self._store.first_chunks, owner)
         return sorted(({k: p.get(k) for k in keys} for p in first), key=lambda d: d["stored_at"] or 0)
 
-    async def delete(self, document: str) -> dict:
-        chunks = await self._writer.run(self._writer.delete, document)
+    async def delete(self, document: str, owner: str | None = None) -> dict:
+        """Delete a document; another owner's stored prompt reads as missing."""
+        chunks = await self._writer.run(self._writer.delete, document, owner)
         if not chunks:
             raise NotFound(f"memory '{self.name}' has no document '{document}'")
         return {"document": document, "deleted_chunks": chunks}

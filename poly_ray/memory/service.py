@@ -234,8 +234,8 @@ class MemoryService:
     async def documents(self, name: str, *, owner: str | None = None) -> list[dict]:
         return await self.get(name).documents(owner)
 
-    async def delete(self, name: str, document: str) -> dict:
-        return await self.get(name).delete(document)
+    async def delete(self, name: str, document: str, *, owner: str | None = None) -> dict:
+        return await self.get(name).delete(document, owner)
 
     async def clear(self, name: str) -> dict:
         return await self.get(name).clear()

@@ -62,6 +62,7 @@ class VectorStore(Protocol):
     def search(self, search: Search) -> list[tuple[float, dict]]: ...
     def first_chunks(self, owner: str | None = None) -> list[dict]: ...  # chunk 0 of every document it may see
     def count(self, document: str | None = None, upload: str | None = None) -> int: ...
+    def visible(self, document: str, owner: str | None) -> int: ...  # the document's chunks the owner may see
     def clear(self) -> None: ...
     def close(self) -> None: ...
 
@@ -162,6 +163,10 @@ class EdgeStore:
 
     def count(self, document: str | None = None, upload: str | None = None) -> int:
         condition = self._document(document, upload) if document else None
+        return self._shard.count(self._qe.CountRequest(exact=True, filter=condition))
+
+    def visible(self, document: str, owner: str | None) -> int:
+        condition = self._qe.Filter(must=[self._document(document), self._visible(owner)])
         return self._shard.count(self._qe.CountRequest(exact=True, filter=condition))
 
     def clear(self) -> None:
@@ -283,6 +288,10 @@ class QdrantServerStore:
 
     def count(self, document: str | None = None, upload: str | None = None) -> int:
         condition = self._document(document, upload) if document else None
+        return self._client.count(self._collection, count_filter=condition, exact=True).count
+
+    def visible(self, document: str, owner: str | None) -> int:
+        condition = self._m.Filter(must=[self._document(document), self._visible(owner)])
         return self._client.count(self._collection, count_filter=condition, exact=True).count
 
     def clear(self) -> None:

@@ -90,8 +90,9 @@ class Writer:
                 self._store.delete_document(document, upload=upload)
                 del self._owner[document]
 
-    def delete(self, document: str) -> int:
-        chunks = self._store.count(document)
+    def delete(self, document: str, owner: str | None = None) -> int:
+        """Delete a document ``owner`` may see (one without an owner, or its own stored prompt)."""
+        chunks = self._store.visible(document, owner)
         if chunks:
             self._store.delete_document(document)
         self._claims.pop(document, None)

@@ -183,8 +183,8 @@ class MemoryHandle:
     async def documents(self, name: str, *, owner: str | None = None) -> list[dict]:
         return await call(self._handle.documents.remote(name, owner=owner), MEMORY)
 
-    async def delete(self, name: str, document: str) -> dict:
-        return await call(self._handle.delete.remote(name, document), MEMORY)
+    async def delete(self, name: str, document: str, *, owner: str | None = None) -> dict:
+        return await call(self._handle.delete.remote(name, document, owner=owner), MEMORY)
 
     async def clear(self, name: str) -> dict:
         return await call(self._handle.clear.remote(name), MEMORY)

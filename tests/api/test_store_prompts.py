@@ -80,3 +80,33 @@ async def test_one_credential_never_reads_another_ones_prompts(tmp_path):
     for text in await recalled(client(token), "cat Pixel tuna"):
         assert "Pixel" not in text
     assert (await bob.get("/ready")).status_code in (200, 503)  # still answering
+
+
+async def prompts(client):
+    listed = (await client.get("/v1/memory/diary/documents")).json()["documents"]
+    return [d for d in listed if d["source"] == "prompt"]
+
+
+async def test_a_stored_prompt_can_be_neither_probed_nor_deleted_by_another_credential(tmp_path):
+    """N18: uploading the bytes a prompt's id was the hash of told whether it was stored (and
+    could keep it from being stored); another writer could delete it by its id."""
+    client, model, runner = make(tmp_path)
+    ann, bob = client("ann-key"), client("bob-key")
+    prompt = "My PIN is 4481"
+    r = await bob.put("/v1/memory/diary", content=f"key:ann\0{prompt}".encode(), headers={"Content-Type": "text/plain"})
+    assert r.status_code == 200 and r.json()["documents"][0]["stored"] is True
+    r = await ann.post("/v1/task/diary/completion", json={"prompt": prompt})
+    assert r.status_code == 200
+    await asyncio.gather(*runner._storing)
+    [mine] = await prompts(ann)
+    assert any("4481" in m for m in await recalled(ann, "PIN 4481"))  # stored all the same
+    # The same upload again is "already stored" by its own id only.
+    r = await bob.put("/v1/memory/diary", content=f"key:ann\0{prompt}".encode(), headers={"Content-Type": "text/plain"})
+    [again] = r.json()["documents"]
+    assert again["stored"] is False and again["document"] != mine["document"]
+
+    r = await bob.delete(f"/v1/memory/diary/documents/{mine['document']}")
+    assert r.status_code == 404 and await prompts(ann) == [mine]
+    r = await ann.delete(f"/v1/memory/diary/documents/{mine['document']}")
+    assert r.status_code == 200 and r.json()["deleted_chunks"] == 1
+    assert await prompts(ann) == []

@@ -114,8 +114,8 @@ async def documents(memory: str, request: Request):
 @router.delete("/v1/memory/{memory}/documents/{document}", openapi_extra=doc(ok=Deleted))
 async def delete_document(memory: str, document: str, request: Request):
     svc = services(request)
-    await svc.access.authorize(request, "memory", memory, write=True)
-    return await memories_of(svc).delete(memory, document)
+    who = await svc.access.authorize(request, "memory", memory, write=True)
+    return await memories_of(svc).delete(memory, document, owner=who.owner)
 
 
 @router.delete("/v1/memory/{memory}", openapi_extra=doc(ok=Cleared))
