@@ -43,6 +43,7 @@ from .responses import routes as responses_routes
 from .responses import run as responses_run
 from .services import Services
 from .simple import routes as simple_routes
+from .vectors import EmbeddingPlaces
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,8 @@ def create_app(backend: Backend, config: Config, listen_host: str | None = None,
     runs = Runs(backend, limits, config.schema_limits.caps(), max_memories=config.max_file_search_memories,
                 max_query_chars=config.max_recall_chars)
     app.state.services = Services(backend, access, limits, config, readiness=ReadyCache(backend),
-                                  background=responses_run.Background(), runs=runs)
+                                  background=responses_run.Background(), runs=runs,
+                                  embedding=EmbeddingPlaces(config.max_embeddings_per_credential))
     if not config.public:
         app.add_middleware(_DocsNeedCredentials, auth=authenticator)
     app.add_middleware(_NoSniff)  # outermost: every answer, refusals included

@@ -16,6 +16,7 @@ from .auth import Access, Principal, check_target
 from .backend import Backend, MemoryBackend, StateBackend, require_state
 from .limits import StreamLimits
 from .parsing import parse_params
+from .vectors import EmbeddingPlaces, admitted
 
 if TYPE_CHECKING:
     from .assistants.runs import Runs
@@ -37,6 +38,12 @@ class Services:
     readiness: ReadyCache
     background: Background
     runs: Runs
+    embedding: EmbeddingPlaces
+
+    async def embed(self, who: Principal, model: str, texts: list[str]) -> list[list[float]]:
+        """The texts' vectors, within the request caps and the caller's embedding places."""
+        with self.embedding.place(who.credential):
+            return await self.backend.embed(model, admitted(self.config, model, texts))
 
     @property
     def memories(self) -> MemoryBackend | None:

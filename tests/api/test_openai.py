@@ -1,6 +1,7 @@
 """The OpenAI-compatible routes, driven by the official openai client over the
 ASGI app with a scripted model (no Ray, no model)."""
 
+import asyncio
 import dataclasses
 
 import httpx
@@ -183,6 +184,31 @@ async def test_embeddings():
     # usage counts the inputs' tokens (the scripted model's tokens are words)
     r = await client.embeddings.create(model="m", input=["one two", "three"])
     assert (r.usage.prompt_tokens, r.usage.total_tokens) == (3, 3)
+
+
+async def test_one_credential_cannot_hold_every_embedding_place():
+    """N21: a model embeds one request at a time behind a short queue; one caller may have
+    max_embeddings_per_credential requests in flight, the others still get theirs in."""
+    client, model = make_client(allowed_keys=["key-1", "key-2"], max_embeddings_per_credential=2)
+    release = asyncio.Event()
+    plain = model.embed
+
+    async def slow(texts):
+        await release.wait()
+        return await plain(texts)
+
+    model.embed = slow
+    held = [asyncio.create_task(client.embeddings.create(model="m", input="x")) for _ in range(2)]
+    await asyncio.sleep(0.05)
+    with pytest.raises(openai.RateLimitError, match=r"2 embedding requests in flight; the limit "
+                                                     r"\(max_embeddings_per_credential\) is 2") as err:
+        await client.embeddings.create(model="m", input="x")
+    assert err.value.response.headers["retry-after"] == "1"
+    other = client.with_options(api_key="key-2")
+    third = asyncio.create_task(other.embeddings.create(model="m", input="y"))
+    release.set()
+    assert [len((await t).data) for t in (*held, third)] == [1, 1, 1]
+    await client.embeddings.create(model="m", input="x")  # the places are given back
 
 
 async def test_embedding_dimensions_truncate_and_renormalise_or_are_refused():

@@ -120,6 +120,16 @@ def test_memory_errors_name_the_key():
         assert error_of({"models": {"m": GEMMA}, **extra}).startswith(expected), (extra, error_of({"models": {"m": GEMMA}, **extra}))
 
 
+def test_a_generative_model_embeds_when_a_memory_names_it_or_it_is_told_to(tmp_path):
+    """N21: not set, embeddings are off for a generative model (a second copy of its weights)
+    unless a memory embeds with it; an embedding model's replica turns them on by itself."""
+    mem = {"store": {"file": {"path": "d"}}, "dimensions": 640, "embedding_model": "m"}
+    cfg = config.validate({"models": {"m": GEMMA, "g": GEMMA, "e": {**GEMMA, "embeddings": True}},
+                           "memories": {"d": mem}}, base_dir=tmp_path, env={})
+    assert [cfg.models[n].embeddings for n in ("m", "g", "e")] == [True, None, True]
+    assert "has embeddings = false" in error_of({"models": {"m": {**GEMMA, "embeddings": False}}, "memories": {"d": mem}})
+
+
 def test_memories_accept_poly_spellings(tmp_path):
     cfg = config.validate(
         {

@@ -38,7 +38,7 @@ def test_the_caps_and_the_queue(minilm):
             await e.embed(["x"] * 9)
         with pytest.raises(BadRequest, match=r"over 200 tokens.*\(models.e.max_embedding_tokens\)"):
             await e.embed(["word " * 60] * 4)
-        with pytest.raises(BadRequest, match=r"model 'quiet' does not serve embeddings \(models.quiet.embeddings = false\)"):
+        with pytest.raises(BadRequest, match=r"model 'quiet' does not serve embeddings \(a generative model embeds only with models.quiet.embeddings = true\)"):
             await models["quiet"].embed(["x"])
         # max_queued_requests = 0: while one request embeds, the next is told to come back.
         first, second = await asyncio.gather(e.embed(["a text"] * 8), e.embed(["b"]), return_exceptions=True)

@@ -45,6 +45,7 @@ def graph_config(**model):
                     "threads_per_session": 2,
                     "max_queued_requests": 1,
                     "stream_interval_ms": 0,
+                    "embeddings": True,  # a generative model embeds when asked to
                     **model,
                 }
             },

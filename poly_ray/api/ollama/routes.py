@@ -25,7 +25,6 @@ from poly_ray.api.openapi import GENERATES, NDJSON, PLAIN, WITH_BODY, doc, ref
 from poly_ray.api.parsing import overrides_off_loop, parse_params
 from poly_ray.api.services import Services, services
 from poly_ray.api.streaming import Framer, respond
-from poly_ray.api.vectors import admitted
 from poly_ray.errors import NotFound
 from poly_ray.generation import Chunk, Done, ToolCall, ToolCallDelta, gather_calls
 from poly_ray.tasks.turn import TurnRequest
@@ -182,10 +181,9 @@ async def embed(request: Request):
     svc = services(request)
     svc.access.principal(request)  # 401 before looking at the body
     body = await parse_params(request, EmbedBody)
-    await svc.access.authorize(request, "model", body.model)
+    who = await svc.access.authorize(request, "model", body.model)
     start = time.perf_counter_ns()
-    texts = admitted(svc.config, body.model, [body.input] if isinstance(body.input, str) else body.input)
-    vectors = await svc.backend.embed(body.model, texts)
+    vectors = await svc.embed(who, body.model, [body.input] if isinstance(body.input, str) else body.input)
     return {"model": body.model, "embeddings": vectors, "total_duration": time.perf_counter_ns() - start,
             "load_duration": 0}
 

@@ -94,11 +94,12 @@ async def embeddings(request: Request):
     svc = services(request)
     svc.access.principal(request)  # 401 before looking at the body
     body = await parse_params(request, EmbeddingRequest)
-    await svc.access.authorize(request, "model", body.model)
+    who = await svc.access.authorize(request, "model", body.model)
+    # Checked before the usage count crosses Ray too (svc.embed checks it for the vectors).
     texts = admitted(svc.config, body.model, [body.input] if isinstance(body.input, str) else body.input)
     # Usage in one call for all the texts, beside the embedding (one call per text made
     # an 8 MiB body millions of calls).
-    vectors, n = await asyncio.gather(svc.backend.embed(body.model, texts), svc.backend.count_tokens(body.model, texts))
+    vectors, n = await asyncio.gather(svc.embed(who, body.model, texts), svc.backend.count_tokens(body.model, texts))
     if body.dimensions is not None:
         vectors = [shorten(v, body.dimensions, body.model) for v in vectors]
     sent: list[list[float]] | list[str] = vectors

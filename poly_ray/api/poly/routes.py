@@ -14,7 +14,6 @@ from poly_ray.api.openapi import GENERATES, PLAIN, SSE, WITH_BODY, doc, ref
 from poly_ray.api.parsing import overrides_off_loop, parse_params
 from poly_ray.api.services import services
 from poly_ray.api.streaming import Framer, respond
-from poly_ray.api.vectors import admitted
 from poly_ray.errors import PayloadTooLarge
 from poly_ray.generation import Chunk, Done, ToolCallDelta
 from poly_ray.tasks.turn import TurnRequest
@@ -124,10 +123,9 @@ async def task_status(task: str, request: Request):
     body=EmbeddingBody, ok={"anyOf": [ref(Embedding), ref(Embeddings)]}, errors=WITH_BODY))
 async def embedding(model: str, request: Request):
     svc = services(request)
-    await svc.access.authorize(request, "model", model)
+    who = await svc.access.authorize(request, "model", model)
     body = await parse_params(request, EmbeddingBody if request.method == "POST" else EmbeddingQuery)
-    texts = admitted(svc.config, model, [body.prompt] if isinstance(body.prompt, str) else body.prompt)
-    vectors = await svc.backend.embed(model, texts)
+    vectors = await svc.embed(who, model, [body.prompt] if isinstance(body.prompt, str) else body.prompt)
     if isinstance(body.prompt, str):
         return {"embedding": vectors[0]}
     return {"embeddings": vectors}

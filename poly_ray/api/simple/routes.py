@@ -20,7 +20,6 @@ from poly_ray.api.openapi import GENERATES, SSE, TEXT, WITH_BODY, doc
 from poly_ray.api.parsing import parse_params
 from poly_ray.api.services import Services, services
 from poly_ray.api.streaming import Framer, respond
-from poly_ray.api.vectors import admitted
 from poly_ray.errors import NotFound, PolyError
 from poly_ray.generation import Chunk, gather
 from poly_ray.tasks.turn import Overrides, TurnRequest
@@ -98,9 +97,9 @@ async def embeddings(request: Request):
     svc = services(request)
     kind, name = target(svc)
     model = (await svc.backend.tasks())[name].model if kind == "task" else name
-    await svc.access.authorize(request, "model", model)
+    who = await svc.access.authorize(request, "model", model)
     body = await parse_params(request, TextBody)
-    return (await svc.backend.embed(model, admitted(svc.config, model, [body.text])))[0]
+    return (await svc.embed(who, model, [body.text]))[0]
 
 
 class _TextFramer(Framer):
