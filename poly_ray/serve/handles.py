@@ -197,8 +197,9 @@ class StateHandle:
     def __init__(self, handle):
         self._handle = handle
 
-    async def create(self, owner: str, kind: str, body: dict, *, parent: str | None = None) -> dict:
-        return await call(self._handle.create.remote(owner, kind, body, parent=parent), STATE)
+    async def create(self, owner: str, kind: str, body: dict, *, parent: str | None = None,
+                     exclusive: tuple[str, ...] = ()) -> dict:
+        return await call(self._handle.create.remote(owner, kind, body, parent=parent, exclusive=exclusive), STATE)
 
     async def update(self, owner: str, kind: str, oid: str, changes: dict, *,
                      only_if: tuple | list | None = None) -> dict:

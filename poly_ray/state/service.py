@@ -15,8 +15,9 @@ class StateService:
     def __init__(self, store: Store):
         self.store = store
 
-    async def create(self, owner: str, kind: str, body: dict, *, parent: str | None = None) -> dict:
-        return await asyncio.to_thread(self.store.create, owner, kind, body, parent=parent)
+    async def create(self, owner: str, kind: str, body: dict, *, parent: str | None = None,
+                     exclusive: tuple[str, ...] = ()) -> dict:
+        return await asyncio.to_thread(self.store.create, owner, kind, body, parent=parent, exclusive=exclusive)
 
     async def update(self, owner: str, kind: str, oid: str, changes: dict, *,
                      only_if: tuple | list | None = None) -> dict:

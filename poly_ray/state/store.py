@@ -136,8 +136,11 @@ class Store:
         used[0] += objects
         used[1] += size
 
-    def create(self, owner: str, kind: str, body: dict, *, parent: str | None = None) -> dict:
-        """Store ``body`` (which must carry ``id``; ``created_at`` is filled in)."""
+    def create(self, owner: str, kind: str, body: dict, *, parent: str | None = None,
+               exclusive: tuple[str, ...] = ()) -> dict:
+        """Store ``body`` (which must carry ``id``; ``created_at`` is filled in). ``exclusive``:
+        statuses in which the parent's newest ``kind`` refuses a new one (a thread's one active
+        run), checked in the same step as the insert, whichever ingress replica asks."""
         body = dict(body)
         body.setdefault("created_at", int(time.time()))
         text = json.dumps(body)
@@ -147,6 +150,10 @@ class Store:
             if parent is not None and self._db.execute(
                     "SELECT 1 FROM objects WHERE id = ? AND owner = ?", (parent, owner)).fetchone() is None:
                 raise NotFound(f"No object found with id '{parent}' to hold this {kind}.")
+            if exclusive and (newest := self._db.execute(
+                    "SELECT id, status FROM objects WHERE owner = ? AND kind = ? AND parent = ? ORDER BY seq DESC "
+                    "LIMIT 1", (owner, kind, parent)).fetchone()) and newest[1] in exclusive:
+                raise BadRequest(f"{parent} already has an active {kind} ({newest[0]}, {newest[1]})")
             size = len(text.encode())
             self._charge(owner, 1, size)
             try:

@@ -241,3 +241,13 @@ def test_an_owner_past_its_quota_is_refused_and_others_are_not(tmp_path):
         store.create("alice", "thread", {"id": f"t{10 + i}"})
     with pytest.raises(QuotaExceeded, match="max_stored_bytes"):
         store.create("bob", "thread", {"id": "t4", "big": "z" * 700})
+
+
+def test_an_exclusive_create_is_refused_while_the_newest_is_active(store):
+    """N15: one active run per thread, decided by the store (one writer for every ingress replica)."""
+    store.create("o", "thread", {"id": "t"})
+    store.create("o", "run", {"id": "r1", "status": "queued"}, parent="t", exclusive=("queued", "in_progress"))
+    with pytest.raises(BadRequest, match=r"t already has an active run \(r1, queued\)"):
+        store.create("o", "run", {"id": "r2", "status": "queued"}, parent="t", exclusive=("queued", "in_progress"))
+    store.update("o", "run", "r1", {"status": "completed"})
+    store.create("o", "run", {"id": "r2", "status": "queued"}, parent="t", exclusive=("queued", "in_progress"))

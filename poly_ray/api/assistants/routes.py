@@ -22,7 +22,6 @@ from poly_ray.errors import BadRequest, NotFound
 from poly_ray.state.kinds import ASSISTANT, MESSAGE, RUN, STEP, THREAD
 
 from . import protocol as p
-from .protocol import ACTIVE
 from .runs import Framer
 
 POLL = {"openai-poll-after-ms": "200"}  # create_and_poll's interval (its default is a second)
@@ -224,14 +223,10 @@ async def start_run(request: Request, who: Principal, owner: str, tid: str, body
     if body.tools is not None:
         await asyncio.to_thread(p.check_tools, body.tools, "tools", caps)
     await asyncio.to_thread(p.format_grammar, body.response_format, "response_format", caps)
-    async with services(request).runs.starting:  # "one active run" is a check, then a create
-        latest = (await store(request).list(owner, RUN, parent=tid, limit=1))["data"]
-        if latest and latest[0]["status"] in ACTIVE:
-            raise BadRequest(f"thread {tid} already has an active run ({latest[0]['id']}, {latest[0]['status']})")
-        for i, m in enumerate(body.additional_messages or []):
-            await store(request).create(owner, MESSAGE, p.new_message(tid, m, f"additional_messages[{i}]"),
-                                        parent=tid)
-        run = await services(request).runs.create(owner, run)
+    messages = [p.new_message(tid, m, f"additional_messages[{i}]") for i, m in enumerate(body.additional_messages or [])]
+    run = await services(request).runs.create(owner, run)  # refused while the thread has an active run
+    for message in messages:  # before the run starts: it reads them
+        await store(request).create(owner, MESSAGE, message, parent=tid)
     events = services(request).runs.start(who, run,
                         [*first, ("thread.run.created", run), ("thread.run.queued", run)], body.stream)
     return answer(run, events)

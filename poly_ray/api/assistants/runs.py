@@ -58,17 +58,14 @@ class Runs:
         self.backend, self.slots, self.caps = backend, slots, caps
         self.max_memories, self.max_query_chars = max_memories, max_query_chars
         self.running: dict[str, asyncio.Task] = {}
-        # Run starts one at a time in this replica: two at once on a thread both found it idle
-        # (a start is a few store calls, which the one SQLite writer serialises anyway). Two
-        # ingress replicas can still race: the store has no per-thread claim.
-        self.starting = asyncio.Lock()
 
     def _state(self) -> StateBackend:
         return require_state(self.backend)
 
     async def create(self, owner: str, run: dict) -> dict:
+        """Store a new run; a thread with an active run refuses it (400), in one step of the store."""
         state = self._state()
-        run = await state.create(owner, RUN, run, parent=run["thread_id"])
+        run = await state.create(owner, RUN, run, parent=run["thread_id"], exclusive=ACTIVE)
         await state.create(owner, CONTEXT, {"id": context_id(run["id"]), "turns": []}, parent=run["id"])
         return run
 
