@@ -3,9 +3,9 @@
 It starts a local Ray with the real graph (Gemma 3 270M for generation, all-MiniLM
 for a memory on a temporary store), then runs a fixed number of clients for a
 fixed time, each looping over: SSE streams, OpenAI chats, document uploads,
-recalls, streams abandoned after their first token, and bad inputs (a grammar
-blow-up, a text/plain POST, broken JSON, too many stop sequences) that must be
-4xx. It stops by itself and prints the requests served, the 5xx count (must be
+recalls, streams abandoned after their first token, stored and chained Responses,
+and bad inputs that must be 4xx (BAD: the security reviews' attacks on schemas,
+embeddings, the Responses store and the JSON parser, and plain mistakes). It stops by itself and prints the requests served, the 5xx count (must be
 0), p50/p99 latency of the good requests, and the resident memory of every Ray
 process after warm-up (the first fifth of the run) and at the end.
 
@@ -29,6 +29,22 @@ from pathlib import Path
 
 WORDS = "harbour lantern orchard meadow quarry glacier thimble canyon willow ember river basalt".split()
 BLOW_UP = {"type": "string", "maxLength": 100_000}
+COMPLETION = "/v1/task/story/completion"
+# Requests that must each be a 4xx, and leave the server answering the others: the security
+# reviews' attacks (N1: tuple items, a {,n} quantifier; N2: a pattern whose group matches empty;
+# N3: an embeddings flood; N6: an input no context holds; N13: deep nesting) and plain mistakes.
+BAD = [
+    (COMPLETION, dict(json={"prompt": "x", "schema": BLOW_UP})),
+    (COMPLETION, dict(json={"prompt": "x", "schema": {"type": "array", "items": [BLOW_UP] * 8}})),
+    (COMPLETION, dict(json={"prompt": "x", "schema": {"type": "string", "pattern": "^a{,1000000}$"}})),
+    (COMPLETION, dict(json={"prompt": "x", "schema": {"type": "string", "pattern": "^(a?){1000}$"}})),
+    (COMPLETION, dict(content=b'{"prompt": "x"}', headers={"Content-Type": "text/plain"})),
+    (COMPLETION, dict(content=b"{broken", headers={"Content-Type": "application/json"})),
+    (COMPLETION, dict(json={"prompt": "x", "stop": ["s"] * 40})),
+    ("/v1/embeddings", dict(json={"model": "minilm", "input": ["x"] * 20_000})),
+    ("/v1/responses", dict(json={"model": "story", "input": "word " * 400_000})),
+    ("/v1/chat/completions", dict(content=b"[" * 100_000, headers={"Content-Type": "application/json"})),
+]
 
 
 def free_port() -> int:
@@ -90,7 +106,7 @@ async def client_loop(http, rnd: random.Random, until: float, tally: Tally):
     def words(n):
         return " ".join(rnd.choice(WORDS) for _ in range(n))
 
-    kinds = ["stream", "chat", "upload", "recall", "abandon", "bad"]
+    kinds = ["stream", "chat", "upload", "recall", "abandon", "response", "bad"]
     while time.monotonic() < until:
         kind = rnd.choice(kinds)
         start = time.perf_counter()
@@ -117,14 +133,15 @@ async def client_loop(http, rnd: random.Random, until: float, tally: Tally):
                         if line.startswith("data:"):
                             break
                 tally.record(kind, r.status_code, None)
+            elif kind == "response":  # the stateful path: stored, then chained once
+                r = await http.post("/v1/responses", json={"model": "story", "input": words(6)})
+                if r.status_code == 200:
+                    r = await http.post("/v1/responses", json={"model": "story", "input": words(3),
+                                                               "previous_response_id": r.json()["id"]})
+                tally.record(kind, r.status_code, time.perf_counter() - start)
             else:
-                bad = rnd.choice([
-                    dict(json={"prompt": "x", "schema": BLOW_UP}),
-                    dict(content=b'{"prompt": "x"}', headers={"Content-Type": "text/plain"}),
-                    dict(content=b"{broken", headers={"Content-Type": "application/json"}),
-                    dict(json={"prompt": "x", "stop": ["s"] * 40}),
-                ])
-                r = await http.post("/v1/task/story/completion", **bad)
+                path, bad = rnd.choice(BAD)
+                r = await http.post(path, **bad)
                 tally.record(kind, r.status_code, None, expect_4xx=True)
         except httpx.HTTPError as e:
             tally.record(kind, 599, None)
