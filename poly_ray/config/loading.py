@@ -188,6 +188,8 @@ def _check_references(config: Config) -> Config:
                 raise ConfigError(f"allowed_keys[{i}].{kind}: unknown {kind.removesuffix('s').replace('ie', 'y')} {unknown[0]!r}")
     if config.default_task is not None and config.default_task not in {**config.tasks, **config.models}:
         raise ConfigError(f"default_task: {config.default_task!r} is neither a task nor a model")
+    if config.stream_task is not None and config.stream_task not in config.tasks:
+        raise ConfigError(f"stream_task: {config.stream_task!r} is not a task (tasks: {', '.join(config.tasks) or 'none'})")
     caps = config.schema_limits.caps()
     for name, task in config.tasks.items():
         if task.biaser is not None:
