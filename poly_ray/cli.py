@@ -57,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     add_flags(sub.add_parser("run", help="serve one GGUF file with the Rust /stream server's flags, no config file",
                              description="Serve one model as the Rust /stream server did: -m FILE and its flags, "
                                          "with a default task; every API is served. -P is the port."))
+    imp = sub.add_parser("import", help="write the TOML config that another server's config file stands for")
+    imp.add_argument("kind", choices=["llm-api", "poly"], help="llm-api's config.yaml, or Poly's config.toml")
+    imp.add_argument("file", help="the file to read")
+    imp.add_argument("--output", "-o", help="TOML file to write (default: stdout)")
     chat = sub.add_parser("chat", help="chat with a task in the terminal, over its WebSocket session")
     chat.add_argument("task", nargs="?", help="the task (default: the server's only task)")
     chat.add_argument("--url", default=os.environ.get("POLY_RAY_URL", "http://127.0.0.1:8000"),
@@ -71,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         from poly_ray.client.chat import main as chat_main
 
         return asyncio.run(chat_main(args.url, args.task, args.key, args.history))
+    if args.command == "import":  # reads another server's file, not a config
+        from poly_ray.migrate.command import import_config
+
+        return import_config(args.kind, args.file, args.output)
     if args.command == "docs":  # needs no config file: it documents them all
         from poly_ray.config.docs import reference
 
