@@ -208,7 +208,8 @@ def _one_line(e: ConfigError) -> str:
 def _serve(cfg) -> int:
     from poly_ray.migrate.preflight import port_problem
 
-    if problem := port_problem(cfg.host, cfg.port):
+    # Here, where Ray starts locally; a cluster's head (RAY_ADDRESS) listens elsewhere.
+    if not os.environ.get("RAY_ADDRESS") and (problem := port_problem(cfg.host, cfg.port)):
         print(f"poly-ray: {problem}", file=sys.stderr)
         return 2
     import ray

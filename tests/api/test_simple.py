@@ -2,6 +2,8 @@
 server's /stream, llm-api's /generate and /agenerate), over the ASGI app with a
 scripted model."""
 
+import os
+
 import pytest
 from test_ollama_simple import http_client, make_app
 
@@ -193,3 +195,26 @@ async def test_llm_api_params_without_a_meaning_here_are_refused_naming_what_to_
         r = await http.post("/generate", json={"prompt": "a", "params": params})
         assert r.status_code == 400 and r.json()["error"]["message"].startswith(message), r.json()
         assert not model.requests
+
+
+async def test_stream_sends_the_raw_prompt_even_where_a_task_has_the_models_name():
+    app, model = make_app(tasks={"m": {"model": "m", "prelude": "PRELUDE ", "prefix": "> ", "max_tokens": 8}})
+    async with http_client(app) as http:
+        r = await http.post("/stream", json={"prompt": "a b", "num_predict": 5})
+        assert r.status_code == 200, r.text
+        assert model.requests[-1].text == "a b"  # neither the task's prelude nor its prefix
+
+
+async def test_saved_prompts_are_kept_within_a_budget_per_credential(tmp_path, monkeypatch):
+    from poly_ray.api.simple import stream
+
+    monkeypatch.setattr(stream, "PROMPTS_PER_OWNER", 2)
+    app, _ = make_app(state_dir=str(tmp_path))
+    saved = []
+    async with http_client(app) as http:
+        for cache in (1, 2, 3):
+            r = await http.post("/stream", json={"prompt": f"prompt {cache}", "cache": cache})
+            saved.append(r.headers["X-Poly-Prompt-File"])
+            os.utime(saved[-1], (cache, cache))  # whole seconds apart, as the files' times order them
+    left = sorted(p.name for p in (tmp_path / "prompts").rglob("*.txt"))
+    assert left == ["2.txt", "3.txt"]

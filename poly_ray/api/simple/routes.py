@@ -53,8 +53,9 @@ async def start(request: Request, model: type[BaseModel], where: tuple[str, str]
     kind, name = where or target(svc)
     who = await svc.access.authorize(request, kind, name)
     body = await parse_params(request, model)
-    # A task's tools stay out: these APIs cannot show a tool call.
-    overrides = {**body.overrides(), "tool_choice": "none"}
+    # A task's tools stay out: these APIs cannot show a tool call. A model runs bare: the
+    # raw prompt, even where a task has the model's name (a name means the task first).
+    overrides = {**body.overrides(), "tool_choice": "none", "raw": kind == "model"}
     if (cache := getattr(body, "cache", None)) is not None:  # durable prompt state (docs/api/simple.md)
         # Each credential has its own ids: one caller's 42 never evicts another's.
         overrides["cache_key"] = f"stream/{name}/{who.owner}/{cache}"

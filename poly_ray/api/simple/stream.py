@@ -8,7 +8,8 @@ Its ``cache`` id saved the prompt for ``--restore-prompt`` to load in a later ru
 a request with a cache id (not 0, which means no caching) keeps its prompt state in
 the durable KV snapshots, and writes its prompt, as plain UTF-8 text, to
 ``state_dir/prompts/<owner>/<id>.txt``; the response's ``X-Poly-Prompt-File`` header
-names that file, and ``poly-ray run -R FILE`` restores it (docs/api/simple.md).
+names that file, and ``poly-ray run -R FILE`` restores it (docs/api/simple.md). Each
+credential keeps its 64 most recently saved prompts.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from poly_ray.config import Config
 from poly_ray.errors import NotFound
 
 PROMPT_FILE_HEADER = "X-Poly-Prompt-File"
+PROMPTS_PER_OWNER = 64  # saved prompts kept per credential, the least recently saved removed first
 _PLAIN_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}")
 
 
@@ -53,6 +55,10 @@ async def save_prompt(state_dir: Path, owner: str, cache: int | str, prompt: str
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(prompt, encoding="utf-8")
         tmp.replace(path)
+        # A budget, as the KV snapshots have one: a caller's ids cannot fill the disk.
+        saved = sorted(path.parent.glob("*.txt"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in saved[PROMPTS_PER_OWNER:]:
+            old.unlink(missing_ok=True)
 
     await asyncio.to_thread(write)
     return path
