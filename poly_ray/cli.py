@@ -15,8 +15,15 @@ from .errors import ConfigError
 TOKEN_SCOPES = ("tasks", "models", "memories", "memories_read")
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one line and exit code 2 (argparse writes the whole usage first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="poly-ray", description="Serve GGUF models as a Ray Serve graph.")
+    parser = _Parser(prog="poly-ray", description="Serve GGUF models as a Ray Serve graph.")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_ in (
         ("serve", "start the server (Ray starts locally unless RAY_ADDRESS names a cluster)"),
@@ -45,6 +52,15 @@ def main(argv: list[str] | None = None) -> int:
     docs.add_argument("--output", "-o", default="docs/operations/configuration.md",
                       help="Markdown file to write, '-' for stdout (default: docs/operations/configuration.md, "
                            "from the repository's root)")
+    from poly_ray.migrate.run import add_flags
+
+    add_flags(sub.add_parser("run", help="serve one GGUF file with the Rust /stream server's flags, no config file",
+                             description="Serve one model as the Rust /stream server did: -m FILE and its flags, "
+                                         "with a default task; every API is served. -P is the port."))
+    imp = sub.add_parser("import", help="write the TOML config that another server's config file stands for")
+    imp.add_argument("kind", choices=["llm-api", "poly"], help="llm-api's config.yaml, or Poly's config.toml")
+    imp.add_argument("file", help="the file to read")
+    imp.add_argument("--output", "-o", help="TOML file to write (default: stdout)")
     chat = sub.add_parser("chat", help="chat with a task in the terminal, over its WebSocket session")
     chat.add_argument("task", nargs="?", help="the task (default: the server's only task)")
     chat.add_argument("--url", default=os.environ.get("POLY_RAY_URL", "http://127.0.0.1:8000"),
@@ -59,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         from poly_ray.client.chat import main as chat_main
 
         return asyncio.run(chat_main(args.url, args.task, args.key, args.history))
+    if args.command == "import":  # reads another server's file, not a config
+        from poly_ray.migrate.command import import_config
+
+        return import_config(args.kind, args.file, args.output)
     if args.command == "docs":  # needs no config file: it documents them all
         from poly_ray.config.docs import reference
 
@@ -74,13 +94,26 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    from poly_ray.migrate.preflight import not_toml
+
     from . import config as config_mod
 
+    if args.command == "run":
+        from poly_ray.migrate.run import run_config
+
+        try:
+            return _serve(run_config(args))
+        except ConfigError as e:
+            print(f"poly-ray run: {_one_line(e)}", file=sys.stderr)
+            return 2
     path = config_mod.config_file(args.config)
+    if problem := not_toml(path):
+        print(f"poly-ray: {problem}", file=sys.stderr)
+        return 2
     try:
         cfg = config_mod.load(path)
     except ConfigError as e:
-        print(f"poly-ray: invalid config {path}:\n{e}", file=sys.stderr)
+        print(f"poly-ray: invalid config {path}: {_one_line(e)}", file=sys.stderr)
         return 2
 
     if args.command == "token":
@@ -168,7 +201,17 @@ def _token(cfg, args) -> int:
     return 0
 
 
+def _one_line(e: ConfigError) -> str:
+    return "; ".join(line.strip() for line in str(e).splitlines() if line.strip())
+
+
 def _serve(cfg) -> int:
+    from poly_ray.migrate.preflight import port_problem
+
+    # Here, where Ray starts locally; a cluster's head (RAY_ADDRESS) listens elsewhere.
+    if not os.environ.get("RAY_ADDRESS") and (problem := port_problem(cfg.host, cfg.port)):
+        print(f"poly-ray: {problem}", file=sys.stderr)
+        return 2
     import ray
     from ray import serve
 

@@ -17,7 +17,7 @@ LAYERS = [
     {"tasks"},
     {"api"},
     {"serve"},
-    {"deploy", "client"},
+    {"deploy", "client", "migrate"},
     {"app", "cli", "__init__"},
 ]
 RANK = {group: rank for rank, groups in enumerate(LAYERS) for group in groups}

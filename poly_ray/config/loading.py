@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from poly_ray.errors import BadRequest, ConfigError
 from poly_ray.grammars import SchemaError
 
+from .ggml import ggml_advice, ggml_variant
 from .jwt_keys import BadKey, public_keys
 from .schema import EMBED_BATCH, Biaser, Config, FileStore, MemoryConfig, PublicKey, StoreConfig, TaskConfig
 
@@ -188,6 +189,8 @@ def _check_references(config: Config) -> Config:
                 raise ConfigError(f"allowed_keys[{i}].{kind}: unknown {kind.removesuffix('s').replace('ie', 'y')} {unknown[0]!r}")
     if config.default_task is not None and config.default_task not in {**config.tasks, **config.models}:
         raise ConfigError(f"default_task: {config.default_task!r} is neither a task nor a model")
+    if config.stream_task is not None and config.stream_task not in config.tasks:
+        raise ConfigError(f"stream_task: {config.stream_task!r} is not a task (tasks: {', '.join(config.tasks) or 'none'})")
     caps = config.schema_limits.caps()
     for name, task in config.tasks.items():
         if task.biaser is not None:
@@ -239,6 +242,8 @@ def _check_references(config: Config) -> Config:
                     raise ConfigError(f"models.{name}.model_path: no such file: {model.model_path} "
                                       f"(set models.{name}.url to download it there)")
             elif not is_gguf(model.model_path):
+                if variant := ggml_variant(model.model_path):
+                    raise ConfigError(f"models.{name}.model_path: {ggml_advice(model.model_path, variant)}")
                 raise ConfigError(f"models.{name}.model_path: not a GGUF file: {model.model_path}")
         for i, adapter in enumerate(model.lora_adapters):
             _check_lora(f"models.{name}.lora_adapters[{i}].path", adapter.path)

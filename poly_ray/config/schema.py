@@ -119,6 +119,9 @@ class Config(Strict, Bounds):
     default_task: str | None = Field(None, description=(
         "The task or model that the simple `/generate`, `/agenerate`, `/stream` and `/embeddings` routes run "
         "(not set: the first task, else the first model)."))
+    stream_task: str | None = Field(None, description=(
+        "A task that `/stream` runs (its prelude, prefix, postfix and `max_tokens`). Not set: `/stream` completes the "
+        "raw prompt on the default model (`default_task`'s model), bounded by its context, as the Rust server did."))
     log_prompts: bool = Field(False, description=(
         "Put each request's prompt in its log line (off: prompts stay out of logs)."))
     schema_limits: SchemaLimits = Field(SchemaLimits(), description="What a JSON schema may ask of a grammar.")

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from poly_ray.config import ModelConfig, is_gguf, package_module, parse_hf
+from poly_ray.config.ggml import ggml_advice, ggml_variant
 from poly_ray.errors import ConfigError
 
 from . import bert_gguf
@@ -48,6 +49,8 @@ def resolve(name: str, model: ModelConfig, cache_path: Path, progress: Progress 
     """The local GGUF file of a model; ModelSourceError (naming the key) if it cannot be had."""
     path = _resolve(name, model, cache_path, progress)
     if not is_gguf(path):
+        if variant := ggml_variant(path):  # a download from a repository of GGML days
+            raise ModelSourceError(f"models.{name}.{model.source}: {ggml_advice(path, variant)}")
         raise ModelSourceError(f"models.{name}.{model.source}: {path} is not a GGUF file")
     return path
 

@@ -101,7 +101,7 @@ async def test_simple_generate_agenerate_stream_and_embeddings():
         assert r.text == "data: >\ndata: \n\ndata: a\ndata: \n\ndata: b\ndata: \n\n"
         r = await http.post("/stream", json={"prompt": "x y", "num_predict": 7, "temp": 0.5, "cache": "c1"})
         assert r.headers["content-type"].startswith("text/plain")
-        assert r.text == ">\nx\ny\n"
+        assert r.text == "x y\nx\ny\n"  # the prompt's line, then the model bare (no task prefix)
         assert model.requests[-1].max_tokens == 7 and model.requests[-1].sampling.temperature == 0.5
         assert (await http.post("/embeddings", json={"text": "abc"})).json() == [3.0, 0.0]
         r = await http.post("/generate", json={"prompt": "x", "params": {"max_tokenz": 1}})

@@ -2,6 +2,8 @@
 server's /stream, llm-api's /generate and /agenerate), over the ASGI app with a
 scripted model."""
 
+import os
+
 import pytest
 from test_ollama_simple import http_client, make_app
 
@@ -18,27 +20,51 @@ RUST_STREAM_BODY = {
 }
 
 
-async def test_stream_takes_the_documented_body_with_an_integer_cache_id():
-    app, model = make_app(tasks={"echo": {"model": "m", "max_tokens": 256}})
+async def test_stream_takes_the_documented_body_with_an_integer_cache_id(tmp_path):
+    app, model = make_app(tasks={"echo": {"model": "m", "max_tokens": 256}}, state_dir=str(tmp_path))
     async with http_client(app) as http:
         r = await http.post("/stream", json=RUST_STREAM_BODY)
         assert r.status_code == 200, r.text
-        assert r.text == "Once\nupon\na\ntime\n"
+        # The prompt's line first, then the generated text (the scripted model says the prompt's words).
+        assert r.text == "Once upon a time\nOnce\nupon\na\ntime\n"
         sent = model.requests[-1]
         assert sent.max_tokens == 128 and sent.sampling.top_k == 40 and sent.sampling.temperature == 0.8
-        assert sent.cache_key == "stream/echo/anonymous/42"
+        assert sent.cache_key == "stream/m/anonymous/42"
+        saved = r.headers["X-Poly-Prompt-File"]
+        assert saved.startswith(str(tmp_path)) and open(saved).read() == "Once upon a time"
         assert (await http.post("/stream", json={"prompt": "a", "cache": "story-1"})).status_code == 200
+
+
+async def test_stream_completes_the_raw_prompt_on_the_model_not_the_task():
+    # The issue's config: the only task has a long prelude and max_tokens 8.
+    task = {"model": "m", "prelude": "You are a pirate. " * 50, "prefix": "Q: ", "max_tokens": 8}
+    app, model = make_app(tasks={"pirate": task})
+    async with http_client(app) as http:
+        r = await http.post("/stream", json={"num_predict": 64, "prompt": "Once upon a time", "cache": 0})
+        assert r.status_code == 200, r.text
+        sent = model.requests[-1]
+        assert sent.text == "Once upon a time" and sent.max_tokens == 64
+        assert sent.cache_key is None and "X-Poly-Prompt-File" not in r.headers  # 0: no caching
+        r = await http.post("/stream", json={"num_predict": 513, "prompt": "a"})
+        assert r.status_code == 400 and "num_predict" in r.json()["error"]["message"]
+    app, model = make_app(tasks={"pirate": task}, stream_task="pirate")  # opting into the task
+    async with http_client(app) as http:
+        assert (await http.post("/stream", json={"num_predict": 64, "prompt": "a"})).status_code == 400
+        assert (await http.post("/stream", json={"prompt": "a"})).status_code == 200
+        assert model.requests[-1].text.startswith("You are a pirate.") and model.requests[-1].max_tokens == 8
 
 
 async def test_stream_cache_ids_belong_to_the_credential():
     app, model = make_app(public=False, allowed_keys=["key-a", "key-b"], tasks={"echo": {"model": "m"}})
-    keys = []
+    keys, files = [], []
     async with http_client(app) as http:
         for key in ("key-a", "key-b", "key-a"):
             r = await http.post("/stream", json={"prompt": "a", "cache": 42}, headers={"Authorization": f"Bearer {key}"})
             assert r.status_code == 200, r.text
             keys.append(model.requests[-1].cache_key)
+            files.append(r.headers["X-Poly-Prompt-File"])
     assert keys[0] == keys[2] != keys[1] and all(k.endswith("/42") for k in keys)
+    assert files[0] == files[2] != files[1]
 
 
 @pytest.mark.parametrize("cache", [-1, 1.5, True, "", "x" * 257, [1]])
@@ -49,19 +75,22 @@ async def test_stream_refuses_a_cache_id_that_is_neither_a_count_nor_a_name(cach
         assert r.status_code == 400 and "cache" in r.json()["error"]["message"]
 
 
-async def test_stream_predicts_32_tokens_by_default_within_the_task_limit():
-    app, model = make_app(tasks={"echo": {"model": "m", "max_tokens": 256}, "short": {"model": "m", "max_tokens": 10}})
-    async with http_client(app) as http:
-        await http.post("/stream", json={"prompt": "a"})
-        assert model.requests[-1].max_tokens == 32
+async def test_stream_predicts_32_tokens_by_default_within_the_limit():
     app, model = make_app(tasks={"short": {"model": "m", "max_tokens": 10}})
     async with http_client(app) as http:
         await http.post("/stream", json={"prompt": "a"})
-        assert model.requests[-1].max_tokens == 10
-    app, model = make_app(default_task="m")  # a bare model: its context is the limit
+        assert model.requests[-1].max_tokens == 32  # the model's context is the limit, not the task's
+    app, model = make_app(tasks={"short": {"model": "m", "max_tokens": 10}}, stream_task="short")
     async with http_client(app) as http:
         await http.post("/stream", json={"prompt": "a"})
-        assert model.requests[-1].max_tokens == 32
+        assert model.requests[-1].max_tokens == 10
+
+
+def test_stream_task_must_name_a_task():
+    from poly_ray.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="^stream_task: 'm' is not a task"):
+        make_app(stream_task="m")
 
 
 # llm-api's README, verbatim: the llama.cpp example (its `null or string` /
@@ -166,3 +195,26 @@ async def test_llm_api_params_without_a_meaning_here_are_refused_naming_what_to_
         r = await http.post("/generate", json={"prompt": "a", "params": params})
         assert r.status_code == 400 and r.json()["error"]["message"].startswith(message), r.json()
         assert not model.requests
+
+
+async def test_stream_sends_the_raw_prompt_even_where_a_task_has_the_models_name():
+    app, model = make_app(tasks={"m": {"model": "m", "prelude": "PRELUDE ", "prefix": "> ", "max_tokens": 8}})
+    async with http_client(app) as http:
+        r = await http.post("/stream", json={"prompt": "a b", "num_predict": 5})
+        assert r.status_code == 200, r.text
+        assert model.requests[-1].text == "a b"  # neither the task's prelude nor its prefix
+
+
+async def test_saved_prompts_are_kept_within_a_budget_per_credential(tmp_path, monkeypatch):
+    from poly_ray.api.simple import stream
+
+    monkeypatch.setattr(stream, "PROMPTS_PER_OWNER", 2)
+    app, _ = make_app(state_dir=str(tmp_path))
+    saved = []
+    async with http_client(app) as http:
+        for cache in (1, 2, 3):
+            r = await http.post("/stream", json={"prompt": f"prompt {cache}", "cache": cache})
+            saved.append(r.headers["X-Poly-Prompt-File"])
+            os.utime(saved[-1], (cache, cache))  # whole seconds apart, as the files' times order them
+    left = sorted(p.name for p in (tmp_path / "prompts").rglob("*.txt"))
+    assert left == ["2.txt", "3.txt"]

@@ -95,6 +95,13 @@ def test_a_downloaded_file_that_is_not_gguf_is_refused(tmp_path, http_server):
         resolve("m", ModelConfig(url=f"{base}/login.gguf"), tmp_path)  # a login page, say
 
 
+def test_a_downloaded_ggml_file_is_refused_naming_the_conversion(tmp_path):
+    ggml = tmp_path / "ggml-model-q4_0.bin"  # what llm-api's and Poly's GGML days downloaded
+    ggml.write_bytes((0x67676A74).to_bytes(4, "little") + bytes(64))
+    with pytest.raises(ModelSourceError, match=r"models.m.url: .* is a GGML file \(ggjt\).*convert_hf_to_gguf.py"):
+        resolve("m", ModelConfig(url=ggml.as_uri()), tmp_path / "cache")
+
+
 def test_resolve_url_source_uses_the_cache(tmp_path, http_server):
     base, _ = http_server
     path = resolve("m", ModelConfig(url=f"{base}/model.gguf"), tmp_path)

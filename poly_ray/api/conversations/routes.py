@@ -20,7 +20,7 @@ from poly_ray.api.services import services, stateful
 from poly_ray.errors import NotFound
 from poly_ray.state.kinds import CONVERSATION, ITEM
 
-from . import protocol
+from . import channels, protocol
 
 
 class ConversationCreate(BaseModel):
@@ -72,6 +72,15 @@ async def create(request: Request):
     conversation = await state.create(owner, CONVERSATION, protocol.conversation_object(meta))
     await append(state, owner, conversation["id"], items)
     return conversation
+
+
+# Before the /{cid} routes: "by_channel" is not an id.
+@router.post("/v1/conversations/by_channel", openapi_extra=doc(body=channels.ChannelKey, errors=WITH_BODY))
+async def by_channel(request: Request):
+    """The conversation of a (user, channel) pair, started if it has none (channels.py)."""
+    state, who = stateful(request)
+    body = await parse_params(request, channels.ChannelKey)
+    return await channels.find_or_start(state, who.owner, body)
 
 
 @router.get("/v1/conversations/{cid}", openapi_extra=doc(errors=AUTHORIZED))

@@ -45,7 +45,7 @@ class StreamBody(Body):
     def _id(cls, v):
         if isinstance(v, bool | float):  # not a count for the lax int
             raise ValueError("must be an integer or a string")
-        return v
+        return None if v == 0 else v  # the Rust server's default: 0 means no caching
 
     def overrides(self) -> dict:
         o = {"max_tokens": self.num_predict, "top_k": self.top_k, "top_p": self.top_p,

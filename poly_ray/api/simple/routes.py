@@ -4,9 +4,10 @@
   ``{"prompt", "params"}``, and ``POST /embeddings`` with ``{"text"}``.
 - The Rust llm HTTP server's ``POST /stream``: ``{"prompt", "num_predict",
   "top_k", "top_p", "repeat_penalty", "temp", "n_batch", "cache"}``, answered
-  with plain UTF-8 text as it is generated.
+  with the prompt's line, then plain UTF-8 text as it is generated.
 
-They run the config's ``default_task`` (else its first task, else its first model).
+llm-api's run the config's ``default_task`` (else its first task, else its first
+model); ``/stream`` the default model bare, or ``stream_task`` (stream.py).
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from poly_ray.api.openapi import GENERATES, SSE, TEXT, WITH_BODY, doc
 from poly_ray.api.parsing import parse_params
 from poly_ray.api.services import Services, services
 from poly_ray.api.streaming import Framer, respond
-from poly_ray.errors import NotFound, PolyError
+from poly_ray.errors import BadRequest, NotFound, PolyError
 from poly_ray.generation import Chunk, gather
 from poly_ray.tasks.turn import Overrides, TurnRequest
 
 from .protocol import STREAM_NUM_PREDICT, LlmApiBody, StreamBody, TextBody
+from .stream import PROMPT_FILE_HEADER, save_prompt, stream_target
 
 router = POLY.router()
 
@@ -36,36 +38,43 @@ def target(svc: Services) -> tuple[str, str]:
     return svc.config.default_target
 
 
-async def limit(svc: Services) -> int:
-    """The most tokens the target may generate: a task's max_tokens, a bare model's context."""
-    kind, name = target(svc)
+async def limit(svc: Services, where: tuple[str, str]) -> int:
+    """The most tokens a target may generate: a task's max_tokens, a bare model's context."""
+    kind, name = where
     if kind == "task":
         return (await svc.backend.tasks())[name].max_tokens
     return (await svc.backend.models())[name].context_size
 
 
-async def start(request: Request, model: type[BaseModel]):
-    """Who calls, what they asked for, and its accepted stream with the place's release."""
+async def start(request: Request, model: type[BaseModel], where: tuple[str, str] | None = None):
+    """Who calls, what they asked for, and its accepted stream with the place's release.
+    ``where``: the (kind, name) to run, else the default target."""
     svc = services(request)
-    who = await svc.access.authorize(request, *target(svc))
+    kind, name = where or target(svc)
+    who = await svc.access.authorize(request, kind, name)
     body = await parse_params(request, model)
-    # A task's tools stay out: these APIs cannot show a tool call.
-    overrides = {**body.overrides(), "tool_choice": "none"}
-    if getattr(body, "cache", None) is not None:  # durable prompt state (docs/api/simple.md)
+    # A task's tools stay out: these APIs cannot show a tool call. A model runs bare: the
+    # raw prompt, even where a task has the model's name (a name means the task first).
+    overrides = {**body.overrides(), "tool_choice": "none", "raw": kind == "model"}
+    if (cache := getattr(body, "cache", None)) is not None:  # durable prompt state (docs/api/simple.md)
         # Each credential has its own ids: one caller's 42 never evicts another's.
-        overrides["cache_key"] = f"stream/{target(svc)[1]}/{who.owner}/{body.cache}"
+        overrides["cache_key"] = f"stream/{name}/{who.owner}/{cache}"
         overrides["session"] = overrides["cache_key"]  # to the replica that holds it
-    if isinstance(body, StreamBody) and body.num_predict is None:
-        overrides["max_tokens"] = min(STREAM_NUM_PREDICT, await limit(svc))
-    turn = TurnRequest(target(svc)[1], body.prompt, overrides=Overrides.of(overrides), owner=who.owner)
+    if isinstance(body, StreamBody):
+        most = await limit(svc, (kind, name))
+        if body.num_predict is None:
+            overrides["max_tokens"] = min(STREAM_NUM_PREDICT, most)
+        elif body.num_predict > most:
+            raise BadRequest(f"num_predict: {body.num_predict} is above the limit of {kind} '{name}' ({most} tokens)")
+    turn = TurnRequest(name, body.prompt, overrides=Overrides.of(overrides), owner=who.owner)
     events = svc.backend.stream(turn)
     _, release = await svc.limits.accepted(events, who.credential)
-    return events, release, body
+    return events, release, body, who
 
 
 @router.post("/generate", openapi_extra=doc(body=LlmApiBody, ok={"type": "string"}, errors=GENERATES))
 async def generate(request: Request):
-    events, release, body = await start(request, LlmApiBody)
+    events, release, body, _ = await start(request, LlmApiBody)
     try:
         text, _, _ = await gather(events)
     finally:
@@ -81,14 +90,19 @@ async def generate(request: Request):
 
 @router.post("/agenerate", openapi_extra=doc(body=LlmApiBody, streams=SSE, errors=GENERATES))
 async def agenerate(request: Request):
-    events, release, body = await start(request, LlmApiBody)
+    events, release, body, _ = await start(request, LlmApiBody)
     return respond(events, _TextFramer(body, sse.event), release)
 
 
 @router.post("/stream", openapi_extra=doc(body=StreamBody, streams=TEXT, errors=GENERATES))
 async def stream(request: Request):
-    events, release, body = await start(request, StreamBody)
-    return respond(events, _PlainFramer(body, str.encode), release)
+    svc = services(request)
+    events, release, body, who = await start(request, StreamBody, stream_target(svc.config))
+    response = respond(events, _PlainFramer(body, str.encode), release)
+    if body.cache is not None:  # the prompt, for `poly-ray run -R` (stream.py)
+        path = await save_prompt(svc.config.state_dir, who.owner, body.cache, body.prompt)
+        response.headers[PROMPT_FILE_HEADER] = str(path)
+    return response
 
 
 @router.post("/embeddings", openapi_extra=doc(
@@ -121,10 +135,14 @@ class _TextFramer(Framer):
 
 
 class _PlainFramer(_TextFramer):
-    """``/stream``: plain UTF-8 text has no event types and no keep-alive: a failure
+    """``/stream``: the prompt on the first line, then the generated text, as the Rust
+    server's docs show. Plain UTF-8 text has no event types and no keep-alive: a failure
     is said in the text, then the stream stops."""
 
     media_type, keep_alive = "text/plain; charset=utf-8", None
+
+    def opening(self) -> list[bytes]:
+        return [self.frame(self.prompt + "\n")]
 
     async def error(self, err: PolyError) -> list[bytes]:
         return [f"\n[error: {err.message}]".encode()]
