@@ -12,7 +12,8 @@ from .base import Strict
 # Effort levels a request may name (OpenAI's reasoning_effort, Ollama's think, Responses'
 # reasoning.effort): the most tokens the model may think before the engine closes the
 # thinking, never more than the context holds. "none" switches thinking off.
-EFFORT_BUDGETS: dict[str, int] = {"none": 0, "minimal": 256, "low": 1024, "medium": 4096, "high": 16384}
+EFFORT_BUDGETS: dict[str, int] = {"none": 0, "minimal": 256, "low": 1024, "medium": 4096, "high": 16384,
+                                  "xhigh": 32768}
 
 
 class ReasoningMarkers(Strict):

@@ -58,7 +58,7 @@ def plan(task: TaskConfig, model: ModelConfig | None, o: Overrides, template: st
     on, budget = o.thinking, task.max_reasoning_tokens
     if o.reasoning_effort is not None:
         where = o.reasoning_field or "reasoning_effort"
-        if o.reasoning_effort not in EFFORT_BUDGETS:
+        if not isinstance(o.reasoning_effort, str) or o.reasoning_effort not in EFFORT_BUDGETS:
             raise BadRequest(f"{where}: unknown reasoning effort {o.reasoning_effort!r} (one of "
                              f"{', '.join(EFFORT_BUDGETS)})", param=where)
         effort = EFFORT_BUDGETS[o.reasoning_effort]

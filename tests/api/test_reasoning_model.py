@@ -13,6 +13,7 @@ import jsonschema
 import ollama
 import openai
 import pytest
+from starlette.testclient import TestClient
 
 from poly_ray import config
 from poly_ray.api import create_app
@@ -46,6 +47,7 @@ def app(gemma_path, tmp_path_factory):
 
     cfg = config.validate({
         "allowed_keys": ["key-1"],
+        "allowed_hosts": ["localhost", "testserver"],  # httpx's and Starlette TestClient's Host
         "models": {"g": {"model_path": str(gemma_path), "context_size": 1024, "slots": 1, "threads_per_session": 2,
                          "stream_interval_ms": 0}},
         "tasks": {
@@ -212,3 +214,63 @@ async def test_bad_reasoning_controls_are_400_naming_the_field(oai, olla, claude
         await oai.chat.completions.create(model="plain", messages=ASK, extra_body={
             "chat_template_kwargs": {"enable_thinking": True}})
     assert e.value.body["param"] == "chat_template_kwargs.enable_thinking"
+
+
+async def test_responses_reasoning_item_whole_and_streamed(oai, end_tokens):
+    r = await oai.responses.create(model="think", input="What is two plus three?", reasoning={"effort": "low"})
+    assert [item.type for item in r.output] == ["reasoning", "message"]
+    thought = r.output[0].content[0].text
+    assert clean(thought).strip() and clean(r.output_text).strip()
+    assert r.usage.output_tokens_details.reasoning_tokens == BUDGET + end_tokens
+    kinds, deltas, final = [], "", None
+    async for event in await oai.responses.create(model="think", input="What is two plus three?", stream=True):
+        kinds.append(event.type)
+        if event.type == "response.reasoning_text.delta":
+            deltas += event.delta
+        if event.type == "response.completed":
+            final = event.response
+    assert deltas == thought
+    assert kinds.index("response.reasoning_text.done") < kinds.index("response.output_text.delta")
+    assert [item.type for item in final.output] == ["reasoning", "message"]
+    assert final.output[0].content[0].text == thought and final.output_text == r.output_text
+    # The reasoning item sent back as input is taken, and left out of the prompt.
+    again = await oai.responses.create(model="think", max_output_tokens=12, input=[
+        {"role": "user", "content": "What is two plus three?"}, *[item.model_dump() for item in r.output],
+        {"role": "user", "content": "And plus four?"}])
+    assert again.output[0].type == "reasoning"
+    with pytest.raises(openai.BadRequestError) as e:
+        await oai.responses.create(model="think", input="hi", reasoning={"effort": "loads"})
+    assert e.value.body["param"] == "reasoning.effort"
+
+
+async def test_native_completion_and_live(app, end_tokens):
+    async with transport(app) as http:
+        auth = {"Authorization": "Bearer key-1"}
+        whole = (await http.post("/v1/task/think-prompt/completion", json={"prompt": "What is two plus three?"},
+                                 headers=auth)).json()
+        assert clean(whole["reasoning"]).strip() and clean(whole["text"]).strip()
+        assert whole["usage"]["completion_tokens_details"] == {"reasoning_tokens": BUDGET + end_tokens}
+        live = (await http.post("/v1/task/think-prompt/live", json={"prompt": "What is two plus three?"},
+                                headers=auth)).text
+        none = (await http.post("/v1/task/think-prompt/completion", headers=auth, json={
+            "prompt": "What is two plus three?", "reasoning_effort": "none", "max_tokens": 6})).json()
+    events = [block for block in live.split("\n\n") if block]
+    reasoning = [b for b in events if b.startswith("event: reasoning\n")]
+    assert reasoning and events.index(reasoning[-1]) < next(i for i, b in enumerate(events) if b.startswith("data:"))
+    # An event's data lines join with newlines; the events' texts follow each other.
+    assert "".join("\n".join(line[len("data: "):] for line in b.split("\n")[1:]) for b in reasoning) == \
+        whole["reasoning"]
+    assert "reasoning" not in none
+
+
+def test_websocket_json_frames(app):
+    with TestClient(app) as client, client.websocket_connect(
+            "/v1/task/think-prompt/chat?api_key=key-1&protocol=json") as ws:
+        ws.send_text("What is two plus three?")
+        frames = []
+        while (frame := ws.receive_json())["type"] != "done":
+            frames.append(frame)
+    kinds = [f["type"] for f in frames]
+    assert kinds[0] == "reasoning" and "token" in kinds
+    assert kinds.index("token") > max(i for i, k in enumerate(kinds) if k == "reasoning")
+    assert clean("".join(f["text"] for f in frames if f["type"] == "token")).strip()
