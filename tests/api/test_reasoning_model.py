@@ -53,6 +53,8 @@ def app(gemma_path, tmp_path_factory):
         "tasks": {
             "think": {**COMMON, "chat_template": TEMPLATE},
             "think-prompt": {**COMMON, "prefix": EXAMPLE + "Q: ", "postfix": "\nA: <think>"},
+            "think-biased": {**COMMON, "prefix": EXAMPLE + "Q: ", "postfix": "\nA: <think>",
+                             "biaser": {"json_schema": SCHEMA}, "bias_prompt": "\nAs JSON: "},
             "plain": {"model": "g", "max_tokens": 16, "reasoning": "off"},
         },
     }, env={})
@@ -207,6 +209,8 @@ async def test_bad_reasoning_controls_are_400_naming_the_field(oai, olla, claude
         with pytest.raises(anthropic.BadRequestError, match="thinking.budget_tokens"):
             await claude.messages.create(model="think", max_tokens=40, messages=ASK,
                                          thinking={"type": "enabled", "budget_tokens": budget})
+    with pytest.raises(ollama.ResponseError, match="think: unknown reasoning effort 'extreme'"):
+        await olla.chat(model="think", messages=ASK, think="extreme")
     with pytest.raises(ollama.ResponseError, match="think: model 'g' does not think") as o:
         await olla.chat(model="plain", messages=ASK, think=True)
     assert o.value.status_code == 400
@@ -274,3 +278,12 @@ def test_websocket_json_frames(app):
     assert kinds[0] == "reasoning" and "token" in kinds
     assert kinds.index("token") > max(i for i, k in enumerate(kinds) if k == "reasoning")
     assert clean("".join(f["text"] for f in frames if f["type"] == "token")).strip()
+
+
+async def test_the_bias_prompt_flow_thinks_once_and_the_biased_answer_validates(app, end_tokens):
+    async with transport(app) as http:
+        r = (await http.post("/v1/task/think-biased/completion", json={"prompt": "What is two plus three?"},
+                             headers={"Authorization": "Bearer key-1"})).json()
+    jsonschema.validate(json.loads(r["text"]), SCHEMA)
+    assert clean(r["reasoning"]).strip() and "{" not in r["reasoning"]
+    assert r["usage"]["completion_tokens_details"] == {"reasoning_tokens": BUDGET + end_tokens}
