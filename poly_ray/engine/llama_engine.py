@@ -536,7 +536,7 @@ class Engine:
         run.job.send(Done(reason, len(run.job.tokens), n, timings, context, run.stops.matched, thought))
 
     def _send_text(self, run: _Run, now: float) -> None:
-        if run.job.thinking is not None and (thought := run.job.thinking.take())[0]:
+        if run.job.thinking is not None and any(thought := run.job.thinking.take()):  # text or tokens
             run.job.send(Reasoning(*thought))
             run.held -= thought[1]
         run.job.send(Chunk(run.unsent, run.held, tuple(run.unsent_logprobs)))

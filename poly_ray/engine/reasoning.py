@@ -50,6 +50,8 @@ class RunThinking:
         if was or self.parser.thinking:
             self.tokens += 1
             self.held += 1
+            if run.job.request.logprobs is not None:  # the answer's log-probabilities are the answer's tokens'
+                run.unsent_logprobs.pop()
         self.unsent += reasoning
         self._grammar_on(run)
         return answer
@@ -89,8 +91,10 @@ class RunThinking:
 
     def _grammar_on(self, run) -> None:
         if self.deferred is not None and self.parser.answering and self.chain is not None:
+            # A new chain: the penalties' history and min_tokens' hold go on where they were.
             run.sampler.close()
-            run.sampler = self.chain(grammar=self.deferred)
+            run.sampler = self.chain(grammar=self.deferred, history=run.job.tokens + run.output,
+                                     min_tokens=max(0, run.job.request.min_tokens - run.generated))
             self.deferred = None
 
 

@@ -46,6 +46,7 @@ async def test_the_budget_closes_the_thinking_and_the_answer_follows(engine):
     assert done.completion_tokens == 20
     # Every generated token is counted once, as reasoning or as answer.
     assert sum(e.tokens for e in events if isinstance(e, (Chunk, Reasoning))) == done.completion_tokens
+    assert sum(e.tokens for e in events if isinstance(e, Reasoning)) == done.reasoning_tokens
     assert done.usage["completion_tokens_details"] == {"reasoning_tokens": THINK.budget + end}
     # Reasoning comes first: no answer text before the last of it.
     kinds = [type(e) for e in events if isinstance(e, (Chunk, Reasoning)) and e.text]
@@ -85,3 +86,11 @@ async def test_a_stream_that_ends_inside_the_thinking(engine):
 async def test_without_thinking_the_markers_are_text(engine):
     text, _, _, done = await gather_calls(engine.generate(request(thinking=None, ignore_eos=True, max_tokens=6)))
     assert done.reasoning == "" and done.reasoning_tokens == 0 and text
+
+
+async def test_log_probabilities_are_the_answers_tokens_only(engine):
+    events = await events_of(engine, request(ignore_eos=True, max_tokens=16, logprobs=0))
+    chunks = [e for e in events if isinstance(e, Chunk)]
+    answer_tokens = sum(c.tokens for c in chunks)
+    assert answer_tokens == 16 - events[-1].reasoning_tokens > 0
+    assert sum(len(c.logprobs) for c in chunks) == answer_tokens
