@@ -13,7 +13,9 @@ from __future__ import annotations
 import functools
 import re
 import secrets
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 from .errors import BadRequest, ConfigError
 from .generation import Segment
@@ -42,15 +44,18 @@ def check(template: str) -> None:
     _compile(template)
 
 
-def render(template: str, messages: list[tuple[str, str]], *, bos: str = "", eos: str = "") -> tuple[Segment, ...]:
+def render(template: str, messages: list[tuple[str, str]], *, bos: str = "", eos: str = "",
+           variables: Mapping[str, Any] | None = None) -> tuple[Segment, ...]:
     """The conversation as the model sees it, ending with the assistant's turn
-    opened. A BOS the template writes first is left out: the engine adds one."""
+    opened. A BOS the template writes first is left out: the engine adds one.
+    ``variables``: the template's own switches (``enable_thinking``)."""
     from jinja2 import TemplateError
 
     marker = f"\x00{secrets.token_hex(8)}:"
     shown = [{"role": role, "content": f"{marker}{i}\x00"} for i, (role, _) in enumerate(messages)]
     try:
-        text = _compile(template).render(messages=shown, add_generation_prompt=True, bos_token=bos, eos_token=eos)
+        text = _compile(template).render(**(variables or {}), messages=shown, add_generation_prompt=True,
+                                         bos_token=bos, eos_token=eos)
     except TemplateError as e:
         raise BadRequest(f"the chat template failed on these messages: {e}") from None
     if bos and text.startswith(bos):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .errors import BadRequest, ModelError
 
@@ -56,6 +56,18 @@ class Segment:
 
 
 @dataclass(frozen=True)
+class Thinking:
+    """Where a reasoning model's thinking is in its output, and how long it may be: the
+    text between ``start`` and ``end`` is reasoning, apart from the answer. ``budget``:
+    the reasoning tokens it may write before the engine writes ``end`` itself (None:
+    up to max_tokens; 0: none at all). A grammar constrains only the answer."""
+
+    start: str
+    end: str
+    budget: int | None = None
+
+
+@dataclass(frozen=True)
 class GenerationRequest:
     prompt: tuple[Segment, ...]
     max_tokens: int = 256
@@ -85,6 +97,8 @@ class GenerationRequest:
     # only for the prompt's operator-written start (kv_slots.place), so ``cached_tokens`` tells
     # no caller what another one asked.
     owner: str | None = None
+    # A reasoning model's thinking, kept apart from the answer (None: the text as it comes).
+    thinking: Thinking | None = None
 
     @property
     def text(self) -> str:
@@ -113,6 +127,14 @@ class Chunk:
 
 
 @dataclass(frozen=True)
+class Reasoning:
+    """A piece of a reasoning model's thinking: never part of the answer's text."""
+
+    text: str
+    tokens: int  # generated tokens this piece covers
+
+
+@dataclass(frozen=True)
 class ToolCallDelta:
     """A piece of a tool call: its first carries the call's id and name, the
     following ones fragments of its arguments' JSON text (they concatenate)."""
@@ -138,6 +160,8 @@ class Done:
     timings: dict = field(default_factory=dict)
     context: tuple[int, ...] | None = None  # prompt + generated tokens, when the request had a context
     stop_sequence: str | None = None  # the stop sequence that ended the text, if one did
+    reasoning_tokens: int = 0  # of completion_tokens, those the model thought with
+    reasoning: str = ""  # the whole thinking, set by gather_calls (streams carry it as Reasoning events)
 
     @property
     def usage(self) -> dict:
@@ -145,6 +169,8 @@ class Done:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.prompt_tokens + self.completion_tokens,
+            **({"completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens}}
+               if self.reasoning_tokens else {}),
         }
 
     def to_dict(self) -> dict:
@@ -152,7 +178,7 @@ class Done:
         return {"finish_reason": self.finish_reason, "usage": self.usage, "timings": self.timings}
 
 
-Event = Started | Chunk | ToolCallDelta | Done
+Event = Started | Chunk | Reasoning | ToolCallDelta | Done
 
 
 async def gather(events: AsyncIterator[Event]) -> tuple[str, list[TokenLogprob], Done]:
@@ -162,20 +188,26 @@ async def gather(events: AsyncIterator[Event]) -> tuple[str, list[TokenLogprob],
 
 
 async def gather_calls(events: AsyncIterator[Event]) -> tuple[str, list[TokenLogprob], list[ToolCall], Done]:
-    """The same, with the tool calls the stream's deltas make up."""
+    """The same, with the tool calls the stream's deltas make up (and ``Done.reasoning``
+    the thinking its Reasoning events make up)."""
     parts: list[str] = []
+    thought: list[str] = []
     logprobs: list[TokenLogprob] = []
     calls: dict[int, list[str]] = {}  # index → [id, name, arguments]
     async for event in events:
         if isinstance(event, Chunk):
             parts.append(event.text)
             logprobs += event.logprobs
+        elif isinstance(event, Reasoning):
+            thought.append(event.text)
         elif isinstance(event, ToolCallDelta):
             call = calls.setdefault(event.index, ["", "", ""])
             call[0] = call[0] or event.id
             call[1] = call[1] or event.name
             call[2] += event.arguments
         elif isinstance(event, Done):
+            if thought:
+                event = replace(event, reasoning="".join(thought))
             return "".join(parts), logprobs, [ToolCall(*calls[i]) for i in sorted(calls)], event
     raise ModelError("the model's stream ended before it was done")
 
@@ -186,6 +218,8 @@ async def collect(events: AsyncIterator[Event]) -> dict:
     a task's tools were called; a call cut by max_tokens is left out."""
     text, _, calls, done = await gather_calls(events)
     answer = {"text": text, **done.to_dict()}
+    if done.reasoning:
+        answer["reasoning"] = done.reasoning
     whole = []
     for c in calls:
         try:

@@ -207,6 +207,10 @@ def _check_references(config: Config) -> Config:
         if task.model not in config.models:
             known = ", ".join(sorted(config.models)) or "none configured"
             raise ConfigError(f"tasks.{name}.model: unknown model {task.model!r} (models: {known})")
+        context = config.models[task.model].context_size
+        if task.max_reasoning_tokens is not None and task.max_reasoning_tokens >= context:
+            raise ConfigError(f"tasks.{name}.max_reasoning_tokens: {task.max_reasoning_tokens} does not fit the "
+                              f"context of model {task.model!r} ({context} tokens)")
         if task.memorization is not None and task.memorization.memory not in config.memories:
             known = ", ".join(sorted(config.memories)) or "none configured"
             raise ConfigError(

@@ -10,6 +10,7 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 
 from .base import Strict
+from .reasoning import REASONING_DOC, Reasoning
 
 
 def parse_hf(spec: str) -> tuple[str, str | None, str]:
@@ -144,6 +145,7 @@ class ModelConfig(Strict):
     # Fewer, larger messages leave more CPU to the model.
     stream_interval_ms: float = Field(100.0, ge=0, le=10_000, description=(
         "Streamed text is sent at most this often, the first chunk at once; 0 sends every token alone."))
+    reasoning: Reasoning = Field("auto", description="Where the model's thinking is in its output. " + REASONING_DOC)
     kv_snapshot_bytes: int = Field(2 << 30, ge=0, le=1 << 50, description=(
         "Bytes of durable KV snapshots (`/stream` cache ids, task preludes) kept under `state_dir/kv/NAME`, least "
         "recently used evicted; a snapshot larger than this is refused with 507 `kv_snapshot_too_large`; 0 turns "

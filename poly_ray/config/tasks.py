@@ -15,6 +15,7 @@ from poly_ray.grammars import Caps, from_schema
 
 from . import sampler_chain
 from .base import Strict
+from .reasoning import REASONING_DOC, Reasoning
 
 
 class Biaser(Strict):
@@ -117,6 +118,11 @@ class TaskConfig(Strict):
     tool_choice: str | dict[str, Any] | None = Field(None, description=(
         'How the model may use the tools, as OpenAI\'s `tool_choice`: "auto" (not set), "none", "required", or '
         '`{ type = "function", function = { name = "..." } }`.'))
+    reasoning: Reasoning | None = Field(None, description=(
+        "Where the model's thinking is, for this task (not set: the model's `reasoning`). " + REASONING_DOC))
+    max_reasoning_tokens: int | None = Field(None, ge=0, le=1 << 20, description=(
+        "Tokens the model may think before the engine writes the end marker itself and the answer follows "
+        "(0: no thinking; not set: up to max_tokens). A request's budget or effort may ask for fewer, never more."))
 
     # Keys the TOML may hold that are no field: a validator turns them into fields.
     EXTRA_KEYS: ClassVar[dict[str, tuple[str, str]]] = {

@@ -43,9 +43,9 @@ from llama_cpp import _internals
 from llama_cpp import _logger as llama_log
 
 from poly_ray.errors import BadRequest, Busy, ContextFull, ModelError, PromptTooLong
-from poly_ray.generation import Chunk, Done, Event, GenerationRequest, Segment, Started, TokenLogprob
+from poly_ray.generation import Chunk, Done, Event, GenerationRequest, Reasoning, Segment, Started, TokenLogprob
 
-from . import backends, batching, lora
+from . import backends, batching, lora, reasoning
 from .embedder import Embedder
 from .kv_persist import Persistence
 from .kv_slots import Slot, place, public_prefix
@@ -77,6 +77,7 @@ class _Job:
     cancelled: threading.Event = field(default_factory=threading.Event)
     fetched: tuple[list[int], bytes] | None = None  # the cache id's snapshot, from the vault
     public: int = 0  # tokens of the prompt's operator-written start (kv_slots.place)
+    thinking: reasoning.RunThinking | None = None  # a reasoning model's thinking, kept apart
 
     def send(self, item) -> None:
         try:
@@ -262,6 +263,7 @@ class Engine:
         before the first event. Closing the iterator stops decoding.
         """
         tokens = self.tokenize_prompt(request.prompt, request.context)
+        thinking, tokens = reasoning.prepare(request, tokens, functools.partial(self.tokenize, special=True))
         if len(tokens) >= self.context_size:
             error = ContextFull if request.context else PromptTooLong
             raise error(
@@ -276,7 +278,7 @@ class Engine:
         if request.grammar is not None:
             SamplerChain(self._vocab, self._n_vocab, request.sampling, grammar=request.grammar).close()
         job = _Job(tokens, request, asyncio.get_running_loop(), asyncio.Queue(),
-                   public=public_prefix(request, self.tokenize))
+                   public=public_prefix(request, self.tokenize), thinking=thinking)
         if self._persist is not None:  # saved by a replica elsewhere, or before this one started
             job.fetched = await self._persist.prefetch(request, self._slots)
         with self._lock:
@@ -412,16 +414,13 @@ class Engine:
                 slot.tokens = slot.tokens[: placement.reuse]
             req = job.request
             try:
-                sampler = SamplerChain(
-                    self._vocab,
-                    self._n_vocab,
-                    req.sampling,
-                    grammar=req.grammar,
-                    banned=self._eog_tokens if req.ignore_eos else None,
-                    history=job.tokens,
-                    min_tokens=req.min_tokens,
-                    eog=self._eog_tokens,
-                )
+                chain = functools.partial(SamplerChain, self._vocab, self._n_vocab, req.sampling,
+                                          banned=self._eog_tokens if req.ignore_eos else None,
+                                          history=job.tokens, min_tokens=req.min_tokens, eog=self._eog_tokens)
+                # While a reasoning model thinks, its grammar waits (engine/reasoning.py).
+                sampler = chain(grammar=req.grammar if job.thinking is None else job.thinking.first_grammar)
+                if job.thinking is not None:
+                    job.thinking.chain = chain
             except Exception as e:
                 job.send(e if isinstance(e, BadRequest) else ModelError(f"model '{self.name}': {e}"))
                 with self._lock:
@@ -492,13 +491,17 @@ class Engine:
         run.output.append(token)
         run.generated += 1
         run.held += 1
-        run.unsent += run.stops.feed(run.utf8.decode(self._piece(token)))
+        text = run.utf8.decode(self._piece(token))
+        if run.job.thinking is not None:  # its reasoning kept apart; the stops see the answer only
+            text = run.job.thinking.feed(run, text)
+        run.unsent += run.stops.feed(text)
         # Every message costs CPU in each hop of the graph, CPU the model's own
         # threads need: the first text goes at once, then at most one message
         # per flush interval per stream, and about MESSAGES_PER_S in all when
         # many streams share the replica. An interval of 0 sends every token.
         interval = max(self.flush_interval, self._active / MESSAGES_PER_S) if self.flush_interval else 0.0
-        if run.unsent and (not run.last_sent or now - run.last_sent >= interval):
+        unsent = run.unsent or (run.job.thinking is not None and run.job.thinking.unsent)
+        if unsent and (not run.last_sent or now - run.last_sent >= interval):
             self._send_text(run, now)
         if run.stops.stopped:
             self._finish(run, "stop")
@@ -506,9 +509,14 @@ class Engine:
             self._finish(run, "length")
         else:
             run.next_token = token
+            if run.job.thinking is not None:  # a spent thinking budget: the engine writes the end marker
+                run.job.thinking.after(run)
 
     def _finish(self, run: _Run, reason: str) -> None:
-        run.unsent += run.stops.feed(run.utf8.decode(b"", final=True)) + run.stops.flush()
+        tail = run.utf8.decode(b"", final=True)
+        if run.job.thinking is not None:
+            tail = run.job.thinking.flush(tail)
+        run.unsent += run.stops.feed(tail) + run.stops.flush()
         ended = time.perf_counter()
         if run.unsent or run.held:
             self._send_text(run, ended)
@@ -527,9 +535,13 @@ class Engine:
         if self._persist is not None:
             self._persist.save(run.job.request, run.slot, self._slots)
         context = tuple(run.job.tokens + run.output) if run.job.request.context is not None else None
-        run.job.send(Done(reason, len(run.job.tokens), n, timings, context, run.stops.matched))
+        thought = run.job.thinking.tokens if run.job.thinking is not None else 0
+        run.job.send(Done(reason, len(run.job.tokens), n, timings, context, run.stops.matched, thought))
 
     def _send_text(self, run: _Run, now: float) -> None:
+        if run.job.thinking is not None and any(thought := run.job.thinking.take()):  # text or tokens
+            run.job.send(Reasoning(*thought))
+            run.held -= thought[1]
         run.job.send(Chunk(run.unsent, run.held, tuple(run.unsent_logprobs)))
         run.unsent, run.held, run.last_sent = "", 0, now
         run.unsent_logprobs = []

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Protocol
 
 from poly_ray.errors import PolyError
-from poly_ray.generation import Chunk, Done, Event, Started
+from poly_ray.generation import Chunk, Done, Event, Reasoning, Started
 
 log = logging.getLogger("poly_ray.requests")
 
@@ -75,7 +75,7 @@ async def observe(
         async for event in events:
             if isinstance(event, Started):
                 started = event
-            elif isinstance(event, Chunk) and event.text and first_at is None:
+            elif isinstance(event, (Chunk, Reasoning)) and event.text and first_at is None:  # thinking is output too
                 first_at = time.perf_counter()
             elif isinstance(event, Done):
                 # Now, not when the caller closes this generator (a caller that

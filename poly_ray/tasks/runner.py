@@ -17,8 +17,9 @@ from typing import Any, Protocol
 from poly_ray import chat_template, grammars, tools
 from poly_ray.config import ModelConfig, TaskConfig
 from poly_ray.errors import BadRequest, ConfigError, NotFound
-from poly_ray.generation import Chunk, Done, Event, GenerationRequest, Segment, Started, collect
+from poly_ray.generation import Chunk, Done, Event, GenerationRequest, Reasoning, Segment, Started, collect
 
+from . import reasoning
 from .observe import Sink, Tally, observe
 from .prompts import assemble, bare_model_task, build_request, recalled_text, render_chat, replay
 from .turn import ModelInfo, Overrides, TaskInfo, TurnRequest
@@ -123,7 +124,7 @@ class TaskRunner:
         if o.raw:
             request = build_request(req.target, task, (Segment(prompt),), o, user_text=prompt, grammar=biaser,
                                     owner=req.owner)
-            events = self.client(task.model).generate(request)
+            events = self.client(task.model).generate(replace(request, thinking=self._thinking(task, o)))
         else:
             request = build_request(req.target, task, prompt, o, grammar=biaser, owner=req.owner)
             if recalled := await self._recall(task, prompt, req.owner):
@@ -132,7 +133,7 @@ class TaskRunner:
             if plan.active:  # the tools' description first, the answer their envelope
                 request = replace(request, prompt=(Segment(plan.instructions() + "\n\n"), *request.prompt),
                                   grammar=grammar)
-            events = self._answer(task, request, plan)
+            events = self._answer(task, replace(request, thinking=self._thinking(task, o)), plan)
         async for event in self._remembering(task, prompt, events, req.owner):
             yield event
 
@@ -149,7 +150,8 @@ class TaskRunner:
             turn = (*replay(task, list(req.history)), *turn)
         request = build_request(req.target, task, turn, req.overrides, user_text=prompt,
                                 grammar=self._grammars.get(req.target), owner=req.owner)
-        events = self._run(task, replace(request, context=req.context or ()))
+        events = self._run(task, replace(request, context=req.context or (),
+                                         thinking=self._thinking(task, req.overrides)))
         async for event in self._remembering(task, prompt, events, req.owner):
             yield event
 
@@ -157,6 +159,10 @@ class TaskRunner:
         """Chat messages (``(role, content)`` pairs) through the chat template, with recall
         for the last user message and the tools in the system turn."""
         messages, o = list(req.messages or ()), req.overrides  # _generate sends only chats here
+        model = await self._model_template(task.model)
+        think = reasoning.plan(task, self._models.get(task.model), o,
+                               task.chat_template or (model or {}).get("template"))
+        messages = reasoning.drop_thinking(messages, think.thinking)
         question = next((content for role, content in reversed(messages) if role == "user"), "")
         recalled = await self._recall(task, question, req.owner) if question else ""
         plan, grammar = await self._tools(task, o)
@@ -164,8 +170,9 @@ class TaskRunner:
             messages = tools.with_instructions(plan, messages)
             o = replace(o, grammar=grammar)
         said = "\n".join(content for _, content in messages)
-        request = build_request(req.target, task, await self._render(task, messages, recalled), o, user_text=said,
-                                grammar=self._grammars.get(req.target), owner=req.owner)
+        request = build_request(req.target, task, await self._render(task, messages, recalled, think.variables), o,
+                                user_text=said, grammar=self._grammars.get(req.target), owner=req.owner)
+        request = replace(request, thinking=think.thinking)
         async for event in self._remembering(task, question, self._answer(task, request, plan), req.owner):
             yield event
 
@@ -187,21 +194,31 @@ class TaskRunner:
                 yield event
             return
         free: list[str] = []
+        thought, thinking = 0, ""
         async for event in client.generate(replace(request, grammar=None)):
             if isinstance(event, Chunk):
                 free.append(event.text)
-            elif not isinstance(event, Done):
-                yield event  # Started: the prompt was accepted
-        biased = replace(
+            elif isinstance(event, Done):
+                thought = event.reasoning_tokens
+            else:
+                if isinstance(event, Reasoning):
+                    thinking += event.text
+                yield event  # Started (the prompt was accepted), and the thinking
+        biased = replace(  # the free answer as the model wrote it, thinking closed: no thinking again
             request,
-            prompt=(*request.prompt, Segment("".join(free)), Segment(task.bias_prompt, special=True)),
+            thinking=None,
+            prompt=(*request.prompt, *reasoning.replayed(request, thinking), Segment("".join(free)),
+                    Segment(task.bias_prompt, special=True)),
             max_tokens=task.max_tokens,
         )
         async for event in client.generate(biased):
+            if isinstance(event, Done) and thought:  # the free answer's thinking is the answer's too
+                event = replace(event, reasoning_tokens=event.reasoning_tokens + thought)
             if not isinstance(event, Started):
                 yield event
 
-    async def _render(self, task: TaskConfig, messages: list[tuple[str, str]], recalled: str) -> tuple[Segment, ...]:
+    async def _render(self, task: TaskConfig, messages: list[tuple[str, str]], recalled: str,
+                      variables: dict | None = None) -> tuple[Segment, ...]:
         """Messages as the model sees them: through the task's chat template, else the
         model's own (GGUF), else prefix/postfix around each user message. Recalled
         memory text goes in as a system message."""
@@ -211,8 +228,13 @@ class TaskRunner:
             return render_chat(task, messages, recalled=recalled)
         if recalled:
             messages = [("system", recalled.strip()), *messages]
-        segments = chat_template.render(template, messages, bos=(model or {}).get("bos", ""), eos=(model or {}).get("eos", ""))
+        segments = chat_template.render(template, messages, bos=(model or {}).get("bos", ""),
+                                        eos=(model or {}).get("eos", ""), variables=variables)
         return (Segment(task.prelude, special=True), *segments) if task.prelude else segments
+
+    def _thinking(self, task: TaskConfig, overrides: Overrides):
+        """The thinking of a prompt that no chat template writes (refusals raised here, before Started)."""
+        return reasoning.plan(task, self._models.get(task.model), overrides).thinking
 
     async def _model_template(self, model: str) -> dict | None:
         if model not in self._templates:

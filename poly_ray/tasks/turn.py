@@ -49,6 +49,13 @@ class Overrides:
     parallel_tool_calls: bool | None = None
     # Ollama's raw: the prompt as it is, without the task's prelude, prefix, postfix or recall.
     raw: bool = False
+    # A reasoning model's thinking (tasks/reasoning.py): on or off, an effort level
+    # (config.reasoning.EFFORT_BUDGETS), a budget of tokens; and the request field they
+    # came from, which a refusal names (set by routes).
+    thinking: bool | None = None
+    reasoning_effort: str | None = None
+    reasoning_budget: int | None = None
+    reasoning_field: str | None = None
     # Set by routes, never by a client's body: the key that routes a chain's turns to the
     # model replica holding its prefix (a chat session, a Responses chain or conversation,
     # an Assistants thread, a cache id, a prompt_cache_key; always the owner's), and a

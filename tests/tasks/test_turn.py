@@ -3,12 +3,12 @@ key once, and a TurnRequest's shape decides how the runner writes the prompt (sc
 model, no Ray)."""
 
 import pytest
+from scripted import ScriptedModel
 
 from poly_ray import config
 from poly_ray.errors import NotFound
 from poly_ray.tasks.runner import TaskRunner
 from poly_ray.tasks.turn import Overrides, TurnRequest
-from scripted import ScriptedModel
 
 
 def runner() -> tuple[TaskRunner, ScriptedModel]:

@@ -3,8 +3,10 @@
 Content blocks are read one by one (``conversation``), so that a block poly-ray
 cannot take is refused naming its place (``messages[1].content[0]``) and saying
 why (an image, a block type it does not know). Fields Anthropic's SDK and Claude
-Code send are accepted: ``cache_control`` and ``thinking`` as hints, ``metadata``
-and ``service_tier`` as labels; other unknown fields are a 400.
+Code send are accepted: ``cache_control`` as a hint, ``metadata`` and ``service_tier``
+as labels; other unknown fields are a 400. ``thinking`` switches a reasoning model's
+thinking on or off and bounds it (``budget_tokens``); earlier thinking blocks sent back
+are left out of the prompt, as the models' templates do.
 """
 
 from __future__ import annotations
@@ -55,6 +57,25 @@ class ToolResultBlock(_Body):
     cache_control: CacheControl | None = None
 
 
+class ThinkingBlock(_Body):
+    """An earlier answer's thinking, sent back: left out of the prompt."""
+
+    type: Literal["thinking", "redacted_thinking"]
+    thinking: str | None = None
+    data: str | None = None
+    signature: str | None = None
+    cache_control: CacheControl | None = None
+
+
+class ThinkingConfig(_Body):
+    """``thinking``: a reasoning model thinks (``enabled``, at most ``budget_tokens``; ``adaptive``, as much
+    as the task allows) or not (``disabled``). A model that does not think takes it as a hint."""
+
+    type: Literal["enabled", "disabled", "adaptive"]
+    budget_tokens: int | None = None
+    display: str | None = None
+
+
 class Message(_Body):
     role: Literal["user", "assistant"]
     content: str | list[dict[str, Any]]
@@ -98,7 +119,7 @@ class CountTokensRequest(_Body):
     system: str | list[TextBlock] | None = None
     tools: list[Tool] | None = None
     tool_choice: ToolChoice | None = None
-    thinking: dict[str, Any] | None = None  # a hint: the models here do not think aloud
+    thinking: ThinkingConfig | None = None
     cache_control: CacheControl | None = None
     output_config: OutputConfig | None = None
     speed: Literal["standard", "fast"] | None = None  # a hint
@@ -118,6 +139,8 @@ class CountTokensRequest(_Body):
             for j, raw in enumerate(blocks):
                 where = f"messages[{i}].content[{j}]"
                 block = _block(raw, where, m.role)
+                if isinstance(block, ThinkingBlock):
+                    continue  # an earlier answer's thinking stays out of the prompt
                 if isinstance(block, TextBlock):
                     texts.append(block.text)
                 elif isinstance(block, ToolUseBlock):
@@ -167,6 +190,10 @@ class CountTokensRequest(_Body):
                 o["tool_choice"] = c.type
             if c.disable_parallel_tool_use is not None:
                 o["parallel_tool_calls"] = not c.disable_parallel_tool_use
+        if self.thinking is not None:
+            o.update(thinking=self.thinking.type != "disabled", reasoning_field="thinking.type")
+            if self.thinking.type == "enabled" and self.thinking.budget_tokens is not None:
+                o.update(reasoning_budget=self.thinking.budget_tokens, reasoning_field="thinking.budget_tokens")
         return o
 
 
@@ -192,9 +219,11 @@ class MessagesRequest(CountTokensRequest):
         return {k: v for k, v in o.items() if v is not None}
 
 
-Block = TextBlock | ToolUseBlock | ToolResultBlock
-_BLOCKS: dict[str, type[Block]] = {"text": TextBlock, "tool_use": ToolUseBlock, "tool_result": ToolResultBlock}
-_ROLES = {"text": ("user", "assistant"), "tool_use": ("assistant",), "tool_result": ("user",)}
+Block = TextBlock | ToolUseBlock | ToolResultBlock | ThinkingBlock
+_BLOCKS: dict[str, type[Block]] = {"text": TextBlock, "tool_use": ToolUseBlock, "tool_result": ToolResultBlock,
+                                   "thinking": ThinkingBlock, "redacted_thinking": ThinkingBlock}
+_ROLES = {"text": ("user", "assistant"), "tool_use": ("assistant",), "tool_result": ("user",),
+          "thinking": ("assistant",), "redacted_thinking": ("assistant",)}
 _IMAGES = ("image", "document")
 
 
@@ -203,7 +232,7 @@ def _block(raw: dict, where: str, role: str) -> Block:
     if kind in _IMAGES:
         raise BadRequest(f"{where}: {kind} blocks are not supported (images are not supported)")
     if kind not in _BLOCKS:
-        raise BadRequest(f"{where}.type: unknown block type {kind!r} (supported: text, tool_use, tool_result)")
+        raise BadRequest(f"{where}.type: unknown block type {kind!r} (supported: {', '.join(_BLOCKS)})")
     if role not in _ROLES[kind]:
         raise BadRequest(f"{where}: a {kind} block belongs in a {' or '.join(_ROLES[kind])} message")
     try:

@@ -24,7 +24,7 @@ from poly_ray.api.parsing import overrides_off_loop, parse_params
 from poly_ray.api.services import services
 from poly_ray.api.sse import json_event
 from poly_ray.api.streaming import Framer, respond
-from poly_ray.generation import Chunk, Done, Started, ToolCallDelta, gather_calls
+from poly_ray.generation import Chunk, Done, Reasoning, Started, ToolCallDelta, gather_calls
 from poly_ray.tasks.turn import TurnRequest
 
 from .protocol import CountTokensRequest, MessageResponse, MessagesRequest, TokenCount, tool_input
@@ -50,7 +50,8 @@ async def create_message(request: Request):
         text, _, calls, done = await gather_calls(events)
     finally:
         release()
-    content: list[dict[str, Any]] = [{"type": "text", "text": text}] if text or not calls else []
+    content: list[dict[str, Any]] = [_thinking(done.reasoning)] if done.reasoning else []
+    content += [{"type": "text", "text": text}] if text or not calls else []
     content += [{"type": "tool_use", "id": c.id, "name": c.name, "input": tool_input(c.arguments)} for c in calls]
     return JSONResponse(dict(shape.head(), content=content, **shape.end(done)))
 
@@ -117,6 +118,10 @@ class _Framer(Framer):
         return [_event("message_start", message=dict(self.shape.head(), usage=self.shape.usage()))]
 
     def event(self, ev) -> list[bytes]:
+        if isinstance(ev, Reasoning) and ev.text:
+            out = [] if self.open == "thinking" else self._start(_thinking(""))
+            return out + [_event("content_block_delta", index=self.index,
+                                 delta={"type": "thinking_delta", "thinking": ev.text})]
         if isinstance(ev, Chunk) and ev.text:
             out = [] if self.open == "text" else self._start({"type": "text", "text": ""})
             return out + [_event("content_block_delta", index=self.index,
@@ -144,6 +149,11 @@ class _Framer(Framer):
             return []
         self.open = None
         return [_event("content_block_stop", index=self.index)]
+
+
+def _thinking(text: str) -> dict:
+    # No signature: the thinking is the model's own, and comes back only to be dropped.
+    return {"type": "thinking", "thinking": text, "signature": ""}
 
 
 def _event(kind: str, **fields) -> bytes:

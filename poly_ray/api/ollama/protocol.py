@@ -84,7 +84,7 @@ class GenerationBody(Body):
     @model_validator(mode="after")
     def _supported(self):
         # Sent by clients with empty values; refused only when asked for.
-        for name in ("think", "logprobs", "top_logprobs", "images", "suffix", "context"):
+        for name in ("logprobs", "top_logprobs", "images", "suffix", "context"):
             if getattr(self, name, None):
                 raise ValueError(f"{name}: not supported")
         template = getattr(self, "template", None)
@@ -107,6 +107,10 @@ class GenerationBody(Body):
         if self.format == "json" or isinstance(self.format, dict):  # any JSON, or a schema's
             kind = "json_object" if self.format == "json" else "json_schema"
             o["grammar"] = format_grammar(kind, self.format, "format", caps)
+        if isinstance(self.think, bool):  # a reasoning model's thinking, on or off
+            o.update(thinking=self.think, reasoning_field="think")
+        elif self.think is not None:  # an effort level ("high", "medium", "low")
+            o.update(reasoning_effort=self.think, reasoning_field="think")
         return o
 
 
@@ -157,17 +161,17 @@ class Message(BaseModel):
 
     role: Literal["system", "user", "assistant", "tool"]
     content: str = ""
-    # Sent by clients with empty values; refused only when set.
+    # An earlier answer's thinking: accepted, and left out of the prompt as the models' templates do.
     thinking: str | None = None
+    # Sent by clients with empty values; refused only when set.
     images: list[Any] | None = None
     tool_name: str | None = None  # a tool message: whose result it is
     tool_calls: list[MessageToolCall] | None = None  # an assistant's earlier calls
 
     @model_validator(mode="after")
     def _supported(self):
-        for name in ("thinking", "images"):
-            if getattr(self, name):
-                raise ValueError(f"{name}: not supported")
+        if self.images:
+            raise ValueError("images: not supported")
         return self
 
 
@@ -286,6 +290,7 @@ class _OllamaDone(BaseModel):
 
 class OllamaGenerateResponse(_OllamaDone):
     response: str
+    thinking: str | None = None  # a reasoning model's thinking, with think
 
 
 class OllamaLoaded(BaseModel):
@@ -333,6 +338,7 @@ class OllamaToolCall(BaseModel):
 class OllamaChatMessage(BaseModel):
     role: Literal["assistant"]
     content: str
+    thinking: str | None = None  # a reasoning model's thinking, with think
     tool_calls: list[OllamaToolCall] | None = None
 
 

@@ -26,7 +26,7 @@ from poly_ray.api.parsing import overrides_off_loop, parse_params
 from poly_ray.api.services import Services, services
 from poly_ray.api.streaming import Framer, respond
 from poly_ray.errors import NotFound
-from poly_ray.generation import Chunk, Done, ToolCall, ToolCallDelta, gather_calls
+from poly_ray.generation import Chunk, Done, Reasoning, ToolCall, ToolCallDelta, gather_calls
 from poly_ray.tasks.turn import TurnRequest
 
 from . import pull as pulling
@@ -157,7 +157,7 @@ async def generate(request: Request):
     else:
         turn = TurnRequest(body.model, body.prompt, overrides=overrides, owner=who.owner)
     events = svc.backend.stream(turn)
-    return await _respond(body, events, svc.limits, who.credential, lambda text: {"response": text})
+    return await _respond(body, events, svc.limits, who.credential, _generated)
 
 
 @router.post("/api/chat", openapi_extra=doc(
@@ -188,8 +188,14 @@ async def embed(request: Request):
             "load_duration": 0}
 
 
-def _chat_message(text: str, calls: Sequence[ToolCall] = ()) -> dict:
+def _generated(text: str, calls: Sequence[ToolCall] = (), thinking: str = "") -> dict:
+    return {"response": text, **({"thinking": thinking} if thinking else {})}
+
+
+def _chat_message(text: str, calls: Sequence[ToolCall] = (), thinking: str = "") -> dict:
     message: dict[str, Any] = {"role": "assistant", "content": text}
+    if thinking:  # a reasoning model's thinking, apart from the answer
+        message["thinking"] = thinking
     whole = []
     for c in calls:  # Ollama's shape: the arguments as an object; a call cut by num_predict is left out
         try:
@@ -211,9 +217,9 @@ async def _respond(body: GenerationBody, events, slots: StreamLimits, credential
     started = time.perf_counter_ns()
     _, release = await slots.accepted(events, credential)
 
-    def final(done: Done, text: str = "") -> dict:
+    def final(done: Done, text: str = "", calls: Sequence[ToolCall] = ()) -> dict:
         t = done.timings
-        return {"model": body.model, "created_at": _now(), **payload(text), "done": True,
+        return {"model": body.model, "created_at": _now(), **payload(text, calls, done.reasoning), "done": True,
                 "done_reason": "length" if done.finish_reason == "length" else "stop",
                 "total_duration": time.perf_counter_ns() - started, "load_duration": 0,
                 "prompt_eval_count": done.prompt_tokens,
@@ -225,9 +231,7 @@ async def _respond(body: GenerationBody, events, slots: StreamLimits, credential
             text, _, calls, done = await gather_calls(events)
         finally:
             release()
-        if calls:
-            return JSONResponse({**final(done, text), **payload(text, calls)})
-        return JSONResponse(final(done, text))
+        return JSONResponse(final(done, text, calls))
 
     return respond(events, _Framer(body.model, payload, final), release)
 
@@ -245,6 +249,8 @@ class _Framer(Framer):
     def event(self, ev) -> list[bytes]:
         if isinstance(ev, Chunk) and ev.text:
             return [self._partial(ev.text)]
+        if isinstance(ev, Reasoning) and ev.text:
+            return [self._partial("", thinking=ev.text)]
         if isinstance(ev, ToolCallDelta):
             out = self._flush() if ev.id else []
             if ev.id:
@@ -263,8 +269,8 @@ class _Framer(Framer):
     def _flush(self) -> list[bytes]:
         return [self._partial("", [self.call])] if self.call else []
 
-    def _partial(self, text: str, calls: list[ToolCall] | None = None) -> bytes:
-        shown = self.payload(text, calls) if calls else self.payload(text)
+    def _partial(self, text: str, calls: list[ToolCall] | None = None, thinking: str = "") -> bytes:
+        shown = self.payload(text, calls or (), thinking)
         return _line({"model": self.model, "created_at": _now(), **shown, "done": False})
 
 

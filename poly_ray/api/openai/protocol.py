@@ -155,9 +155,18 @@ class ChatMessage(Body):
     name: str | None = None
     tool_calls: list[MessageToolCall] | None = None  # an assistant's earlier calls
     tool_call_id: str | None = None  # a tool's result answers this call
+    # An earlier answer's thinking, as this API returned it: accepted and left out of the
+    # prompt, as the models' templates do.
+    reasoning_content: str | None = None
 
     def text(self, where: str) -> str:
         return text_of(self.content, f"{where}.content")
+
+
+class TemplateSwitches(Body):
+    """``chat_template_kwargs``: the chat template's switches a request may set."""
+
+    enable_thinking: bool | None = None
 
 
 class ChatCompletionRequest(_Sampling):
@@ -170,6 +179,10 @@ class ChatCompletionRequest(_Sampling):
     tools: list[Any] | None = None
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
+    # A reasoning model's thinking: an effort level (none switches it off; docs/api/openai.md),
+    # or the chat template's switch, as vLLM and llama-server take it.
+    reasoning_effort: str | None = None
+    chat_template_kwargs: TemplateSwitches | None = None
 
     def conversation(self) -> list[tuple[str, str]]:
         """The messages as (role, content) pairs: earlier calls in the model's envelope,
@@ -211,6 +224,12 @@ class ChatCompletionRequest(_Sampling):
             o["max_tokens"] = self.max_completion_tokens
         if self.response_format is not None and (grammar := self.response_format.grammar(caps)):
             o["grammar"] = grammar
+        if self.chat_template_kwargs is not None and self.chat_template_kwargs.enable_thinking is not None:
+            o["thinking"] = self.chat_template_kwargs.enable_thinking
+            o["reasoning_field"] = "chat_template_kwargs.enable_thinking"
+        if self.reasoning_effort is not None:
+            o["reasoning_effort"] = self.reasoning_effort
+            o["reasoning_field"] = "reasoning_effort"
         return o
 
 
@@ -280,6 +299,7 @@ class AssistantMessage(BaseModel):
     role: Literal["assistant"]
     content: str | None
     tool_calls: list[ToolCallAnswer] | None = None
+    reasoning_content: str | None = None  # a reasoning model's thinking, apart from the answer
 
 
 class ChatChoice(BaseModel):

@@ -28,7 +28,7 @@ from poly_ray.api.parsing import overrides_off_loop, parse_params
 from poly_ray.api.services import generation, services
 from poly_ray.api.streaming import Framer, respond
 from poly_ray.api.vectors import admitted, shorten
-from poly_ray.generation import Chunk, Done, Event, TokenLogprob, ToolCall, ToolCallDelta, gather_calls
+from poly_ray.generation import Chunk, Done, Event, Reasoning, TokenLogprob, ToolCall, ToolCallDelta, gather_calls
 from poly_ray.tasks.turn import TurnRequest, chain_key
 
 from .protocol import (
@@ -125,7 +125,8 @@ class _CompletionShape:
         return {"id": self.id, "object": self.object, "created": self.created, "model": self.model,
                 "choices": choices, **extra}
 
-    def choice(self, text: str, finish: str | None, logprobs: list[TokenLogprob], calls: list[ToolCall]) -> dict:
+    def choice(self, text: str, finish: str | None, logprobs: list[TokenLogprob], calls: list[ToolCall],
+               reasoning: str = "") -> dict:
         return {"index": 0, "text": text, "logprobs": self.format_logprobs(logprobs), "finish_reason": finish}
 
     def delta(self, text: str | None, finish: str | None, first: bool, logprobs: list[TokenLogprob]) -> dict:
@@ -153,12 +154,15 @@ class _ChatShape(_CompletionShape):
         super().__init__(model, logprobs)
         self.id = f"chatcmpl-{uuid.uuid4().hex}"
 
-    def choice(self, text: str, finish: str | None, logprobs: list[TokenLogprob], calls: list[ToolCall]) -> dict:
+    def choice(self, text: str, finish: str | None, logprobs: list[TokenLogprob], calls: list[ToolCall],
+               reasoning: str = "") -> dict:
         message: dict[str, Any] = {"role": "assistant", "content": text}
         if calls:  # OpenAI's shape: no content beside the calls
             message = {"role": "assistant", "content": text or None, "tool_calls": [
                 {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
                 for c in calls]}
+        if reasoning:  # the llama-server / vLLM / DeepSeek field
+            message["reasoning_content"] = reasoning
         return {"index": 0, "message": message, "logprobs": self.format_logprobs(logprobs), "finish_reason": finish}
 
     def call_delta(self, d: ToolCallDelta) -> dict:
@@ -185,7 +189,8 @@ async def _respond(body, events: AsyncGenerator[Event, None], slots: StreamLimit
             text, logprobs, calls, done = await gather_calls(events)
         finally:
             release()
-        return JSONResponse(shape.head([shape.choice(text, _finish(done), logprobs, calls)], usage=_usage(done)))
+        return JSONResponse(shape.head([shape.choice(text, _finish(done), logprobs, calls, done.reasoning)],
+                                       usage=_usage(done)))
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return respond(events, _Framer(shape, include_usage), release)
 
@@ -208,6 +213,9 @@ class _Framer(Framer):
             return [_data(dict(self.chunk, choices=[self.shape.delta(ev.text, None, False, list(ev.logprobs))]))]
         if isinstance(ev, ToolCallDelta) and isinstance(self.shape, _ChatShape):
             return [_data(dict(self.chunk, choices=[self.shape.call_delta(ev)]))]
+        if isinstance(ev, Reasoning) and ev.text and isinstance(self.shape, _ChatShape):
+            delta = {"index": 0, "delta": {"reasoning_content": ev.text}, "logprobs": None, "finish_reason": None}
+            return [_data(dict(self.chunk, choices=[delta]))]
         return []
 
     async def done(self, done: Done) -> list[bytes]:

@@ -7,7 +7,8 @@ Two protocols on one route:
   at the end of the turn.
 - JSON (subprotocol ``poly.json``, or ``?protocol=json``): the client sends a
   turn as text or as ``{"prompt": ..., "max_tokens": ...}``; the server sends
-  ``{"type": "token", "text"}``, then ``{"type": "done", "finish_reason",
+  ``{"type": "token", "text"}`` (a reasoning model's thinking before it as
+  ``{"type": "reasoning", "text"}``), then ``{"type": "done", "finish_reason",
   "usage", "timings"}``, or ``{"type": "error", "code", "message"}``. The
   client may send ``{"type": "stop"}`` during a turn: generation stops at once,
   the turn ends with ``{"type": "done", "finish_reason": "cancelled"}`` and the
@@ -41,7 +42,7 @@ from poly_ray.api.limits import StreamLimits
 from poly_ray.api.parsing import describe, loads_json, overrides_off_loop
 from poly_ray.api.services import services
 from poly_ray.errors import BadRequest, PayloadTooLarge, PolyError, PromptTooLong
-from poly_ray.generation import Chunk, Done
+from poly_ray.generation import Chunk, Done, Reasoning
 from poly_ray.tasks.turn import NO_OVERRIDES, Overrides, TurnRequest
 
 from .protocol import CompletionParams
@@ -179,6 +180,8 @@ class _Session:
                 if isinstance(ev, Chunk) and ev.text:
                     answer.append(ev.text)
                     await self._send_text(ev.text)
+                elif isinstance(ev, Reasoning) and ev.text and self.json_mode:  # Poly's frames carry only the answer
+                    await self.ws.send_json({"type": "reasoning", "text": ev.text})
                 elif isinstance(ev, Done):
                     self.context = ev.context or ()
                     if await self._drops_oldest():  # only then are the turns' texts needed

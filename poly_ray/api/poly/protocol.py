@@ -25,11 +25,15 @@ class CompletionParams(Body):
     ignore_eos: bool | None = None
     # A JSON schema the answer must follow (this request only; beats the task's biaser).
     schema_: dict | None = Field(None, alias="schema")
+    # A reasoning model's thinking: an effort level ("none" switches it off), as on OpenAI's chat.
+    reasoning_effort: str | None = None
 
     def overrides(self, caps: grammars.Caps = grammars.DEFAULT_CAPS) -> dict:
         o = self.model_dump(exclude={"prompt", "schema_"}, exclude_none=True)
         if self.schema_ is not None:
             o["grammar"] = format_grammar("json_schema", self.schema_, "schema", caps)
+        if self.reasoning_effort is not None:
+            o["reasoning_field"] = "reasoning_effort"
         return o
 
 
@@ -54,6 +58,7 @@ class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    completion_tokens_details: dict[str, int] | None = None  # reasoning_tokens: of completion_tokens, the thinking
 
 
 class ToolCall(BaseModel):
@@ -68,6 +73,7 @@ class Completion(BaseModel):
     usage: Usage
     timings: dict[str, float]
     tool_calls: list[ToolCall] | None = None  # a task with tools: the calls it made
+    reasoning: str | None = None  # a reasoning model's thinking, apart from the text
 
 
 class Status(BaseModel):

@@ -15,7 +15,7 @@ from poly_ray.api.parsing import overrides_off_loop, parse_params
 from poly_ray.api.services import services
 from poly_ray.api.streaming import Framer, respond
 from poly_ray.errors import PayloadTooLarge
-from poly_ray.generation import Chunk, Done, ToolCallDelta
+from poly_ray.generation import Chunk, Done, Reasoning, ToolCallDelta
 from poly_ray.tasks.turn import TurnRequest
 
 from .protocol import (
@@ -145,8 +145,9 @@ async def tokenization(model: str, request: Request):
 
 
 class _LiveFramer(Framer):
-    """``/live``: each piece of text a ``data:`` event, a task's tool call an
-    ``event: tool_call`` sent whole, then ``event: done`` with the stats."""
+    """``/live``: each piece of text a ``data:`` event (a reasoning model's thinking an
+    ``event: reasoning``), a task's tool call an ``event: tool_call`` sent whole, then
+    ``event: done`` with the stats."""
 
     def __init__(self):
         self.call: dict | None = None  # the tool call being written
@@ -154,6 +155,8 @@ class _LiveFramer(Framer):
     def event(self, ev) -> list[bytes]:
         if isinstance(ev, Chunk) and ev.text:
             return [sse.event(ev.text)]
+        if isinstance(ev, Reasoning) and ev.text:
+            return [sse.event(ev.text, "reasoning")]
         if isinstance(ev, ToolCallDelta):
             out = self._call() if ev.id else []
             if ev.id:

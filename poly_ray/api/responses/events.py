@@ -3,8 +3,9 @@ order the ``openai`` client's ``responses.stream()`` helper folds into a Respons
 created, in_progress; per output item ``output_item.added``, then for a message
 ``content_part.added``, ``output_text.delta``... ``output_text.done``,
 ``content_part.done``, or for a function call ``function_call_arguments.delta``...
-``function_call_arguments.done``; ``output_item.done``; then completed (or
-failed / incomplete).
+``function_call_arguments.done``, or for a reasoning model's thinking
+``reasoning_text.delta``... ``reasoning_text.done``; ``output_item.done``; then
+completed (or failed / incomplete).
 
 Items open as the model writes them: text opens a message, a tool call's first
 delta (its id and name) opens a function_call item and closes the one before.
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 from poly_ray.api.openai.protocol import logprob_content
 from poly_ray.generation import TokenLogprob, ToolCallDelta
 
-from .protocol import function_call, output_message
+from .protocol import function_call, output_message, reasoning_item
 
 
 class EventStream:
@@ -38,7 +39,7 @@ class EventStream:
         if self.open is None:
             raise RuntimeError("no output item is open")
         where = {"item_id": self.open["id"], "output_index": len(self.items)}
-        return dict(where, content_index=0) if self.open["type"] == "message" else where
+        return dict(where, content_index=0) if self.open["type"] in ("message", "reasoning") else where
 
     def start(self) -> list[dict]:
         return [self._event("response.created", response=self.response),
@@ -63,6 +64,13 @@ class EventStream:
         events.append(self._event("response.output_text.delta", delta=text, logprobs=entries, **self._where()))
         return events
 
+    def reasoning(self, text: str) -> list[dict]:
+        events = [] if self.open and self.open["type"] == "reasoning" else self._open(
+            reasoning_item("", status="in_progress"))
+        self._parts.append(text)
+        events.append(self._event("response.reasoning_text.delta", delta=text, **self._where()))
+        return events
+
     def call(self, d: ToolCallDelta) -> list[dict]:
         events = self._open(function_call(d.id, d.name, "", status="in_progress")) if d.id else []
         if d.arguments and self.open is not None and self.open["type"] == "function_call":
@@ -82,6 +90,9 @@ class EventStream:
                       self._event("response.content_part.done", part=part, **where)]
             if self.logprobs is not None:
                 self.logprobs = []
+        elif item["type"] == "reasoning":
+            events = [self._event("response.reasoning_text.done", text=whole, **where)]
+            done = reasoning_item(whole, item_id=item["id"])
         else:
             events = [self._event("response.function_call_arguments.done", arguments=whole, name=item["name"], **where)]
             done = function_call(item["call_id"], item["name"], whole, item_id=item["id"])

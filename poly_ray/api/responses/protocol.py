@@ -108,6 +108,8 @@ def input_items(value, where: str = "input") -> list[dict]:
                 raise BadRequest(f"{here}.arguments: not JSON") from None
             items.append({"id": item.get("id") or new_id("fc"), "type": "function_call", "status": "completed",
                           **{k: item[k] for k in ("call_id", "name", "arguments")}})
+        elif kind == "reasoning":
+            continue  # an earlier answer's thinking, sent back: left out of the prompt, as the templates do
         elif kind == "function_call_output":
             if not isinstance(item.get("call_id"), str):
                 raise BadRequest(f"{here}.call_id must be a string")
@@ -117,7 +119,8 @@ def input_items(value, where: str = "input") -> list[dict]:
             items.append({"id": item.get("id") or new_id("fco"), "type": "function_call_output", "status": "completed",
                           "call_id": item["call_id"], "output": output})
         else:
-            raise BadRequest(f"{here}.type: 'message', 'function_call' or 'function_call_output', not {kind!r}")
+            raise BadRequest(f"{here}.type: 'message', 'function_call', 'function_call_output' or 'reasoning', "
+                             f"not {kind!r}")
     return items
 
 
@@ -179,10 +182,17 @@ def cut_short(item: dict) -> dict:
         return dict(item, status="incomplete")
 
 
-def output_items(text: str, calls, logprobs: list[dict] | None = None) -> list[dict]:
-    """A whole answer's output: its text as a message (always one when nothing
-    was called), then one function_call item per call (``generation.ToolCall``)."""
-    out = [output_message(text, logprobs=logprobs)] if text or not calls else []
+def reasoning_item(text: str, *, item_id: str | None = None, status: str = "completed") -> dict:
+    """A reasoning model's thinking, as its own output item."""
+    return {"id": item_id or new_id("rs"), "type": "reasoning", "status": status, "summary": [],
+            "content": [{"type": "reasoning_text", "text": text}]}
+
+
+def output_items(text: str, calls, logprobs: list[dict] | None = None, reasoning: str = "") -> list[dict]:
+    """A whole answer's output: its thinking first (a reasoning model's), its text as a message
+    (always one when nothing was called), then one function_call item per call (``generation.ToolCall``)."""
+    out = [reasoning_item(reasoning)] if reasoning else []
+    out += [output_message(text, logprobs=logprobs)] if text or not calls else []
     return out + [function_call(c.id, c.name, c.arguments) for c in calls]
 
 
@@ -200,8 +210,8 @@ def response_object(rid: str, model: str, *, status: str, output: list[dict], us
     }
 
 
-def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> dict:
+def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0, reasoning_tokens: int = 0) -> dict:
     return {"input_tokens": prompt_tokens,
             "input_tokens_details": {"cached_tokens": cached_tokens, "cache_write_tokens": 0},
-            "output_tokens": completion_tokens, "output_tokens_details": {"reasoning_tokens": 0},
+            "output_tokens": completion_tokens, "output_tokens_details": {"reasoning_tokens": reasoning_tokens},
             "total_tokens": prompt_tokens + completion_tokens}

@@ -79,10 +79,10 @@ class ResponseCreate(Body):
     top_logprobs: int | None = Field(None, ge=0, le=20)
     # auto: a prompt past the context loses its oldest turns; disabled (the default): a 400.
     truncation: Literal["auto", "disabled"] | None = None
-    # Hints, accepted and ignored: how hard a reasoning model thinks (no reasoning items here), the
-    # tier, abuse tracking, OpenAI's cache retention and access programs, built-in tools' call cap
-    # (there are none), stream obfuscation (never added), image and background-window options.
+    # A reasoning model's thinking: reasoning.effort (config.reasoning.EFFORT_BUDGETS; summary is a hint).
     reasoning: dict[str, Any] | None = None
+    # Hints, accepted and ignored: the tier, abuse tracking, OpenAI's cache retention and access programs, built-in tools' call cap
+    # (there are none), stream obfuscation (never added), image and background-window options.
     service_tier: str | None = None
     safety_identifier: str | None = Field(None, max_length=256)
     prompt_cache_retention: str | None = None
@@ -133,6 +133,8 @@ class ResponseCreate(Body):
             o["tool_choice"] = protocol.chat_tool_choice(self.tool_choice, self.tools)
         if (grammar := protocol.format_grammar(self.text, caps)) is not None:
             o["grammar"] = grammar
+        if self.reasoning and self.reasoning.get("effort") is not None:
+            o.update(reasoning_effort=self.reasoning["effort"], reasoning_field="reasoning.effort")
         return {k: v for k, v in o.items() if v is not None}
 
     def echoed(self) -> dict:

@@ -14,7 +14,7 @@ from poly_ray.api.backend import StateBackend
 from poly_ray.api.family import OPENAI
 from poly_ray.api.openai.protocol import logprob_content
 from poly_ray.errors import NotFound, PolyError
-from poly_ray.generation import Chunk, Done, ToolCallDelta, gather_calls
+from poly_ray.generation import Chunk, Done, Reasoning, ToolCallDelta, gather_calls
 from poly_ray.state.kinds import INPUT, ITEM, RESPONSE
 from poly_ray.state.store import UNFINISHED, new_id
 
@@ -74,7 +74,8 @@ class Record:
         if self.response["status"] == "cancelled":
             return self.response
         output = [protocol.cut_short(item) for item in output]
-        usage = protocol.usage(done.prompt_tokens, done.completion_tokens, int(done.timings.get("cached_tokens") or 0))
+        usage = protocol.usage(done.prompt_tokens, done.completion_tokens, int(done.timings.get("cached_tokens") or 0),
+                               done.reasoning_tokens)
         incomplete = done.finish_reason == "length"
         changes = {"status": "incomplete" if incomplete else "completed",
                    "incomplete_details": {"reason": "max_output_tokens"} if incomplete else None,
@@ -108,7 +109,7 @@ async def answer(events, logprobs: bool = False) -> tuple[list[dict], Done]:
     """A whole answer's output items (text and function calls) and its end; ``logprobs``: the
     request included them."""
     text, entries, calls, done = await gather_calls(events)
-    return protocol.output_items(text, calls, logprob_content(entries) if logprobs else None), done
+    return protocol.output_items(text, calls, logprob_content(entries) if logprobs else None, done.reasoning), done
 
 
 _ending: set = set()  # tasks that must outlive their request, kept until done
@@ -154,6 +155,8 @@ class Framer(streaming.Framer):
     def event(self, ev) -> list[bytes]:
         if isinstance(ev, Chunk) and ev.text:
             return [_frame(e) for e in self.shape.delta(ev.text, ev.logprobs)]
+        if isinstance(ev, Reasoning) and ev.text:
+            return [_frame(e) for e in self.shape.reasoning(ev.text)]
         if isinstance(ev, ToolCallDelta):
             return [_frame(e) for e in self.shape.call(ev)]
         return []
