@@ -266,3 +266,24 @@ async def test_the_anthropic_sdk_lists_the_models_and_tasks():
     page = await client(app).models.list()
     assert [(m.id, m.type, m.display_name) for m in page.data] == [("helper", "model", "helper"), ("m", "model", "m")]
     assert page.data[0].created_at.year >= 2026 and page.has_more is False and page.last_id == "m"
+
+
+def test_the_cache_breakpoint_is_the_first_marked_block_and_stays_as_the_conversation_grows():
+    from poly_ray.api.anthropic.protocol import MessagesRequest
+
+    def body(messages, **kw):
+        return MessagesRequest.model_validate({"model": "m", "max_tokens": 8, "messages": messages, **kw})
+
+    marked = [{"type": "text", "text": "rules", "cache_control": {"type": "ephemeral"}}]
+    one = body([{"role": "user", "content": "a"}], system=marked)
+    two = body([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                {"role": "user", "content": [{"type": "text", "text": "c", "cache_control": {"type": "ephemeral"}}]}],
+               system=marked)
+    assert one.cache_breakpoint() == two.cache_breakpoint() is not None
+    assert body([{"role": "user", "content": "a"}], system="rules").cache_breakpoint() is None
+    assert body([{"role": "user", "content": "a"}], system=[{**marked[0], "text": "other"}]).cache_breakpoint() \
+        != one.cache_breakpoint()
+    # The request's own cache_control: the tools and system, stable across turns.
+    auto = [body([{"role": "user", "content": q}], system="rules", cache_control={"type": "ephemeral"})
+            for q in ("a", "b")]
+    assert auto[0].cache_breakpoint() == auto[1].cache_breakpoint() is not None

@@ -74,3 +74,42 @@ async def test_a_stop_sequence_and_count_tokens(client):
         assert r.stop_reason in ("end_turn", "max_tokens")
     counted = await client.messages.count_tokens(model="g", messages=[{"role": "user", "content": "Hello there"}])
     assert 1 <= counted.input_tokens <= 4
+
+
+SYSTEM = [{"type": "text", "text": "You are the harbour master's assistant. You answer questions about ships, "
+           "tides, berths and the harbour's rules, briefly and exactly. " * 4, "cache_control": {"type": "ephemeral"}}]
+
+
+async def test_a_cache_breakpoint_keeps_the_conversation_for_the_next_turn_after_a_restart(gemma_path, tmp_path):
+    """cache_control: the prompt up to the first breakpoint names a durable KV snapshot of the
+    conversation, so the next turn (its own breakpoint moved forward, as Claude Code does) reads
+    the earlier one from the cache, on a replica that started afresh too."""
+    from live_server import EngineClient
+
+    from poly_ray.engine.llama_engine import Engine
+
+    cfg = config.validate({"allowed_keys": ["key-1"], "models": {"g": {"model_path": str(gemma_path)}}}, env={})
+
+    async def turn(messages):
+        engine = Engine(gemma_path, context_size=1024, slots=1, threads=2, flush_interval=0, name="g",
+                        snapshot_dir=tmp_path)
+        try:
+            app = create_app(TaskRunner(cfg.tasks, cfg.models, {"g": EngineClient(engine)}), cfg)
+            http = httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://localhost", timeout=600)
+            client = anthropic.AsyncAnthropic(api_key="key-1", base_url="http://localhost", http_client=http)
+            return await client.messages.create(model="g", max_tokens=8, system=SYSTEM,
+                                                messages=messages)
+        finally:
+            engine.close()
+
+    first = [{"role": "user", "content": [{"type": "text", "text": "When is high tide?",
+                                            "cache_control": {"type": "ephemeral"}}]}]
+    answer = await turn(first)
+    assert answer.usage.cache_read_input_tokens == 0 and answer.usage.cache_creation_input_tokens > 100
+    written = answer.usage.cache_creation_input_tokens
+    nxt = [{"role": "user", "content": "When is high tide?"},
+           {"role": "assistant", "content": answer.content[0].text},
+           {"role": "user", "content": [{"type": "text", "text": "And low tide?", "cache_control": {"type": "ephemeral"}}]}]
+    again = await turn(nxt)  # a new engine: read from the snapshot on disk
+    assert again.usage.cache_read_input_tokens >= written - 8  # the system and the first question at least
+    assert again.usage.input_tokens == 0 and again.usage.cache_creation_input_tokens > 0

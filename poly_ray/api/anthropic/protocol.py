@@ -11,6 +11,7 @@ are left out of the prompt, as the models' templates do.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from typing import Any, Literal
@@ -28,7 +29,8 @@ class _Body(BaseModel):
 
 
 class CacheControl(_Body):
-    """A hint: the replica's prefix cache already reuses the prompt's shared start."""
+    """A cache breakpoint: the prompt up to the first one names a durable KV snapshot of the
+    conversation (``MessagesRequest.cache_breakpoint``)."""
 
     type: Literal["ephemeral"]
     ttl: Literal["5m", "1h"] | None = None
@@ -211,12 +213,41 @@ class MessagesRequest(CountTokensRequest):
     user_profile_id: str | None = None
     workspace_id: str | None = None
 
+    def cache_breakpoint(self) -> str | None:
+        """A digest of the prompt up to its first ``cache_control`` block, in Anthropic's order
+        (tools, system, messages); with only the request's own ``cache_control``, of the tools
+        and system (else the first message). None: nothing is marked. The first breakpoint,
+        not the last: a client moves its last one forward each turn (Claude Code marks the
+        system prompt and the newest message), and the first stays where it was."""
+        parts: list[str] = []
+        for tool in self.tools or ():
+            parts.append(tool.model_dump_json())
+            if tool.cache_control is not None:
+                return _digest(parts)
+        system = [TextBlock(type="text", text=self.system)] if isinstance(self.system, str) else self.system or []
+        for block in system:
+            parts.append(block.text)
+            if block.cache_control is not None:
+                return _digest(parts)
+        for m in self.messages:
+            for raw in [{"type": "text", "text": m.content}] if isinstance(m.content, str) else m.content:
+                parts.append(json.dumps([m.role, raw], sort_keys=True))
+                if isinstance(raw, dict) and raw.get("cache_control") is not None:
+                    return _digest(parts)
+        if self.cache_control is None:
+            return None
+        return _digest(parts[:len(self.tools or ()) + len(system)] or parts[:1])
+
     def overrides(self, caps: grammars.Caps = grammars.DEFAULT_CAPS) -> dict:
         o = {"max_tokens": self.max_tokens, "temperature": self.temperature, "top_p": self.top_p,
              "top_k": self.top_k, "stop": self.stop_sequences or None, **super().overrides(caps)}
         if self.output_config and self.output_config.format:
             o["grammar"] = grammars.from_schema(self.output_config.format.schema_, "output_config.format.schema", caps)
         return {k: v for k, v in o.items() if v is not None}
+
+
+def _digest(parts: list[str]) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]
 
 
 Block = TextBlock | ToolUseBlock | ToolResultBlock | ThinkingBlock

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import replace
 from typing import Any
 
 from fastapi import Request
@@ -24,8 +25,9 @@ from poly_ray.api.parsing import overrides_off_loop, parse_params
 from poly_ray.api.services import services
 from poly_ray.api.sse import json_event
 from poly_ray.api.streaming import Framer, respond
+from poly_ray.config import Config
 from poly_ray.generation import Chunk, Done, Reasoning, Started, ToolCallDelta, gather_calls
-from poly_ray.tasks.turn import TurnRequest
+from poly_ray.tasks.turn import TurnRequest, chain_key
 
 from .protocol import CountTokensRequest, MessageResponse, MessagesRequest, TokenCount, tool_input
 
@@ -41,9 +43,15 @@ async def create_message(request: Request):
     turns = tuple(body.conversation())
     await check_target(s.backend, who, body.model, "model")
     overrides = await overrides_off_loop(request.app, body)
+    if (breakpoint := body.cache_breakpoint()) is not None:
+        # The conversation's KV cells are kept under its breakpoint (restored on any replica,
+        # after a restart too), and its turns go to the replica that holds them.
+        key = chain_key(who.owner, "anthropic", breakpoint)
+        overrides = replace(overrides, cache_key=key, session=key)
     events = s.backend.stream(TurnRequest(body.model, messages=turns, overrides=overrides, owner=who.owner))
     started, release = await s.limits.accepted(events, who.credential)
-    shape = _Message(body, started.prompt_tokens if isinstance(started, Started) else 0)
+    shape = _Message(body, started.prompt_tokens if isinstance(started, Started) else 0,
+                     caching=breakpoint is not None and _snapshots(s.config, body.model))
     if body.stream:
         return respond(events, _Framer(shape), release)
     try:
@@ -77,12 +85,20 @@ async def count_tokens(request: Request):
     return {"input_tokens": len(tokens)}
 
 
-class _Message:
-    """What a message's answer says besides its content."""
+def _snapshots(config: Config, name: str) -> bool:
+    """Whether the model that ``name`` runs keeps KV snapshots (kv_snapshot_bytes above 0)."""
+    model = config.tasks[name].model if name in config.tasks else name
+    return model in config.models and config.models[model].kv_snapshot_bytes > 0
 
-    def __init__(self, body: MessagesRequest, input_tokens: int):
+
+class _Message:
+    """What a message's answer says besides its content. ``caching``: the prompt is saved
+    under its cache breakpoint, so what was not read from the cache was written to it."""
+
+    def __init__(self, body: MessagesRequest, input_tokens: int, caching: bool = False):
         self.id, self.model, self.input_tokens = f"msg_{uuid.uuid4().hex}", body.model, input_tokens
         self.stops = set(body.stop_sequences or ())
+        self.caching = caching
 
     def head(self) -> dict:
         return {"id": self.id, "type": "message", "role": "assistant", "model": self.model, "content": [],
@@ -91,9 +107,11 @@ class _Message:
     def usage(self, done: Done | None = None) -> dict:
         cached = int(done.timings.get("cached_tokens") or 0) if done else 0
         prompt = done.prompt_tokens if done else self.input_tokens
-        # Anthropic counts the prompt's tokens read from the cache apart from the others.
-        return {"input_tokens": prompt - cached, "output_tokens": done.completion_tokens if done else 0,
-                "cache_read_input_tokens": cached, "cache_creation_input_tokens": 0}
+        # Anthropic counts the prompt's tokens read from the cache, and those written to it,
+        # apart from the others.
+        written = prompt - cached if self.caching and done else 0
+        return {"input_tokens": prompt - cached - written, "output_tokens": done.completion_tokens if done else 0,
+                "cache_read_input_tokens": cached, "cache_creation_input_tokens": written}
 
     def end(self, done: Done) -> dict:
         stop = done.stop_sequence if done.stop_sequence in self.stops else None
