@@ -33,7 +33,6 @@ import queue
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -51,12 +50,16 @@ from .kv_persist import Persistence
 from .kv_slots import Slot, place, public_prefix
 from .kv_snapshots import DEFAULT_BUDGET, SharedSnapshots, SnapshotIndex, fingerprint
 from .sampler import SamplerChain
+from .sampling_pool import SamplingPool
 from .stops import StopMatcher
 
 log = logging.getLogger(__name__)
 
 _STOP = object()
 MESSAGES_PER_S = 12.0
+# One token's sampling takes milliseconds, a grammar included; past this, the request's
+# grammar has exploded (many live parse stacks) and it ends, before it stalls every slot.
+SAMPLE_LIMIT_S = 5.0
 
 
 @dataclass
@@ -184,11 +187,7 @@ class Engine:
         self._batch = llama_cpp.llama_batch_init(batch_size, 0, 1)
         self._piece_buf = ctypes.create_string_buffer(64)
         self._pieces: dict[int, bytes] = {}
-        # Sampling a 262k vocabulary takes about as long per sequence as a fifth of
-        # an 8-sequence decode step, and the decode threads sit idle meanwhile: the
-        # sequences are sampled on all `threads` (llama.cpp's sampler releases the GIL).
-        self._sample_threads = max(1, threads)
-        self._samplers = ThreadPoolExecutor(threads - 1, thread_name_prefix=f"sample-{name}") if threads > 1 else None
+        self._samplers = SamplingPool(threads, name)
 
         self._slots = [Slot(seq) for seq in range(slots)]
         self._jobs: queue.Queue = queue.Queue()
@@ -198,6 +197,7 @@ class Engine:
         self._active = 0
         self.reused_tokens = 0  # prompt tokens served from cached cells, since start
         self.steps = 0  # llama_decode calls, since start
+        self.step_started: float | None = None  # when the step under way began (monotonic)
         self._embedder: Embedder | None = None
         self._embed_lock = threading.Lock()
         # Durable KV snapshots: cache ids, preludes, chains handed off (None: off).
@@ -329,8 +329,7 @@ class Engine:
     def close(self) -> None:
         self._jobs.put(_STOP)
         self._worker.join(timeout=30)
-        if self._samplers is not None:
-            self._samplers.shutdown(wait=True)
+        self._samplers.shutdown()
         llama_cpp.llama_batch_free(self._batch)
 
     # -- worker -----------------------------------------------------------
@@ -453,32 +452,30 @@ class Engine:
         if n == 0:
             return
         batch.n_tokens = n
-        rc = llama_cpp.llama_decode(self._ctx.ctx, batch)
-        if rc != 0:
-            raise RuntimeError(f"llama_decode returned {rc}")
-        with self._lock:
-            self.steps += 1
-        now = time.perf_counter()
-        for (run, index), token in zip(sample_at, self._sample(sample_at)):
-            top_n = run.job.request.logprobs
-            self._accept(run, token, now, None if top_n is None else self._logprob(index, token, top_n))
+        self.step_started = time.monotonic()
+        try:
+            rc = llama_cpp.llama_decode(self._ctx.ctx, batch)
+            if rc != 0:
+                raise RuntimeError(f"llama_decode returned {rc}")
+            with self._lock:
+                self.steps += 1
+            now = time.perf_counter()
+            for (run, index), (token, took) in zip(sample_at, self._samplers.sample(self._ctx.ctx, sample_at)):
+                if took > SAMPLE_LIMIT_S:
+                    run.job.send(BadRequest(f"the request's grammar made one token take {took:.1f} s to sample "
+                                            f"(at most {SAMPLE_LIMIT_S:.0f} s): simplify its schema or pattern"))
+                    self._release(run, keep_cells=True)
+                    continue
+                top_n = run.job.request.logprobs
+                self._accept(run, token, now, None if top_n is None else self._logprob(index, token, top_n))
+        finally:
+            self.step_started = None
 
-    def _sample(self, sample_at: list[tuple[_Run, int]]) -> list[int]:
-        """One token per (run, batch index), the runs split over the sampling threads."""
-        ctx = self._ctx.ctx
-
-        def some(part):
-            return [run.sampler.sample(ctx, index) for run, index in part]
-
-        if self._samplers is None or len(sample_at) < 2:
-            return some(sample_at)
-        size = -(-len(sample_at) // self._sample_threads)
-        chunks = [sample_at[i : i + size] for i in range(0, len(sample_at), size)]
-        futures = [self._samplers.submit(some, chunk) for chunk in chunks[1:]]
-        tokens = some(chunks[0])
-        for f in futures:
-            tokens += f.result()
-        return tokens
+    @property
+    def stalled_s(self) -> float:
+        """How long the decoding step under way has run (0: none is): the health check's."""
+        started = self.step_started
+        return time.monotonic() - started if started is not None else 0.0
 
     def _accept(self, run: _Run, token: int, now: float, logprob: TokenLogprob | None = None) -> None:
         if run.first_at is None:

@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 # as holding, least recently used first out; beyond its slots their cells may be gone,
 # but affinity costs nothing.
 CHAINS_PER_REPLICA = 256
+# A decoding step (one batch, then a token per stream) takes well under a second for a small
+# model and seconds for a 70B one on CPU; one running this long will not end.
+STUCK_STEP_S = 300
 # Seconds a stopping replica spends handing its chains to the vault, and one send's limit.
 HAND_OFF_S, SEND_S = 10.0, 30.0
 
@@ -125,8 +128,13 @@ class LlamaModel:
                  "" if delivered else f" (not all sent within {HAND_OFF_S:.0f} s)")
 
     def check_health(self) -> None:
+        """Serve replaces a replica whose check fails: its engine thread has stopped, or one
+        decoding step has run for STUCK_STEP_S (a step is one batch: seconds at most)."""
         if not self.engine.alive:
             raise ModelError(f"model '{self.engine.name}': the engine thread has stopped")
+        if (stalled := getattr(self.engine, "stalled_s", 0.0)) > STUCK_STEP_S:
+            raise ModelError(f"model '{self.engine.name}': one decoding step has run for {stalled:.0f} s "
+                             f"(more than {STUCK_STEP_S} s): the replica is stuck")
 
 
 def _application_deleted() -> bool:

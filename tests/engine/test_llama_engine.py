@@ -316,3 +316,16 @@ def test_embeddings_are_normalised_and_consistent(engine):
     # Batched decoding moves the same text's vector by float noise only.
     assert cos(a, a2) > 0.999
     assert cos(a, b) < 0.99
+
+
+async def test_a_token_that_takes_too_long_to_sample_ends_its_request_and_not_the_engine(engine, monkeypatch):
+    """N2's last line of defence: a grammar whose parse stacks explode makes each token take
+    seconds to sample; past SAMPLE_LIMIT_S the request ends with a 400 naming the cause."""
+    from poly_ray.engine import llama_engine
+
+    monkeypatch.setattr(llama_engine, "SAMPLE_LIMIT_S", 0.0)  # every token is too slow now
+    with pytest.raises(BadRequest, match=r"the request's grammar made one token take [\d.]+ s to sample"):
+        await run(engine, request(max_tokens=4))
+    monkeypatch.setattr(llama_engine, "SAMPLE_LIMIT_S", 5.0)
+    text, _ = await run(engine, request(max_tokens=4))
+    assert text and engine.alive and engine.stalled_s == 0.0

@@ -262,3 +262,19 @@ def test_every_deployment_bounds_the_queue_in_its_callers():
     for options in (model_options(cfg.models["m"]), tier_options(cfg.orchestrator), MEMORY_OPTIONS, STATE_OPTIONS,
                     COORDINATOR_OPTIONS, VAULT_OPTIONS):
         assert 0 < options["max_queued_requests"] <= 1000
+
+
+def test_a_replica_whose_decoding_step_never_ends_fails_its_health_check():
+    from types import SimpleNamespace
+
+    from poly_ray.errors import ModelError
+    from poly_ray.serve.model import STUCK_STEP_S, LlamaModel
+
+    def replica(stalled_s, alive=True):
+        return SimpleNamespace(engine=SimpleNamespace(name="g", alive=alive, stalled_s=stalled_s))
+
+    LlamaModel.check_health(replica(STUCK_STEP_S - 1))
+    with pytest.raises(ModelError, match=r"model 'g': one decoding step has run for \d+ s .*stuck"):
+        LlamaModel.check_health(replica(STUCK_STEP_S + 1))
+    with pytest.raises(ModelError, match="the engine thread has stopped"):
+        LlamaModel.check_health(replica(0, alive=False))
