@@ -34,7 +34,7 @@ class RunThinking:
     tokens: int = 0  # reasoning tokens generated
     held: int = 0  # of those, not yet sent
     unsent: str = ""  # reasoning text not yet sent
-    chain: Callable[[str | None], object] | None = None  # builds the run's sampler chain with a grammar
+    chain: Callable[..., object] | None = None  # builds the run's sampler chain: grammar=, history=, min_tokens=
     closing: bool = field(default=False)
 
     @property
