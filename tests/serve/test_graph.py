@@ -60,6 +60,15 @@ def graph_config(**model):
                     "biaser": {"json_schema": VERDICT},
                     "bias_prompt": "\nThe answer as JSON:",
                 },
+                # A reasoning task: its prompt opens the thinking, the engine closes it after 4 tokens.
+                "think": {
+                    "model": "gemma",
+                    "prefix": "Question: ",
+                    "postfix": "\nAnswer: <think>",
+                    "max_tokens": 16,
+                    "max_reasoning_tokens": 4,
+                    "temperature": 0,
+                },
                 "qa": {
                     "model": "gemma",
                     "prefix": "Question: ",
@@ -483,3 +492,14 @@ async def test_openai_tool_call_round_trip_through_the_graph(server):
     r = await client.chat.completions.create(model="gemma", messages=messages, tools=tools, tool_choice="none",
                                              seed=1, max_tokens=16)
     assert r.choices[0].message.content and r.choices[0].message.tool_calls is None
+
+
+async def test_reasoning_crosses_the_graph_apart_from_the_answer(client):
+    r = await client.post("/v1/task/think/live", json={"prompt": "What is two plus three?"})
+    assert r.status_code == 200, r.text
+    events = [b for b in r.text.split("\n\n") if b.strip() and not b.startswith(":")]  # no keep-alives
+    kinds = [b.split("\n")[0].removeprefix("event: ") if b.startswith("event: ") else "data" for b in events]
+    assert kinds[0] == "reasoning" and kinds[-1] == "done"
+    assert max(i for i, k in enumerate(kinds) if k == "reasoning") < kinds.index("data")
+    done = json.loads(events[-1].split("data: ", 1)[1])
+    assert done["usage"]["completion_tokens_details"]["reasoning_tokens"] >= 4
