@@ -11,12 +11,18 @@ import json
 import resource
 import sys
 
+# A JSON string's character as JSON has it, and as llama.cpp's own converter writes it: no
+# control characters unescaped. The converter shipped with llama-cpp-python lets any through,
+# so a model could write a raw newline inside a string and the "valid" JSON failed to parse.
+STRICT_CHAR = r'[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F])'
+
 
 def main() -> None:
     path, memory = sys.argv[1], int(sys.argv[2])
     spec = importlib.util.spec_from_file_location("_poly_ray_llama_grammar", path)
     converter = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(converter)
+    converter.PRIMITIVE_RULES["char"] = converter.BuiltinRule(STRICT_CHAR, [])
     with open("/proc/self/statm") as f:  # the limit is headroom over what the interpreter already maps
         mapped = int(f.read().split()[0]) * resource.getpagesize()
     resource.setrlimit(resource.RLIMIT_AS, (mapped + memory, mapped + memory))

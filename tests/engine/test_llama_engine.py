@@ -329,3 +329,20 @@ async def test_a_token_that_takes_too_long_to_sample_ends_its_request_and_not_th
     monkeypatch.setattr(llama_engine, "SAMPLE_LIMIT_S", 5.0)
     text, _ = await run(engine, request(max_tokens=4))
     assert text and engine.alive and engine.stalled_s == 0.0
+
+
+async def test_a_json_string_never_holds_a_raw_control_character(engine):
+    """The schema converter shipped with llama-cpp-python let any character into a JSON string,
+    so a model could write a raw newline there and the "valid" answer did not parse; pushed
+    hard towards newlines, the answer still parses."""
+    import json
+
+    from poly_ray import grammars
+
+    schema = {"type": "object", "properties": {"note": {"type": "string", "maxLength": 40}}, "required": ["note"]}
+    [newline] = engine.tokenize("\n")
+    req = GenerationRequest(prompt=(Segment("A short note about the sea:"),), max_tokens=60,
+                            grammar=grammars.from_schema(schema, "schema"),
+                            sampling=Sampling(seed=1, logit_bias=((newline, 30.0),)))
+    text, _ = await run(engine, req)
+    assert isinstance(json.loads(text)["note"], str), text
