@@ -136,9 +136,11 @@ class ModelConfig(Strict):
     max_embedding_tokens: int = Field(65536, ge=16, le=1 << 26, description=(
         "Tokens one embedding request may hold in all; beyond, 400 naming the key. A replica embeds one request "
         "at a time, in order."))
-    # Fewer, larger messages leave more CPU to the model.
+    # A loaded replica sends fewer, larger messages by itself (engine/flush.py).
     stream_interval_ms: float = Field(100.0, ge=0, le=10_000, description=(
-        "Streamed text is sent at most this often, the first chunk at once; 0 sends every token alone."))
+        "Adaptive flushing: a stream's text goes out at once while its previous message has been passed on, "
+        "and what is generated while one is in flight is held and sent as one message, for at most this long; "
+        "0 sends every token alone."))
     kv_snapshot_bytes: int = Field(2 << 30, ge=0, le=1 << 50, description=(
         "Bytes of durable KV snapshots (`/stream` cache ids, task preludes) kept under `state_dir/kv/NAME`, least "
         "recently used evicted; a snapshot larger than this is refused with 507 `kv_snapshot_too_large`; 0 turns "

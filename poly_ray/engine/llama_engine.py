@@ -47,6 +47,7 @@ from poly_ray.generation import Chunk, Done, Event, GenerationRequest, Segment, 
 
 from . import backends, batching, lora
 from .embedder import Embedder
+from .flush import Outbox, taken
 from .kv_persist import Persistence
 from .kv_slots import Slot, place
 from .kv_snapshots import DEFAULT_BUDGET, SharedSnapshots, SnapshotIndex, fingerprint
@@ -56,7 +57,6 @@ from .stops import StopMatcher
 log = logging.getLogger(__name__)
 
 _STOP = object()
-MESSAGES_PER_S = 12.0
 
 
 @dataclass
@@ -76,6 +76,7 @@ class _Job:
     submitted: float = field(default_factory=time.perf_counter)
     cancelled: threading.Event = field(default_factory=threading.Event)
     fetched: tuple[list[int], bytes] | None = None  # the cache id's snapshot, from the vault
+    outbox: Outbox = field(default_factory=Outbox)  # its messages in flight (flush.py)
 
     def send(self, item) -> None:
         try:
@@ -101,7 +102,6 @@ class _Run:
     unsent: str = ""  # their text, released by the stop matcher
     unsent_logprobs: list = field(default_factory=list)
     output: list[int] = field(default_factory=list)  # generated token ids
-    last_sent: float = 0.0
     first_at: float | None = None
     stops: StopMatcher = field(init=False)
     utf8: codecs.IncrementalDecoder = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
@@ -289,8 +289,7 @@ class Engine:
         self._jobs.put(job)
         try:
             yield Started(prompt_tokens=len(tokens))
-            while True:
-                item = await job.out.get()
+            async for item in taken(job.out, job.outbox):
                 if isinstance(item, BaseException):
                     raise item
                 yield item
@@ -490,13 +489,9 @@ class Engine:
         run.generated += 1
         run.held += 1
         run.unsent += run.stops.feed(run.utf8.decode(self._piece(token)))
-        # Every message costs CPU in each hop of the graph, CPU the model's own
-        # threads need: the first text goes at once, then at most one message
-        # per flush interval per stream, and about MESSAGES_PER_S in all when
-        # many streams share the replica. An interval of 0 sends every token.
-        interval = max(self.flush_interval, self._active / MESSAGES_PER_S) if self.flush_interval else 0.0
-        if run.unsent and (not run.last_sent or now - run.last_sent >= interval):
-            self._send_text(run, now)
+        # At once while the stream's previous message is taken; held while it is in flight (flush.py).
+        if run.unsent and run.job.outbox.due(now, self.flush_interval):
+            self._send_text(run)
         if run.stops.stopped:
             self._finish(run, "stop")
         elif run.generated >= run.budget:
@@ -508,7 +503,7 @@ class Engine:
         run.unsent += run.stops.feed(run.utf8.decode(b"", final=True)) + run.stops.flush()
         ended = time.perf_counter()
         if run.unsent or run.held:
-            self._send_text(run, ended)
+            self._send_text(run)
         first_at = run.first_at or ended
         n = run.generated
         timings = {
@@ -526,9 +521,10 @@ class Engine:
         context = tuple(run.job.tokens + run.output) if run.job.request.context is not None else None
         run.job.send(Done(reason, len(run.job.tokens), n, timings, context, run.stops.matched))
 
-    def _send_text(self, run: _Run, now: float) -> None:
+    def _send_text(self, run: _Run) -> None:
         run.job.send(Chunk(run.unsent, run.held, tuple(run.unsent_logprobs)))
-        run.unsent, run.held, run.last_sent = "", 0, now
+        run.job.outbox.sent_one()
+        run.unsent, run.held = "", 0
         run.unsent_logprobs = []
 
     def _logprob(self, index: int, token: int, top_n: int) -> TokenLogprob:
