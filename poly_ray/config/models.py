@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -112,6 +113,15 @@ class ModelConfig(Strict):
         json_schema_extra={"default_text": "the node's CPUs, at most 8"})
     batch_size: int = Field(512, ge=1, le=1 << 16, description=(
         "Tokens llama.cpp decodes per batch (a long prompt is processed in batches of this size)."))
+    # llama-server's -ctk / -ctv / -fa (engine/kv_types.py).
+    cache_type_k: Literal["f16", "q8_0", "q4_0"] = Field("f16", description=(
+        "What the KV cache stores keys as: `f16`, `q8_0` (about half the bytes) or `q4_0` (about 0.28); "
+        "`/v1/stats` shows the cache's bytes (`kv_cache_bytes`)."))
+    cache_type_v: Literal["f16", "q8_0", "q4_0"] = Field("f16", description=(
+        "What the KV cache stores values as (as `cache_type_k`); a quantized one needs flash attention "
+        "(`flash_attn` `auto` or `on`)."))
+    flash_attn: Literal["auto", "on", "off"] = Field("auto", description=(
+        "llama.cpp's flash attention: `auto` uses it where the backend has it."))
     use_gpu: bool = Field(False, description="Offload the model's layers to the GPU.")
     gpu_layers: int | None = Field(
         None, ge=-1, description="With `use_gpu`: how many layers to offload (-1 or not set: all of them).")
@@ -182,6 +192,10 @@ class ModelConfig(Strict):
             raise ValueError("package_file only applies to a package source")
         if self.replicas is not None and self.autoscaling is not None:
             raise ValueError("set replicas or autoscaling, not both")
+        if self.cache_type_v != "f16" and self.flash_attn == "off":
+            # llama.cpp refuses the context: its V cache is quantized only inside flash attention.
+            raise ValueError(f"cache_type_v = '{self.cache_type_v}' needs flash attention: set flash_attn to "
+                             "'auto' or 'on', or cache_type_v to 'f16'")
         return self
 
     @property

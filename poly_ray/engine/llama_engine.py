@@ -51,6 +51,7 @@ from .flush import Outbox, taken
 from .kv_persist import Persistence
 from .kv_slots import Slot, place
 from .kv_snapshots import DEFAULT_BUDGET, SharedSnapshots, SnapshotIndex, fingerprint
+from .kv_types import KvCacheTypes
 from .sampler import SamplerChain
 from .stops import StopMatcher
 
@@ -144,6 +145,7 @@ class Engine:
         snapshot_bytes: int | None = None,
         lora_adapters: Sequence[tuple[str, float]] = (),
         shared_snapshots: SharedSnapshots | None = None,
+        kv_types: KvCacheTypes = KvCacheTypes(),
     ):
         self.name = name
         self.model_path = str(model_path)
@@ -175,7 +177,16 @@ class Engine:
         # that a slot's cells can be cut back to any prefix.
         ctx_params.kv_unified = True
         ctx_params.swa_full = True
-        self._ctx = _internals.LlamaContext(model=self._model, params=ctx_params, verbose=False)
+        kv_types.apply(ctx_params)
+        self.kv_types = kv_types
+        try:
+            self._ctx = _internals.LlamaContext(model=self._model, params=ctx_params, verbose=False)
+        except ValueError:  # llama.cpp says only that it failed (its log says why)
+            raise ModelError(f"model '{name}': llama.cpp cannot make a context with cache_type_k = '{kv_types.k}', "
+                             f"cache_type_v = '{kv_types.v}', flash_attn = '{kv_types.flash_attn}' on this "
+                             "backend") from None
+        per_token = kv_types.bytes_per_token(self._model.metadata())
+        self._kv_bytes = per_token * ctx_params.n_ctx if per_token else None
         self._lora = list(lora_adapters)
         self._adapters = lora.apply(self._model.model, self._ctx.ctx, self._lora, name)
         self._mem = llama_cpp.llama_get_memory(self._ctx.ctx)
@@ -201,7 +212,7 @@ class Engine:
         # Durable KV snapshots: cache ids, preludes, chains handed off (None: off).
         self._persist = None
         if snapshot_dir is not None:
-            index = SnapshotIndex(Path(snapshot_dir), fingerprint(self.model_path, context_size, self._lora),
+            index = SnapshotIndex(Path(snapshot_dir), fingerprint(self.model_path, context_size, self._lora, kv_types.tag),
                                   snapshot_bytes or DEFAULT_BUDGET)
             self._persist = Persistence(name, index, shared_snapshots, self._ctx, self._mem, context_size,
                                         self.tokenize_prompt)
@@ -250,6 +261,8 @@ class Engine:
                 "kv_cache_tokens": held,
                 "kv_cache_capacity": capacity,
                 "kv_cache_usage": round(held / capacity, 4),
+                "kv_cache_type": self.kv_types.tag,
+                "kv_cache_bytes": self._kv_bytes,
                 "cpu_backend": self.cpu_backend,
                 **({"kv_snapshots": self._persist.stats()} if self._persist is not None else {}),
             }

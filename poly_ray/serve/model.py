@@ -15,6 +15,7 @@ from ray import serve
 from poly_ray.config import ModelConfig
 from poly_ray.engine.embedder import EmbeddingEngine, is_embedding_model, model_metadata
 from poly_ray.engine.embedding_gate import EmbeddingGate
+from poly_ray.engine.kv_types import KvCacheTypes
 from poly_ray.engine.llama_engine import Engine
 from poly_ray.engine.sources import resolve
 from poly_ray.errors import ModelError
@@ -65,6 +66,7 @@ class LlamaModel:
                 snapshot_bytes=cfg.kv_snapshot_bytes,
                 lora_adapters=adapters,
                 shared_snapshots=self._vault,
+                kv_types=KvCacheTypes(cfg.cache_type_k, cfg.cache_type_v, cfg.flash_attn),
             )
         self._embedding = EmbeddingGate(name, self.engine.embed, serves=cfg.embeddings, max_inputs=cfg.max_embedding_inputs,
                                         max_tokens=cfg.max_embedding_tokens, max_queued=cfg.max_queued_requests)

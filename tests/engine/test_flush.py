@@ -46,12 +46,16 @@ def request(seed=3, max_tokens=24):
                              sampling=Sampling(seed=seed))
 
 
-async def chunks_of(engine, req, pause: float) -> tuple[list[Chunk], Done]:
+async def chunks_of(engine, req, steps: int) -> tuple[list[Chunk], Done]:
+    """The stream's chunks, read ``steps`` decode steps apart: each message is in flight
+    (not taken) for that many steps, whatever the machine's speed."""
     out, done = [], None
     async for ev in engine.generate(req):
         if isinstance(ev, Chunk):
             out.append(ev)
-            await asyncio.sleep(pause)  # a slow path: the message is in flight meanwhile
+            seen = engine.stats()["steps"]
+            while steps and engine.stats()["steps"] < seen + steps and engine.stats()["active"]:
+                await asyncio.sleep(0.005)
         elif isinstance(ev, Done):
             done = ev
     return out, done
@@ -59,16 +63,17 @@ async def chunks_of(engine, req, pause: float) -> tuple[list[Chunk], Done]:
 
 @pytest.mark.model
 async def test_a_prompt_consumer_gets_the_first_token_alone(engine):
-    chunks, done = await chunks_of(engine, request(), pause=0)
+    chunks, done = await chunks_of(engine, request(), steps=0)
     assert chunks[0].tokens == 1  # the path was idle: no waiting for a window
     assert sum(c.tokens for c in chunks) == done.completion_tokens == 24
 
 
 @pytest.mark.model
 async def test_a_slow_path_gets_what_accumulated_as_one_message_and_the_same_text(engine):
-    fast, _ = await chunks_of(engine, request(seed=5), pause=0)
-    slow, done = await chunks_of(engine, request(seed=5), pause=0.4)
+    fast, _ = await chunks_of(engine, request(seed=5), steps=0)
+    slow, done = await chunks_of(engine, request(seed=5), steps=3)
     assert "".join(c.text for c in slow) == "".join(c.text for c in fast)
     assert sum(c.tokens for c in slow) == done.completion_tokens == 24
-    # Each 0.4 s in flight held the tokens decoded meanwhile (tens at ~40 tokens/s).
-    assert len(slow) < 12 and max(c.tokens for c in slow) > 2
+    # Each 3 steps in flight held the 3 tokens decoded meanwhile: the messages between
+    # the first and the last carry 3 or more.
+    assert all(c.tokens >= 3 for c in slow[1:-1]) and len(slow) <= 2 + 24 // 3
