@@ -53,6 +53,17 @@ class Autoscaling(Strict):
         return self
 
 
+class Speculative(Strict):
+    """N-gram (prompt lookup) speculative decoding: ``speculative = { ngram = 3, draft_max = 8 }``.
+    After each token the stream's last ``ngram`` tokens are looked up in its prompt and
+    output; what followed them is verified in the next decode step, and only the tokens the
+    sampler draws anyway are kept: the same output as without it, up to the rounding that
+    another batch shape brings (docs/performance.md#speculative-decoding)."""
+
+    ngram: int = Field(3, ge=1, le=16, description="How many of the last tokens must match to draft.")
+    draft_max: int = Field(8, ge=1, le=64, description="Most tokens drafted per step and stream.")
+
+
 class LoraAdapter(Strict):
     """A GGUF LoRA adapter (llama.cpp's ``convert_lora_to_gguf.py`` output) applied to the
     model's weights, in order, for generation and embeddings: ``lora_adapters = [{ path =
@@ -122,6 +133,9 @@ class ModelConfig(Strict):
         "(`flash_attn` `auto` or `on`)."))
     flash_attn: Literal["auto", "on", "off"] = Field("auto", description=(
         "llama.cpp's flash attention: `auto` uses it where the backend has it."))
+    speculative: Speculative | None = Field(None, description=(
+        "Draft tokens from the prompt and the output so far, verified in one step (not set: off); pays where "
+        "answers copy their prompt (quotes, fields of a document, code being edited)."))
     use_gpu: bool = Field(False, description="Offload the model's layers to the GPU.")
     gpu_layers: int | None = Field(
         None, ge=-1, description="With `use_gpu`: how many layers to offload (-1 or not set: all of them).")

@@ -53,6 +53,7 @@ from .kv_slots import Slot, place
 from .kv_snapshots import DEFAULT_BUDGET, SharedSnapshots, SnapshotIndex, fingerprint
 from .kv_types import KvCacheTypes
 from .sampler import SamplerChain
+from .speculative import Drafter, Speculation, cut_rejected, verify
 from .stops import StopMatcher
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,8 @@ class _Run:
     reused: int
     admitted: float = field(default_factory=time.perf_counter)
     next_token: int | None = None  # sampled, to be evaluated next step
+    draft: list[int] = field(default_factory=list)  # evaluated behind it, to be verified (speculative.py)
+    drafter: Drafter | None = None
     generated: int = 0
     held: int = 0  # generated tokens not yet sent to the caller
     unsent: str = ""  # their text, released by the stop matcher
@@ -146,6 +149,7 @@ class Engine:
         lora_adapters: Sequence[tuple[str, float]] = (),
         shared_snapshots: SharedSnapshots | None = None,
         kv_types: KvCacheTypes = KvCacheTypes(),
+        speculation: Speculation | None = None,
     ):
         self.name = name
         self.model_path = str(model_path)
@@ -179,6 +183,7 @@ class Engine:
         ctx_params.swa_full = True
         kv_types.apply(ctx_params)
         self.kv_types = kv_types
+        self.speculation, self.drafted, self.accepted = speculation, 0, 0
         try:
             self._ctx = _internals.LlamaContext(model=self._model, params=ctx_params, verbose=False)
         except ValueError:  # llama.cpp says only that it failed (its log says why)
@@ -263,6 +268,7 @@ class Engine:
                 "kv_cache_usage": round(held / capacity, 4),
                 "kv_cache_type": self.kv_types.tag,
                 "kv_cache_bytes": self._kv_bytes,
+                **({"speculative": {"drafted": self.drafted, "accepted": self.accepted}} if self.speculation else {}),
                 "cpu_backend": self.cpu_backend,
                 **({"kv_snapshots": self._persist.stats()} if self._persist is not None else {}),
             }
@@ -439,6 +445,8 @@ class Engine:
             slot.busy = True
             budget = min(req.max_tokens, self.context_size - len(job.tokens))
             run = _Run(job, slot, sampler, budget, job.tokens[placement.reuse :], placement.reuse)
+            if self.speculation is not None:
+                run.drafter = Drafter(self.speculation, job.tokens)
             runs.append(run)
             with self._lock:
                 self._queued -= 1
@@ -449,7 +457,10 @@ class Engine:
         """One llama_decode over every active sequence, then one sample each."""
         batch = self._batch
         n = 0
-        sample_at: list[tuple[_Run, int]] = []
+        for run in runs:  # the budget counts the token drawn after an accepted draft
+            if run.drafter is not None and run.next_token is not None:
+                run.draft = run.drafter.draft(run.budget - run.generated - 1)
+        sample_at: list[tuple[_Run, list[int]]] = []
         for run, token, logits in batching.compose(runs, self._batch_size):
             batch.token[n] = token
             batch.pos[n] = len(run.slot.tokens)
@@ -457,8 +468,10 @@ class Engine:
             batch.seq_id[n][0] = run.slot.seq
             batch.logits[n] = logits
             run.slot.tokens.append(token)
-            if logits:
-                sample_at.append((run, n))
+            if logits and sample_at and sample_at[-1][0] is run:  # a draft token: verified after the first
+                sample_at[-1][1].append(n)
+            elif logits:
+                sample_at.append((run, [n]))
             n += 1
         if n == 0:
             return
@@ -469,16 +482,23 @@ class Engine:
         with self._lock:
             self.steps += 1
         now = time.perf_counter()
-        for (run, index), token in zip(sample_at, self._sample(sample_at)):
+        for (run, indices), drawn in zip(sample_at, self._sample(sample_at)):
+            if run.draft:
+                accepted = cut_rejected(self._mem, run.slot, run.draft, drawn)
+                self.drafted, self.accepted, run.draft = self.drafted + len(run.draft), self.accepted + accepted, []
             top_n = run.job.request.logprobs
-            self._accept(run, token, now, None if top_n is None else self._logprob(index, token, top_n))
+            for index, token in zip(indices, drawn):
+                self._accept(run, token, now, None if top_n is None else self._logprob(index, token, top_n))
+                if not run.slot.busy:
+                    break
 
-    def _sample(self, sample_at: list[tuple[_Run, int]]) -> list[int]:
-        """One token per (run, batch index), the runs split over the sampling threads."""
+    def _sample(self, sample_at: list[tuple[_Run, list[int]]]) -> list[list[int]]:
+        """Each run's draws at its batch entries (one, or a draft's: speculative.verify),
+        the runs split over the sampling threads."""
         ctx = self._ctx.ctx
 
         def some(part):
-            return [run.sampler.sample(ctx, index) for run, index in part]
+            return [verify(run.sampler, ctx, indices, run.draft) for run, indices in part]
 
         if self._samplers is None or len(sample_at) < 2:
             return some(sample_at)
@@ -511,6 +531,8 @@ class Engine:
             self._finish(run, "length")
         else:
             run.next_token = token
+            if run.drafter is not None:
+                run.drafter.extend((token,))
 
     def _finish(self, run: _Run, reason: str) -> None:
         run.unsent += run.stops.feed(run.utf8.decode(b"", final=True)) + run.stops.flush()

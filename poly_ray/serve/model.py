@@ -18,6 +18,7 @@ from poly_ray.engine.embedding_gate import EmbeddingGate
 from poly_ray.engine.kv_types import KvCacheTypes
 from poly_ray.engine.llama_engine import Engine
 from poly_ray.engine.sources import resolve
+from poly_ray.engine.speculative import Speculation
 from poly_ray.errors import ModelError
 from poly_ray.generation import GenerationRequest
 
@@ -67,6 +68,7 @@ class LlamaModel:
                 lora_adapters=adapters,
                 shared_snapshots=self._vault,
                 kv_types=KvCacheTypes(cfg.cache_type_k, cfg.cache_type_v, cfg.flash_attn),
+                speculation=Speculation(**cfg.speculative.model_dump()) if cfg.speculative else None,
             )
         self._embedding = EmbeddingGate(name, self.engine.embed, serves=cfg.embeddings, max_inputs=cfg.max_embedding_inputs,
                                         max_tokens=cfg.max_embedding_tokens, max_queued=cfg.max_queued_requests)
