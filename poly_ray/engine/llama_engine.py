@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import llama_cpp
@@ -52,6 +52,7 @@ from .kv_persist import Persistence
 from .kv_slots import Slot, place
 from .kv_snapshots import DEFAULT_BUDGET, SharedSnapshots, SnapshotIndex, fingerprint
 from .kv_types import KvCacheTypes
+from .lengths import resolve_lengths
 from .sampler import SamplerChain
 from .speculative import Drafter, Speculation, cut_rejected, verify
 from .stops import StopMatcher
@@ -112,23 +113,6 @@ class _Run:
 
     def __post_init__(self):
         self.stops = StopMatcher(self.job.request.stop)
-
-
-def _resolve_lengths(request: GenerationRequest, prompt_tokens: int) -> GenerationRequest:
-    """Hugging Face's min_length / max_length count the prompt: as new tokens here."""
-    if request.min_length is None and request.max_length is None:
-        return request
-    max_tokens, min_tokens = request.max_tokens, request.min_tokens
-    if request.max_length is not None:
-        if request.max_length <= prompt_tokens:
-            raise BadRequest(
-                f"max_length {request.max_length} counts the prompt, which is already {prompt_tokens} tokens: "
-                "raise it, or set max_new_tokens"
-            )
-        max_tokens = min(max_tokens, request.max_length - prompt_tokens)
-    if request.min_length is not None:
-        min_tokens = max(min_tokens, request.min_length - prompt_tokens)
-    return replace(request, max_tokens=max_tokens, min_tokens=min(min_tokens, max_tokens), min_length=None, max_length=None)
 
 
 class Engine:
@@ -285,7 +269,7 @@ class Engine:
             raise error(
                 f"the prompt is {len(tokens)} tokens; the context of model '{self.name}' holds {self.context_size}"
             )
-        request = _resolve_lengths(request, len(tokens))
+        request = resolve_lengths(request, len(tokens))
         if request.cache_key is not None and self._persist is not None:
             self._persist.index.check_fits(len(tokens))
         if outside := [t for t, _ in request.sampling.logit_bias if t >= self._n_vocab]:
