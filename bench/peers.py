@@ -18,6 +18,7 @@ ITL = the gaps between consecutive text chunks; aggregate tokens/s = all
 output tokens / wall time from the first request sent to the last stream done.
 
     make bench-peers    # or: .venv/bin/python bench/peers.py --rounds 3
+    make bench-peers QUICK=1    # --quick: one round, no raw limit, for the iteration loop
 """
 
 from __future__ import annotations
@@ -199,7 +200,11 @@ def main() -> int:
     ap.add_argument("--interval-ms", type=float, default=None, help="the model's stream_interval_ms")
     ap.add_argument("--peer-cmake-args", default=None, help="CMake flags for llama-server (default: poly-ray's variant)")
     ap.add_argument("--build-only", action="store_true", help="build (or find) llama-server and stop")
+    ap.add_argument("--quick", action="store_true",
+                    help="one round without the raw batched limit: a few minutes once llama-server is built")
     args = ap.parse_args()
+    if args.quick:
+        args.rounds = 1
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     # Ray starts its workers (the model replica among them) at niceness 15; the
     # reference here runs at 0, and on a shared machine the other load would take
@@ -255,8 +260,9 @@ def main() -> int:
         loads: list[float] = []  # the machine's 1-minute load average, per round: others' work shows here
         for rnd in range(args.rounds):
             loads.append(os.getloadavg()[0])
-            print(f"round {rnd + 1}/{args.rounds}: raw batched decode ...", flush=True)
-            raws.append(raw_batched(path, args.threads, steps=48))
+            if not args.quick:
+                print(f"round {rnd + 1}/{args.rounds}: raw batched decode ...", flush=True)
+                raws.append(raw_batched(path, args.threads, steps=48))
             order = list(targets) if rnd % 2 == 0 else list(reversed(targets))
             for n in STREAMS:
                 got = {}
@@ -274,7 +280,7 @@ def main() -> int:
         peer.wait()
         log.close()
 
-    raw = {n: float(np.median([r[n] for r in raws])) for n in STREAMS}
+    raw = {n: float(np.median([r[n] for r in raws])) if raws else float("nan") for n in STREAMS}
     s = {t: {n: summary(runs[t][n]) for n in STREAMS} for t in targets}
     print(f"\nGemma 3 270M Q4_K_M, {args.threads} threads, {args.tokens} tokens per stream (EOS ignored), "
           f"{args.rounds} rounds, poly-ray CPU variant {variant}, stream_interval_ms {model.stream_interval_ms}, "

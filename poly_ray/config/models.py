@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -51,6 +52,17 @@ class Autoscaling(Strict):
         if self.min_replicas > self.max_replicas:
             raise ValueError(f"min_replicas ({self.min_replicas}) is above max_replicas ({self.max_replicas})")
         return self
+
+
+class Speculative(Strict):
+    """N-gram (prompt lookup) speculative decoding: ``speculative = { ngram = 3, draft_max = 8 }``.
+    After each token the stream's last ``ngram`` tokens are looked up in its prompt and
+    output; what followed them is verified in the next decode step, and only the tokens the
+    sampler draws anyway are kept: the same output as without it, up to the rounding that
+    another batch shape brings (docs/performance.md#speculative-decoding)."""
+
+    ngram: int = Field(3, ge=1, le=16, description="How many of the last tokens must match to draft.")
+    draft_max: int = Field(8, ge=1, le=64, description="Most tokens drafted per step and stream.")
 
 
 class LoraAdapter(Strict):
@@ -113,6 +125,18 @@ class ModelConfig(Strict):
         json_schema_extra={"default_text": "the node's CPUs, at most 8"})
     batch_size: int = Field(512, ge=1, le=1 << 16, description=(
         "Tokens llama.cpp decodes per batch (a long prompt is processed in batches of this size)."))
+    # llama-server's -ctk / -ctv / -fa (engine/kv_types.py).
+    cache_type_k: Literal["f16", "q8_0", "q4_0"] = Field("f16", description=(
+        "What the KV cache stores keys as: `f16`, `q8_0` (about half the bytes) or `q4_0` (about 0.28); "
+        "`/v1/stats` shows the cache's bytes (`kv_cache_bytes`)."))
+    cache_type_v: Literal["f16", "q8_0", "q4_0"] = Field("f16", description=(
+        "What the KV cache stores values as (as `cache_type_k`); a quantized one needs flash attention "
+        "(`flash_attn` `auto` or `on`)."))
+    flash_attn: Literal["auto", "on", "off"] = Field("auto", description=(
+        "llama.cpp's flash attention: `auto` uses it where the backend has it."))
+    speculative: Speculative | None = Field(None, description=(
+        "Draft tokens from the prompt and the output so far, verified in one step (not set: off); pays where "
+        "answers copy their prompt (quotes, fields of a document, code being edited)."))
     use_gpu: bool = Field(False, description="Offload the model's layers to the GPU.")
     gpu_layers: int | None = Field(
         None, ge=-1, description="With `use_gpu`: how many layers to offload (-1 or not set: all of them).")
@@ -142,9 +166,11 @@ class ModelConfig(Strict):
     max_embedding_tokens: int = Field(65536, ge=16, le=1 << 26, description=(
         "Tokens one embedding request may hold in all; beyond, 400 naming the key. A replica embeds one request "
         "at a time, in order."))
-    # Fewer, larger messages leave more CPU to the model.
+    # A loaded replica sends fewer, larger messages by itself (engine/flush.py).
     stream_interval_ms: float = Field(100.0, ge=0, le=10_000, description=(
-        "Streamed text is sent at most this often, the first chunk at once; 0 sends every token alone."))
+        "Adaptive flushing: a stream's text goes out at once while its previous message has been passed on, "
+        "and what is generated while one is in flight is held and sent as one message, for at most this long; "
+        "0 sends every token alone."))
     reasoning: Reasoning = Field("auto", description="Where the model's thinking is in its output. " + REASONING_DOC)
     kv_snapshot_bytes: int = Field(2 << 30, ge=0, le=1 << 50, description=(
         "Bytes of durable KV snapshots (`/stream` cache ids, task preludes) kept under `state_dir/kv/NAME`, least "
@@ -187,6 +213,10 @@ class ModelConfig(Strict):
             raise ValueError("package_file only applies to a package source")
         if self.replicas is not None and self.autoscaling is not None:
             raise ValueError("set replicas or autoscaling, not both")
+        if self.cache_type_v != "f16" and self.flash_attn == "off":
+            # llama.cpp refuses the context: its V cache is quantized only inside flash attention.
+            raise ValueError(f"cache_type_v = '{self.cache_type_v}' needs flash attention: set flash_attn to "
+                             "'auto' or 'on', or cache_type_v to 'f16'")
         return self
 
     @property

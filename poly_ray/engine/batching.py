@@ -40,6 +40,7 @@ MIN_SLICE = 32
 
 class Reader(Protocol):
     next_token: int | None  # sampled, to be evaluated next step
+    draft: list[int]  # speculative: tokens evaluated behind next_token, each with logits
     pending: list[int]  # prompt tokens not yet evaluated
 
 
@@ -56,6 +57,7 @@ def compose(runs: Sequence[R], batch_size: int) -> list[tuple[R, int, bool]]:
     for run in runs:
         if run.next_token is not None:
             out.append((run, run.next_token, True))
+            out.extend((run, token, True) for token in run.draft)
             run.next_token = None
         elif len(run.pending) == 1:
             out.append((run, run.pending.pop(), True))

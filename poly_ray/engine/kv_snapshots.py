@@ -77,11 +77,13 @@ def _file(path: str) -> str:
     return digest.hexdigest()[:32]
 
 
-def fingerprint(model_path: str, context_size: int, lora_adapters: Sequence[tuple[str, float]] = ()) -> str:
-    """What a snapshot is valid for: this model file, context size and LoRA adapters with
-    their scales (cells computed under other adapters would answer wrong)."""
+def fingerprint(model_path: str, context_size: int, lora_adapters: Sequence[tuple[str, float]] = (),
+                kv_types: str = "k=f16,v=f16") -> str:
+    """What a snapshot is valid for: this model file, context size, LoRA adapters with
+    their scales (cells computed under other adapters would answer wrong) and the KV
+    cache's types (``KvCacheTypes.tag``: cells of another type are other bytes)."""
     adapters = "".join(f"|lora={_file(path)}@{scale}" for path, scale in lora_adapters)
-    return f"{_file(model_path)}|ctx={context_size}{adapters}"
+    return f"{_file(model_path)}|ctx={context_size}{adapters}|kv={kv_types}"
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -33,7 +33,7 @@ import queue
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import llama_cpp
@@ -46,17 +46,20 @@ from poly_ray.generation import Chunk, Done, Event, GenerationRequest, Reasoning
 
 from . import backends, batching, lora, reasoning
 from .embedder import Embedder
+from .flush import Outbox, taken
 from .kv_persist import Persistence
 from .kv_slots import Slot, place, public_prefix
 from .kv_snapshots import DEFAULT_BUDGET, SharedSnapshots, SnapshotIndex, fingerprint
+from .kv_types import KvCacheTypes
+from .lengths import resolve_lengths
 from .sampler import SamplerChain
 from .sampling_pool import SamplingPool
+from .speculative import Drafter, Speculation, cut_rejected, verify
 from .stops import StopMatcher
 
 log = logging.getLogger(__name__)
 
 _STOP = object()
-MESSAGES_PER_S = 12.0
 # One token's sampling takes milliseconds, a grammar included; past this, the request's
 # grammar has exploded (many live parse stacks) and it ends, before it stalls every slot.
 SAMPLE_LIMIT_S = 5.0
@@ -81,6 +84,7 @@ class _Job:
     fetched: tuple[list[int], bytes] | None = None  # the cache id's snapshot, from the vault
     public: int = 0  # tokens of the prompt's operator-written start (kv_slots.place)
     thinking: reasoning.RunThinking | None = None  # a reasoning model's thinking, kept apart
+    outbox: Outbox = field(default_factory=Outbox)  # its messages in flight (flush.py)
 
     def send(self, item) -> None:
         try:
@@ -101,35 +105,19 @@ class _Run:
     reused: int
     admitted: float = field(default_factory=time.perf_counter)
     next_token: int | None = None  # sampled, to be evaluated next step
+    draft: list[int] = field(default_factory=list)  # evaluated behind it, to be verified (speculative.py)
+    drafter: Drafter | None = None
     generated: int = 0
     held: int = 0  # generated tokens not yet sent to the caller
     unsent: str = ""  # their text, released by the stop matcher
     unsent_logprobs: list = field(default_factory=list)
     output: list[int] = field(default_factory=list)  # generated token ids
-    last_sent: float = 0.0
     first_at: float | None = None
     stops: StopMatcher = field(init=False)
     utf8: codecs.IncrementalDecoder = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
 
     def __post_init__(self):
         self.stops = StopMatcher(self.job.request.stop)
-
-
-def _resolve_lengths(request: GenerationRequest, prompt_tokens: int) -> GenerationRequest:
-    """Hugging Face's min_length / max_length count the prompt: as new tokens here."""
-    if request.min_length is None and request.max_length is None:
-        return request
-    max_tokens, min_tokens = request.max_tokens, request.min_tokens
-    if request.max_length is not None:
-        if request.max_length <= prompt_tokens:
-            raise BadRequest(
-                f"max_length {request.max_length} counts the prompt, which is already {prompt_tokens} tokens: "
-                "raise it, or set max_new_tokens"
-            )
-        max_tokens = min(max_tokens, request.max_length - prompt_tokens)
-    if request.min_length is not None:
-        min_tokens = max(min_tokens, request.min_length - prompt_tokens)
-    return replace(request, max_tokens=max_tokens, min_tokens=min(min_tokens, max_tokens), min_length=None, max_length=None)
 
 
 class Engine:
@@ -149,6 +137,8 @@ class Engine:
         snapshot_bytes: int | None = None,
         lora_adapters: Sequence[tuple[str, float]] = (),
         shared_snapshots: SharedSnapshots | None = None,
+        kv_types: KvCacheTypes = KvCacheTypes(),
+        speculation: Speculation | None = None,
     ):
         self.name = name
         self.model_path = str(model_path)
@@ -180,7 +170,17 @@ class Engine:
         # that a slot's cells can be cut back to any prefix.
         ctx_params.kv_unified = True
         ctx_params.swa_full = True
-        self._ctx = _internals.LlamaContext(model=self._model, params=ctx_params, verbose=False)
+        kv_types.apply(ctx_params)
+        self.kv_types = kv_types
+        self.speculation, self.drafted, self.accepted = speculation, 0, 0
+        try:
+            self._ctx = _internals.LlamaContext(model=self._model, params=ctx_params, verbose=False)
+        except ValueError:  # llama.cpp says only that it failed (its log says why)
+            raise ModelError(f"model '{name}': llama.cpp cannot make a context with cache_type_k = '{kv_types.k}', "
+                             f"cache_type_v = '{kv_types.v}', flash_attn = '{kv_types.flash_attn}' on this "
+                             "backend") from None
+        per_token = kv_types.bytes_per_token(self._model.metadata())
+        self._kv_bytes = per_token * ctx_params.n_ctx if per_token else None
         self._lora = list(lora_adapters)
         self._adapters = lora.apply(self._model.model, self._ctx.ctx, self._lora, name)
         self._mem = llama_cpp.llama_get_memory(self._ctx.ctx)
@@ -203,7 +203,7 @@ class Engine:
         # Durable KV snapshots: cache ids, preludes, chains handed off (None: off).
         self._persist = None
         if snapshot_dir is not None:
-            index = SnapshotIndex(Path(snapshot_dir), fingerprint(self.model_path, context_size, self._lora),
+            index = SnapshotIndex(Path(snapshot_dir), fingerprint(self.model_path, context_size, self._lora, kv_types.tag),
                                   snapshot_bytes or DEFAULT_BUDGET)
             self._persist = Persistence(name, index, shared_snapshots, self._ctx, self._mem, context_size,
                                         self.tokenize_prompt)
@@ -252,6 +252,9 @@ class Engine:
                 "kv_cache_tokens": held,
                 "kv_cache_capacity": capacity,
                 "kv_cache_usage": round(held / capacity, 4),
+                "kv_cache_type": self.kv_types.tag,
+                "kv_cache_bytes": self._kv_bytes,
+                **({"speculative": {"drafted": self.drafted, "accepted": self.accepted}} if self.speculation else {}),
                 "cpu_backend": self.cpu_backend,
                 **({"kv_snapshots": self._persist.stats()} if self._persist is not None else {}),
             }
@@ -269,7 +272,7 @@ class Engine:
             raise error(
                 f"the prompt is {len(tokens)} tokens; the context of model '{self.name}' holds {self.context_size}"
             )
-        request = _resolve_lengths(request, len(tokens))
+        request = resolve_lengths(request, len(tokens))
         if request.cache_key is not None and self._persist is not None:
             self._persist.index.check_fits(len(tokens))
         if outside := [t for t, _ in request.sampling.logit_bias if t >= self._n_vocab]:
@@ -293,8 +296,7 @@ class Engine:
         self._jobs.put(job)
         try:
             yield Started(prompt_tokens=len(tokens))
-            while True:
-                item = await job.out.get()
+            async for item in taken(job.out, job.outbox):
                 if isinstance(item, BaseException):
                     raise item
                 yield item
@@ -428,6 +430,9 @@ class Engine:
             slot.busy = True
             budget = min(req.max_tokens, self.context_size - len(job.tokens))
             run = _Run(job, slot, sampler, budget, job.tokens[placement.reuse :], placement.reuse)
+            # Not while a reasoning model thinks: its sampler changes at the end marker, mid-draft.
+            if self.speculation is not None and job.thinking is None:
+                run.drafter = Drafter(self.speculation, job.tokens)
             runs.append(run)
             with self._lock:
                 self._queued -= 1
@@ -438,7 +443,10 @@ class Engine:
         """One llama_decode over every active sequence, then one sample each."""
         batch = self._batch
         n = 0
-        sample_at: list[tuple[_Run, int]] = []
+        for run in runs:  # the budget counts the token drawn after an accepted draft
+            if run.drafter is not None and run.next_token is not None:
+                run.draft = run.drafter.draft(run.budget - run.generated - 1)
+        sample_at: list[tuple[_Run, list[int]]] = []
         for run, token, logits in batching.compose(runs, self._batch_size):
             batch.token[n] = token
             batch.pos[n] = len(run.slot.tokens)
@@ -446,8 +454,10 @@ class Engine:
             batch.seq_id[n][0] = run.slot.seq
             batch.logits[n] = logits
             run.slot.tokens.append(token)
-            if logits:
-                sample_at.append((run, n))
+            if logits and sample_at and sample_at[-1][0] is run:  # a draft token: verified after the first
+                sample_at[-1][1].append(n)
+            elif logits:
+                sample_at.append((run, [n]))
             n += 1
         if n == 0:
             return
@@ -460,14 +470,22 @@ class Engine:
             with self._lock:
                 self.steps += 1
             now = time.perf_counter()
-            for (run, index), (token, took) in zip(sample_at, self._samplers.sample(self._ctx.ctx, sample_at)):
+            ctx = self._ctx.ctx
+            draws = self._samplers.sample(sample_at, lambda run, indices: verify(run.sampler, ctx, indices, run.draft))
+            for (run, indices), (drawn, took) in zip(sample_at, draws):
                 if took > SAMPLE_LIMIT_S:
                     run.job.send(BadRequest(f"the request's grammar made one token take {took:.1f} s to sample "
                                             f"(at most {SAMPLE_LIMIT_S:.0f} s): simplify its schema or pattern"))
-                    self._release(run, keep_cells=True)
+                    self._release(run, keep_cells=False)
                     continue
+                if run.draft:
+                    accepted = cut_rejected(self._mem, run.slot, run.draft, drawn)
+                    self.drafted, self.accepted, run.draft = self.drafted + len(run.draft), self.accepted + accepted, []
                 top_n = run.job.request.logprobs
-                self._accept(run, token, now, None if top_n is None else self._logprob(index, token, top_n))
+                for index, token in zip(indices, drawn):
+                    self._accept(run, token, now, None if top_n is None else self._logprob(index, token, top_n))
+                    if not run.slot.busy:
+                        break
         finally:
             self.step_started = None
 
@@ -492,14 +510,10 @@ class Engine:
         if run.job.thinking is not None:  # its reasoning kept apart; the stops see the answer only
             text = run.job.thinking.feed(run, text)
         run.unsent += run.stops.feed(text)
-        # Every message costs CPU in each hop of the graph, CPU the model's own
-        # threads need: the first text goes at once, then at most one message
-        # per flush interval per stream, and about MESSAGES_PER_S in all when
-        # many streams share the replica. An interval of 0 sends every token.
-        interval = max(self.flush_interval, self._active / MESSAGES_PER_S) if self.flush_interval else 0.0
+        # At once while the stream's previous message is taken; held while it is in flight (flush.py).
         unsent = run.unsent or (run.job.thinking is not None and run.job.thinking.unsent)
-        if unsent and (not run.last_sent or now - run.last_sent >= interval):
-            self._send_text(run, now)
+        if unsent and run.job.outbox.due(now, self.flush_interval):
+            self._send_text(run)
         if run.stops.stopped:
             self._finish(run, "stop")
         elif run.generated >= run.budget:
@@ -508,6 +522,8 @@ class Engine:
             run.next_token = token
             if run.job.thinking is not None:  # a spent thinking budget: the engine writes the end marker
                 run.job.thinking.after(run)
+            if run.drafter is not None:
+                run.drafter.extend((token,))
 
     def _finish(self, run: _Run, reason: str) -> None:
         tail = run.utf8.decode(b"", final=True)
@@ -516,7 +532,7 @@ class Engine:
         run.unsent += run.stops.feed(tail) + run.stops.flush()
         ended = time.perf_counter()
         if run.unsent or run.held:
-            self._send_text(run, ended)
+            self._send_text(run)
         first_at = run.first_at or ended
         n = run.generated
         timings = {
@@ -535,12 +551,13 @@ class Engine:
         thought = run.job.thinking.tokens if run.job.thinking is not None else 0
         run.job.send(Done(reason, len(run.job.tokens), n, timings, context, run.stops.matched, thought))
 
-    def _send_text(self, run: _Run, now: float) -> None:
+    def _send_text(self, run: _Run) -> None:
         if run.job.thinking is not None and any(thought := run.job.thinking.take()):  # text or tokens
             run.job.send(Reasoning(*thought))
             run.held -= thought[1]
         run.job.send(Chunk(run.unsent, run.held, tuple(run.unsent_logprobs)))
-        run.unsent, run.held, run.last_sent = "", 0, now
+        run.job.outbox.sent_one()
+        run.unsent, run.held = "", 0
         run.unsent_logprobs = []
 
     def _logprob(self, index: int, token: int, top_n: int) -> TokenLogprob:

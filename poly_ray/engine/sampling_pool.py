@@ -2,15 +2,18 @@
 
 Sampling a 262k vocabulary takes about as long per sequence as a fifth of an
 8-sequence decode step, and the decode threads sit idle meanwhile: the sequences
-are sampled on all ``threads`` (llama.cpp's sampler releases the GIL). Each token
-comes with the seconds its sampling took, so the engine can end a request whose
-grammar has exploded (``llama_engine.SAMPLE_LIMIT_S``).
+are sampled on all ``threads`` (llama.cpp's sampler releases the GIL). Each run's
+draws (one token, or a draft's: ``speculative.verify``) come with the seconds they
+took, so the engine can end a request whose grammar has exploded
+(``llama_engine.SAMPLE_LIMIT_S``).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 
 class SamplingPool:
@@ -18,14 +21,15 @@ class SamplingPool:
         self._threads = max(1, threads)
         self._pool = ThreadPoolExecutor(threads - 1, thread_name_prefix=f"sample-{name}") if threads > 1 else None
 
-    def sample(self, ctx, sample_at: list) -> list[tuple[int, float]]:
-        """One (token, seconds) per (run, batch index), the runs split over the threads."""
+    def sample(self, sample_at: list, draw: Callable[[Any, Any], list[int]]) -> list[tuple[list[int], float]]:
+        """``draw(run, indices)`` for each (run, its batch indices), with the seconds it took,
+        the runs split over the threads."""
 
         def some(part):
             out = []
-            for run, index in part:
+            for run, indices in part:
                 start = time.perf_counter()
-                out.append((run.sampler.sample(ctx, index), time.perf_counter() - start))
+                out.append((draw(run, indices), time.perf_counter() - start))
             return out
 
         if self._pool is None or len(sample_at) < 2:

@@ -15,8 +15,10 @@ from ray import serve
 from poly_ray.config import ModelConfig
 from poly_ray.engine.embedder import EmbeddingEngine, is_embedding_model, model_metadata
 from poly_ray.engine.embedding_gate import EmbeddingGate
+from poly_ray.engine.kv_types import KvCacheTypes
 from poly_ray.engine.llama_engine import Engine
 from poly_ray.engine.sources import resolve
+from poly_ray.engine.speculative import Speculation
 from poly_ray.errors import ModelError
 from poly_ray.generation import GenerationRequest
 
@@ -68,6 +70,8 @@ class LlamaModel:
                 snapshot_bytes=cfg.kv_snapshot_bytes,
                 lora_adapters=adapters,
                 shared_snapshots=self._vault,
+                kv_types=KvCacheTypes(cfg.cache_type_k, cfg.cache_type_v, cfg.flash_attn),
+                speculation=Speculation(**cfg.speculative.model_dump()) if cfg.speculative else None,
             )
         # Not set: embedding models embed; a generative model only when a memory names it (config loading).
         serves = cfg.embeddings if cfg.embeddings is not None else isinstance(self.engine, EmbeddingEngine)

@@ -10,6 +10,7 @@ from poly_ray.engine.batching import compose
 class R:
     pending: list[int] = field(default_factory=list)
     next_token: int | None = None
+    draft: list[int] = field(default_factory=list)
 
 
 def steps(runs, batch_size=512):
@@ -51,3 +52,9 @@ def test_two_prompts_share_the_room_and_never_overflow_the_batch():
     for step in steps([a, b], batch_size=256):
         assert 0 < len(step) <= 256
     assert not a.pending and not b.pending
+
+
+def test_a_draft_goes_behind_its_sampled_token_each_with_logits():
+    spec, reading = R(next_token=9, draft=[4, 5]), R(pending=[1, 2, 3])
+    assert compose([reading, spec], 512) == [(spec, 9, True), (spec, 4, True), (spec, 5, True),
+                                             (reading, 1, False), (reading, 2, False)]

@@ -148,6 +148,16 @@ async def test_a_task_without_memory_goes_from_the_ingress_to_the_model(client):
     assert after["requests"] == seen.get("requests", 0) + 1 and after["predict_tokens"] >= 1
 
 
+async def test_stats_show_the_kv_caches_type_and_bytes(client, gemma_path):
+    from poly_ray.engine.embedder import model_metadata
+    from poly_ray.engine.kv_types import KvCacheTypes
+
+    gemma = (await client.get("/v1/stats")).json()["models"]["gemma"]
+    assert gemma["kv_cache_type"] == "k=f16,v=f16"  # the model's cache_type_k / cache_type_v
+    # Every slot's cells: context_size per slot.
+    assert gemma["kv_cache_bytes"] == KvCacheTypes().bytes_per_token(model_metadata(gemma_path)) * 1024 * SLOTS
+
+
 async def test_same_seed_same_answer_through_the_graph(client):
     params = {"prompt": "The weather today", "max_tokens": 16, "seed": 11}
     a = (await client.get("/v1/task/complete/completion", params=params)).json()["text"]

@@ -1,0 +1,77 @@
+"""When a stream's text leaves the engine: adaptive flushing.
+
+A token's text goes out at once when the stream's path is idle: its previous
+message has been taken by the consumer (the replica's generator, which takes the
+next only once the one before has been handed to Ray's stream). While a message
+is still in flight, what the following steps produce is held and goes out as one
+message when the path frees: on a quiet replica every token is its own message
+(the inter-token latency a client sees is the decode step's), and a loaded one
+sends fewer, larger messages by itself, so the hops' CPU does not come out of
+the decode threads when they need it most.
+
+``window`` (the model's ``stream_interval_ms``) bounds the holding: text held
+that long goes out even with a message in flight. A window of 0 sends every
+token alone, whatever is in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from poly_ray.generation import Chunk
+
+
+@dataclass
+class Outbox:
+    """One stream's messages between the engine's worker and its consumer. Each
+    counter has one writer (the worker counts what it sent, the consumer what it
+    took), so the difference is safe to read from either thread."""
+
+    sent: int = 0
+    taken: int = 0
+    held_since: float | None = None  # when the oldest text not yet sent was made
+
+    @property
+    def in_flight(self) -> int:
+        return self.sent - self.taken
+
+    def due(self, now: float, window: float) -> bool:
+        """Whether text made at ``now`` goes out now (the caller sends it, then calls ``sent_one``)."""
+        if self.held_since is None:
+            self.held_since = now
+        return window == 0 or self.in_flight == 0 or now - self.held_since >= window
+
+    def sent_one(self) -> None:
+        self.sent += 1
+        self.held_since = None
+
+
+def merge(first: Chunk, more: list[Chunk]) -> Chunk:
+    """Chunks that queued up behind each other, as one message."""
+    if not more:
+        return first
+    chunks = [first, *more]
+    return Chunk("".join(c.text for c in chunks), sum(c.tokens for c in chunks),
+                 tuple(lp for c in chunks for lp in c.logprobs))
+
+
+async def taken(out: asyncio.Queue, box: Outbox) -> AsyncIterator:
+    """The worker's items as the consumer takes them, chunks that queued up behind each
+    other merged into one; a chunk counts as taken once the consumer comes back for more."""
+    later = None
+    while True:
+        item, later = (later, None) if later is not None else (await out.get(), None)
+        count = 0
+        if isinstance(item, Chunk):
+            more: list[Chunk] = []
+            while not out.empty():
+                nxt = out.get_nowait()
+                if not isinstance(nxt, Chunk):
+                    later = nxt
+                    break
+                more.append(nxt)
+            count, item = 1 + len(more), merge(item, more)
+        yield item
+        box.taken += count
