@@ -52,8 +52,10 @@ class KvCacheTypes:
         arch = metadata["general.architecture"]
 
         def number(key: str, default: int | None = None) -> int:
-            value = metadata.get(f"{arch}.{key}")
-            return int(value) if value is not None else default
+            value = metadata.get(f"{arch}.{key}", default)
+            if value is None:
+                raise KeyError(f"{arch}.{key}")
+            return int(value)
 
         layers, embd, heads = number("block_count"), number("embedding_length"), number("attention.head_count")
         heads_kv = number("attention.head_count_kv", heads)
