@@ -105,6 +105,13 @@ class PayloadTooLarge(PolyError):
     code = "payload_too_large"
 
 
+class QuotaExceeded(PolyError):
+    """Storing this would take its owner past their quota: 403, not 429 (waiting does not help)."""
+
+    status = 403
+    code = "storage_quota_exceeded"
+
+
 class UnsupportedMedia(PolyError):
     status = 415
     code = "unsupported_media_type"

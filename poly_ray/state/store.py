@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from poly_ray.errors import BadRequest, ConfigError, NotFound, PolyError
+from poly_ray.errors import BadRequest, ConfigError, NotFound, QuotaExceeded
 from poly_ray.state.migrations import SCHEMA_VERSION, migrate
 
 FILE_NAME = "state.sqlite3"
@@ -33,13 +33,6 @@ class Quota:
 
     objects: int = 100_000
     bytes: int = 1 << 30
-
-
-class QuotaExceeded(PolyError):
-    """Storing this would take its owner past their quota: 403, not 429 (waiting does not help)."""
-
-    status = 403
-    code = "storage_quota_exceeded"
 
 
 @dataclass
@@ -286,4 +279,4 @@ def open_store(state_dir: Path, quota: Quota = Quota()) -> Store:
     return Store(Path(state_dir) / FILE_NAME, quota)
 
 
-__all__ = ["FILE_NAME", "MAX_LIMIT", "Page", "Quota", "QuotaExceeded", "RESTART_REASON", "SCHEMA_VERSION", "Store", "new_id", "open_store"]
+__all__ = ["FILE_NAME", "MAX_LIMIT", "Page", "Quota", "RESTART_REASON", "SCHEMA_VERSION", "Store", "new_id", "open_store"]

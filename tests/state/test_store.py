@@ -7,10 +7,10 @@ import sqlite3
 import pytest
 
 from poly_ray.config import Config, state_path
-from poly_ray.errors import BadRequest, ConfigError, NotFound
+from poly_ray.errors import BadRequest, ConfigError, NotFound, QuotaExceeded
 from poly_ray.state import SCHEMA_VERSION, Store, open_store
 from poly_ray.state.migrations import MIGRATIONS, migrate
-from poly_ray.state.store import RESTART_REASON, Quota, QuotaExceeded, new_id
+from poly_ray.state.store import RESTART_REASON, Quota, new_id
 
 
 @pytest.fixture
