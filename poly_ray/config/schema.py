@@ -186,10 +186,14 @@ class Config(Strict, Bounds):
             return None
         return ("task", name) if name in self.tasks else ("model", name)
 
+    def model_of(self, name: str) -> ModelConfig | None:
+        """The model that a task or a model ``name`` runs (None: neither)."""
+        return self.models.get(self.tasks[name].model if name in self.tasks else name)
+
     def context_of(self, name: str) -> int | None:
         """The context size of the model that a task or a model ``name`` runs (None: neither)."""
-        model = self.tasks[name].model if name in self.tasks else name
-        return self.models[model].context_size if model in self.models else None
+        model = self.model_of(name)
+        return model.context_size if model is not None else None
 
     @property
     def host(self) -> str:

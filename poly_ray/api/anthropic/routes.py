@@ -87,8 +87,8 @@ async def count_tokens(request: Request):
 
 def _snapshots(config: Config, name: str) -> bool:
     """Whether the model that ``name`` runs keeps KV snapshots (kv_snapshot_bytes above 0)."""
-    model = config.tasks[name].model if name in config.tasks else name
-    return model in config.models and config.models[model].kv_snapshot_bytes > 0
+    model = config.model_of(name)
+    return model is not None and model.kv_snapshot_bytes > 0
 
 
 class _Message:
