@@ -171,6 +171,10 @@ class ModelConfig(Strict):
         "Adaptive flushing: a stream's text goes out at once while its previous message has been passed on, "
         "and what is generated while one is in flight is held and sent as one message, for at most this long; "
         "0 sends every token alone."))
+    stream_messages_per_step: int | None = Field(None, ge=0, le=4096, description=(
+        "Most stream messages one decode step sends, the streams that held text longest first; the others "
+        "keep theirs for a later step (not set: twice the replica's CPUs; 0: no bound). Each message costs the "
+        "hops CPU that a CPU-only replica takes from its decode threads."))
     reasoning: Reasoning = Field("auto", description="Where the model's thinking is in its output. " + REASONING_DOC)
     kv_snapshot_bytes: int = Field(2 << 30, ge=0, le=1 << 50, description=(
         "Bytes of durable KV snapshots (`/stream` cache ids, task preludes) kept under `state_dir/kv/NAME`, least "

@@ -12,11 +12,21 @@ the decode threads when they need it most.
 ``window`` (the model's ``stream_interval_ms``) bounds the holding: text held
 that long goes out even with a message in flight. A window of 0 sends every
 token alone, whatever is in flight.
+
+A decode step sends at most ``per_step`` messages (the model's
+``stream_messages_per_step``; by default twice the CPUs the replica sees), the
+streams that have held text longest first. Each message costs the hops
+(replica, ingress, proxy) a few ms of CPU, which on a small CPU machine comes
+out of the decode threads: with 8 streams on 2 cores, a message per stream and
+step cost about an eighth of the tokens per second (docs/performance.md). Up to
+``per_step`` streams still get every token at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -37,15 +47,46 @@ class Outbox:
     def in_flight(self) -> int:
         return self.sent - self.taken
 
-    def due(self, now: float, window: float) -> bool:
+    @property
+    def waiting_since(self) -> float:
+        """When its oldest unsent text was made (never: infinity), to order the streams by."""
+        return math.inf if self.held_since is None else self.held_since
+
+    def due(self, now: float, window: float, step: StepBudget | None = None) -> bool:
         """Whether text made at ``now`` goes out now (the caller sends it, then calls ``sent_one``)."""
         if self.held_since is None:
             self.held_since = now
-        return window == 0 or self.in_flight == 0 or now - self.held_since >= window
+        if window == 0 or now - self.held_since >= window:
+            return True
+        return self.in_flight == 0 and (step is None or step.take())
 
     def sent_one(self) -> None:
         self.sent += 1
         self.held_since = None
+
+
+class StepBudget:
+    """The messages one decode step may still send (``per_step`` 0: any number)."""
+
+    def __init__(self, per_step: int | None = None):
+        self.per_step = default_per_step() if per_step is None else per_step
+        self.left = self.per_step
+
+    def start(self) -> None:
+        self.left = self.per_step
+
+    def take(self) -> bool:
+        if self.per_step == 0:
+            return True
+        if self.left <= 0:
+            return False
+        self.left -= 1
+        return True
+
+
+def default_per_step() -> int:
+    """Twice the CPUs this process may run on: the hops' work is CPU work."""
+    return 2 * len(os.sched_getaffinity(0))
 
 
 def merge(first: Chunk, more: list[Chunk]) -> Chunk:

@@ -46,7 +46,7 @@ from poly_ray.generation import Chunk, Done, Event, GenerationRequest, Reasoning
 
 from . import backends, batching, lora, reasoning
 from .embedder import Embedder
-from .flush import Outbox, taken
+from .flush import Outbox, StepBudget, taken
 from .kv_persist import Persistence
 from .kv_slots import Slot, place, public_prefix
 from .kv_snapshots import DEFAULT_BUDGET, SharedSnapshots, SnapshotIndex, fingerprint
@@ -132,6 +132,7 @@ class Engine:
         gpu_layers: int = 0,
         max_queued: int = 16,
         flush_interval: float = 0.1,
+        messages_per_step: int | None = None,
         name: str = "model",
         snapshot_dir: str | Path | None = None,
         snapshot_bytes: int | None = None,
@@ -144,7 +145,7 @@ class Engine:
         self.model_path = str(model_path)
         self.context_size = context_size  # per slot
         self.max_queued = max_queued
-        self.flush_interval = flush_interval
+        self.flush_interval, self._messages = flush_interval, StepBudget(messages_per_step)
         self._threads = threads
         self._gpu_layers = gpu_layers
         self._batch_size = batch_size
@@ -472,7 +473,9 @@ class Engine:
             now = time.perf_counter()
             ctx = self._ctx.ctx
             draws = self._samplers.sample(sample_at, lambda run, indices: verify(run.sampler, ctx, indices, run.draft))
-            for (run, indices), (drawn, took) in zip(sample_at, draws):
+            self._messages.start()  # the streams that held text longest send first
+            for (run, indices), (drawn, took) in sorted(zip(sample_at, draws),
+                                                        key=lambda d: d[0][0].job.outbox.waiting_since):
                 if took > SAMPLE_LIMIT_S:
                     run.job.send(BadRequest(f"the request's grammar made one token take {took:.1f} s to sample "
                                             f"(at most {SAMPLE_LIMIT_S:.0f} s): simplify its schema or pattern"))
@@ -512,7 +515,7 @@ class Engine:
         run.unsent += run.stops.feed(text)
         # At once while the stream's previous message is taken; held while it is in flight (flush.py).
         unsent = run.unsent or (run.job.thinking is not None and run.job.thinking.unsent)
-        if unsent and run.job.outbox.due(now, self.flush_interval):
+        if unsent and run.job.outbox.due(now, self.flush_interval, self._messages):
             self._send_text(run)
         if run.stops.stopped:
             self._finish(run, "stop")

@@ -65,6 +65,7 @@ class LlamaModel:
                 gpu_layers=cfg.n_gpu_layers,
                 max_queued=cfg.max_queued_requests,
                 flush_interval=cfg.stream_interval_ms / 1000,
+                messages_per_step=cfg.stream_messages_per_step,
                 name=name,
                 snapshot_dir=kv_path if cfg.kv_snapshot_bytes else None,
                 snapshot_bytes=cfg.kv_snapshot_bytes,

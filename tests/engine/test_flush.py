@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from poly_ray.engine.flush import Outbox, merge
+from poly_ray.engine.flush import Outbox, StepBudget, default_per_step, merge
 from poly_ray.engine.llama_engine import Engine
 from poly_ray.generation import Chunk, Done, GenerationRequest, Sampling, Segment, TokenLogprob
 
@@ -21,6 +21,25 @@ def test_outbox_sends_at_once_when_idle_and_holds_while_in_flight():
     assert box.in_flight == 0 and box.due(now=1.61, window=0.5)
     box.sent_one()
     assert box.due(now=1.62, window=0)  # a window of 0: every token alone
+
+
+def test_a_step_sends_at_most_its_budget_and_the_longest_held_go_first():
+    step = StepBudget(2)
+    boxes = [Outbox() for _ in range(3)]
+    assert [b.due(now=1.0, window=5.0, step=step) for b in boxes] == [True, True, False]
+    for b in boxes[:2]:
+        b.sent_one()
+        b.taken += 1  # taken at once: the paths are idle again
+    # The next step: the stream that was refused is ordered first, and sends.
+    step.start()
+    order = sorted(boxes, key=lambda b: b.waiting_since)
+    assert order[0] is boxes[2]
+    assert [b.due(now=2.0, window=5.0, step=step) for b in order] == [True, True, False]
+    # Held past the window, text goes out whatever the step's budget.
+    assert order[2].due(now=7.0, window=5.0, step=step)
+    # 0: no bound; the default follows the CPUs.
+    assert all(StepBudget(0).take() for _ in range(100))
+    assert StepBudget().per_step == default_per_step() >= 2
 
 
 def test_merge_keeps_text_tokens_and_logprobs_in_order():
@@ -77,3 +96,26 @@ async def test_a_slow_path_gets_what_accumulated_as_one_message_and_the_same_tex
     # Each 3 steps in flight held the 3 tokens decoded meanwhile: the messages between
     # the first and the last carry 3 or more.
     assert all(c.tokens >= 3 for c in slow[1:-1]) and len(slow) <= 2 + 24 // 3
+
+
+@pytest.mark.model
+async def test_a_step_budget_spreads_the_messages_and_loses_no_text(gemma_path):
+    """4 streams, a budget of 2 messages per step: about half the messages, each
+    token's text in one of them (with no bound, a message per token)."""
+    async def streams(per_step: int) -> list[tuple[int, int, int]]:
+        e = Engine(gemma_path, context_size=256, slots=4, threads=2, flush_interval=30.0, messages_per_step=per_step)
+        try:
+            async def one(i):
+                req = GenerationRequest(prompt=(Segment(f"Story {i}: the river ran"),), max_tokens=16,
+                                        ignore_eos=True, sampling=Sampling(seed=i))
+                chunks, done = await chunks_of(e, req, steps=0)
+                return len(chunks), sum(c.tokens for c in chunks), done.completion_tokens
+            return await asyncio.gather(*(one(i) for i in range(4)))
+        finally:
+            e.close()
+    # (Texts are not compared across engines: the steps the 4 requests are admitted in
+    # depend on timing, and the batch's shape on those; see docs/performance.md.)
+    free, bounded = await streams(0), await streams(2)
+    assert all(tokens == done == 16 for _, tokens, done in free + bounded)
+    assert sum(n for n, _, _ in free) >= 4 * 14  # (nearly) a message per token
+    assert sum(n for n, _, _ in bounded) <= 4 * (1 + 16 // 2) + 4
