@@ -148,6 +148,11 @@ class Store:
                     "SELECT 1 FROM objects WHERE id = ? AND owner = ? AND kind NOT LIKE ?",
                     (parent, owner, "%" + HIDDEN)).fetchone() is None:
                 raise NotFound(f"No object found with id '{parent}' to hold this {kind}.")
+            # a referred-to object deleted meanwhile (the previous response, between reading the
+            # chain and storing the input) would leave a chain that cannot be read back
+            if ref is not None and self._db.execute(
+                    "SELECT 1 FROM objects WHERE id = ? AND owner = ?", (ref, owner)).fetchone() is None:
+                raise NotFound(f"No object found with id '{ref}' to refer to.")
             if exclusive and (newest := self._db.execute(
                     "SELECT id, status FROM objects WHERE owner = ? AND kind = ? AND parent = ? ORDER BY seq DESC "
                     "LIMIT 1", (owner, kind, parent)).fetchone()) and newest[1] in exclusive:

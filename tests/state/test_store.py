@@ -270,6 +270,8 @@ def test_an_object_still_referred_to_is_hidden_by_a_delete_and_goes_with_the_las
     assert store._used("o") == [5, size]  # still counted: still stored
     with pytest.raises(NotFound):  # nothing new hangs under a deleted one
         store.create("o", "response_input", {"id": "i9"}, parent="r2")
+    with pytest.raises(NotFound, match="No object found with id 'r0' to refer to"):  # nor refers to a gone one
+        store.create("o", "response_input", {"id": "i9"}, parent="r3", ref="r0")
     store.delete("o", "response", "r3")  # the last reference: the chain goes with it
     assert store._db.execute("SELECT COUNT(*) FROM objects").fetchone() == (0,) and store._used("o") == [0, 0]
 

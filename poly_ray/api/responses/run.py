@@ -77,7 +77,12 @@ class Record:
             stored.update(previous=earlier.previous, outputs=earlier.outputs)
         elif earlier.items:
             stored["history"] = earlier.items
-        await self.state.create(self.owner, INPUT, stored, parent=self.rid, ref=earlier.previous)
+        try:
+            await self.state.create(self.owner, INPUT, stored, parent=self.rid, ref=earlier.previous)
+        except PolyError:  # the previous response deleted meanwhile, a quota: no response without input
+            with contextlib.suppress(NotFound):
+                await self.state.delete(self.owner, RESPONSE, self.rid)
+            raise
 
     async def save(self, changes: dict) -> dict:
         if self.state is None:
