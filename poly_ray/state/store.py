@@ -210,6 +210,8 @@ class Store:
             self._db.execute("COMMIT")
 
     def _drop(self, owner: str, oid: str) -> None:
+        """Delete ``oid``'s subtree, or hide it while referred to from outside; then each hidden
+        object it referred to that nothing refers to any more (a chain deleted out of order)."""
         work = [oid]
         while work:
             top = work.pop()
