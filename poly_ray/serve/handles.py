@@ -13,6 +13,7 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
 from poly_ray.errors import Busy, PolyError, ReplicaLost
 from poly_ray.generation import Started
+from poly_ray.state.chains import Chain
 
 
 @contextmanager
@@ -198,8 +199,9 @@ class StateHandle:
         self._handle = handle
 
     async def create(self, owner: str, kind: str, body: dict, *, parent: str | None = None,
-                     exclusive: tuple[str, ...] = ()) -> dict:
-        return await call(self._handle.create.remote(owner, kind, body, parent=parent, exclusive=exclusive), STATE)
+                     exclusive: tuple[str, ...] = (), ref: str | None = None) -> dict:
+        return await call(self._handle.create.remote(owner, kind, body, parent=parent, exclusive=exclusive, ref=ref),
+                          STATE)
 
     async def update(self, owner: str, kind: str, oid: str, changes: dict, *,
                      only_if: tuple | list | None = None) -> dict:
@@ -210,6 +212,9 @@ class StateHandle:
 
     async def get(self, owner: str, kind: str, oid: str) -> dict:
         return await call(self._handle.get.remote(owner, kind, oid), STATE)
+
+    async def chain(self, owner: str, rid: str, limit: int) -> Chain:
+        return await call(self._handle.chain.remote(owner, rid, limit), STATE)
 
     async def parent_of(self, owner: str, kind: str, oid: str) -> str | None:
         return await call(self._handle.parent_of.remote(owner, kind, oid), STATE)

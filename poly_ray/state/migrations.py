@@ -28,6 +28,12 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         "CREATE INDEX objects_listing ON objects (owner, kind, parent, seq)",
         "CREATE INDEX objects_status ON objects (status)",
     ]),
+    (3, [
+        # ref: the object this one reads from without a copy (a response's input: the previous
+        # response), so a delete can keep what is still referred to; rows before v3 refer to none
+        "ALTER TABLE objects ADD COLUMN ref TEXT",
+        "CREATE INDEX objects_ref ON objects (owner, ref)",
+    ]),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

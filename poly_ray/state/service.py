@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 
+from poly_ray.state.chains import Chain
 from poly_ray.state.store import Store
 
 
@@ -16,8 +17,9 @@ class StateService:
         self.store = store
 
     async def create(self, owner: str, kind: str, body: dict, *, parent: str | None = None,
-                     exclusive: tuple[str, ...] = ()) -> dict:
-        return await asyncio.to_thread(self.store.create, owner, kind, body, parent=parent, exclusive=exclusive)
+                     exclusive: tuple[str, ...] = (), ref: str | None = None) -> dict:
+        return await asyncio.to_thread(self.store.create, owner, kind, body, parent=parent, exclusive=exclusive,
+                                       ref=ref)
 
     async def update(self, owner: str, kind: str, oid: str, changes: dict, *,
                      only_if: tuple | list | None = None) -> dict:
@@ -28,6 +30,9 @@ class StateService:
 
     async def get(self, owner: str, kind: str, oid: str) -> dict:
         return await asyncio.to_thread(self.store.get, owner, kind, oid)
+
+    async def chain(self, owner: str, rid: str, limit: int) -> Chain:
+        return await asyncio.to_thread(self.store.chain, owner, rid, limit)
 
     async def parent_of(self, owner: str, kind: str, oid: str) -> str | None:
         return await asyncio.to_thread(self.store.parent_of, owner, kind, oid)

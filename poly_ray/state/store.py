@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from poly_ray.errors import BadRequest, ConfigError, NotFound, QuotaExceeded
+from poly_ray.state import chains
+from poly_ray.state.chains import Chain
+from poly_ray.state.kinds import HIDDEN
 from poly_ray.state.migrations import SCHEMA_VERSION, migrate
 
 FILE_NAME = "state.sqlite3"
@@ -130,10 +133,11 @@ class Store:
         used[1] += size
 
     def create(self, owner: str, kind: str, body: dict, *, parent: str | None = None,
-               exclusive: tuple[str, ...] = ()) -> dict:
+               exclusive: tuple[str, ...] = (), ref: str | None = None) -> dict:
         """Store ``body`` (which must carry ``id``; ``created_at`` is filled in). ``exclusive``:
         statuses in which the parent's newest ``kind`` refuses a new one (a thread's one active
-        run), checked in the same step as the insert, whichever ingress replica asks."""
+        run), checked in the same step as the insert, whichever ingress replica asks. ``ref``:
+        an object this one reads from instead of a copy (kept, hidden, while it is referred to)."""
         body = dict(body)
         body.setdefault("created_at", int(time.time()))
         text = json.dumps(body)
@@ -141,8 +145,14 @@ class Store:
             # A parent deleted meanwhile (a thread deleted while its run writes) would leave a
             # row that no one can list or delete.
             if parent is not None and self._db.execute(
-                    "SELECT 1 FROM objects WHERE id = ? AND owner = ?", (parent, owner)).fetchone() is None:
+                    "SELECT 1 FROM objects WHERE id = ? AND owner = ? AND kind NOT LIKE ?",
+                    (parent, owner, "%" + HIDDEN)).fetchone() is None:
                 raise NotFound(f"No object found with id '{parent}' to hold this {kind}.")
+            # a referred-to object deleted meanwhile (the previous response, between reading the
+            # chain and storing the input) would leave a chain that cannot be read back
+            if ref is not None and self._db.execute(
+                    "SELECT 1 FROM objects WHERE id = ? AND owner = ?", (ref, owner)).fetchone() is None:
+                raise NotFound(f"No object found with id '{ref}' to refer to.")
             if exclusive and (newest := self._db.execute(
                     "SELECT id, status FROM objects WHERE owner = ? AND kind = ? AND parent = ? ORDER BY seq DESC "
                     "LIMIT 1", (owner, kind, parent)).fetchone()) and newest[1] in exclusive:
@@ -151,9 +161,9 @@ class Store:
             self._charge(owner, 1, size)
             try:
                 self._db.execute(
-                    "INSERT INTO objects (id, owner, kind, parent, created_at, status, body)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (body["id"], owner, kind, parent, body["created_at"], body.get("status"), text),
+                    "INSERT INTO objects (id, owner, kind, parent, created_at, status, body, ref)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (body["id"], owner, kind, parent, body["created_at"], body.get("status"), text, ref),
                 )
             except sqlite3.IntegrityError:
                 self._usage.pop(owner, None)
@@ -184,29 +194,53 @@ class Store:
 
     def delete(self, owner: str, kind: str, oid: str) -> None:
         """Delete the object and everything under it (a conversation's items, a
-        thread's messages and runs, a run's steps)."""
+        thread's messages and runs, a run's steps, a response's input). While an object
+        outside it still refers into it (a response continued by another), it is hidden
+        instead: no read finds it, its bytes stay counted, and it goes with the last reference."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._get(owner, kind, oid)
-                # Level by level in a temporary table, however many children: a list bound as
-                # IN (?, ...) stopped at SQLite's variable limit (32,766 on stock builds), so the
-                # parent could not be deleted. Each level is one pass over the owner's rows.
-                self._db.execute("CREATE TEMP TABLE IF NOT EXISTS doomed (id TEXT PRIMARY KEY, level INTEGER)")
-                self._db.execute("DELETE FROM temp.doomed")
-                self._db.execute("INSERT INTO temp.doomed VALUES (?, 0)", (oid,))
-                level = 0
-                while self._db.execute(
-                        "INSERT OR IGNORE INTO temp.doomed SELECT id, ? FROM objects WHERE owner = ? AND parent IN "
-                        "(SELECT id FROM temp.doomed WHERE level = ?)", (level + 1, owner, level)).rowcount:
-                    level += 1
-                self._db.execute("DELETE FROM objects WHERE id IN (SELECT id FROM temp.doomed)")
+                self._drop(owner, oid)
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
             finally:
                 self._usage.pop(owner, None)  # read again at the next write
             self._db.execute("COMMIT")
+
+    def _drop(self, owner: str, oid: str) -> None:
+        """Delete ``oid``'s subtree, or hide it while referred to from outside; then each hidden
+        object it referred to that nothing refers to any more (a chain deleted out of order)."""
+        work = [oid]
+        while work:
+            top = work.pop()
+            self._subtree(owner, top)
+            doomed = "SELECT id FROM temp.doomed"
+            if self._db.execute(f"SELECT 1 FROM objects WHERE owner = ? AND ref IN ({doomed}) AND id NOT IN "
+                                f"({doomed}) LIMIT 1", (owner,)).fetchone():
+                self._db.execute(f"UPDATE objects SET kind = kind || ? WHERE id IN ({doomed}) AND kind NOT LIKE ?",
+                                 (HIDDEN, "%" + HIDDEN))
+                continue
+            # what the doomed referred to may have been kept only for them
+            freed = [r[0] for r in self._db.execute(
+                f"SELECT DISTINCT ref FROM objects WHERE id IN ({doomed}) AND ref IS NOT NULL")]
+            self._db.execute(f"DELETE FROM objects WHERE id IN ({doomed})")
+            work += [r for r in freed if self._db.execute(
+                "SELECT 1 FROM objects WHERE id = ? AND owner = ? AND kind LIKE ?", (r, owner, "%" + HIDDEN)).fetchone()]
+
+    def _subtree(self, owner: str, oid: str) -> None:
+        """``oid`` and everything under it, into temp.doomed. Level by level in a temporary table,
+        however many children: a list bound as IN (?, ...) stopped at SQLite's variable limit
+        (32,766 on stock builds), so the parent could not be deleted. Each level is one pass."""
+        self._db.execute("CREATE TEMP TABLE IF NOT EXISTS doomed (id TEXT PRIMARY KEY, level INTEGER)")
+        self._db.execute("DELETE FROM temp.doomed")
+        self._db.execute("INSERT INTO temp.doomed VALUES (?, 0)", (oid,))
+        level = 0
+        while self._db.execute(
+                "INSERT OR IGNORE INTO temp.doomed SELECT id, ? FROM objects WHERE owner = ? AND parent IN "
+                "(SELECT id FROM temp.doomed WHERE level = ?)", (level + 1, owner, level)).rowcount:
+            level += 1
 
     # -- reads
 
@@ -221,6 +255,11 @@ class Store:
         if row is None:  # a missing id and another owner's id read the same
             raise NotFound(f"No {kind} found with id '{oid}'.")
         return json.loads(row[0])
+
+    def chain(self, owner: str, rid: str, limit: int) -> Chain:
+        """What a response continuing ``rid`` is made from, read in one step (see state/chains.py)."""
+        with self._lock:
+            return chains.walk(self._db, owner, rid, limit)
 
     def parent_of(self, owner: str, kind: str, oid: str) -> str | None:
         with self._lock:

@@ -251,3 +251,47 @@ def test_an_exclusive_create_is_refused_while_the_newest_is_active(store):
         store.create("o", "run", {"id": "r2", "status": "queued"}, parent="t", exclusive=("queued", "in_progress"))
     store.update("o", "run", "r1", {"status": "completed"})
     store.create("o", "run", {"id": "r2", "status": "queued"}, parent="t", exclusive=("queued", "in_progress"))
+
+
+def test_an_object_still_referred_to_is_hidden_by_a_delete_and_goes_with_the_last_reference(store):
+    """N6: a response's input refers to the previous response (``ref``) instead of copying it."""
+    store.create("o", "response", {"id": "r1"})
+    store.create("o", "response", {"id": "r2"})
+    store.create("o", "response_input", {"id": "i2"}, parent="r2", ref="r1")
+    store.create("o", "response", {"id": "r3"})
+    store.create("o", "response_input", {"id": "i3"}, parent="r3", ref="r2")
+    size = store._used("o")[1]
+    store.delete("o", "response", "r1")
+    store.delete("o", "response", "r2")
+    for kind, oid in (("response", "r1"), ("response", "r2"), ("response_input", "i2")):
+        with pytest.raises(NotFound):
+            store.get("o", kind, oid)
+    assert [r["id"] for r in store.list("o", "response").data] == ["r3"]
+    assert store._used("o") == [5, size]  # still counted: still stored
+    with pytest.raises(NotFound):  # nothing new hangs under a deleted one
+        store.create("o", "response_input", {"id": "i9"}, parent="r2")
+    with pytest.raises(NotFound, match="No object found with id 'r0' to refer to"):  # nor refers to a gone one
+        store.create("o", "response_input", {"id": "i9"}, parent="r3", ref="r0")
+    store.delete("o", "response", "r3")  # the last reference: the chain goes with it
+    assert store._db.execute("SELECT COUNT(*) FROM objects").fetchone() == (0,) and store._used("o") == [0, 0]
+
+
+def test_a_chain_reads_what_each_response_saw_and_stops_at_its_bound(store):
+    def turn(rid, text, previous=None, outputs=0, output=()):
+        store.create("o", "response", {"id": rid, "status": "completed", "output": list(output)})
+        link = {"previous": previous, "outputs": outputs} if previous else {}
+        store.create("o", "response_input", {"id": "in_" + rid, "items": [text], "chain": "r1", **link},
+                     parent=rid, ref=previous)
+
+    turn("r1", "u1")  # still running when r2 continued it: r2 saw none of its output
+    turn("r2", "u2", "r1", 0, ["a2"])
+    store.update("o", "response", "r1", {"output": ["a1"]})
+    turn("r3", "u3", "r2", 1)
+    chain = store.chain("o", "r3", 10)
+    assert chain.items == ["u1", "u2", "a2", "u3"] and chain.root == "r1" and chain.previous["id"] == "r3"
+    assert store.chain("o", "r1", 10).items == ["u1", "a1"]
+    with pytest.raises(BadRequest, match="previous_response_id: the chain of 'r3' holds more than 3 items") as err:
+        store.chain("o", "r3", 3)
+    assert err.value.param == "previous_response_id"
+    with pytest.raises(NotFound, match="No response found with id 'r3'"):
+        store.chain("other", "r3", 10)

@@ -34,7 +34,7 @@ from poly_ray.state.store import UNFINISHED, new_id
 from poly_ray.tasks.turn import TurnRequest, chain_key
 
 from . import protocol, run
-from .run import Record, input_id
+from .run import Earlier, Record, input_id
 
 # include's one value with a meaning here; the others name outputs of OpenAI's built-in tools, of
 # reasoning items and of image inputs, none of which a response here has: nothing to include.
@@ -158,26 +158,23 @@ def _conversation_id(value) -> str:
 router = OPENAI.router()
 
 
-async def _earlier(svc: Services, owner: str, body: ResponseCreate) -> tuple[list[dict], str | None, str | None]:
-    """What the response continues: the earlier items (of its previous response's chain, or
-    of its conversation), the chain's routing key (its first response, or the conversation)
-    and the conversation's id."""
+async def _earlier(svc: Services, owner: str, body: ResponseCreate) -> Earlier:
     if body.previous_response_id is not None:
         if body.conversation is not None:
             raise BadRequest("conversation: not together with previous_response_id")
-        state = require_state(svc.backend)
-        previous = await state.get(owner, RESPONSE, body.previous_response_id)
+        # one call however long the chain: the store walks it (state/chains.py), bounded like an input
+        chain = await require_state(svc.backend).chain(owner, body.previous_response_id, MAX_MESSAGES)
+        previous = chain.previous
         if previous["status"] == "failed":  # its input may be what failed: never carried on
             raise BadRequest(f"previous_response_id: response '{previous['id']}' failed; continue from one that "
                              "completed", param="previous_response_id")
-        stored = await state.get(owner, INPUT, input_id(previous["id"]))
-        return stored["history"] + stored["items"] + previous["output"], stored.get("chain") or previous["id"], None
+        return Earlier(chain.items, chain.root, previous=previous["id"], outputs=len(previous.get("output") or ()))
     if body.conversation is not None:
         cid = _conversation_id(body.conversation)
         state = require_state(svc.backend)
         await state.get(owner, CONVERSATION, cid)
-        return await state.all(owner, ITEM, parent=cid), cid, cid
-    return [], None, None
+        return Earlier(await state.all(owner, ITEM, parent=cid), cid, cid)
+    return Earlier()
 
 
 @router.post("/v1/responses", openapi_extra=doc(body=ResponseCreate, streams=SSE, errors=GENERATES))
@@ -189,12 +186,13 @@ async def create(request: Request):
     _fits(svc, body)
     overrides = await overrides_off_loop(request.app, body)
     items = protocol.input_items(body.input)
-    history, chain, cid = await _earlier(svc, owner, body)
-    turns = protocol.to_turns(history + items)
+    earlier = await _earlier(svc, owner, body)
+    cid = earlier.conversation
+    turns = protocol.to_turns(earlier.items + items)
     if body.instructions:  # not carried over from the previous response, as OpenAI does
         turns = [("system", body.instructions), *turns]
     rid = new_id("resp")
-    chain = chain or rid
+    chain = earlier.chain or rid
     # The chain's turns go to the model replica that holds its prefix (a prompt_cache_key
     # names another chain).
     overrides = replace(overrides, session=chain_key(owner, "pck", body.prompt_cache_key)
@@ -207,7 +205,7 @@ async def create(request: Request):
                     status="queued" if body.background else "in_progress", logprobs=body.logprobs is not None)
     if cid is not None:  # the turn joins the conversation once it is done
         record.conversation = (require_state(svc.backend), cid, items)
-    await record.begin(items, history, chain)
+    await record.begin(items, earlier, chain)
     turn = TurnRequest(body.model, messages=tuple(turns), overrides=overrides, owner=owner)
 
     def start() -> Awaitable[tuple[AsyncGenerator, Callable[[], None]]]:
@@ -288,7 +286,8 @@ async def retrieve(request: Request, rid: str):
 @router.delete("/v1/responses/{rid}", openapi_extra=doc(errors=AUTHORIZED))
 async def delete(request: Request, rid: str):
     state, who = stateful(request)
-    await state.delete(who.owner, RESPONSE, rid)  # its input goes with it (a child)
+    # its input goes with it (a child); kept hidden while a later response continues it
+    await state.delete(who.owner, RESPONSE, rid)
     return {"id": rid, "object": "response.deleted", "deleted": True}
 
 

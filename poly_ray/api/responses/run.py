@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass, field
 
 from poly_ray.api import sse, streaming
 from poly_ray.api.backend import StateBackend
@@ -38,6 +39,18 @@ async def append(state, owner: str, cid: str, items: list[dict], *, fresh: bool 
                                else item, parent=cid) for item in items]
 
 
+@dataclass(frozen=True)
+class Earlier:
+    """What a response continues: the earlier items (its prompt's start), the routing key of
+    its chain (its first response, or the conversation) and its conversation's id."""
+
+    items: list[dict] = field(default_factory=list)
+    chain: str | None = None
+    conversation: str | None = None
+    previous: str | None = None  # the response continued, which the stored input refers to
+    outputs: int = 0  # how many of its output items it had then
+
+
 class Record:
     """One response's life in the store (or only in memory with ``store: false``):
     queued or in_progress first, so a server that stops mid-generation leaves it
@@ -52,13 +65,24 @@ class Record:
         # (state, conversation id, input items) to append to when done
         self.conversation: tuple[StateBackend, str, list[dict]] | None = None
 
-    async def begin(self, items: list[dict], history: list[dict], chain: str) -> None:
-        """``chain``: the first response of its chain (or its conversation), which routes its turns."""
+    async def begin(self, items: list[dict], earlier: Earlier, chain: str) -> None:
+        """``chain``: the first response of its chain (or its conversation), which routes its turns.
+        The input refers to the previous response instead of copying its chain (N6: a copy per
+        turn stored O(n^2) items); a conversation's items, which change, are kept as they were."""
         if self.state is None:
             return
         await self.state.create(self.owner, RESPONSE, self.response)
-        await self.state.create(self.owner, INPUT, {"id": input_id(self.rid), "items": items, "history": history,
-                                                    "chain": chain}, parent=self.rid)
+        stored: dict = {"id": input_id(self.rid), "items": items, "chain": chain}
+        if earlier.previous is not None:
+            stored.update(previous=earlier.previous, outputs=earlier.outputs)
+        elif earlier.items:
+            stored["history"] = earlier.items
+        try:
+            await self.state.create(self.owner, INPUT, stored, parent=self.rid, ref=earlier.previous)
+        except PolyError:  # the previous response deleted meanwhile, a quota: no response without input
+            with contextlib.suppress(NotFound):
+                await self.state.delete(self.owner, RESPONSE, self.rid)
+            raise
 
     async def save(self, changes: dict) -> dict:
         if self.state is None:
