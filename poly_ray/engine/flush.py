@@ -19,7 +19,7 @@ streams that have held text longest first. Each message costs the hops
 (replica, ingress, proxy) a few ms of CPU, which on a small CPU machine comes
 out of the decode threads: with 8 streams on 2 cores, a message per stream and
 step cost about an eighth of the tokens per second (docs/performance.md). Up to
-``per_step`` streams still get every token at once.
+``per_step`` streams still get every token at once, and every stream its first.
 """
 
 from __future__ import annotations
@@ -58,7 +58,8 @@ class Outbox:
             self.held_since = now
         if window == 0 or now - self.held_since >= window:
             return True
-        return self.in_flight == 0 and (step is None or step.take())
+        # A stream's first text is never held for the step's budget: time to first token counts most.
+        return self.in_flight == 0 and (self.sent == 0 or step is None or step.take())
 
     def sent_one(self) -> None:
         self.sent += 1

@@ -26,10 +26,16 @@ def test_outbox_sends_at_once_when_idle_and_holds_while_in_flight():
 def test_a_step_sends_at_most_its_budget_and_the_longest_held_go_first():
     step = StepBudget(2)
     boxes = [Outbox() for _ in range(3)]
+    # A stream's first text goes at once, whatever the budget.
+    assert [b.due(now=0.5, window=5.0, step=step) for b in boxes] == [True, True, True]
+    for b in boxes:
+        b.sent_one()
+        b.taken += 1  # taken at once: the paths are idle again
+    step.start()
     assert [b.due(now=1.0, window=5.0, step=step) for b in boxes] == [True, True, False]
     for b in boxes[:2]:
         b.sent_one()
-        b.taken += 1  # taken at once: the paths are idle again
+        b.taken += 1
     # The next step: the stream that was refused is ordered first, and sends.
     step.start()
     order = sorted(boxes, key=lambda b: b.waiting_since)
