@@ -110,7 +110,7 @@ RUN --mount=type=bind,source=docker/runtime-stage.sh,target=/tmp/runtime-stage.s
     && rm -rf /etc/sudoers /etc/sudoers.d \
     && apt-get update \
     && apt-get install -y --no-install-recommends libgomp1 \
-    && sh /tmp/runtime-stage.sh strip \
+    && sh /tmp/runtime-stage.sh strip --image \
     && mkdir -p /models /home/ray/.cache \
     && chown ray:users /models /home/ray/.cache
 USER ray

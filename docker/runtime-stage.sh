@@ -1,11 +1,12 @@
 #!/bin/sh
 # The Dockerfile's runtime stage runs this (bind-mounted, so it is not left in the image):
-#   runtime-stage.sh strip      as root: purge every compiler and build tool the base image has
-#                               (Ray's -gpu image keeps g++ and CUDA's nvcc), then `tools`
-#   runtime-stage.sh tools      fail if a build tool is still on PATH
-#   runtime-stage.sh libs       fail if a library that llama.cpp's libraries link is missing
-#                               (the purge must not take a runtime library with it)
-#   runtime-stage.sh packages   the installed packages `strip` purges, one a line
+#   runtime-stage.sh strip --image  as root: purge every compiler and build tool the base image has
+#                                   (Ray's -gpu image keeps g++ and CUDA's nvcc), then `tools`;
+#                                   --image, as it purges them from whatever system runs it
+#   runtime-stage.sh tools          fail if a build tool is still on PATH
+#   runtime-stage.sh libs           fail if a library that llama.cpp's libraries link is missing
+#                                   (the purge must not take a runtime library with it)
+#   runtime-stage.sh packages       the installed packages `strip` purges, one a line
 # tests/deploy/test_runtime_stage.py runs `packages`, `tools` and `libs` on the test machine.
 set -eu
 
@@ -50,6 +51,10 @@ case "${1:-}" in
     tools) tools ;;
     libs) libs ;;
     strip)
+        if [ "${2:-}" != --image ]; then
+            echo "runtime-stage.sh: strip purges this system's compilers; the Dockerfile runs it as 'strip --image'" >&2
+            exit 2
+        fi
         purge=$(packages)
         if [ -n "$purge" ]; then
             # shellcheck disable=SC2086
@@ -58,5 +63,5 @@ case "${1:-}" in
         rm -rf /var/lib/apt/lists/*
         tools
         ;;
-    *) echo "usage: runtime-stage.sh strip|tools|libs|packages" >&2; exit 2 ;;
+    *) echo "usage: runtime-stage.sh strip --image|tools|libs|packages" >&2; exit 2 ;;
 esac

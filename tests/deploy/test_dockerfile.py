@@ -197,7 +197,7 @@ def test_the_image_installs_no_build_tool_and_only_the_builders_wheels():
     built = [c for w, r in builder() if w == "RUN" for c in r.split("&&") if "pip wheel " in c]
     assert len(built) == 3 and all("-w /home/ray/wheels" in c for c in built), built
     # The image's own step runs the script that purges compilers (as root) and the one that checks libraries.
-    assert any(w == "RUN" and "runtime-stage.sh strip" in r for w, r in stage)
+    assert any(w == "RUN" and "runtime-stage.sh strip --image" in r for w, r in stage)
     assert "runtime-stage.sh libs" in installs[-1]
 
 

@@ -31,6 +31,11 @@ def test_strip_purges_the_compilers_and_keeps_the_runtime_libraries():
     assert not {p for p in packages if p.endswith("-base") or p.startswith("lib")}, packages
 
 
+def test_strip_runs_only_when_told_it_is_in_an_image():
+    refused = stage("strip")
+    assert refused.returncode == 2 and "strip --image" in refused.stderr
+
+
 def test_tools_fails_on_any_build_tool_on_path(tmp_path):
     assert stage("tools", PATH=str(tmp_path)).returncode == 0
     fake = tmp_path / "cmake"
