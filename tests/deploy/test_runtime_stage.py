@@ -5,6 +5,7 @@ link is found, on the wheel `make setup` built and on libraries made here to lac
 
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -26,7 +27,7 @@ def test_strip_purges_the_compilers_and_keeps_the_runtime_libraries():
     assert listed.returncode == 0, listed.stderr
     packages = set(listed.stdout.split())
     assert {"build-essential", "cmake", "make", "gcc", "g++", "cpp"} <= packages
-    assert any(p.startswith("gcc-1") for p in packages)  # the versioned compiler gcc depends on
+    assert any(re.fullmatch(r"gcc-\d+", p) for p in packages)  # the versioned compiler gcc depends on
     # libgcc-s1 and libstdc++6 depend on gcc-N-base: purging it would take every C extension with it.
     assert not {p for p in packages if p.endswith("-base") or p.startswith("lib")}, packages
 
