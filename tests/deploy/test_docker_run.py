@@ -1,5 +1,5 @@
 """What `docker run -v $PWD/models:/models -p 8000:8000 poly-ray` and `docker compose up`
-rely on, read from the Dockerfile and compose.yaml: a CMD that serves a mounted or the
+rely on, read from the Dockerfile's last stage and compose.yaml: a CMD that serves a mounted or the
 default config on the published port, EXPOSE, a health check on /ready, a non-root user
 without sudo; compose's CPU service and GPU profile. The CMD's script runs for real, with
 a stand-in for the server it execs. No test builds or runs the image: these machines reach
@@ -15,22 +15,22 @@ import subprocess
 from pathlib import Path
 
 import yaml
-from test_dockerfile import instructions
+from test_dockerfile import instructions, runtime
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def last(word: str) -> str:
-    return [rest for w, rest in instructions() if w == word][-1]
+    return [rest for w, rest in runtime() if w == word][-1]
 
 
 def test_the_image_runs_the_server_as_a_user_without_sudo():
     assert last("USER") == "ray"
-    purge = [r for w, r in instructions() if w == "RUN" and "purge" in r]
+    purge = [r for w, r in runtime() if w == "RUN" and "purge" in r]
     assert len(purge) == 1 and "SUDO_FORCE_REMOVE=yes apt-get purge -y sudo" in purge[0]
     assert "rm -rf /etc/sudoers /etc/sudoers.d" in purge[0] and "gpasswd -d ray sudo" in purge[0]
     # Nothing after the purge installs sudo again or runs as root.
-    after = [(w, r) for w, r in instructions()][[r for _, r in instructions()].index(purge[0]) + 1:]
+    after = runtime()[[r for _, r in runtime()].index(purge[0]) + 1:]
     assert ("USER", "root") not in after and not any("sudo" in r for w, r in after if w == "RUN")
 
 
@@ -38,8 +38,8 @@ def test_cmd_exposes_and_checks_the_port_docker_run_publishes():
     assert last("EXPOSE") == "8000"
     cmd = json.loads(last("CMD"))
     assert cmd == ["/home/ray/poly-ray/docker/serve.sh"]
-    copied = [shlex.split(r) for w, r in instructions() if w == "COPY"]
-    assert ["--chown=ray:users", "docker/serve.sh", "./docker/serve.sh"] in copied
+    copied = [shlex.split(r) for w, r in runtime() if w == "COPY"]
+    assert ["--chown=ray:users", "docker/serve.sh", "/home/ray/poly-ray/docker/serve.sh"] in copied
     assert os.stat(REPO / "docker" / "serve.sh").st_mode & stat.S_IXUSR
     check = last("HEALTHCHECK")
     assert "--start-period=600s" in check and "http://127.0.0.1:8000/ready" in check
