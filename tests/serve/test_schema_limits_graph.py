@@ -74,8 +74,10 @@ async def test_a_biaser_over_the_default_caps_runs_where_the_config_allows_it(cl
 
 DOC = ("Name: Ada Lovelace. Born: 10 December 1815, London. Known for: the first published algorithm, "
        "written for Charles Babbage's Analytical Engine. Father: Lord Byron. ")
+# The assistant's turn begun with the document's start, so that the (base) model copies on.
 COPY = {"model": "gemma", "max_tokens": 32, "temperature": 0,
-        "messages": [{"role": "user", "content": f"{DOC}\nRepeat the text above exactly."}]}
+        "messages": [{"role": "user", "content": f"{DOC}\nRepeat the text above exactly."},
+                     {"role": "assistant", "content": DOC[:40]}]}
 
 
 async def test_a_q8_0_cache_with_flash_attention_and_speculation_answers_a_chat(client, gemma_path):
@@ -91,7 +93,7 @@ async def test_a_q8_0_cache_with_flash_attention_and_speculation_answers_a_chat(
     per_token = KvCacheTypes("q8_0", "q8_0", "on").bytes_per_token(model_metadata(gemma_path))
     assert gemma["kv_cache_bytes"] == per_token * 512 * 1  # context_size per slot, one slot
     assert per_token < KvCacheTypes().bytes_per_token(model_metadata(gemma_path)) * 0.6  # about half of f16's
-    assert gemma["speculative"]["drafted"] >= gemma["speculative"]["accepted"] > 0
+    assert gemma["speculative"]["drafted"] >= gemma["speculative"]["accepted"] > 8  # it drafted, in the graph
 
     # Streamed, the greedy answer is the same text, piece by piece.
     pieces = []
