@@ -208,11 +208,11 @@ async def test_delete_a_document_then_clear(client):
 
 def deploy_while_the_diary_loads(ray_serve, store) -> str:
     """Deploys, checking on the way that a memory still loading answers 503 and an unknown
-    one 404; the app's URL. The memory deployment opens every memory before it serves (serve/memory.py), while
-    the ingress already does: with the diary's store held by this process, the deployment
-    waits for it (``owner_wait_s``), and a request for a configured memory hears 503
-    ``memory_loading`` with Retry-After in its family's shape, never 404 (before, it waited
-    in Serve's queue until the memory opened); a memory that is not configured is 404."""
+    one 404; the app's URL. The memory deployment opens every memory before it serves
+    (serve/memory.py), while the ingress already does: with the diary's store held by this
+    process, the deployment waits for it (``owner_wait_s``), and a request for a configured
+    memory hears 503 ``memory_loading`` with Retry-After in its family's shape, never 404
+    (before, it waited in Serve's queue until the memory opened); one not configured is 404."""
     from ray import serve
 
     from poly_ray.memory.vectorstore import EdgeStore
