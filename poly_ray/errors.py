@@ -19,7 +19,8 @@ place. Errors cross Ray handles, so they must pickle with their fields.
     ├── TooMany             429  too_many_requests (a bound on work in flight; with Retry-After)
     │   └── TooManyStreams  429  too_many_streams
     ├── Busy                503  busy (with Retry-After)
-    │   └── ReplicaLost     503  replica_lost (a replica died while answering; retry)
+    │   ├── ReplicaLost     503  replica_lost (a replica died while answering; retry)
+    │   └── MemoryLoading   503  memory_loading (a configured memory is still opening at start-up)
     └── ModelError          500  model_error (the engine failed, not the client)
 
 Start-up errors are the other tree: the server (or a replica) refuses to start,
@@ -149,6 +150,13 @@ class ReplicaLost(Busy):
     over, so the same request may be sent again."""
 
     code = "replica_lost"
+
+
+class MemoryLoading(Busy):
+    """A configured memory is not open yet: the memory deployment is still opening its
+    stores (start-up, a redeploy); the same request may be sent again shortly."""
+
+    code = "memory_loading"
 
 
 class ModelError(PolyError):

@@ -68,6 +68,18 @@ class Thinking:
 
 
 @dataclass(frozen=True)
+class Speculation:
+    """N-gram speculative decoding's setting (engine/speculative.py); ``draft_max`` 0: off."""
+
+    ngram: int = 3
+    draft_max: int = 8
+
+
+# A task's ``speculative = false``: no drafting, whatever its model's setting.
+NO_SPECULATION = Speculation(draft_max=0)
+
+
+@dataclass(frozen=True)
 class GenerationRequest:
     prompt: tuple[Segment, ...]
     max_tokens: int = 256
@@ -99,6 +111,8 @@ class GenerationRequest:
     owner: str | None = None
     # A reasoning model's thinking, kept apart from the answer (None: the text as it comes).
     thinking: Thinking | None = None
+    # The task's speculative decoding (NO_SPECULATION: off); None: the model's own setting.
+    speculation: Speculation | None = None
 
     @property
     def text(self) -> str:

@@ -136,7 +136,8 @@ class ModelConfig(Strict):
         "llama.cpp's flash attention: `auto` uses it where the backend has it."))
     speculative: Speculative | None = Field(None, description=(
         "Draft tokens from the prompt and the output so far, verified in one step (not set: off); pays where "
-        "answers copy their prompt (quotes, fields of a document, code being edited)."))
+        "answers copy their prompt (quotes, fields of a document, code being edited). A task may set its own or "
+        "switch it off (`[tasks.NAME] speculative`)."))
     use_gpu: bool = Field(False, description="Offload the model's layers to the GPU.")
     gpu_layers: int | None = Field(
         None, ge=-1, description="With `use_gpu`: how many layers to offload (-1 or not set: all of them).")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, StrictBool, field_validator, model_validator
 
 from poly_ray import tools as tool_calls
 from poly_ray.chat_template import check as check_template
@@ -15,6 +15,7 @@ from poly_ray.grammars import Caps, from_schema
 
 from . import sampler_chain
 from .base import Strict
+from .models import Speculative
 from .reasoning import REASONING_DOC, Reasoning
 
 
@@ -123,6 +124,11 @@ class TaskConfig(Strict):
     max_reasoning_tokens: int | None = Field(None, ge=0, le=1 << 20, description=(
         "Tokens the model may think before the engine writes the end marker itself and the answer follows "
         "(0: no thinking; not set: up to max_tokens). A request's budget or effort may ask for fewer, never more."))
+    # A strict bool: "false" or 0 is no switch (pydantic would read them as False).
+    speculative: Speculative | StrictBool | None = Field(None, description=(
+        "Speculative decoding for this task (not set: the model's `speculative`): a table as the model's turns "
+        "it on with those settings, `true` with the defaults, `false` off; on for a task whose answers copy its "
+        "documents, off for free-form chat on the same model."))
 
     # Keys the TOML may hold that are no field: a validator turns them into fields.
     EXTRA_KEYS: ClassVar[dict[str, tuple[str, str]]] = {

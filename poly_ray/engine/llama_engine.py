@@ -54,7 +54,7 @@ from .kv_types import KvCacheTypes
 from .lengths import resolve_lengths
 from .sampler import SamplerChain
 from .sampling_pool import SamplingPool
-from .speculative import Drafter, Speculation, cut_rejected, verify
+from .speculative import Drafter, Speculation, chosen, cut_rejected, verify
 from .stops import StopMatcher
 
 log = logging.getLogger(__name__)
@@ -255,7 +255,7 @@ class Engine:
                 "kv_cache_usage": round(held / capacity, 4),
                 "kv_cache_type": self.kv_types.tag,
                 "kv_cache_bytes": self._kv_bytes,
-                **({"speculative": {"drafted": self.drafted, "accepted": self.accepted}} if self.speculation else {}),
+                "speculative": {"drafted": self.drafted, "accepted": self.accepted},  # a task may draft
                 "cpu_backend": self.cpu_backend,
                 **({"kv_snapshots": self._persist.stats()} if self._persist is not None else {}),
             }
@@ -432,8 +432,8 @@ class Engine:
             budget = min(req.max_tokens, self.context_size - len(job.tokens))
             run = _Run(job, slot, sampler, budget, job.tokens[placement.reuse :], placement.reuse)
             # Not while a reasoning model thinks: its sampler changes at the end marker, mid-draft.
-            if self.speculation is not None and job.thinking is None:
-                run.drafter = Drafter(self.speculation, job.tokens)
+            if (spec := chosen(req, self.speculation)) is not None and job.thinking is None:
+                run.drafter = Drafter(spec, job.tokens)
             runs.append(run)
             with self._lock:
                 self._queued -= 1

@@ -16,17 +16,21 @@ drafts nothing and decodes as without speculation.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import llama_cpp
 
+from poly_ray.generation import GenerationRequest, Speculation
 
-@dataclass(frozen=True)
-class Speculation:
-    """The model's ``speculative`` setting."""
+__all__ = ["Drafter", "Speculation", "chosen", "cut_rejected", "verify"]
 
-    ngram: int = 3
-    draft_max: int = 8
+
+def chosen(request: GenerationRequest, model: Speculation | None) -> Speculation | None:
+    """The setting a request drafts with: its task's (which may switch it off), else the
+    model's; None: no drafting."""
+    spec = request.speculation if request.speculation is not None else model
+    if spec is None or spec.draft_max <= 0:
+        return None
+    return spec
 
 
 class Drafter:

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
-from poly_ray.errors import Busy, PolyError, ReplicaLost
+from poly_ray.errors import Busy, MemoryLoading, NotFound, PolyError, ReplicaLost
 from poly_ray.generation import Started
 from poly_ray.state.chains import Chain
 
@@ -155,39 +155,74 @@ class ModelHandle:
 MEMORY, STATE = "the memory deployment", "the state deployment"
 
 
+# How long a memory call waits for the memory deployment's first answer. Its replica
+# answers once it has opened every memory (serve/memory.py opens them in its constructor,
+# an embedded store waiting up to a minute for a replaced replica to let go of it);
+# until then a call would wait in Serve's queue, so the caller hears 503 instead.
+OPEN_WAIT_S = 3.0
+
+
 class MemoryHandle:
     """The memory deployment (serve/memory.MemoryActor, a MemoryService) seen as an
-    ``api.backend.MemoryBackend``."""
+    ``api.backend.MemoryBackend``. ``configured``: the config's memories (the names the
+    deployment was built with) where the caller knows them: a name outside them is 404 at
+    once, and ``names()`` needs no call."""
 
-    def __init__(self, handle):
+    def __init__(self, handle, configured: dict[str, dict] | None = None):
         self._handle = handle
+        self._configured = configured
+        self._open = False  # the deployment has answered once: every memory is open
 
     async def names(self) -> dict[str, dict]:
+        if self._configured is not None:
+            return dict(self._configured)
         return await call(self._handle.names.remote(), MEMORY)
 
+    async def _opened(self, name: str) -> None:
+        """NotFound for a memory that is not configured; MemoryLoading (503, Retry-After)
+        for one the deployment has not opened yet."""
+        if self._configured is not None and name not in self._configured:
+            raise NotFound(f"memory '{name}' does not exist")
+        if self._open:
+            return
+        try:
+            await asyncio.wait_for(call(self._handle.names.remote(), MEMORY), OPEN_WAIT_S)
+        except TimeoutError:
+            raise MemoryLoading(f"memory '{name}' is still loading (the memory deployment is opening the "
+                                "memories); retry shortly", retry_after=5) from None
+        self._open = True
+
     async def info(self, name: str) -> dict:
+        await self._opened(name)
         return await call(self._handle.info.remote(name), MEMORY)
 
     async def ingest(self, name: str, uploads: list, *, wait: bool = True, owner: str | None = None) -> dict:
+        await self._opened(name)
         return await call(self._handle.ingest.remote(name, uploads, wait=wait, owner=owner), MEMORY)
 
     async def job(self, name: str, job_id: str) -> dict:
+        await self._opened(name)
         return await call(self._handle.job.remote(name, job_id), MEMORY)
 
     async def recall(self, name: str, prompt: str, n: int, mode: str | None = None, *,
                      owner: str | None = None) -> list[dict]:
+        await self._opened(name)
         return await call(self._handle.recall.remote(name, prompt, n, mode, owner=owner), MEMORY)
 
     async def remember(self, name: str, text: str, *, owner: str | None = None) -> dict:
+        await self._opened(name)
         return await call(self._handle.remember.remote(name, text, owner=owner), MEMORY)
 
     async def documents(self, name: str, *, owner: str | None = None) -> list[dict]:
+        await self._opened(name)
         return await call(self._handle.documents.remote(name, owner=owner), MEMORY)
 
     async def delete(self, name: str, document: str, *, owner: str | None = None) -> dict:
+        await self._opened(name)
         return await call(self._handle.delete.remote(name, document, owner=owner), MEMORY)
 
     async def clear(self, name: str) -> dict:
+        await self._opened(name)
         return await call(self._handle.clear.remote(name), MEMORY)
 
 

@@ -45,7 +45,9 @@ class GraphBackend:
         self._coordinator = coordinator
         self._reporter: Reporter | None = None
         self._streaming = handle.options(stream=True)
-        self.memories = MemoryHandle(memory) if memory is not None else None
+        # The config's memories: a name outside them is 404 without waiting for the deployment.
+        configured = {n: {"embedding_model": m.embedding_model} for n, m in config.memories.items()} if config else None
+        self.memories = MemoryHandle(memory, configured) if memory is not None else None
         self.state = StateHandle(state) if state is not None else None
         self._tasks: dict[str, TaskInfo] | None = None
         self._models: dict[str, ModelInfo] | None = None

@@ -7,7 +7,7 @@ from typing import TypeVar
 
 from poly_ray.config import TaskConfig
 from poly_ray.errors import BadRequest
-from poly_ray.generation import GenerationRequest, Sampling, Segment, check_stops
+from poly_ray.generation import NO_SPECULATION, GenerationRequest, Sampling, Segment, Speculation, check_stops
 
 from .turn import NO_OVERRIDES, Overrides
 
@@ -142,7 +142,18 @@ def build_request(
         session=o.session,
         cache_key=o.cache_key or prelude_key(task_name, task),
         owner=owner,
+        speculation=speculation(task),
     )
+
+
+def speculation(task: TaskConfig) -> Speculation | None:
+    """The task's speculative decoding for the engine (None: the model's setting)."""
+    spec = task.speculative
+    if spec is None:
+        return None
+    if isinstance(spec, bool):
+        return Speculation() if spec else NO_SPECULATION
+    return Speculation(spec.ngram, spec.draft_max)
 
 
 def _or(value: T | None, default: T) -> T:

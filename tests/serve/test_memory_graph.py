@@ -3,6 +3,7 @@ on disk, real PDF and DOCX uploads over HTTP, recall in tasks over HTTP and
 WebSocket, and data that survives a restart of Serve and Ray."""
 
 import asyncio
+import contextlib
 import json
 import time
 
@@ -205,11 +206,75 @@ async def test_delete_a_document_then_clear(client):
     assert (await client.get("/v1/memory/diary/documents")).json()["chunks"] == 0
 
 
+def deploy_while_the_diary_loads(ray_serve, store) -> str:
+    """Deploys, checking on the way that a memory still loading answers 503 and an unknown
+    one 404; the app's URL. The memory deployment opens every memory before it serves
+    (serve/memory.py), while the ingress already does: with the diary's store held by this
+    process, the deployment waits for it (``owner_wait_s``), and a request for a configured
+    memory hears 503 ``memory_loading`` with Retry-After in its family's shape, never 404
+    (before, it waited in Serve's queue until the memory opened); one not configured is 404."""
+    from ray import serve
+
+    from poly_ray.memory.vectorstore import EdgeStore
+    from poly_ray.serve.builder import build_app
+
+    def memory_status():
+        return serve.status().applications["poly-ray"].deployments["memory"].status
+
+    held = EdgeStore("diary", store / "diary", 384)
+    try:
+        serve._run(build_app(memory_config(store)), _blocking=False, name="poly-ray", route_prefix="/")
+        deadline = time.monotonic() + 300
+        while True:  # the ingress answers; the memory deployment waits for the diary's store
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{ray_serve.url}/status", timeout=5).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "the ingress never answered"
+            time.sleep(0.5)
+        chat = {"messages": [{"role": "user", "content": "Which river?"}]}
+        calls = [("GET", "/v1/memory/diary/documents", None), ("GET", "/v1/memory/docs", {"prompt": "x"}),
+                 ("GET", "/v1/memory/nope/documents", None),
+                 ("POST", "/v1/chat/completions", {"model": "ask", "max_tokens": 4, **chat}),
+                 ("POST", "/api/chat", {"model": "ask", "stream": False, "options": {"num_predict": 4}, **chat}),
+                 ("POST", "/v1/messages", {"model": "ask", "max_tokens": 4, **chat})]
+
+        async def ask(method, path, body):
+            async with httpx.AsyncClient(base_url=ray_serve.url, headers={"Authorization": f"Bearer {KEY}"},
+                                         timeout=30) as c:
+                if method == "GET":
+                    return await c.get(path, params=body)
+                return await c.post(path, json=body)
+
+        async def all_at_once():
+            return await asyncio.gather(*(ask(*call) for call in calls))
+
+        started = time.monotonic()
+        diary, docs, nope, openai, ollama, anthropic = asyncio.run(all_at_once())
+        took = time.monotonic() - started
+        assert memory_status() != "HEALTHY"  # all of them were asked while it was still opening
+    finally:
+        held.close()
+    assert took < 20  # 503 after a short wait, not a wait for the store
+    for r in (diary, docs, openai, ollama, anthropic):
+        assert r.status_code == 503, (r.request.url, r.text)
+        assert r.headers["retry-after"] == "5"
+        assert "still loading" in r.text
+    assert diary.json()["error"]["code"] == docs.json()["error"]["code"] == "memory_loading"  # Poly's shape
+    assert openai.json()["error"]["code"] == "memory_loading" and openai.json()["error"]["type"] == "server_error"
+    assert isinstance(ollama.json()["error"], str)
+    assert anthropic.json()["type"] == "error" and anthropic.json()["error"]["type"] == "overloaded_error"
+    assert nope.status_code == 404 and nope.json()["error"]["code"] == "not_found"
+    return ray_serve.deploy(build_app(memory_config(store)))  # waits for the memory to open
+
+
 def test_memories_survive_a_restart_of_serve_and_ray(ray_serve, server, store):
     before = httpx.get(f"{server}/v1/memory/docs/documents", headers={"Authorization": f"Bearer {KEY}"}).json()
     assert before["chunks"] > 0
     ray_serve.restart()
-    url = deploy(ray_serve, store)  # the module fixture removes it
+    # A memory is still loading at start-up here (one graph start for both checks: each costs ~25 s).
+    url = deploy_while_the_diary_loads(ray_serve, store)  # the module fixture removes it
+    assert httpx.get(f"{url}/v1/memory/diary/documents", headers={"Authorization": f"Bearer {KEY}"},
+                     timeout=60).status_code == 200
     after = httpx.get(f"{url}/v1/memory/docs/documents", headers={"Authorization": f"Bearer {KEY}"}, timeout=60).json()
     assert after == before
     r = httpx.get(f"{url}/v1/memory/docs", params={"prompt": "Rotterdam", "n": 1}, headers={"Authorization": f"Bearer {KEY}"}, timeout=60)
