@@ -118,6 +118,7 @@ class _Run:
 
     def __post_init__(self):
         self.stops = StopMatcher(self.job.request.stop)
+        self.repeatable = batching.repeatable(self.job.request.sampling)  # batching.compose
 
 
 class Engine:

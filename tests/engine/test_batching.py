@@ -11,6 +11,7 @@ class R:
     pending: list[int] = field(default_factory=list)
     next_token: int | None = None
     draft: list[int] = field(default_factory=list)
+    repeatable: bool = True
 
 
 def steps(runs, batch_size=512):
@@ -27,6 +28,23 @@ def test_a_fresh_prompt_reads_its_last_token_alone_as_a_cached_one_would():
     # After a cached prefix the step that reads the last token looks the same.
     assert steps([cached]) == [[(0, 5, True)]]
     assert steps([R(pending=[7])]) == [[(0, 7, True)]]
+
+
+def test_a_request_that_cannot_repeat_reads_its_whole_prompt_in_one_step():
+    assert steps([R(pending=[1, 2, 3], repeatable=False)]) == [[(0, 1, False), (0, 2, False), (0, 3, True)]]
+    # In chunks: the last chunk ends with the logits.
+    long = R(pending=list(range(600)), repeatable=False)
+    assert [[lg for _, _, lg in s] for s in steps([long])] == [[False] * 512, [False] * 87 + [True]]
+    # Beside a generating stream, in the slice the stream leaves.
+    gen, reading = R(next_token=9), R(pending=[1, 2], repeatable=False)
+    assert compose([reading, gen], 512) == [(gen, 9, True), (reading, 1, False), (reading, 2, True)]
+
+
+def test_only_a_seed_or_greedy_drawing_pays_the_step():
+    from poly_ray.engine.batching import repeatable
+    from poly_ray.generation import Sampling
+    assert repeatable(Sampling(seed=5)) and repeatable(Sampling(temperature=0.0))
+    assert not repeatable(Sampling(temperature=0.8))
 
 
 def test_generated_and_last_prompt_tokens_go_first_with_logits():
