@@ -126,9 +126,11 @@ class Run:
         return sum(r.tokens for r in self.requests) / self.wall
 
 
-async def one(client: httpx.AsyncClient, url: str, model: str, prompt: str, tokens: int, seed: int) -> Request:
+async def one(client: httpx.AsyncClient, url: str, model: str, prompt: str, tokens: int, seed: int | None) -> Request:
     body = {"model": model, "prompt": prompt, "max_tokens": tokens, "stream": True, "temperature": 0.8,
-            "seed": seed, "ignore_eos": True, "stream_options": {"include_usage": True}}
+            "ignore_eos": True, "stream_options": {"include_usage": True}}
+    if seed is not None:
+        body["seed"] = seed
     start = time.perf_counter()
     first = last = None
     itl: list[float] = []
@@ -155,10 +157,11 @@ async def one(client: httpx.AsyncClient, url: str, model: str, prompt: str, toke
     return Request(first - start, end - start, n, itl)
 
 
-async def concurrent(url: str, model: str, streams: int, tokens: int, seed: int) -> Run:
+async def concurrent(url: str, model: str, streams: int, tokens: int, seed: int | None) -> Run:
     async with httpx.AsyncClient(timeout=600) as client:
         start = time.perf_counter()
-        requests = await asyncio.gather(*(one(client, url, model, PROMPTS[i % len(PROMPTS)], tokens, seed + i)
+        requests = await asyncio.gather(*(one(client, url, model, PROMPTS[i % len(PROMPTS)], tokens,
+                                              None if seed is None else seed + i)
                                           for i in range(streams)))
         return Run(time.perf_counter() - start, list(requests))
 
@@ -199,6 +202,9 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--interval-ms", type=float, default=None, help="the model's stream_interval_ms")
     ap.add_argument("--peer-cmake-args", default=None, help="CMake flags for llama-server (default: poly-ray's variant)")
+    ap.add_argument("--no-seed", action="store_true",
+                    help="send no seed, as most chat clients: a seeded request reads its prompt's last token in a "
+                         "step of its own, to repeat bit for bit whether or not its prefix was cached")
     ap.add_argument("--build-only", action="store_true", help="build (or find) llama-server and stop")
     ap.add_argument("--quick", action="store_true",
                     help="one round without the raw batched limit: a few minutes once llama-server is built")
@@ -268,7 +274,7 @@ def main() -> int:
                 got = {}
                 for t in order:
                     url, name = targets[t]
-                    got[t] = asyncio.run(concurrent(url, name, n, args.tokens, 1000 * rnd))
+                    got[t] = asyncio.run(concurrent(url, name, n, args.tokens, None if args.no_seed else 1000 * rnd))
                     runs[t][n].append(got[t])
                 ratios[n].append(got["poly-ray"].tokens_per_s / got["llama-server"].tokens_per_s)
                 print(f"  {n} streams: llama-server {got['llama-server'].tokens_per_s:.1f} tok/s, "
@@ -283,7 +289,8 @@ def main() -> int:
     raw = {n: float(np.median([r[n] for r in raws])) if raws else float("nan") for n in STREAMS}
     s = {t: {n: summary(runs[t][n]) for n in STREAMS} for t in targets}
     print(f"\nGemma 3 270M Q4_K_M, {args.threads} threads, {args.tokens} tokens per stream (EOS ignored), "
-          f"{args.rounds} rounds, poly-ray CPU variant {variant}, stream_interval_ms {model.stream_interval_ms}, "
+          f"{args.rounds} rounds, {'unseeded' if args.no_seed else 'seeded'} requests, poly-ray CPU variant {variant}, "
+          f"stream_interval_ms {model.stream_interval_ms}, stream_messages_per_step {model.stream_messages_per_step}, "
           f"llama-server {PEER_VERSION} -np 8 -cb, Ray workers at niceness {os.environ['RAY_worker_niceness']}, "
           f"load average {min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} cores\n")
     print("| streams | llama-server tok/s | poly-ray tok/s | poly/llama-server | raw batched | poly/raw "

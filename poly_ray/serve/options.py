@@ -20,10 +20,19 @@ PLACEMENT_KEYS = {"gpus", "cpus", "replicas", "autoscaling"}
 _QUICK_CALLS = 8
 
 
+# The deployments a streamed token passes through (models, orchestrator, ingress) run
+# their code on the replica's own event loop instead of a thread of its own, as Serve's
+# RAY_SERVE_THROUGHPUT_OPTIMIZED does: a hand-off between threads fewer for every
+# message, which on 2 cores is CPU the decode threads get back. Their code keeps its
+# loop free (a model generates on its engine's thread; schema conversion, token counts
+# and documents go to threads), so Serve's own work there is not held up.
+TOKEN_PATH = {"runtime_env": {"env_vars": {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}}}
+
+
 def model_options(model: ModelConfig) -> dict[str, Any]:
     """Options for ``serve.deployment`` of one model: GPU share, replicas, queue bounds."""
     options: dict[str, Any] = {
-        "ray_actor_options": {"num_cpus": model.cpus, "num_gpus": model.gpus},
+        "ray_actor_options": {"num_cpus": model.cpus, "num_gpus": model.gpus, **TOKEN_PATH},
         # The engine generates in `slots` sequences and holds max_queued_requests
         # waiting; past that it answers Busy (503) itself, clearer than Ray's queue.
         "max_ongoing_requests": model.slots + model.max_queued_requests + _QUICK_CALLS,
@@ -80,7 +89,7 @@ def tier_options(tier: Tier) -> dict[str, Any]:
     spreads them over."""
     resources = tier.resources or (ON_HEAD if tier.most == 1 else {})
     return {
-        "ray_actor_options": {"num_cpus": 0, **({"resources": resources} if resources else {})},
+        "ray_actor_options": {"num_cpus": 0, **({"resources": resources} if resources else {}), **TOKEN_PATH},
         "max_ongoing_requests": 1000,
         # Streams pass through: let them drain as long as the models do.
         "graceful_shutdown_timeout_s": DRAIN_S,
