@@ -80,8 +80,7 @@ def compose(runs: Sequence[R], batch_size: int) -> list[tuple[R, int, bool]]:
         if len(run.pending) < 2:
             continue
         # A repeatable run's last token waits for the next step; another's comes with logits.
-        whole = len(run.pending) - run.repeatable
-        take = min(whole, room)
+        take = min(len(run.pending) - (1 if run.repeatable else 0), room)
         out.extend((run, token, False) for token in run.pending[:take])
         if take == len(run.pending):
             out[-1] = (run, out[-1][1], True)
