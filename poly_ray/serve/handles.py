@@ -158,8 +158,9 @@ MEMORY, STATE = "the memory deployment", "the state deployment"
 # How long a memory call waits for the memory deployment's first answer. Its replica
 # answers once it has opened every memory (serve/memory.py opens them in its constructor,
 # an embedded store waiting up to a minute for a replaced replica to let go of it);
-# until then a call would wait in Serve's queue, so the caller hears 503 instead.
-OPEN_WAIT_S = 3.0
+# until then a call would wait in Serve's queue, so the caller hears 503 instead. Long
+# enough that an open deployment on a loaded machine answers within it (a false 503).
+OPEN_WAIT_S = 10.0
 
 
 class MemoryHandle:
@@ -172,6 +173,7 @@ class MemoryHandle:
         self._handle = handle
         self._configured = configured
         self._open = False  # the deployment has answered once: every memory is open
+        self._probe: asyncio.Future | None = None  # the one call that asks, shared by the waiting callers
 
     async def names(self) -> dict[str, dict]:
         if self._configured is not None:
@@ -185,8 +187,10 @@ class MemoryHandle:
             raise NotFound(f"memory '{name}' does not exist")
         if self._open:
             return
-        try:
-            await asyncio.wait_for(call(self._handle.names.remote(), MEMORY), OPEN_WAIT_S)
+        if self._probe is None or (self._probe.done() and (self._probe.cancelled() or self._probe.exception())):
+            self._probe = asyncio.ensure_future(call(self._handle.names.remote(), MEMORY))
+        try:  # shielded: a caller that gives up leaves the probe to the next one
+            await asyncio.wait_for(asyncio.shield(self._probe), OPEN_WAIT_S)
         except TimeoutError:
             raise MemoryLoading(f"memory '{name}' is still loading (the memory deployment is opening the "
                                 "memories); retry shortly", retry_after=5) from None
