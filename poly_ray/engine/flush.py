@@ -86,8 +86,11 @@ class StepBudget:
 
 
 def default_per_step() -> int:
-    """Twice the CPUs this process may run on: the hops' work is CPU work."""
-    return 2 * len(os.sched_getaffinity(0))
+    """Twice the CPUs this process may run on: the hops' work is CPU work. (macOS has no
+    affinity call: there, every CPU, as the model's ``threads_per_session`` default counts.)"""
+    if hasattr(os, "sched_getaffinity"):
+        return 2 * len(os.sched_getaffinity(0))
+    return 2 * (os.cpu_count() or 1)
 
 
 def merge(first: Chunk, more: list[Chunk]) -> Chunk:
